@@ -1,0 +1,67 @@
+"""Assemble the typer application and run it with one error boundary.
+
+Each command module exposes ``register(app)``; plugins add their own
+commands through the ``tsubaki_register_commands`` hook.  Errors of the
+domain family end as ``error: <one line>`` on stderr and a non-zero exit,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import TsubakiError
+from . import analyze_commands, collect_commands, dump_commands, lab_commands
+from .output import print_error
+
+__all__ = ["build_app", "main"]
+
+COMMAND_MODULES = (collect_commands, dump_commands, analyze_commands, lab_commands)
+
+
+def build_app() -> typer.Typer:
+    """Return the full application: built-in commands, then plugin commands."""
+    app = typer.Typer(
+        name="tsubaki-forensics",
+        help="Collect Linux kernel crash dumps Tsubaki-style and analyse them with drgn.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    for module in COMMAND_MODULES:
+        module.register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        app = build_app()
+        app(args=argv, prog_name="tsubaki-forensics", standalone_mode=False)
+    except TsubakiError as e:
+        print_error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    except SystemExit as e:  # typer.Exit inside commands
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # click usage errors and aborts
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        if isinstance(e, click.exceptions.Exit):
+            return e.exit_code
+        if isinstance(e, click.exceptions.Abort):
+            print_error("aborted")
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Where output goes: data on stdout, progress and errors on stderr.
+
+Strings that come from a dump (task names, log lines) are untrusted: they
+pass through :func:`safe_text` before they reach a terminal so that a
+crafted dump cannot inject escape sequences.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "safe_text"]
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe_text(value: object) -> str:
+    """Return ``value`` as text with control characters shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, the only way a handled error reaches the user."""
+    first = safe_text(message).splitlines()[0] if message else "unknown error"
+    sys.stderr.write(f"error: {first}\n")
+
+
+def print_warning(message: str) -> None:
+    sys.stderr.write(f"warning: {safe_text(message)}\n")
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout (never rich-formatted)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
