@@ -1,11 +1,159 @@
-"""Commands for the analyze step (filled in by its owner)."""
+"""``analyze``, ``shell`` and ``plugins``: the commands of the analyze step.
+
+Data goes to stdout (the renderer's output), progress and warnings to
+stderr.  Exit codes of ``analyze``: 0 every analysis complete; 4 some result
+is partial or skipped (the dump lacks something it needed); 5 an analysis
+failed; 1 bad input (one ``error:`` line).
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-__all__ = ["register"]
+from ..analysis.results import Status
+from ..errors import TsubakiError
+from ..plugin_system import get_plugins
+from .output import print_json, print_warning, safe_text, stdout
+
+__all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
+
+EXIT_PARTIAL = 4
+EXIT_FAILED = 5
+
+_DumpPaths = Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump, in any order.", show_default=False)]
+_Vmlinux = Annotated[
+    Optional[Path],
+    typer.Option("--vmlinux", help="vmlinux with DWARF debug info; by default found by the dump's build id."),
+]
+_Disable = Annotated[
+    Optional[list[str]],
+    typer.Option("--disable", help="Do not load this plugin (entry-point name); repeatable. Also TSUBAKI_DISABLE_PLUGINS."),
+]
+
+
+def _names(values: list[str] | None) -> list[str]:
+    return [n for v in values or () for n in v.replace(" ", ",").split(",") if n]
+
+
+def exit_code(statuses: list[Status]) -> int:
+    """The documented exit code for a run whose analyses ended with ``statuses``."""
+    if Status.FAILED in statuses:
+        return EXIT_FAILED
+    if Status.PARTIAL in statuses or Status.SKIPPED in statuses:
+        return EXIT_PARTIAL
+    return 0
+
+
+def analyze(
+    dumps: _DumpPaths,
+    vmlinux: _Vmlinux = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these analyses (comma-separated or repeated).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip these analyses.")] = None,
+    format: Annotated[str, typer.Option("--format", help="Output format: text, json, or one a plugin adds.")] = "text",
+    tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines.")] = None,
+    disable: _Disable = None,
+) -> None:
+    """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
+
+    Exit 0 when every result is complete, 4 when some is partial or skipped,
+    5 when an analysis failed.
+    """
+    from ..analysis.session import analyze_dump, open_program
+
+    plugins = get_plugins(_names(disable))
+    renderers = plugins.renderers()
+    if format not in renderers:
+        raise TsubakiError(f"unknown format {format!r} (available: {', '.join(renderers)})")
+    for path in dumps:
+        if not path.exists():
+            raise TsubakiError(f"{path}: no such file")
+    sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
+    opened = open_program(dumps, plugins, vmlinux=vmlinux)
+    try:
+        report = analyze_dump(
+            opened,
+            plugins,
+            only=_names(only),
+            exclude=_names(exclude),
+            options={"tail": tail},
+            progress=lambda name: sys.stderr.write(f"running {name}\n"),
+        )
+    finally:
+        opened.close()
+    for problem in report.dump.problems:
+        print_warning(problem)
+    renderers[format].function(report, sys.stdout)
+    sys.stdout.flush()
+    code = exit_code([r.status for r in report.results])
+    if code:
+        # SystemExit, not typer.Exit: click returns typer.Exit's code from
+        # app() in non-standalone mode, where cli/app.py does not look at it.
+        sys.exit(code)
+
+
+def shell(dumps: _DumpPaths, vmlinux: _Vmlinux = None, disable: _Disable = None) -> None:
+    """Open drgn's interactive shell on a dump, with ``prog`` and drgn's helpers ready."""
+    import drgn.cli
+
+    from ..analysis.session import open_program
+
+    plugins = get_plugins(_names(disable))
+    opened = open_program(dumps, plugins, vmlinux=vmlinux)
+
+    def banner(text: str) -> str:
+        return f"{text}\ntsubaki-forensics: {', '.join(map(str, dumps))} (the dump object is `dump`)"
+
+    def add_globals(namespace: dict) -> dict:
+        namespace["dump"] = opened.dump
+        return namespace
+
+    try:
+        drgn.cli.run_interactive(opened.program.prog, banner_func=banner, globals_func=add_globals)
+    finally:
+        opened.close()
+
+
+def plugins_command(
+    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    disable: _Disable = None,
+) -> None:
+    """List plugins with their versions and hooks, and what they register."""
+    plugins = get_plugins(_names(disable))
+    infos = plugins.plugins()
+    analyses, renderers = plugins.analyses(), plugins.renderers()
+    sources = plugins.sources()
+    if format == "json":
+        print_json(
+            {
+                "plugins": [i.__dict__ | {"hooks": list(i.hooks)} for i in infos],
+                "disabled": list(plugins.disabled),
+                "analyses": {n: {"plugin": s.plugin, "description": s.description, "needs": sorted(x.value for x in s.needs)} for n, s in analyses.items()},
+                "renderers": {n: {"plugin": s.plugin, "description": s.description} for n, s in renderers.items()},
+                "sources": {n: {"plugin": s.plugin, "description": s.description} for n, s in sources.items()},
+            }
+        )
+        return
+    if format != "text":
+        raise TsubakiError(f"unknown format {format!r} (available: text, json)")
+    for info in infos:
+        version = f"{info.distribution} {info.version}" if info.distribution else "registered in code"
+        stdout.print(f"{safe_text(info.name)}  ({safe_text(version)}; {safe_text(info.module)})", markup=False)
+        for hook in info.hooks:
+            stdout.print(f"    {hook}", markup=False)
+    if plugins.disabled:
+        stdout.print(f"disabled: {', '.join(plugins.disabled)}", markup=False)
+    for title, specs in (("analyses", analyses), ("renderers", renderers), ("memory sources", sources)):
+        stdout.print(f"\n{title}:", markup=False)
+        for name, spec in specs.items():
+            stdout.print(f"    {name:<16} {safe_text(spec.description)}  [{spec.plugin}]", markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``analyze``, ``shell`` and ``plugins`` to ``app``."""
+    app.command("analyze")(analyze)
+    app.command("shell")(shell)
+    app.command("plugins")(plugins_command)

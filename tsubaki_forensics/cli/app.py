@@ -21,7 +21,7 @@ __all__ = ["build_app", "main"]
 COMMAND_MODULES = (collect_commands, dump_commands, analyze_commands, lab_commands)
 
 
-def build_app() -> typer.Typer:
+def build_app(argv: list[str] | None = None) -> typer.Typer:
     """Return the full application: built-in commands, then plugin commands."""
     app = typer.Typer(
         name="tsubaki-forensics",
@@ -32,13 +32,17 @@ def build_app() -> typer.Typer:
     )
     for module in COMMAND_MODULES:
         module.register(app)
+    # Plugins load once per process (--disable is read early, like pytest's -p no:NAME).
+    from ..plugin_system import disabled_from_argv, get_plugins
+
+    get_plugins(disabled_from_argv(sys.argv[1:] if argv is None else argv)).register_commands(app)
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
-        app = build_app()
+        app = build_app(argv)
         app(args=argv, prog_name="tsubaki-forensics", standalone_mode=False)
     except TsubakiError as e:
         print_error(str(e))

@@ -1,11 +1,165 @@
-"""Commands for the collect step (filled in by its owner)."""
+"""``tsubaki-forensics collect``: run the Tsubaki monitor emulation on a crash.
+
+The command parses options into the emulation's parameters and hands over
+to :func:`monitor_model.session.collect`; progress goes to stderr, the
+summary (text table or ``--format json``) to stdout.  docs/COLLECT.md
+explains the model, the parameters and the JSON.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-__all__ = ["register"]
+from ..errors import TsubakiError
+from .output import print_json, print_warning, safe_text, stderr, stdout
+
+__all__ = ["register", "collect"]
+
+
+def _size(value: str, option: str) -> int:
+    from monitor_model.machine import parse_size
+
+    try:
+        return parse_size(value)
+    except TsubakiError as e:
+        raise TsubakiError(f"{option}: {e}") from None
+
+
+def collect(
+    source: Annotated[Optional[str], typer.Argument(
+        help="ELF vmcore, raw image (with IMAGE.json), or crash-lab spec like "
+             "lab:sysrq,mem=2G,workload=busy. Default: the crash lab's default scenario.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Dump file to write (.tsd).")] = Path("dump.tsd"),
+    policy: Annotated[str, typer.Option(
+        help="kdump, reboot-only, tsubaki or tsubaki-triage.")] = "tsubaki",
+    storage: Annotated[str, typer.Option(
+        help="sd-class10, sd-uhs1, emmc, nvme, unlimited, or custom:bw=20MB/s,lat=2ms,gran=4K,flush=10ms.")] = "sd-uhs1",
+    region_size: Annotated[str, typer.Option(help="Hand-back unit (memory-hotplug block).")] = "128M",
+    reboot_mem: Annotated[str, typer.Option(help="Memory Linux needs to reboot (lowest regions).")] = "256M",
+    reboot_regions: Annotated[str, typer.Option(
+        help="sparse: region 0 plus regions a zero-page scan finds nearly empty (cheap to save); "
+             "low: the lowest regions.")] = "sparse",
+    boot_time: Annotated[Optional[float], typer.Option(
+        help="Seconds from reboot to service restart. Default: the source's measured boot.")] = None,
+    capture_boot_time: Annotated[Optional[float], typer.Option(
+        help="kdump: seconds for the capture kernel to boot. Default: the boot time.")] = None,
+    cpu_scale: Annotated[Optional[float], typer.Option(
+        help="Put the measured compression CPU time, times this factor, on the timeline "
+             "(a monitor CPU this many times slower). Default: storage-bound, deterministic.")] = None,
+    demand_rate: Annotated[str, typer.Option(
+        help="How fast Linux's memory demand grows after restart, per second.")] = "64M",
+    boot_footprint: Annotated[str, typer.Option(help="Memory Linux uses right after boot.")] = "128M",
+    level: Annotated[int, typer.Option(help="zstd level.")] = 3,
+    source_type: Annotated[Optional[str], typer.Option(help="Force a registered source type.")] = None,
+    vmlinux: Annotated[Optional[Path], typer.Option(
+        help="vmlinux with debug info, used by tsubaki-triage to locate the triage data.")] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Run every policy on the same input and print one table.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw the timeline to FILE.png|svg|pdf.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Summary format: text or json.")] = "text",
+    fsync: Annotated[bool, typer.Option(help="fsync the dump at every save point.")] = True,
+) -> None:
+    """Emulate the Tsubaki monitor: dump region by region, reboot early, hand memory back."""
+    from monitor_model.engine import CollectParams, check_params
+    from monitor_model.policies import POLICIES
+    from monitor_model.session import COMPARE_ORDER, collect as run_collect, summary_json
+    from monitor_model.sources import open_source
+    from monitor_model.storage import get_profile
+
+    if fmt not in ("text", "json"):
+        raise TsubakiError(f"--format {fmt!r}: choose text or json")
+    if policy not in POLICIES:
+        raise TsubakiError(f"--policy {policy!r}: choose one of {', '.join(POLICIES)}")
+    for name, value in (("--boot-time", boot_time), ("--capture-boot-time", capture_boot_time),
+                        ("--cpu-scale", cpu_scale)):
+        if value is not None and value < 0:
+            raise TsubakiError(f"{name} must not be negative")
+    params = CollectParams(
+        storage=get_profile(storage),
+        region_size=_size(region_size, "--region-size"),
+        reboot_mem=_size(reboot_mem, "--reboot-mem"),
+        reboot_choice=reboot_regions,
+        boot_s=boot_time,
+        capture_boot_s=capture_boot_time,
+        cpu_scale=cpu_scale,
+        demand_rate=_size(demand_rate, "--demand-rate"),
+        boot_footprint=_size(boot_footprint, "--boot-footprint"),
+        level=level,
+        fsync=fsync,
+    )
+    if plot is not None:
+        from monitor_model.plot import check_plot_path
+
+        check_plot_path(plot)
+    policies = [policy] + [p for p in COMPARE_ORDER if p != policy] if compare else [policy]
+    if output.exists() and output.is_dir():
+        raise TsubakiError(f"-o {output}: is a directory")
+    if not output.parent.exists():
+        raise TsubakiError(f"-o {output}: directory {output.parent} does not exist")
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with stderr.status(f"opening {safe_text(source or 'the default crash-lab scenario')}"):
+        src = open_source(source, source_type)
+    try:
+        check_params(src, params)  # bad sizes fail before any progress bar
+        total = sum(n for _, n in src.ranges) * sum(1 for p in policies if POLICIES[p].dumps)
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                      DownloadColumn(binary_units=True), TimeElapsedColumn(),
+                      console=stderr, transient=True) as bar:
+            task = bar.add_task("dumping", total=total or None)
+
+            def on_plan(plan):
+                for note in plan.notes:
+                    print_warning(f"triage: {note}")
+
+            results = run_collect(src, policies, params, output, vmlinux=vmlinux,
+                                  progress=lambda n: bar.advance(task, n), on_plan=on_plan)
+        if plot is not None:
+            from monitor_model.plot import plot_timeline
+
+            plot_timeline(results, plot)
+        if fmt == "json":
+            print_json(summary_json(results, params, src))
+        else:
+            _print_table(results, src, params, plot)
+    finally:
+        src.close()
+
+
+def _print_table(results, src, params, plot: Path | None) -> None:
+    from rich.table import Table
+
+    from monitor_model.machine import format_size
+
+    baseline = next((r for r in results if r.policy == "kdump"), None)
+    table = Table(title=f"collect: {safe_text(src.name)} ({format_size(results[0].memory_bytes)}, "
+                        f"{params.storage.describe()})")
+    table.add_column("policy", no_wrap=True, min_width=14)
+    for col in ("restart", "full mem", "complete", "stall", "MiB", "vs kdump"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in results:
+        ratio = f"{baseline.restart_s / r.restart_s:.2f}x" if baseline and r.restart_s else "-"
+        table.add_row(
+            r.policy, f"{r.restart_s:.2f}", f"{r.full_memory_s:.2f}",
+            "never" if r.dump_complete_s is None else f"{r.dump_complete_s:.2f}",
+            f"{r.stall_s:.2f}", f"{r.bytes_written / (1 << 20):.1f}", ratio,
+        )
+    stdout.print(table)
+    first = results[0]
+    if first.output:
+        stdout.print("seconds of emulated time since the panic; MiB written to the dump; "
+                     "vs kdump = how many times sooner the service restarts")
+        stdout.print(f"dump: {first.output} ({first.policy}); boot {first.boot_s:.2f} s, "
+                     f"ideal restart {first.ideal_restart_s:.2f} s, compression CPU "
+                     f"{first.cpu_compress_s:.2f} s (real, this host)")
+    if plot is not None:
+        stdout.print(f"timeline plot: {plot}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``collect`` to ``app``."""
+    app.command("collect")(collect)

@@ -1,11 +1,111 @@
-"""Commands for the lab step (filled in by its owner)."""
+"""``tsubaki-forensics lab``: make real kernel crashes on demand (see docs/LAB.md).
+
+``lab crash`` goes from nothing to a crashed Debian kernel under QEMU (tools,
+kernel download, initramfs, boot, panic, ELF vmcore, ground truth);
+``lab list`` shows the scenarios, workloads and what is cached;
+``lab kernel`` only fetches a kernel series into the cache.
+Progress goes to stderr, results to stdout.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .output import print_json, safe_text, stderr, stdout
 
 __all__ = ["register"]
 
+lab_app = typer.Typer(
+    name="lab",
+    help="Crash real Debian kernels under QEMU for tests, samples and benchmarks.",
+    no_args_is_help=True,
+)
+
+
+def _progress(message: str) -> None:
+    stderr.print(f"[dim]lab:[/dim] {safe_text(message)}")
+
+
+@lab_app.command("crash")
+def crash_command(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory to write the crash into (created).")],
+    scenario: Annotated[str, typer.Option(help="How to panic: see `lab list`.")] = "sysrq",
+    mem: Annotated[str, typer.Option(help="Guest RAM, e.g. 256M, 512M, 4G (above 3G the PCI hole splits RAM).")] = "512M",
+    smp: Annotated[int, typer.Option(help="Number of vCPUs (1-8).")] = 2,
+    workload: Annotated[str, typer.Option(help="idle, or busy (most RAM filled with realistic data).")] = "idle",
+    kernel: Annotated[str, typer.Option(help="Debian kernel series: 6.1 or 6.12 (newest ABI resolved via apt).")] = "6.1",
+    ram_file: Annotated[bool, typer.Option("--ram-file", help="Keep guest RAM in guest-ram.bin (memory-backend-file) for live collection.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the panic (default scales with RAM).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier crash in the same directory.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Boot a Debian kernel under QEMU, panic it, and save vmcore, console, manifest and ground truth."""
+    from ..lab import crash
+
+    result = crash(scenario, mem, smp, workload, kernel, out, ram_file=ram_file, timeout=timeout,
+                   force=force, log=_progress)
+    m = result.manifest
+    if fmt == "json":
+        print_json(m)
+        return
+    stdout.print(f"crash directory  {safe_text(result.directory)}")
+    stdout.print(f"kernel           {m['kernel']['release']} (build id {m['kernel']['build_id']})")
+    stdout.print(f"scenario         {m['scenario']} / {m['workload']}, {m['mem']}, {m['smp']} vCPU, {m['accel']}")
+    stdout.print(f"panic            {safe_text(m['panic_message'])}")
+    stdout.print(f"crashed          cpu {m['crashed_cpu']}, pid {m['crashed_pid']}")
+    stdout.print(f"backtrace        {' <- '.join(m['backtrace_top'])}")
+    stdout.print(f"vmcore           {result.vmcore} ({m['files']['vmcore']['bytes'] / 2**20:.0f} MiB)")
+    t = m["timings"]
+    stdout.print(f"times            boot->panic {t['boot_to_panic_s']:.1f} s, dump {t['dump_s']:.1f} s, ground truth {t['ground_truth_s']:.1f} s")
+
+
+@lab_app.command("kernel")
+def kernel_command(
+    series: Annotated[str, typer.Argument(help="Debian kernel series, e.g. 6.1 or 6.12.")] = "6.1",
+) -> None:
+    """Fetch a kernel series into the cache (bzImage, guest modules, DWARF vmlinux)."""
+    from ..lab import ensure_kernel
+
+    art = ensure_kernel(series, log=_progress)
+    print_json(art.to_json())
+
+
+@lab_app.command("list")
+def list_command(
+    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Show the scenarios, workloads, cached kernels and cached crashes."""
+    from ..lab import SCENARIOS, WORKLOADS
+    from ..lab.cache import cache_root
+    from ..lab.kernel import cached_releases
+
+    crashes_dir = cache_root() / "crashes"
+    crashes = sorted(str(p.parent.relative_to(crashes_dir)) for p in crashes_dir.glob("*/*/.complete")) if crashes_dir.is_dir() else []
+    data = {
+        "scenarios": {s.name: {"summary": s.summary, "panic_message": s.panic_message} for s in SCENARIOS.values()},
+        "workloads": {w.name: w.summary for w in WORKLOADS.values()},
+        "cache": str(cache_root()),
+        "kernels": [k.release for k in cached_releases()],
+        "crashes": crashes,
+    }
+    if fmt == "json":
+        print_json(data)
+        return
+    stdout.print("scenarios:")
+    for name, s in data["scenarios"].items():
+        stdout.print(f"  {name:<10} {s['summary']}")
+    stdout.print("workloads:")
+    for name, summary in data["workloads"].items():
+        stdout.print(f"  {name:<10} {summary}")
+    stdout.print(f"cache: {data['cache']}")
+    stdout.print(f"  kernels: {', '.join(data['kernels']) or '(none)'}")
+    for c in crashes:
+        stdout.print(f"  crash: {c}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add the ``lab`` command group to ``app``."""
+    app.add_typer(lab_app, name="lab")

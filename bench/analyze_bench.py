@@ -1,0 +1,126 @@
+"""Benchmark: ``tsubaki-forensics analyze`` on a .tsd vs plain drgn on the ELF vmcore.
+
+Both run as whole processes (interpreter start, imports, debug info, the
+three analyses), interleaved, N times each; wall time and peak RSS
+(``wait4`` rusage of each child) are reported as medians and ratios, and
+written to docs/benchmarks/analyze.md.
+
+    python bench/analyze_bench.py [--runs 7] [--vmcore V --vmlinux L] [--out docs/benchmarks/analyze.md]
+
+Without --vmcore the crash lab's default crash (sysrq, 512M, 2 vCPUs) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["measure", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_LEAN = (
+    "import sys, typer\n"
+    "from tsubaki_forensics.cli import analyze_commands\n"
+    "app = typer.Typer(pretty_exceptions_enable=False)\n"
+    "analyze_commands.register(app)\n"
+    "app(args=sys.argv[1:], prog_name='tsubaki-forensics')\n"
+)
+
+
+def measure(argv: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (bytes) and CPU seconds (user+sys) of one child; output discarded."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode not in (0,):
+        raise SystemExit(f"{argv[:4]} failed ({proc.returncode}): {err[-500:]}")
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--vmcore", type=Path)
+    ap.add_argument("--vmlinux", type=Path)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "analyze.md")
+    args = ap.parse_args()
+    if args.vmcore is None:
+        from tsubaki_forensics.lab import cached_crash
+
+        crash = cached_crash()
+        args.vmcore, args.vmlinux = crash.vmcore, crash.vmlinux
+    from tsubaki_forensics.vmcore.importer import import_vmcore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tsd = Path(tmp) / "crash.tsd"
+        imported = import_vmcore(args.vmcore, tsd)
+        ours = [sys.executable, "-m", "tsubaki_forensics.cli.app", "analyze", str(tsd), "--vmlinux", str(args.vmlinux), "--format", "json"]
+        peer = [sys.executable, str(ROOT / "bench" / "analyze_peer.py"), str(args.vmcore), str(args.vmlinux)]
+        # The same command in an app that registers only the analyze commands:
+        # what the CLI costs when other command modules import lazily.
+        lean = [sys.executable, "-c", _LEAN, "analyze", str(tsd), "--vmlinux", str(args.vmlinux), "--format", "json"]
+        measure(ours), measure(peer), measure(lean)  # warm the page cache
+        rows: dict[str, list[tuple[float, int, float]]] = {"ours": [], "peer": [], "lean": []}
+        for _ in range(args.runs):
+            rows["ours"].append(measure(ours))
+            rows["peer"].append(measure(peer))
+            rows["lean"].append(measure(lean))
+    med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+    t_ratio = med["ours"][0] / med["peer"][0]
+    r_ratio = med["ours"][1] / med["peer"][1]
+    verdict = "within" if t_ratio <= 1.2 and r_ratio <= 1.2 else "NOT within"
+    cmd = "python bench/analyze_bench.py" + (f" --runs {args.runs}" if args.runs != 7 else "")
+    text = f"""# Benchmark: analyze
+
+Command: `{cmd}` (whole processes, interleaved, {args.runs} runs each after one warm-up run; medians).
+
+- Machine: {_cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux {platform.release()}
+- Dump: {args.vmcore} ({args.vmcore.stat().st_size / 2**20:.0f} MiB ELF) imported to a {imported.file_bytes / 2**20:.1f} MiB .tsd
+- ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (tasks, dmesg, panic)
+- peer: `python bench/analyze_peer.py VMCORE VMLINUX` (plain drgn, same work, drgn's ELF path)
+
+| | wall (s, median) | CPU user+sys (s, median) | peak RSS (MiB, median) |
+|---|---:|---:|---:|
+| ours (.tsd through the drgn bridge) | {med['ours'][0]:.3f} | {med['ours'][2]:.3f} | {med['ours'][1] / 2**20:.1f} |
+| peer (plain drgn on the ELF vmcore) | {med['peer'][0]:.3f} | {med['peer'][2]:.3f} | {med['peer'][1] / 2**20:.1f} |
+| ratio ours / peer | {t_ratio:.2f}x | {med['ours'][2] / med['peer'][2]:.2f}x | {r_ratio:.2f}x |
+| ours, app with only the analyze commands | {med['lean'][0]:.3f} | {med['lean'][2]:.3f} | {med['lean'][1] / 2**20:.1f} |
+| ratio lean / peer | {med['lean'][0] / med['peer'][0]:.2f}x | {med['lean'][2] / med['peer'][2]:.2f}x | {med['lean'][1] / med['peer'][1]:.2f}x |
+
+Target: within 1.2x on both; this run is **{verdict}** the target.
+
+Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared; wall times under load are noisy, CPU times less so).
+
+All runs (wall s, RSS MiB, CPU s):
+ours {[(round(w, 3), round(r / 2**20, 1), round(c, 3)) for w, r, c in rows['ours']]};
+peer {[(round(w, 3), round(r / 2**20, 1), round(c, 3)) for w, r, c in rows['peer']]};
+lean {[(round(w, 3), round(r / 2**20, 1), round(c, 3)) for w, r, c in rows['lean']]}.
+"""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The peer of the analyze benchmark: plain drgn doing tasks + dmesg + panic on the ELF vmcore.
+
+Same work as ``tsubaki-forensics analyze`` (every task's pid, ppid, comm,
+state, cpu, on_cpu; every printk record; the panic message; the crashed
+thread's and every other CPU's backtrace with names and source lines), with
+drgn's own core-dump path and nothing of ours in between.
+
+    python bench/analyze_peer.py VMCORE VMLINUX
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import drgn
+from drgn.helpers.linux.cpumask import for_each_present_cpu
+from drgn.helpers.linux.kallsyms import load_module_kallsyms
+from drgn.helpers.linux.panic import panic_message
+from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.printk import get_printk_records
+from drgn.helpers.linux.sched import cpu_curr, task_cpu, task_state_to_char
+
+__all__ = ["main"]
+
+
+def _frames(trace):
+    out = []
+    for frame in trace:
+        if frame.pc < 0xFF00_0000_0000_0000:
+            break
+        try:
+            source = frame.source()[:2]
+        except LookupError:
+            source = None
+        out.append((frame.name, source))
+    return out
+
+
+def main(vmcore: str, vmlinux: str) -> dict:
+    prog = drgn.Program()
+    prog.set_core_dump(vmcore)
+    prog.load_debug_info([vmlinux])
+    prog.register_symbol_finder("module_kallsyms", load_module_kallsyms(prog), enable_index=-1)
+    tasks = [
+        (t.pid.value_(), t.real_parent.tgid.value_(), t.comm.string_(), task_state_to_char(t), task_cpu(t), bool(t.on_cpu))
+        for t in for_each_task(prog)
+    ]
+    log = [(r.timestamp, r.level, r.text) for r in get_printk_records(prog)]
+    message = panic_message(prog)
+    panic_cpu = prog["panic_cpu"].counter.value_()
+    crashed = _frames(prog.crashed_thread().stack_trace())
+    others = {cpu: _frames(prog.stack_trace(cpu_curr(prog, cpu))) for cpu in for_each_present_cpu(prog) if cpu != panic_cpu}
+    return {"tasks": len(tasks), "log": len(log), "message": message.decode(), "frames": len(crashed), "cpus": len(others)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2])))

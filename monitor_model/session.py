@@ -1,0 +1,90 @@
+"""One ``collect`` invocation: a source, one or more policies, their dumps.
+
+The CLI stays thin: it parses options into :class:`~.engine.CollectParams`
+and calls :func:`collect`, which plans the triage data once (only when a
+triage policy runs), runs each policy on the same source and returns the
+results in order.  With several policies only the first keeps its dump at
+``output``; the others are written for real (the compression is part of the
+measurement) into a temporary directory and removed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .engine import CollectParams, RunResult, run_policy
+from .policies import get_policy
+from .triage import TriagePlan, plan_triage
+
+__all__ = ["collect", "summary_json", "COMPARE_ORDER"]
+
+COMPARE_ORDER = ("kdump", "reboot-only", "tsubaki", "tsubaki-triage")
+
+
+def collect(
+    source,
+    policies: Sequence[str],
+    params: CollectParams,
+    output: Path,
+    *,
+    vmlinux: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_plan: Callable[[TriagePlan], None] | None = None,
+) -> list[RunResult]:
+    """Run ``policies`` on ``source``; the first one's dump goes to ``output``."""
+    plan: TriagePlan | None = None
+
+    def triage(machine):
+        nonlocal plan
+        if plan is None:
+            plan = plan_triage(source, vmlinux)
+            if on_plan:
+                on_plan(plan)
+        return plan.steps()
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tsubaki-collect-") as tmp:
+        for i, name in enumerate(policies):
+            out = output if i == 0 else Path(tmp) / f"{name}.tsd"
+            result = run_policy(source, get_policy(name), params, out, triage=triage, progress=progress)
+            if i:
+                result = replace(result, output=None)
+            results.append(result)
+    return results
+
+
+def summary_json(results: Sequence[RunResult], params: CollectParams, source) -> dict:
+    """The documented ``--format json`` document (docs/COLLECT.md)."""
+    baseline = next((r for r in results if r.policy == "kdump"), None)
+    policies = {}
+    for r in results:
+        row = r.to_json()
+        if baseline is not None and r.restart_s > 0:
+            row["restart_speedup_vs_kdump"] = round(baseline.restart_s / r.restart_s, 3)
+        policies[r.policy] = row
+    storage = params.storage
+    return {
+        "source": getattr(source, "name", "?"),
+        "memory_bytes": results[0].memory_bytes if results else None,
+        "storage": {
+            "name": storage.name,
+            "bandwidth_Bps": None if storage.bandwidth == float("inf") else storage.bandwidth,
+            "write_latency_s": storage.write_latency,
+            "granularity": storage.granularity,
+            "flush_latency_s": storage.flush_latency,
+        },
+        "params": {
+            "region_size": params.region_size,
+            "reboot_mem": params.reboot_mem,
+            "boot_s": results[0].boot_s if results else params.boot_s,
+            "capture_boot_s": params.capture_boot_s,
+            "cpu_scale": params.cpu_scale,
+            "demand_rate_Bps": params.demand_rate,
+            "boot_footprint": params.boot_footprint,
+            "zstd_level": params.level,
+        },
+        "policies": policies,
+    }

@@ -1,0 +1,351 @@
+"""The built-in memory sources for ``collect``, registered as a plugin.
+
+This module is the entry point ``memory-sources`` of the ``tsubaki_forensics``
+group: it implements ``tsubaki_register_sources(register)`` like any
+third-party plugin would, so the plugin path is exercised on every run.
+
+* ``vmcore``: an ELF vmcore (QEMU ``dump-guest-memory``, kdump ``/proc/vmcore``),
+  read with :class:`tsubaki_forensics.vmcore.ElfVmcore`.
+* ``lab``: a crash-lab scenario (``lab``, ``lab:sysrq``,
+  ``lab:sysrq,mem=2G,workload=busy``): a real Debian kernel panicked under
+  QEMU by :mod:`tsubaki_forensics.lab`; the default source of ``collect``.
+  It carries the guest's measured boot time and its vmlinux.
+* ``raw``: a raw memory image with a sidecar ``IMAGE.json`` giving its
+  physical ranges, VMCOREINFO and notes (docs/COLLECT.md).
+
+A live QEMU guest will be another source registered the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsubaki_forensics.errors import NotCollectedError, SourceError, TsubakiError
+from tsubaki_forensics.plugin_system import hookimpl
+
+__all__ = [
+    "SourceType",
+    "MemorySource",
+    "VmcoreSource",
+    "RawImageSource",
+    "BytesSource",
+    "SOURCE_TYPES",
+    "tsubaki_register_sources",
+    "open_source",
+    "lab_boot_seconds",
+    "DEFAULT_SOURCE",
+]
+
+DEFAULT_SOURCE = "lab:sysrq"
+BULK_READ = 1 << 20  # reads this large are the engine's sequential pass
+_ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """One kind of memory source, as registered through the hook."""
+
+    name: str
+    description: str
+    open: Callable[[str], object]
+    probe: Callable[[str], bool]
+
+
+class MemorySource:
+    """Base of the built-in sources (the protocol of docs/ARCHITECTURE.md)."""
+
+    name = "?"
+    ranges: list[tuple[int, int]]
+    vmcoreinfo: bytes | None = None
+    notes: bytes | None = None
+    properties: dict[str, str]
+
+    def read(self, paddr: int, size: int) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release files."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VmcoreSource(MemorySource):
+    """An ELF vmcore on disk."""
+
+    def __init__(self, path: str | os.PathLike[str], properties: dict | None = None) -> None:
+        from tsubaki_forensics.vmcore import ElfVmcore
+
+        self.path = Path(path)
+        self.name = str(self.path)
+        self._core = ElfVmcore(self.path)
+        self.ranges = _segment_ranges(self._core.segments)
+        self.vmcoreinfo = _bytes(self._core.vmcoreinfo)
+        self.notes = _bytes(self._core.notes)
+        self.properties = {"source": "vmcore", "vmcore": str(self.path), **(properties or {})}
+
+    def read(self, paddr: int, size: int) -> bytes:
+        try:
+            data = self._core.read(paddr, size)
+        except NotCollectedError as e:
+            raise SourceError(f"physical address {e.address:#x} is not in {self.path}") from None
+        if size >= BULK_READ:
+            self._release(paddr, size)
+        return data
+
+    def _release(self, paddr: int, size: int) -> None:
+        """Drop the vmcore's mapped pages behind a bulk read: the dump reads
+        every byte once, so keeping them resident only grows the RSS."""
+        for start, length in self.ranges:
+            lo, hi = max(start, paddr), min(start + length, paddr + size)
+            if lo < hi:
+                try:
+                    self._core.release(lo, hi - lo)
+                except NotCollectedError:
+                    continue
+
+    def close(self) -> None:
+        close = getattr(self._core, "close", None)
+        if close:
+            close()
+
+
+class RawImageSource(MemorySource):
+    """A raw physical-memory image plus its sidecar JSON.
+
+    Sidecar ``IMAGE.json``: ``{"ranges": [{"paddr", "length", "offset"}],
+    "vmcoreinfo": text, "notes_base64": str, "properties": {...}}``; without
+    ``ranges`` the whole file is physical memory from address 0.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], sidecar: Path | None = None) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        sidecar = sidecar or _sidecar(self.path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise SourceError(f"cannot open raw image {self.path}: {e.strerror}") from None
+        size = os.fstat(self._fd).st_size
+        try:
+            meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        except (OSError, ValueError) as e:
+            os.close(self._fd)
+            raise SourceError(f"{sidecar}: not a readable JSON sidecar ({e})") from None
+        rows = meta.get("ranges") or [{"paddr": 0, "length": size, "offset": 0}]
+        try:
+            self._map = sorted((int(r["paddr"]), int(r["length"]), int(r.get("offset", r["paddr"]))) for r in rows)
+        except (KeyError, TypeError, ValueError) as e:
+            os.close(self._fd)
+            raise SourceError(f"{sidecar}: bad range entry ({e})") from None
+        for paddr, length, offset in self._map:
+            if offset < 0 or length <= 0 or offset + length > size:
+                os.close(self._fd)
+                raise SourceError(f"{sidecar}: range {paddr:#x}+{length:#x} is outside {self.path} ({size} bytes)")
+        self.ranges = [(p, n) for p, n, _ in self._map]
+        info = meta.get("vmcoreinfo")
+        self.vmcoreinfo = info.encode() if isinstance(info, str) else None
+        notes = meta.get("notes_base64")
+        self.notes = base64.b64decode(notes) if notes else None
+        self.properties = {"source": "raw", "image": str(self.path),
+                           **{str(k): str(v) for k, v in (meta.get("properties") or {}).items()}}
+
+    def read(self, paddr: int, size: int) -> bytes:
+        out = bytearray()
+        pos, end = paddr, paddr + size
+        for start, length, offset in self._map:
+            if pos >= end:
+                break
+            if start <= pos < start + length:
+                n = min(end, start + length) - pos
+                out += os.pread(self._fd, n, offset + pos - start)
+                pos += n
+        if pos < end:
+            raise SourceError(f"physical address {pos:#x} is not in {self.path}")
+        return bytes(out)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class BytesSource(MemorySource):
+    """Memory held in a Python buffer, for callers (and tests) that built it.
+
+    ``ranges`` are ``(paddr, length)``; the buffer holds them back to back.
+    """
+
+    def __init__(self, data, ranges: list[tuple[int, int]] | None = None, *,
+                 vmcoreinfo: bytes | None = None, notes: bytes | None = None,
+                 properties: dict | None = None, name: str = "memory") -> None:
+        self.name = name
+        self._data = memoryview(data).cast("B")
+        self.ranges = sorted(ranges or [(0, len(self._data))])
+        if sum(n for _, n in self.ranges) != len(self._data):
+            raise SourceError("BytesSource: the ranges do not add up to the buffer size")
+        self._offsets, pos = [], 0
+        for _, length in self.ranges:
+            self._offsets.append(pos)
+            pos += length
+        self.vmcoreinfo, self.notes = vmcoreinfo, notes
+        self.properties = dict(properties or {})
+
+    def read(self, paddr: int, size: int) -> bytes:
+        out, pos, end = bytearray(), paddr, paddr + size
+        for (start, length), offset in zip(self.ranges, self._offsets):
+            if pos < end and start <= pos < start + length:
+                n = min(end, start + length) - pos
+                out += self._data[offset + pos - start : offset + pos - start + n]
+                pos += n
+        if pos < end:
+            raise SourceError(f"physical address {pos:#x} is not in {self.name}")
+        return bytes(out)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _bytes(value) -> bytes | None:
+    if value is None:
+        return None
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _segment_ranges(segments) -> list[tuple[int, int]]:
+    """(paddr, size) of the vmcore's memory segments, merged where adjacent."""
+    out: list[tuple[int, int]] = []
+    for seg in segments:
+        if isinstance(seg, tuple):
+            paddr, size = seg[0], seg[1]
+        else:
+            paddr = getattr(seg, "paddr", None)
+            if paddr is None:
+                paddr = getattr(seg, "start")
+            size = getattr(seg, "size", None)
+            if size is None:
+                size = getattr(seg, "length")
+        if size <= 0:
+            continue
+        if out and out[-1][0] + out[-1][1] == paddr:
+            out[-1] = (out[-1][0], out[-1][1] + size)
+        else:
+            out.append((paddr, size))
+    return sorted(out)
+
+
+# -- crash lab ------------------------------------------------------------------
+
+
+def parse_lab_spec(spec: str) -> dict[str, str]:
+    """``lab:sysrq,mem=2G,workload=busy`` -> keyword arguments of ``lab.crash``."""
+    body = spec[len("lab"):].lstrip(":")
+    kwargs: dict[str, str] = {}
+    for i, item in enumerate(filter(None, body.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            if i:
+                raise SourceError(f"{spec!r}: expected key=value after the scenario, got {item!r}")
+            kwargs["scenario"] = key
+            continue
+        if key not in ("scenario", "mem", "smp", "workload", "kernel"):
+            raise SourceError(f"{spec!r}: unknown crash-lab parameter {key!r}")
+        kwargs[key] = value
+    if "smp" in kwargs:
+        try:
+            kwargs["smp"] = int(kwargs["smp"])
+        except ValueError:
+            raise SourceError(f"{spec!r}: smp must be a number") from None
+    return kwargs
+
+
+def lab_boot_seconds(ground_truth: dict) -> float | None:
+    """Kernel start to the guest's user space at work, in the guest's own log.
+
+    The lab init's ``tsubaki-lab: starting workload`` line marks user space
+    running; ``Run /init`` (kernel handing over to init) is the fallback.  The
+    firmware is not counted: the monitor starts the kernel directly.
+    """
+    lines = ground_truth.get("dmesg", [])
+    for marker in ("tsubaki-lab: starting workload", "Run /init"):
+        for line in lines:
+            if marker in line.get("text", ""):
+                return float(line["time"])
+    return None
+
+
+def open_lab(spec: str) -> VmcoreSource:
+    """Crash a lab guest (cached) and open its vmcore."""
+    from tsubaki_forensics import lab
+
+    result = lab.cached_crash(**parse_lab_spec(spec))
+    props = {"source": "lab", "lab": spec, "vmlinux": str(result.vmlinux)}
+    boot = lab_boot_seconds(result.ground_truth or {})
+    if boot is not None:
+        props["boot_s"] = f"{boot:.3f}"
+    manifest = result.manifest or {}
+    for key in ("scenario", "mem", "smp", "workload", "kernel_release"):
+        if key in manifest:
+            props[f"lab.{key}"] = str(manifest[key])
+    source = VmcoreSource(result.vmcore, props)
+    source.name = spec
+    return source
+
+
+def _probe_elf(spec: str) -> bool:
+    try:
+        with open(spec, "rb") as f:
+            return f.read(4) == _ELF_MAGIC
+    except OSError:
+        return False
+
+
+def _probe_raw(spec: str) -> bool:
+    path = Path(spec)
+    return path.is_file() and _sidecar(path).is_file() and not _probe_elf(spec)
+
+
+SOURCE_TYPES = (
+    SourceType("vmcore", "an ELF vmcore (QEMU dump-guest-memory, kdump /proc/vmcore)",
+               VmcoreSource, _probe_elf),
+    SourceType("lab", "a crash-lab scenario: lab[:SCENARIO][,mem=512M][,smp=2][,workload=idle|busy]",
+               open_lab, lambda spec: spec == "lab" or spec.startswith("lab:")),
+    SourceType("raw", "a raw memory image with a sidecar IMAGE.json (ranges, vmcoreinfo, notes)",
+               RawImageSource, _probe_raw),
+)
+
+
+@hookimpl
+def tsubaki_register_sources(register) -> None:
+    """Register the built-in sources."""
+    for source_type in SOURCE_TYPES:
+        register(source_type)
+
+
+def open_source(spec: str | None, kind: str | None = None):
+    """Open ``spec`` with the registered source named ``kind``, or the first
+    whose probe accepts it; ``None`` opens the default crash-lab scenario."""
+    from tsubaki_forensics.plugin_system import sources
+
+    spec = spec or DEFAULT_SOURCE
+    registered = sources()
+    if kind is not None:
+        if kind not in registered:
+            raise TsubakiError(f"unknown source type {kind!r}; registered: {', '.join(registered)}")
+        return registered[kind].factory(spec)
+    for entry in registered.values():
+        if entry.probe is not None and entry.probe(spec):
+            return entry.factory(spec)
+    if not os.path.exists(spec):
+        raise SourceError(f"{spec}: no such file (and not a crash-lab spec like lab:sysrq)")
+    raise SourceError(f"{spec}: not a memory source I know ({', '.join(registered)}); "
+                      "a raw image needs a sidecar IMAGE.json")

@@ -1,0 +1,133 @@
+"""``dmesg``: the kernel log with timestamps and levels, like crash's ``log``.
+
+Extraction is drgn's ``get_printk_records``; it is all-or-nothing, so when a
+page of the printk ring was not collected the result says which address is
+missing and lists no lines rather than guessing at a partial log.  Turning
+records into lines (seconds, level, text, ``--tail``) is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import drgn
+from drgn.helpers.linux.printk import get_printk_records
+
+from tsubaki_forensics.analysis import (
+    AnalysisContext,
+    AnalysisResult,
+    Column,
+    Completeness,
+    Missing,
+    Need,
+    Table,
+)
+from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for
+from tsubaki_forensics.plugin_system import hookimpl
+
+__all__ = ["LogLine", "LEVEL_NAMES", "read_log", "log_lines", "tail", "dmesg_result", "analyze"]
+
+#: syslog levels as ``printk`` uses them (include/linux/kern_levels.h)
+LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One log record: seconds since boot, syslog level, text (one or more lines)."""
+
+    time: float
+    level: int
+    text: str
+    seq: int | None = None
+    caller: str | None = None  # "T123" (task) or "C1" (CPU) as printk's caller id
+
+
+def _caller(tid: int | None, cpu: int | None) -> str | None:
+    if tid is not None:
+        return f"T{tid}"
+    if cpu is not None:
+        return f"C{cpu}"
+    return None
+
+
+def log_lines(records: Iterable[object]) -> list[LogLine]:
+    """Pure: printk records (``drgn.helpers.linux.printk.PrintkRecord``) to lines.
+
+    Text is decoded as UTF-8 with undecodable bytes kept as ``\\xNN`` (the
+    kernel does not promise UTF-8); timestamps become seconds.
+    """
+    out = []
+    for r in records:
+        text = r.text.decode("utf-8", "backslashreplace")  # type: ignore[attr-defined]
+        out.append(
+            LogLine(
+                time=r.timestamp / 1e9,  # type: ignore[attr-defined]
+                level=r.level,  # type: ignore[attr-defined]
+                text=text,
+                seq=r.seq,  # type: ignore[attr-defined]
+                caller=_caller(r.caller_tid, r.caller_cpu),  # type: ignore[attr-defined]
+            )
+        )
+    return out
+
+
+def tail(lines: Sequence[LogLine], n: int | None) -> list[LogLine]:
+    """The last ``n`` lines (all of them when ``n`` is ``None``)."""
+    if n is None:
+        return list(lines)
+    if n < 0:
+        raise ValueError("--tail must be 0 or more")
+    return list(lines[len(lines) - n :]) if n else []
+
+
+def read_log(prog: drgn.Program) -> tuple[list[LogLine] | None, list[Missing]]:
+    """All records of the printk ring, or ``None`` and what was missing."""
+    try:
+        return log_lines(get_printk_records(prog)), []
+    except READ_ERRORS as e:
+        return None, [missing_for("printk ring buffer", e)]
+
+
+_COLUMNS = (
+    Column("time", "TIME", float, "right"),
+    Column("level", "LEVEL", int, "right"),
+    Column("caller", "CALLER", str),
+    Column("text", "TEXT", str),
+)
+
+
+def dmesg_result(lines: list[LogLine] | None, missing: Sequence[Missing], tail_n: int | None = None) -> AnalysisResult:
+    """Pure: the ``dmesg`` result; ``lines`` is ``None`` when the ring was not readable."""
+    if lines is None:
+        return AnalysisResult(
+            name="dmesg",
+            title="Kernel log",
+            facts=(("records", None),),
+            completeness=(Completeness("log records", 0, None, tuple(missing)),),
+            notes=("drgn reads the printk ring as a whole; no line is shown rather than a guessed partial log",),
+        )
+    shown = tail(lines, tail_n)
+    rows = [(line.time, line.level, line.caller, line.text) for line in shown]
+    facts = [("records", len(lines))]
+    if tail_n is not None:
+        facts.append(("shown", len(shown)))
+    return AnalysisResult(
+        name="dmesg",
+        title="Kernel log",
+        facts=tuple(facts),
+        tables=(Table.build("log", "Kernel log", _COLUMNS, rows),),
+        completeness=(Completeness("log records", len(lines), len(lines), tuple(missing)),),
+    )
+
+
+def analyze(ctx: AnalysisContext) -> AnalysisResult:
+    """Read the printk ring of ``ctx.prog``; option ``tail`` keeps the last N lines."""
+    lines, missing = read_log(ctx.prog)
+    return dmesg_result(lines, missing, ctx.option("tail"))
+
+
+@hookimpl
+def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
+    """Register ``dmesg``."""
+    register("dmesg", analyze, "the kernel log with timestamps and levels (crash's log)", needs=[Need.DEBUG_INFO])

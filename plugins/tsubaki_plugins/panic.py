@@ -1,0 +1,267 @@
+"""``panic``: what panicked, where, and how it got there (crash's ``bt -a``).
+
+Extraction uses drgn: ``panic_message`` (from the log), ``panic_cpu``,
+``prog.crashed_thread()`` and its ``stack_trace()``, and ``cpu_curr`` plus
+``prog.stack_trace`` for the tasks on the other CPUs.  Pure functions turn
+frames into rows and cut the trace at the first user-space address: drgn
+may unwind on past the kernel entry into hundreds of bogus ``0x0`` frames.
+A stack page that was not collected is reported, since drgn ends a trace
+quietly where it cannot read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import drgn
+from drgn.helpers.linux.cpumask import for_each_present_cpu
+from drgn.helpers.linux.panic import panic_message
+from drgn.helpers.linux.sched import cpu_curr
+
+from tsubaki_forensics.analysis import (
+    AnalysisContext,
+    AnalysisResult,
+    Column,
+    Completeness,
+    Missing,
+    Need,
+    Table,
+    Value,
+)
+from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for, placeholder_for, read_value
+from tsubaki_forensics.plugin_system import hookimpl
+
+__all__ = [
+    "Frame",
+    "Backtrace",
+    "is_user_address",
+    "kernel_frames",
+    "frame_from_drgn",
+    "read_backtrace",
+    "format_location",
+    "panic_result",
+    "analyze",
+]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One stack frame as data.
+
+    ``function`` is the source-level name (DWARF, or the symbol where there
+    is none); ``symbol`` and ``offset`` are the ELF or kallsyms symbol that
+    holds ``pc`` and ``pc`` minus its start, as the kernel prints them
+    (``__handle_sysrq.cold+0x44``).  Inlined frames have no symbol of their own.
+    """
+
+    pc: int
+    function: str | None
+    symbol: str | None = None
+    offset: int | None = None
+    size: int | None = None
+    file: str | None = None
+    line: int | None = None
+    inline: bool = False
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class Backtrace:
+    """The kernel frames of one task, and what stopped them from being complete."""
+
+    cpu: Value
+    pid: Value
+    comm: Value
+    frames: tuple[Frame, ...]
+    user_frames_dropped: int = 0
+    missing: tuple[Missing, ...] = ()
+
+
+#: Lowest kernel text address on 64-bit x86-64 (4- and 5-level paging) and AArch64.
+KERNEL_SPACE_64 = 0xFF00_0000_0000_0000
+
+
+def is_user_address(pc: int, address_size: int = 8) -> bool:
+    """True for an address below kernel space (user space or non-canonical).
+
+    A ``pc`` of 0 (drgn's bogus frames past the entry) counts as user space.
+    """
+    if address_size == 4:
+        return pc < 0xC000_0000
+    return pc < KERNEL_SPACE_64
+
+
+def kernel_frames(frames: Sequence[Frame], address_size: int = 8) -> tuple[list[Frame], int]:
+    """Pure: the frames up to (not including) the first user-space address.
+
+    :returns: the kernel frames and how many frames were dropped after them.
+    """
+    for i, frame in enumerate(frames):
+        if is_user_address(frame.pc, address_size):
+            return list(frames[:i]), len(frames) - i
+    return list(frames), 0
+
+
+def format_location(frame: Frame) -> str:
+    """``symbol+0x12/0x40`` like crash and the kernel print it; the function name if inlined."""
+    name = frame.symbol or frame.function or f"{frame.pc:#x}"
+    if frame.offset is None:
+        return name
+    size = f"/{frame.size:#x}" if frame.size else ""
+    return f"{name}+{frame.offset:#x}{size}"
+
+
+def frame_from_drgn(frame: drgn.StackFrame) -> Frame:
+    """Extraction: one ``drgn.StackFrame`` as a :class:`Frame`."""
+    pc = frame.pc
+    name = frame.name  # None where there is no DWARF (module functions)
+    symbol_name = offset = size = None
+    if not frame.is_inline:
+        try:
+            symbol = frame.symbol()  # also kallsyms of modules (the bridge adds that finder)
+        except LookupError:
+            symbol = None
+        if symbol is not None:
+            symbol_name, offset, size = symbol.name, pc - symbol.address, symbol.size
+            name = name or symbol.name
+    file = line = None
+    try:
+        file, line, _ = frame.source()
+    except LookupError:
+        pass
+    return Frame(pc, name, symbol_name, offset, size, file, line, frame.is_inline, frame.interrupted)
+
+
+def _stack_gaps(prog: drgn.Program, task: drgn.Object) -> list[Missing]:
+    """Pages of the task's kernel stack that the dump does not hold."""
+    gaps = []
+    try:
+        base = task.stack.value_()
+        size = prog["THREAD_SIZE"].value_()
+        page = prog["PAGE_SIZE"].value_()
+    except READ_ERRORS as e:
+        return [missing_for("task stack pointer", e)]
+    for address in range(base, base + size, page):
+        try:
+            prog.read(address, 1)
+        except drgn.FaultError:
+            gaps.append(Missing("stack page", address))  # the virtual address, as in the frames
+    return gaps
+
+
+def read_backtrace(
+    prog: drgn.Program, task: drgn.Object, cpu: Value, trace: Iterable[drgn.StackFrame] | None = None
+) -> Backtrace:
+    """Extraction: the kernel frames of ``task`` (``trace`` if already unwound)."""
+    pid = read_value(lambda: task.pid.value_())
+    comm = read_value(lambda: task.comm.string_().decode("utf-8", "backslashreplace"))
+    missing = _stack_gaps(prog, task)
+    try:
+        frames = [frame_from_drgn(f) for f in (trace if trace is not None else prog.stack_trace(task))]
+    except READ_ERRORS as e:
+        return Backtrace(cpu, pid, comm, (), 0, (*missing, missing_for(f"registers or stack of pid {pid}", e)))
+    kept, dropped = kernel_frames(frames, _address_size(prog))
+    return Backtrace(cpu, pid, comm, tuple(kept), dropped, tuple(missing))
+
+
+def _address_size(prog: drgn.Program) -> int:
+    platform = prog.platform
+    return 8 if platform is None or platform.flags & drgn.PlatformFlags.IS_64_BIT else 4
+
+
+_FRAME_COLUMNS = (
+    Column("index", "#", int, "right"),
+    Column("function", "FUNCTION", str),
+    Column("symbol", "SYMBOL", str),
+    Column("offset", "OFFSET", int, "right", "hex"),
+    Column("pc", "PC", int, fmt="hex"),
+    Column("file", "FILE", str),
+    Column("line", "LINE", int, "right"),
+    Column("inline", "INLINE", bool),
+)
+
+
+def _frames_table(name: str, title: str, bt: Backtrace) -> Table:
+    rows = [(i, f.function, f.symbol, f.offset, f.pc, f.file, f.line, f.inline) for i, f in enumerate(bt.frames)]
+    return Table.build(name, title, _FRAME_COLUMNS, rows)
+
+
+def panic_result(
+    message: Value, panic_cpu: Value, crashed: Backtrace | None, others: Sequence[Backtrace], missing: Sequence[Missing]
+) -> AnalysisResult:
+    """Pure: the ``panic`` result from what extraction read."""
+    facts: list[tuple[str, Value]] = [("panic message", message), ("panicking CPU", panic_cpu)]
+    tables = []
+    all_missing = list(missing)
+    traced = 0
+    wanted = len(others) + 1
+    notes = []
+    if crashed is not None:
+        facts += [("crashed pid", crashed.pid), ("crashed command", crashed.comm)]
+        title = f"Backtrace of the crashed task: PID {crashed.pid} ({crashed.comm}) on CPU {crashed.cpu}"
+        tables.append(_frames_table("backtrace", title, crashed))
+        all_missing += crashed.missing
+        traced += bool(crashed.frames) and not crashed.missing
+        if crashed.user_frames_dropped:
+            notes.append(f"crashed task: stopped at the first user-space address ({crashed.user_frames_dropped} frame(s) after it not shown)")
+    for bt in others:
+        title = f"CPU {bt.cpu}: PID {bt.pid} ({bt.comm})"
+        tables.append(_frames_table(f"cpu{bt.cpu}", title, bt))
+        all_missing += bt.missing
+        traced += bool(bt.frames) and not bt.missing
+    return AnalysisResult(
+        name="panic",
+        title="Panic",
+        facts=tuple(facts),
+        tables=tuple(tables),
+        completeness=(Completeness("backtraces", traced, wanted, tuple(all_missing)),),
+        notes=tuple(notes),
+    )
+
+
+def analyze(ctx: AnalysisContext) -> AnalysisResult:
+    """Read the panic message, the crashed thread and the other CPUs' tasks."""
+    prog = ctx.prog
+    missing: list[Missing] = []
+    try:
+        raw = panic_message(prog)
+        message: Value = raw.decode("utf-8", "backslashreplace") if raw is not None else None
+    except READ_ERRORS as e:
+        message = placeholder_for(e)
+        missing.append(missing_for("printk ring buffer (panic message)", e))
+    panic_cpu = read_value(lambda: prog["panic_cpu"].counter.value_())
+    crashed = None
+    try:
+        thread = prog.crashed_thread()
+        task = thread.object
+        crashed = read_backtrace(prog, task, panic_cpu, thread.stack_trace())
+    except READ_ERRORS as e:
+        missing.append(missing_for("crashed thread", e))
+    others = []
+    try:
+        cpus = list(for_each_present_cpu(prog))  # panic() takes the others offline
+    except READ_ERRORS as e:
+        cpus = []
+        missing.append(missing_for("present CPU mask", e))
+    for cpu in cpus:
+        if cpu == panic_cpu:
+            continue
+        try:
+            task = cpu_curr(prog, cpu)
+        except READ_ERRORS as e:
+            missing.append(missing_for(str(cpu), e, group="CPU"))
+            continue
+        others.append(read_backtrace(prog, task, cpu))
+    return panic_result(message, panic_cpu, crashed, others, missing)
+
+
+@hookimpl
+def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
+    """Register ``panic``."""
+    register(
+        "panic",
+        analyze,
+        "panic message, panicking CPU and task, backtraces of the crashed task and every CPU (crash's bt -a)",
+        needs=[Need.DEBUG_INFO, Need.REGISTERS],
+    )

@@ -1,0 +1,238 @@
+"""``tasks``: the task list, like crash's ``ps``.
+
+PPID is the parent process as ``ps(1)`` shows it (``real_parent->tgid``);
+"on CPU" is the task's own ``on_cpu`` flag, and a second table names the
+task each CPU was running (``cpu_curr``), idle tasks included.
+
+Extraction walks the PID IDR with drgn's ``idr_for_each`` and ``pid_task``
+(what ``for_each_task`` does) but keeps each PID number, so a task whose
+``task_struct`` was not collected is still named in the report
+("pids 30, 31 not collected") instead of silently missing.  Every field is
+read on its own: a half-collected ``task_struct`` gives a row with
+placeholders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import drgn
+from drgn.helpers.linux.cpumask import for_each_present_cpu
+from drgn.helpers.linux.idr import idr_for_each
+from drgn.helpers.linux.pid import pid_task
+from drgn.helpers.linux.sched import cpu_curr, task_cpu, task_state_to_char
+
+from tsubaki_forensics.analysis import (
+    AnalysisContext,
+    AnalysisResult,
+    Column,
+    Completeness,
+    Missing,
+    Need,
+    NotCollected,
+    Table,
+    Value,
+    is_placeholder,
+)
+from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for, placeholder_for, read_value
+from tsubaki_forensics.plugin_system import hookimpl
+
+__all__ = ["TaskRecord", "CpuRecord", "read_tasks", "read_cpus", "crashed_pid", "tasks_result", "analyze"]
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task as read from the dump; any field may be a placeholder.
+
+    :param nr: the PID number from the IDR (known even when the task is not).
+    :param address: ``struct task_struct *`` value, or ``None`` if unknown.
+    """
+
+    nr: int
+    address: int | None
+    pid: Value
+    ppid: Value
+    comm: Value
+    state: Value
+    cpu: Value
+    on_cpu: Value = None
+
+    @property
+    def readable(self) -> bool:
+        return not any(is_placeholder(v) for v in (self.pid, self.ppid, self.comm, self.state, self.cpu, self.on_cpu))
+
+
+@dataclass(frozen=True)
+class CpuRecord:
+    """The task running on one present CPU (``cpu_curr``)."""
+
+    cpu: int
+    address: Value
+    pid: Value
+    comm: Value
+
+
+def _comm(task: drgn.Object) -> str:
+    return task.comm.string_().decode("utf-8", "backslashreplace")
+
+
+def _read_task(nr: int, task: drgn.Object) -> TaskRecord:
+    return TaskRecord(
+        nr=nr,
+        address=task.value_(),
+        pid=read_value(lambda: task.pid.value_()),
+        ppid=read_value(lambda: task.real_parent.tgid.value_()),
+        on_cpu=read_value(lambda: bool(task.on_cpu)),
+        comm=read_value(lambda: _comm(task)),
+        state=read_value(lambda: task_state_to_char(task)),
+        cpu=read_value(lambda: task_cpu(task)),
+    )
+
+
+def read_tasks(prog: drgn.Program) -> tuple[list[TaskRecord], list[Missing], bool]:
+    """Every task of the initial PID namespace, in PID order.
+
+    :returns: the records, what could not be read, and whether the PID walk
+        reached its end (``False``: some PIDs may be absent from the list).
+    """
+    records: list[TaskRecord] = []
+    missing: list[Missing] = []
+    try:
+        pidtype_pid = prog["PIDTYPE_PID"].value_()
+        walk = idr_for_each(prog["init_pid_ns"].idr)
+        for nr, entry in walk:
+            try:
+                task = pid_task(drgn.cast("struct pid *", entry), pidtype_pid)
+                if not task:
+                    continue  # a PID with no task (only a process group, say)
+            except READ_ERRORS as e:
+                missing.append(missing_for(str(nr), e, group="pid"))
+                records.append(_unreadable_task(nr, e))
+                continue
+            record = _read_task(nr, task)
+            records.append(record)
+            if not record.readable:
+                missing.append(_missing_task(record))
+    except READ_ERRORS as e:
+        missing.append(missing_for("PID tree (init_pid_ns.idr)", e))
+        return records, missing, False
+    return records, missing, True
+
+
+def _missing_task(record: TaskRecord) -> Missing:
+    fields = (record.pid, record.ppid, record.comm, record.state, record.cpu, record.on_cpu)
+    bad = next(v for v in fields if is_placeholder(v))
+    if isinstance(bad, NotCollected):
+        return Missing(str(record.nr), bad.address, True, "pid")
+    return Missing(str(record.nr), None, False, "pid")
+
+
+def _unreadable_task(nr: int, error: BaseException) -> TaskRecord:
+    placeholder = placeholder_for(error)
+    return TaskRecord(nr, None, nr, placeholder, placeholder, placeholder, placeholder, placeholder)
+
+
+def read_cpus(prog: drgn.Program) -> tuple[list[CpuRecord], list[Missing]]:
+    """The task on each present CPU (idle tasks included, as crash shows them).
+
+    Present, not online: ``panic()`` takes the other CPUs offline while it
+    stops them, but their tasks are still the ones that were running.
+    """
+    cpus: list[CpuRecord] = []
+    missing: list[Missing] = []
+    try:
+        online = list(for_each_present_cpu(prog))
+    except READ_ERRORS as e:
+        return cpus, [missing_for("present CPU mask", e)]
+    for cpu in online:
+        try:
+            task = cpu_curr(prog, cpu)
+            address: Value = task.value_()
+        except READ_ERRORS as e:
+            missing.append(missing_for(str(cpu), e, group="CPU"))
+            cpus.append(CpuRecord(cpu, placeholder_for(e), None, None))
+            continue
+        cpus.append(CpuRecord(cpu, address, read_value(lambda: task.pid.value_()), read_value(lambda: _comm(task))))
+    return cpus, missing
+
+
+def crashed_pid(prog: drgn.Program) -> Value:
+    """PID of the task that panicked (``prog.crashed_thread()``), or a placeholder."""
+    return read_value(lambda: prog.crashed_thread().tid)
+
+
+_TASK_COLUMNS = (
+    Column("pid", "PID", int, "right"),
+    Column("ppid", "PPID", int, "right"),
+    Column("cpu", "CPU", int, "right"),
+    Column("task", "TASK", int, fmt="hex"),
+    Column("state", "ST", str),
+    Column("on_cpu", "ON CPU", bool),
+    Column("crashed", "CRASHED", bool),
+    Column("comm", "COMM", str),
+)
+_CPU_COLUMNS = (
+    Column("cpu", "CPU", int, "right"),
+    Column("pid", "PID", int, "right"),
+    Column("task", "TASK", int, fmt="hex"),
+    Column("comm", "COMM", str),
+    Column("crashed", "CRASHED", bool),
+)
+
+
+def tasks_result(
+    records: Sequence[TaskRecord],
+    cpus: Sequence[CpuRecord],
+    crashed: Value,
+    missing: Sequence[Missing],
+    walk_complete: bool,
+) -> AnalysisResult:
+    """Pure: the ``tasks`` result from what extraction read.
+
+    The crashed task is the one ``prog.crashed_thread()`` names
+    (``panic_cpu``'s task).
+    """
+    crashed_pid = crashed if isinstance(crashed, int) else None
+    rows = []
+    for r in sorted(records, key=lambda r: r.nr):
+        # The PID number from the IDR (struct pid) names the task even when
+        # its task_struct was not collected.
+        pid = r.nr if is_placeholder(r.pid) else r.pid
+        rows.append(
+            (pid, r.ppid, r.cpu, r.address, r.state,
+             r.on_cpu, crashed_pid is not None and r.pid == crashed_pid, r.comm)
+        )
+    crashed_cpu_rows = []
+    for c in cpus:
+        is_crashed = crashed_pid is not None and c.pid == crashed_pid
+        crashed_cpu_rows.append((c.cpu, c.pid, c.address, c.comm, is_crashed))
+    readable = sum(1 for r in records if r.readable)
+    facts: list[tuple[str, Value]] = [("tasks", len(records)), ("crashed pid", crashed)]
+    notes = []
+    if not walk_complete:
+        notes.append("the PID tree could not be walked to its end: tasks after the gap are not listed")
+    return AnalysisResult(
+        name="tasks",
+        title="Tasks",
+        facts=tuple(facts),
+        tables=(
+            Table.build("tasks", "Tasks", _TASK_COLUMNS, rows),
+            Table.build("cpus", "Running on each CPU", _CPU_COLUMNS, crashed_cpu_rows),
+        ),
+        completeness=(Completeness("tasks", readable, len(records) if walk_complete else None, tuple(missing)),),
+        notes=tuple(notes),
+    )
+
+
+def analyze(ctx: AnalysisContext) -> AnalysisResult:
+    """Read the tasks and CPUs of ``ctx.prog`` and build the result."""
+    records, missing, complete = read_tasks(ctx.prog)
+    cpus, cpu_missing = read_cpus(ctx.prog)
+    return tasks_result(records, cpus, crashed_pid(ctx.prog), [*missing, *cpu_missing], complete)
+
+
+@hookimpl
+def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
+    """Register ``tasks``."""
+    register("tasks", analyze, "task list with state, CPU and the crashed task (crash's ps)", needs=[Need.DEBUG_INFO])

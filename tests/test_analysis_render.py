@@ -1,0 +1,66 @@
+"""The text and JSON renderers: placeholders visible, dump strings escaped, schema stable."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from tsubaki_forensics.analysis import AnalysisResult, Column, Completeness, Missing, NotCollected, Status, Table, Unreadable
+from tsubaki_forensics.analysis.report import DumpSummary, Report
+from tsubaki_forensics.render import json_renderer, text_renderer
+
+
+def _report():
+    tasks = Table.build(
+        "tasks",
+        "Tasks",
+        (Column("pid", "PID", int, "right"), Column("task", "TASK", int, fmt="hex"), Column("comm", "COMM", str)),
+        [(1, 0xFFFF888001000000, "init"), (30, None, NotCollected(0x1234000)), (31, 0xFFFF888002000000, "evil\x1b[31mred")],
+    )
+    log = Table.build(
+        "log", "Kernel log",
+        (Column("time", "TIME", float), Column("level", "LEVEL", int), Column("caller", "CALLER", str), Column("text", "TEXT", str)),
+        [(2.694986669, 0, "T1", "Kernel panic - not syncing: sysrq triggered crash")],
+    )
+    results = (
+        AnalysisResult(
+            "tasks", "Tasks", facts=(("crashed pid", 109), ("panic message", Unreadable("bad"))), tables=(tasks, log),
+            completeness=(Completeness("tasks", 2, 3, (Missing("30", 0x1234000, group="pid"),)),), status=Status.PARTIAL,
+        ),
+        AnalysisResult("broken", "broken", status=Status.FAILED, error="KeyError: 'prb'"),
+    )
+    return Report(DumpSummary(paths=("a.tsd",), kernel_release="6.1.0-56-cloud-amd64", build_id="3b43", present_bytes=1 << 29, registers=True), results)
+
+
+def test_text_renderer_is_crash_like_and_safe():
+    out = io.StringIO()
+    text_renderer.render(_report(), out)
+    text = out.getvalue()
+    assert "   RELEASE: 6.1.0-56-cloud-amd64" in text
+    assert "ffff888001000000" in text
+    assert "<not collected 0x1234000>" in text
+    assert "<unreadable: bad>" in text
+    assert "\x1b" not in text and "evil\\x1b[31mred" in text
+    assert "[    2.694987] emerg  Kernel panic - not syncing: sysrq triggered crash" in text
+    assert "INCOMPLETE: tasks: 2 of 3 readable; pid 30 not collected" in text
+    assert "== broken: broken [failed] ==" in text and "KeyError: 'prb'" in text
+
+
+def test_json_renderer_schema():
+    out = io.StringIO()
+    json_renderer.render(_report(), out)
+    doc = json.loads(out.getvalue())
+    assert doc["schema"] == "tsubaki-forensics/analyze" and doc["schema_version"] == 1
+    assert doc["dump"]["kernel_release"] == "6.1.0-56-cloud-amd64"
+    tasks = doc["analyses"][0]
+    assert tasks["status"] == "partial"
+    assert tasks["facts"] == {"crashed pid": 109, "panic message": {"unreadable": "bad"}}
+    table = tasks["tables"][0]
+    assert [c["type"] for c in table["columns"]] == ["integer", "integer", "string"]
+    assert table["rows"][1] == [30, None, {"not_collected": True, "address": 0x1234000}]
+    assert table["rows"][2][2] == "evil\x1b[31mred"  # JSON keeps the data; escaping is the terminal's business
+    assert tasks["completeness"][0]["missing"] == [{"what": "30", "group": "pid", "address": 0x1234000, "reason": "not_collected"}]
+    assert doc["analyses"][1] == {
+        "name": "broken", "title": "broken", "status": "failed", "error": "KeyError: 'prb'", "seconds": 0.0,
+        "facts": {}, "completeness": [], "tables": [], "notes": [],
+    }

@@ -1,0 +1,193 @@
+"""The crash lab on real Debian kernels: the crashes really happened as designed.
+
+Each check reads what plain drgn found in the ELF vmcore (the ground truth)
+or the vmcore bytes themselves; nothing here trusts the lab's own summary.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from tsubaki_forensics.errors import LabError
+from tsubaki_forensics.lab import SCENARIOS, ensure_kernel, get_scenario, get_workload
+from tsubaki_forensics.lab.ground_truth import PANIC_PREFIX
+from tsubaki_forensics.lab.host import find_static_busybox
+from tsubaki_forensics.lab.initramfs import MARKER_PREFIX, READY_LINE, build_initramfs
+from tsubaki_forensics.lab.kernel import module_depends, read_build_id
+from tsubaki_forensics.lab.qemu import GuestSpec, run_guest
+from tsubaki_forensics.lab.scenarios import Scenario
+
+pytestmark = pytest.mark.realkernel
+
+GIB = 1 << 30
+DAEMONS = {"tsk-sensord", "tsk-logger", "tsk-netd"}
+
+
+def _loads(vmcore: Path) -> list[tuple[int, int, int]]:
+    """(physical address, size, file offset) of every PT_LOAD."""
+    with open(vmcore, "rb") as f:
+        return [(s["p_paddr"], s["p_filesz"], s["p_offset"])
+                for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD"]
+
+
+def _notes(vmcore: Path) -> list[str]:
+    with open(vmcore, "rb") as f:
+        return [f"{n['n_name']}:{n['n_type']}" for s in ELFFile(f).iter_segments()
+                if s["p_type"] == "PT_NOTE" for n in s.iter_notes()]
+
+
+def _zero_page_fraction(vmcore: Path) -> float:
+    zero = total = 0
+    with open(vmcore, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        for _, size, offset in _loads(vmcore):
+            pages = np.frombuffer(m, dtype=np.uint64, count=size // 8, offset=offset).reshape(-1, 512)
+            nonzero = pages.any(axis=1)
+            zero += int((~nonzero).sum())
+            total += len(nonzero)
+            del pages, nonzero
+    return zero / total
+
+
+def _check_crash(result, scenario: Scenario, smp: int) -> None:
+    gt = result.ground_truth
+    texts = [d["text"] for d in gt["dmesg"]]
+    marker = result.manifest["marker"]
+    assert marker.startswith(MARKER_PREFIX)
+    assert [d["level"] for d in gt["dmesg"] if d["text"] == marker] == [2]
+    assert gt["panic_message"].startswith(scenario.panic_message)
+    assert PANIC_PREFIX + gt["panic_message"] in texts
+    # the marker was logged before the panic
+    assert texts.index(marker) < texts.index(PANIC_PREFIX + gt["panic_message"])
+    by_pid = {t["pid"]: t for t in gt["tasks"]}
+    assert by_pid[1]["comm"] == "init"
+    assert DAEMONS <= {t["comm"] for t in gt["tasks"]}
+    if scenario.crashed_comm:
+        crashed = by_pid[gt["crashed_pid"]]
+        assert crashed["comm"] == scenario.crashed_comm and crashed["on_cpu"]
+        assert crashed["cpu"] == gt["crashed_cpu"]
+    bt = gt["backtrace"]
+    assert bt[0].startswith("pvpanic_")  # the guest paused inside the pvpanic notifier
+    assert "panic" in bt
+    for frame in scenario.expected_frames:
+        assert frame in bt, f"{frame} not in {bt}"
+    assert 0 <= gt["crashed_cpu"] < smp
+    assert sorted(gt["cpu_backtraces"]) == sorted(str(c) for c in range(smp) if c != gt["crashed_cpu"])
+    notes = _notes(result.vmcore)
+    assert notes.count("CORE:NT_PRSTATUS") == smp
+    assert "VMCOREINFO:0" in notes
+    assert gt["build_id"] == result.manifest["kernel"]["build_id"] == read_build_id(result.vmlinux)
+    assert gt["kernel_release"] == result.manifest["kernel"]["release"]
+
+
+def test_default_crash_really_happened(real_crash):
+    _check_crash(real_crash, get_scenario("sysrq"), 2)
+    gt = real_crash.ground_truth
+    assert gt["kernel_release"].startswith("6.1.") and gt["kernel_release"].endswith("-cloud-amd64")
+    assert gt["backtrace"][gt["backtrace"].index("panic") + 1] == "sysrq_handle_crash"
+
+
+def test_default_crash_memory_holds_the_written_file(real_crash):
+    """The report file /init wrote is in the dump (tmpfs page cache), and RAM is mostly zero."""
+    with open(real_crash.vmcore, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert m.find(b"tsubaki crash lab report\nscenario=sysrq workload=idle\n") >= 0
+    assert _zero_page_fraction(real_crash.vmcore) > 0.6
+
+
+def test_manifest_describes_the_files(real_crash):
+    m = real_crash.manifest
+    assert m["params"] == {"scenario": "sysrq", "mem": "512M", "smp": 2, "workload": "idle",
+                           "kernel": "6.1", "ram_file": False}
+    assert m["files"]["vmcore"]["bytes"] == real_crash.vmcore.stat().st_size
+    assert sum(size for _, size, _ in _loads(real_crash.vmcore)) >= m["mem_bytes"]
+    assert m["panic_event"]["event"] == "GUEST_PANICKED"
+    assert m["kernel"]["download_bytes"] > 100_000_000
+    assert all(v >= 0 for v in m["timings"].values()) and m["timings"]["boot_to_panic_s"] > 0
+    assert real_crash.console.read_text(errors="replace").count(READY_LINE) == 1
+
+
+@pytest.mark.parametrize("name", sorted(set(SCENARIOS) - {"sysrq"}))
+def test_scenario_crash(crash_lab, name):
+    _check_crash(crash_lab(scenario=name), get_scenario(name), 2)
+
+
+def test_scenarios_have_different_backtraces(crash_lab):
+    """Below panic() the crashed threads took different paths."""
+    below = {}
+    for name in SCENARIOS:
+        bt = crash_lab(scenario=name).ground_truth["backtrace"]
+        below[name] = tuple(bt[bt.index("panic") + 1:])
+    assert len(set(below.values())) == len(SCENARIOS), below
+
+
+@pytest.mark.slow
+def test_busy_workload_fills_memory(crash_lab, real_crash):
+    busy = crash_lab(workload="busy")
+    _check_crash(busy, get_scenario("sysrq"), 2)
+    comms = {t["comm"] for t in busy.ground_truth["tasks"]}
+    assert {"awk", "dd"} <= comms  # the record cache and the random-key vault are resident
+    assert _zero_page_fraction(busy.vmcore) < 0.35
+    assert _zero_page_fraction(real_crash.vmcore) > 0.6
+
+
+@pytest.mark.slow
+def test_large_guest_is_split_by_the_pci_hole(crash_lab):
+    result = crash_lab(mem="4G", smp=4)
+    _check_crash(result, get_scenario("sysrq"), 4)
+    ram = [(start, size) for start, size, _ in _loads(result.vmcore) if size >= 1 << 20]
+    assert ram == [(0, 3 * GIB), (4 * GIB, GIB)]
+
+
+@pytest.mark.slow
+def test_second_kernel_series(crash_lab):
+    result = crash_lab(kernel="6.12")
+    _check_crash(result, get_scenario("sysrq"), 2)
+    assert result.ground_truth["kernel_release"].startswith("6.12.")
+
+
+def test_ram_file_matches_the_dump(crash_lab):
+    result = crash_lab(mem="256M", smp=1, ram_file=True)
+    _check_crash(result, get_scenario("sysrq"), 1)
+    assert result.ram_file is not None and result.ram_file.stat().st_size == 256 << 20
+    with open(result.vmcore, "rb") as core, open(result.ram_file, "rb") as ram:
+        start, size, offset = _loads(result.vmcore)[0]
+        assert start == 0
+        for paddr in (1 << 20, 16 << 20, 200 << 20):
+            core.seek(offset + paddr)
+            ram.seek(paddr)
+            assert core.read(1 << 20) == ram.read(1 << 20)
+
+
+def test_kernel_cache_has_the_guest_modules(real_crash):
+    kern = ensure_kernel("6.1")
+    names = [p.name for p in kern.modules]
+    assert {"pvpanic.ko", "pvpanic_mmio.ko", "qemu_fw_cfg.ko"} <= set(names)
+    for i, path in enumerate(kern.modules):  # load order: dependencies first
+        for dep in module_depends(path):
+            assert names.index(f"{dep}.ko") < i
+    assert kern.bzimage.read_bytes()[0x202:0x206] == b"HdrS"  # the Linux boot protocol header
+
+
+def _guest(tmp_path: Path, scenario: Scenario, modules, timeout: float) -> GuestSpec:
+    kern = ensure_kernel("6.1")
+    initrd = tmp_path / "initrd.cpio"
+    build_initramfs(initrd, find_static_busybox(), modules(kern), scenario, get_workload("idle"),
+                    f"{MARKER_PREFIX} failure-test")
+    return GuestSpec(bzimage=kern.bzimage, initrd=initrd, mem=256 << 20, smp=1, workdir=tmp_path / "run",
+                     ready_line=READY_LINE, timeout=timeout)
+
+
+def test_guest_that_never_panics_is_a_clear_error(tmp_path, real_crash):
+    calm = Scenario(name="calm", summary="never panics")
+    with pytest.raises(LabError, match=r"did not panic within 20 s: .*TSUBAKI-LAB-READY"):
+        run_guest(_guest(tmp_path, calm, lambda k: k.modules, timeout=20))
+
+
+def test_guest_without_pvpanic_is_a_clear_error(tmp_path, real_crash):
+    no_pvpanic = lambda k: [m for m in k.modules if "pvpanic" not in m.name]  # noqa: E731
+    with pytest.raises(LabError, match=r"without a GUEST_PANICKED event \(was pvpanic loaded\?\).*sysrq triggered crash"):
+        run_guest(_guest(tmp_path, get_scenario("sysrq"), no_pvpanic, timeout=60))

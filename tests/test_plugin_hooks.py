@@ -1,0 +1,242 @@
+"""One test per hook of hookspecs.py, each with a small plugin class registered on a fresh manager."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tsubaki_forensics.analysis import AnalysisContext, AnalysisResult, Need, run_analyses, select
+from tsubaki_forensics.analysis.report import DumpSummary, Report
+from tsubaki_forensics.analysis.session import open_program
+from tsubaki_forensics.errors import PluginError
+from tsubaki_forensics.plugin_system import Plugins, hookimpl
+from tsubaki_forensics.tsd import TsdWriter
+
+VMCOREINFO = (
+    b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82000000\n"
+    b"NUMBER(phys_base)=0\nKERNELOFFSET=0\nBUILD-ID=00112233445566778899\n"
+)
+
+
+@pytest.fixture
+def plugins():
+    """A fresh manager (built-ins only) per test."""
+    return Plugins.load(entry_points=False)
+
+
+@pytest.fixture
+def register(plugins):
+    """register(obj, name): registered for this test, always unregistered after."""
+    names = []
+
+    def add(obj, name):
+        plugins.pm.register(obj, name=name)
+        names.append(name)
+        return obj
+
+    yield add
+    for name in names:
+        plugins.pm.unregister(name=name)
+
+
+@pytest.fixture
+def tiny_tsd(tmp_path):
+    path = tmp_path / "tiny.tsd"
+    with TsdWriter(path) as w:
+        w.write_metadata(vmcoreinfo=VMCOREINFO)
+        w.write_memory(0x1000, b"\x5a" * 4096)
+    return path
+
+
+def test_hook_tsubaki_register_sources(plugins, register):
+    class SourceType:
+        name, description = "fake", "a fake source"
+
+        @staticmethod
+        def open(spec):
+            return ("opened", spec)
+
+        @staticmethod
+        def probe(spec):
+            return spec.startswith("fake:")
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_sources(self, register):
+            register("three", lambda spec, **options: ("three", spec, options), "three values")
+            register(SourceType())
+
+    register(Plugin(), "src")
+    sources = plugins.sources()
+    assert sources["three"].factory("x", level=3) == ("three", "x", {"level": 3})
+    assert sources["three"].plugin == "src"
+    assert sources["fake"].factory("fake:1") == ("opened", "fake:1")
+    assert sources["fake"].probe("fake:1") and not sources["fake"].probe("other")
+
+
+def test_register_sources_rejects_duplicates(plugins, register):
+    class One:
+        @hookimpl
+        def tsubaki_register_sources(self, register):
+            register("same", lambda spec: None, "one")
+
+    class Two:
+        @hookimpl
+        def tsubaki_register_sources(self, register):
+            register("same", lambda spec: None, "two")
+
+    register(One(), "one")
+    register(Two(), "two")
+    with pytest.raises(PluginError, match="'same', already registered"):
+        plugins.sources()
+
+
+def test_hook_tsubaki_reassemble(plugins, register, tiny_tsd, tmp_path):
+    sentinel = object()
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_reassemble(self, paths):
+            return sentinel if paths[0].suffix == ".fake" else None
+
+    register(Plugin(), "fake-format")
+    assert plugins.reassemble([tmp_path / "x.fake"]) is sentinel
+    dump = plugins.reassemble([tiny_tsd])  # the built-in open_dump, tried last
+    try:
+        assert dump.vmcoreinfo == VMCOREINFO
+        assert dump.memory.read(0x1000, 2) == b"\x5a\x5a"
+    finally:
+        dump.close()
+
+
+def test_reassemble_without_any_plugin_is_an_error(tmp_path):
+    plugins = Plugins.load(disable=["builtin"], entry_points=False)
+    with pytest.raises(PluginError, match="no plugin could open"):
+        plugins.reassemble([tmp_path / "x.tsd"])
+
+
+def test_hook_tsubaki_debug_info_paths(plugins, register, tmp_path):
+    seen = []
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_debug_info_paths(self, build_id, release):
+            seen.append((build_id, release))
+            return [tmp_path / "vmlinux-a", str(tmp_path / "dir")]
+
+    register(Plugin(), "debug")
+    paths = plugins.debug_info_paths("abcd", "6.1.0")
+    assert paths == [tmp_path / "vmlinux-a", tmp_path / "dir"]
+    assert seen == [("abcd", "6.1.0")]
+
+
+def test_hook_tsubaki_program_ready(plugins, register, tiny_tsd):
+    calls = []
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_program_ready(self, prog, dump):
+            calls.append((prog, dump))
+            # what such a plugin does: adjust the program before analyses run
+            prog.add_memory_segment(0x9000, 16, lambda a, n, o, p: b"\x11" * n, physical=True)
+
+    register(Plugin(), "ready")
+    opened = open_program([tiny_tsd], plugins, debug_info=False)
+    try:
+        assert calls == [(opened.program.prog, opened.dump)]
+        assert opened.program.prog.read(0x9000, 2, True) == b"\x11\x11"
+    finally:
+        opened.close()
+
+
+def test_hook_tsubaki_register_analyses(plugins, register):
+    def count(ctx):
+        return AnalysisResult("count", "Count", facts=(("answer", 42),))
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            register("count", count, "counts things", needs=["debug_info"])
+
+    register(Plugin(), "counter")
+    spec = plugins.analyses()["count"]
+    assert (spec.plugin, spec.needs, spec.description) == ("counter", frozenset({Need.DEBUG_INFO}), "counts things")
+    (result,) = run_analyses(select(plugins.analyses()), AnalysisContext(prog=None))
+    assert result.fact("answer") == 42
+
+
+def test_register_analyses_validates(plugins, register):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            register("Bad Name", lambda ctx: None, "x")
+
+    register(Plugin(), "bad")
+    with pytest.raises(PluginError, match="plugin 'bad'.*Bad Name"):
+        plugins.analyses()
+
+
+def test_register_analyses_rejects_unknown_needs(plugins, register):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            register("x", lambda ctx: None, "x", needs=["telepathy"])
+
+    register(Plugin(), "needy")
+    with pytest.raises(PluginError, match="telepathy"):
+        plugins.analyses()
+
+
+def test_hook_tsubaki_register_renderers(plugins, register):
+    def csv(report, out):
+        for r in report.results:
+            out.write(f"{r.name},{r.status.value}\n")
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_renderers(self, register):
+            register("csv", csv, "one line per analysis")
+
+    register(Plugin(), "csv-plugin")
+    renderers = plugins.renderers()
+    assert {"text", "json", "csv"} <= set(renderers)
+    out = io.StringIO()
+    report = Report(DumpSummary(paths=("d.tsd",)), (AnalysisResult("a", "A"),))
+    renderers["csv"].function(report, out)
+    assert out.getvalue() == "a,ok\n"
+
+
+def test_hook_tsubaki_register_commands(plugins, register):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_commands(self, app):
+            @app.command("hello")
+            def hello(name: str) -> None:
+                typer.echo(f"hello {name}")
+
+    register(Plugin(), "cmd")
+    app = typer.Typer()
+
+    @app.command("builtin")
+    def builtin() -> None:
+        pass
+
+    plugins.register_commands(app)
+    result = CliRunner().invoke(app, ["hello", "crash"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "hello crash\n"
+
+
+def test_plugin_hook_errors_are_not_swallowed(plugins, register):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            raise RuntimeError("Don't hide me!")
+
+    register(Plugin(), "loud")
+    with pytest.raises(RuntimeError, match="Don't hide me!"):
+        plugins.analyses()
+

@@ -1,0 +1,168 @@
+"""ELF vmcores: QEMU-style input, /proc/vmcore-style output, lossless round trip."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from tsubaki_forensics.errors import FormatError, NotCollectedError
+from tsubaki_forensics.tsd import open_dump
+from tsubaki_forensics.vmcore import ElfVmcore, build_note, iter_notes, write_elf_vmcore
+from tsubaki_forensics.vmcore.export import DIRECT_MAP_BASE
+from tsubaki_forensics.vmcore.importer import import_vmcore
+
+PAGE = 4096
+VMCOREINFO = b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff8260a000\n"
+
+
+def qemu_style_elf(path, segments, notes, memsz_extra=0):
+    """An ELF core laid out like QEMU's dump-guest-memory: p_vaddr 0, unaligned
+    offsets, one section header; the last segment may have p_memsz > p_filesz."""
+    phnum = 1 + len(segments)
+    notes_off = 64 + phnum * 56
+    off = notes_off + len(notes)
+    phdrs = [struct.pack("<IIQQQQQQ", 4, 0, notes_off, 0, 0, len(notes), len(notes), 0)]
+    body = bytearray(notes)
+    for i, (paddr, data) in enumerate(segments):
+        extra = memsz_extra if i == len(segments) - 1 else 0
+        phdrs.append(struct.pack("<IIQQQQQQ", 1, 0, off, 0, paddr, len(data), len(data) + extra, 0))
+        body += data
+        off += len(data)
+    shoff = off
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    ehdr = struct.pack("<16sHHIQQQIHHHHHH", ident, 4, 62, 1, 0, 64, shoff, 0, 64, 56, phnum, 64, 1, 0)
+    path.write_bytes(ehdr + b"".join(phdrs) + bytes(body) + bytes(64))
+
+
+def sample_memory(seed=5):
+    rng = random.Random(seed)
+    low = b"".join(rng.choice([bytes(PAGE), rng.randbytes(PAGE), b"\x90" * PAGE]) for _ in range(40))
+    high = rng.randbytes(3 * PAGE) + bytes(5 * PAGE)
+    return [(0, low), (0x100000, high)]
+
+
+def sample_notes():
+    prstatus = bytes(range(256)) + bytes(80)
+    return (build_note("CORE", 1, prstatus) + build_note("CORE", 1, prstatus[::-1])
+            + build_note("VMCOREINFO", 0, VMCOREINFO))
+
+
+def test_reads_qemu_style_core(tmp_path):
+    path = tmp_path / "qemu.elf"
+    segs = sample_memory()
+    qemu_style_elf(path, segs, sample_notes(), memsz_extra=PAGE)
+    with ElfVmcore(path) as core:
+        assert core.arch == "x86_64"
+        assert [(s.paddr, s.size) for s in core.segments] == [(0, len(segs[0][1])),
+                                                              (0x100000, len(segs[1][1]))]
+        assert core.vmcoreinfo == VMCOREINFO
+        assert core.notes == sample_notes()
+        assert [n.name for n in iter_notes(core.notes)] == ["CORE", "CORE", "VMCOREINFO"]
+        for paddr, data in segs:
+            assert core.read(paddr, len(data)) == data
+        end = 0x100000 + len(segs[1][1])
+        assert core.read(end, PAGE) == bytes(PAGE)  # p_memsz beyond p_filesz
+        with pytest.raises(NotCollectedError) as exc:
+            core.read(len(segs[0][1]) - 1, 2)
+        assert exc.value.address == len(segs[0][1])
+
+
+def test_import_export_round_trip_is_bit_for_bit(tmp_path):
+    src, tsd, out = tmp_path / "qemu.elf", tmp_path / "d.tsd", tmp_path / "out.elf"
+    segs = sample_memory()
+    qemu_style_elf(src, segs, sample_notes(), memsz_extra=2 * PAGE)
+    res = import_vmcore(src, tsd, chunk_size=4 * PAGE)
+    assert res.stats.raw_bytes == sum(len(d) for _, d in segs) + 2 * PAGE
+    with open_dump(tsd) as dump:
+        assert dump.properties["kernel_release"] == "6.1.0-test"
+        write_elf_vmcore(out, dump.memory, dump.vmcoreinfo, dump.notes)
+    with ElfVmcore(src) as a, ElfVmcore(out) as b:
+        assert b.notes == a.notes and b.vmcoreinfo == a.vmcoreinfo
+        for start, length, _ in a.ranges():
+            assert b.read(start, length) == a.read(start, length)
+        assert [(s, n) for s, n, _ in b.ranges()] == [(s, n) for s, n, _ in a.ranges()]
+
+
+def test_export_layout_is_proc_vmcore_style(tmp_path):
+    src, tsd, out = tmp_path / "qemu.elf", tmp_path / "d.tsd", tmp_path / "out.elf"
+    qemu_style_elf(src, sample_memory(), sample_notes())
+    import_vmcore(src, tsd)
+    with open_dump(tsd) as dump:
+        write_elf_vmcore(out, dump.memory, dump.vmcoreinfo, dump.notes)
+    with open(out, "rb") as f:
+        elf = ELFFile(f)
+        assert elf["e_type"] == "ET_CORE" and elf["e_machine"] == "EM_X86_64"
+        assert elf["e_shoff"] == 0 and elf["e_shnum"] == 0
+        phdrs = [s.header for s in elf.iter_segments()]
+    assert phdrs[0]["p_type"] == "PT_NOTE"
+    loads = phdrs[1:]
+    assert loads and all(h["p_type"] == "PT_LOAD" for h in loads)
+    for h in loads:
+        assert h["p_offset"] % PAGE == 0 and h["p_paddr"] % PAGE == 0
+        assert h["p_vaddr"] == DIRECT_MAP_BASE["x86_64"] + h["p_paddr"]
+        assert h["p_filesz"] == h["p_memsz"]
+
+
+def test_export_adds_vmcoreinfo_note_only_when_missing(tmp_path):
+    src, tsd, out = tmp_path / "qemu.elf", tmp_path / "d.tsd", tmp_path / "out.elf"
+    only_prstatus = build_note("CORE", 1, bytes(336))
+    qemu_style_elf(src, sample_memory(), only_prstatus)
+    import_vmcore(src, tsd)
+    with open_dump(tsd) as dump:
+        assert dump.vmcoreinfo is None
+        write_elf_vmcore(out, dump.memory, VMCOREINFO, dump.notes)
+    with ElfVmcore(out) as b:
+        assert b.vmcoreinfo == VMCOREINFO
+        assert b.notes.startswith(only_prstatus)
+
+
+def test_missing_ranges_are_left_out_of_the_export(tmp_path):
+    from tsubaki_forensics.tsd import TsdWriter
+
+    tsd, out = tmp_path / "d.tsd", tmp_path / "out.elf"
+    with TsdWriter(tsd) as w:
+        w.write_memory(0, b"\x07" * PAGE)
+        w.write_missing(PAGE, PAGE, "lost")
+        w.write_memory(2 * PAGE, b"\x08" * PAGE)
+    with open_dump(tsd) as dump:
+        write_elf_vmcore(out, dump.memory, None, None)
+    with ElfVmcore(out) as core:
+        assert core.read(0, PAGE) == b"\x07" * PAGE and core.read(2 * PAGE, PAGE) == b"\x08" * PAGE
+        with pytest.raises(NotCollectedError):
+            core.read(PAGE, 1)
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "empty file"),
+    (b"hello world, not an elf", "not an ELF"),
+    (b"\x7fELF\x02\x01\x01" + bytes(20), "malformed ELF"),
+])
+def test_bad_inputs_are_one_line_errors(tmp_path, content, match):
+    path = tmp_path / "bad.elf"
+    path.write_bytes(content)
+    with pytest.raises(FormatError, match=match) as exc:
+        ElfVmcore(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_truncated_vmcore_is_named(tmp_path):
+    path = tmp_path / "cut.elf"
+    qemu_style_elf(path, sample_memory(), sample_notes())
+    path.write_bytes(path.read_bytes()[:20000])
+    with pytest.raises(FormatError, match="truncated vmcore"):
+        ElfVmcore(path)
+
+
+def test_not_a_core_and_directory(tmp_path):
+    with pytest.raises(FormatError, match="is a directory"):
+        ElfVmcore(tmp_path)
+    with pytest.raises(FormatError, match="no such file"):
+        ElfVmcore(tmp_path / "nope")
+    exe = tmp_path / "exe"
+    data = bytearray(open("/bin/true", "rb").read())
+    exe.write_bytes(data)
+    with pytest.raises(FormatError, match="not a core dump"):
+        ElfVmcore(exe)

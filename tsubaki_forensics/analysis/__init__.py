@@ -1,0 +1,41 @@
+"""Analyses: how they are declared, what they return, and how they are run.
+
+The bundled analyses live in ``plugins/tsubaki_plugins``; this package holds
+the types every analysis shares.
+"""
+
+from .results import (
+    AnalysisResult,
+    Column,
+    Completeness,
+    Missing,
+    NotCollected,
+    Placeholder,
+    Status,
+    Table,
+    Unreadable,
+    Value,
+    is_placeholder,
+)
+from .runner import run_analyses, select
+from .spec import AnalysisContext, AnalysisFunction, AnalysisSpec, Need
+
+__all__ = [
+    "AnalysisContext",
+    "AnalysisFunction",
+    "AnalysisResult",
+    "AnalysisSpec",
+    "Column",
+    "Completeness",
+    "Missing",
+    "Need",
+    "NotCollected",
+    "Placeholder",
+    "Status",
+    "Table",
+    "Unreadable",
+    "Value",
+    "is_placeholder",
+    "run_analyses",
+    "select",
+]

@@ -1,0 +1,36 @@
+"""The whole answer of one ``analyze`` run, handed to a renderer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .results import AnalysisResult
+
+__all__ = ["DumpSummary", "Report"]
+
+
+@dataclass(frozen=True)
+class DumpSummary:
+    """What the report says about the dump and the debug info it used.
+
+    :param present_bytes: bytes of physical memory in the dump (data + zero).
+    :param missing: human-readable dump problems (lost regions, truncation).
+    """
+
+    paths: tuple[str, ...]
+    dump_id: str | None = None
+    kernel_release: str | None = None
+    build_id: str | None = None
+    vmlinux: str | None = None
+    present_bytes: int | None = None
+    registers: bool = False
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    """One dump's summary and the result of every analysis that was asked for."""
+
+    dump: DumpSummary
+    results: tuple[AnalysisResult, ...]
+    warnings: tuple[str, ...] = field(default=())

@@ -1,0 +1,97 @@
+"""One ``analyze`` run as a library call: dump -> program -> analyses -> report.
+
+The CLI and the pytest plugin both go through here, so what a test checks is
+what a user runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..drgn_bridge.program import DumpProgram, program_from_dump
+from ..drgn_bridge.vmcoreinfo import parse_vmcoreinfo
+from ..plugin_system.manager import Plugins
+from .report import DumpSummary, Report
+from .runner import run_analyses, select
+from .spec import AnalysisContext
+
+__all__ = ["OpenedDump", "open_program", "summarize", "analyze_dump"]
+
+
+@dataclass
+class OpenedDump:
+    """A reassembled dump and the program built from it (keep both alive together)."""
+
+    paths: tuple[Path, ...]
+    dump: Any
+    program: DumpProgram
+
+    def close(self) -> None:
+        close = getattr(self.dump, "close", None)
+        if close is not None:
+            close()
+
+
+def open_program(
+    paths: Sequence[Path],
+    plugins: Plugins,
+    *,
+    vmlinux: Path | None = None,
+    debug_dirs: Sequence[Path] | None = None,
+    debug_info: bool = True,
+) -> OpenedDump:
+    """Reassemble ``paths`` (``tsubaki_reassemble``), build the program, run ``tsubaki_program_ready``."""
+    dump = plugins.reassemble([Path(p) for p in paths])
+    try:
+        info = parse_vmcoreinfo(dump.vmcoreinfo or b"")
+        extra = plugins.debug_info_paths(info.build_id, info.release)
+        kwargs: dict[str, Any] = {"vmlinux": vmlinux, "extra_debug_paths": extra, "debug_info": debug_info}
+        if debug_dirs is not None:
+            kwargs["debug_dirs"] = list(debug_dirs)
+        program = program_from_dump(dump, **kwargs)
+        plugins.program_ready(program.prog, dump)
+    except BaseException:
+        close = getattr(dump, "close", None)
+        if close is not None:
+            close()
+        raise
+    return OpenedDump(tuple(Path(p) for p in paths), dump, program)
+
+
+def summarize(opened: OpenedDump) -> DumpSummary:
+    """What the report header says about the dump."""
+    dump, program = opened.dump, opened.program
+    memory = getattr(dump, "memory", None)
+    problems = [str(p) for p in getattr(dump, "problems", ())]
+    if memory is not None and hasattr(memory, "missing_ranges"):
+        for r in memory.missing_ranges():
+            problems.append(f"physical {r.start:#x}-{r.start + r.length:#x} not collected")
+    return DumpSummary(
+        paths=tuple(str(p) for p in opened.paths),
+        dump_id=str(getattr(dump, "dump_id", "")) or None,
+        kernel_release=program.info.release,
+        build_id=program.info.build_id,
+        vmlinux=str(program.vmlinux) if program.vmlinux else None,
+        present_bytes=getattr(memory, "present_bytes", None),
+        registers=program.cpus_with_registers > 0,
+        problems=tuple(problems),
+    )
+
+
+def analyze_dump(
+    opened: OpenedDump,
+    plugins: Plugins,
+    *,
+    only: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    options: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Run the selected analyses on an opened dump and return the report."""
+    specs = select(plugins.analyses(), only, exclude)
+    context = AnalysisContext(opened.program.prog, opened.dump, dict(options or {}), opened.program.capabilities)
+    results = run_analyses(specs, context, progress)
+    return Report(summarize(opened), tuple(results))

@@ -1,0 +1,162 @@
+"""Build a ``drgn.Program`` straight from a dump, never materialising memory.
+
+One physical segment per present range of ``dump.memory`` (data and zero
+ranges alike); drgn's reads go to ``PhysicalMemory.read`` (served from the
+reader's decompressed-chunk LRU), and memory the dump does not hold becomes a
+``drgn.FaultError`` carrying its address, exactly as a real fault would.
+
+Registers: when the dump has NT_PRSTATUS notes, the program is set up from a
+notes-only ELF core in a memfd (see :mod:`.notes`), so ``prog.threads()``,
+``prog.crashed_thread().stack_trace()`` and drgn's own commands behave as on
+the original vmcore.  Without registers it is a custom Linux target
+(``set_linux_kernel_custom``) and analyses that need registers are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import drgn
+
+from ..analysis.spec import Need
+from ..errors import DebugInfoError, FormatError, NotCollectedError, TsubakiError
+from .debuginfo import DEFAULT_DEBUG_DIRS, find_vmlinux
+from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core
+from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
+
+__all__ = ["DumpProgram", "program_from_dump", "segment_reader"]
+
+_PLATFORMS = {
+    "x86_64": drgn.Architecture.X86_64,
+    "aarch64": drgn.Architecture.AARCH64,
+    "arm64": drgn.Architecture.AARCH64,
+}
+
+
+@dataclass
+class DumpProgram:
+    """A program and what the bridge learned while building it."""
+
+    prog: drgn.Program
+    info: VmcoreInfo
+    vmlinux: Path | None
+    capabilities: frozenset[Need]
+    cpus_with_registers: int
+
+
+def segment_reader(read: Callable[[int, int], bytes]) -> Callable[[int, int, int, bool], Any]:
+    """A drgn ``read_fn`` over ``read(paddr, size)`` that turns gaps into faults."""
+
+    def read_fn(address: int, count: int, offset: int, physical: bool) -> Any:
+        try:
+            return read(address, count)
+        except NotCollectedError as e:
+            raise drgn.FaultError("memory not collected in the dump", e.address) from None
+        except TsubakiError as e:  # a damaged chunk: unreadable, never a crash
+            raise drgn.FaultError(f"dump damaged: {e}", address) from None
+
+    return read_fn
+
+
+def _zero_reader(address: int, count: int, offset: int, physical: bool) -> bytes:
+    return bytes(count)
+
+
+def _arch(dump: Any) -> str:
+    header = getattr(dump, "header", None)
+    return str(getattr(header, "arch", None) or "x86_64")
+
+
+def program_from_dump(
+    dump: Any,
+    *,
+    vmlinux: Path | None = None,
+    extra_debug_paths: Iterable[Path] = (),
+    debug_dirs: Iterable[Path] = DEFAULT_DEBUG_DIRS,
+    lab_cache: bool = True,
+    debug_info: bool = True,
+) -> DumpProgram:
+    """The program for ``dump`` with memory, VMCOREINFO, registers and debug info.
+
+    :param dump: a ``Dump`` (``.vmcoreinfo``, ``.notes``, ``.memory``,
+        ``.header.arch``).
+    :param debug_info: load vmlinux (``False``: memory and symbols only).
+    :raises FormatError: the dump has no VMCOREINFO.
+    :raises DebugInfoError: no vmlinux matches the dump's build id.
+    """
+    raw = dump.vmcoreinfo
+    if not raw:
+        raise FormatError("the dump has no VMCOREINFO: drgn cannot locate the kernel in it")
+    raw = bytes(raw)
+    info = parse_vmcoreinfo(raw)
+    arch = _arch(dump)
+    if arch not in _PLATFORMS:
+        raise FormatError(f"architecture {arch!r} is not supported by the drgn bridge")
+    prstatus = [n for n in iter_notes(bytes(dump.notes or b"")) if n.type == NT_PRSTATUS and n.name == b"CORE"]
+
+    vmlinux_path = None
+    if debug_info:  # find it before the (cheap) program set-up, to fail early
+        vmlinux_path = find_vmlinux(
+            info.build_id,
+            info.release,
+            explicit=vmlinux,
+            extra=extra_debug_paths,
+            debug_dirs=debug_dirs,
+            lab_cache=lab_cache,
+        )
+
+    if prstatus:
+        prog = drgn.Program()
+        notes = [Note(VMCOREINFO_NAME, 0, raw), *prstatus]
+        fd = os.memfd_create("tsubaki-notes", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, notes_only_core(notes, ELF_MACHINES[arch]))
+            prog.set_core_dump(os.dup(fd))  # drgn owns the duplicate
+        finally:
+            os.close(fd)
+        _add_segments(prog, dump.memory)
+    else:
+        flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
+        prog = drgn.Program(drgn.Platform(_PLATFORMS[arch], flags))
+        _add_segments(prog, dump.memory)
+        prog.set_linux_kernel_custom(raw, False)
+
+    capabilities = {Need.REGISTERS} if prstatus else set()
+    if vmlinux_path is not None:
+        try:
+            prog.load_debug_info([vmlinux_path])
+        except drgn.MissingDebugInfoError as e:
+            raise DebugInfoError(
+                f"{vmlinux_path}: drgn could not use it ({e}); the dump needs build id "
+                f"{info.build_id or 'unknown'}, kernel {info.release or 'unknown'}"
+            ) from e
+        capabilities.add(Need.DEBUG_INFO)
+        _add_module_symbols(prog)
+    return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus))
+
+
+def _add_module_symbols(prog: drgn.Program) -> None:
+    """Name module functions from the modules' own kallsyms in kernel memory.
+
+    The vmlinux has no DWARF for modules (``pvpanic_panic_notify`` is the
+    innermost frame of a QEMU panic); drgn's helper reads their symbol
+    tables from the dump.  It is tried after every other symbol finder.
+    """
+    from drgn.helpers.linux.kallsyms import load_module_kallsyms
+
+    try:
+        finder = load_module_kallsyms(prog)
+    except (drgn.FaultError, LookupError, ValueError):
+        return  # module list not collected: frames keep their addresses
+    prog.register_symbol_finder("module_kallsyms", finder, enable_index=-1)
+
+
+def _add_segments(prog: drgn.Program, memory: Any) -> None:
+    reader = segment_reader(memory.read)
+    for r in memory.ranges():
+        read_fn = _zero_reader if getattr(r, "kind", "data") == "zero" else reader
+        prog.add_memory_segment(r.start, r.length, read_fn, physical=True)

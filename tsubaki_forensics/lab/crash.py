@@ -1,0 +1,237 @@
+"""From nothing to a crashed guest: kernel, initramfs, QEMU, vmcore, ground truth.
+
+:func:`crash` writes one crash directory (``vmcore.elf``, ``console.log``,
+``manifest.json``, ``ground_truth.json`` and optionally ``guest-ram.bin``)
+atomically: it is built beside its final place and renamed when complete.
+:func:`cached_crash` keeps crashes under the cache, keyed by the parameters
+and the kernel release, for the pytest fixtures and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import __version__
+from ..errors import LabError
+from .cache import atomic_entry, cache_root, entry_is_complete, entry_lock
+from .ground_truth import compute_ground_truth
+from .host import ensure_host_tools, find_static_busybox, probe_accelerator
+from .initramfs import MARKER_PREFIX, READY_LINE, build_initramfs
+from .kernel import KernelArtifacts, ensure_kernel
+from .qemu import GuestSpec, console_tail, run_guest
+from .scenarios import get_scenario
+from .sizes import format_size, parse_size
+from .workloads import get_workload
+
+__all__ = ["CrashResult", "CrashParams", "crash", "cached_crash", "load_crash", "MANIFEST", "GROUND_TRUTH"]
+
+MANIFEST = "manifest.json"
+GROUND_TRUTH = "ground_truth.json"
+VMCORE = "vmcore.elf"
+CONSOLE = "console.log"
+RAM_FILE = "guest-ram.bin"
+
+
+@dataclass(frozen=True)
+class CrashParams:
+    """The parameters that make two crashes comparable (and the cache key)."""
+
+    scenario: str = "sysrq"
+    mem: str = "512M"
+    smp: int = 2
+    workload: str = "idle"
+    kernel: str = "6.1"
+    ram_file: bool = False
+
+    def normalized(self) -> CrashParams:
+        """Validated, with the memory size in canonical spelling.
+
+        :raises LabError: unknown scenario/workload, bad size or CPU count.
+        """
+        get_scenario(self.scenario)
+        get_workload(self.workload)
+        if not 1 <= int(self.smp) <= 8:
+            raise LabError(f"--smp {self.smp} is out of range (1..8)")
+        return CrashParams(self.scenario, format_size(parse_size(self.mem)), int(self.smp),
+                           self.workload, str(self.kernel), bool(self.ram_file))
+
+    def key(self, release: str) -> str:
+        ram = "-ramfile" if self.ram_file else ""
+        return f"{release}/{self.scenario}-{self.workload}-{self.mem}-smp{self.smp}{ram}"
+
+
+@dataclass(frozen=True)
+class CrashResult:
+    """One crashed guest on disk."""
+
+    directory: Path
+    vmcore: Path
+    vmlinux: Path
+    console: Path
+    manifest: dict
+    ground_truth: dict
+    ram_file: Path | None = None
+
+
+def load_crash(directory: Path) -> CrashResult:
+    """Open a crash directory written by :func:`crash`.
+
+    :raises LabError: not a crash directory, or its vmlinux is gone from the cache.
+    """
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        ground_truth = json.loads((directory / GROUND_TRUTH).read_text())
+    except (OSError, ValueError) as e:
+        raise LabError(f"{directory} is not a crash-lab directory: {e}") from e
+    vmlinux = Path(manifest["kernel"]["vmlinux"])
+    if not vmlinux.is_file():
+        raise LabError(f"the vmlinux of {directory} is gone ({vmlinux}); rerun the lab to fetch it")
+    ram = manifest["files"].get("ram_file")
+    return CrashResult(
+        directory=directory, vmcore=directory / VMCORE, vmlinux=vmlinux,
+        console=directory / CONSOLE, manifest=manifest, ground_truth=ground_truth,
+        ram_file=directory / ram["name"] if ram else None,
+    )
+
+
+def _timeout_for(mem: int, workload: str, accel: str) -> float:
+    """A generous bound on boot-to-panic: TCG boots 512M in ~5-10 s, busy fills scale with RAM."""
+    gib = mem / (1 << 30)
+    bound = 90 + 30 * gib + (120 * gib if workload == "busy" else 0)
+    return bound if accel == "tcg" else bound / 2
+
+
+def _qemu_version() -> str:
+    try:
+        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+    return out.splitlines()[0] if out else ""
+
+
+def crash(
+    scenario: str = "sysrq",
+    mem: str = "512M",
+    smp: int = 2,
+    workload: str = "idle",
+    kernel: str = "6.1",
+    out_dir: Path | str = "crash",
+    *,
+    ram_file: bool = False,
+    timeout: float | None = None,
+    force: bool = False,
+    log=None,
+) -> CrashResult:
+    """Boot a Debian kernel, panic it by ``scenario`` and save everything in ``out_dir``.
+
+    :param force: replace ``out_dir`` when it holds an earlier crash.
+    :raises LabError: any step failed; nothing is left at ``out_dir`` then.
+    """
+    log = log or (lambda msg: None)
+    params = CrashParams(scenario, mem, smp, workload, kernel, ram_file).normalized()
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (out_dir / MANIFEST).is_file():
+            raise LabError(f"{out_dir} exists and is not a crash-lab directory; choose another -o")
+        if not force:
+            raise LabError(f"{out_dir} already holds a crash; pass --force to replace it")
+    ensure_host_tools(["qemu-system-x86_64", "busybox"])
+    t_start = time.monotonic()
+    kern = ensure_kernel(params.kernel, log=log)
+    t_kernel = time.monotonic() - t_start
+    with atomic_entry(out_dir) as tmp:
+        result = _crash_into(tmp, params, kern, timeout, log)
+        result["timings"]["kernel_s"] = round(t_kernel, 3)
+        (tmp / MANIFEST).write_text(json.dumps(result, indent=2) + "\n")
+    return load_crash(out_dir)
+
+
+def _crash_into(tmp: Path, params: CrashParams, kern: KernelArtifacts, timeout: float | None, log) -> dict:
+    scenario = get_scenario(params.scenario)
+    workload = get_workload(params.workload)
+    mem = parse_size(params.mem)
+    busybox = find_static_busybox()
+    if busybox is None:
+        raise LabError("no statically linked busybox found; install busybox-static")
+    marker = f"{MARKER_PREFIX} scenario={scenario.name} workload={workload.name} run={secrets.token_hex(4)}"
+    initrd = tmp / "initramfs.cpio"
+    initrd_size = build_initramfs(initrd, busybox, kern.modules, scenario, workload, marker)
+    accel = probe_accelerator(kern.bzimage)
+    spec = GuestSpec(
+        bzimage=kern.bzimage, initrd=initrd, mem=mem, smp=params.smp, workdir=tmp, accel=accel,
+        ram_file=tmp / RAM_FILE if params.ram_file else None,
+        qmp_trigger=scenario.qmp_trigger, ready_line=READY_LINE,
+        timeout=timeout or _timeout_for(mem, workload.name, accel),
+    )
+    log(f"booting {kern.release} ({format_size(mem)}, {params.smp} vCPU, {accel}), scenario {scenario.name}, workload {workload.name}")
+    run = run_guest(spec)
+    log(f"panicked after {run.timings['boot_to_panic_s']:.1f} s; dump took {run.timings['dump_s']:.1f} s")
+    initrd.unlink()
+    t0 = time.monotonic()
+    truth = compute_ground_truth(run.vmcore, kern.vmlinux)
+    t_truth = time.monotonic() - t0
+    if truth["kernel_release"] != kern.release:
+        raise LabError(f"the dump is of {truth['kernel_release']}, not {kern.release}")
+    if not any(marker in d["text"] for d in truth["dmesg"]):
+        raise LabError(f"the guest panicked before printing its marker: {console_tail(run.console)}")
+    (tmp / GROUND_TRUTH).write_text(json.dumps(truth, indent=1) + "\n")
+    files = {
+        "vmcore": {"name": VMCORE, "bytes": run.vmcore.stat().st_size, "format": "elf"},
+        "console": {"name": CONSOLE, "bytes": run.console.stat().st_size},
+        "ground_truth": {"name": GROUND_TRUTH},
+    }
+    if spec.ram_file is not None:
+        files["ram_file"] = {"name": RAM_FILE, "bytes": spec.ram_file.stat().st_size}
+    return {
+        "producer": f"tsubaki-forensics {__version__} lab",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "params": {**params.__dict__},
+        "scenario": scenario.name,
+        "workload": workload.name,
+        "mem": params.mem,
+        "mem_bytes": mem,
+        "smp": params.smp,
+        "marker": marker,
+        "accel": accel,
+        "qemu": _qemu_version(),
+        "qemu_argv": run.argv,
+        "panic_event": run.panic_event,
+        "kernel": {
+            "series": kern.series, "release": kern.release, "version": kern.version,
+            "build_id": kern.build_id, "bzimage": str(kern.bzimage), "vmlinux": str(kern.vmlinux),
+            "download_bytes": kern.download_bytes,
+        },
+        "panic_message": truth["panic_message"],
+        "crashed_cpu": truth["crashed_cpu"],
+        "crashed_pid": truth["crashed_pid"],
+        "backtrace_top": truth["backtrace"][:8],
+        "initramfs_bytes": initrd_size,
+        "files": files,
+        "timings": {**{k: round(v, 3) for k, v in run.timings.items()}, "ground_truth_s": round(t_truth, 3)},
+    }
+
+
+def cached_crash(params: CrashParams | None = None, *, log=None, **kwargs) -> CrashResult:
+    """The crash for ``params`` from the cache, making it on first use.
+
+    Keyed by the parameters and the resolved kernel release, so a new Debian
+    ABI makes a new crash instead of reusing one of the old kernel.
+    """
+    params = (params or CrashParams(**kwargs)).normalized()
+    kern = ensure_kernel(params.kernel, log=log)
+    entry = cache_root() / "crashes" / params.key(kern.release)
+    if entry_is_complete(entry) and (entry / MANIFEST).is_file():
+        return load_crash(entry)
+    with entry_lock(entry):
+        if entry_is_complete(entry) and (entry / MANIFEST).is_file():
+            return load_crash(entry)
+        return crash(params.scenario, params.mem, params.smp, params.workload, params.kernel, entry,
+                     ram_file=params.ram_file, force=True, log=log)

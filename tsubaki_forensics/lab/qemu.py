@@ -1,0 +1,209 @@
+"""Boot a guest under QEMU, wait for its panic over QMP, save its memory.
+
+QEMU starts paused (``-S``) so the GUEST_PANICKED listener is registered
+before the guest can run; ``-action panic=pause`` keeps the crashed guest
+for ``dump-guest-memory``.  Every wait is bounded, and a failure carries the
+tail of the guest console so the reason is visible in one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LabError
+from .sizes import format_size
+
+__all__ = ["GuestSpec", "GuestRun", "run_guest", "qemu_argv", "console_tail"]
+
+QEMU = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """Everything QEMU needs for one boot."""
+
+    bzimage: Path
+    initrd: Path
+    mem: int
+    smp: int
+    workdir: Path
+    accel: str = "tcg"
+    cmdline: str = "console=ttyS0 panic=-1 loglevel=6"
+    ram_file: Path | None = None
+    qmp_trigger: tuple[str, dict] | None = None
+    ready_line: str = ""
+    timeout: float = 180.0
+    dump_timeout: float = 600.0
+
+
+@dataclass
+class GuestRun:
+    """What happened: the panic event, the files written and how long each step took."""
+
+    vmcore: Path
+    console: Path
+    panic_event: dict
+    argv: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def qemu_argv(spec: GuestSpec, qmp_socket: Path, console: Path) -> list[str]:
+    """The QEMU command line of a lab guest."""
+    machine = "pc"
+    argv = [
+        QEMU, "-accel", spec.accel, "-nodefaults", "-display", "none", "-no-reboot", "-S",
+        "-m", format_size(spec.mem), "-smp", str(spec.smp),
+        "-kernel", str(spec.bzimage), "-initrd", str(spec.initrd), "-append", spec.cmdline,
+        "-serial", f"file:{console}",
+        "-device", "pvpanic", "-device", "vmcoreinfo", "-action", "panic=pause",
+        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+    ]
+    if spec.ram_file is not None:
+        argv += [
+            "-object",
+            f"memory-backend-file,id=ram0,size={format_size(spec.mem)},mem-path={spec.ram_file},share=on",
+        ]
+        machine += ",memory-backend=ram0"
+    argv += ["-machine", machine]
+    return argv
+
+
+def console_tail(console: Path, lines: int = 15) -> str:
+    """The last lines of the guest console, joined for a one-line error."""
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return "(no console output)"
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(tail) if tail else "(empty console)"
+
+
+async def _connect(qmp, sock: Path, proc: subprocess.Popen, deadline: float) -> None:
+    while True:
+        if proc.poll() is not None:
+            raise LabError(f"QEMU exited at start (status {proc.returncode}): {_stderr(proc)}")
+        if sock.exists():
+            try:
+                await qmp.connect(str(sock))
+                return
+            except Exception:  # not listening yet
+                pass
+        if time.monotonic() > deadline:
+            raise LabError("QEMU did not open its QMP socket within 30 s")
+        await asyncio.sleep(0.05)
+
+
+def _stderr(proc: subprocess.Popen) -> str:
+    try:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    except (OSError, ValueError):
+        err = ""
+    return " | ".join(err.strip().splitlines()[-3:]) or "no message"
+
+
+async def _watch(qmp, spec: GuestSpec, proc: subprocess.Popen, console: Path) -> dict:
+    """Run the guest until GUEST_PANICKED; act on the ready line when the scenario needs the host."""
+    triggered = spec.qmp_trigger is None
+    deadline = time.monotonic() + spec.timeout
+    with qmp.listener(("GUEST_PANICKED", "SHUTDOWN", "RESET")) as listener:
+        await qmp.execute("cont")
+        while True:
+            try:
+                event = await asyncio.wait_for(listener.get(), timeout=0.25)
+            except asyncio.TimeoutError:
+                event = None
+            if event is not None:
+                if event["event"] == "GUEST_PANICKED":
+                    return dict(event)
+                raise LabError(
+                    f"guest {event['event'].lower()} without a GUEST_PANICKED event "
+                    f"(was pvpanic loaded?): {console_tail(console)}"
+                )
+            if proc.poll() is not None:
+                raise LabError(f"QEMU exited (status {proc.returncode}) before the guest panicked: {console_tail(console)}")
+            if not triggered and spec.ready_line in _read(console):
+                name, args = spec.qmp_trigger
+                await qmp.execute(name, args)
+                triggered = True
+            if time.monotonic() > deadline:
+                raise LabError(f"guest did not panic within {spec.timeout:.0f} s: {console_tail(console)}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+async def _run(spec: GuestSpec) -> GuestRun:
+    from qemu.qmp import QMPClient
+
+    spec.workdir.mkdir(parents=True, exist_ok=True)
+    # UNIX socket paths are limited to ~108 bytes: keep it out of the (maybe deep) workdir.
+    sockdir = Path(tempfile.mkdtemp(prefix="tsk-qmp-"))
+    sock = sockdir / "qmp.sock"
+    console = spec.workdir / "console.log"
+    vmcore = spec.workdir / "vmcore.elf"
+    for stale in (console, vmcore):
+        stale.unlink(missing_ok=True)
+    argv = qemu_argv(spec, sock, console)
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except FileNotFoundError as e:
+        raise LabError(f"{QEMU} is not installed (Debian package qemu-system-x86)") from e
+    qmp = QMPClient("tsubaki-lab")
+    try:
+        await _connect(qmp, sock, proc, time.monotonic() + 30)
+        t_boot = time.monotonic()
+        event = await _watch(qmp, spec, proc, console)
+        timings["boot_to_panic_s"] = time.monotonic() - t_boot
+        t_dump = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                qmp.execute("dump-guest-memory", {"paging": False, "protocol": f"file:{vmcore}", "format": "elf"}),
+                timeout=spec.dump_timeout,
+            )
+        except asyncio.TimeoutError as e:
+            raise LabError(f"dump-guest-memory did not finish within {spec.dump_timeout:.0f} s") from e
+        except Exception as e:
+            if isinstance(e, LabError):
+                raise
+            raise LabError(f"dump-guest-memory failed: {e}") from e
+        timings["dump_s"] = time.monotonic() - t_dump
+        try:
+            await qmp.execute("quit")
+        except Exception:
+            pass
+    finally:
+        try:
+            await qmp.disconnect()
+        except Exception:
+            pass
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        shutil.rmtree(sockdir, ignore_errors=True)
+    timings["qemu_total_s"] = time.monotonic() - t0
+    return GuestRun(vmcore=vmcore, console=console, panic_event=event, argv=argv, timings=timings)
+
+
+def run_guest(spec: GuestSpec) -> GuestRun:
+    """Boot ``spec``, wait for its panic, write ``vmcore.elf`` and ``console.log`` in its workdir.
+
+    :raises LabError: QEMU missing or failing, no panic in time, dump failure.
+    """
+    return asyncio.run(_run(spec))

@@ -1,0 +1,36 @@
+"""The core's own hook implementations, registered like any plugin.
+
+Only the defaults live here: reassembling with
+:func:`tsubaki_forensics.tsd.open_dump` (tried last, so a plugin can take
+over) and the text and JSON renderers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .hookspecs import hookimpl
+from .specs import RegisterRenderer
+
+__all__ = ["BUILTIN_NAME", "tsubaki_reassemble", "tsubaki_register_renderers"]
+
+BUILTIN_NAME = "builtin"
+
+
+@hookimpl(trylast=True)
+def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
+    """Open the ``.tsd`` files of one dump (the format's own reader)."""
+    from ..tsd import open_dump
+
+    return open_dump(list(paths))
+
+
+@hookimpl
+def tsubaki_register_renderers(register: RegisterRenderer) -> None:
+    """Text (close to crash's output) and versioned JSON."""
+    from ..render import json_renderer, text_renderer
+
+    register("text", text_renderer.render, "tables close to what crash prints")
+    register("json", json_renderer.render, f"JSON, schema version {json_renderer.SCHEMA_VERSION} (docs/JSON.md)")

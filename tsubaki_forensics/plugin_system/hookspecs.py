@@ -1,0 +1,149 @@
+"""Every hook of tsubaki-forensics, grouped by the phase that calls it.
+
+A plugin is any module or object with functions named like these hooks and
+marked with :data:`hookimpl`; it is found through the ``tsubaki_forensics``
+entry-point group (see docs/PLUGINS.md).  Registration hooks take a
+``register`` callback so that the core can validate what plugins add.
+Core code never calls ``pm.hook.*`` directly: it goes through the typed
+facade in :mod:`tsubaki_forensics.plugin_system.manager`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import drgn
+    import typer
+
+    from .specs import RegisterAnalysis, RegisterRenderer, RegisterSource
+
+__all__ = ["PROJECT_NAME", "hookspec", "hookimpl"]
+
+#: pluggy project name; also the entry-point group.
+PROJECT_NAME = "tsubaki_forensics"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# ---------------------------------------------------------------------------
+# collect: where memory comes from
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def tsubaki_register_sources(register: RegisterSource) -> None:
+    """Register memory sources that ``collect`` can dump from.
+
+    :param register: call ``register(name, factory, description)`` once per
+        source; ``factory(spec: str, **options)`` opens ``spec`` (a path, a
+        QMP socket, ...) and returns a ``MemorySource``
+        (docs/ARCHITECTURE.md).  ``register(source_type)`` with one object
+        that has ``name``, ``description``, ``open`` and optionally
+        ``probe(spec) -> bool`` is accepted too.  Names are unique across
+        plugins.
+    """
+
+
+# ---------------------------------------------------------------------------
+# reassemble: .tsd files -> one dump with a physical-memory view
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
+    """Reassemble the records of one or more dump files into a dump.
+
+    The built-in implementation (tried last) is
+    :func:`tsubaki_forensics.tsd.open_dump`.
+    Stops at the first non-None result.
+
+    :param paths: the files the user named, in command-line order.
+    :returns: a ``Dump`` (``.vmcoreinfo``, ``.notes``, ``.memory`` ...), or
+        ``None`` to let the next plugin try.
+    """
+
+
+# ---------------------------------------------------------------------------
+# program: the drgn.Program built from a dump
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def tsubaki_debug_info_paths(build_id: str | None, release: str | None) -> list[Path]:
+    """Offer vmlinux files or debug directories to search for the kernel's debug info.
+
+    Called before the default places (``--vmlinux``, ``/usr/lib/debug``,
+    the crash lab's cache) are searched; a candidate is used only when its
+    build id matches the dump.
+
+    :param build_id: the kernel's build id from VMCOREINFO (hex), if any.
+    :param release: the kernel release (``OSRELEASE``), if any.
+    :returns: files or directories to search (may be empty).
+    """
+
+
+@hookspec
+def tsubaki_program_ready(prog: drgn.Program, dump: Any) -> None:
+    """The ``drgn.Program`` for a dump exists: adjust it before analyses run.
+
+    Load extra debug info (modules), register type, object or symbol finders,
+    or add memory segments.
+
+    :param prog: the program, with memory, VMCOREINFO, registers and kernel
+        debug info already set up.
+    :param dump: the dump it was built from.
+    """
+
+
+# ---------------------------------------------------------------------------
+# analyze: named analyses over a program
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def tsubaki_register_analyses(register: RegisterAnalysis) -> None:
+    """Register analyses that ``analyze`` can run.
+
+    :param register: call ``register(name, function, description, needs)``;
+        ``function(ctx: AnalysisContext) -> AnalysisResult`` must not print;
+        ``needs`` is an iterable of :class:`~tsubaki_forensics.analysis.Need`
+        (debug info, registers) checked before the function is called.
+    """
+
+
+# ---------------------------------------------------------------------------
+# render: results -> text, JSON, ...
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def tsubaki_register_renderers(register: RegisterRenderer) -> None:
+    """Register output formats for ``analyze --format``.
+
+    :param register: call ``register(name, function, description)``;
+        ``function(report, out)`` writes a whole
+        :class:`~tsubaki_forensics.analysis.report.Report` to the text stream
+        ``out``.
+    """
+
+
+# ---------------------------------------------------------------------------
+# CLI: commands added by plugins
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def tsubaki_register_commands(app: typer.Typer) -> None:
+    """Add subcommands to the ``tsubaki-forensics`` command line.
+
+    Called once, after the built-in commands exist.
+
+    :param app: the root ``typer.Typer``; use ``@app.command()`` or
+        ``app.add_typer(...)``.  Raise a ``TsubakiError`` for bad input.
+    """

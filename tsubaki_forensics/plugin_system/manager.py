@@ -1,0 +1,286 @@
+"""The plugin manager and the typed facade the core calls hooks through.
+
+:class:`Plugins` wraps one ``pluggy.PluginManager`` created with the project
+name ``tsubaki_forensics``; plugins come from the entry-point group of the
+same name (the bundled analyses too).  Plugins are disabled by entry-point
+name through ``TSUBAKI_DISABLE_PLUGINS`` or ``--disable`` (pytest's
+``-p no:NAME``, drgn's ``DRGN_DISABLE_PLUGINS``).  A plugin that fails to
+import stops the run with its name and the reason, never silently.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from ..analysis.spec import AnalysisFunction, AnalysisSpec, Need
+from ..errors import PluginError, TsubakiError
+from . import builtin, hookspecs
+from .hookspecs import PROJECT_NAME
+from .specs import RendererFunction, RendererSpec, SourceSpec
+
+if TYPE_CHECKING:
+    import drgn
+    import typer
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DISABLE_ENV",
+    "PluginInfo",
+    "Plugins",
+    "disabled_from_env",
+    "disabled_from_argv",
+    "get_plugins",
+    "reset_plugins",
+]
+
+ENTRY_POINT_GROUP = PROJECT_NAME
+DISABLE_ENV = "TSUBAKI_DISABLE_PLUGINS"
+_SPLIT = re.compile(r"[,\s]+")
+
+
+def disabled_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Plugin names listed in ``TSUBAKI_DISABLE_PLUGINS`` (comma or space separated)."""
+    value = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
+    return [name for name in _SPLIT.split(value) if name]
+
+
+def disabled_from_argv(argv: Sequence[str]) -> list[str]:
+    """Names given to ``--disable`` anywhere on the command line.
+
+    Plugins load before typer parses options (they add commands), so, like
+    pytest's ``-p no:NAME``, ``--disable`` is read early.
+    """
+    names: list[str] = []
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--disable" and i + 1 < len(args):
+            names.extend(n for n in _SPLIT.split(args[i + 1]) if n)
+        elif arg.startswith("--disable="):
+            names.extend(n for n in _SPLIT.split(arg.split("=", 1)[1]) if n)
+    return names
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin as ``tsubaki-forensics plugins`` shows it."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    module: str
+    hooks: tuple[str, ...]
+
+
+class Plugins:
+    """The typed facade over the plugin manager: one method per hook.
+
+    Build it with :meth:`load`; tests may register small plugin objects on
+    :attr:`pm` (and unregister them afterwards).
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, distributions: Mapping[str, tuple[str, str]] | None = None):
+        self.pm = pm
+        self._distributions = dict(distributions or {})
+        self.disabled: tuple[str, ...] = ()
+
+    # -- loading ---------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        disable: Iterable[str] = (),
+        *,
+        entry_points: bool = True,
+        group: str = ENTRY_POINT_GROUP,
+        builtins: bool = True,
+    ) -> Plugins:
+        """Create a fresh manager, register the built-ins and the entry points.
+
+        :param disable: entry-point names (or ``"builtin"``) not to load.
+        :raises PluginError: a plugin failed to import, or implements a hook
+            that does not exist (``check_pending``), or has a bad signature.
+        """
+        pm = pluggy.PluginManager(PROJECT_NAME)
+        pm.add_hookspecs(hookspecs)
+        disabled = tuple(dict.fromkeys(disable))
+        for name in disabled:
+            pm.set_blocked(name)
+        plugins = cls(pm)
+        plugins.disabled = disabled
+        if builtins and not pm.is_blocked(builtin.BUILTIN_NAME):
+            plugins._register(builtin, builtin.BUILTIN_NAME)
+        if entry_points:
+            plugins._load_entry_points(group)
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"plugin {pm.get_name(e.plugin)!r}: {e}") from e
+        return plugins
+
+    def _load_entry_points(self, group: str) -> None:
+        for ep in importlib.metadata.entry_points(group=group):
+            if self.pm.is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as e:
+                raise PluginError(
+                    f"plugin {ep.name!r} ({ep.value}) failed to import: {type(e).__name__}: {e}"
+                    f" (disable it with --disable {ep.name} or {DISABLE_ENV}={ep.name})"
+                ) from e
+            self._register(plugin, ep.name)
+            if ep.dist is not None:
+                self._distributions[ep.name] = (ep.dist.name, ep.dist.version)
+
+    def _register(self, plugin: object, name: str) -> None:
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"plugin {name!r}: {e}") from e
+        except ValueError as e:  # duplicate name or object
+            raise PluginError(f"plugin {name!r}: {e}") from e
+
+    # -- introspection ---------------------------------------------------
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every registered plugin with its distribution, version and hooks."""
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
+            hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()))
+            dist, version = self._distributions.get(name, (None, None))
+            if name == builtin.BUILTIN_NAME:
+                from .. import __version__
+
+                dist, version = "tsubaki-forensics", __version__
+            module = getattr(plugin, "__name__", type(plugin).__module__ + "." + type(plugin).__qualname__)
+            out.append(PluginInfo(name, dist, version, module, hooks))
+        return out
+
+    # -- registration hooks (each impl gets its own ``register``) ----------
+
+    def _each_impl(self, hook_name: str) -> list[pluggy.HookImpl]:
+        """Implementations in registration order (pluggy calls them LIFO)."""
+        caller = getattr(self.pm.hook, hook_name)
+        return list(caller.get_hookimpls())
+
+    def sources(self) -> dict[str, SourceSpec]:
+        """Memory sources for ``collect``, by name (``tsubaki_register_sources``)."""
+        found: dict[str, SourceSpec] = {}
+        for impl in self._each_impl("tsubaki_register_sources"):
+
+            def register(*args: Any, _p: str = impl.plugin_name, **kwargs: Any) -> None:
+                self._add(found, "memory source", _source_spec(_p, *args, **kwargs))
+
+            self._call_register(impl, register)
+        return found
+
+    def analyses(self) -> dict[str, AnalysisSpec]:
+        """Analyses for ``analyze``, by name, in registration order."""
+        found: dict[str, AnalysisSpec] = {}
+        for impl in self._each_impl("tsubaki_register_analyses"):
+
+            def register(
+                name: str,
+                function: AnalysisFunction,
+                description: str,
+                needs: Iterable[Need | str] = (),
+                _p: str = impl.plugin_name,
+            ) -> None:
+                try:
+                    need_set = frozenset(Need(n) for n in needs)
+                except ValueError as e:
+                    raise PluginError(f"plugin {_p!r}: analysis {name!r}: {e}") from e
+                self._add(found, "analysis", AnalysisSpec(name, function, description, need_set, _p))
+
+            self._call_register(impl, register)
+        return found
+
+    def renderers(self) -> dict[str, RendererSpec]:
+        """Output formats for ``analyze --format``, by name."""
+        found: dict[str, RendererSpec] = {}
+        for impl in self._each_impl("tsubaki_register_renderers"):
+
+            def register(name: str, function: RendererFunction, description: str, _p: str = impl.plugin_name) -> None:
+                self._add(found, "renderer", RendererSpec(name, function, description, _p))
+
+            self._call_register(impl, register)
+        return found
+
+    @staticmethod
+    def _call_register(impl: pluggy.HookImpl, register: Any) -> None:
+        try:
+            impl.function(register)
+        except TsubakiError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise PluginError(f"plugin {impl.plugin_name!r}: {e}") from e
+
+    @staticmethod
+    def _add(found: dict[str, Any], kind: str, spec: Any) -> None:
+        if spec.name in found:
+            raise PluginError(
+                f"plugin {spec.plugin!r} registers {kind} {spec.name!r}, already registered by {found[spec.name].plugin!r}"
+            )
+        found[spec.name] = spec
+
+    # -- the other phases --------------------------------------------------
+
+    def reassemble(self, paths: Sequence[Path]) -> Any:
+        """The dump made of ``paths``: the first plugin that returns one wins."""
+        dump = self.pm.hook.tsubaki_reassemble(paths=list(paths))
+        if dump is None:
+            raise PluginError(f"no plugin could open {', '.join(map(str, paths))}")
+        return dump
+
+    def debug_info_paths(self, build_id: str | None, release: str | None) -> list[Path]:
+        """Extra vmlinux files or directories offered by plugins, flattened."""
+        results = self.pm.hook.tsubaki_debug_info_paths(build_id=build_id, release=release)
+        return [Path(p) for paths in reversed(results) for p in (paths or ())]
+
+    def program_ready(self, prog: drgn.Program, dump: Any) -> None:
+        """Let plugins adjust the program before analyses run."""
+        self.pm.hook.tsubaki_program_ready(prog=prog, dump=dump)
+
+    def register_commands(self, app: typer.Typer) -> None:
+        """Let plugins add subcommands (after the built-in ones)."""
+        self.pm.hook.tsubaki_register_commands(app=app)
+
+
+def _source_spec(plugin: str, *args: Any, **kwargs: Any) -> SourceSpec:
+    """Accept ``register(name, factory, description)`` or ``register(source_type)``."""
+    if len(args) == 1 and not kwargs:
+        st = args[0]
+        try:
+            return SourceSpec(st.name, st.open, st.description, plugin, getattr(st, "probe", None), st)
+        except AttributeError as e:
+            raise PluginError(f"plugin {plugin!r}: memory source {st!r} lacks {e.name!r}") from e
+    return SourceSpec(*args, plugin=plugin, **kwargs)
+
+
+_loaded: Plugins | None = None
+
+
+def get_plugins(disable: Iterable[str] = ()) -> Plugins:
+    """The process-wide plugins, loaded once (env and ``disable`` applied then)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = Plugins.load([*disabled_from_env(), *disable])
+    return _loaded
+
+
+def reset_plugins() -> None:
+    """Forget the process-wide plugins (the next :func:`get_plugins` reloads)."""
+    global _loaded
+    _loaded = None

@@ -1,0 +1,102 @@
+"""The records that registration hooks produce, validated by the core.
+
+Registration hooks take a ``register`` callback (llm's
+``register_models(register)``): plugins stay declarative and the core checks
+each name, callable and description here, once, with an error that names the
+plugin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..analysis.report import Report
+    from ..analysis.spec import AnalysisFunction, Need
+
+__all__ = [
+    "SourceFactory",
+    "SourceSpec",
+    "RendererFunction",
+    "RendererSpec",
+    "RegisterSource",
+    "RegisterAnalysis",
+    "RegisterRenderer",
+]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+#: ``factory(spec, **options)`` returns a ``MemorySource`` (docs/ARCHITECTURE.md).
+SourceFactory = Callable[..., Any]
+#: ``render(report, out)`` writes the whole report to the text stream ``out``.
+RendererFunction = Callable[["Report", IO[str]], None]
+
+
+def _check(kind: str, name: str, function: object, description: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"{kind} name {name!r} must match {_NAME.pattern}")
+    if not callable(function):
+        raise TypeError(f"{kind} {name!r}: {function!r} is not callable")
+    if not isinstance(description, str) or not description.strip():
+        raise ValueError(f"{kind} {name!r} needs a description")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A memory source for ``collect`` (a QEMU ELF vmcore, a raw image, ...).
+
+    :param probe: optional ``probe(spec) -> bool``: does ``spec`` look like
+        this source's (a path, ``"lab:..."``)?
+    :param source_type: the object the plugin registered, when it registered
+        one object (``register(source_type)``) rather than three values.
+    """
+
+    name: str
+    factory: SourceFactory
+    description: str
+    plugin: str = "?"
+    probe: Callable[[str], bool] | None = None
+    source_type: Any = None
+
+    def __post_init__(self) -> None:
+        _check("memory source", self.name, self.factory, self.description)
+
+
+@dataclass(frozen=True)
+class RendererSpec:
+    """An output format for ``analyze --format NAME``."""
+
+    name: str
+    function: RendererFunction
+    description: str
+    plugin: str = "?"
+
+    def __post_init__(self) -> None:
+        _check("renderer", self.name, self.function, self.description)
+
+
+class RegisterSource(Protocol):
+    """``register(name, factory, description)`` or ``register(source_type)``.
+
+    ``source_type`` is any object with ``name``, ``description``, ``open``
+    (the factory) and optionally ``probe``.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+class RegisterAnalysis(Protocol):
+    """``register(name, function, description, needs=())``."""
+
+    def __call__(
+        self, name: str, function: AnalysisFunction, description: str, needs: Iterable[Need] = ()
+    ) -> None: ...
+
+
+class RegisterRenderer(Protocol):
+    """``register(name, function, description)``."""
+
+    def __call__(self, name: str, function: RendererFunction, description: str) -> None: ...

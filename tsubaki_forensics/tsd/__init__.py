@@ -1,0 +1,19 @@
+"""The ``.tsd`` dump format: chunked, zstd-compressed, append-only, self-checking.
+
+The specification is ``docs/FORMAT.md``; :mod:`.records` holds its byte
+layouts, :mod:`.writer` appends records, :mod:`.reader` opens files (via the
+footer's index, or by scanning a file whose writer died), and :mod:`.memory`
+reassembles physical memory from one or several files of one dump.
+"""
+
+from __future__ import annotations
+
+from .memory import PhysicalMemory, Range
+from .reader import Dump, Event, Problem, TsdFile, open_dump, open_file
+from .writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, TsdWriter, WriteStats
+
+__all__ = [
+    "TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL",
+    "open_dump", "open_file", "Dump", "TsdFile", "Event", "Problem",
+    "PhysicalMemory", "Range",
+]

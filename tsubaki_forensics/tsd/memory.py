@@ -1,0 +1,296 @@
+"""The merged physical-memory view of a dump: bisect lookup, chunk LRU.
+
+Why: drgn reads the same few pages thousands of times and does not cache
+(NOTES-drgn.md), so a read must cost a bisect over a sorted piece list plus
+a dict hit, and each record is decompressed (and its checksum verified) once
+while it stays in a byte-bounded LRU.  Records from several files are merged
+into disjoint pieces here; where two records overlap, the bytes must be
+identical or the dump is refused with a :class:`ConflictError` naming both.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import zstandard
+
+from ..errors import ConflictError, FormatError, NotCollectedError
+from . import records as R
+from .records import RecordType as T
+
+if TYPE_CHECKING:
+    from .reader import Problem, RecordInfo, TsdFile
+
+__all__ = ["PhysicalMemory", "Range", "DEFAULT_CACHE_BYTES"]
+
+DEFAULT_CACHE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Range:
+    """A run of physical memory: ``kind`` is "data", "zero" or "missing"."""
+
+    start: int
+    length: int
+    kind: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(frozen=True)
+class _Source:
+    file: int  # index into PhysicalMemory.files
+    rec: RecordInfo
+
+
+@dataclass(frozen=True)
+class _Piece:
+    start: int
+    end: int
+    src: _Source
+
+    @property
+    def zero(self) -> bool:
+        return self.src.rec.type == T.ZERO
+
+
+class PhysicalMemory:
+    """Physical memory reassembled from the MEMORY and ZERO records of a dump.
+
+    Not thread-safe: share one instance per thread (drgn calls back on the
+    thread that reads).
+    """
+
+    def __init__(self, files: list[TsdFile], problems: list[Problem], *,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.files = files
+        self.problems = problems
+        self.cache_bytes = cache_bytes
+        self._cache: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        self._cached = 0
+        self._bad: dict[tuple[int, int], str] = {}
+        self.decompressed = 0  # records decompressed so far (for tests and stats)
+        present: list[_Source] = []
+        self._recorded_missing: list[tuple[int, int, str]] = []
+        for i, f in enumerate(files):
+            for rec in f.records:
+                if rec.type == T.MISSING:
+                    reason = f.missing_reasons.get((rec.paddr, rec.length), "")
+                    self._recorded_missing.append((rec.paddr, rec.length, reason))
+                else:
+                    present.append(_Source(i, rec))
+        present.sort(key=lambda s: (s.rec.paddr, s.rec.type != T.ZERO, s.file, s.rec.offset))
+        self._pieces: list[_Piece] = []
+        self._starts: list[int] = []
+        covered = 0
+        for src in present:
+            start, end = src.rec.paddr, src.rec.paddr + src.rec.length
+            if start < covered:
+                self._check_overlap(src, start, min(end, covered))
+                start = covered
+            if start < end:
+                self._pieces.append(_Piece(start, end, src))
+                self._starts.append(start)
+                covered = end
+
+    # -- describing ---------------------------------------------------------------
+    def ranges(self) -> list[Range]:
+        """Present memory, merged and sorted; kind "data" or "zero"."""
+        out: list[Range] = []
+        for p in self._pieces:
+            kind = "zero" if p.zero else "data"
+            if out and out[-1].end == p.start and out[-1].kind == kind:
+                out[-1] = Range(out[-1].start, out[-1].length + p.end - p.start, kind)
+            else:
+                out.append(Range(p.start, p.end - p.start, kind))
+        return out
+
+    def missing_ranges(self) -> list[Range]:
+        """Ranges recorded as MISSING that no other record of the dump supplies."""
+        out: list[Range] = []
+        for start, length, _ in sorted(self._recorded_missing):
+            for a, b in self._subtract_present(start, start + length):
+                if out and out[-1].end >= a:
+                    end = max(out[-1].end, b)
+                    out[-1] = Range(out[-1].start, end - out[-1].start, "missing")
+                else:
+                    out.append(Range(a, b - a, "missing"))
+        return out
+
+    def missing_reasons(self) -> list[tuple[int, int, str]]:
+        """Every MISSING record as (paddr, length, reason), sorted."""
+        return sorted(self._recorded_missing)
+
+    def _subtract_present(self, a: int, b: int) -> list[tuple[int, int]]:
+        gaps = []
+        i = max(bisect.bisect_right(self._starts, a) - 1, 0)
+        pos = a
+        while i < len(self._pieces) and self._pieces[i].start < b:
+            p = self._pieces[i]
+            if p.end > pos:
+                if p.start > pos:
+                    gaps.append((pos, p.start))
+                pos = max(pos, p.end)
+            i += 1
+        if pos < b:
+            gaps.append((pos, b))
+        return gaps
+
+    @property
+    def present_bytes(self) -> int:
+        return sum(p.end - p.start for p in self._pieces)
+
+    @property
+    def zero_bytes(self) -> int:
+        return sum(p.end - p.start for p in self._pieces if p.zero)
+
+    def __contains__(self, paddr: int) -> bool:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        return i >= 0 and paddr < self._pieces[i].end
+
+    # -- reading ------------------------------------------------------------------
+    def read(self, paddr: int, size: int) -> bytes:
+        """Return ``size`` bytes at ``paddr``.
+
+        :raises NotCollectedError: with the first address the dump lacks (or
+            whose record is damaged).
+        """
+        if size <= 0:
+            return b""
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        if i < 0 or paddr >= self._pieces[i].end:
+            raise NotCollectedError(paddr)
+        p = self._pieces[i]
+        end = paddr + size
+        if end <= p.end:  # the common case: one piece
+            return self._slice(p, paddr, end)
+        parts = []
+        pos = paddr
+        while pos < end:
+            if i >= len(self._pieces) or self._pieces[i].start > pos:
+                raise NotCollectedError(pos)
+            p = self._pieces[i]
+            stop = min(end, p.end)
+            parts.append(self._slice(p, pos, stop))
+            pos = stop
+            i += 1
+        return b"".join(parts)
+
+    def _slice(self, p: _Piece, a: int, b: int) -> bytes:
+        if p.zero:
+            return bytes(b - a)
+        base = p.src.rec.paddr
+        data = self._chunk(p.src, a)
+        return data[a - base:b - base]
+
+    def _chunk(self, src: _Source, addr: int) -> bytes:
+        key = (src.file, src.rec.offset)
+        data = self._cache.get(key)
+        if data is not None:
+            self._cache.move_to_end(key)
+            return data
+        if key in self._bad:
+            raise NotCollectedError(addr, self._bad[key])
+        f = self.files[src.file]
+        try:
+            data = self._decode(f, src.rec)
+        except FormatError as e:
+            why = str(e).split(": ", 1)[-1] if str(e).startswith(f.name) else str(e)
+            msg = (f"physical address {addr:#x} is in a damaged record "
+                   f"({f.name} offset {src.rec.offset}: {why})")
+            from .reader import Problem
+
+            self.problems.append(Problem(f.name, src.rec.offset, why))
+            self._bad[key] = msg
+            raise NotCollectedError(addr, msg) from None
+        self.decompressed += 1
+        self._cache[key] = data
+        self._cached += len(data)
+        while self._cached > self.cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= len(old)
+        return data
+
+    @staticmethod
+    def _decode(f: TsdFile, rec: RecordInfo) -> bytes:
+        """Read, check and decompress one MEMORY record (FORMAT.md §4.1, §5)."""
+        hdr, payload = f.read_record(rec.offset)
+        if hdr.type != T.MEMORY:
+            raise FormatError(f"index says MEMORY but the record is {hdr.type_name}")
+        m = R.unpack_memory(payload)
+        if (m.paddr, m.length) != (rec.paddr, rec.length):
+            raise FormatError(f"record covers {m.paddr:#x}+{m.length:#x}, "
+                              f"index says {rec.paddr:#x}+{rec.length:#x}")
+        return decode_memory(m)
+
+    # -- merging (FORMAT.md §8) ---------------------------------------------------
+    def _check_overlap(self, src: _Source, a: int, b: int) -> None:
+        i = max(bisect.bisect_right(self._starts, a) - 1, 0)
+        while i < len(self._pieces) and self._pieces[i].start < b:
+            p = self._pieces[i]
+            lo, hi = max(a, p.start), min(b, p.end)
+            i += 1
+            if lo >= hi:
+                continue
+            if p.zero and src.rec.type == T.ZERO:
+                continue
+            try:
+                mine = bytes(hi - lo) if src.rec.type == T.ZERO else \
+                    self._chunk(src, lo)[lo - src.rec.paddr:hi - src.rec.paddr]
+                theirs = self._slice(p, lo, hi)
+            except NotCollectedError:
+                continue  # a damaged side is already a problem; the other one serves
+            if mine != theirs:
+                raise ConflictError(
+                    f"conflicting contents for physical {lo:#x}-{hi:#x}: "
+                    f"{self._describe(p.src)} and {self._describe(src)}")
+
+    def _describe(self, src: _Source) -> str:
+        name = T(src.rec.type).name
+        seq = f", sequence {src.rec.sequence}" if src.rec.sequence is not None else ""
+        return f"{name} record at {self.files[src.file].name} offset {src.rec.offset}{seq}"
+
+
+def decode_memory(m: R.Memory) -> bytes:
+    """Decompress a MEMORY payload, refusing anything but the declared length."""
+    if m.codec == R.Codec.RAW:
+        if len(m.data) != m.length:
+            raise FormatError(f"RAW data is {len(m.data)} bytes, declared {m.length}")
+        return bytes(m.data)
+    if m.codec != R.Codec.ZSTD:
+        raise FormatError(f"unknown codec {m.codec}")
+    try:
+        size = zstandard.frame_content_size(m.data)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"not a zstd frame: {e}") from None
+    if size != m.length:
+        raise FormatError(f"zstd frame content size {size} differs from declared length {m.length}")
+    try:
+        # The frame header's content size was checked against the declared
+        # length (<= MAX_CHUNK), and libzstd stops on any frame that produces
+        # more than its header says: the output is bounded before allocation.
+        dctx = getattr(_tls, "dctx", None) or _new_dctx()
+        dobj = dctx.decompressobj(write_size=m.length)
+        out = dobj.decompress(m.data)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd frame does not decompress: {e}") from None
+    if not dobj.eof or dobj.unused_data:
+        raise FormatError("MEMORY payload is not exactly one complete zstd frame")
+    if len(out) != m.length:
+        raise FormatError(f"zstd frame gave {len(out)} bytes, declared {m.length}")
+    return out
+
+
+_tls = threading.local()
+
+
+def _new_dctx() -> zstandard.ZstdDecompressor:
+    """One decompression context per thread: contexts are not thread-safe."""
+    _tls.dctx = zstandard.ZstdDecompressor()
+    return _tls.dctx

@@ -1,0 +1,404 @@
+"""Open ``.tsd`` files: via the footer's INDEX, or by scanning when it is gone.
+
+Why two paths: a closed file has an END footer that locates an INDEX of every
+record, so opening it reads three small records and nothing else (payloads
+are checked lazily, when memory is read).  A file whose writer died has no
+footer; every complete record before the damage is still valid (FORMAT.md §6),
+so the reader walks the records from the start, verifies each checksum,
+resynchronises on the record magic after damage, and lists each gap as a
+:class:`Problem` with its offset.  ``verify`` uses the scan on every file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ConflictError, FormatError
+from . import records as R
+from .records import RecordType as T
+
+__all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file"]
+
+_RESYNC_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong or missing in a file, with where it starts."""
+
+    path: str
+    offset: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: offset {self.offset}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A timeline event (FORMAT.md §4.4)."""
+
+    kind: str
+    time_s: float
+    fields: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class RecordInfo:
+    """Where one record is and what it covers (for MEMORY, ZERO, MISSING)."""
+
+    type: int
+    flags: int
+    offset: int
+    size: int
+    sequence: int | None = None
+    paddr: int = 0
+    length: int = 0
+
+
+class TsdFile:
+    """One ``.tsd`` file: its header, its records, and what is wrong with it.
+
+    :param verify: scan every record even when a footer exists (``verify``),
+        instead of trusting the INDEX.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = False) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.problems: list[Problem] = []
+        self.records: list[RecordInfo] = []
+        self.metadata: list[tuple[int, int, bytes]] = []  # (sequence or offset, kind, data)
+        self.events: list[Event] = []
+        self.missing_reasons: dict[tuple[int, int], str] = {}
+        self.has_footer = False
+        self.index_offset: int | None = None
+        self._fd = _open(self.path)
+        try:
+            self.size = os.fstat(self._fd).st_size
+            self.header = R.unpack_file_header(os.pread(self._fd, R.FILE_HEADER_SIZE, 0), self.name)
+            self.data_start = self.header.header_size
+            if verify or not self._load_from_footer():
+                self._scan()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- reading records -------------------------------------------------------
+    def _pread(self, size: int, offset: int) -> bytes:
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise FormatError(f"{self.name}: short read at offset {offset}")
+        return data
+
+    def read_record(self, offset: int) -> tuple[R.RecordHeader, memoryview]:
+        """Read and check the record at ``offset``; FormatError if it is bad."""
+        if offset < self.data_start or offset + R.RECORD_HEADER_SIZE > self.size:
+            raise FormatError(f"{self.name}: no record at offset {offset}")
+        head = self._pread(R.RECORD_HEADER_SIZE, offset)
+        hdr = R.unpack_record_header(head, offset)
+        if hdr is None:
+            raise FormatError(f"{self.name}: no valid record header at offset {offset}")
+        if offset + hdr.size > self.size:
+            raise FormatError(f"{self.name}: record at offset {offset} runs past the end of the file")
+        payload = memoryview(self._pread(hdr.payload_length, offset + R.RECORD_HEADER_SIZE))
+        if not R.record_checksum_ok(head, payload, hdr.checksum):
+            raise FormatError(f"{self.name}: checksum mismatch in record at offset {offset}")
+        if hdr.dump_id != self.header.dump_id:
+            raise FormatError(f"{self.name}: record at offset {offset} belongs to dump {hdr.dump_id}")
+        return hdr, payload
+
+    def _problem(self, offset: int, message: str) -> None:
+        self.problems.append(Problem(self.name, offset, message))
+
+    # -- the footer path (§7.1) --------------------------------------------------
+    def _load_from_footer(self) -> bool:
+        end_at = self.size - R.END_RECORD_SIZE
+        if end_at < self.data_start:
+            return False
+        try:
+            end, payload = self.read_record(end_at)
+            if end.type != T.END:
+                return False
+            index_offset, count = R.unpack_end(payload)
+            if not self.data_start <= index_offset < end_at:
+                return False
+            ihdr, ipayload = self.read_record(index_offset)
+            if ihdr.type != T.INDEX:
+                return False
+            entries = R.unpack_index(ipayload)
+        except FormatError:
+            return False
+        ends = [e.offset for e in entries[1:]] + [index_offset]
+        prev = self.data_start
+        infos: list[RecordInfo] = []
+        for e, nxt in zip(entries, ends):
+            if e.offset != prev or nxt <= e.offset:
+                return False  # an index that does not tile the file: fall back to a scan
+            infos.append(RecordInfo(e.type, e.flags, e.offset, nxt - e.offset, None, e.paddr, e.length))
+            prev = nxt
+        if prev != index_offset:
+            return False
+        for info in infos:
+            if info.type in (T.METADATA, T.EVENT, T.MISSING):
+                try:
+                    hdr, payload = self.read_record(info.offset)
+                    self._decode(hdr, payload)
+                except FormatError as e:
+                    self._problem(info.offset, str(e).split(": ", 1)[-1])
+            elif info.type in R.MEMORY_TYPES:
+                self.records.append(info)
+            elif info.flags & R.RecordFlags.MUST_UNDERSTAND:
+                self._problem(info.offset, f"record of unknown type {info.type} must be understood")
+        self.has_footer = True
+        self.index_offset = index_offset
+        self.record_count = count
+        return True
+
+    # -- the scan path (§7.2) -----------------------------------------------------
+    def _scan(self) -> None:
+        self.records.clear()
+        self.metadata.clear()
+        self.events.clear()
+        self.missing_reasons.clear()
+        offset = self.data_start
+        expected_seq = 0
+        saw_end = False
+        while offset < self.size:
+            try:
+                hdr, payload = self.read_record(offset)
+            except FormatError as e:
+                nxt = self._resync(offset + 1)
+                reason = str(e).split(": ", 1)[-1]
+                if nxt is None:
+                    self._problem(offset, self._tail_message(offset, reason))
+                    break
+                self._problem(offset, f"{reason}; skipped {nxt - offset} bytes up to the next "
+                                      f"sound record")
+                offset = nxt
+                continue
+            if saw_end:
+                self._problem(offset, "record after the END footer")
+            if hdr.sequence != expected_seq:
+                if hdr.sequence > expected_seq:
+                    gap = (f"record {expected_seq} is" if hdr.sequence == expected_seq + 1
+                           else f"records {expected_seq}..{hdr.sequence - 1} are")
+                    self._problem(offset, f"{gap} missing before this offset")
+                else:
+                    self._problem(offset, f"sequence number {hdr.sequence} repeats or goes backwards")
+            expected_seq = hdr.sequence + 1
+            try:
+                self._decode(hdr, payload)
+            except FormatError as e:
+                self._problem(offset, f"{hdr.type_name} record: {str(e).split(': ', 1)[-1]}")
+            if hdr.type == T.END:
+                saw_end = True
+            elif hdr.type == T.INDEX:
+                self.index_offset = offset
+            offset += hdr.size
+        if not saw_end:
+            self._problem(self.size, "no END footer: the file was not closed; "
+                                     f"{len(self.records)} memory records recovered by scanning")
+        else:
+            self.has_footer = True
+
+    def _tail_message(self, offset: int, reason: str) -> str:
+        left = self.size - offset
+        if left < R.RECORD_HEADER_SIZE and R.RECORD_MAGIC.startswith(self._pread(min(left, 4), offset)):
+            return f"file ends inside a record header: {left} of {R.RECORD_HEADER_SIZE} bytes present"
+        hdr = R.unpack_record_header(self._pread(min(R.RECORD_HEADER_SIZE, left), offset), offset)
+        if hdr is not None and offset + hdr.size > self.size:
+            return (f"file ends inside a {hdr.type_name} record (sequence {hdr.sequence}): "
+                    f"{self.size - offset} of {hdr.size} bytes present")
+        return f"{reason}; nothing sound follows ({self.size - offset} bytes)"
+
+    def _resync(self, start: int) -> int | None:
+        """Offset of the next record whose checksum is sound, or None."""
+        pos = start
+        while pos < self.size:
+            block = os.pread(self._fd, _RESYNC_BLOCK + 3, pos)
+            if not block:
+                return None
+            i = block.find(R.RECORD_MAGIC)
+            while i >= 0:
+                try:
+                    self.read_record(pos + i)
+                    return pos + i
+                except FormatError:
+                    i = block.find(R.RECORD_MAGIC, i + 1)
+            pos += _RESYNC_BLOCK
+        return None
+
+    def _decode(self, hdr: R.RecordHeader, payload: memoryview) -> None:
+        t = hdr.type
+        if t == T.MEMORY:
+            m = R.unpack_memory(payload)
+            if m.codec not in (R.Codec.RAW, R.Codec.ZSTD):
+                raise FormatError(f"unknown codec {m.codec}")
+            self.records.append(RecordInfo(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence,
+                                           m.paddr, m.length))
+        elif t in (T.ZERO, T.MISSING):
+            paddr, length = R.unpack_range(payload, hdr.type_name)
+            self.records.append(RecordInfo(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence,
+                                           paddr, length))
+            if t == T.MISSING:
+                self.missing_reasons[(paddr, length)] = R.unpack_missing(payload)[2]
+        elif t == T.METADATA:
+            kind, data = R.unpack_metadata(payload)
+            self.metadata.append((hdr.sequence, kind, data))
+        elif t == T.EVENT:
+            kind, time_s, fields = R.unpack_event(payload)
+            self.events.append(Event(kind, time_s, fields))
+        elif t in (T.INDEX, T.END):
+            (R.unpack_index if t == T.INDEX else R.unpack_end)(payload)
+        elif hdr.flags & R.RecordFlags.MUST_UNDERSTAND:
+            raise FormatError(f"record of unknown type {t} must be understood by the reader")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> TsdFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"TsdFile({self.name!r}, records={len(self.records)}, footer={self.has_footer})"
+
+
+def _open(path: Path) -> int:
+    """Open for reading with a one-line error for the usual mistakes."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except OSError as e:
+        raise FormatError(f"{path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FormatError(f"{path}: is a directory, not a .tsd dump")
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise FormatError(f"{path}: {e.strerror or e}") from None
+
+
+def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> TsdFile:
+    """Open one ``.tsd`` file (see :class:`TsdFile`)."""
+    return TsdFile(path, verify=verify)
+
+
+class Dump:
+    """One dump, possibly spread over several files (FORMAT.md §8).
+
+    ``memory`` is the merged physical-memory view; ``problems`` lists every
+    damaged or missing piece found while opening.
+    """
+
+    def __init__(self, files: list[TsdFile], *, cache_bytes: int | None = None) -> None:
+        from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
+
+        if not files:
+            raise FormatError("no dump files given")
+        # Any order in, one order out: oldest file first, ties by name.
+        files = sorted(files, key=lambda f: (f.header.created_ns, f.name))
+        self.files = files
+        first = files[0]
+        for f in files[1:]:
+            if f.header.dump_id != first.header.dump_id:
+                raise FormatError(f"{f.name} belongs to dump {f.header.dump_id}, "
+                                  f"{first.name} to dump {first.header.dump_id}")
+            if (f.header.arch, f.header.page_size) != (first.header.arch, first.header.page_size):
+                raise FormatError(f"{f.name} and {first.name} disagree on architecture or page size")
+        self.header = first.header
+        self.dump_id: uuid.UUID = first.header.dump_id
+        self.problems: list[Problem] = [p for f in files for p in f.problems]
+        self.vmcoreinfo = self._merge_blob(R.MetadataKind.VMCOREINFO, "VMCOREINFO")
+        self.notes = self._merge_blob(R.MetadataKind.NOTES, "ELF notes")
+        self.properties = self._merge_properties()
+        seen: set[tuple] = set()
+        events: list[Event] = []
+        for f in files:
+            for ev in f.events:
+                key = (ev.kind, ev.time_s, repr(sorted(ev.fields.items())))
+                if key not in seen:
+                    seen.add(key)
+                    events.append(ev)
+        self.events = sorted(events, key=lambda e: e.time_s)
+        self.memory = PhysicalMemory(files, self.problems,
+                                     cache_bytes=cache_bytes or DEFAULT_CACHE_BYTES)
+
+    def _merge_blob(self, kind: int, what: str) -> bytes | None:
+        value: bytes | None = None
+        source = ""
+        for f in self.files:
+            for _, k, data in f.metadata:
+                if k != kind:
+                    continue
+                if value is not None and data != value:
+                    raise ConflictError(f"{what} differs between {source} and {f.name}")
+                value, source = data, f.name
+        return value
+
+    def _merge_properties(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        origin: dict[str, str] = {}
+        for f in self.files:
+            mine: dict[str, str] = {}
+            for _, k, data in f.metadata:  # in file order: a later record updates
+                if k == R.MetadataKind.PROPERTIES:
+                    try:
+                        mine.update(R.decode_properties(data))
+                    except FormatError as e:
+                        self.problems.append(Problem(f.name, 0, str(e)))
+            for key, val in mine.items():
+                if key in merged and merged[key] != val:
+                    raise ConflictError(f"property {key!r} is {merged[key]!r} in {origin[key]} "
+                                        f"but {val!r} in {f.name}")
+                merged[key], origin[key] = val, f.name
+        return merged
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self) -> Dump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_dump(paths: str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple, *,
+              verify: bool = False, cache_bytes: int | None = None) -> Dump:
+    """Open a dump from one path or several files of the same dump, in any order."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise FormatError("no dump files given")
+    files: list[TsdFile] = []
+    try:
+        for p in paths:
+            files.append(TsdFile(p, verify=verify))
+        return Dump(files, cache_bytes=cache_bytes)
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
+
+
+def iter_records(f: TsdFile) -> Iterator[RecordInfo]:
+    """The memory records of ``f`` in file order."""
+    return iter(f.records)

@@ -1,0 +1,383 @@
+"""Byte layouts of the ``.tsd`` format, one named constant per structure.
+
+Every ``struct.Struct`` here sits beside its magic and size and names the
+section of ``docs/FORMAT.md`` that defines it, so the code and the spec can
+be checked against each other line by line.  Packing and unpacking live here
+too; the writer and the reader never build bytes by hand.  All integers are
+little-endian whatever the dumped machine's byte order (FORMAT.md §2).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+import uuid
+from dataclasses import dataclass, field
+
+import xxhash
+
+from ..errors import FormatError, UnsupportedVersionError
+
+__all__ = [
+    "FILE_MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "FILE_HEADER", "FILE_HEADER_SIZE",
+    "RECORD_MAGIC", "RECORD_HEADER", "RECORD_HEADER_SIZE", "RECORD_ALIGN",
+    "MEMORY_PREFIX", "RANGE_PAYLOAD", "METADATA_PREFIX", "EVENT_PREFIX",
+    "INDEX_PREFIX", "INDEX_ENTRY", "END_PAYLOAD", "END_RECORD_SIZE",
+    "MAX_PAYLOAD", "MAX_CHUNK", "MAX_TEXT",
+    "RecordType", "RecordFlags", "Codec", "MetadataKind", "Endian",
+    "FileHeader", "RecordHeader", "IndexEntry",
+    "checksum", "pack_file_header", "unpack_file_header",
+    "pack_record", "unpack_record_header",
+    "pack_memory", "unpack_memory", "pack_range", "unpack_range",
+    "pack_missing", "unpack_missing", "pack_metadata", "unpack_metadata",
+    "pack_event", "unpack_event", "pack_index", "unpack_index", "pack_end", "unpack_end",
+]
+
+# --- §2 File header -------------------------------------------------------
+FILE_MAGIC = b"\x89TSD\r\n\x1a\n"  # PNG-style: catches text-mode and 7-bit damage
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+# magic, major, minor, header_size, dump_id, arch, page_size, endian, 3 pad,
+# created_ns, producer, checksum (XXH64 of the preceding 120 bytes)
+FILE_HEADER = struct.Struct("<8sHHI16s16sIB3xQ56sQ")
+FILE_HEADER_SIZE = FILE_HEADER.size  # 128
+assert FILE_HEADER_SIZE == 128
+
+# --- §3 Record framing ----------------------------------------------------
+RECORD_MAGIC = b"TSDR"
+# magic, type, flags, payload_length, reserved (0), sequence, dump_id, checksum
+RECORD_HEADER = struct.Struct("<4sHHIIQ16sQ")
+RECORD_HEADER_SIZE = RECORD_HEADER.size  # 48
+assert RECORD_HEADER_SIZE == 48
+_CHECKED_HEADER = RECORD_HEADER_SIZE - 8  # the checksum covers the first 40 bytes
+RECORD_ALIGN = 1  # records are packed back to back (§3)
+
+# --- §5 Sane maxima (checked before anything is allocated) -----------------
+MAX_CHUNK = 64 << 20  # largest MEMORY length a reader accepts
+MAX_PAYLOAD = MAX_CHUNK + 4096  # largest payload_length of any record
+MAX_TEXT = 1 << 20  # largest MISSING reason / EVENT body
+
+# --- §4.1 MEMORY: paddr, length, codec, 6 pad, then the stored bytes -------
+MEMORY_PREFIX = struct.Struct("<QQH6x")
+# --- §4.2 ZERO and §4.5 MISSING: paddr, length (MISSING adds a UTF-8 reason)
+RANGE_PAYLOAD = struct.Struct("<QQ")
+# --- §4.3 METADATA: kind, 6 pad, then the bytes ---------------------------
+METADATA_PREFIX = struct.Struct("<H6x")
+# --- §4.4 EVENT: time_s (float64), then a UTF-8 JSON object -----------------
+EVENT_PREFIX = struct.Struct("<d")
+# --- §4.6 INDEX: entry count, 4 pad, then entries ---------------------------
+INDEX_PREFIX = struct.Struct("<I4x")
+# type, flags, 4 pad, record offset, paddr, length
+INDEX_ENTRY = struct.Struct("<HH4xQQQ")
+assert INDEX_ENTRY.size == 32
+# --- §4.7 END: offset of the INDEX record, number of records before END ---
+END_PAYLOAD = struct.Struct("<QQ")
+END_RECORD_SIZE = RECORD_HEADER_SIZE + END_PAYLOAD.size  # 64
+
+
+class RecordType(enum.IntEnum):
+    """Record types (FORMAT.md §4); readers skip values they do not know."""
+
+    MEMORY = 1
+    ZERO = 2
+    METADATA = 3
+    EVENT = 4
+    MISSING = 5
+    INDEX = 6
+    END = 7
+
+
+class RecordFlags(enum.IntFlag):
+    """Record flags (FORMAT.md §3)."""
+
+    NONE = 0
+    # A reader that does not know this record's type must report it rather
+    # than skip it silently (like PNG's critical chunks).
+    MUST_UNDERSTAND = 0x0001
+
+
+class Codec(enum.IntEnum):
+    """How a MEMORY record stores its bytes (FORMAT.md §4.1)."""
+
+    RAW = 0
+    ZSTD = 1
+
+
+class MetadataKind(enum.IntEnum):
+    """What a METADATA record carries (FORMAT.md §4.3)."""
+
+    VMCOREINFO = 1
+    NOTES = 2
+    PROPERTIES = 3
+
+
+class Endian(enum.IntEnum):
+    """Byte order of the dumped machine (values as ELF's EI_DATA)."""
+
+    LITTLE = 1
+    BIG = 2
+
+
+MEMORY_TYPES = frozenset({RecordType.MEMORY, RecordType.ZERO, RecordType.MISSING})
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """The fixed header at offset 0 of every ``.tsd`` file (FORMAT.md §2)."""
+
+    dump_id: uuid.UUID
+    arch: str
+    page_size: int
+    endian: Endian
+    producer: str
+    created_ns: int
+    major: int = FORMAT_MAJOR
+    minor: int = FORMAT_MINOR
+    header_size: int = FILE_HEADER_SIZE
+
+
+@dataclass(frozen=True)
+class RecordHeader:
+    """A record's framing (FORMAT.md §3); ``offset`` is where it starts."""
+
+    type: int
+    flags: int
+    payload_length: int
+    sequence: int
+    dump_id: uuid.UUID
+    checksum: int
+    offset: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole record occupies in the file."""
+        return RECORD_HEADER_SIZE + self.payload_length
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return RecordType(self.type).name
+        except ValueError:
+            return f"type-{self.type}"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One INDEX entry: where a record is and what it covers (FORMAT.md §4.6)."""
+
+    type: int
+    flags: int
+    offset: int
+    paddr: int = 0
+    length: int = 0
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A decoded MEMORY payload (the stored bytes still encoded)."""
+
+    paddr: int
+    length: int
+    codec: int
+    data: memoryview = field(repr=False)
+
+
+def checksum(*parts: bytes | memoryview) -> int:
+    """XXH64 (seed 0) over ``parts`` in order (FORMAT.md §3, "Why XXH64")."""
+    h = xxhash.xxh64()
+    for p in parts:
+        h.update(p)
+    return h.intdigest()
+
+
+def _fixed_text(value: str, size: int, what: str) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > size:
+        raise ValueError(f"{what} {value!r} is longer than {size} bytes")
+    return raw
+
+
+def _text_field(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def pack_file_header(h: FileHeader) -> bytes:
+    body = FILE_HEADER.pack(
+        FILE_MAGIC, h.major, h.minor, FILE_HEADER_SIZE, h.dump_id.bytes,
+        _fixed_text(h.arch, 16, "arch"), h.page_size, int(h.endian), h.created_ns,
+        _fixed_text(h.producer, 56, "producer"), 0,
+    )
+    return body[:-8] + struct.pack("<Q", checksum(body[:-8]))
+
+
+def unpack_file_header(raw: bytes, where: str = "file") -> FileHeader:
+    """Parse and check a file header; every failure names ``where``."""
+    if len(raw) == 0:
+        raise FormatError(f"{where}: empty file, not a .tsd dump")
+    if bytes(raw[: len(FILE_MAGIC)]) != FILE_MAGIC and not FILE_MAGIC.startswith(bytes(raw)):
+        raise FormatError(f"{where}: not a .tsd dump (bad magic {bytes(raw[:8])!r})")
+    if len(raw) < FILE_HEADER_SIZE:
+        raise FormatError(f"{where}: truncated file header ({len(raw)} of {FILE_HEADER_SIZE} bytes)")
+    (magic, major, minor, header_size, dump_id, arch, page_size, endian, created_ns,
+     producer, check) = FILE_HEADER.unpack_from(raw)
+    if major != FORMAT_MAJOR:
+        if major > FORMAT_MAJOR:
+            raise UnsupportedVersionError(
+                f"{where}: format version {major}.{minor} is newer than this reader "
+                f"({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade tsubaki-forensics")
+        raise UnsupportedVersionError(f"{where}: unknown format version {major}.{minor}")
+    if checksum(raw[: FILE_HEADER_SIZE - 8]) != check:
+        raise FormatError(f"{where}: file header checksum mismatch (offset 0)")
+    if header_size < FILE_HEADER_SIZE or header_size > 1 << 20:
+        raise FormatError(f"{where}: implausible header size {header_size}")
+    if page_size < 512 or page_size > 1 << 24 or page_size & (page_size - 1):
+        raise FormatError(f"{where}: implausible page size {page_size}")
+    try:
+        endian_v = Endian(endian)
+    except ValueError:
+        raise FormatError(f"{where}: unknown byte order {endian}") from None
+    return FileHeader(
+        dump_id=uuid.UUID(bytes=dump_id), arch=_text_field(arch), page_size=page_size,
+        endian=endian_v, producer=_text_field(producer), created_ns=created_ns,
+        major=major, minor=minor, header_size=header_size,
+    )
+
+
+def pack_record(rtype: int, flags: int, sequence: int, dump_id: uuid.UUID,
+                *payload: bytes | memoryview) -> list[bytes | memoryview]:
+    """Frame ``payload`` parts as one record; returns the parts to write."""
+    length = sum(len(p) for p in payload)
+    if length > MAX_PAYLOAD:
+        raise ValueError(f"record payload of {length} bytes exceeds {MAX_PAYLOAD}")
+    head = RECORD_HEADER.pack(RECORD_MAGIC, rtype, flags, length, 0, sequence, dump_id.bytes, 0)
+    head40 = head[:_CHECKED_HEADER]
+    return [head40 + struct.pack("<Q", checksum(head40, *payload)), *payload]
+
+
+def unpack_record_header(raw: bytes | memoryview, offset: int) -> RecordHeader | None:
+    """Parse a record header, or return None if ``raw`` does not hold one."""
+    if len(raw) < RECORD_HEADER_SIZE or raw[:4] != RECORD_MAGIC:
+        return None
+    magic, rtype, flags, length, reserved, seq, dump_id, check = RECORD_HEADER.unpack_from(raw)
+    if reserved != 0 or length > MAX_PAYLOAD:
+        return None
+    return RecordHeader(rtype, flags, length, seq, uuid.UUID(bytes=dump_id), check, offset)
+
+
+def record_checksum_ok(head: bytes | memoryview, payload: bytes | memoryview, expected: int) -> bool:
+    """True if XXH64 over the first 40 header bytes and the payload matches."""
+    return checksum(head[:_CHECKED_HEADER], payload) == expected
+
+
+# --- payload codecs (FORMAT.md §4) ------------------------------------------
+
+def _need(payload: bytes | memoryview, size: int, what: str) -> None:
+    if len(payload) < size:
+        raise FormatError(f"{what} payload too short ({len(payload)} < {size} bytes)")
+
+
+def pack_memory(paddr: int, length: int, codec: Codec) -> bytes:
+    return MEMORY_PREFIX.pack(paddr, length, codec)
+
+
+def unpack_memory(payload: memoryview) -> Memory:
+    _need(payload, MEMORY_PREFIX.size, "MEMORY")
+    paddr, length, codec = MEMORY_PREFIX.unpack_from(payload)
+    if length == 0 or length > MAX_CHUNK:
+        raise FormatError(f"MEMORY length {length} outside 1..{MAX_CHUNK}")
+    if paddr + length > 1 << 64:
+        raise FormatError(f"MEMORY range {paddr:#x}+{length:#x} beyond 2^64")
+    return Memory(paddr, length, codec, payload[MEMORY_PREFIX.size:])
+
+
+def pack_range(paddr: int, length: int) -> bytes:
+    return RANGE_PAYLOAD.pack(paddr, length)
+
+
+def unpack_range(payload: memoryview, what: str = "ZERO") -> tuple[int, int]:
+    _need(payload, RANGE_PAYLOAD.size, what)
+    paddr, length = RANGE_PAYLOAD.unpack_from(payload)
+    if length == 0 or paddr + length > 1 << 64:
+        raise FormatError(f"{what} range {paddr:#x}+{length:#x} is empty or beyond 2^64")
+    return paddr, length
+
+
+def pack_missing(paddr: int, length: int, reason: str) -> bytes:
+    return RANGE_PAYLOAD.pack(paddr, length) + reason.encode("utf-8")[:MAX_TEXT]
+
+
+def unpack_missing(payload: memoryview) -> tuple[int, int, str]:
+    paddr, length = unpack_range(payload, "MISSING")
+    return paddr, length, bytes(payload[RANGE_PAYLOAD.size:]).decode("utf-8", "replace")
+
+
+def pack_metadata(kind: MetadataKind, data: bytes) -> bytes:
+    return METADATA_PREFIX.pack(kind) + data
+
+
+def unpack_metadata(payload: memoryview) -> tuple[int, bytes]:
+    _need(payload, METADATA_PREFIX.size, "METADATA")
+    (kind,) = METADATA_PREFIX.unpack_from(payload)
+    return kind, bytes(payload[METADATA_PREFIX.size:])
+
+
+def encode_properties(properties: dict[str, str]) -> bytes:
+    """Properties as canonical JSON: sorted keys, UTF-8, strings only (§4.3)."""
+    clean = {str(k): str(v) for k, v in properties.items()}
+    return json.dumps(clean, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_properties(data: bytes) -> dict[str, str]:
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"PROPERTIES is not UTF-8 JSON: {e}") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        raise FormatError("PROPERTIES must be a JSON object of strings")
+    return obj
+
+
+def pack_event(kind: str, time_s: float, fields: dict) -> bytes:
+    body = json.dumps({"kind": kind, "fields": fields}, sort_keys=True,
+                      ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    if len(body) > MAX_TEXT:
+        raise ValueError(f"event {kind!r} is larger than {MAX_TEXT} bytes")
+    return EVENT_PREFIX.pack(float(time_s)) + body
+
+
+def unpack_event(payload: memoryview) -> tuple[str, float, dict]:
+    _need(payload, EVENT_PREFIX.size, "EVENT")
+    (time_s,) = EVENT_PREFIX.unpack_from(payload)
+    try:
+        obj = json.loads(bytes(payload[EVENT_PREFIX.size:]).decode("utf-8"))
+        kind, fields = obj["kind"], obj.get("fields", {})
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"EVENT body is not the expected JSON: {e}") from None
+    if not isinstance(kind, str) or not isinstance(fields, dict):
+        raise FormatError("EVENT body must hold a string kind and an object of fields")
+    return kind, time_s, fields
+
+
+def pack_index(entries: list[IndexEntry]) -> bytes:
+    parts = [INDEX_PREFIX.pack(len(entries))]
+    parts.extend(INDEX_ENTRY.pack(e.type, e.flags, e.offset, e.paddr, e.length) for e in entries)
+    return b"".join(parts)
+
+
+def unpack_index(payload: memoryview) -> list[IndexEntry]:
+    _need(payload, INDEX_PREFIX.size, "INDEX")
+    (count,) = INDEX_PREFIX.unpack_from(payload)
+    if INDEX_PREFIX.size + count * INDEX_ENTRY.size != len(payload):
+        raise FormatError(f"INDEX declares {count} entries but holds {len(payload)} bytes")
+    return [IndexEntry(*t) for t in INDEX_ENTRY.iter_unpack(payload[INDEX_PREFIX.size:])]
+
+
+def pack_end(index_offset: int, records: int) -> bytes:
+    return END_PAYLOAD.pack(index_offset, records)
+
+
+def unpack_end(payload: memoryview) -> tuple[int, int]:
+    if len(payload) != END_PAYLOAD.size:
+        raise FormatError(f"END payload is {len(payload)} bytes, expected {END_PAYLOAD.size}")
+    return END_PAYLOAD.unpack_from(payload)

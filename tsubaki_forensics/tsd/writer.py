@@ -1,0 +1,411 @@
+"""Append records to a ``.tsd`` file: the only code that writes the format.
+
+Why it looks like this:
+
+* The file is append-only and every record is self-checking, so whatever
+  prefix reaches the disk before a crash is a valid dump (FORMAT.md §6).
+* Memory is cut into chunks aligned to ``chunk_size`` in physical address
+  space; all-zero pages are found with numpy (OR-reduction over the pages
+  viewed as uint64, at memory speed) and become ZERO records with no
+  compression work; the rest is compressed with zstd on ``threads`` worker
+  threads (zstandard and numpy release the GIL).  Results are written in
+  submission order, and sequence numbers and checksums are assigned at write
+  time, so the output is byte-for-byte deterministic whatever the scheduling.
+* Only ``2 * threads`` chunks are in flight, and :meth:`TsdWriter.write_memory`
+  returns only after its data is written, so memory use is flat and the caller
+  may reuse its buffer.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import zstandard
+
+from .. import __version__
+from ..errors import StorageError
+from . import records as R
+
+__all__ = ["TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES"]
+
+# Chosen by measurement on a real 512 MiB crash: docs/benchmarks/import.md.
+DEFAULT_CHUNK_SIZE = 1 << 20
+DEFAULT_LEVEL = 3
+# A zero run shorter than this many pages stays inside its MEMORY record
+# (zstd encodes it in a few bytes); longer runs become ZERO records.
+DEFAULT_MIN_ZERO_PAGES = 1
+
+
+@dataclass
+class WriteStats:
+    """What a write cost and produced.
+
+    ``stored_bytes`` counts whole records (headers included) as written to
+    the file; ``compress_seconds`` is CPU time the worker threads spent
+    scanning and compressing (it can exceed ``wall_seconds`` with 2 threads).
+    """
+
+    raw_bytes: int = 0
+    zero_bytes: int = 0
+    stored_bytes: int = 0
+    records: int = 0
+    compress_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def __iadd__(self, other: WriteStats) -> WriteStats:
+        self.raw_bytes += other.raw_bytes
+        self.zero_bytes += other.zero_bytes
+        self.stored_bytes += other.stored_bytes
+        self.records += other.records
+        self.compress_seconds += other.compress_seconds
+        self.wall_seconds += other.wall_seconds
+        return self
+
+    @property
+    def ratio(self) -> float:
+        """raw / stored (higher is better); 0 when nothing was stored."""
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else 0.0
+
+
+# A piece of encoded memory: (codec or None for zero, paddr, length, payload)
+_Piece = tuple[R.Codec | None, int, int, "bytes | memoryview | None"]
+
+_tls = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """One compressor per thread: ZstdCompressor is not thread-safe."""
+    c = getattr(_tls, "cctx", None)
+    if c is None or _tls.level != level:
+        c = _tls.cctx = zstandard.ZstdCompressor(level=level, write_content_size=True,
+                                                 write_checksum=False)
+        _tls.level = level
+    return c
+
+
+def _runs(buf: memoryview, paddr: int, page_size: int, min_zero: int) -> list[tuple[bool, int, int]]:
+    """Split ``buf`` into (is_data, offset, length) runs at page granularity."""
+    n = len(buf)
+    u8 = np.frombuffer(buf, dtype=np.uint8)
+    head = min((-paddr) % page_size, n)
+    npages = (n - head) // page_size
+    body_end = head + npages * page_size
+    starts: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    if head:
+        starts.append(np.array([0]))
+        flags.append(np.array([bool(u8[:head].any())]))
+    if npages:
+        pages = u8[head:body_end]
+        if page_size % 8 == 0:
+            words = pages.view(np.uint64).reshape(npages, page_size // 8)
+            flags.append(np.bitwise_or.reduce(words, axis=1) != 0)
+        else:  # pragma: no cover - page sizes are powers of two >= 512
+            flags.append(pages.reshape(npages, page_size).any(axis=1))
+        starts.append(head + np.arange(npages, dtype=np.int64) * page_size)
+    if body_end < n:
+        starts.append(np.array([body_end]))
+        flags.append(np.array([bool(u8[body_end:].any())]))
+    st = np.concatenate(starts)
+    fl = np.concatenate(flags)
+    change = np.flatnonzero(fl[1:] != fl[:-1]) + 1
+    run_starts = np.concatenate(([0], change)).tolist()
+    run_ends = change.tolist() + [len(fl)]
+    st_l = st.tolist()
+    out: list[tuple[bool, int, int]] = []
+    for a, b in zip(run_starts, run_ends):
+        off = st_l[a]
+        end = st_l[b] if b < len(st_l) else n
+        is_data = bool(fl[a])
+        if not is_data and end - off < min_zero and out:
+            is_data = True  # a short hole: cheaper inside the frame than as a record
+        if out and out[-1][0] == is_data:
+            prev = out[-1]
+            out[-1] = (is_data, prev[1], prev[2] + end - off)
+        else:
+            out.append((is_data, off, end - off))
+    return out
+
+
+def _encode(buf: memoryview, paddr: int, page_size: int, level: int,
+            min_zero: int) -> tuple[list[_Piece], float]:
+    """Worker job: find zero runs in one chunk and compress the data runs."""
+    t0 = time.thread_time()
+    pieces: list[_Piece] = []
+    cctx = _compressor(level)
+    for is_data, off, length in _runs(buf, paddr, page_size, min_zero):
+        if not is_data:
+            pieces.append((None, paddr + off, length, None))
+            continue
+        raw = buf[off:off + length]
+        packed = cctx.compress(raw)
+        if len(packed) < length:
+            pieces.append((R.Codec.ZSTD, paddr + off, length, packed))
+        else:
+            pieces.append((R.Codec.RAW, paddr + off, length, bytes(raw)))
+    return pieces, time.thread_time() - t0
+
+
+def _encode_file(fd: int, offset: int, length: int, paddr: int, page_size: int, level: int,
+                 min_zero: int) -> tuple[list[_Piece], float]:
+    """Worker job: read one chunk from ``fd`` into this thread's buffer, then encode it."""
+    t0 = time.thread_time()
+    buf = getattr(_tls, "buf", None)
+    if buf is None or len(buf) < length:
+        buf = _tls.buf = memoryview(bytearray(length))
+    view = buf[:length]
+    got = 0
+    while got < length:
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n <= 0:
+            raise StorageError(f"source file ends at offset {offset + got}, "
+                               f"{length - got} bytes short")
+        got += n
+    pieces, _ = _encode(view, paddr, page_size, level, min_zero)
+    return pieces, time.thread_time() - t0
+
+
+class TsdWriter:
+    """Write one ``.tsd`` file of a dump (FORMAT.md).
+
+    :param path: file to create (an existing file is replaced).
+    :param dump_id: UUID binding every file of one dump; a new one if None.
+    :param chunk_size: largest MEMORY record, a multiple of ``page_size``.
+    :param level: zstd compression level.
+    :param threads: compression threads (0 or 1: compress on the caller's thread).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, dump_id: uuid.UUID | str | None = None,
+                 arch: str = "x86_64", page_size: int = 4096,
+                 producer: str = f"tsubaki-forensics {__version__}",
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
+                 threads: int = 2, min_zero_pages: int = DEFAULT_MIN_ZERO_PAGES) -> None:
+        if page_size < 512 or page_size & (page_size - 1):
+            raise ValueError(f"page size {page_size} is not a power of two >= 512")
+        if chunk_size <= 0 or chunk_size % page_size or chunk_size > R.MAX_CHUNK:
+            raise ValueError(f"chunk size {chunk_size} must be a multiple of {page_size} "
+                             f"up to {R.MAX_CHUNK}")
+        self.path = Path(path)
+        self.dump_id = dump_id if isinstance(dump_id, uuid.UUID) else (
+            uuid.UUID(str(dump_id)) if dump_id is not None else uuid.uuid4())
+        self.page_size = page_size
+        self.chunk_size = chunk_size
+        self.level = level
+        self.threads = max(0, threads)
+        self.min_zero = max(1, min_zero_pages) * page_size
+        self.header = R.FileHeader(
+            dump_id=self.dump_id, arch=arch, page_size=page_size,
+            endian=R.Endian.BIG if arch in _BIG_ENDIAN else R.Endian.LITTLE,
+            producer=producer, created_ns=time.time_ns())
+        self.stats = WriteStats()
+        self._entries: list[R.IndexEntry] = []
+        self._sequence = 0
+        self._pending_zero: tuple[int, int] | None = None
+        self._call_stats: WriteStats | None = None
+        self._pool = ThreadPoolExecutor(self.threads, "tsd-zstd") if self.threads > 1 else None
+        self._closed = False
+        self.bytes_written = 0
+        try:
+            self._f = open(self.path, "wb", buffering=1 << 20)
+        except OSError as e:
+            raise StorageError(f"cannot create {self.path}: {e.strerror or e}") from None
+        self._write([R.pack_file_header(self.header)])
+
+    # -- low level -----------------------------------------------------------
+    def _write(self, parts: list[bytes | memoryview]) -> None:
+        try:
+            for p in parts:
+                self._f.write(p)
+        except OSError as e:
+            raise StorageError(f"writing {self.path}: {e.strerror or e}") from None
+        self.bytes_written += sum(len(p) for p in parts)
+
+    def _record(self, rtype: R.RecordType, *payload: bytes | memoryview, paddr: int = 0,
+                length: int = 0, flags: int = 0) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path} is closed")
+        offset = self.bytes_written
+        self._write(R.pack_record(rtype, flags, self._sequence, self.dump_id, *payload))
+        self._sequence += 1
+        if rtype not in (R.RecordType.INDEX, R.RecordType.END):
+            self._entries.append(R.IndexEntry(rtype, flags, offset, paddr, length))
+        size = self.bytes_written - offset
+        self.stats.stored_bytes += size
+        self.stats.records += 1
+        if self._call_stats is not None:
+            self._call_stats.stored_bytes += size
+            self._call_stats.records += 1
+
+    def _emit_zero(self) -> None:
+        if self._pending_zero is not None:
+            paddr, length = self._pending_zero
+            self._pending_zero = None
+            self._record(R.RecordType.ZERO, R.pack_range(paddr, length), paddr=paddr, length=length)
+
+    def _emit_piece(self, piece: _Piece) -> None:
+        codec, paddr, length, payload = piece
+        if codec is None:
+            pz = self._pending_zero
+            if pz is not None and pz[0] + pz[1] == paddr:
+                self._pending_zero = (pz[0], pz[1] + length)
+            else:
+                self._emit_zero()
+                self._pending_zero = (paddr, length)
+            return
+        self._emit_zero()
+        self._record(R.RecordType.MEMORY, R.pack_memory(paddr, length, codec), payload,
+                     paddr=paddr, length=length)
+
+    def _chunks(self, paddr: int, n: int, view: memoryview | None = None) -> Iterator[Any]:
+        """Cut [paddr, paddr+n) at multiples of ``chunk_size`` (aligned chunks
+        line up across files of one dump, FORMAT.md §8)."""
+        off = 0
+        while off < n:
+            addr = paddr + off
+            step = min(self.chunk_size - addr % self.chunk_size, n - off)
+            yield (addr, view[off:off + step]) if view is not None else (addr, step)
+            off += step
+
+    # -- public API ----------------------------------------------------------
+    def write_metadata(self, *, vmcoreinfo: bytes | str | None = None, notes: bytes | None = None,
+                       properties: dict[str, Any] | None = None) -> None:
+        """Record VMCOREINFO text, the raw ELF notes blob and/or properties (§4.3)."""
+        self._emit_zero()
+        if vmcoreinfo is not None:
+            if isinstance(vmcoreinfo, str):
+                vmcoreinfo = vmcoreinfo.encode()
+            self._record(R.RecordType.METADATA, R.pack_metadata(R.MetadataKind.VMCOREINFO,
+                                                                bytes(vmcoreinfo)))
+        if notes is not None:
+            self._record(R.RecordType.METADATA, R.pack_metadata(R.MetadataKind.NOTES, bytes(notes)))
+        if properties:
+            self._record(R.RecordType.METADATA, R.pack_metadata(
+                R.MetadataKind.PROPERTIES, R.encode_properties(properties)))
+
+    def write_memory(self, paddr: int, data: bytes | bytearray | memoryview) -> WriteStats:
+        """Write physical memory starting at ``paddr``; returns what this call cost.
+
+        Returns after every byte is handed to the OS (see :meth:`flush` for
+        durability); a zero run at the end may be merged with the next call's.
+        """
+        view = memoryview(data).cast("B")
+        args = (self.page_size, self.level, self.min_zero)
+        jobs = ((_encode, (chunk, addr, *args)) for addr, chunk in self._chunks(paddr, len(view), view))
+        return self._run(paddr, len(view), jobs)
+
+    def write_file_range(self, paddr: int, fd: int, offset: int, length: int) -> WriteStats:
+        """Write ``length`` bytes of physical memory read from file ``fd`` at ``offset``.
+
+        The worker threads read their own chunks (``pread`` into a per-thread
+        buffer), so reading, zero detection and compression all run in
+        parallel and no page of the source stays mapped: this is the fast,
+        flat-memory path for importing a vmcore or a guest RAM file.
+        """
+        args = (self.page_size, self.level, self.min_zero)
+        jobs = ((_encode_file, (fd, offset + addr - paddr, n, addr, *args))
+                for addr, n in self._chunks(paddr, length))
+        return self._run(paddr, length, jobs)
+
+    def _run(self, paddr: int, length: int, jobs: Iterator[tuple[Any, tuple]]) -> WriteStats:
+        if paddr < 0 or paddr + length > 1 << 64:
+            raise ValueError(f"physical range {paddr:#x}+{length:#x} out of bounds")
+        t0 = time.perf_counter()
+        stats = self._call_stats = WriteStats(raw_bytes=length)
+        try:
+            if self._pool is None:
+                for fn, args in jobs:
+                    self._finish(*fn(*args))
+            else:
+                inflight: collections.deque[Future] = collections.deque()
+                for fn, args in jobs:
+                    inflight.append(self._pool.submit(fn, *args))
+                    if len(inflight) >= 2 * self.threads:
+                        self._finish(*inflight.popleft().result())
+                while inflight:
+                    self._finish(*inflight.popleft().result())
+        finally:
+            self._call_stats = None
+        stats.wall_seconds = time.perf_counter() - t0
+        self.stats.raw_bytes += stats.raw_bytes
+        self.stats.compress_seconds += stats.compress_seconds
+        self.stats.wall_seconds += stats.wall_seconds
+        return stats
+
+    def _finish(self, pieces: list[_Piece], cpu: float) -> None:
+        stats = self._call_stats
+        assert stats is not None
+        stats.compress_seconds += cpu
+        for piece in pieces:
+            if piece[0] is None:
+                stats.zero_bytes += piece[2]
+                self.stats.zero_bytes += piece[2]
+            self._emit_piece(piece)
+
+    def write_zero(self, paddr: int, length: int) -> None:
+        """Record ``length`` bytes at ``paddr`` known to be zero (no data needed)."""
+        if length > 0:
+            self._emit_piece((None, paddr, length, None))
+            self.stats.zero_bytes += length
+            self.stats.raw_bytes += length
+
+    def write_missing(self, paddr: int, length: int, reason: str) -> None:
+        """Record a range that could not be read: missing, never zero (§4.5)."""
+        if length <= 0:
+            raise ValueError("a missing range needs a positive length")
+        self._emit_zero()
+        self._record(R.RecordType.MISSING, R.pack_missing(paddr, length, reason),
+                     paddr=paddr, length=length)
+
+    def write_event(self, kind: str, time_s: float, **fields: Any) -> None:
+        """Record a timeline event (panic notice, region saved, ...) (§4.4)."""
+        self._emit_zero()
+        self._record(R.RecordType.EVENT, R.pack_event(kind, time_s, fields))
+
+    def flush(self, durable: bool = True) -> int:
+        """Push everything to the OS (and to the disk if ``durable``).
+
+        :returns: the file offset up to which the dump is complete (and, with
+            ``durable``, on stable storage).
+        """
+        self._emit_zero()
+        try:
+            self._f.flush()
+            if durable:
+                os.fsync(self._f.fileno())
+        except OSError as e:
+            raise StorageError(f"flushing {self.path}: {e.strerror or e}") from None
+        return self.bytes_written
+
+    def close(self) -> None:
+        """Write the INDEX and the END footer, sync and close (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self._emit_zero()
+            index_offset = self.bytes_written
+            self._record(R.RecordType.INDEX, R.pack_index(self._entries))
+            self._record(R.RecordType.END, R.pack_end(index_offset, self._sequence))
+            self.flush(durable=True)
+        finally:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._f.close()
+
+    def __enter__(self) -> TsdWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_BIG_ENDIAN = frozenset({"ppc64", "s390x", "sparc64", "mips64"})

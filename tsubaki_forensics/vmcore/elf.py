@@ -1,0 +1,195 @@
+"""Read ELF vmcores: QEMU ``dump-guest-memory`` files and /proc/vmcore copies.
+
+Why mmap: a vmcore is as large as the guest's RAM, and importing it must keep
+a flat RSS; :meth:`ElfVmcore.view` hands out zero-copy windows and
+:meth:`ElfVmcore.release` drops the pages of a window already consumed from
+the process's resident set (they stay in the page cache).  pyelftools parses
+the ELF header and program headers; physical addresses come from ``p_paddr``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from ..errors import FormatError, NotCollectedError
+from .notes import VMCOREINFO_NAME, iter_notes
+
+__all__ = ["ElfVmcore", "Segment", "ARCH_BY_MACHINE"]
+
+ARCH_BY_MACHINE = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i386",
+                   "EM_PPC64": "ppc64", "EM_S390": "s390x", "EM_RISCV": "riscv64"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A PT_LOAD: ``size`` bytes at file ``offset`` hold physical ``paddr``.
+
+    ``memsz`` beyond ``size`` reads as zero, as the ELF spec says.
+    """
+
+    paddr: int
+    size: int
+    offset: int
+    vaddr: int = 0
+    memsz: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.paddr + max(self.size, self.memsz)
+
+
+class ElfVmcore:
+    """An ELF core file of a whole machine's physical memory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise FormatError(f"{path}: no such file") from None
+        except OSError as e:
+            raise FormatError(f"{path}: {e.strerror or e}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise FormatError(f"{path}: is a directory, not an ELF vmcore")
+        if st.st_size == 0:
+            raise FormatError(f"{path}: empty file, not an ELF vmcore")
+        self._file = open(self.path, "rb")
+        self._mm: mmap.mmap | None = None
+        try:
+            self._parse(st.st_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _parse(self, size: int) -> None:
+        if self._file.read(4) != b"\x7fELF":
+            raise FormatError(f"{self.path}: not an ELF file (bad magic)")
+        self._file.seek(0)
+        try:
+            elf = ELFFile(self._file)
+            if elf["e_type"] != "ET_CORE":
+                raise FormatError(f"{self.path}: ELF type {elf['e_type']}, not a core dump")
+            phdrs = [elf.get_segment(i).header for i in range(elf.num_segments())]
+            machine = elf["e_machine"]
+            self.little_endian = elf.little_endian
+            self.elfclass = elf.elfclass
+        except ELFError as e:
+            raise FormatError(f"{self.path}: malformed ELF: {e}") from None
+        except Exception as e:  # construct errors on truncated headers
+            if isinstance(e, FormatError):
+                raise
+            raise FormatError(f"{self.path}: malformed ELF header: {e}") from None
+        self.arch = ARCH_BY_MACHINE.get(machine, str(machine))
+        self.file_size = size
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        segs: list[Segment] = []
+        notes: list[bytes] = []
+        for h in phdrs:
+            if h["p_offset"] + h["p_filesz"] > size:
+                raise FormatError(
+                    f"{self.path}: {h['p_type']} at file offset {h['p_offset']} needs "
+                    f"{h['p_filesz']} bytes but the file ends at {size} (truncated vmcore?)")
+            if h["p_type"] == "PT_LOAD" and max(h["p_filesz"], h["p_memsz"]) > 0:
+                segs.append(Segment(h["p_paddr"], h["p_filesz"], h["p_offset"], h["p_vaddr"],
+                                    h["p_memsz"]))
+            elif h["p_type"] == "PT_NOTE":
+                notes.append(self._mm[h["p_offset"]:h["p_offset"] + h["p_filesz"]])
+        self.segments = sorted(segs, key=lambda s: (s.paddr, s.offset))
+        self._ranges = self.ranges()
+        self._starts = [r[0] for r in self._ranges]
+        self.notes = b"".join(notes)
+        self.vmcoreinfo: bytes | None = None
+        byteorder = "<" if self.little_endian else ">"
+        for blob in notes:
+            for note in iter_notes(blob, byteorder):
+                if note.name == VMCOREINFO_NAME:
+                    self.vmcoreinfo = note.desc
+                    break
+
+    def ranges(self) -> list[tuple[int, int, Segment]]:
+        """Disjoint (paddr, length, segment) covering every PT_LOAD once.
+
+        A /proc/vmcore maps kernel text twice (direct map and text mapping);
+        each physical byte is taken from the first segment that has it.
+        """
+        out: list[tuple[int, int, Segment]] = []
+        covered = 0
+        for s in self.segments:
+            start = max(s.paddr, covered)
+            if start < s.end:
+                out.append((start, s.end - start, s))
+                covered = s.end
+        return out
+
+    def view(self, paddr: int, size: int) -> memoryview:
+        """Zero-copy bytes at ``paddr``, inside one segment's file bytes."""
+        s = self._segment(paddr)
+        if paddr + size > s.paddr + s.size:
+            raise NotCollectedError(s.paddr + s.size if paddr + size > s.end else paddr,
+                                    f"{paddr:#x}+{size:#x} is not in one segment's file data")
+        off = s.offset + paddr - s.paddr
+        assert self._mm is not None
+        return memoryview(self._mm)[off:off + size]
+
+    def release(self, paddr: int, size: int) -> None:
+        """Drop the resident pages behind an already-consumed window (RSS stays flat)."""
+        s = self._segment(paddr)
+        start = s.offset + paddr - s.paddr
+        end = start + min(size, s.paddr + s.size - paddr)
+        start -= start % mmap.PAGESIZE
+        if self._mm is not None and end > start and hasattr(mmap, "MADV_DONTNEED"):
+            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def _segment(self, paddr: int) -> Segment:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        if i >= 0:
+            start, length, seg = self._ranges[i]
+            if paddr < start + length:
+                return seg
+        raise NotCollectedError(paddr)
+
+    def read(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes at ``paddr``; NotCollectedError at the first address no segment has."""
+        parts = []
+        pos, end = paddr, paddr + size
+        while pos < end:
+            s = self._segment(pos)
+            stop = min(end, s.end)
+            file_end = s.paddr + s.size
+            if pos < file_end:
+                cut = min(stop, file_end)
+                off = s.offset + pos - s.paddr
+                assert self._mm is not None
+                parts.append(self._mm[off:off + cut - pos])
+                pos = cut
+            if pos < stop:
+                parts.append(bytes(stop - pos))
+                pos = stop
+        return b"".join(parts)
+
+    def fileno(self) -> int:
+        """The open vmcore's file descriptor (for ``TsdWriter.write_file_range``)."""
+        return self._file.fileno()
+
+    def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a view is still alive; the GC will unmap it
+                pass
+            self._mm = None
+        self._file.close()
+
+    def __enter__(self) -> ElfVmcore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

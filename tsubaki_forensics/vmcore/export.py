@@ -1,0 +1,100 @@
+"""Write an ELF vmcore in the /proc/vmcore style that drgn and makedumpfile read.
+
+Why this exact shape: makedumpfile 1.7.2 refuses QEMU's own ELF dumps but
+accepts the kernel's /proc/vmcore layout (NOTES-drgn.md): no section
+headers, the PT_NOTE first, then one page-aligned PT_LOAD per contiguous
+physical range with ``p_paddr`` set and ``p_vaddr`` in the x86_64 direct map
+(0xffff888000000000 + paddr).  drgn reads physical memory through
+``p_paddr``.  Zero ranges are left as holes, so the file is sparse; missing
+ranges get no PT_LOAD at all, so a reader faults on them instead of seeing
+invented zeros.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..errors import StorageError
+from .notes import VMCOREINFO_NAME, VMCOREINFO_TYPE, build_note, iter_notes
+
+__all__ = ["write_elf_vmcore", "DIRECT_MAP_BASE", "MemoryLike"]
+
+ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
+PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+ET_CORE, EV_CURRENT, PT_LOAD, PT_NOTE = 4, 1, 1, 4
+PF_RWX = 7
+MACHINES = {"x86_64": 62, "aarch64": 183, "i386": 3, "riscv64": 243}
+DIRECT_MAP_BASE = {"x86_64": 0xFFFF888000000000}
+COPY_WINDOW = 1 << 20
+
+
+class MemoryLike(Protocol):
+    def ranges(self) -> list: ...
+    def read(self, paddr: int, size: int) -> bytes: ...
+
+
+def _spans(memory: MemoryLike) -> list[tuple[int, int, list]]:
+    """Contiguous physical spans (data and zero together) with their parts."""
+    spans: list[tuple[int, int, list]] = []
+    for r in memory.ranges():
+        if spans and spans[-1][0] + spans[-1][1] == r.start:
+            start, length, parts = spans[-1]
+            spans[-1] = (start, length + r.length, parts + [r])
+        else:
+            spans.append((r.start, r.length, [r]))
+    return spans
+
+
+def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinfo: bytes | None,
+                     notes: bytes | None, *, arch: str = "x86_64", page_size: int = 4096,
+                     progress: Callable[[int, int], None] | None = None) -> int:
+    """Write ``memory`` (its ``ranges()``) as an ELF core; returns the file size.
+
+    ``notes`` (the raw PT_NOTE bytes of the original vmcore) are written
+    unchanged; a VMCOREINFO note is appended only if they lack one.
+    """
+    blob = bytes(notes or b"")
+    if vmcoreinfo and not any(n.name == VMCOREINFO_NAME for n in iter_notes(blob)):
+        blob += build_note(VMCOREINFO_NAME, VMCOREINFO_TYPE, bytes(vmcoreinfo))
+    spans = _spans(memory)
+    nph = 1 + len(spans)
+    notes_off = ELF_HEADER.size + nph * PROGRAM_HEADER.size
+    offset = -(-(notes_off + len(blob)) // page_size) * page_size
+    base = DIRECT_MAP_BASE.get(arch, 0)
+    phdrs = [PROGRAM_HEADER.pack(PT_NOTE, 0, notes_off, 0, 0, len(blob), len(blob), 0)]
+    layout = []
+    for start, length, parts in spans:
+        phdrs.append(PROGRAM_HEADER.pack(PT_LOAD, PF_RWX, offset, base + start if base else 0,
+                                         start, length, length, 0))
+        layout.append((offset, start, parts))
+        offset = -(-(offset + length) // page_size) * page_size
+    ident = b"\x7fELF" + bytes([2, 1, EV_CURRENT, 0]) + bytes(8)
+    ehdr = ELF_HEADER.pack(ident, ET_CORE, MACHINES.get(arch, 0), EV_CURRENT, 0,
+                           ELF_HEADER.size, 0, 0, ELF_HEADER.size, PROGRAM_HEADER.size,
+                           nph, 0, 0, 0)
+    total = sum(r.length for _, _, parts in layout for r in parts if r.kind == "data")
+    done = 0
+    try:
+        with open(Path(path), "wb") as f:
+            f.write(ehdr + b"".join(phdrs) + blob)
+            for file_off, start, parts in layout:
+                for r in parts:
+                    if r.kind != "data":
+                        continue  # zero: a hole in a sparse file
+                    f.seek(file_off + r.start - start)
+                    pos = r.start
+                    while pos < r.end:
+                        n = min(COPY_WINDOW - pos % COPY_WINDOW, r.end - pos)
+                        f.write(memory.read(pos, n))
+                        pos += n
+                        done += n
+                        if progress:
+                            progress(done, total)
+            size = offset if layout else f.tell()
+            f.truncate(size)
+    except OSError as e:
+        raise StorageError(f"writing {path}: {e.strerror or e}") from None
+    return size

