@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,11 +52,15 @@ def run(source, storage: str, tmp: Path, fsync: bool):
 
 
 def peak_rss(vmcore: Path, tmp: Path) -> float:
-    """Peak RSS (MiB) of a separate ``collect`` process on ``vmcore``."""
+    """Peak RSS (MiB, VmHWM) of a separate ``collect`` process on ``vmcore``.
+
+    Not ru_maxrss: Linux carries it over from the forking parent across exec.
+    """
     code = (
-        "import resource,sys;from tsubaki_forensics.cli.app import main;"
+        "import sys;from tsubaki_forensics.cli.app import main;"
         f"rc=main(['collect',{str(vmcore)!r},'-o',{str(tmp / 'rss.tsd')!r},'--format','json']);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,file=sys.stderr);sys.exit(rc)"
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')),file=sys.stderr);"
+        "sys.exit(rc)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stderr.strip().splitlines()[-1]) / 1024

@@ -80,7 +80,10 @@ def summary_json(results: Sequence[RunResult], params: CollectParams, source) ->
             "region_size": params.region_size,
             "reboot_mem": params.reboot_mem,
             "boot_s": results[0].boot_s if results else params.boot_s,
-            "capture_boot_s": params.capture_boot_s,
+            "capture_boot_s": params.capture_boot_s if params.capture_boot_s is not None
+            else (results[0].boot_s if results else None),
+            "reboot_regions": params.reboot_choice,
+            "scan_bandwidth_Bps": params.scan_bandwidth,
             "cpu_scale": params.cpu_scale,
             "demand_rate_Bps": params.demand_rate,
             "boot_footprint": params.boot_footprint,

@@ -136,8 +136,8 @@ def plan_triage(source, vmlinux: Path | None = None) -> TriagePlan:
         plan.notes.append(f"drgn cannot read this kernel ({type(e).__name__}: {e}); no triage data")
         return plan
     prog = built.prog
-    # What the bridge itself reads (module symbols) is needed by every analysis.
-    _item(plan, memory, "program set-up (module symbols)", lambda: None)
+    # What the bridge itself reads (kallsyms, module symbols) every analysis needs.
+    _item(plan, memory, "program set-up (symbols)", lambda: None)
     if plan.debug_info:
         _item(plan, memory, "printk ring + page tables", lambda: _dmesg(prog))
         _item(plan, memory, "crashed task stack", lambda: _crashed_stack(prog))

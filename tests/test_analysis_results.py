@@ -166,3 +166,12 @@ def test_panic_result_reports_missing_stack_pages():
     assert [t.name for t in result.tables] == ["backtrace", "cpu0"]
     assert result.table("backtrace").dicts()[0]["file"] == "kernel/panic.c"
     assert result.completeness[0].summary() == "backtraces: 1 of 2 readable; stack page at 0xffffc90000004000 not collected"
+
+
+def test_panic_message_from_log_prefers_the_panic_line():
+    line = lambda text: dmesg.LogLine(0.0, 0, text)  # noqa: E731
+    log = [line("Oops: 0002 [#1] SMP NOPTI"), line("BUG: kernel NULL pointer dereference, address: 0"), line("Kernel panic - not syncing: Fatal exception"), line("Kernel panic - not syncing: second")]
+    assert panic.panic_message_from_log(log) == "Kernel panic - not syncing: Fatal exception"
+    assert panic.panic_message_from_log(log[:2]) == "BUG: kernel NULL pointer dereference, address: 0"
+    assert panic.panic_message_from_log([line("[ 1.0] kernel BUG at mm/slub.c:42!")]) == "kernel BUG at mm/slub.c:42!"
+    assert panic.panic_message_from_log([line("all is well")]) is None

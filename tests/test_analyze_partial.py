@@ -9,7 +9,6 @@ ground truth, and every gap must be named.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -142,12 +142,14 @@ def test_shell_has_prog_and_drgn_commands(real_tsd, real_crash):
         "print('REL', prog['UTS_RELEASE'].string_().decode())\n"
         "print('BT', [f.name for f in prog.crashed_thread().stack_trace()][3])\n"
         "print('TASKS', sum(1 for _ in for_each_task(prog)))\n"
+        "%crash bt\n"
     )
     run = _cli("shell", real_tsd, "--vmlinux", real_crash.vmlinux, input=script)
     gt = real_crash.ground_truth
     assert f"REL {gt['kernel_release']}" in run.stdout, run.stderr
     assert f"BT {gt['backtrace'][3]}" in run.stdout
     assert f"TASKS {len(gt['tasks'])}" in run.stdout
+    assert f"PID: {gt['crashed_pid']}" in run.stdout and "sysrq_handle_crash" in run.stdout  # drgn's crash commands
 
 
 def test_testing_plugin_fixtures(tsubaki_run_analysis, tsubaki_program, real_crash):
@@ -156,3 +158,17 @@ def test_testing_plugin_fixtures(tsubaki_run_analysis, tsubaki_program, real_cra
     result = tsubaki_run_analysis("tasks")
     assert result.status is Status.OK
     assert len(result.table("tasks").rows) == len(real_crash.ground_truth["tasks"])
+
+
+def test_vmlinux_found_in_a_debug_directory_by_build_id(real_tsd, real_crash, tmp_path):
+    from tsubaki_forensics.drgn_bridge import program_from_dump
+    from tsubaki_forensics.tsd import open_dump
+
+    build_id = real_crash.ground_truth["build_id"]
+    link = tmp_path / "debug" / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real_crash.vmlinux)
+    with open_dump([real_tsd]) as dump:
+        bridged = program_from_dump(dump, debug_dirs=[tmp_path / "debug"], lab_cache=False)
+        assert bridged.vmlinux.resolve() == link.resolve()  # drgn reports the real path
+        assert bridged.prog["init_uts_ns"].name.release.string_().decode() == real_crash.ground_truth["kernel_release"]

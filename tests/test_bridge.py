@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -12,13 +13,14 @@ from elftools.elf.elffile import ELFFile
 
 from tsubaki_forensics.drgn_bridge import (
     Note,
-    find_vmlinux,
+    candidate_paths,
     iter_notes,
     notes_only_core,
     parse_vmcoreinfo,
     program_from_dump,
     read_build_id,
 )
+from tsubaki_forensics.drgn_bridge.debuginfo import mismatch_error, not_found_error
 from tsubaki_forensics.drgn_bridge.notes import encode_note
 from tsubaki_forensics.analysis import Need
 from tsubaki_forensics.errors import DebugInfoError, FormatError, NotCollectedError
@@ -55,27 +57,38 @@ def test_notes_only_core_is_a_valid_elf_core():
     assert [(n["n_name"], n["n_type"]) for n in seg.iter_notes()] == [("VMCOREINFO", 0), ("CORE", "NT_PRSTATUS")]
 
 
-def test_find_vmlinux_by_build_id(tmp_path):
+def test_candidate_paths_by_build_id_and_release(tmp_path):
     build_id = read_build_id(TRUE)
     assert build_id and len(build_id) == 40
     debug = tmp_path / "debug"
-    target = debug / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
-    target.parent.mkdir(parents=True)
-    shutil.copy(TRUE, target)
-    assert find_vmlinux(build_id, "6.1.0", debug_dirs=[debug], lab_cache=False) == target
-    assert find_vmlinux(build_id, "6.1.0", extra=[TRUE], debug_dirs=[], lab_cache=False) == TRUE
+    by_id = debug / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+    by_release = debug / "boot" / "vmlinux-6.1.0"
+    for path in (by_id, by_release):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(TRUE, path)
+    extra = tmp_path / "plugin-vmlinux"
+    shutil.copy(TRUE, extra)
+    found = candidate_paths(build_id, "6.1.0", extra=[extra, debug], debug_dirs=[debug], lab_cache=False)
+    assert found == [extra, by_id, by_release]  # plugins first, no duplicates, only existing files
+    assert candidate_paths("00ff", "9.9", debug_dirs=[debug], lab_cache=False) == []
 
 
-def test_missing_or_mismatched_vmlinux_names_build_id_and_release(tmp_path):
-    with pytest.raises(DebugInfoError, match=r"build id 00ff, kernel 6\.1\.0-56-cloud-amd64") as e:
-        find_vmlinux("00ff", "6.1.0-56-cloud-amd64", debug_dirs=[tmp_path], lab_cache=False)
-    assert "\n" not in str(e.value)
-    with pytest.raises(DebugInfoError, match=r"has build id [0-9a-f]{40}; the dump needs build id 00ff, kernel 6\.1\.0-x"):
-        find_vmlinux("00ff", "6.1.0-x", explicit=TRUE)
-    with pytest.raises(DebugInfoError, match="does not exist"):
-        find_vmlinux("00ff", "6.1.0-x", explicit=tmp_path / "nope")
-    with pytest.raises(DebugInfoError, match="no BUILD-ID"):
-        find_vmlinux(None, "4.19", debug_dirs=[], lab_cache=False)
+def test_debug_info_errors_name_build_id_and_release(tmp_path):
+    e = mismatch_error(TRUE, "00ff", "6.1.0-x")
+    assert re.fullmatch(r"--vmlinux \S+ has build id [0-9a-f]{40}; the dump needs build id 00ff, kernel 6\.1\.0-x", str(e))
+    assert "does not exist" in str(mismatch_error(tmp_path / "nope", "00ff", "6.1.0-x"))
+    e = not_found_error("00ff", "6.1.0-56-cloud-amd64", 2)
+    assert "build id 00ff, kernel 6.1.0-56-cloud-amd64" in str(e) and "\n" not in str(e)
+    assert "no BUILD-ID" in str(not_found_error(None, "4.19", 0))
+    assert isinstance(e, DebugInfoError)
+
+
+def test_program_without_matching_debug_info_is_a_debug_info_error(tmp_path):
+    with _tiny(tmp_path) as dump:
+        with pytest.raises(DebugInfoError, match="does not exist"):
+            program_from_dump(dump, vmlinux=tmp_path / "nope")
+        with pytest.raises(DebugInfoError, match=r"no vmlinux with debug info found for build id 0011223344556677, kernel 6\.1\.0-test"):
+            program_from_dump(dump, debug_dirs=[tmp_path], lab_cache=False)
 
 
 def _tiny(tmp_path, notes=None):
@@ -121,3 +134,24 @@ def test_dump_without_vmcoreinfo_is_a_clear_error(tmp_path):
         w.write_memory(0, b"\1" * 4096)
     with open_dump([path]) as dump, pytest.raises(FormatError, match="no VMCOREINFO"):
         program_from_dump(dump, debug_info=False)
+
+
+def test_segment_reader_caches_whole_pages_and_falls_back_at_gaps():
+    calls = []
+    memory = bytes(range(256)) * 32  # 8 KiB at physical 0
+
+    def read(paddr, size):
+        calls.append((paddr, size))
+        if paddr + size > 0x1800:  # everything from 0x1800 on is "not collected"
+            raise NotCollectedError(max(paddr, 0x1800))
+        return memory[paddr : paddr + size]
+
+    read_fn = segment_reader(read)
+    assert read_fn(0x10, 8, 0x10, True) == memory[0x10:0x18]
+    assert read_fn(0x20, 8, 0x20, True) == memory[0x20:0x28]
+    assert calls == [(0, 4096)]  # one page read served both
+    assert read_fn(0x1000, 8, 0x1000, True) == memory[0x1000:0x1008]  # page 1 is half missing: direct read
+    assert calls[-2:] == [(0x1000, 4096), (0x1000, 8)]
+    with pytest.raises(drgn.FaultError) as e:
+        read_fn(0x17FC, 8, 0x17FC, True)
+    assert e.value.address == 0x1800

@@ -135,13 +135,45 @@ def test_rss_stays_flat_while_dumping(real_crash, tmp_path):
     import subprocess
     import sys
 
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking
+    # parent (this pytest process) across exec.
     code = (
-        "import resource,sys;from tsubaki_forensics.cli.app import main;"
+        "import sys;from tsubaki_forensics.cli.app import main;"
         f"rc=main(['collect',{str(real_crash.vmcore)!r},'-o',{str(tmp_path / 'd.tsd')!r},'--format','json']);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,file=sys.stderr);sys.exit(rc)"
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')),file=sys.stderr);"
+        "sys.exit(rc)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     peak = int(out.stderr.strip().splitlines()[-1]) * 1024
     memory = real_crash.manifest["mem_bytes"]
     assert peak < memory // 3, f"peak RSS {peak >> 20} MiB for a {memory >> 20} MiB guest"
+
+
+def test_the_lab_source_carries_the_measured_boot_and_vmlinux(real_crash):
+    from monitor_model.sources import open_source
+
+    src = open_source("lab:sysrq")  # the default scenario, from the lab's cache
+    try:
+        assert float(src.properties["boot_s"]) == pytest.approx(lab_boot_seconds(real_crash.ground_truth), abs=1e-3)
+        assert src.properties["vmlinux"] == str(real_crash.vmlinux)
+        assert sum(n for _, n in src.ranges) >= real_crash.manifest["mem_bytes"] - (1 << 20)
+        assert b"OSRELEASE=" in src.vmcoreinfo
+    finally:
+        src.close()
+
+
+def test_triage_without_dwarf_still_finds_stacks_and_kernel_data(real_crash, tmp_path):
+    from monitor_model.triage import plan_triage
+
+    src = _source(real_crash)
+    try:
+        plan = plan_triage(src, vmlinux=tmp_path / "no-such-vmlinux")
+    finally:
+        src.close()
+    assert not plan.debug_info and "kallsyms" in plan.notes[0]
+    labels = [label for label, _ in plan.items]
+    assert "cpu stacks" in labels and "kernel data" in labels
+    stacks = dict(plan.items)["cpu stacks"]
+    assert 0 < sum(n for _, n in stacks) <= real_crash.manifest["smp"] * 16384 + 8192 * 4
+    assert 2 << 20 < plan.total < 16 << 20  # .data + .bss of the kernel image, a few MiB

@@ -115,6 +115,15 @@ def test_scenario_crash(crash_lab, name):
     _check_crash(crash_lab(scenario=name), get_scenario(name), 2)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_crash_on_6_12(crash_lab, name):
+    """Same scenarios, other kernel series: different struct layouts, same facts."""
+    result = crash_lab(scenario=name, kernel="6.12")
+    _check_crash(result, get_scenario(name), 2)
+    assert result.ground_truth["kernel_release"].startswith("6.12.")
+
+
 def test_scenarios_have_different_backtraces(crash_lab):
     """Below panic() the crashed threads took different paths."""
     below = {}
@@ -140,13 +149,6 @@ def test_large_guest_is_split_by_the_pci_hole(crash_lab):
     _check_crash(result, get_scenario("sysrq"), 4)
     ram = [(start, size) for start, size, _ in _loads(result.vmcore) if size >= 1 << 20]
     assert ram == [(0, 3 * GIB), (4 * GIB, GIB)]
-
-
-@pytest.mark.slow
-def test_second_kernel_series(crash_lab):
-    result = crash_lab(kernel="6.12")
-    _check_crash(result, get_scenario("sysrq"), 2)
-    assert result.ground_truth["kernel_release"].startswith("6.12.")
 
 
 def test_ram_file_matches_the_dump(crash_lab):
@@ -189,5 +191,23 @@ def test_guest_that_never_panics_is_a_clear_error(tmp_path, real_crash):
 
 def test_guest_without_pvpanic_is_a_clear_error(tmp_path, real_crash):
     no_pvpanic = lambda k: [m for m in k.modules if "pvpanic" not in m.name]  # noqa: E731
-    with pytest.raises(LabError, match=r"without a GUEST_PANICKED event \(was pvpanic loaded\?\).*sysrq triggered crash"):
+    with pytest.raises(LabError, match=r"without a GUEST_PANICKED event \(was pvpanic loaded\?\).*not syncing: sysrq triggered crash"):
         run_guest(_guest(tmp_path, get_scenario("sysrq"), no_pvpanic, timeout=60))
+
+
+def test_cli_lab_crash_end_to_end(tmp_path, capsys, real_crash):
+    """The user's command: kernel from the cache, a fresh boot, a crash directory."""
+    import json
+
+    from tsubaki_forensics.cli.app import main
+
+    out = tmp_path / "crash"
+    argv = ["lab", "crash", "--scenario", "init-exit", "--mem", "256M", "--smp", "1", "-o", str(out), "--format", "json"]
+    assert main(argv) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["panic_message"].startswith("Attempted to kill init!")
+    assert (out / "vmcore.elf").stat().st_size == manifest["files"]["vmcore"]["bytes"]
+    assert sorted(p.name for p in out.iterdir()) == [".complete", "console.log", "ground_truth.json",
+                                                     "manifest.json", "vmcore.elf"]
+    assert main(argv) == 1  # refuses to overwrite without --force
+    assert "--force" in capsys.readouterr().err

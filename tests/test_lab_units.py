@@ -92,6 +92,24 @@ def test_resolve_release_unknown_series_says_what_to_do(monkeypatch):
         kernel.resolve_release("5.99")
 
 
+def test_no_network_leaves_no_kernel_entry(monkeypatch, tmp_path):
+    """apt-get download failing (offline, non-root) is one clear error and no half entry."""
+    monkeypatch.setenv("TSUBAKI_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(kernel, "resolve_release", lambda series, flavour="cloud-amd64": "6.1.0-99-cloud-amd64")
+    monkeypatch.setattr(kernel, "_apt_version", lambda package: "6.1.999-1")
+    monkeypatch.setattr(kernel, "ensure_host_tools", lambda tools: None)
+
+    def offline(argv, *, what, **kwargs):
+        raise LabError(f"{what} failed (apt-get download exit 100): Temporary failure resolving 'deb.debian.org'")
+
+    monkeypatch.setattr(kernel, "run_tool", offline)
+    with pytest.raises(kernel.DownloadError, match="network needed once.*Temporary failure resolving"):
+        kernel.ensure_kernel("6.1")
+    leftovers = [p.name for p in (tmp_path / "kernels").iterdir() if not p.name.startswith(".lock-")]
+    assert leftovers == []
+
+
 # --- cache atomicity -------------------------------------------------------------
 
 def test_atomic_entry_publishes_only_complete_entries(tmp_path):
@@ -210,6 +228,8 @@ def test_console_tail_is_one_line(tmp_path):
     tail = qemu.console_tail(log, lines=3)
     assert tail == "line 37 | line 38 | line 39"
     assert qemu.console_tail(tmp_path / "none") == "(no console output)"
+    log.write_text("Kernel panic - not syncing: boom\n" + "\n".join(f"trace {i}" for i in range(40)))
+    assert qemu.console_tail(log, lines=2) == "Kernel panic - not syncing: boom | ... | trace 38 | trace 39"
 
 
 # --- scenarios, workloads, initramfs ---------------------------------------------------
@@ -337,3 +357,15 @@ def test_cli_lab_bad_scenario_is_one_line(capsys, tmp_path):
     assert main(["lab", "crash", "--scenario", "bogus", "-o", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: unknown scenario 'bogus'") and err.count("\n") == 1
+
+
+def test_guest_timings_from_dmesg():
+    from tsubaki_forensics.lab.crash import guest_timings
+
+    dmesg = [{"time": 0.0, "level": 6, "text": "Linux version"},
+             {"time": 1.5, "level": 5, "text": "tsubaki-lab: starting workload busy for scenario sysrq"},
+             {"time": 9.25, "level": 2, "text": "TSUBAKI-LAB-MARKER run=1"},
+             {"time": 9.5, "level": 0, "text": "Kernel panic - not syncing: sysrq triggered crash"}]
+    assert guest_timings(dmesg, "TSUBAKI-LAB-MARKER run=1") == {
+        "workload_start_s": 1.5, "marker_s": 9.25, "panic_s": 9.5}
+    assert guest_timings([], "M")["panic_s"] is None

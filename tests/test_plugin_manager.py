@@ -203,3 +203,21 @@ def test_plugins_command_lists_the_sample(sysinfo_installed):
     data = json.loads(as_json.stdout)
     assert data["analyses"]["sysinfo"]["plugin"] == "sysinfo"
     assert {"tasks", "dmesg", "panic", "sysinfo"} <= set(data["analyses"])
+
+
+@pytest.mark.realkernel
+def test_sample_plugin_tests_pass_with_the_testing_fixtures(sysinfo_installed, real_crash):
+    """The sample's own test suite, using tsubaki_forensics.testing's fixtures (pytest11) on a real crash."""
+    env = {
+        "PYTHONPATH": str(sysinfo_installed),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "TSUBAKI_TEST_VMCORE": str(real_crash.vmcore),
+        "TSUBAKI_TEST_VMLINUX": str(real_crash.vmlinux),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "samples" / "tsubaki-sysinfo" / "tests")],
+        capture_output=True, text=True, env=env, cwd=ROOT / "samples" / "tsubaki-sysinfo",
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "1 passed" in run.stdout

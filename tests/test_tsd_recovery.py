@@ -144,3 +144,18 @@ def test_short_files_are_one_line_errors(tmp_path, size):
         open_dump(part)
     assert "\n" not in str(exc.value)
     assert ("empty" if size == 0 else "truncated file header") in str(exc.value)
+
+
+def test_disk_full_is_a_storage_error_and_close_stays_quiet():
+    import os
+
+    from tsubaki_forensics.errors import StorageError
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    w = TsdWriter("/dev/full", threads=0)
+    with pytest.raises(StorageError, match="No space left"):
+        w.write_memory(0, random.Random(1).randbytes(4 << 20))
+    with pytest.raises(StorageError, match="earlier write failed"):
+        w.write_event("after", 1.0)
+    w.close()  # nothing more to say: the caller already has the error

@@ -121,3 +121,39 @@ def test_zero_pages_become_zero_records_and_coalesce(tmp_path):
         assert [(r.type, r.paddr, r.length) for r in f.records] == [(2, 0, 72 * PAGE)]
         assert dump.memory.ranges()[0].kind == "zero"
         assert dump.memory.read(5, 100) == bytes(100)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), paddr_pages=st.integers(0, 9), paddr_extra=st.sampled_from([0, 0, 100]),
+       file_off=st.integers(0, 5000), batch_pages=st.sampled_from([1, 3, 64]), threads=st.sampled_from([0, 2]))
+def test_write_file_range_matches_write_memory(tmp_path, monkeypatch, seed, paddr_pages, paddr_extra,
+                                               file_off, batch_pages, threads):
+    import tsubaki_forensics.tsd.writer as W
+
+    monkeypatch.setattr(W, "FILE_BATCH", batch_pages * PAGE)
+    rng = random.Random(seed)
+    image = b"".join(rng.choice([bytes(PAGE), rng.randbytes(PAGE), b"\x42" * PAGE]) for _ in range(20))
+    image = image[: rng.randrange(1, len(image))]
+    src = tmp_path / f"{uuid.uuid4()}.bin"
+    src.write_bytes(rng.randbytes(file_off) + image + b"trailer")
+    paddr = paddr_pages * PAGE + paddr_extra
+    a, b = tmp_path / f"{uuid.uuid4()}.tsd", tmp_path / f"{uuid.uuid4()}.tsd"
+    did = uuid.uuid4()
+    with TsdWriter(a, dump_id=did, chunk_size=2 * PAGE, threads=threads) as w, open(src, "rb") as f:
+        stats = w.write_file_range(paddr, f.fileno(), file_off, len(image))
+        assert stats.raw_bytes == len(image)
+    with TsdWriter(b, dump_id=did, chunk_size=2 * PAGE, threads=threads) as w:
+        w.write_memory(paddr, image)
+    assert a.read_bytes()[128:] == b.read_bytes()[128:]  # same records, byte for byte
+    with open_dump(a) as dump:
+        assert dump.memory.read(paddr, len(image)) == image
+
+
+def test_write_file_range_short_source_is_a_storage_error(tmp_path):
+    from tsubaki_forensics.errors import StorageError
+
+    src = tmp_path / "short.bin"
+    src.write_bytes(b"\x01" * PAGE)
+    with TsdWriter(tmp_path / "s.tsd", threads=0) as w, open(src, "rb") as f:
+        with pytest.raises(StorageError, match="bytes short"):
+            w.write_file_range(0, f.fileno(), 0, 2 * PAGE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 
@@ -166,3 +167,37 @@ def test_not_a_core_and_directory(tmp_path):
     exe.write_bytes(data)
     with pytest.raises(FormatError, match="not a core dump"):
         ElfVmcore(exe)
+
+
+def test_sparse_vmcore_holes_become_zero_without_reading(tmp_path):
+    from tsubaki_forensics.vmcore.importer import file_extents
+
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.write(b"\x01" * PAGE)
+        f.seek(6 << 20)
+        f.write(b"\x02" * PAGE)
+        f.truncate(8 << 20)
+    with open(sparse, "rb") as f:
+        ext = file_extents(f.fileno(), 0, 8 << 20, min_hole=1 << 20)
+    if len(ext) == 1:
+        pytest.skip("this filesystem reports no holes (no SEEK_HOLE support)")
+    mib = 1 << 20
+    assert ext == [(0, PAGE, True), (PAGE, 6 * mib - PAGE, False),
+                   (6 * mib, PAGE, True), (6 * mib + PAGE, 2 * mib - PAGE, False)]
+    with open(sparse, "rb") as f:  # holes under min_hole are read with the data
+        assert file_extents(f.fileno(), 0, 8 << 20, min_hole=7 << 20) == [(0, 8 << 20, True)]
+
+
+def test_import_of_sparse_export_equals_import_of_original(tmp_path):
+    src, a, out, b = (tmp_path / n for n in ("qemu.elf", "a.tsd", "out.elf", "b.tsd"))
+    segs = [(0, bytes(3 << 20) + b"\x33" * PAGE + bytes(2 << 20))]
+    qemu_style_elf(src, segs, sample_notes())
+    import_vmcore(src, a, chunk_size=1 << 20)
+    with open_dump(a) as dump:
+        write_elf_vmcore(out, dump.memory, dump.vmcoreinfo, dump.notes)
+    assert os.stat(out).st_blocks * 512 < os.stat(out).st_size  # the export is sparse
+    import_vmcore(out, b, chunk_size=1 << 20)
+    with open_dump(a) as da, open_dump(b) as db:
+        assert da.memory.ranges() == db.memory.ranges()
+        assert db.memory.read(0, len(segs[0][1])) == segs[0][1]

@@ -81,12 +81,24 @@ def tail(lines: Sequence[LogLine], n: int | None) -> list[LogLine]:
     return list(lines[len(lines) - n :]) if n else []
 
 
+_CACHE_KEY = "tsubaki_plugins.dmesg.lines"
+
+
 def read_log(prog: drgn.Program) -> tuple[list[LogLine] | None, list[Missing]]:
-    """All records of the printk ring, or ``None`` and what was missing."""
+    """All records of the printk ring, or ``None`` and what was missing.
+
+    The lines are kept in ``prog.cache`` so that ``panic`` reads the ring
+    only once; a failed read is not cached.
+    """
+    cached = prog.cache.get(_CACHE_KEY)
+    if cached is not None:
+        return list(cached), []
     try:
-        return log_lines(get_printk_records(prog)), []
+        lines = log_lines(get_printk_records(prog))
     except READ_ERRORS as e:
         return None, [missing_for("printk ring buffer", e)]
+    prog.cache[_CACHE_KEY] = tuple(lines)
+    return lines, []
 
 
 _COLUMNS = (

@@ -1,6 +1,6 @@
 """``panic``: what panicked, where, and how it got there (crash's ``bt -a``).
 
-Extraction uses drgn: ``panic_message`` (from the log), ``panic_cpu``,
+Extraction uses drgn: the printk records (shared with ``dmesg``), ``panic_cpu``,
 ``prog.crashed_thread()`` and its ``stack_trace()``, and ``cpu_curr`` plus
 ``prog.stack_trace`` for the tasks on the other CPUs.  Pure functions turn
 frames into rows and cut the trace at the first user-space address: drgn
@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import re
+
 import drgn
 from drgn.helpers.linux.cpumask import for_each_present_cpu
-from drgn.helpers.linux.panic import panic_message
 from drgn.helpers.linux.sched import cpu_curr
 
 from tsubaki_forensics.analysis import (
@@ -26,15 +27,20 @@ from tsubaki_forensics.analysis import (
     Completeness,
     Missing,
     Need,
+    NotCollected,
     Table,
+    Unreadable,
     Value,
 )
-from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for, placeholder_for, read_value
+from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for, read_value
 from tsubaki_forensics.plugin_system import hookimpl
+
+from .dmesg import LogLine, read_log
 
 __all__ = [
     "Frame",
     "Backtrace",
+    "panic_message_from_log",
     "is_user_address",
     "kernel_frames",
     "frame_from_drgn",
@@ -76,6 +82,33 @@ class Backtrace:
     frames: tuple[Frame, ...]
     user_frames_dropped: int = 0
     missing: tuple[Missing, ...] = ()
+
+
+# What a panic looks like in the log, most telling first (the order drgn's
+# panic_message helper uses).
+_PANIC_PATTERNS = tuple(
+    re.compile(p)
+    for p in (
+        r"Kernel panic -.*",
+        r"BUG: (?:kernel NULL pointer dereference|unable to handle).*|Unable to handle kernel.*",
+        r"[Kk]ernel BUG at.*",
+        r"Oops: .*",
+    )
+)
+
+
+def panic_message_from_log(lines: Sequence[LogLine]) -> str | None:
+    """Pure: the log line that best says why the kernel died (first of the best kind), or ``None``."""
+    best: tuple[int, str] | None = None
+    for line in lines:
+        for rank, pattern in enumerate(_PANIC_PATTERNS):
+            if best is not None and rank >= best[0]:
+                break
+            match = pattern.search(line.text)
+            if match:
+                best = (rank, match.group())
+                break
+    return best[1] if best else None
 
 
 #: Lowest kernel text address on 64-bit x86-64 (4- and 5-level paging) and AArch64.
@@ -224,12 +257,13 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
     """Read the panic message, the crashed thread and the other CPUs' tasks."""
     prog = ctx.prog
     missing: list[Missing] = []
-    try:
-        raw = panic_message(prog)
-        message: Value = raw.decode("utf-8", "backslashreplace") if raw is not None else None
-    except READ_ERRORS as e:
-        message = placeholder_for(e)
-        missing.append(missing_for("printk ring buffer (panic message)", e))
+    lines, log_missing = read_log(prog)
+    message: Value
+    if lines is None:
+        message = NotCollected(log_missing[0].address) if log_missing[0].not_collected else Unreadable(str(log_missing[0]))
+        missing.append(Missing("printk ring buffer (panic message)", log_missing[0].address, log_missing[0].not_collected))
+    else:
+        message = panic_message_from_log(lines)
     panic_cpu = read_value(lambda: prog["panic_cpu"].counter.value_())
     crashed = None
     try:

@@ -24,7 +24,9 @@ __all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
 EXIT_PARTIAL = 4
 EXIT_FAILED = 5
 
-_DumpPaths = Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump, in any order.", show_default=False)]
+_DumpPaths = Annotated[
+    list[Path], typer.Argument(metavar="DUMP.tsd", help="The .tsd file(s) of one dump, in any order.", show_default=False)
+]
 _Vmlinux = Annotated[
     Optional[Path],
     typer.Option("--vmlinux", help="vmlinux with DWARF debug info; by default found by the dump's build id."),
@@ -105,7 +107,10 @@ def shell(dumps: _DumpPaths, vmlinux: _Vmlinux = None, disable: _Disable = None)
     opened = open_program(dumps, plugins, vmlinux=vmlinux)
 
     def banner(text: str) -> str:
-        return f"{text}\ntsubaki-forensics: {', '.join(map(str, dumps))} (the dump object is `dump`)"
+        return (
+            f"{text}\ntsubaki-forensics: {', '.join(map(str, dumps))} (the dump object is `dump`;"
+            " drgn's crash commands: %crash bt, %crash ps, %crash log)"
+        )
 
     def add_globals(namespace: dict) -> dict:
         namespace["dump"] = opened.dump

@@ -102,11 +102,13 @@ def import_cmd(
     partial = output.with_name(output.name + ".part")
     update, stop = _progress("import")
     try:
-        try:
-            res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
-                                progress=update)
-        except ValueError as e:
+        res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
+                            progress=update)
+    except BaseException as e:
+        partial.unlink(missing_ok=True)  # half an import is of no use to anyone
+        if isinstance(e, ValueError):
             raise TsubakiError(str(e)) from None
+        raise
     finally:
         stop()
     os.replace(partial, output)

@@ -1,6 +1,6 @@
 """The drgn bridge: a ``drgn.Program`` from a dump, its registers and debug info."""
 
-from .debuginfo import find_vmlinux, read_build_id
+from .debuginfo import candidate_paths, read_build_id
 from .notes import Note, iter_notes, notes_only_core
 from .program import DumpProgram, program_from_dump, segment_reader
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
@@ -9,7 +9,7 @@ __all__ = [
     "DumpProgram",
     "Note",
     "VmcoreInfo",
-    "find_vmlinux",
+    "candidate_paths",
     "iter_notes",
     "notes_only_core",
     "parse_vmcoreinfo",

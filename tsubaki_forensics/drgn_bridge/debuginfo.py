@@ -1,12 +1,13 @@
-"""Find the vmlinux whose build id matches the dump.
+"""Where the kernel's debug info (a DWARF vmlinux) is looked for.
 
-Places, in order: ``--vmlinux PATH`` (must match, or it is an error), files
-and directories offered by plugins (``tsubaki_debug_info_paths``), the
-standard debug directories (``/usr/lib/debug/.build-id/xx/yyyy.debug``,
-``/usr/lib/debug/boot/vmlinux-RELEASE``, ...), ``--debug-dir`` directories
-laid out the same way, and the crash lab's kernel cache.  A candidate is
-used only when its GNU build id equals VMCOREINFO's ``BUILD-ID``: a
-mismatched vmlinux gives wrong answers silently, which is worse than none.
+Places, in order: ``--vmlinux PATH``, files and directories offered by
+plugins (``tsubaki_debug_info_paths``), the standard debug directories
+(``/usr/lib/debug/.build-id/xx/yyyy.debug``, ``/usr/lib/debug/boot/vmlinux-RELEASE``,
+...), and the crash lab's kernel cache (only kernels whose recorded build id
+is the dump's).  drgn itself then loads the candidate whose GNU build id
+equals VMCOREINFO's ``BUILD-ID`` and ignores the others: a mismatched vmlinux
+gives wrong answers silently, which is worse than none.  pyelftools reads a
+file's build id only to word the error when nothing matched.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..errors import DebugInfoError
 
-__all__ = ["read_build_id", "candidate_paths", "find_vmlinux", "DEFAULT_DEBUG_DIRS"]
+__all__ = ["DEFAULT_DEBUG_DIRS", "read_build_id", "candidate_paths", "needed", "mismatch_error", "not_found_error"]
 
 DEFAULT_DEBUG_DIRS = (Path("/usr/lib/debug"),)
 
@@ -51,14 +52,15 @@ def _in_debug_dir(directory: Path, build_id: str | None, release: str | None) ->
     yield directory / "vmlinux"
 
 
-def _lab_cache(build_id: str | None, release: str | None) -> Iterator[Path]:
-    """vmlinux files of the crash lab's cached kernels, matching ones first."""
+def _lab_cache(build_id: str | None) -> Iterator[Path]:
+    """vmlinux files of the crash lab's cached kernels with this build id (from kernel.json)."""
+    if not build_id:
+        return
     from ..lab.kernel import cached_releases
 
-    kernels = cached_releases()
-    kernels.sort(key=lambda k: (k.build_id != build_id, k.release != release))
-    for kernel in kernels:
-        yield kernel.vmlinux
+    for kernel in cached_releases():
+        if kernel.build_id == build_id:
+            yield kernel.vmlinux
 
 
 def candidate_paths(
@@ -67,9 +69,9 @@ def candidate_paths(
     extra: Iterable[Path] = (),
     debug_dirs: Iterable[Path] = DEFAULT_DEBUG_DIRS,
     lab_cache: bool = True,
-) -> Iterator[Path]:
-    """Every existing file worth checking, in search order, without duplicates."""
-    seen: set[Path] = set()
+) -> list[Path]:
+    """Every existing file worth offering to drgn, in search order, without duplicates."""
+    seen: dict[Path, None] = {}
 
     def expand() -> Iterator[Path]:
         for p in extra:
@@ -77,49 +79,34 @@ def candidate_paths(
         for d in debug_dirs:
             yield from _in_debug_dir(d, build_id, release)
         if lab_cache:
-            yield from _lab_cache(build_id, release)
+            yield from _lab_cache(build_id)
         if release:
             yield Path("/boot") / f"vmlinux-{release}"
 
     for path in expand():
         if path not in seen and path.is_file():
-            seen.add(path)
-            yield path
+            seen[path] = None
+    return list(seen)
 
 
-def _needed(build_id: str | None, release: str | None) -> str:
+def needed(build_id: str | None, release: str | None) -> str:
+    """``build id X, kernel R``: what the dump needs, for error messages."""
     return f"build id {build_id or 'unknown'}, kernel {release or 'unknown'}"
 
 
-def find_vmlinux(
-    build_id: str | None,
-    release: str | None,
-    *,
-    explicit: Path | None = None,
-    extra: Iterable[Path] = (),
-    debug_dirs: Iterable[Path] = DEFAULT_DEBUG_DIRS,
-    lab_cache: bool = True,
-) -> Path:
-    """The vmlinux to load for a kernel of ``build_id`` / ``release``.
+def mismatch_error(path: Path, build_id: str | None, release: str | None) -> DebugInfoError:
+    """``--vmlinux PATH`` is not the crashed kernel's."""
+    if not path.is_file():
+        return DebugInfoError(f"--vmlinux {path} does not exist (the dump needs {needed(build_id, release)})")
+    found = read_build_id(path)
+    return DebugInfoError(f"--vmlinux {path} has build id {found or 'none'}; the dump needs {needed(build_id, release)}")
 
-    :raises DebugInfoError: ``explicit`` is missing or mismatched, or no
-        candidate matches; the message names the build id and release needed.
-    """
-    if explicit is not None:
-        if not explicit.is_file():
-            raise DebugInfoError(f"--vmlinux {explicit} does not exist (the dump needs {_needed(build_id, release)})")
-        found = read_build_id(explicit)
-        if build_id and found != build_id:
-            raise DebugInfoError(
-                f"--vmlinux {explicit} has build id {found or 'none'}; the dump needs {_needed(build_id, release)}"
-            )
-        return explicit
+
+def not_found_error(build_id: str | None, release: str | None, tried: int) -> DebugInfoError:
+    """No candidate matched (or there were none)."""
     if build_id is None:  # never guess: without a build id only --vmlinux is trusted
-        raise DebugInfoError(f"the dump's VMCOREINFO has no BUILD-ID (kernel {release or 'unknown'}); pass --vmlinux PATH")
-    for path in candidate_paths(build_id, release, extra, debug_dirs, lab_cache):
-        if read_build_id(path) == build_id:
-            return path
-    raise DebugInfoError(
-        f"no vmlinux with debug info found for {_needed(build_id, release)}; "
+        return DebugInfoError(f"the dump's VMCOREINFO has no BUILD-ID (kernel {release or 'unknown'}); pass --vmlinux PATH")
+    return DebugInfoError(
+        f"no vmlinux with debug info found for {needed(build_id, release)} ({tried} candidate(s) did not match); "
         f"pass --vmlinux PATH (Debian: linux-image-{release or 'RELEASE'}-dbg)"
     )

@@ -14,6 +14,7 @@ the original vmcore.  Without registers it is a custom Linux target
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import drgn
 
 from ..analysis.spec import Need
 from ..errors import DebugInfoError, FormatError, NotCollectedError, TsubakiError
-from .debuginfo import DEFAULT_DEBUG_DIRS, find_vmlinux
+from .debuginfo import DEFAULT_DEBUG_DIRS, candidate_paths, mismatch_error, needed, not_found_error
 from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
@@ -48,11 +49,33 @@ class DumpProgram:
     cpus_with_registers: int
 
 
-def segment_reader(read: Callable[[int, int], bytes]) -> Callable[[int, int, int, bool], Any]:
-    """A drgn ``read_fn`` over ``read(paddr, size)`` that turns gaps into faults."""
+#: Pages kept by the bridge's own small cache (4 MiB of 4 KiB pages).
+PAGE_CACHE_PAGES = 1024
+
+
+def segment_reader(read: Callable[[int, int], bytes], page_size: int = 4096) -> Callable[[int, int, int, bool], Any]:
+    """A drgn ``read_fn`` over ``read(paddr, size)`` that turns gaps into faults.
+
+    drgn does not cache: every virtual read walks the page tables again, so
+    most calls are 8-byte reads of the same few page-table pages.  Reads
+    within one page are served from a small LRU of whole pages (C-speed
+    ``functools.lru_cache``) in front of the reader's decompressed-chunk LRU.
+    """
+    shift = page_size.bit_length() - 1
+    mask = page_size - 1
+
+    @functools.lru_cache(maxsize=PAGE_CACHE_PAGES)
+    def page(number: int) -> bytes:
+        return read(number << shift, page_size)
 
     def read_fn(address: int, count: int, offset: int, physical: bool) -> Any:
         try:
+            start = address & mask
+            if start + count <= page_size:
+                try:
+                    return page(address >> shift)[start : start + count]
+                except NotCollectedError:
+                    pass  # part of the page is missing: read just the bytes asked for
             return read(address, count)
         except NotCollectedError as e:
             raise drgn.FaultError("memory not collected in the dump", e.address) from None
@@ -64,6 +87,11 @@ def segment_reader(read: Callable[[int, int], bytes]) -> Callable[[int, int, int
 
 def _zero_reader(address: int, count: int, offset: int, physical: bool) -> bytes:
     return bytes(count)
+
+
+def _page_size(dump: Any, info: VmcoreInfo) -> int:
+    size = getattr(getattr(dump, "header", None), "page_size", None) or info.page_size or 4096
+    return int(size)
 
 
 def _arch(dump: Any) -> str:
@@ -98,16 +126,8 @@ def program_from_dump(
         raise FormatError(f"architecture {arch!r} is not supported by the drgn bridge")
     prstatus = [n for n in iter_notes(bytes(dump.notes or b"")) if n.type == NT_PRSTATUS and n.name == b"CORE"]
 
-    vmlinux_path = None
-    if debug_info:  # find it before the (cheap) program set-up, to fail early
-        vmlinux_path = find_vmlinux(
-            info.build_id,
-            info.release,
-            explicit=vmlinux,
-            extra=extra_debug_paths,
-            debug_dirs=debug_dirs,
-            lab_cache=lab_cache,
-        )
+    if vmlinux is not None and not Path(vmlinux).is_file():  # fail before any set-up
+        raise mismatch_error(Path(vmlinux), info.build_id, info.release)
 
     if prstatus:
         prog = drgn.Program()
@@ -118,25 +138,51 @@ def program_from_dump(
             prog.set_core_dump(os.dup(fd))  # drgn owns the duplicate
         finally:
             os.close(fd)
-        _add_segments(prog, dump.memory)
+        _add_segments(prog, dump.memory, _page_size(dump, info))
     else:
         flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
         prog = drgn.Program(drgn.Platform(_PLATFORMS[arch], flags))
-        _add_segments(prog, dump.memory)
+        _add_segments(prog, dump.memory, _page_size(dump, info))
         prog.set_linux_kernel_custom(raw, False)
 
     capabilities = {Need.REGISTERS} if prstatus else set()
-    if vmlinux_path is not None:
-        try:
-            prog.load_debug_info([vmlinux_path])
-        except drgn.MissingDebugInfoError as e:
-            raise DebugInfoError(
-                f"{vmlinux_path}: drgn could not use it ({e}); the dump needs build id "
-                f"{info.build_id or 'unknown'}, kernel {info.release or 'unknown'}"
-            ) from e
+    vmlinux_path = None
+    if debug_info:
+        vmlinux_path = _load_kernel_debug_info(prog, info, vmlinux, extra_debug_paths, debug_dirs, lab_cache)
         capabilities.add(Need.DEBUG_INFO)
         _add_module_symbols(prog)
     return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus))
+
+
+def _load_kernel_debug_info(
+    prog: drgn.Program,
+    info: VmcoreInfo,
+    vmlinux: Path | None,
+    extra: Iterable[Path],
+    debug_dirs: Iterable[Path],
+    lab_cache: bool,
+) -> Path:
+    """Offer drgn the candidates; it loads the one whose build id matches the kernel's."""
+    if vmlinux is not None:
+        paths = [Path(vmlinux)]
+    elif info.build_id is None:
+        raise not_found_error(None, info.release, 0)
+    else:
+        paths = candidate_paths(info.build_id, info.release, extra, debug_dirs, lab_cache)
+    if paths:
+        try:
+            prog.load_debug_info(paths)
+        except drgn.MissingDebugInfoError as e:
+            raise DebugInfoError(f"drgn could not load debug info ({e}); the dump needs {needed(info.build_id, info.release)}") from e
+    try:
+        debug_file = prog.main_module().debug_file_path
+    except LookupError:  # no kernel module created: nothing was offered
+        debug_file = None
+    if debug_file is None:
+        if vmlinux is not None:
+            raise mismatch_error(Path(vmlinux), info.build_id, info.release)
+        raise not_found_error(info.build_id, info.release, len(paths))
+    return Path(debug_file)
 
 
 def _add_module_symbols(prog: drgn.Program) -> None:
@@ -155,8 +201,8 @@ def _add_module_symbols(prog: drgn.Program) -> None:
     prog.register_symbol_finder("module_kallsyms", finder, enable_index=-1)
 
 
-def _add_segments(prog: drgn.Program, memory: Any) -> None:
-    reader = segment_reader(memory.read)
+def _add_segments(prog: drgn.Program, memory: Any, page_size: int) -> None:
+    reader = segment_reader(memory.read, page_size)
     for r in memory.ranges():
         read_fn = _zero_reader if getattr(r, "kind", "data") == "zero" else reader
         prog.add_memory_segment(r.start, r.length, read_fn, physical=True)

@@ -30,13 +30,16 @@ from .scenarios import get_scenario
 from .sizes import format_size, parse_size
 from .workloads import get_workload
 
-__all__ = ["CrashResult", "CrashParams", "crash", "cached_crash", "load_crash", "MANIFEST", "GROUND_TRUTH"]
+__all__ = ["CrashResult", "CrashParams", "crash", "cached_crash", "load_crash", "guest_timings", "guest_digest", "MANIFEST", "GROUND_TRUTH"]
 
 MANIFEST = "manifest.json"
 GROUND_TRUTH = "ground_truth.json"
 VMCORE = "vmcore.elf"
 CONSOLE = "console.log"
 RAM_FILE = "guest-ram.bin"
+# Bump when a change to the ground truth or the manifest makes cached crashes
+# stale; changes to a scenario or workload are noticed by guest_digest().
+LAB_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,8 @@ def _crash_into(tmp: Path, params: CrashParams, kern: KernelArtifacts, timeout: 
         files["ram_file"] = {"name": RAM_FILE, "bytes": spec.ram_file.stat().st_size}
     return {
         "producer": f"tsubaki-forensics {__version__} lab",
+        "lab_format": LAB_FORMAT,
+        "guest_digest": guest_digest(scenario.name, workload.name),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "params": {**params.__dict__},
         "scenario": scenario.name,
@@ -216,6 +221,24 @@ def _crash_into(tmp: Path, params: CrashParams, kern: KernelArtifacts, timeout: 
         "initramfs_bytes": initrd_size,
         "files": files,
         "timings": {**{k: round(v, 3) for k, v in run.timings.items()}, "ground_truth_s": round(t_truth, 3)},
+        "guest_timings": guest_timings(truth["dmesg"], marker),
+    }
+
+
+def guest_timings(dmesg: list[dict], marker: str) -> dict[str, float]:
+    """Guest-clock seconds of the lab's milestones, from the kernel log timestamps.
+
+    ``workload_start_s`` is when /init began the workload, ``marker_s`` when it
+    was done (so their difference is the workload's fill time), ``panic_s``
+    when the panic line was logged.
+    """
+    def first(pred) -> float | None:
+        return next((round(d["time"], 3) for d in dmesg if pred(d["text"])), None)
+
+    return {
+        "workload_start_s": first(lambda t: t.startswith("tsubaki-lab: starting workload")),
+        "marker_s": first(lambda t: t == marker),
+        "panic_s": first(lambda t: t.startswith("Kernel panic - not syncing")),
     }
 
 
@@ -228,10 +251,48 @@ def cached_crash(params: CrashParams | None = None, *, log=None, **kwargs) -> Cr
     params = (params or CrashParams(**kwargs)).normalized()
     kern = ensure_kernel(params.kernel, log=log)
     entry = cache_root() / "crashes" / params.key(kern.release)
-    if entry_is_complete(entry) and (entry / MANIFEST).is_file():
+    if _is_current(entry):
         return load_crash(entry)
     with entry_lock(entry):
-        if entry_is_complete(entry) and (entry / MANIFEST).is_file():
+        if _is_current(entry):
             return load_crash(entry)
         return crash(params.scenario, params.mem, params.smp, params.workload, params.kernel, entry,
                      ram_file=params.ram_file, force=True, log=log)
+
+
+def _is_current(entry: Path) -> bool:
+    """A complete cached crash made by this lab format (older entries are rebuilt)."""
+    if not entry_is_complete(entry):
+        return False
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    params = manifest.get("params", {})
+    return (manifest.get("lab_format") == LAB_FORMAT
+            and manifest.get("guest_digest") == guest_digest(params.get("scenario", ""), params.get("workload", "")))
+
+
+def guest_digest(scenario: str, workload: str) -> str:
+    """Hash of everything that defines the guest's behaviour for this scenario and workload.
+
+    A cached crash made by an older definition (say, a changed busy workload)
+    is rebuilt instead of silently reused.
+    """
+    import hashlib
+
+    from .workloads import DAEMONS
+
+    try:
+        text = repr((get_scenario(scenario), get_workload(workload), sorted(DAEMONS.items()), LAB_FORMAT))
+    except LabError:
+        return ""
+    text += render_init_template()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def render_init_template() -> str:
+    """/init for a fixed scenario and workload: catches changes to the init skeleton itself."""
+    from .initramfs import render_init
+
+    return render_init(get_scenario("sysrq"), get_workload("idle"), ["m.ko"], "M")

@@ -33,7 +33,6 @@ HOST_TOOLS: dict[str, str] = {
     "objcopy": "binutils",
     "dpkg-deb": "dpkg",
     "apt-get": "apt",
-    "tar": "tar",
 }
 _STATIC_BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 

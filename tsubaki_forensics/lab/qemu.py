@@ -75,12 +75,17 @@ def qemu_argv(spec: GuestSpec, qmp_socket: Path, console: Path) -> list[str]:
 
 
 def console_tail(console: Path, lines: int = 15) -> str:
-    """The last lines of the guest console, joined for a one-line error."""
+    """The last lines of the guest console (and its panic line), joined for a one-line error."""
     try:
         text = console.read_text(errors="replace")
     except OSError:
         return "(no console output)"
-    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    all_lines = [line.strip() for line in text.splitlines() if line.strip()]
+    tail = all_lines[-lines:]
+    # The panic line is the most telling one; keep it even when the oops dump pushed it out of the tail.
+    panics = [line for line in all_lines if "Kernel panic - not syncing" in line]
+    if panics and panics[-1] not in tail:
+        tail = [panics[-1], "...", *tail]
     return " | ".join(tail) if tail else "(empty console)"
 
 
@@ -161,6 +166,7 @@ async def _run(spec: GuestSpec) -> GuestRun:
     except FileNotFoundError as e:
         raise LabError(f"{QEMU} is not installed (Debian package qemu-system-x86)") from e
     qmp = QMPClient("tsubaki-lab")
+    quit_sent = False
     try:
         await _connect(qmp, sock, proc, time.monotonic() + 30)
         t_boot = time.monotonic()
@@ -181,6 +187,7 @@ async def _run(spec: GuestSpec) -> GuestRun:
         timings["dump_s"] = time.monotonic() - t_dump
         try:
             await qmp.execute("quit")
+            quit_sent = True
         except Exception:
             pass
     finally:
@@ -190,7 +197,8 @@ async def _run(spec: GuestSpec) -> GuestRun:
             pass
         if proc.poll() is None:
             try:
-                proc.wait(timeout=10)
+                # After "quit" QEMU exits by itself; after a failure nothing will stop it.
+                proc.wait(timeout=10 if quit_sent else 0.5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

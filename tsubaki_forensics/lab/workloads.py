@@ -42,24 +42,30 @@ mb() { echo $(( avail_kb * $1 / 100 / 1024 )); }
 mkdir -p /data/media /data/logs /data/opt /data/db
 # resident process memory first, so it fills while the files are written:
 # a record cache (mixed text) and a key vault (random bytes)
-tsk-cache $(( $(mb 15) * 1024 * 1024 / 150 )) &
+tsk-cache $(mb 15) &
 tsk-vault $(mb 7) &
 # incompressible: media blobs (tmpfs pages)
 dd if=/dev/urandom of=/data/media/capture-0001.bin bs=1M count=$(mb 15) 2>/dev/null
-# text: kernel symbol table copy and application logs (page cache of tmpfs)
+klog "busy: media written"
+# text: kernel symbol table copy and application logs (page cache of tmpfs);
+# generated once, then appended in large pieces (interpreting a loop per line is slow under TCG)
 cat /proc/kallsyms > /data/logs/kallsyms.txt
-target=$(( $(mb 20) * 1024 * 1024 )); i=1
 sep=" sensor=temp-probe unit=C status=ok source=tsk-sensord
 "
+seq -s "$sep" 1 40000 > /tmp/lines.txt
+target=$(( $(mb 20) * 1024 * 1024 ))
 while [ "$(stat -c %s /data/logs/app-history.log 2>/dev/null || echo 0)" -lt "$target" ]; do
-  seq -s "$sep" $i $((i+20000)) >> /data/logs/app-history.log
-  i=$((i+20011))
+  cat /tmp/lines.txt /data/logs/kallsyms.txt >> /data/logs/app-history.log
 done
+rm /tmp/lines.txt
+klog "busy: logs written"
 # binary: executables and modules copied as an installed application would be
-n=0; want=$(mb 18)
-while [ $(du -sm /data/opt | cut -f1) -lt "$want" ]; do
-  n=$((n+1)); cat /bin/busybox /lib/modules/*.ko > /data/opt/app-$n.bin
-done
+cat /bin/busybox /lib/modules/*.ko > /tmp/unit.bin
+for k in 1 2 3 4 5 6 7 8; do cat /tmp/unit.bin; done > /tmp/pack.bin
+pack_mb=$(( $(stat -c %s /tmp/pack.bin) / 1048576 )); want=$(mb 18); n=0
+while [ $(( n * pack_mb )) -lt "$want" ]; do n=$((n+1)); cp /tmp/pack.bin /data/opt/app-$n.bin; done
+rm /tmp/unit.bin /tmp/pack.bin
+klog "busy: binaries written"
 # wait (bounded) until the process memory is resident
 vault_kb=$(( $(mb 7) * 1024 * 95 / 100 )); t=0
 while [ $t -lt 600 ]; do
@@ -67,16 +73,29 @@ while [ $t -lt 600 ]; do
   [ -f /data/db/cache.ready ] && [ "${rss:-0}" -ge "$vault_kb" ] && break
   sleep 0.2; t=$((t+1))
 done
+klog "busy: process memory resident"
 """
 
 # Helper programs of the busy workload, installed as /usr/bin/<name>.
 _BUSY_SCRIPTS = {
-    "tsk-cache": (
-        "exec awk -v n=\"$1\" 'BEGIN { for (i = 0; i < n; i++) rec[i] = sprintf("
-        "\"id=%08d ts=%d key=%x val=%s\", i, 1700000000 + i, i * 2654435761 % 4294967296, "
-        "substr(\"abcdefghijklmnopqrstuvwxyz0123456789\", i % 30, 6)); "
-        "system(\"touch /data/db/cache.ready\"); while (1) system(\"sleep 3600\") }'"
-    ),
+    # About 1 MiB of varied records, joined by halving (linear copying), then
+    # one block per MiB that starts at a different offset of it.
+    "tsk-cache": """exec awk -v mb="$1" '
+function join(lo, hi,    mid) {
+  if (hi - lo == 1) return rec[lo]
+  mid = int((lo + hi) / 2)
+  return join(lo, mid) join(mid, hi)
+}
+BEGIN {
+  alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
+  for (n = 0; n < 26000; n++)
+    rec[n] = sprintf("id=%08d ts=%d key=%08x val=%s\\n", n, 1700000000 + n * 7, (n * 2654435761) % 4294967296, substr(alpha, n % 30 + 1, 6))
+  base = join(0, n)
+  for (j = 0; j < mb; j++)
+    blk[j] = sprintf("block %d gen %d\\n", j, j * 31) substr(base, (j * 4099) % 65536 + 1)
+  system("touch /data/db/cache.ready")
+  while (1) system("sleep 3600")
+}'""",
     # dd holds its whole bs-sized buffer of random bytes while blocked on a
     # FIFO that nobody drains.
     "tsk-vault": (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .hookspecs import hookimpl
 from .specs import RegisterRenderer
@@ -27,10 +27,20 @@ def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
     return open_dump(list(paths))
 
 
+def _render_text(report: Any, out: IO[str]) -> None:
+    from ..render import text_renderer  # rich is imported only for text output
+
+    text_renderer.render(report, out)
+
+
+def _render_json(report: Any, out: IO[str]) -> None:
+    from ..render import json_renderer
+
+    json_renderer.render(report, out)
+
+
 @hookimpl
 def tsubaki_register_renderers(register: RegisterRenderer) -> None:
-    """Text (close to crash's output) and versioned JSON."""
-    from ..render import json_renderer, text_renderer
-
-    register("text", text_renderer.render, "tables close to what crash prints")
-    register("json", json_renderer.render, f"JSON, schema version {json_renderer.SCHEMA_VERSION} (docs/JSON.md)")
+    """Text (close to crash's output) and versioned JSON (docs/JSON.md)."""
+    register("text", _render_text, "tables close to what crash prints")
+    register("json", _render_json, "JSON, versioned schema (docs/JSON.md)")

@@ -16,7 +16,7 @@ import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import ConflictError, FormatError
 from . import records as R
@@ -78,6 +78,7 @@ class TsdFile:
         self.missing_reasons: dict[tuple[int, int], str] = {}
         self.has_footer = False
         self.index_offset: int | None = None
+        self.record_count: int | None = None  # from END, when the footer is used
         self._fd = _open(self.path)
         try:
             self.size = os.fstat(self._fd).st_size
@@ -397,8 +398,3 @@ def open_dump(paths: str | os.PathLike[str] | list[str | os.PathLike[str]] | tup
         for f in files:
             f.close()
         raise
-
-
-def iter_records(f: TsdFile) -> Iterator[RecordInfo]:
-    """The memory records of ``f`` in file order."""
-    return iter(f.records)

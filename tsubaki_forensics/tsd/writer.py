@@ -43,6 +43,8 @@ DEFAULT_LEVEL = 3
 # A zero run shorter than this many pages stays inside its MEMORY record
 # (zstd encodes it in a few bytes); longer runs become ZERO records.
 DEFAULT_MIN_ZERO_PAGES = 1
+# write_file_range hands workers this many bytes of whole chunks per job.
+FILE_BATCH = 4 << 20
 
 
 @dataclass
@@ -155,10 +157,12 @@ def _encode(buf: memoryview, paddr: int, page_size: int, level: int,
     return pieces, time.thread_time() - t0
 
 
-def _encode_file(fd: int, offset: int, length: int, paddr: int, page_size: int, level: int,
+def _encode_file(fd: int, offset: int, chunks: list[tuple[int, int]], page_size: int, level: int,
                  min_zero: int) -> tuple[list[_Piece], float]:
-    """Worker job: read one chunk from ``fd`` into this thread's buffer, then encode it."""
+    """Worker job: read consecutive chunks from ``fd`` (at ``offset``) into this
+    thread's buffer with one ``pread``, then encode each chunk."""
     t0 = time.thread_time()
+    length = sum(n for _, n in chunks)
     buf = getattr(_tls, "buf", None)
     if buf is None or len(buf) < length:
         buf = _tls.buf = memoryview(bytearray(length))
@@ -170,7 +174,11 @@ def _encode_file(fd: int, offset: int, length: int, paddr: int, page_size: int, 
             raise StorageError(f"source file ends at offset {offset + got}, "
                                f"{length - got} bytes short")
         got += n
-    pieces, _ = _encode(view, paddr, page_size, level, min_zero)
+    pieces: list[_Piece] = []
+    pos = 0
+    for paddr, n in chunks:
+        pieces += _encode(view[pos:pos + n], paddr, page_size, level, min_zero)[0]
+        pos += n
     return pieces, time.thread_time() - t0
 
 
@@ -213,6 +221,7 @@ class TsdWriter:
         self._call_stats: WriteStats | None = None
         self._pool = ThreadPoolExecutor(self.threads, "tsd-zstd") if self.threads > 1 else None
         self._closed = False
+        self._broken = False
         self.bytes_written = 0
         try:
             self._f = open(self.path, "wb", buffering=1 << 20)
@@ -222,10 +231,16 @@ class TsdWriter:
 
     # -- low level -----------------------------------------------------------
     def _write(self, parts: list[bytes | memoryview]) -> None:
+        if self._broken:
+            raise StorageError(f"{self.path}: an earlier write failed; the records before it "
+                               f"are kept")
         try:
             for p in parts:
                 self._f.write(p)
         except OSError as e:
+            # The file may now end inside a record: stop here.  Every record
+            # before it is sound, and readers recover them (FORMAT.md §7.2).
+            self._broken = True
             raise StorageError(f"writing {self.path}: {e.strerror or e}") from None
         self.bytes_written += sum(len(p) for p in parts)
 
@@ -311,9 +326,22 @@ class TsdWriter:
         flat-memory path for importing a vmcore or a guest RAM file.
         """
         args = (self.page_size, self.level, self.min_zero)
-        jobs = ((_encode_file, (fd, offset + addr - paddr, n, addr, *args))
-                for addr, n in self._chunks(paddr, length))
-        return self._run(paddr, length, jobs)
+        return self._run(paddr, length, self._file_jobs(paddr, fd, offset, length, args))
+
+    def _file_jobs(self, paddr: int, fd: int, offset: int, length: int,
+                   args: tuple) -> Iterator[tuple[Any, tuple]]:
+        """Jobs of up to FILE_BATCH bytes of whole chunks: fewer, larger jobs
+        keep the GIL hand-offs between the writer and the workers rare."""
+        batch: list[tuple[int, int]] = []
+        size = 0
+        for addr, n in self._chunks(paddr, length):
+            if batch and size + n > max(FILE_BATCH, self.chunk_size):
+                yield _encode_file, (fd, offset + batch[0][0] - paddr, batch, *args)
+                batch, size = [], 0
+            batch.append((addr, n))
+            size += n
+        if batch:
+            yield _encode_file, (fd, offset + batch[0][0] - paddr, batch, *args)
 
     def _run(self, paddr: int, length: int, jobs: Iterator[tuple[Any, tuple]]) -> WriteStats:
         if paddr < 0 or paddr + length > 1 << 64:
@@ -390,6 +418,8 @@ class TsdWriter:
         if self._closed:
             return
         try:
+            if self._broken:
+                return  # no INDEX/END after a failed write: readers scan instead
             self._emit_zero()
             index_offset = self.bytes_written
             self._record(R.RecordType.INDEX, R.pack_index(self._entries))
@@ -399,7 +429,10 @@ class TsdWriter:
             self._closed = True
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError:  # the buffered tail could not be written
+                self._broken = True
 
     def __enter__(self) -> TsdWriter:
         return self

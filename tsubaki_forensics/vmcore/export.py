@@ -17,7 +17,7 @@ import struct
 from pathlib import Path
 from typing import Callable, Protocol
 
-from ..errors import StorageError
+from ..errors import FormatError, StorageError
 from .notes import VMCOREINFO_NAME, VMCOREINFO_TYPE, build_note, iter_notes
 
 __all__ = ["write_elf_vmcore", "DIRECT_MAP_BASE", "MemoryLike"]
@@ -26,7 +26,7 @@ ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
 ET_CORE, EV_CURRENT, PT_LOAD, PT_NOTE = 4, 1, 1, 4
 PF_RWX = 7
-MACHINES = {"x86_64": 62, "aarch64": 183, "i386": 3, "riscv64": 243}
+MACHINES = {"x86_64": 62, "aarch64": 183, "riscv64": 243}  # 64-bit little-endian only
 DIRECT_MAP_BASE = {"x86_64": 0xFFFF888000000000}
 COPY_WINDOW = 1 << 20
 
@@ -56,6 +56,9 @@ def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinf
     ``notes`` (the raw PT_NOTE bytes of the original vmcore) are written
     unchanged; a VMCOREINFO note is appended only if they lack one.
     """
+    if arch not in MACHINES:
+        raise FormatError(f"cannot export a {arch} dump as an ELF vmcore (supported: "
+                          f"{', '.join(MACHINES)})")
     blob = bytes(notes or b"")
     if vmcoreinfo and not any(n.name == VMCOREINFO_NAME for n in iter_notes(blob)):
         blob += build_note(VMCOREINFO_NAME, VMCOREINFO_TYPE, bytes(vmcoreinfo))

@@ -4,11 +4,13 @@ Why ``write_file_range``: the writer's worker threads ``pread`` their own
 chunks of the vmcore into per-thread buffers (measured: 2.5x cheaper than
 faulting an mmap in and dropping it again), so reading, zero detection and
 compression run on both cores and a 4 GiB vmcore costs the same memory as a
-512 MiB one.
+512 MiB one.  Holes of a sparse vmcore (our own ``export``, ``cp --sparse``
+copies) are found with SEEK_DATA/SEEK_HOLE and become ZERO records unread.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from ..tsd import TsdWriter, WriteStats
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .elf import ElfVmcore
 
-__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields"]
+__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents"]
 
 WINDOW = 64 << 20  # progress granularity; the writer pipelines chunks within it
 
@@ -41,6 +43,39 @@ def vmcoreinfo_fields(vmcoreinfo: bytes | None) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if sep:
             out[key.strip()] = value.strip()
+    return out
+
+
+def file_extents(fd: int, offset: int, length: int, *, min_hole: int) -> list[tuple[int, int, bool]]:
+    """(offset, length, is_data) extents of a file range, from SEEK_DATA/SEEK_HOLE.
+
+    Holes shorter than ``min_hole`` count as data (reading them is cheaper
+    than splitting the pipeline); without filesystem support it is all data.
+    """
+    end = offset + length
+    out: list[tuple[int, int, bool]] = []
+    pos = offset
+    try:
+        while pos < end:
+            try:
+                data = min(os.lseek(fd, pos, os.SEEK_DATA), end)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                data = end  # no data after pos: the rest is a hole
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end) if data < end else end
+            if data - pos >= min_hole:
+                out.append((pos, data - pos, False))
+            elif data > pos:
+                data = pos  # a short hole: read it with the data after it
+            if hole > data:
+                if out and out[-1][2]:
+                    out[-1] = (out[-1][0], hole - out[-1][0], True)
+                else:
+                    out.append((data, hole - data, True))
+            pos = hole
+    except (OSError, AttributeError):
+        return [(offset, length, True)]
     return out
 
 
@@ -67,14 +102,19 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                              properties=props)
             for start, length, seg in ranges:
                 file_end = min(start + length, seg.paddr + seg.size)
-                pos = start
-                while pos < file_end:  # windows only to report progress
-                    n = min(WINDOW, file_end - pos)
-                    w.write_file_range(pos, core.fileno(), seg.offset + pos - seg.paddr, n)
-                    pos += n
-                    done += n
-                    if progress:
-                        progress(done, total)
+                base = seg.offset - seg.paddr  # file offset = paddr + base
+                for off, n, is_data in file_extents(core.fileno(), start + base, file_end - start,
+                                                    min_hole=chunk_size):
+                    if not is_data:  # a hole in a sparse vmcore: zero without reading it
+                        w.write_zero(off - base, n)
+                        done += n
+                        continue
+                    for pos in range(off, off + n, WINDOW):  # windows only to report progress
+                        step = min(WINDOW, off + n - pos)
+                        w.write_file_range(pos - base, core.fileno(), pos, step)
+                        done += step
+                        if progress:
+                            progress(done, total)
                 if file_end < start + length:  # p_memsz beyond p_filesz reads as zero
                     w.write_zero(file_end, start + length - file_end)
                     done += start + length - file_end

@@ -1,0 +1,148 @@
+"""What a collection is parameterised by, and what it reports.
+
+:class:`CollectParams` holds every knob of the model (docs/COLLECT.md,
+"Options"); :class:`RunResult` is one policy's outcome in emulated seconds
+since the panic, with the JSON form the CLI prints; :class:`HandBack` is one
+grant of memory to Linux with what was durable at that instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tsubaki_forensics.errors import TsubakiError
+
+from .machine import HOTPLUG_BLOCK
+from .storage import PROFILES, StorageProfile
+from .timeline import Timeline
+
+__all__ = [
+    "DEFAULT_BOOT_S",
+    "REBOOT_CHOICES",
+    "CollectParams",
+    "HandBack",
+    "HandbackSafetyError",
+    "RunResult",
+]
+
+DEFAULT_BOOT_S = 1.45
+"""Boot time when the source does not say: kernel start to user space at work
+(the lab init's ``starting workload`` line, 1.447 s in the guest's log) of the
+crash lab's default guest (Debian 12 cloud kernel 6.1.0-56, 512 MiB, 2 vCPUs,
+QEMU TCG), measured 2026-11-26; see docs/COLLECT.md.  Lab sources carry their
+own measured figure (:func:`monitor_model.sources.lab_boot_seconds`)."""
+
+REBOOT_CHOICES = ("sparse", "low")
+
+
+class HandbackSafetyError(TsubakiError):
+    """A policy gave Linux memory whose dump was not yet durable."""
+
+
+@dataclass
+class CollectParams:
+    """Everything the emulation is parameterised by (docs/COLLECT.md)."""
+
+    storage: StorageProfile = PROFILES["sd-uhs1"]
+    region_size: int = HOTPLUG_BLOCK
+    reboot_mem: int = 256 << 20
+    boot_s: float | None = None  # None: the source's measured boot, else DEFAULT_BOOT_S
+    capture_boot_s: float | None = None  # kdump's capture kernel; None: boot_s
+    monitor_mem: int = 64 << 20
+    cpus: int | None = None  # None: from the source's notes (one per CPU), else 2
+    cpu_scale: float | None = None  # put measured compression CPU time, scaled, on the timeline
+    demand_rate: float = 64 << 20  # bytes/s of memory demand growth after restart
+    boot_footprint: int = 128 << 20  # memory Linux needs right after boot
+    reboot_choice: str = "sparse"  # "sparse": zero-page scan picks cheap regions; "low": lowest
+    scan_bandwidth: float = 4e9  # bytes/s the monitor core reads memory at (zero-page scan)
+    level: int = 3
+    threads: int = 2
+    fsync: bool = True
+    strict: bool = True
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """Memory given to Linux: by reboot or by hand-back."""
+
+    time: float
+    region: int
+    how: str  # "reboot" or "hand-back"
+    durable_offset: int  # file bytes durable at that time
+    records_end: int | None  # file offset after the region's last record; None: not written
+    complete: bool  # every byte of the region was written
+
+    @property
+    def safe(self) -> bool:
+        """The region's whole dump was durable when Linux got it."""
+        return self.complete and self.records_end is not None and self.records_end <= self.durable_offset
+
+
+@dataclass
+class RunResult:
+    """What one policy did, in emulated seconds since the panic."""
+
+    policy: str
+    storage: str
+    source: str
+    output: Path | None
+    memory_bytes: int
+    used_bytes: int  # non-zero bytes read (what the workload had in use)
+    boot_s: float
+    reboot_start_s: float
+    restart_s: float
+    full_memory_s: float
+    dump_complete_s: float | None
+    stall_s: float
+    bytes_written: int
+    ideal_restart_s: float
+    cpu_compress_s: float
+    wall_s: float
+    regions: list[dict]
+    steps: list[dict]  # label, memory bytes, file_end (durable offset after it), saved_s
+    handbacks: list[HandBack]
+    stalls: list[tuple[float, float]]
+    timeline: Timeline = field(repr=False)
+    flushes: list[tuple[float, int]] = field(default_factory=list, repr=False)
+
+    def durable_offset_at(self, time: float) -> int:
+        """File bytes on stable storage at emulated ``time`` (a power cut then
+        leaves exactly this prefix of the dump)."""
+        return max((off for t, off in self.flushes if t <= time), default=0)
+
+    @property
+    def unsafe_handbacks(self) -> list[HandBack]:
+        """Hand-backs that happened before the region's dump was durable."""
+        return [h for h in self.handbacks if not h.safe]
+
+    def to_json(self) -> dict:
+        """The documented JSON summary (docs/COLLECT.md)."""
+        return {
+            "policy": self.policy,
+            "storage": self.storage,
+            "source": self.source,
+            "output": str(self.output) if self.output else None,
+            "memory_bytes": self.memory_bytes,
+            "used_bytes": self.used_bytes,
+            "boot_s": _r(self.boot_s),
+            "reboot_start_s": _r(self.reboot_start_s),
+            "restart_s": _r(self.restart_s),
+            "full_memory_s": _r(self.full_memory_s),
+            "dump_complete_s": _r(self.dump_complete_s),
+            "stall_s": _r(self.stall_s),
+            "bytes_written": self.bytes_written,
+            "ideal_restart_s": _r(self.ideal_restart_s),
+            "cpu_compress_s": _r(self.cpu_compress_s),
+            "wall_s": _r(self.wall_s),
+            "unsafe_handbacks": len(self.unsafe_handbacks),
+            "regions": self.regions,
+            "steps": self.steps,
+            "events": [
+                {"time_s": _r(e.time), "kind": e.kind, **e.fields} for e in self.timeline.events
+            ],
+        }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)

@@ -1,0 +1,183 @@
+"""Kernel globals, functions and enumerators for drgn, without DWARF.
+
+An object is a name, an address and a type.  The address always comes from
+kallsyms in the dump.  The type comes from, in this order:
+
+1. BTF ``VAR`` records: BTF describes the per-CPU variables
+   (``DATASEC .data..percpu``), e.g. ``runqueues``; their address is the
+   section start (kallsyms ``__per_cpu_start``) plus the offset BTF gives,
+   which also tells a per-CPU ``cleanup_list`` from a static one;
+2. BTF ``FUNC`` records, for functions;
+3. :data:`GLOBAL_TYPES`, a small table this project maintains, for the
+   ordinary globals the drgn helpers and bundled analyses use: BTF of
+   these kernels carries no record for them, so their C type is written
+   here (checked against DWARF by the tests).  A name in neither BTF nor the
+   table is not answered: its type is unknown and is never guessed.
+
+Enumerators (``PIDTYPE_PID``) come from BTF ``ENUM``/``ENUM64`` records.
+A name that kallsyms lists at several addresses (static functions of one
+name in several files), or an enumerator with different values in several
+enums, is ambiguous without DWARF's file names and is not answered.
+"""
+
+from __future__ import annotations
+
+import drgn
+
+from .btf import Btf, BtfKind
+from .types import BtfTypes
+
+__all__ = ["GLOBAL_TYPES", "SECTION_STARTS", "BtfObjects", "ObjectSource"]
+
+# name -> C type.  Keep it small: only what drgn's helpers and the bundled
+# analyses read (pid walk, printk, cpumasks, per-CPU offsets, panic, modules).
+# An array marked "[]" has no length in the table: NR_CPUS-sized arrays are
+# only indexed; task_state_array's length is read from memory (see below).
+GLOBAL_TYPES: dict[str, str] = {
+    "init_task": "struct task_struct",
+    "init_pid_ns": "struct pid_namespace",
+    "init_uts_ns": "struct uts_namespace",
+    "modules": "struct list_head",
+    "nr_cpu_ids": "unsigned int",
+    "panic_cpu": "atomic_t",
+    "prb": "struct printk_ringbuffer *",
+    "printk_rb_static": "struct printk_ringbuffer",
+    "__cpu_possible_mask": "struct cpumask",
+    "__cpu_online_mask": "struct cpumask",
+    "__cpu_present_mask": "struct cpumask",
+    "__cpu_active_mask": "struct cpumask",
+    "__per_cpu_offset": "unsigned long []",
+    "task_state_array": "const char * const []",
+    "jiffies": "volatile unsigned long",
+    "jiffies_64": "u64",
+}
+# BTF DATASEC -> the kallsyms symbol at the start of that section.
+SECTION_STARTS = {".data..percpu": "__per_cpu_start"}
+# Arrays of string pointers whose length is not in BTF: the length is the
+# number of non-NULL pointers from the symbol's start, within its kallsyms
+# extent (the kernel pads the array with zeros up to the next symbol).
+_NULL_TERMINATED_LENGTH = {"task_state_array"}
+
+
+class ObjectSource:
+    """Where an answered object's type came from (``btf-var``, ``btf-func``, ``table``, ``btf-enum``)."""
+
+    BTF_VAR = "btf-var"
+    BTF_FUNC = "btf-func"
+    BTF_ENUM = "btf-enum"
+    TABLE = "table"
+
+
+class BtfObjects:
+    """The object finder: kallsyms addresses with BTF (or table) types.
+
+    :param symbols: a ``drgn.SymbolIndex`` of vmlinux kallsyms (or any
+        callable with the symbol-finder signature).
+    """
+
+    def __init__(self, prog: drgn.Program, btf: Btf, types: BtfTypes, symbols) -> None:  # type: ignore[no-untyped-def]
+        self.prog = prog
+        self.btf = btf
+        self.types = types
+        self.symbols = symbols
+        self._enumerators: dict[str, tuple[int, int] | None] | None = None
+        self._vars = {btf.type(v).name: v for v in btf.iter_kind(BtfKind.VAR)}
+        self._placed: dict[int, tuple[str, int]] = {}  # VAR id -> (DATASEC name, offset)
+        for sec in btf.iter_kind(BtfKind.DATASEC):
+            datasec = btf.type(sec)
+            for info in datasec.secinfos:
+                self._placed[info.type_id] = (datasec.name or "", info.offset)
+        self.answered: dict[str, str] = {}  # name -> ObjectSource, for the report
+        self.misses: set[str] = set()
+        self.ambiguous: set[str] = set()  # names refused because BTF/kallsyms have several
+
+    @property
+    def var_count(self) -> int:
+        """BTF ``VAR`` records (per-CPU variables) this finder can type."""
+        return len(self._vars)
+
+    def _address(self, name: str) -> int | None:
+        """The kallsyms address of ``name``; ``None`` if absent or ambiguous.
+
+        Static symbols of one name in several files (``mode_show``) cannot be
+        told apart without DWARF, so none of them is served.
+        """
+        found = self.symbols(self.prog, name, None, False)
+        if len({s.address for s in found}) != 1:
+            if found:
+                self.ambiguous.add(name)
+            return None
+        return found[0].address
+
+    def _var_address(self, name: str, var: int) -> int | None:
+        """Section start + DATASEC offset where both are known, else kallsyms by name."""
+        section, offset = self._placed.get(var, ("", 0))
+        start = SECTION_STARTS.get(section)
+        if start is not None:
+            found = self.symbols(self.prog, start, None, True)
+            if found:
+                return found[0].address + offset
+        return self._address(name)
+
+    def _enumerator(self, name: str) -> tuple[int, int] | None:
+        if self._enumerators is None:
+            index: dict[str, tuple[int, int] | None] = {}
+            for type_id, enumerator, value in self.btf.iter_enumerators():
+                seen = index.setdefault(enumerator, (type_id, value))
+                if seen is not None and seen[1] != value:
+                    index[enumerator] = None  # two enums, two values (Opt_size): ambiguous
+            self._enumerators = index
+        found = self._enumerators.get(name)
+        if found is None and name in self._enumerators:
+            self.ambiguous.add(name)
+        return found
+
+    def find(self, prog: drgn.Program, name: str, flags: drgn.FindObjectFlags, filename: str | None) -> drgn.Object | None:
+        """``register_object_finder`` callback."""
+        if filename is not None:
+            return None  # BTF has no file names
+        if flags & drgn.FindObjectFlags.CONSTANT:
+            found = self._enumerator(name)
+            if found is not None:
+                self.answered[name] = ObjectSource.BTF_ENUM
+                return drgn.Object(prog, self.types.build(found[0]), found[1])
+        if flags & drgn.FindObjectFlags.VARIABLE:
+            obj = self._variable(prog, name)
+            if obj is not None:
+                return obj
+        if flags & drgn.FindObjectFlags.FUNCTION:
+            funcs = self.btf.ids(name, BtfKind.FUNC)
+            address = self._address(name) if funcs else None
+            if address is not None:
+                self.answered[name] = ObjectSource.BTF_FUNC
+                return drgn.Object(prog, self.types.build(funcs[0]), address=address)
+        self.misses.add(name)
+        return None
+
+    def _variable(self, prog: drgn.Program, name: str) -> drgn.Object | None:
+        var = self._vars.get(name)
+        if var is not None:
+            address = self._var_address(name, var)
+            if address is not None:
+                self.answered[name] = ObjectSource.BTF_VAR
+                return drgn.Object(prog, self.types.build(self.btf.type(var).ref), address=address)
+        spelled = GLOBAL_TYPES.get(name)
+        if spelled is None:
+            return None
+        address = self._address(name)
+        if address is None:
+            return None
+        type_ = prog.type(spelled)
+        if name in _NULL_TERMINATED_LENGTH:
+            type_ = prog.array_type(type_.type, self._pointer_run(name, address), language=type_.language)
+        self.answered[name] = ObjectSource.TABLE
+        return drgn.Object(prog, type_, address=address)
+
+    def _pointer_run(self, name: str, address: int) -> int:
+        """Non-NULL pointers at ``address``, within the symbol's kallsyms extent."""
+        extent = self.symbols(self.prog, name, None, False)[0].size
+        size = self.prog.address_size()
+        count = 0
+        while (count + 1) * size <= extent and self.prog.read_word(address + count * size):
+            count += 1
+        return count
