@@ -101,7 +101,7 @@ def main() -> int:
                             from monitor_model.plot import plot_timeline
 
                             plot_timeline([res[p] for p in POLICIES], args.plot,
-                                          title="2 GiB busy crash, sd-uhs1: o = restart, s = dump complete")
+                                          title="2 GiB busy crash, sd-uhs1: ^ reboot, o restart, s dump complete, shaded stall")
             finally:
                 source.close()
     text = render(rows, host, crashes, storages, args)
@@ -144,6 +144,12 @@ def render(rows, host, crashes, storages, args) -> str:
             f"{r.full_memory_s:.2f} | {r.dump_complete_s:.2f} | {r.stall_s:.2f} | "
             f"{r.bytes_written / (1 << 20):.1f} | {ratio:.2f} |"
         )
+    early = [(r.restart_s / r.ideal_restart_s, spec, storage, name)
+             for spec, storage, name, r, _ in rows if name != "kdump"]
+    if early:
+        worst = max(early)
+        lines += ["", f"Worst tsubaki restart / ideal: {worst[0]:.3f} ({worst[1]}, {worst[2]}, "
+                  f"{worst[3]}); ideal = boot + bare transfer of the compressed reboot regions."]
     lines += [
         "",
         "## Host cost (sd-uhs1)",

@@ -46,16 +46,17 @@ def child(mode: str, vmcore: str, vmlinux: str) -> dict:
     prog.set_core_dump(vmcore)
     stages["open"] = time.perf_counter() - t
     t = time.perf_counter()
+    parts = {}
     if mode == "dwarf":
         prog.load_debug_info([vmlinux])
     else:
-        attach_selfcontained(prog)
+        parts = attach_selfcontained(prog).seconds
     prog.register_symbol_finder("module_kallsyms", load_module_kallsyms(prog), enable_index=-1)
     stages["debug info"] = time.perf_counter() - t
     t = time.perf_counter()
     seen = observe(prog)
     stages["analyses"] = time.perf_counter() - t
-    return {"stages": stages, "tasks": len(seen["tasks"]), "dmesg": len(seen["dmesg"]),
+    return {"stages": stages, "parts": parts, "tasks": len(seen["tasks"]), "dmesg": len(seen["dmesg"]),
             "frames": len(seen["backtrace"])}
 
 
@@ -171,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| **whole process (wall)** | {a:.3f} | {b:.3f} | {b / a:.2f} |")
         a, b = _median(d, "rss"), _median(s, "rss")
         lines.append(f"| **peak RSS (MB)** | {a / 1e6:.0f} | {b / 1e6:.0f} | {b / a:.2f} |")
+        parts = {k: statistics.median(r["parts"][k] for r in s) for k in s[0]["parts"]}
+        lines += ["", "Self-contained \"debug info\" stage, medians: "
+                  + ", ".join(f"{k} {v:.3f} s" for k, v in parts.items())
+                  + " (kallsyms: drgn's decoder; btf: read + index; orc: address range + module list)."]
         counts = _in_child("--types", crash["vmcore"], crash["vmlinux"])  # keeps this process small
         lines += ["", "BTF types against DWARF (every named struct, union, enum and typedef of the BTF):", ""]
         lines += [f"- {k}: {v}" for k, v in counts.items()]

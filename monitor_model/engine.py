@@ -76,6 +76,14 @@ class Monitor:
         self._seed = 0
         self.notice_bytes = 0
         self.dumps = True  # False: the policy dumps nothing, so nothing can be unsafe
+        self.record: Callable[..., None] | None = None  # EVENT records into the dump
+
+    def event(self, time: float, kind: str, **fields) -> None:
+        """An event on the timeline, and in the dump as it happens (a dump cut
+        short still tells when Linux got which memory)."""
+        self.timeline.add(time, kind, **fields)
+        if self.record is not None:
+            self.record(kind, time, **fields)
 
     # -- Context -------------------------------------------------------------
     def region_saved(self, region: Region) -> bool:
@@ -92,10 +100,10 @@ class Monitor:
             raise TsubakiError("Linux was already rebooted")
         self.rebooted = True
         self.reboot_at = self.now
-        self.timeline.add(self.now, "reboot_start", regions=[r.index for r in regions])
+        self.event(self.now, "reboot_start", regions=[r.index for r in regions])
         for region in regions:
             self._give(region, "reboot")
-        self.timeline.add(self.now + self.params.boot_s, "restart")
+        self.event(self.now + self.params.boot_s, "restart")
 
     def hand_back(self, region: Region) -> None:
         """Give ``region`` to Linux now (memory hot-add)."""
@@ -125,7 +133,7 @@ class Monitor:
         for start, length in region.ranges:
             self.ram.overwrite(start, length, seed=self._seed)
         self.timeline.give(self.now, region.nbytes)
-        self.timeline.add(self.now, how, region=region.index, bytes=region.nbytes)
+        self.event(self.now, how, region=region.index, bytes=region.nbytes)
 
 
 def check_params(source, params: CollectParams) -> Machine:
@@ -214,6 +222,7 @@ class _Run:
         self.writer.write_metadata(vmcoreinfo=src.vmcoreinfo, notes=src.notes,
                                    properties=_properties(src, self.policy, p, self.machine))
         self.writer.write_event("panic_notice", 0.0, cpus=self.cpus)
+        monitor.record = self.writer.write_event
         offset = self.writer.flush(durable=p.fsync)
         monitor.now = self.device.flush(self.device.write(offset, 0.0))
         monitor.notice_bytes = offset
@@ -309,7 +318,7 @@ class _Run:
         before = device.written
         self.writer.close()
         closed = self.writer.bytes_written
-        self.writer = None
+        self.writer = monitor.record = None
         self.complete = device.flush(device.write(closed - before, monitor.now))
         timeline.save(self.complete, closed - before)
         timeline.add(self.complete, "dump_complete", bytes=closed)
@@ -354,8 +363,9 @@ class _Run:
         )
 
 
-_LATE_EVENTS = ("reboot_start", "restart", "hand-back", "stall_start", "stall_end")
-"""Timeline events recorded in the dump's EVENT records when it is closed."""
+_LATE_EVENTS = ("stall_start", "stall_end")
+"""Timeline events known only at the end (from the whole hand-back history),
+recorded in the dump's EVENT records when it is closed."""
 
 
 def _increments(steps: list[tuple[float, int]]) -> list[tuple[float, int]]:

@@ -25,7 +25,11 @@ def check_plot_path(path: str | Path) -> Path:
         raise TsubakiError(f"--plot {path}: use a .png, .svg or .pdf file name")
     return path
 
-_MARKS = {"restart": ("o", "service restart"), "dump_complete": ("s", "dump complete")}
+_MARKS = {
+    "reboot_start": ("^", "reboot starts"),
+    "restart": ("o", "service restart"),
+    "dump_complete": ("s", "dump complete"),
+}
 
 
 def _steps(points: list[tuple[float, int]], end: float) -> tuple[list[float], list[float]]:
@@ -59,8 +63,9 @@ def plot_timeline(results: Sequence, path: str | Path, title: str | None = None)
         saved_ax.step(xs, ys, where="post", color=color, label=r.policy)
         for kind, (marker, _) in _MARKS.items():
             for event in r.timeline.of_kind(kind):
-                axis = owned_ax if kind == "restart" else saved_ax
-                series = r.timeline.owned if kind == "restart" else r.timeline.saved
+                on_owned = kind != "dump_complete"
+                axis = owned_ax if on_owned else saved_ax
+                series = r.timeline.owned if on_owned else r.timeline.saved
                 y = max((v for t, v in series if t <= event.time), default=0) / (1 << 20)
                 axis.plot([event.time], [y], marker=marker, color=color, markersize=7)
         for start, stop in r.stalls:
@@ -69,8 +74,8 @@ def plot_timeline(results: Sequence, path: str | Path, title: str | None = None)
     saved_ax.set_ylabel("dump bytes saved (MiB)")
     saved_ax.set_xlabel("emulated seconds since the panic")
     owned_ax.legend(loc="lower right", fontsize="small")
-    owned_ax.set_title(title or "Tsubaki monitor emulation: o = service restart, "
-                       "s = dump complete, shaded = stall")
+    owned_ax.set_title(title or "Tsubaki monitor emulation: ^ = reboot, o = service restart, "
+                       "s = dump complete, shaded = stall", fontsize="medium")
     for ax in (owned_ax, saved_ax):
         ax.grid(alpha=0.3)
         ax.set_xlim(0, end)

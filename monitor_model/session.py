@@ -83,6 +83,7 @@ def summary_json(results: Sequence[RunResult], params: CollectParams, source) ->
             "capture_boot_s": params.capture_boot_s if params.capture_boot_s is not None
             else (results[0].boot_s if results else None),
             "reboot_regions": params.reboot_choice,
+            "monitor_mem": params.monitor_mem,
             "scan_bandwidth_Bps": params.scan_bandwidth,
             "cpu_scale": params.cpu_scale,
             "demand_rate_Bps": params.demand_rate,

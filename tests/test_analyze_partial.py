@@ -43,10 +43,10 @@ def _phys(prog, vaddr: int) -> int:
     return follow_phys(prog["init_mm"].address_of_(), vaddr).value_() & ~(PAGE - 1)
 
 
-def _without(src: Path, dst: Path, pages: set[int]) -> Path:
+def _without(src: Path, dst: Path, pages: set[int], notes: bool = True) -> Path:
     """Copy ``src`` to ``dst`` leaving out the physical ``pages`` (recorded as MISSING)."""
     with open_dump([src]) as dump, TsdWriter(dst, dump_id=dump.dump_id) as w:
-        w.write_metadata(vmcoreinfo=dump.vmcoreinfo, notes=dump.notes, properties=dump.properties)
+        w.write_metadata(vmcoreinfo=dump.vmcoreinfo, notes=dump.notes if notes else None, properties=dump.properties)
         for r in dump.memory.ranges():
             pos = r.start
             while pos < r.end:
@@ -148,6 +148,16 @@ def test_dropping_a_stack_page(full, real_crash, tmp_path):
     names = [f["function"] for f in panic.table("backtrace").dicts()]
     assert names == gt["backtrace"][: len(names)]  # a prefix of the truth, no invented frames
     assert "stack page at 0x" in panic.completeness[0].summary()
+
+
+def test_a_dump_without_registers(full, real_crash, tmp_path):
+    """No NT_PRSTATUS notes: the bridge uses set_linux_kernel_custom; panic is skipped, not guessed."""
+    path, _ = full
+    results, report = _analyze(_without(path, tmp_path / "noregs.tsd", set(), notes=False), real_crash.vmlinux)
+    assert not report.dump.registers
+    assert results["panic"].status is Status.SKIPPED and results["panic"].error == "needs registers"
+    assert results["tasks"].status is Status.OK and results["dmesg"].status is Status.OK
+    assert len(results["tasks"].table("tasks").rows) == len(real_crash.ground_truth["tasks"])
 
 
 def test_a_dump_still_being_written(full, real_crash, tmp_path):

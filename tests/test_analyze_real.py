@@ -122,6 +122,20 @@ def test_vmlinux_found_by_build_id_without_option(real_tsd, real_crash):
     assert json.loads(run.stdout)["dump"]["vmlinux"] == str(real_crash.vmlinux)
 
 
+def test_debug_dir_option(real_tsd, real_crash, tmp_path):
+    build_id = real_crash.ground_truth["build_id"]
+    link = tmp_path / "dbg" / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real_crash.vmlinux)
+    import os
+
+    env = {**os.environ, "TSUBAKI_CACHE_DIR": str(tmp_path / "empty-cache")}  # hide the lab's cache
+    run = _cli("analyze", real_tsd, "--only", "tasks", "--format", "json", env=env)
+    assert run.returncode == 1 and f"build id {build_id}" in run.stderr
+    run = _cli("analyze", real_tsd, "--debug-dir", tmp_path / "dbg", "--only", "tasks", "--format", "json", env=env)
+    assert run.returncode == 0, run.stderr
+
+
 def test_mismatched_vmlinux_is_one_line_naming_what_is_needed(real_tsd, real_crash):
     gt = real_crash.ground_truth
     run = _cli("analyze", real_tsd, "--vmlinux", "/bin/true")

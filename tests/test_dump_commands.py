@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -15,10 +16,13 @@ from test_vmcore_elf import qemu_style_elf, sample_memory, sample_notes
 PAGE = 4096
 
 
+CLI = ([shutil.which("tsubaki-forensics")] if shutil.which("tsubaki-forensics") else
+       [sys.executable, "-c", "import sys; from tsubaki_forensics.cli.app import main; sys.exit(main())"])
+
+
 def run(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-c", "import sys; from tsubaki_forensics.cli.app "
-                           "import main; sys.exit(main())", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    """The installed console script, as a user runs it (never a traceback)."""
+    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr, proc.stderr
     if ok:
         assert proc.returncode == 0, proc.stderr
@@ -144,3 +148,19 @@ def test_dumps_of_two_ids_are_refused(tmp_path):
             w.write_memory(0, b"x" * PAGE)
     proc = run("inspect", a, b, ok=False)
     assert proc.returncode == 1 and "belongs to dump" in proc.stderr
+
+
+def test_inspect_and_verify_several_files_of_one_dump(tmp_path):
+    import uuid
+
+    did = uuid.uuid4()
+    a, b = tmp_path / "a.tsd", tmp_path / "b.tsd"
+    with TsdWriter(a, dump_id=did) as w:
+        w.write_memory(0, b"\x01" * 2 * PAGE)
+    with TsdWriter(b, dump_id=did) as w:
+        w.write_memory(PAGE, b"\x01" * PAGE + b"\x02" * PAGE)  # overlaps a.tsd identically
+    info = json.loads(run("inspect", b, a, "--format", "json").stdout)
+    assert info["dump_id"] == str(did) and len(info["files"]) == 2
+    assert info["memory"]["present_bytes"] == 3 * PAGE
+    verified = json.loads(run("verify", a, b, "--format", "json").stdout)
+    assert verified["ok"] and len(verified["files"]) == 2

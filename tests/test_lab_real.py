@@ -115,6 +115,12 @@ def test_scenario_crash(crash_lab, name):
     _check_crash(crash_lab(scenario=name), get_scenario(name), 2)
 
 
+def test_hung_task_victim_is_blocked(crash_lab):
+    """khungtaskd panicked because the writer on the frozen file system sat in D state."""
+    tasks = crash_lab(scenario="hung-task").ground_truth["tasks"]
+    assert [t["state"] for t in tasks if t["comm"] == "tsk-trigger"] == ["D"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario_crash_on_6_12(crash_lab, name):
@@ -211,3 +217,28 @@ def test_cli_lab_crash_end_to_end(tmp_path, capsys, real_crash):
                                                      "manifest.json", "vmcore.elf"]
     assert main(argv) == 1  # refuses to overwrite without --force
     assert "--force" in capsys.readouterr().err
+
+
+def test_cpu_register_backtrace_agrees_with_the_task_backtrace(real_crash):
+    """The fallback for a panic racing a context switch unwinds the same stack when there is no race."""
+    import drgn
+    from drgn.helpers.linux.kallsyms import load_module_kallsyms
+
+    from tsubaki_forensics.lab.ground_truth import _prstatus_regs, backtrace_names
+
+    gt = real_crash.ground_truth
+    assert gt["backtrace_source"] == "task"
+    prog = drgn.Program()
+    prog.set_core_dump(str(real_crash.vmcore))
+    prog.load_debug_info([str(real_crash.vmlinux)])
+    prog.register_symbol_finder("module_kallsyms", load_module_kallsyms(prog), enable_index=-1)
+    regs = _prstatus_regs(prog, real_crash.vmcore, gt["crashed_cpu"])
+    assert backtrace_names(prog, prog.stack_trace(regs)) == gt["backtrace"]
+
+
+def test_mismatched_vmlinux_is_a_clear_error(real_crash, crash_lab):
+    from tsubaki_forensics.lab.ground_truth import compute_ground_truth
+
+    other = crash_lab(kernel="6.12").vmlinux
+    with pytest.raises(LabError, match="does not match the kernel in vmcore.elf"):
+        compute_ground_truth(real_crash.vmcore, other)

@@ -235,7 +235,7 @@ def test_console_tail_is_one_line(tmp_path):
 # --- scenarios, workloads, initramfs ---------------------------------------------------
 
 def test_unknown_names_list_the_choices():
-    with pytest.raises(LabError, match="sysrq, oom, init-exit, nmi"):
+    with pytest.raises(LabError, match="sysrq, oom, init-exit, hung-task, nmi"):
         get_scenario("bogus")
     with pytest.raises(LabError, match="idle, busy"):
         get_workload("bogus")
@@ -369,3 +369,20 @@ def test_guest_timings_from_dmesg():
     assert guest_timings(dmesg, "TSUBAKI-LAB-MARKER run=1") == {
         "workload_start_s": 1.5, "marker_s": 9.25, "panic_s": 9.5}
     assert guest_timings([], "M")["panic_s"] is None
+
+
+def test_guest_digest_tracks_what_enters_the_guest(monkeypatch):
+    """Changing a workload's script invalidates cached crashes; a description does not."""
+    import dataclasses
+
+    from tsubaki_forensics.lab import workloads
+    from tsubaki_forensics.lab.crash import guest_digest
+
+    before = guest_digest("sysrq", "busy")
+    assert before == guest_digest("sysrq", "busy") and before != guest_digest("oom", "busy")
+    busy = workloads.WORKLOADS["busy"]
+    monkeypatch.setitem(workloads.WORKLOADS, "busy", dataclasses.replace(busy, summary="reworded"))
+    assert guest_digest("sysrq", "busy") == before
+    monkeypatch.setitem(workloads.WORKLOADS, "busy", dataclasses.replace(busy, script=busy.script + "sleep 1\n"))
+    assert guest_digest("sysrq", "busy") != before
+    assert guest_digest("no-such-scenario", "idle") == ""

@@ -157,7 +157,8 @@ def test_reader_decodes_every_kind() -> None:
     assert (t.kind, t.name, t.size, t.is_signed, t.int_bits) == (BtfKind.INT, "int", 4, True, 32)
     assert btf.type(ids["char"]).encoding == IntEncoding.SIGNED | IntEncoding.CHAR
     task = btf.type(ids["task"])
-    assert task.kind_flag and [m.name for m in task.members] == ["__state", "on_cpu", "in_iowait", "parent", "comm", None, "tail"]
+    assert task.kind_flag
+    assert [m.name for m in task.members] == ["__state", "on_cpu", "in_iowait", "parent", "comm", None, "tail"]
     assert [(m.bit_offset, m.bitfield_size) for m in task.members[:3]] == [(0, None), (32, 1), (33, 1)]
     arr = btf.type(ids["comm"])
     assert (arr.elem_type, arr.index_type, arr.nelems) == (ids["char"], ids["int"], 16)
@@ -357,3 +358,18 @@ def test_iter_enumerators_agrees_with_full_decoding() -> None:
     fast = list(btf.iter_enumerators())
     slow = [(i, e.name, e.value) for i in btf.iter_kind(BtfKind.ENUM, BtfKind.ENUM64) for e in btf.type(i).enumerators]
     assert fast == slow and ("RPM_INVALID", -1) in [(n, v) for _, n, v in fast]
+
+
+def test_function_with_two_prototypes_is_refused(prog) -> None:
+    w = BtfWriter()
+    int_ = w.int_("int", 4, IntEncoding.SIGNED)
+    w.func("show", w.func_proto(int_, []))
+    w.func("show", w.func_proto(int_, [("x", int_)]))
+    btf = Btf(w.bytes())
+    types = BtfTypes(prog, btf)
+    symbols = drgn.SymbolIndex([drgn.Symbol("show", 0x1000, 8, drgn.SymbolBinding.LOCAL, drgn.SymbolKind.FUNC)])
+    objects = BtfObjects(prog, btf, types, symbols)
+    prog.register_object_finder("btf", objects.find, enable_index=-1)
+    with pytest.raises(LookupError):
+        prog.function("show")
+    assert objects.ambiguous == {"show"}

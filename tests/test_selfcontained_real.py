@@ -7,6 +7,7 @@ crash lab's ground truth comes from), and compares.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import drgn
@@ -28,9 +29,9 @@ KERNELS = ["6.1", "6.12"]
 # The struct types drgn's helpers and the bundled analyses walk (tasks, PID
 # IDR, printk ring, per-CPU run queues, cpumasks, stacks, modules).
 ANALYSIS_TYPES = [
-    "struct task_struct", "struct thread_struct", "struct inactive_task_frame", "union thread_union",
+    "struct task_struct", "struct thread_struct", "struct inactive_task_frame", "struct page",
     "struct pid", "struct upid", "struct pid_namespace", "struct idr", "struct xarray", "struct xa_node",
-    "struct radix_tree_node", "struct printk_ringbuffer", "struct prb_desc_ring", "struct prb_data_ring",
+    "struct kmem_cache", "struct printk_ringbuffer", "struct prb_desc_ring", "struct prb_data_ring",
     "struct prb_desc", "struct prb_data_blk_lpos", "struct printk_info", "struct dev_printk_info",
     "struct rq", "struct cpumask", "struct list_head", "struct hlist_node", "struct hlist_head",
     "struct module", "struct mod_arch_specific", "struct module_layout", "struct mod_kallsyms",
@@ -81,7 +82,7 @@ def _unknown_differences(report, mine: drgn.Program, dwarf: drgn.Program, names:
 def test_analysis_types_match_dwarf(pair) -> None:
     mine, dwarf, report, _ = pair
     names = [n for n in ANALYSIS_TYPES if _has(dwarf, n)]
-    assert len(names) >= len(ANALYSIS_TYPES) - 4  # a few differ between 6.1 and 6.12 (module_layout)
+    assert len(names) >= len(ANALYSIS_TYPES) - 1  # 6.12 has no struct module_layout
     # and every named struct/union one member away from them
     more = set()
     for name in names:
@@ -240,6 +241,21 @@ def test_backtraces_match_dwarf_without_inline_frames(pair) -> None:
             ours[0].source()  # no line tables in BTF: said, not guessed
 
 
+def test_page_and_slab_helpers_agree(pair) -> None:
+    """The memory-model globals of the table let drgn's mm and slab helpers work too."""
+    from drgn.helpers.linux.mm import page_to_pfn, virt_to_page
+    from drgn.helpers.linux.pid import find_task
+    from drgn.helpers.linux.slab import slab_object_info
+
+    mine, dwarf, _, _ = pair
+    results = []
+    for prog in (mine, dwarf):
+        task = find_task(prog, 1)
+        info = slab_object_info(task)
+        results.append((page_to_pfn(virt_to_page(task)).value_(), info.slab_cache.name.string_(), info.allocated))
+    assert results[0] == results[1] and results[0][1] == b"task_struct"
+
+
 def test_bundled_analyses_run_unchanged(pair) -> None:
     from tsubaki_forensics.analysis.spec import AnalysisContext
     from tsubaki_plugins import dmesg, panic, tasks
@@ -255,7 +271,7 @@ def test_bundled_analyses_run_unchanged(pair) -> None:
 
 
 def test_report_says_what_is_missing(pair) -> None:
-    _, _, report, crash = pair
+    mine, _, report, crash = pair
     assert report.kernel_release == crash.ground_truth["kernel_release"]
     assert report.btf_types > 90_000 and report.btf_bytes > 4_000_000
     assert report.can_unwind and report.unwind.orc_entries > 300_000 and report.unwind.modules >= 1
@@ -263,7 +279,17 @@ def test_report_says_what_is_missing(pair) -> None:
     for needle in ("file:line", "inline", "GLOBAL_TYPES", "flattens"):
         assert needle in text
     assert tuple(report.limitations) == LIMITATIONS
+    observe(mine)
+    sources = report.object_sources()
+    assert sources["init_pid_ns"] == sources["prb"] == "table"
+    assert sources["runqueues"] == "btf-var" and sources["PIDTYPE_PID"] == "btf-enum"
     assert "struct irq_info" in report.ambiguous_types()
+
+
+def test_attaching_twice_is_a_clear_error(pair) -> None:
+    mine, _, _, _ = pair
+    with pytest.raises(SelfContainedError, match="already attached"):
+        attach_selfcontained(mine)
 
 
 def test_no_btf_in_the_dump_is_a_clear_error() -> None:
@@ -296,3 +322,70 @@ def test_attach_on_a_program_built_from_a_tsd(real_crash, tmp_path) -> None:
     assert (seen["tasks"], seen["dmesg"], seen["crashed_pid"]) == (truth["tasks"], truth["dmesg"], truth["crashed_pid"])
     elf, _, _ = _programs(real_crash)  # the ELF path, whose backtraces are checked against DWARF above
     assert seen == observe(elf)
+
+
+def test_vmcoreinfo_without_kallsyms_is_a_clear_error(real_crash) -> None:
+    """Kernels before 6.0 do not put kallsyms in VMCOREINFO: one clear error, no traceback."""
+    from tsubaki_forensics.vmcore.elf import ElfVmcore
+
+    with ElfVmcore(real_crash.vmcore) as core:
+        info = b"\n".join(line for line in bytes(core.vmcoreinfo).split(b"\n") if b"kallsyms" not in line)
+        prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
+                                          drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+        for start, length, _ in core.ranges():
+            prog.add_memory_segment(start, length, lambda a, c, o, p: core.read(a, c), physical=True)
+        prog.set_linux_kernel_custom(info, False)
+        with pytest.raises(SelfContainedError, match="Linux >= 6.0"):
+            attach_selfcontained(prog)
+
+
+@contextlib.contextmanager
+def _partial_program(crash, hole_symbols: tuple[str, str]):
+    """The crash's memory as a custom program, minus the pages between two symbols
+    (as if the monitor had not collected them), with drgn.FaultError for reads there."""
+    from drgn.helpers.linux.mm import follow_phys
+
+    from tsubaki_forensics.vmcore.elf import ElfVmcore
+
+    full = drgn.Program()
+    full.set_core_dump(str(crash.vmcore))
+    attach_selfcontained(full)
+    mm = full["init_mm"].address_of_()
+    start, stop = (full.symbol(name).address for name in hole_symbols)
+    hole = (follow_phys(mm, start).value_() & ~0xFFF, follow_phys(mm, stop - 1).value_() | 0xFFF)
+    core = ElfVmcore(crash.vmcore)
+
+    def read(address: int, count: int, offset: int, physical: bool) -> bytes:
+        if address <= hole[1] and address + count > hole[0]:
+            raise drgn.FaultError("not collected", max(address, hole[0]))
+        return core.read(address, count)
+
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
+                                      drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    for begin, length, _ in core.ranges():
+        prog.add_memory_segment(begin, length, read, physical=True)
+    prog.set_linux_kernel_custom(bytes(core.vmcoreinfo), False)
+    try:
+        yield prog
+    finally:
+        core.close()
+
+
+def test_partial_dump_without_orc_still_gives_types(real_crash) -> None:
+    with _partial_program(real_crash, ("__start_orc_unwind_ip", "__stop_orc_unwind")) as prog:
+        report = attach_selfcontained(prog)
+        assert not report.can_unwind and "FaultError" in report.unwind_error
+        assert "unwinding: unavailable" in "\n".join(report.lines())
+        assert observe_tasks(prog) == [t["pid"] for t in real_crash.ground_truth["tasks"]]
+
+
+def test_partial_dump_without_btf_is_a_clear_error(real_crash) -> None:
+    with _partial_program(real_crash, ("__start_BTF", "__stop_BTF")) as prog:
+        with pytest.raises(SelfContainedError, match="BTF is not in the dump"):
+            attach_selfcontained(prog)
+
+
+def observe_tasks(prog: drgn.Program) -> list[int]:
+    from drgn.helpers.linux.pid import for_each_task
+
+    return [int(t.pid) for t in for_each_task(prog)]

@@ -31,6 +31,10 @@ _Vmlinux = Annotated[
     Optional[Path],
     typer.Option("--vmlinux", help="vmlinux with DWARF debug info; by default found by the dump's build id."),
 ]
+_DebugDirs = Annotated[
+    Optional[list[Path]],
+    typer.Option("--debug-dir", help="Also search this debug directory (.build-id/xx/yyyy.debug, boot/vmlinux-RELEASE); repeatable."),
+]
 _Disable = Annotated[
     Optional[list[str]],
     typer.Option("--disable", help="Do not load this plugin (entry-point name); repeatable. Also TSUBAKI_DISABLE_PLUGINS."),
@@ -39,6 +43,12 @@ _Disable = Annotated[
 
 def _names(values: list[str] | None) -> list[str]:
     return [n for v in values or () for n in v.replace(" ", ",").split(",") if n]
+
+
+def _debug_dirs(given: list[Path] | None) -> list[Path]:
+    from ..drgn_bridge.debuginfo import DEFAULT_DEBUG_DIRS
+
+    return [*(given or ()), *DEFAULT_DEBUG_DIRS]
 
 
 def exit_code(statuses: list[Status]) -> int:
@@ -57,6 +67,7 @@ def analyze(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip these analyses.")] = None,
     format: Annotated[str, typer.Option("--format", help="Output format: text, json, or one a plugin adds.")] = "text",
     tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines.")] = None,
+    debug_dir: _DebugDirs = None,
     disable: _Disable = None,
 ) -> None:
     """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
@@ -74,7 +85,7 @@ def analyze(
         if not path.exists():
             raise TsubakiError(f"{path}: no such file")
     sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
-    opened = open_program(dumps, plugins, vmlinux=vmlinux)
+    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir))
     try:
         report = analyze_dump(
             opened,
@@ -97,14 +108,14 @@ def analyze(
         sys.exit(code)
 
 
-def shell(dumps: _DumpPaths, vmlinux: _Vmlinux = None, disable: _Disable = None) -> None:
+def shell(dumps: _DumpPaths, vmlinux: _Vmlinux = None, debug_dir: _DebugDirs = None, disable: _Disable = None) -> None:
     """Open drgn's interactive shell on a dump, with ``prog`` and drgn's helpers ready."""
     import drgn.cli
 
     from ..analysis.session import open_program
 
     plugins = get_plugins(_names(disable))
-    opened = open_program(dumps, plugins, vmlinux=vmlinux)
+    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir))
 
     def banner(text: str) -> str:
         return (

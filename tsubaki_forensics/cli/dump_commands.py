@@ -86,7 +86,8 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
 def import_cmd(
     vmcore: Annotated[Path, typer.Argument(help="ELF vmcore (QEMU dump-guest-memory or /proc/vmcore copy).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .tsd file to write.")],
-    chunk_size: Annotated[str, typer.Option(help="Largest MEMORY record, e.g. 1M.")] = "1M",
+    chunk_size: Annotated[str, typer.Option(help="Largest MEMORY record, e.g. 8M "
+                                                 "(default: the format's measured default).")] = "",
     level: Annotated[int, typer.Option(help="zstd level.")] = 3,
     threads: Annotated[int, typer.Option(help="Compression threads.")] = 2,
     force: ForceOpt = False,

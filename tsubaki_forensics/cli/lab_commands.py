@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import LabError
 from .output import print_json, safe_text, stderr, stdout
 
 __all__ = ["register"]
@@ -23,6 +24,11 @@ lab_app = typer.Typer(
     help="Crash real Debian kernels under QEMU for tests, samples and benchmarks.",
     no_args_is_help=True,
 )
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("text", "json"):
+        raise LabError(f"--format must be text or json, not {fmt!r}")
 
 
 def _progress(message: str) -> None:
@@ -45,6 +51,7 @@ def crash_command(
     """Boot a Debian kernel under QEMU, panic it, and save vmcore, console, manifest and ground truth."""
     from ..lab import crash
 
+    _check_format(fmt)
     result = crash(scenario, mem, smp, workload, kernel, out, ram_file=ram_file, timeout=timeout,
                    force=force, log=_progress)
     m = result.manifest
@@ -82,6 +89,7 @@ def list_command(
     from ..lab.cache import cache_root
     from ..lab.kernel import cached_releases
 
+    _check_format(fmt)
     crashes_dir = cache_root() / "crashes"
     crashes = sorted(str(p.parent.relative_to(crashes_dir)) for p in crashes_dir.glob("*/*/.complete")) if crashes_dir.is_dir() else []
     data = {

@@ -23,8 +23,8 @@ from ..errors import LabError
 from .cache import atomic_entry, cache_root, entry_is_complete, entry_lock
 from .ground_truth import compute_ground_truth
 from .host import ensure_host_tools, find_static_busybox, probe_accelerator
-from .initramfs import MARKER_PREFIX, READY_LINE, build_initramfs
-from .kernel import KernelArtifacts, ensure_kernel
+from .initramfs import MARKER_PREFIX, build_initramfs
+from .kernel import GUEST_MODULES, KernelArtifacts, ensure_kernel, select_modules
 from .qemu import GuestSpec, console_tail, run_guest
 from .scenarios import get_scenario
 from .sizes import format_size, parse_size
@@ -39,7 +39,7 @@ CONSOLE = "console.log"
 RAM_FILE = "guest-ram.bin"
 # Bump when a change to the ground truth or the manifest makes cached crashes
 # stale; changes to a scenario or workload are noticed by guest_digest().
-LAB_FORMAT = 1
+LAB_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -166,12 +166,13 @@ def _crash_into(tmp: Path, params: CrashParams, kern: KernelArtifacts, timeout: 
         raise LabError("no statically linked busybox found; install busybox-static")
     marker = f"{MARKER_PREFIX} scenario={scenario.name} workload={workload.name} run={secrets.token_hex(4)}"
     initrd = tmp / "initramfs.cpio"
-    initrd_size = build_initramfs(initrd, busybox, kern.modules, scenario, workload, marker)
+    modules = select_modules(kern.modules, GUEST_MODULES + scenario.modules)
+    initrd_size = build_initramfs(initrd, busybox, modules, scenario, workload, marker)
     accel = probe_accelerator(kern.bzimage)
     spec = GuestSpec(
         bzimage=kern.bzimage, initrd=initrd, mem=mem, smp=params.smp, workdir=tmp, accel=accel,
         ram_file=tmp / RAM_FILE if params.ram_file else None,
-        qmp_trigger=scenario.qmp_trigger, ready_line=READY_LINE,
+        qmp_trigger=scenario.qmp_trigger, ready_line=scenario.armed_line,
         timeout=timeout or _timeout_for(mem, workload.name, accel),
     )
     log(f"booting {kern.release} ({format_size(mem)}, {params.smp} vCPU, {accel}), scenario {scenario.name}, workload {workload.name}")
@@ -274,25 +275,22 @@ def _is_current(entry: Path) -> bool:
 
 
 def guest_digest(scenario: str, workload: str) -> str:
-    """Hash of everything that defines the guest's behaviour for this scenario and workload.
+    """Hash of what actually goes into the guest for this scenario and workload.
 
-    A cached crash made by an older definition (say, a changed busy workload)
-    is rebuilt instead of silently reused.
+    A cached crash made by an older guest (say, a changed busy workload) is
+    rebuilt instead of silently reused; edits to descriptions or expected
+    frames do not invalidate anything.
     """
     import hashlib
 
+    from .initramfs import render_init
     from .workloads import DAEMONS
 
     try:
-        text = repr((get_scenario(scenario), get_workload(workload), sorted(DAEMONS.items()), LAB_FORMAT))
+        s, w = get_scenario(scenario), get_workload(workload)
     except LabError:
         return ""
-    text += render_init_template()
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def render_init_template() -> str:
-    """/init for a fixed scenario and workload: catches changes to the init skeleton itself."""
-    from .initramfs import render_init
-
-    return render_init(get_scenario("sysrq"), get_workload("idle"), ["m.ko"], "M")
+    parts = [render_init(s, w, sorted(s.modules), "MARKER"), s.trigger, repr(s.qmp_trigger), s.armed_line,
+             repr(sorted(DAEMONS.items())), repr(sorted(w.helpers.items())), repr(sorted(s.helpers.items())),
+             str(LAB_FORMAT)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]

@@ -68,6 +68,10 @@ def compute_ground_truth(vmcore: Path, vmlinux: Path) -> dict:
         prog.load_debug_info([str(vmlinux)])
     except (drgn.MissingDebugInfoError, ValueError, OSError) as e:
         raise LabError(f"drgn cannot read {vmcore.name} with {vmlinux.name}: {e}") from e
+    try:
+        prog["init_task"]
+    except LookupError as e:  # drgn ignores a vmlinux whose build ID does not match the dump
+        raise LabError(f"{vmlinux} does not match the kernel in {vmcore.name} (build IDs differ)") from e
     # Module frames (pvpanic_panic_notify is the innermost) have no DWARF here:
     # name them from the modules' own kallsyms in kernel memory.
     prog.register_symbol_finder("module_kallsyms", load_module_kallsyms(prog), enable_index=-1)
@@ -83,6 +87,13 @@ def compute_ground_truth(vmcore: Path, vmlinux: Path) -> dict:
     crashed = prog.crashed_thread()
     crashed_pid = int(crashed.tid)
     backtrace = backtrace_names(prog, crashed.stack_trace())
+    source = "task"
+    if "panic" not in backtrace:
+        # An NMI that lands between "rq->curr = next" and "next->on_cpu = 1" in
+        # __schedule() makes drgn unwind next's saved context: use the panic
+        # CPU's own registers, which are where panic() really ran.
+        backtrace = backtrace_names(prog, prog.stack_trace(_prstatus_regs(prog, vmcore, crashed_cpu)))
+        source = "cpu registers"
 
     tasks = []
     for task in for_each_task(prog):
@@ -112,8 +123,29 @@ def compute_ground_truth(vmcore: Path, vmlinux: Path) -> dict:
         "tasks": tasks,
         "dmesg": dmesg,
         "backtrace": backtrace,
+        "backtrace_source": source,
         "cpu_backtraces": cpu_backtraces,
     }
+
+
+# struct elf_prstatus on x86_64: pr_reg (user_regs_struct) starts at 112; its
+# first 21 registers are laid out as struct pt_regs.
+_PR_REG_OFFSET = 112
+_PT_REGS_SIZE = 21 * 8
+
+
+def _prstatus_regs(prog, vmcore: Path, cpu: int):
+    """``struct pt_regs`` of ``cpu`` from the dump's NT_PRSTATUS notes (QEMU writes one per CPU, in order)."""
+    import drgn
+    from elftools.elf.elffile import ELFFile
+
+    with open(vmcore, "rb") as f:
+        notes = [n["n_desc"] for seg in ELFFile(f).iter_segments() if seg["p_type"] == "PT_NOTE"
+                 for n in seg.iter_notes() if n["n_type"] == "NT_PRSTATUS"]
+    if cpu >= len(notes) or len(notes[cpu]) < _PR_REG_OFFSET + _PT_REGS_SIZE:
+        raise LabError(f"{vmcore.name} has no usable NT_PRSTATUS note for CPU {cpu}")
+    raw = notes[cpu][_PR_REG_OFFSET:_PR_REG_OFFSET + _PT_REGS_SIZE]
+    return drgn.Object.from_bytes_(prog, "struct pt_regs", raw)
 
 
 def _vmcoreinfo_field(prog, key: str) -> str:

@@ -105,7 +105,7 @@ def build_initramfs(
     cpio.symlink("bin/sh", "busybox")
     for module in modules:
         cpio.file(f"lib/modules/{module.name}", module.read_bytes())
-    for name, body in {**DAEMONS, **workload.helpers}.items():
+    for name, body in {**DAEMONS, **workload.helpers, **scenario.helpers}.items():
         cpio.file(f"usr/bin/{name}", f"#!/bin/sh\n{body}\n".encode(), 0o755)
     if scenario.trigger:
         cpio.file("usr/bin/tsk-trigger", f"#!/bin/sh\nsleep 0.2\n{scenario.trigger}\n".encode(), 0o755)

@@ -36,6 +36,8 @@ __all__ = [
     "read_build_id",
     "module_depends",
     "DownloadError",
+    "OPTIONAL_MODULES",
+    "select_modules",
 ]
 
 # series -> meta package of its cloud flavour (what the image package is named after)
@@ -43,6 +45,8 @@ SERIES_META = {"6.1": "linux-image-cloud-amd64", "6.12": "linux-image-6.12-cloud
 FLAVOURS = ("cloud-amd64", "amd64")
 # Without pvpanic there is no GUEST_PANICKED; without qemu_fw_cfg no VMCOREINFO in the dump.
 GUEST_MODULES = ("pvpanic", "pvpanic-mmio", "qemu_fw_cfg")
+# Cached too, loaded only by the scenarios that need them (loop: a frozen ext2 image).
+OPTIONAL_MODULES = ("loop",)
 _RELEASE_RE = re.compile(r"^\s*Depends:\s*linux-image-(\S+?)(?:-unsigned)?\s*$")
 
 
@@ -55,7 +59,7 @@ class KernelArtifacts:
     version: str
     bzimage: Path
     vmlinux: Path
-    modules: list[Path] = field(default_factory=list)  # load order (dependencies first)
+    modules: list[Path] = field(default_factory=list)  # every cached module, load order
     build_id: str = ""
     download_bytes: int = 0
     timings: dict[str, float] = field(default_factory=dict)
@@ -172,7 +176,7 @@ def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> N
 
 def _extract_image(deb: Path, release: str, out: Path) -> dict[str, Path]:
     """bzImage and every guest module (plus their dependencies) from the image .deb."""
-    wanted = {m.replace("-", "_") for m in GUEST_MODULES}
+    wanted = {m.replace("-", "_") for m in GUEST_MODULES + OPTIONAL_MODULES}
     modules: dict[str, Path] = {}
     all_modules: dict[str, str] = {}
     bzimage = out / "bzImage"
@@ -265,6 +269,26 @@ def _load_order(modules: dict[str, Path]) -> list[Path]:
     return [modules[n] for n in order]
 
 
+def select_modules(modules: list[Path], names: tuple[str, ...]) -> list[Path]:
+    """The modules called ``names`` and their dependencies, in load order.
+
+    :param modules: every cached module, already in load order.
+    :raises LabError: a name is not in the cache.
+    """
+    by_name = {p.name.removesuffix(".ko"): p for p in modules}
+    needed: set[str] = set()
+    todo = [n.replace("-", "_") for n in names]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        if name not in by_name:
+            raise LabError(f"module {name} is not in the kernel cache")
+        needed.add(name)
+        todo.extend(module_depends(by_name[name]))
+    return [p for p in modules if p.name.removesuffix(".ko") in needed]
+
+
 def _extract_vmlinux(deb: Path, release: str, dest: Path) -> None:
     """The DWARF vmlinux: the first member of ``-dbg``, so stop reading right after it."""
     target = f"usr/lib/debug/boot/vmlinux-{release}"
@@ -355,13 +379,24 @@ def _ensure_kernel(series: str, flavour: str, log) -> KernelArtifacts:
             return cached[-1]
         raise
     entry = kernels_dir() / release
-    if entry_is_complete(entry):
+    if _usable(entry):
         return _load_cached(entry)
     with entry_lock(entry):
-        if entry_is_complete(entry):  # another process fetched it while we waited
+        if _usable(entry):  # another process fetched it while we waited
             return _load_cached(entry)
         _fetch(series, flavour, release, entry, log)
     return _load_cached(entry)
+
+
+def _usable(entry: Path) -> bool:
+    """Complete and holding every module this version of the lab extracts (else refetched)."""
+    if not entry_is_complete(entry):
+        return False
+    try:
+        have = set(json.loads((entry / "kernel.json").read_text())["modules"])
+    except (OSError, ValueError, KeyError):
+        return False
+    return {f"{m.replace('-', '_')}.ko" for m in GUEST_MODULES + OPTIONAL_MODULES} <= have
 
 
 def _fetch(series: str, flavour: str, release: str, entry: Path, log) -> None:

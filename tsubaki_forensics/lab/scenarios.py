@@ -6,7 +6,8 @@ so the crashed task is recognisable), an optional QMP command sent by the
 host once the guest says it is ready, and the facts a test checks on the
 ground truth: the panic message and functions the crashed backtrace must
 contain.  The backtraces were chosen to differ: a syscall path, a page-fault
-path into the OOM killer, the exit path of PID 1, and an NMI.
+path into the OOM killer, the exit path of PID 1, a kernel thread (the
+hung-task watchdog) and an NMI.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Scenario:
     panic_message: str = ""            # prefix of the text after "Kernel panic - not syncing: "
     expected_frames: tuple[str, ...] = ()  # all must appear in the crashed backtrace
     crashed_comm: str | None = None    # comm of the crashed task, when deterministic
+    modules: tuple[str, ...] = ()      # guest modules beyond pvpanic and qemu_fw_cfg
+    helpers: dict[str, str] = field(default_factory=dict)  # extra /usr/bin scripts
+    # Console line after which the host sends qmp_trigger (the guest prints it when armed).
+    armed_line: str = "TSUBAKI-LAB-READY"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -67,12 +72,41 @@ SCENARIOS: dict[str, Scenario] = {
             crashed_comm="init",
         ),
         Scenario(
+            name="hung-task",
+            summary="kernel.hung_task_panic=1 and a writer stuck (D state) on a frozen ext2 image: khungtaskd panics",
+            modules=("loop",),
+            # Set here, not at boot: a 2 s limit must not catch the workload's own short waits.
+            trigger=(
+                "dd if=/dev/zero of=/data/disk.img bs=1M count=16 2>/dev/null\n"
+                "mke2fs -F /data/disk.img >/dev/null\n"
+                "mkdir -p /mnt/journal && mount -t ext4 -o loop /data/disk.img /mnt/journal\n"
+                "fsfreeze --freeze /mnt/journal\n"
+                "sysctl -w kernel.hung_task_timeout_secs=2 kernel.hung_task_check_interval_secs=1 "
+                "kernel.hung_task_panic=1 >/dev/null\n"
+                "echo flush > /mnt/journal/flush.log"
+            ),
+            panic_message="hung_task: blocked tasks",
+            expected_frames=("check_hung_uninterruptible_tasks", "kthread"),
+            crashed_comm="khungtaskd",
+        ),
+        Scenario(
             name="nmi",
-            summary="kernel.unknown_nmi_panic=1 and an NMI injected by the host (QMP inject-nmi)",
+            summary="kernel.unknown_nmi_panic=1, every vCPU busy in user space, then an NMI from the host (QMP inject-nmi)",
             sysctls={"kernel.unknown_nmi_panic": "1"},
+            # One spinner per vCPU, so the NMI interrupts a known task in user
+            # mode instead of racing with idle entry or a context switch.
+            helpers={"tsk-spin": "while :; do :; done"},
+            trigger=(
+                "for i in $(seq $(nproc)); do tsk-spin & done\n"
+                "sleep 1\n"
+                "echo '<5>TSUBAKI-LAB-ARMED' > /dev/kmsg\n"
+                "wait"
+            ),
+            armed_line="TSUBAKI-LAB-ARMED",
             qmp_trigger=("inject-nmi", {}),
             panic_message="NMI: Not continuing",
             expected_frames=("nmi_panic", "exc_nmi"),
+            crashed_comm="tsk-spin",
         ),
     )
 }

@@ -25,7 +25,14 @@ from .objects import GLOBAL_TYPES, BtfObjects
 from .types import BtfTypes
 from .unwind import UnwindSetup, enable_orc
 
-__all__ = ["LIMITATIONS", "SelfContained", "SelfContainedError", "SelfContainedReport", "attach_selfcontained", "read_btf"]
+__all__ = [
+    "LIMITATIONS",
+    "SelfContained",
+    "SelfContainedError",
+    "SelfContainedReport",
+    "attach_selfcontained",
+    "read_btf",
+]
 
 FINDER_NAME = "tsubaki_btf"
 SYMBOL_FINDER_NAME = "tsubaki_kallsyms"
@@ -69,6 +76,11 @@ class SelfContainedReport:
     limitations: tuple[str, ...] = LIMITATIONS
     table_globals: tuple[str, ...] = tuple(sorted(GLOBAL_TYPES))
     finders: SelfContained | None = field(default=None, repr=False, compare=False)
+
+    def object_sources(self) -> dict[str, str]:
+        """Every global, function or constant served so far, and where its type came from:
+        ``btf-var``, ``btf-func``, ``btf-enum`` or ``table`` (:data:`~.objects.GLOBAL_TYPES`)."""
+        return dict(self.finders.objects.answered) if self.finders is not None else {}
 
     def ambiguous_types(self) -> list[str]:
         """Type names with several BTF definitions (see :data:`LIMITATIONS`)."""
@@ -139,13 +151,16 @@ def attach_selfcontained(prog: drgn.Program) -> SelfContainedReport:
     (kernel address range from kallsyms, loadable modules listed).
 
     :returns: what was found; ``report.finders`` holds the attached finders.
-    :raises SelfContainedError: kallsyms or BTF cannot be read from the dump.
+    :raises SelfContainedError: kallsyms or BTF cannot be read from the dump,
+        or this program already has them attached.
     """
+    if FINDER_NAME in prog.registered_type_finders():
+        raise SelfContainedError("self-contained debug info is already attached to this program")
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     try:
         symbols = load_vmlinux_kallsyms(prog)
-    except (LookupError, ValueError, drgn.FaultError) as e:
+    except (LookupError, ValueError, drgn.FaultError, drgn.MissingDebugInfoError) as e:
         raise SelfContainedError(
             f"cannot read kallsyms from the dump ({e}): self-contained analysis needs Linux >= 6.0 "
             "(kallsyms in VMCOREINFO) and the kernel image in the dump"

@@ -211,7 +211,6 @@ class Btf:
         self._offsets: list[int] = [0]  # id -> offset of the record in data
         self._kinds: list[int] = [0]
         self.by_name: dict[str, list[int]] = {}
-        self._strings = self._split_strings()
         self._scan()
         self.type = lru_cache(maxsize=None)(self._decode)
 
@@ -256,20 +255,8 @@ class Btf:
         if pos != end:
             raise BtfError(f"truncated BTF type record at the end of the type section ({pos:#x} > {end:#x})")
 
-    def _split_strings(self) -> dict[int, str]:
-        """Offset -> string for every string that starts right after a NUL (one pass)."""
-        table = self.data[self.header.str_off : self.header.str_off + self.header.str_len]
-        strings, offset = {}, 0
-        for raw in table.split(b"\0"):
-            strings[offset] = raw.decode("utf-8", "replace")
-            offset += len(raw) + 1
-        return strings
-
     def string(self, offset: int) -> str:
         """§2.3: the NUL-terminated string at ``offset`` of the string section."""
-        found = self._strings.get(offset)
-        if found is not None and offset + len(found) < self.header.str_len:
-            return found
         if offset >= self.header.str_len:
             raise BtfError(f"BTF string offset {offset:#x} is outside the string section")
         start = self.header.str_off + offset
@@ -330,7 +317,8 @@ class Btf:
             fields["ref"] = size_or_type
         if kind == BtfKind.INT:
             (word,) = U32.unpack_from(data, pos)
-            fields.update(encoding=IntEncoding((word >> 24) & 0x0F), int_offset=(word >> 16) & 0xFF, int_bits=word & 0xFF)
+            fields.update(encoding=IntEncoding((word >> 24) & 0x0F), int_offset=(word >> 16) & 0xFF,
+                          int_bits=word & 0xFF)
         elif kind == BtfKind.ARRAY:
             fields["elem_type"], fields["index_type"], fields["nelems"] = ARRAY.unpack_from(data, pos)
         elif kind in (BtfKind.STRUCT, BtfKind.UNION):

@@ -92,7 +92,8 @@ def compare_types(btf: drgn.Type, dwarf: drgn.Type, where: str = "", depth: int 
                 out.append(f"{where}: enumerators differ ({len(mine)} vs {len(theirs)})")
     elif kind == drgn.TypeKind.TYPEDEF:
         if btf.name != dwarf.name or _spelling(btf.type) != _spelling(dwarf.type):
-            out.append(f"{where}: typedef {btf.name} -> {_spelling(btf.type)} != {dwarf.name} -> {_spelling(dwarf.type)}")
+            out.append(f"{where}: typedef {btf.name} -> {_spelling(btf.type)} "
+                       f"!= {dwarf.name} -> {_spelling(dwarf.type)}")
     elif kind == drgn.TypeKind.POINTER:
         if _spelling(btf.type) != _spelling(dwarf.type):
             out.append(f"{where}: points to {_spelling(btf.type)} != {_spelling(dwarf.type)}")

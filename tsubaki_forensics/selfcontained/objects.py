@@ -16,8 +16,9 @@ kallsyms in the dump.  The type comes from, in this order:
 
 Enumerators (``PIDTYPE_PID``) come from BTF ``ENUM``/``ENUM64`` records.
 A name that kallsyms lists at several addresses (static functions of one
-name in several files), or an enumerator with different values in several
-enums, is ambiguous without DWARF's file names and is not answered.
+name in several files), a function with two different BTF prototypes, or an
+enumerator with different values in several enums, is ambiguous without
+DWARF's file names and is not answered.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from .types import BtfTypes
 __all__ = ["GLOBAL_TYPES", "SECTION_STARTS", "BtfObjects", "ObjectSource"]
 
 # name -> C type.  Keep it small: only what drgn's helpers and the bundled
-# analyses read (pid walk, printk, cpumasks, per-CPU offsets, panic, modules).
+# analyses read (pid walk, printk, cpumasks, per-CPU offsets, panic, modules),
+# the x86_64 memory-model globals drgn's page and slab helpers need, and three
+# that drgn's crash-style "ps"/"sys" commands read.  Every entry is checked
+# against DWARF by tests/test_selfcontained_real.py.
 # An array marked "[]" has no length in the table: NR_CPUS-sized arrays are
 # only indexed; task_state_array's length is read from memory (see below).
 GLOBAL_TYPES: dict[str, str] = {
@@ -50,6 +54,20 @@ GLOBAL_TYPES: dict[str, str] = {
     "task_state_array": "const char * const []",
     "jiffies": "volatile unsigned long",
     "jiffies_64": "u64",
+    # x86_64 memory model: drgn's page and slab helpers (virt_to_page, slab_object_info, ...)
+    "page_offset_base": "unsigned long",
+    "vmemmap_base": "unsigned long",
+    "vmalloc_base": "unsigned long",
+    "mem_section": "struct mem_section **",
+    "max_pfn": "unsigned long",
+    "min_low_pfn": "unsigned long",
+    "max_low_pfn": "unsigned long",
+    "high_memory": "void *",
+    "init_mm": "struct mm_struct",
+    "_totalram_pages": "atomic_long_t",
+    # drgn's crash-compatible "ps" and "sys" commands
+    "tainted_mask": "unsigned long",
+    "avenrun": "unsigned long [3]",
 }
 # BTF DATASEC -> the kallsyms symbol at the start of that section.
 SECTION_STARTS = {".data..percpu": "__per_cpu_start"}
@@ -132,7 +150,9 @@ class BtfObjects:
             self.ambiguous.add(name)
         return found
 
-    def find(self, prog: drgn.Program, name: str, flags: drgn.FindObjectFlags, filename: str | None) -> drgn.Object | None:
+    def find(
+        self, prog: drgn.Program, name: str, flags: drgn.FindObjectFlags, filename: str | None
+    ) -> drgn.Object | None:
         """``register_object_finder`` callback."""
         if filename is not None:
             return None  # BTF has no file names
@@ -147,12 +167,21 @@ class BtfObjects:
                 return obj
         if flags & drgn.FindObjectFlags.FUNCTION:
             funcs = self.btf.ids(name, BtfKind.FUNC)
+            if len({self._signature(f) for f in funcs}) > 1:
+                self.ambiguous.add(name)  # static functions of one name, different prototypes
+                funcs = []
             address = self._address(name) if funcs else None
             if address is not None:
                 self.answered[name] = ObjectSource.BTF_FUNC
                 return drgn.Object(prog, self.types.build(funcs[0]), address=address)
         self.misses.add(name)
         return None
+
+    def _signature(self, func: int) -> tuple:
+        """Return and parameter type ids of a FUNC (BTF keeps one prototype per
+        set of parameter *names*, so two records may describe one signature)."""
+        proto = self.btf.type(self.btf.type(func).ref)
+        return proto.ref, tuple(p.type_id for p in proto.params)
 
     def _variable(self, prog: drgn.Program, name: str) -> drgn.Object | None:
         var = self._vars.get(name)

@@ -118,9 +118,7 @@ class BtfTypes:
         one of them, and only DWARF can tell them apart by file (``type@file``).
         """
         names = []
-        for prefix, kind, btf_kind in (("struct", drgn.TypeKind.STRUCT, BtfKind.STRUCT),
-                                       ("union", drgn.TypeKind.UNION, BtfKind.UNION),
-                                       ("enum", drgn.TypeKind.ENUM, BtfKind.ENUM)):
+        for prefix, btf_kind in (("struct", BtfKind.STRUCT), ("union", BtfKind.UNION), ("enum", BtfKind.ENUM)):
             seen: dict[str, int] = {}
             for type_id in self.btf.iter_kind(btf_kind):
                 t = self.btf.type(type_id)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PhysicalMemory", "Range", "DEFAULT_CACHE_BYTES"]
 
-DEFAULT_CACHE_BYTES = 64 << 20
+DEFAULT_CACHE_BYTES = 128 << 20  # 16 full default chunks
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Why it looks like this:
   threads (zstandard and numpy release the GIL).  Results are written in
   submission order, and sequence numbers and checksums are assigned at write
   time, so the output is byte-for-byte deterministic whatever the scheduling.
-* Only ``2 * threads`` chunks are in flight, and :meth:`TsdWriter.write_memory`
+* Only ``threads + 1`` jobs are in flight, and :meth:`TsdWriter.write_memory`
   returns only after its data is written, so memory use is flat and the caller
   may reuse its buffer.
 """
@@ -37,8 +37,10 @@ from . import records as R
 
 __all__ = ["TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES"]
 
-# Chosen by measurement on a real 512 MiB crash: docs/benchmarks/import.md.
-DEFAULT_CHUNK_SIZE = 1 << 20
+# Chosen by measurement on real 512 MiB crashes (idle and busy guests):
+# docs/benchmarks/import.md.  Smaller chunks lose zstd context on busy memory
+# (1 MiB: 10% larger than `zstd -3`), larger ones cost more per LRU miss.
+DEFAULT_CHUNK_SIZE = 8 << 20
 DEFAULT_LEVEL = 3
 # A zero run shorter than this many pages stays inside its MEMORY record
 # (zstd encodes it in a few bytes); longer runs become ZERO records.
@@ -356,7 +358,7 @@ class TsdWriter:
                 inflight: collections.deque[Future] = collections.deque()
                 for fn, args in jobs:
                     inflight.append(self._pool.submit(fn, *args))
-                    if len(inflight) >= 2 * self.threads:
+                    if len(inflight) > self.threads:
                         self._finish(*inflight.popleft().result())
                 while inflight:
                     self._finish(*inflight.popleft().result())
