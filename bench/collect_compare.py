@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--no-fsync", action="store_true", help="skip fsync (host timing only)")
     args = ap.parse_args()
     crashes, storages = args.crash or CRASHES, args.storage or STORAGE
-    rows, host, raw = [], [], {}
+    rows, host, raw, summary = [], [], {}, []
     with tempfile.TemporaryDirectory(prefix="bench-collect-") as tmpdir:
         tmp = Path(tmpdir)
         for spec in crashes:
@@ -93,10 +93,14 @@ def main() -> int:
                         rows.append((spec, storage, name, r, kdump.restart_s / r.restart_s))
                         raw[f"{spec}/{storage}/{name}"] = r.to_json() | {"events": None}
                     if storage == "sd-uhs1":
+                        low = collect(source, ["tsubaki"], CollectParams(
+                            storage=PROFILES[storage], fsync=not args.no_fsync, reboot_choice="low"),
+                            tmp / "low.tsd")[0]
+                        summary.append((spec, res, low))
                         wall = statistics.median(x["tsubaki"].wall_s for x in runs)
                         cpu = statistics.median(x["tsubaki"].cpu_compress_s for x in runs)
                         kwall = statistics.median(x["kdump"].wall_s for x in runs)
-                        host.append((spec, source, res, wall, cpu, kwall, peak_rss(crash.vmcore, tmp)))
+                        host.append((spec, crash, res, wall, cpu, kwall, peak_rss(crash.vmcore, tmp)))
                         if spec == "2G:busy" and args.plot:
                             from monitor_model.plot import plot_timeline
 
@@ -104,7 +108,7 @@ def main() -> int:
                                           title="2 GiB busy crash, sd-uhs1: ^ reboot, o restart, s dump complete, shaded stall")
             finally:
                 source.close()
-    text = render(rows, host, crashes, storages, args)
+    text = render(rows, host, summary, args)
     if args.out == "-":
         sys.stdout.write(text)
     else:
@@ -115,7 +119,7 @@ def main() -> int:
     return 0
 
 
-def render(rows, host, crashes, storages, args) -> str:
+def render(rows, host, summary, args) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -134,6 +138,26 @@ def render(rows, host, crashes, storages, args) -> str:
         "reboot memory chosen by the zero-page scan, zstd level 3, capture-kernel boot =",
         "boot time). `x kdump` = kdump's restart time / this policy's restart time, both",
         "measured in the same run on the same vmcore.",
+        "",
+    ]
+    if summary:
+        lines += [
+            "## Summary: sd-uhs1",
+            "",
+            "| crash | used (non-zero) | dump (zstd) | kdump restart s | tsubaki restart s | x kdump "
+            "| tsubaki stall s | tsubaki, `--reboot-regions low`, restart s | x kdump |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for spec, res, low in summary:
+            k, t = res["kdump"], res["tsubaki"]
+            lines.append(
+                f"| {spec} | {t.used_bytes / (1 << 20):.0f} MiB | {t.bytes_written / (1 << 20):.0f} MiB | "
+                f"{k.restart_s:.2f} | {t.restart_s:.2f} | {k.restart_s / t.restart_s:.2f} | "
+                f"{t.stall_s:.2f} | {low.restart_s:.2f} | {k.restart_s / low.restart_s:.2f} |"
+            )
+        lines.append("")
+    lines += [
+        "## All crashes, storage profiles and policies",
         "",
         "| crash | storage | policy | restart s | ideal s | full memory s | dump complete s | stall s | MiB written | x kdump |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -159,14 +183,16 @@ def render(rows, host, crashes, storages, args) -> str:
         "process (one policy): the emulated RAM is a copy-on-write overlay, so it does not",
         "grow with the guest's memory.",
         "",
-        "| crash | memory | used (non-zero) | tsubaki wall s | kdump wall s | compress CPU s | boot s (measured) | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| crash | memory | used (non-zero) | tsubaki wall s | kdump wall s | compress CPU s "
+        "| boot s (measured) | peak RSS MiB | crash made (kernel) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for spec, source, res, wall, cpu_s, kwall, rss in host:
+    for spec, crash, res, wall, cpu_s, kwall, rss in host:
         t = res["tsubaki"]
+        made = f"{crash.manifest.get('created', '?')} ({crash.manifest.get('kernel', {}).get('release', '?')})"
         lines.append(
             f"| {spec} | {t.memory_bytes / (1 << 20):.0f} MiB | {t.used_bytes / (1 << 20):.0f} MiB | "
-            f"{wall:.2f} | {kwall:.2f} | {cpu_s:.2f} | {t.boot_s:.2f} | {rss:.0f} |"
+            f"{wall:.2f} | {kwall:.2f} | {cpu_s:.2f} | {t.boot_s:.2f} | {rss:.0f} | {made} |"
         )
     if args.plot:
         lines += ["", f"Timeline of the 2 GiB busy crash on sd-uhs1: `{Path(args.plot).name}`.", ""]

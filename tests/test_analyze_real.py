@@ -130,10 +130,15 @@ def test_debug_dir_option(real_tsd, real_crash, tmp_path):
     import os
 
     env = {**os.environ, "TSUBAKI_CACHE_DIR": str(tmp_path / "empty-cache")}  # hide the lab's cache
+    # No vmlinux anywhere: the dump describes itself (BTF, kallsyms, ORC) and says so.
     run = _cli("analyze", real_tsd, "--only", "tasks", "--format", "json", env=env)
-    assert run.returncode == 1 and f"build id {build_id}" in run.stderr
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["dump"]["vmlinux"] is None
+    assert "self-contained: no vmlinux" in run.stderr
     run = _cli("analyze", real_tsd, "--debug-dir", tmp_path / "dbg", "--only", "tasks", "--format", "json", env=env)
     assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["dump"]["vmlinux"] is not None
+    assert "self-contained" not in run.stderr
 
 
 def test_mismatched_vmlinux_is_one_line_naming_what_is_needed(real_tsd, real_crash):
@@ -186,3 +191,27 @@ def test_vmlinux_found_in_a_debug_directory_by_build_id(real_tsd, real_crash, tm
         bridged = program_from_dump(dump, debug_dirs=[tmp_path / "debug"], lab_cache=False)
         assert bridged.vmlinux.resolve() == link.resolve()  # drgn reports the real path
         assert bridged.prog["init_uts_ns"].name.release.string_().decode() == real_crash.ground_truth["kernel_release"]
+
+
+def test_self_contained_without_vmlinux(real_tsd, real_crash):
+    """--self-contained: types from the dump's own BTF; same tasks and log, limitations stated."""
+    gt = real_crash.ground_truth
+    run = _cli("analyze", real_tsd, "--self-contained", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["dump"]["vmlinux"] is None
+    assert any("BTF" in w for w in doc["warnings"]) and "warning: limitation:" in run.stderr
+    analyses = {a["name"]: a for a in doc["analyses"]}
+    assert {n: a["status"] for n, a in analyses.items()} == {"tasks": "ok", "dmesg": "ok", "panic": "ok"}
+    tasks = analyses["tasks"]["tables"][0]
+    names = [c["name"] for c in tasks["columns"]]
+    ours = [{k: row[names.index(k)] for k in ("pid", "ppid", "comm", "state", "cpu", "on_cpu")} for row in tasks["rows"]]
+    assert ours == sorted(gt["tasks"], key=lambda t: t["pid"])
+    log = analyses["dmesg"]["tables"][0]["rows"]
+    assert [{"time": r[0], "level": r[1], "text": r[3]} for r in log] == gt["dmesg"]
+    frames = analyses["panic"]["tables"][0]["rows"]
+    functions = [r[1] for r in frames]
+    assert {"panic", "sysrq_handle_crash", "vfs_write"} <= set(functions)
+    assert all(r[5] is None for r in frames)  # no file:line without DWARF, none invented
+    bad = _cli("analyze", real_tsd, "--self-contained", "--vmlinux", real_crash.vmlinux)
+    assert bad.returncode == 1 and "exclude each other" in bad.stderr

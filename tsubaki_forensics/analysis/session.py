@@ -42,13 +42,19 @@ def open_program(
     vmlinux: Path | None = None,
     debug_dirs: Sequence[Path] | None = None,
     debug_info: bool = True,
+    self_contained: bool = False,
 ) -> OpenedDump:
     """Reassemble ``paths`` (``tsubaki_reassemble``), build the program, run ``tsubaki_program_ready``."""
     dump = plugins.reassemble([Path(p) for p in paths])
     try:
         info = parse_vmcoreinfo(dump.vmcoreinfo or b"")
         extra = plugins.debug_info_paths(info.build_id, info.release)
-        kwargs: dict[str, Any] = {"vmlinux": vmlinux, "extra_debug_paths": extra, "debug_info": debug_info}
+        kwargs: dict[str, Any] = {
+            "vmlinux": vmlinux,
+            "extra_debug_paths": extra,
+            "debug_info": debug_info,
+            "self_contained": self_contained,
+        }
         if debug_dirs is not None:
             kwargs["debug_dirs"] = list(debug_dirs)
         program = program_from_dump(dump, **kwargs)
@@ -94,4 +100,7 @@ def analyze_dump(
     specs = select(plugins.analyses(), only, exclude)
     context = AnalysisContext(opened.program.prog, opened.dump, dict(options or {}), opened.program.capabilities)
     results = run_analyses(specs, context, progress)
-    return Report(summarize(opened), tuple(results))
+    warnings: tuple[str, ...] = ()
+    if opened.program.selfcontained is not None:  # say what the dump's own BTF cannot give
+        warnings = tuple(opened.program.selfcontained.lines())
+    return Report(summarize(opened), tuple(results), warnings)

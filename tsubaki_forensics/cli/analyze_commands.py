@@ -35,6 +35,10 @@ _DebugDirs = Annotated[
     Optional[list[Path]],
     typer.Option("--debug-dir", help="Also search this debug directory (.build-id/xx/yyyy.debug, boot/vmlinux-RELEASE); repeatable."),
 ]
+_SelfContained = Annotated[
+    bool,
+    typer.Option("--self-contained", help="No vmlinux: use the BTF, kallsyms and ORC tables inside the dump (no file:line, no inline frames)."),
+]
 _Disable = Annotated[
     Optional[list[str]],
     typer.Option("--disable", help="Do not load this plugin (entry-point name); repeatable. Also TSUBAKI_DISABLE_PLUGINS."),
@@ -68,6 +72,7 @@ def analyze(
     format: Annotated[str, typer.Option("--format", help="Output format: text, json, or one a plugin adds.")] = "text",
     tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines.")] = None,
     debug_dir: _DebugDirs = None,
+    self_contained: _SelfContained = False,
     disable: _Disable = None,
 ) -> None:
     """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
@@ -85,7 +90,9 @@ def analyze(
         if not path.exists():
             raise TsubakiError(f"{path}: no such file")
     sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
-    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir))
+    if self_contained and vmlinux is not None:
+        raise TsubakiError("--self-contained and --vmlinux exclude each other")
+    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
     try:
         report = analyze_dump(
             opened,
@@ -97,7 +104,7 @@ def analyze(
         )
     finally:
         opened.close()
-    for problem in report.dump.problems:
+    for problem in (*report.dump.problems, *report.warnings):
         print_warning(problem)
     renderers[format].function(report, sys.stdout)
     sys.stdout.flush()
@@ -108,14 +115,20 @@ def analyze(
         sys.exit(code)
 
 
-def shell(dumps: _DumpPaths, vmlinux: _Vmlinux = None, debug_dir: _DebugDirs = None, disable: _Disable = None) -> None:
+def shell(
+    dumps: _DumpPaths,
+    vmlinux: _Vmlinux = None,
+    debug_dir: _DebugDirs = None,
+    self_contained: _SelfContained = False,
+    disable: _Disable = None,
+) -> None:
     """Open drgn's interactive shell on a dump, with ``prog`` and drgn's helpers ready."""
     import drgn.cli
 
     from ..analysis.session import open_program
 
     plugins = get_plugins(_names(disable))
-    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir))
+    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
 
     def banner(text: str) -> str:
         return (

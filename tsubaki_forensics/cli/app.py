@@ -13,12 +13,12 @@ import sys
 import typer
 
 from ..errors import TsubakiError
-from . import analyze_commands, collect_commands, dump_commands, lab_commands
+from . import analyze_commands, collect_commands, dump_commands, lab_commands, live_commands
 from .output import print_error
 
 __all__ = ["build_app", "main"]
 
-COMMAND_MODULES = (collect_commands, dump_commands, analyze_commands, lab_commands)
+COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, lab_commands)
 
 
 def build_app(argv: list[str] | None = None) -> typer.Typer:
@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
         app = build_app(argv)
-        app(args=argv, prog_name="tsubaki-forensics", standalone_mode=False)
+        # With standalone_mode=False click *returns* the code of typer.Exit(n).
+        rc = app(args=argv, prog_name="tsubaki-forensics", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except TsubakiError as e:
         print_error(str(e))
         return e.exit_code
@@ -64,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
             print_error("aborted")
             return 1
         raise
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

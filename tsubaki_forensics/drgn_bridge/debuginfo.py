@@ -108,5 +108,5 @@ def not_found_error(build_id: str | None, release: str | None, tried: int) -> De
         return DebugInfoError(f"the dump's VMCOREINFO has no BUILD-ID (kernel {release or 'unknown'}); pass --vmlinux PATH")
     return DebugInfoError(
         f"no vmlinux with debug info found for {needed(build_id, release)} ({tried} candidate(s) did not match); "
-        f"pass --vmlinux PATH (Debian: linux-image-{release or 'RELEASE'}-dbg)"
+        f"pass --vmlinux PATH (Debian: linux-image-{release or 'RELEASE'}-dbg) or --self-contained"
     )

@@ -47,6 +47,7 @@ class DumpProgram:
     vmlinux: Path | None
     capabilities: frozenset[Need]
     cpus_with_registers: int
+    selfcontained: Any = None  # a SelfContainedReport when types came from the dump's BTF
 
 
 #: Pages kept by the bridge's own small cache (4 MiB of 4 KiB pages).
@@ -107,12 +108,17 @@ def program_from_dump(
     debug_dirs: Iterable[Path] = DEFAULT_DEBUG_DIRS,
     lab_cache: bool = True,
     debug_info: bool = True,
+    self_contained: bool = False,
 ) -> DumpProgram:
     """The program for ``dump`` with memory, VMCOREINFO, registers and debug info.
 
     :param dump: a ``Dump`` (``.vmcoreinfo``, ``.notes``, ``.memory``,
         ``.header.arch``).
     :param debug_info: load vmlinux (``False``: memory and symbols only).
+    :param self_contained: no vmlinux: take types, symbols and the unwinder
+        from the BTF, kallsyms and ORC tables inside the dump
+        (:mod:`tsubaki_forensics.selfcontained`; its limitations are listed
+        in ``DumpProgram.selfcontained``).
     :raises FormatError: the dump has no VMCOREINFO.
     :raises DebugInfoError: no vmlinux matches the dump's build id.
     """
@@ -146,12 +152,35 @@ def program_from_dump(
         prog.set_linux_kernel_custom(raw, False)
 
     capabilities = {Need.REGISTERS} if prstatus else set()
-    vmlinux_path = None
-    if debug_info:
-        vmlinux_path = _load_kernel_debug_info(prog, info, vmlinux, extra_debug_paths, debug_dirs, lab_cache)
+    vmlinux_path = selfcontained = None
+    if self_contained:
+        from ..selfcontained import attach_selfcontained
+
+        selfcontained = attach_selfcontained(prog)  # SelfContainedError is a DebugInfoError
         capabilities.add(Need.DEBUG_INFO)
         _add_module_symbols(prog)
-    return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus))
+    elif debug_info:
+        try:
+            vmlinux_path = _load_kernel_debug_info(prog, info, vmlinux, extra_debug_paths, debug_dirs, lab_cache)
+        except DebugInfoError as missing:
+            if vmlinux is not None:  # an explicit vmlinux that does not fit stays an error
+                raise
+            # No vmlinux anywhere: the dump can usually describe itself (BTF,
+            # kallsyms and ORC are inside every full dump of a modern kernel).
+            selfcontained = _attach_selfcontained_or_raise(prog, missing)
+        capabilities.add(Need.DEBUG_INFO)
+        _add_module_symbols(prog)
+    return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus), selfcontained)
+
+
+def _attach_selfcontained_or_raise(prog: drgn.Program, missing: DebugInfoError) -> Any:
+    """Fall back to the dump's own type and symbol data, or explain both failures."""
+    from ..selfcontained import SelfContainedError, attach_selfcontained
+
+    try:
+        return attach_selfcontained(prog)
+    except SelfContainedError as e:
+        raise DebugInfoError(f"{missing}; and the dump cannot describe itself: {e}") from e
 
 
 def _load_kernel_debug_info(
