@@ -24,7 +24,8 @@ from pathlib import Path
 from tsubaki_forensics.lab import ensure_kernel, get_scenario, get_workload, parse_size
 from tsubaki_forensics.lab.host import find_static_busybox, probe_accelerator
 from tsubaki_forensics.lab.initramfs import MARKER_PREFIX, READY_LINE, build_initramfs
-from tsubaki_forensics.lab.kernel import GUEST_MODULES, select_modules
+from tsubaki_forensics.lab.debpkg import select_modules
+from tsubaki_forensics.lab.kernel import GUEST_MODULES
 from tsubaki_forensics.lab.qemu import GuestSpec, run_guest
 
 PEER = "kdump-zlib"
@@ -91,7 +92,9 @@ def main() -> None:
             f"{m['peer_bytes'] / m['elf_bytes']:.2f} |"
         )
     lines += ["", "kdump-zlib compresses page by page inside QEMU on one thread and skips zero pages; "
-              "the ELF dump is a plain copy of guest RAM.", ""]
+              "the ELF dump is a plain copy of guest RAM. On an idle guest (mostly zero pages) the "
+              "compressed dump looks cheap; with the busy workload it is several times slower than "
+              "the copy: idle-only measurements mislead, which is why the lab has a busy workload.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")

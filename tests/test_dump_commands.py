@@ -87,6 +87,8 @@ def test_inspect_recovers_and_reports_a_footerless_file(tmp_path):
     info = json.loads(run("inspect", tsd, "--format", "json").stdout)
     assert info["memory"]["completeness_percent"] == 50.0
     assert info["memory"]["missing"] == [{"start": PAGE, "length": PAGE, "kind": "missing"}]
+    assert info["memory"]["missing_records"] == [{"start": PAGE, "length": PAGE, "reason": "timeout"}]
+    assert "(timeout)" in run("inspect", tsd).stdout
     assert info["events"] == [{"time_s": 0.25, "kind": "panic-notice", "fields": {"cpu": 1}}]
     assert any("no END footer" in p["message"] for p in info["problems"])
 

@@ -18,7 +18,7 @@ from tsubaki_forensics.lab import SCENARIOS, ensure_kernel, get_scenario, get_wo
 from tsubaki_forensics.lab.ground_truth import PANIC_PREFIX
 from tsubaki_forensics.lab.host import find_static_busybox
 from tsubaki_forensics.lab.initramfs import MARKER_PREFIX, READY_LINE, build_initramfs
-from tsubaki_forensics.lab.kernel import module_depends, read_build_id
+from tsubaki_forensics.lab.debpkg import module_depends, read_build_id, select_modules
 from tsubaki_forensics.lab.qemu import GuestSpec, run_guest
 from tsubaki_forensics.lab.scenarios import Scenario
 
@@ -178,6 +178,9 @@ def test_kernel_cache_has_the_guest_modules(real_crash):
         for dep in module_depends(path):
             assert names.index(f"{dep}.ko") < i
     assert kern.bzimage.read_bytes()[0x202:0x206] == b"HdrS"  # the Linux boot protocol header
+    picked = [p.name for p in select_modules(kern.modules, ("pvpanic-mmio",))]
+    assert picked[-1] == "pvpanic_mmio.ko" and set(picked) == {"pvpanic_mmio.ko", *(f"{d}.ko" for d in
+                                                                   module_depends(kern.modules[names.index("pvpanic_mmio.ko")]))}
 
 
 def _guest(tmp_path: Path, scenario: Scenario, modules, timeout: float) -> GuestSpec:
@@ -191,8 +194,8 @@ def _guest(tmp_path: Path, scenario: Scenario, modules, timeout: float) -> Guest
 
 def test_guest_that_never_panics_is_a_clear_error(tmp_path, real_crash):
     calm = Scenario(name="calm", summary="never panics")
-    with pytest.raises(LabError, match=r"did not panic within 20 s: .*TSUBAKI-LAB-READY"):
-        run_guest(_guest(tmp_path, calm, lambda k: k.modules, timeout=20))
+    with pytest.raises(LabError, match=r"did not panic within 25 s: .*TSUBAKI-LAB-READY"):
+        run_guest(_guest(tmp_path, calm, lambda k: k.modules, timeout=25))
 
 
 def test_guest_without_pvpanic_is_a_clear_error(tmp_path, real_crash):

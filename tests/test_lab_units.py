@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,6 +109,28 @@ def test_no_network_leaves_no_kernel_entry(monkeypatch, tmp_path):
         kernel.ensure_kernel("6.1")
     leftovers = [p.name for p in (tmp_path / "kernels").iterdir() if not p.name.startswith(".lock-")]
     assert leftovers == []
+
+
+def test_module_names_use_the_kernel_spelling():
+    from tsubaki_forensics.lab.debpkg import module_name
+
+    assert module_name("lib/modules/6.12/kernel/drivers/misc/pvpanic/pvpanic-mmio.ko.xz") == "pvpanic_mmio"
+    assert module_name("qemu_fw_cfg.ko") == "qemu_fw_cfg"
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb (Debian)")
+def test_damaged_package_is_a_lab_error(tmp_path):
+    from tsubaki_forensics.lab.debpkg import extract_vmlinux
+
+    bad = tmp_path / "linux-image-6.1.0-1-cloud-amd64-dbg_1_amd64.deb"
+    bad.write_bytes(b"!<arch>\n" + b"\0" * 100)
+    with pytest.raises(LabError, match="damaged download"):
+        extract_vmlinux(bad, "6.1.0-1-cloud-amd64", tmp_path / "vmlinux")
+
+
+def test_cached_releases_sort_by_version():
+    assert sorted(["6.1.0-56-cloud-amd64", "6.1.0-9-cloud-amd64"], key=kernel._release_key) == [
+        "6.1.0-9-cloud-amd64", "6.1.0-56-cloud-amd64"]
 
 
 # --- cache atomicity -------------------------------------------------------------

@@ -200,3 +200,17 @@ def test_strict_engine_refuses_an_early_handback(tmp_path):
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(TsubakiError, match="unknown policy 'fast'"):
         get_policy("fast")
+
+
+def test_a_dump_cut_short_still_records_when_linux_got_memory(tmp_path):
+    r = run_policy(_source(), get_policy("tsubaki"), _params(), tmp_path / "d.tsd")
+    later = [h for h in r.handbacks if h.how == "hand-back"][2]
+    # a power cut just after the next flush following that hand-back
+    after = min(t for t, _ in r.flushes if t > later.time)
+    cut = tmp_path / "cut.tsd"
+    cut.write_bytes((tmp_path / "d.tsd").read_bytes()[: r.durable_offset_at(after)])
+    with open_dump(cut) as dump:
+        given = [e.fields["region"] for e in dump.events if e.kind in ("reboot", "hand-back")]
+        kinds = {e.kind for e in dump.events}
+    assert {"reboot_start", "restart"} <= kinds
+    assert later.region in given and len(given) < len(r.regions)

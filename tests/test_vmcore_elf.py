@@ -201,3 +201,18 @@ def test_import_of_sparse_export_equals_import_of_original(tmp_path):
     with open_dump(a) as da, open_dump(b) as db:
         assert da.memory.ranges() == db.memory.ranges()
         assert db.memory.read(0, len(segs[0][1])) == segs[0][1]
+
+
+def test_proc_vmcore_style_overlapping_text_segment_is_imported_once(tmp_path):
+    """/proc/vmcore maps kernel text twice: once in the direct map, once at its
+    text address; both PT_LOADs name the same physical pages."""
+    src, tsd = tmp_path / "proc.elf", tmp_path / "d.tsd"
+    ram = random.Random(9).randbytes(16 * PAGE)
+    qemu_style_elf(src, [(0, ram), (4 * PAGE, ram[4 * PAGE:8 * PAGE])], sample_notes())
+    with ElfVmcore(src) as core:
+        assert [(s, n) for s, n, _ in core.ranges()] == [(0, 16 * PAGE)]
+        assert core.read(3 * PAGE, 6 * PAGE) == ram[3 * PAGE:9 * PAGE]
+    res = import_vmcore(src, tsd)
+    assert res.stats.raw_bytes == len(ram)
+    with open_dump(tsd) as dump:
+        assert dump.problems == [] and dump.memory.read(0, len(ram)) == ram

@@ -13,12 +13,12 @@ import sys
 import typer
 
 from ..errors import TsubakiError
-from . import analyze_commands, collect_commands, dump_commands, lab_commands, live_commands
+from . import analyze_commands, collect_commands, dump_commands, lab_commands, live_commands, triage_commands
 from .output import print_error
 
 __all__ = ["build_app", "main"]
 
-COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, lab_commands)
+COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, triage_commands, lab_commands)
 
 
 def build_app(argv: list[str] | None = None) -> typer.Typer:
@@ -39,6 +39,15 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
     return app
 
 
+def _click_exceptions():
+    """The click that typer really uses (typer >= 0.20 ships its own copy)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer on the real click
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
@@ -55,14 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # typer.Exit inside commands
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:  # click usage errors and aborts
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        click_exc = _click_exceptions()
+        if isinstance(e, click_exc.ClickException):
             e.show()
             return e.exit_code
-        if isinstance(e, click.exceptions.Exit):
+        if isinstance(e, click_exc.Exit):
             return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, click_exc.Abort):
             print_error("aborted")
             return 1
         raise

@@ -200,6 +200,8 @@ def _describe(dump: Any) -> dict[str, Any]:
             "compression_ratio": round(present / file_bytes, 3) if file_bytes else None,
             "ranges": [{"start": r.start, "length": r.length, "kind": r.kind} for r in ranges],
             "missing": [{"start": r.start, "length": r.length, "kind": r.kind} for r in missing],
+            "missing_records": [{"start": a, "length": n, "reason": why}
+                                for a, n, why in mem.missing_reasons()],
         },
         "events": [{"time_s": e.time_s, "kind": e.kind, "fields": e.fields} for e in dump.events],
         "problems": [{"path": p.path, "offset": p.offset, "message": p.message}
@@ -242,9 +244,11 @@ def _print_inspect(d: dict[str, Any]) -> None:
     for start, end, zero in _spans(m["ranges"]):
         lines.append(f"  present      {start:#014x}-{end:#014x}  {_mib(end - start)} "
                      f"({_mib(zero)} zero)")
+    reasons = {(r["start"], r["length"]): r["reason"] for r in m["missing_records"]}
     for r in m["missing"]:
+        why = reasons.get((r["start"], r["length"]))
         lines.append(f"  missing      {r['start']:#014x}-{r['start'] + r['length']:#014x}  "
-                     f"{_mib(r['length'])}")
+                     f"{_mib(r['length'])}" + (f" ({safe_text(why)})" if why else ""))
     for e in d["events"]:
         fields = " ".join(f"{k}={safe_text(v)}" for k, v in e["fields"].items())
         lines.append(f"event {e['time_s']:9.3f}s {safe_text(e['kind'])} {fields}".rstrip())

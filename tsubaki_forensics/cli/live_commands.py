@@ -1,11 +1,116 @@
-"""Commands for live mode: the monitor on a real running QEMU guest (filled in by its owner)."""
+"""``tsubaki-forensics monitor``: the Tsubaki monitor on a real running QEMU guest.
+
+Starts a guest whose RAM is base RAM plus hot-pluggable DIMMs in shared host
+files, gives it all its memory (normal operation), then waits for its panic
+(or provokes one with ``--trigger``) and runs the protocol of
+:mod:`tsubaki_forensics.live.monitor`.  Progress goes to stderr; the timings
+(text or ``--format json``) to stdout.  docs/LIVE.md explains it all.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-__all__ = ["register"]
+from ..errors import TsubakiError
+from .output import print_json, stderr, stdout
+
+__all__ = ["register", "monitor"]
+
+
+def _size(value: str, option: str) -> int:
+    from monitor_model.machine import parse_size
+
+    try:
+        return parse_size(value)
+    except TsubakiError as e:
+        raise TsubakiError(f"{option}: {e}") from None
+
+
+def monitor(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Dump file to write (.tsd).")] = Path("dump.tsd"),
+    mem: Annotated[str, typer.Option(help="Guest memory in all: base RAM + DIMMs.")] = "1G",
+    base: Annotated[str, typer.Option(help="Base RAM: where firmware and the rebooted kernel run "
+                                           "(the reboot region, saved first).")] = "256M",
+    dimm_size: Annotated[str, typer.Option(help="Size of each hot-pluggable DIMM (one hand-back unit; "
+                                                "a multiple of 128M).")] = "128M",
+    smp: Annotated[int, typer.Option(help="Guest vCPUs.")] = 2,
+    kernel: Annotated[str, typer.Option(help="Debian kernel series from the crash lab (6.1, 6.12).")] = "6.1",
+    order: Annotated[str, typer.Option(help="tsubaki: base RAM, reset, then the DIMMs handed back as "
+                                            "saved; dump-then-reset: everything first (today's practice).")] = "tsubaki",
+    storage: Annotated[str, typer.Option(help="Pace the writes to a device profile of the emulation "
+                                              "(unlimited, sd-uhs1, emmc, ... or custom:...).")] = "unlimited",
+    fill: Annotated[str, typer.Option(help="Before the panic, fill this much guest memory with "
+                                           "incompressible data (e.g. 512M; 0: none).")] = "0",
+    trigger: Annotated[bool, typer.Option("--trigger/--wait", help="--trigger: panic the guest "
+                                          "(sysrq-c through the agent) once it is ready; --wait: "
+                                          "wait for a panic of its own.")] = True,
+    panic_timeout: Annotated[float, typer.Option(help="Seconds to wait for the panic.")] = 600.0,
+    level: Annotated[int, typer.Option(help="zstd level.")] = 3,
+    threads: Annotated[int, typer.Option(help="Compression threads of the monitor (the paper's "
+                                              "monitor takes one CPU).")] = 2,
+    workdir: Annotated[Path | None, typer.Option(help="Where the console log and initramfs go "
+                                                     "(default: beside the output).")] = None,
+    ram_dir: Annotated[Path | None, typer.Option(help="Directory for the guest RAM files "
+                                                    "(default: a new one in /dev/shm; removed at the end).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Run a live guest, wait for its panic, dump it while it reboots, hand its memory back."""
+    from monitor_model.storage import get_profile
+
+    from ..live import GuestConfig, LiveParams
+    from ..live.monitor import ORDERS
+
+    if fmt not in ("text", "json"):
+        raise TsubakiError(f"--format {fmt!r}: use text or json")
+    if order not in ORDERS:
+        raise TsubakiError(f"--order {order!r}: use one of {', '.join(ORDERS)}")
+    if smp < 1 or smp > 8:
+        raise TsubakiError(f"--smp {smp}: use 1..8")
+    config = GuestConfig(mem=_size(mem, "--mem"), base=_size(base, "--base"),
+                         dimm_size=_size(dimm_size, "--dimm-size"), smp=smp, kernel=kernel)
+    params = LiveParams(order=order, storage=get_profile(storage), level=level, threads=threads)
+    fill_mib = _size(fill, "--fill") >> 20
+    if fill_mib > (config.mem >> 20) * 3 // 4:
+        raise TsubakiError(f"--fill {fill}: at most three quarters of --mem")
+    work = workdir or output.parent / f"{output.stem}.live"
+    result = asyncio.run(_monitor(config, params, output, work, fill_mib, trigger, panic_timeout, ram_dir))
+    if fmt == "json":
+        print_json(result.to_json())
+        return
+    stdout.print(f"order {result.order}, storage {result.storage}, {result.memory_bytes >> 20} MiB "
+                 f"(base {result.base_bytes >> 20} MiB): dump {output} ({result.bytes_written} bytes)")
+    stdout.print(f"  panic -> reset {result.reset_s:.2f} s, service ready {result.ready_s:.2f} s "
+                 f"(boot {result.boot_s:.2f} s), dump complete {result.dump_complete_s:.2f} s, "
+                 f"all memory online {result.all_online_s:.2f} s")
+    for p in result.pieces:
+        online = "rebooted in it" if p.online_s is None else f"online {p.online_s:.2f} s"
+        stdout.print(f"  {p.name:7} {p.paddr:#14x} {p.nbytes >> 20:6} MiB  saved {p.saved_s:.2f} s  {online}")
+
+
+async def _monitor(config, params, output: Path, work: Path, fill_mib: int, trigger: bool,
+                   panic_timeout: float, ram_dir: Path | None):
+    from ..live import collect_panic, normal_operation, open_guest
+    from ..live.session import remove_ram
+
+    def say(msg: str) -> None:
+        stderr.print(f"monitor: {msg}")
+
+    guest = open_guest(config, work, ram_dir=ram_dir, log=say)
+    try:
+        async with guest:
+            say(f"guest started (QEMU pid {guest.proc.pid}); console {guest.console}")
+            await normal_operation(guest, fill_mib=fill_mib)
+            say("guest ready, all memory online" + (f", {fill_mib} MiB filled" if fill_mib else ""))
+            return await collect_panic(guest, output, params, trigger=trigger,
+                                       panic_timeout=panic_timeout, progress=say)
+    finally:
+        remove_ram(guest)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``monitor`` to ``app``."""
+    app.command("monitor")(monitor)

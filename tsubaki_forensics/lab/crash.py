@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from .cache import atomic_entry, cache_root, entry_is_complete, entry_lock
 from .ground_truth import compute_ground_truth
 from .host import ensure_host_tools, find_static_busybox, probe_accelerator
 from .initramfs import MARKER_PREFIX, build_initramfs
-from .kernel import GUEST_MODULES, KernelArtifacts, ensure_kernel, select_modules
+from .debpkg import select_modules
+from .kernel import GUEST_MODULES, KernelArtifacts, ensure_kernel
 from .qemu import GuestSpec, console_tail, run_guest
 from .scenarios import get_scenario
 from .sizes import format_size, parse_size

@@ -47,10 +47,10 @@ while read -r cmd arg <&3; do
     states) echo "ok states $(states)" >&3 ;;
     meminfo) echo "ok meminfo $(awk '/^MemTotal:|^MemFree:/ {printf "%s%s ", $1, $2}' /proc/meminfo)" >&3 ;;
     fill)
-      # arg MiB of incompressible data in tmpfs: a random 4 MiB seed copied
-      # (every 1 MiB chunk of the dump is still random)
-      dd if=/dev/urandom of=/tmp/seed bs=1M count=4 2>/dev/null
-      i=0; rm -f /data/fill; while [ $i -lt $(( arg / 4 )) ]; do cat /tmp/seed; i=$((i+1)); done > /data/fill
+      # arg MiB of random data in tmpfs: a 16 MiB seed from /dev/urandom (slow under
+      # TCG) copied; larger than the dump's 8 MiB chunks, so no chunk repeats itself
+      dd if=/dev/urandom of=/tmp/seed bs=1M count=16 2>/dev/null
+      i=0; rm -f /data/fill; while [ $i -lt $(( arg / 16 )) ]; do cat /tmp/seed; i=$((i+1)); done > /data/fill
       echo "ok fill $(( $(stat -c %s /data/fill) >> 20 ))" >&3 ;;
     panic) echo "ok panic" >&3; sleep 0.2; echo c > /proc/sysrq-trigger ;;
     *) echo "err unknown $cmd" >&3 ;;

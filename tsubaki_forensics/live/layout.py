@@ -47,10 +47,10 @@ class Piece:
     @property
     def blocks(self) -> list[int]:
         """Guest memory-block numbers covered (``/sys/devices/system/memory/memoryN``)."""
-        out: list[int] = []
+        out: set[int] = set()
         for start, length in self.ranges:
-            out.extend(range(start // BLOCK, (start + length + BLOCK - 1) // BLOCK))
-        return out
+            out.update(range(start // BLOCK, (start + length + BLOCK - 1) // BLOCK))
+        return sorted(out)
 
 
 @dataclass

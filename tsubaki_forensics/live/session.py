@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..lab import ensure_kernel
 from ..lab.host import find_static_busybox
-from ..lab.kernel import GUEST_MODULES, select_modules
+from ..lab.debpkg import select_modules
+from ..lab.kernel import GUEST_MODULES
 from .layout import Layout, plan_layout
 from .monitor import LiveParams, LiveResult, bring_online, run_protocol
 from .vm import LiveError, LiveGuest
@@ -58,11 +59,16 @@ def remove_ram(guest: LiveGuest) -> None:
     shutil.rmtree(guest.layout.ram_dir, ignore_errors=True)
 
 
-async def normal_operation(guest: LiveGuest, *, fill_mib: int = 0, timeout: float = 300.0) -> str:
-    """Wait for the agent, online every DIMM, fill ``fill_mib`` MiB with data; returns the boot id."""
-    _wall, boot_id, block = await guest.wait_hello(timeout)
-    if block != 128 << 20:
-        raise LiveError(f"the guest's memory block is {block:#x} bytes, not 128 MiB")
+async def normal_operation(guest: LiveGuest, *, fill_mib: int = 0, timeout: float = 300.0,
+                           wait_agent: bool = True) -> str:
+    """Wait for the agent (unless ``wait_agent`` is False: a guest the protocol
+    already talks to), online every DIMM, fill ``fill_mib`` MiB with data;
+    returns the boot id ("" when not waited for)."""
+    boot_id = ""
+    if wait_agent:
+        _wall, boot_id, block = await guest.wait_hello(timeout)
+        if block != 128 << 20:
+            raise LiveError(f"the guest's memory block is {block:#x} bytes, not 128 MiB")
     await bring_online(guest, guest.layout.dimm_pieces())
     if fill_mib:
         await guest.agent(f"fill {fill_mib}", timeout=timeout)

@@ -70,6 +70,8 @@ class LiveGuest:
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except FileNotFoundError as e:
             raise LiveError(f"{self.argv[0]} is not installed (Debian package qemu-system-x86)") from e
+        # Found by whoever cleans up after a killed monitor (QEMU outlives it).
+        (self.workdir / "qemu.pid").write_text(f"{self.proc.pid}\n")
         self.qmp = QMPClient("tsubaki-live")
         deadline = time.monotonic() + 30
         await self._until_listening(qmp_sock, deadline, lambda: self.qmp.connect(str(qmp_sock)))

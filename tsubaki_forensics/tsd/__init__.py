@@ -3,17 +3,19 @@
 The specification is ``docs/FORMAT.md``; :mod:`.records` holds its byte
 layouts, :mod:`.writer` appends records, :mod:`.reader` opens files (via the
 footer's index, or by scanning a file whose writer died), and :mod:`.memory`
-reassembles physical memory from one or several files of one dump.
+reassembles physical memory from one or several files of one dump;
+:mod:`.verify` checks every byte of a dump.
 """
 
 from __future__ import annotations
 
 from .memory import PhysicalMemory, Range
 from .reader import Dump, Event, Problem, TsdFile, open_dump, open_file
+from .verify import VerifyReport, verify_dump
 from .writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, TsdWriter, WriteStats
 
 __all__ = [
     "TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL",
     "open_dump", "open_file", "Dump", "TsdFile", "Event", "Problem",
-    "PhysicalMemory", "Range",
+    "PhysicalMemory", "Range", "verify_dump", "VerifyReport",
 ]

@@ -1,0 +1,106 @@
+"""Find the dumps behind ``DIR|GLOB|FILE`` arguments, by dump id, from the file headers only.
+
+A dump is identified by the dump id in its files' headers (FORMAT.md), not by
+its path, so:
+
+- the files of one dump spread over several ``.tsd`` files (a monitor that
+  rotated files) are analysed together, as ``analyze`` would;
+- a byte copy of a file (same dump id, same ``created_ns``, same size) is
+  *the same dump*: it is listed under the dump's ``paths`` but analysed once
+  and counted once.  Two copies of one crash are one crash; two crashes of the
+  same bug are two dumps with one signature.
+
+The ``fingerprint`` of a dump is its set of distinct files; the result cache
+reuses a record only while the fingerprint is unchanged, so a dump that gains
+a file (or a file that is still growing) is analysed again.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TsubakiError
+from ..tsd import open_file
+
+__all__ = ["DumpFiles", "Unreadable", "find_files", "group_dumps", "TRIAGE_SUFFIX"]
+
+TRIAGE_SUFFIX = ".tsd"
+
+
+@dataclass(frozen=True)
+class DumpFiles:
+    """The files of one dump found on disk.
+
+    :param paths: every file with this dump id, copies included (sorted).
+    :param parts: one path per distinct file: what is opened.
+    :param fingerprint: ``created_ns:size`` of the distinct files, sorted and joined.
+    :param created_ns: when its oldest file was created (the writer's clock).
+    """
+
+    dump_id: str
+    paths: tuple[str, ...]
+    parts: tuple[str, ...]
+    fingerprint: str
+    created_ns: int
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file whose header could not be read: reported, never analysed."""
+
+    path: str
+    reason: str
+
+
+def find_files(arguments: Iterable[str]) -> list[Path]:
+    """Every ``.tsd`` file named by the arguments: a directory (searched recursively), a glob, or a file.
+
+    :raises TsubakiError: when an argument matches nothing.
+    """
+    found: dict[str, Path] = {}
+    for arg in arguments:
+        path = Path(arg)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob(f"*{TRIAGE_SUFFIX}") if p.is_file())
+        elif path.is_file():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
+            matches = [p for p in matches if p.name.endswith(TRIAGE_SUFFIX)]
+        if not matches:
+            raise TsubakiError(f"{arg}: no {TRIAGE_SUFFIX} files (not a directory, file or matching glob)")
+        for p in matches:
+            found.setdefault(str(p.resolve()), p.resolve())
+    return [found[k] for k in sorted(found)]
+
+
+def group_dumps(files: Iterable[Path]) -> tuple[list[DumpFiles], list[Unreadable]]:
+    """Read each file's header and group the files into dumps by dump id."""
+    by_id: dict[str, dict[tuple[int, int], list[str]]] = {}
+    bad: list[Unreadable] = []
+    for path in files:
+        try:
+            with open_file(path) as f:
+                key = (f.header.created_ns, os.path.getsize(path))
+                dump_id = str(f.header.dump_id)
+        except (TsubakiError, OSError) as e:
+            bad.append(Unreadable(str(path), str(e).splitlines()[0] if str(e) else type(e).__name__))
+            continue
+        by_id.setdefault(dump_id, {}).setdefault(key, []).append(str(path))
+    dumps = []
+    for dump_id, distinct in sorted(by_id.items()):
+        keys = sorted(distinct)
+        dumps.append(
+            DumpFiles(
+                dump_id=dump_id,
+                paths=tuple(sorted(p for ps in distinct.values() for p in ps)),
+                parts=tuple(sorted(distinct[k])[0] for k in keys),
+                fingerprint=",".join(f"{ns}:{size}" for ns, size in keys),
+                created_ns=keys[0][0],
+            )
+        )
+    return dumps, bad

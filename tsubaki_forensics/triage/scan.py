@@ -1,0 +1,152 @@
+"""Analyse one dump for triage: a small JSON-able record, never an exception.
+
+The record is built with the same public calls ``analyze`` uses
+(:func:`~tsubaki_forensics.analysis.session.open_program` and
+:func:`~tsubaki_forensics.analysis.session.analyze_dump`, only the bundled
+``panic`` analysis), so triage sees exactly what ``analyze`` shows.  It runs
+in worker processes (local or Dask): arguments and result are plain data,
+and a dump that cannot be analysed becomes a record with ``error`` set, so one
+bad dump never stops a fleet run.
+
+The time of the crash is the kernel's own wall clock at the panic
+(``tk_core.timekeeper.xtime_sec``, updated every tick) when the dump holds
+it; ``dumped_at`` is when the ``.tsd`` file was written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+from .signature import DEFAULT_DEPTH, Signature, make_signature, normalize_message
+
+__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "iso_utc"]
+
+#: Bumped when the fields of a record change; older cached records are redone.
+RECORD_VERSION = 1
+
+class ScanOptions(TypedDict, total=False):
+    """What changes a record (and so is part of the cache key)."""
+
+    depth: int  # meaningful frames in the signature
+    self_contained: bool  # the dump's own BTF, never a vmlinux
+    debug_dirs: list[str]  # searched for a vmlinux before the defaults
+
+
+def iso_utc(seconds: float | None) -> str | None:
+    """``2026-11-26T07:22:24Z`` for a Unix time, ``None`` for ``None``."""
+    if seconds is None:
+        return None
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _crash_time(prog: Any) -> float | None:
+    """The kernel's realtime clock (seconds) at its last tick, or ``None`` if unreadable."""
+    try:
+        seconds = prog["tk_core"].timekeeper.xtime_sec.value_()
+    except Exception:  # drgn: LookupError, FaultError, ObjectAbsentError; no BTF object
+        return None
+    return float(seconds) if seconds > 0 else None
+
+
+def failed_record(dump_id: str, parts: Sequence[str], created_ns: int, error: str) -> dict[str, Any]:
+    """The record of a dump that could not be analysed: grouped by its normalised error."""
+    reason = error.splitlines()[0] if error else "unknown error"
+    signature = Signature(f"<analysis failed: {normalize_message(reason)}>", ())
+    return {
+        "version": RECORD_VERSION,
+        "dump_id": dump_id,
+        "parts": list(parts),
+        "kernel_release": None,
+        "build_id": None,
+        "panic_message": None,
+        "crashed_pid": None,
+        "crashed_command": None,
+        "frames": [],
+        **_signature_fields(signature),
+        "crash_time": None,
+        "dumped_at": iso_utc(created_ns / 1e9),
+        "debug_info": None,
+        "completeness": {"status": "failed", "complete": False, "details": [reason]},
+        "error": reason,
+        "seconds": 0.0,
+    }
+
+
+def _signature_fields(signature: Signature) -> dict[str, Any]:
+    return {
+        "signature": signature.key,
+        "signature_id": signature.id,
+        "normalized_message": signature.message,
+        "signature_frames": list(signature.frames),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A fact's value as JSON data (placeholders become their text)."""
+    return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
+
+
+def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: ScanOptions | None = None) -> dict[str, Any]:
+    """Analyse the dump made of ``parts`` and return its triage record (see docs/TRIAGE.md)."""
+    from ..analysis.session import analyze_dump, open_program
+    from ..drgn_bridge.debuginfo import DEFAULT_DEBUG_DIRS
+    from ..plugin_system import get_plugins
+
+    options = ScanOptions(**(options or {}))
+    depth = int(options.get("depth", DEFAULT_DEPTH))
+    debug_dirs = [Path(d) for d in options.get("debug_dirs", ())] + list(DEFAULT_DEBUG_DIRS)
+    t0 = time.perf_counter()
+    try:
+        plugins = get_plugins()
+        opened = open_program([Path(p) for p in parts], plugins, debug_dirs=debug_dirs,
+                              self_contained=bool(options.get("self_contained")))
+        try:
+            report = analyze_dump(opened, plugins, only=["panic"])
+            crash_time = _crash_time(opened.program.prog)
+            debug_info = "self-contained (BTF)" if opened.program.selfcontained is not None else (
+                str(opened.program.vmlinux) if opened.program.vmlinux else None)
+        finally:
+            opened.close()
+    except Exception as e:  # one bad dump is a record, not the end of the run
+        record = failed_record(dump_id, parts, created_ns, str(e) or type(e).__name__)
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        return record
+    panic = report.results[0]
+    facts = dict(panic.facts)
+    try:
+        rows = panic.table("backtrace").dicts()
+    except KeyError:
+        rows = []
+    frames = [r["function"] or r["symbol"] for r in rows]
+    message = facts.get("panic message")
+    message = message if isinstance(message, str) else None
+    signature = make_signature(message, frames, depth)
+    details = [c.summary() for c in panic.completeness if not c.complete]
+    details += list(report.dump.problems)
+    if panic.error:
+        details.append(panic.error)
+    if not isinstance(facts.get("panic message"), str):
+        details.append(f"panic message: {_plain(facts.get('panic message')) or 'none found in the log'}")
+    status = panic.status.value
+    return {
+        "version": RECORD_VERSION,
+        "dump_id": dump_id,
+        "parts": list(parts),
+        "kernel_release": report.dump.kernel_release,
+        "build_id": report.dump.build_id,
+        "panic_message": message,
+        "crashed_pid": _plain(facts.get("crashed pid")),
+        "crashed_command": _plain(facts.get("crashed command")),
+        "frames": [f or "?" for f in frames],
+        **_signature_fields(signature),
+        "crash_time": iso_utc(crash_time),
+        "dumped_at": iso_utc(created_ns / 1e9),
+        "debug_info": debug_info,
+        "completeness": {"status": status, "complete": status == "ok" and not details, "details": details},
+        "error": None,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
