@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tsubaki_forensics.errors import SourceError, TsubakiError
@@ -48,9 +49,29 @@ __all__ = [
     "Monitor",
     "run_policy",
     "check_params",
+    "Resume",
 ]
 
 READ_SIZE = 8 << 20
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a previous, interrupted file of the dump already holds."""
+
+    name: str
+    dump_id: uuid.UUID
+    ranges: tuple[tuple[int, int], ...]  # physical ranges with sound records (data or zero)
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Resume:
+        """Read ``path`` (scanned: it usually has no footer)."""
+        from tsubaki_forensics.tsd import open_dump
+
+        with open_dump(path) as dump:
+            ranges = tuple((r.start, r.length) for r in dump.memory.ranges())
+            return cls(str(path), dump.dump_id, ranges, tuple(sorted(dump.properties.items())))
 
 
 class Monitor:
@@ -153,10 +174,13 @@ def run_policy(
     *,
     triage: Callable[[Machine], list[Step]] | None = None,
     progress: Callable[[int], None] | None = None,
+    resume: Resume | None = None,
 ) -> RunResult:
     """Run one policy on ``source`` and write the dump to ``output``.
 
     :param triage: builds the triage steps (only the triage policy asks).
+    :param resume: a previous, interrupted file of the same dump: its id is
+        reused and the ranges it holds are not written again.
     :param progress: called with the number of source bytes just processed.
     :raises HandbackSafetyError: a strict run caught the policy giving Linux
         memory whose dump was not durable.
@@ -170,7 +194,7 @@ def run_policy(
     out_path = Path(output) if output is not None and policy.dumps else None
     try:
         if out_path is not None:
-            run.open(out_path)
+            run.open(out_path, resume)
         run.choose_reboot_regions()
         policy.on_start(run.monitor)
         for step in policy.steps(run.monitor) if run.writer is not None else []:
@@ -201,6 +225,7 @@ class _Run:
         self.monitor = Monitor(machine, self.ram, params, self.timeline, self.device,
                                lambda: triage(machine) if triage else [])
         self.monitor.dumps = policy.dumps
+        self.resumed = False
         self.writer = None
         self.cpu_total = 0.0
         self.used = 0
@@ -212,15 +237,21 @@ class _Run:
                         for r in machine.regions}
         self.timeline.add(0.0, "panic", cpus=self.cpus, memory=machine.total)
 
-    def open(self, path: Path) -> None:
+    def open(self, path: Path, resume: Resume | None = None) -> None:
         """Create the dump and store the panic notice: registers and VMCOREINFO first."""
         from tsubaki_forensics.tsd import TsdWriter
 
         p, src, monitor = self.params, self.source, self.monitor
+        props = _properties(src, self.policy, p, self.machine)
+        for key, before in resume.properties if resume else ():
+            if key in props and props[key] != before:  # the two files could not be merged
+                raise TsubakiError(f"--resume-from {resume.name}: {key} was {before!r}, now "
+                                   f"{props[key]!r}; resume with the same source and options")
         self.writer = TsdWriter(path, level=p.level, threads=p.threads,
+                                dump_id=resume.dump_id if resume else None,
                                 producer=f"tsubaki-forensics collect ({self.policy.name})")
         self.writer.write_metadata(vmcoreinfo=src.vmcoreinfo, notes=src.notes,
-                                   properties=_properties(src, self.policy, p, self.machine))
+                                   properties=props)
         self.writer.write_event("panic_notice", 0.0, cpus=self.cpus)
         monitor.record = self.writer.write_event
         offset = self.writer.flush(durable=p.fsync)
@@ -229,9 +260,27 @@ class _Run:
         self.timeline.save(monitor.now, offset)
         self.timeline.add(monitor.now, "notice_saved", bytes=offset)
         self.timeline.add(monitor.now, "cpu_taken", cpu=self.cpus - 1)
+        if resume is not None:
+            self._resume(resume, offset)
         if self.policy.capture_boot:
             monitor.now += p.capture_boot_s
             self.timeline.add(monitor.now, "capture_kernel_ready")
+
+    def _resume(self, resume: Resume, offset: int) -> None:
+        """Count the previous file's ranges as written and durable (they are on
+        storage already); a region they cover whole is safe to hand back."""
+        monitor = self.monitor
+        self.resumed = True
+        kept = 0
+        for start, length in resume.ranges:
+            for s, n in _clip(self.machine, start, length):
+                monitor.written.add(s, n)
+                monitor.saved.add(s, n)
+                kept += n
+        for region in self.machine.regions:
+            if monitor.region_saved(region):
+                monitor.records_end[region.index] = offset
+        monitor.event(monitor.now, "resumed", previous=resume.name, bytes=kept)
 
     def choose_reboot_regions(self) -> None:
         """For early-reboot policies, let a zero-page scan pick cheap reboot regions."""
@@ -249,8 +298,8 @@ class _Run:
         written, flush, let the policy see it saved."""
         monitor, writer, device = self.monitor, self.writer, self.device
         todo = [piece for s, n in step.ranges for piece in monitor.written.subtract_from(s, n)]
-        if not todo:
-            return
+        if not todo and not self.resumed:
+            return  # (when resuming, a step the previous file holds still counts as saved)
         cpu = sum(self._write(start, length) for start, length in todo)
         self.cpu_total += cpu
         before = device.written
@@ -282,8 +331,12 @@ class _Run:
             size = min(READ_SIZE, start + length - pos)
             try:
                 data = self.ram.read(pos, size)
-            except SourceError as e:
-                self.writer.write_missing(pos, size, str(e))
+                if len(data) != size:  # a short read would shift every later byte
+                    raise SourceError(f"short read at {pos:#x}: {len(data)} of {size} bytes")
+            except (SourceError, OSError) as e:
+                # what could not be read is recorded as missing, never as zeros
+                why = str(e) if isinstance(e, SourceError) else f"read error: {e.strerror or e}"
+                self.writer.write_missing(pos, size, why)
             else:
                 stats = self.writer.write_memory(pos, data)
                 cpu += stats.compress_seconds
@@ -383,6 +436,17 @@ def _regions_of(machine: Machine, ranges: list[tuple[int, int]]) -> list[Region]
             seen[region.index] = region
             pos = region.base + region.size
     return list(seen.values())
+
+
+def _clip(machine: Machine, start: int, length: int) -> list[tuple[int, int]]:
+    """The parts of [start, start+length) that are Linux memory of ``machine``."""
+    out = []
+    for region in machine.regions:
+        for s, n in region.ranges:
+            a, b = max(s, start), min(s + n, start + length)
+            if a < b:
+                out.append((a, b - a))
+    return out
 
 
 def _share(region: Region, ranges: list[tuple[int, int]], nbytes: int) -> int:

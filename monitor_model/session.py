@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .engine import CollectParams, RunResult, run_policy
+from .engine import CollectParams, Resume, RunResult, run_policy
 from .policies import get_policy
 from .triage import TriagePlan, plan_triage
 
@@ -33,8 +33,15 @@ def collect(
     vmlinux: Path | None = None,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[TriagePlan], None] | None = None,
+    resume_from: Path | None = None,
 ) -> list[RunResult]:
-    """Run ``policies`` on ``source``; the first one's dump goes to ``output``."""
+    """Run ``policies`` on ``source``; the first one's dump goes to ``output``.
+
+    :param resume_from: an interrupted file of the same dump (disk full, a
+        kill): ``output`` becomes its second file, with the same dump id and
+        only what the first one lacks.
+    """
+    resume = Resume.from_file(resume_from) if resume_from is not None else None
     plan: TriagePlan | None = None
 
     def triage(machine):
@@ -49,7 +56,8 @@ def collect(
     with tempfile.TemporaryDirectory(prefix="tsubaki-collect-") as tmp:
         for i, name in enumerate(policies):
             out = output if i == 0 else Path(tmp) / f"{name}.tsd"
-            result = run_policy(source, get_policy(name), params, out, triage=triage, progress=progress)
+            result = run_policy(source, get_policy(name), params, out, triage=triage, progress=progress,
+                                resume=resume if i == 0 else None)
             if i:
                 result = replace(result, output=None)
             results.append(result)

@@ -13,7 +13,7 @@ third-party plugin would, so the plugin path is exercised on every run.
 * ``raw``: a raw memory image with a sidecar ``IMAGE.json`` giving its
   physical ranges, VMCOREINFO and notes (docs/COLLECT.md).
 
-A live QEMU guest will be another source registered the same way.
+A live QEMU guest is not a source of this emulation: `tsubaki-forensics monitor` (tsubaki_forensics/live/) runs the protocol on the real guest itself.
 """
 
 from __future__ import annotations

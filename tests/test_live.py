@@ -12,6 +12,7 @@ must end with every memory block online.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,8 @@ import pytest
 from monitor_model.storage import get_profile
 from tsubaki_forensics.lab import ensure_kernel
 from tsubaki_forensics.live import GuestConfig, LiveParams, collect_panic, normal_operation, open_guest
-from tsubaki_forensics.live.session import remove_ram
+from tsubaki_forensics.live.guest import READY_MARKER
+from tsubaki_forensics.live.session import follow_panics, remove_ram
 from tsubaki_forensics.tsd import open_dump
 
 pytestmark = pytest.mark.realkernel
@@ -93,13 +95,63 @@ def test_live_tsubaki_dump_equals_memory_at_panic(tmp_path):
     assert "sysrq_handle_crash" in proc.stdout and "sysrq triggered crash" in proc.stdout
 
 
-def test_live_monitor_killed_leaves_a_valid_dump(tmp_path):
-    """kill -9 of the monitor after the base RAM is saved: the records written so far read back."""
-    out = tmp_path / "killed.tsd"
+def test_live_rebooted_guest_panics_again_during_the_dump(tmp_path):
+    """The rebooted guest panics while its DIMMs are still being dumped: the first dump still
+    completes with the panic's bytes, and the second crash gets a dump of its own."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    first, second = tmp_path / "first.tsd", tmp_path / "first.panic2.tsd"
+    guest = open_guest(GuestConfig(mem=512 << 20), tmp_path / "work")
+    slow = LiveParams(storage=get_profile("custom:bw=6MB/s,lat=0ms,gran=4K,flush=0ms"))
+    at_panic: list[int] = []
+
+    def on_panic() -> None:
+        at_panic.append(guest.console_size())
+        _reference_copy(guest, ref)()
+
+    async def crash_after_reboot() -> None:
+        while not at_panic:
+            await asyncio.sleep(0.1)
+        await guest.wait_console(READY_MARKER, at_panic[0], 300)  # the rebooted guest's service
+        await guest.agent_alive(60)  # its agent opens the port just after the marker
+        await guest.agent("panic")
+
+    async def scenario():
+        async with guest:
+            await normal_operation(guest, fill_mib=128)
+            result, _ = await asyncio.gather(collect_panic(guest, first, slow, on_panic=on_panic),
+                                             crash_after_reboot())
+            results = await follow_panics(guest, result, first, LiveParams())
+            return results, await guest.block_states()
+
+    try:
+        results, states = asyncio.run(scenario())
+    finally:
+        remove_ram(guest)
+
+    assert len(results) == 2 and results[0].panicked_again_s is not None
+    assert results[0].panicked_again_s > results[0].reset_s
+    assert results[1].panicked_again_s is None and all(s == "online" for s in states.values())
+    dump = open_dump([first])
+    assert dump.problems == [] and any(e.kind == "panic_again" for e in dump.events)
+    for piece in guest.layout.pieces():
+        data = (ref / piece.path.name).read_bytes()
+        for start, length in piece.ranges:
+            off = start - piece.file_base
+            assert dump.memory.read(start, length) == data[off:off + length], piece.name
+    again = open_dump([second])
+    assert again.problems == [] and again.dump_id != dump.dump_id
+    assert b"OSRELEASE=" in again.vmcoreinfo
+
+
+def test_live_monitor_killed_then_resumed(tmp_path):
+    """kill -9 of the monitor while it dumps the DIMMs: the file so far reads back, and a
+    restarted monitor attaches to the guest and finishes the same dump in a second file."""
+    killed, rest = tmp_path / "killed.tsd", tmp_path / "rest.tsd"
     work = tmp_path / "work"
     ram = Path(tempfile.mkdtemp(prefix="tsk-live-test-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     argv = [sys.executable, "-c", CLI, "monitor", "--mem", "512M", "--fill", "128M", "--ram-dir", str(ram),
-            "--storage", "custom:bw=4MB/s,lat=0ms,gran=4K,flush=0ms", "-o", str(out), "--workdir", str(work)]
+            "--storage", "custom:bw=4MB/s,lat=0ms,gran=4K,flush=0ms", "-o", str(killed), "--workdir", str(work)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -109,6 +161,18 @@ def test_live_monitor_killed_leaves_a_valid_dump(tmp_path):
         time.sleep(2)  # into the DIMMs
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+        part = open_dump([killed])
+        assert part.vmcoreinfo and any(e.kind == "saved" and e.fields["step"] == "base" for e in part.events)
+        assert part.memory.read(0x100000, 4096)
+        assert not any(e.kind == "hand-back" for e in part.events)
+        # the DIMMs still hold the panic's bytes (the rebooted guest never had them)
+        ref = {p.name: p.read_bytes() for p in ram.glob("dimm*.ram")}
+
+        done = subprocess.run([sys.executable, "-c", CLI, "monitor", "--resume", str(killed), "--workdir",
+                               str(work), "-o", str(rest), "--format", "json"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -119,8 +183,13 @@ def test_live_monitor_killed_leaves_a_valid_dump(tmp_path):
             except ProcessLookupError:
                 pass
         shutil.rmtree(ram, ignore_errors=True)
-    dump = open_dump([out])
-    assert any(e.kind == "saved" for e in dump.events)
-    starts = [r.start for r in dump.memory.ranges()]
-    assert 0 in starts and dump.memory.read(0x100000, 4096)
-    assert dump.vmcoreinfo
+
+    whole = open_dump([killed, rest])
+    # the only problems are the killed file's missing footer (and maybe its cut-off last record)
+    assert any("no END footer" in p.message for p in whole.problems)
+    assert all(Path(p.path) == killed for p in whole.problems), whole.problems
+    state = json.loads((work / "live.json").read_text())
+    for i, addr in enumerate(state["dimm_addrs"]):
+        data = ref[f"dimm{i}.ram"]
+        assert whole.memory.read(addr, len(data)) == data, f"dimm{i} differs from the panic"
+    assert any(e.kind == "resumed" for e in whole.events)

@@ -177,6 +177,9 @@ def test_a_dead_worker_fails_only_its_dump():
     rec = _result(future, DumpFiles("id9", ("/fleet/x.tsd",), ("/fleet/x.tsd",), "1:1", 10**18))
     assert rec["dump_id"] == "id9" and rec["error"].startswith("worker died: BrokenProcessPool")
     assert rec["signature"].startswith("<analysis failed: worker died")
+    one = failed_record("a", ["/f/a.tsd"], 0, "/f/a.tsd: truncated at 0x1000")
+    two = failed_record("b", ["/g/b.tsd"], 0, "/g/b.tsd: truncated at 0x2000")
+    assert one["signature"] == two["signature"] == "<analysis failed: <dump>: truncated at <hex>> | <no frames>"
 
 
 def test_cli_bad_input(tmp_path, capsys):

@@ -3,21 +3,41 @@
 Each analysis either returns its result, is skipped because a need is not
 met, or raises; a raise is recorded as a ``failed`` result with the reason
 (type and message, plus the traceback kept for ``--format json``), and the
-next analysis runs.
+next analysis runs.  Plugins are third-party code run on hostile input, so
+the runner also fails (instead of trusting) an analysis that runs past its
+time limit (SIGALRM on the main thread: the plugin's own frame is
+interrupted, so it cannot keep using the program behind the next one's
+back), calls ``sys.exit``, or returns a malformed result; each gets a
+read-only copy of the options.  ``strict`` turns the first failure into a
+:class:`~tsubaki_forensics.errors.PluginError` (CI use).
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
-from ..errors import TsubakiError
-from .results import AnalysisResult, Status
+from ..errors import PluginError, TsubakiError
+from .results import AnalysisResult, Completeness, Missing, Status, Table, is_placeholder
 from .spec import AnalysisContext, AnalysisSpec
 
-__all__ = ["select", "run_analyses"]
+__all__ = ["select", "run_analyses", "AnalysisTimeout", "DEFAULT_TIMEOUT_S", "check_result"]
+
+DEFAULT_TIMEOUT_S = 300.0  # per analysis; the built-ins take < 2 s on a real 512 MiB crash
+
+
+class AnalysisTimeout(BaseException):
+    """Raised inside an analysis that ran past its limit.
+
+    A BaseException so that a plugin's ``except Exception`` cannot swallow
+    it; the timer also re-fires every second until the analysis lets go.
+    """
 
 
 def select(
@@ -41,27 +61,93 @@ def run_analyses(
     specs: Iterable[AnalysisSpec],
     context: AnalysisContext,
     progress: Callable[[str], None] | None = None,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    strict: bool = False,
 ) -> list[AnalysisResult]:
-    """Run each analysis and return one result per analysis, in order."""
+    """Run each analysis and return one result per analysis, in order.
+
+    :param timeout: seconds each analysis may run (None or 0: no limit).
+    :param strict: raise :class:`PluginError` at the first failed analysis.
+    """
     results = []
     for spec in specs:
         if progress is not None:
             progress(spec.name)
-        results.append(_run_one(spec, context))
+        # each analysis sees its own read-only options: none can change another's
+        mine = replace(context, options=types.MappingProxyType(dict(context.options)))
+        result = _run_one(spec, mine, timeout)
+        if strict and result.status is Status.FAILED:
+            raise PluginError(f"--strict: analysis {spec.name} ({spec.plugin}) failed: {result.error}")
+        results.append(result)
     return results
 
 
-def _run_one(spec: AnalysisSpec, context: AnalysisContext) -> AnalysisResult:
+@contextlib.contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Interrupt the body after ``seconds`` (main thread with SIGALRM only)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def fire(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise AnalysisTimeout(seconds)
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def check_result(result: object) -> None:
+    """Refuse a result that breaks the contract of :mod:`.results` (TypeError)."""
+    if not isinstance(result, AnalysisResult):
+        raise TypeError(f"returned {type(result).__name__}, not AnalysisResult")
+    for name, kind in (("facts", tuple), ("tables", tuple), ("completeness", tuple), ("notes", tuple)):
+        if not isinstance(getattr(result, name), kind):
+            raise TypeError(f"malformed result: {name} is a {type(getattr(result, name)).__name__}, not a tuple")
+    for fact in result.facts:
+        if not (isinstance(fact, tuple) and len(fact) == 2 and isinstance(fact[0], str) and _value(fact[1])):
+            raise TypeError(f"malformed result: fact {fact!r:.80} is not a (name, value) pair")
+    for table in result.tables:
+        if not isinstance(table, Table):
+            raise TypeError(f"malformed result: table {table!r:.80} is not a Table")
+        for row in table.rows:
+            if not isinstance(row, tuple) or len(row) != len(table.columns) or not all(map(_value, row)):
+                raise TypeError(f"malformed result: table {table.name} row {row!r:.80}")
+    for c in result.completeness:
+        if not isinstance(c, Completeness) or not all(isinstance(m, Missing) for m in c.missing):
+            raise TypeError(f"malformed result: completeness {c!r:.80}")
+    if not all(isinstance(n, str) for n in result.notes):
+        raise TypeError("malformed result: notes must be strings")
+    if not isinstance(result.status, Status):
+        raise TypeError(f"malformed result: status {result.status!r:.40}")
+
+
+def _value(v: object) -> bool:
+    return v is None or isinstance(v, (int, float, str, bool)) or is_placeholder(v)
+
+
+def _run_one(spec: AnalysisSpec, context: AnalysisContext, timeout: float | None = None) -> AnalysisResult:
     missing = spec.missing_needs(context.capabilities)
     if missing:
         needs = ", ".join(n.value.replace("_", " ") for n in missing)
         return AnalysisResult(spec.name, spec.name, status=Status.SKIPPED, error=f"needs {needs}")
     start = time.perf_counter()
     try:
-        result = spec.function(context)
-        if not isinstance(result, AnalysisResult):
-            raise TypeError(f"returned {type(result).__name__}, not AnalysisResult")
-    except Exception as e:  # one failing analysis must not stop the others
+        try:
+            with _deadline(timeout):
+                result = spec.function(context)
+        except AnalysisTimeout:
+            raise TimeoutError(f"ran past its {timeout:g} s time limit") from None
+        except SystemExit as e:
+            raise RuntimeError(f"called sys.exit({e.code!r})") from None
+        check_result(result)
+    except (Exception, AnalysisTimeout) as e:  # one failing analysis must not stop the others
         reason = str(e) if isinstance(e, TsubakiError) else f"{type(e).__name__}: {e}"
         return AnalysisResult(
             spec.name,

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import drgn
+
 from ..drgn_bridge.program import DumpProgram, program_from_dump
 from ..drgn_bridge.vmcoreinfo import parse_vmcoreinfo
+from ..errors import FormatError, TsubakiError
 from ..plugin_system.manager import Plugins
 from .report import DumpSummary, Report
-from .runner import run_analyses, select
+from .runner import DEFAULT_TIMEOUT_S, run_analyses, select
 from .spec import AnalysisContext
 
 __all__ = ["OpenedDump", "open_program", "summarize", "analyze_dump"]
@@ -57,7 +60,16 @@ def open_program(
         }
         if debug_dirs is not None:
             kwargs["debug_dirs"] = list(debug_dirs)
-        program = program_from_dump(dump, **kwargs)
+        try:
+            program = program_from_dump(dump, **kwargs)
+        except (drgn.BadDataError, drgn.FaultError, drgn.ObjectAbsentError, ValueError,
+                OverflowError, LookupError) as e:
+            if isinstance(e, TsubakiError):
+                raise
+            # A damaged or crafted dump (VMCOREINFO, notes, page tables) that
+            # drgn refuses: one line naming the files, not a traceback.
+            raise FormatError(f"{', '.join(map(str, paths))}: drgn cannot use this dump: "
+                              f"{type(e).__name__}: {e}") from None
         plugins.program_ready(program.prog, dump)
     except BaseException:
         close = getattr(dump, "close", None)
@@ -95,11 +107,17 @@ def analyze_dump(
     exclude: Sequence[str] = (),
     options: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    strict: bool = False,
 ) -> Report:
-    """Run the selected analyses on an opened dump and return the report."""
+    """Run the selected analyses on an opened dump and return the report.
+
+    :param timeout: seconds each analysis may run; :param strict: the first
+        failed analysis raises :class:`~tsubaki_forensics.errors.PluginError`.
+    """
     specs = select(plugins.analyses(), only, exclude)
     context = AnalysisContext(opened.program.prog, opened.dump, dict(options or {}), opened.program.capabilities)
-    results = run_analyses(specs, context, progress)
+    results = run_analyses(specs, context, progress, timeout=timeout, strict=strict)
     warnings: tuple[str, ...] = ()
     if opened.program.selfcontained is not None:  # say what the dump's own BTF cannot give
         warnings = tuple(opened.program.selfcontained.lines())

@@ -15,9 +15,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..analysis.results import Status
-from ..errors import TsubakiError
+from ..errors import PluginError, TsubakiError
 from ..plugin_system import get_plugins
-from .output import print_json, print_warning, safe_text, stdout
+from .output import print_error, print_json, print_warning, safe_text, stdout
 
 __all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
 
@@ -74,6 +74,8 @@ def analyze(
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
     disable: _Disable = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds each analysis may run before it is failed (0: no limit).")] = 300.0,
+    strict: Annotated[bool, typer.Option("--strict", help="CI: the first failed analysis (raised, timed out, malformed result) ends the run with exit 5.")] = False,
 ) -> None:
     """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
 
@@ -101,7 +103,14 @@ def analyze(
             exclude=_names(exclude),
             options={"tail": tail},
             progress=lambda name: sys.stderr.write(f"running {name}\n"),
+            timeout=timeout or None,
+            strict=strict,
         )
+    except PluginError as e:
+        if not strict:
+            raise
+        print_error(str(e))
+        sys.exit(EXIT_FAILED)
     finally:
         opened.close()
     for problem in (*report.dump.problems, *report.warnings):

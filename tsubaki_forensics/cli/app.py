@@ -13,12 +13,13 @@ import sys
 import typer
 
 from ..errors import TsubakiError
-from . import analyze_commands, collect_commands, dump_commands, lab_commands, live_commands, triage_commands
+from . import analyze_commands, collect_commands, dump_commands, lab_commands, live_commands, triage_commands, symbols_commands
 from .output import print_error
 
 __all__ = ["build_app", "main"]
 
-COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, triage_commands, lab_commands)
+COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, triage_commands, lab_commands,
+                   symbols_commands)
 
 
 def build_app(argv: list[str] | None = None) -> typer.Typer:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import TsubakiError
+from ..errors import StorageError, TsubakiError
 from .output import print_json, print_warning, safe_text, stderr, stdout
 
 __all__ = ["register", "collect"]
@@ -61,6 +61,9 @@ def collect(
     plot: Annotated[Optional[Path], typer.Option(help="Draw the timeline to FILE.png|svg|pdf.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Summary format: text or json.")] = "text",
     fsync: Annotated[bool, typer.Option(help="fsync the dump at every save point.")] = True,
+    resume_from: Annotated[Optional[Path], typer.Option(
+        "--resume-from", help="An interrupted .tsd of this dump (disk full, killed): write -o as its "
+                              "second file, same dump id, skipping the memory it already holds.")] = None,
 ) -> None:
     """Emulate the Tsubaki monitor: dump region by region, reboot early, hand memory back."""
     from monitor_model.engine import CollectParams, check_params
@@ -95,6 +98,11 @@ def collect(
 
         check_plot_path(plot)
     policies = [policy] + [p for p in COMPARE_ORDER if p != policy] if compare else [policy]
+    if resume_from is not None:
+        if compare:
+            raise TsubakiError("--resume-from and --compare exclude each other")
+        if resume_from.resolve() == output.resolve():
+            raise TsubakiError(f"--resume-from {resume_from}: write the rest to another file (-o)")
     if output.exists() and output.is_dir():
         raise TsubakiError(f"-o {output}: is a directory")
     if not output.parent.exists():
@@ -116,8 +124,14 @@ def collect(
                 for note in plan.notes:
                     print_warning(f"triage: {note}")
 
-            results = run_collect(src, policies, params, output, vmlinux=vmlinux,
-                                  progress=lambda n: bar.advance(task, n), on_plan=on_plan)
+            try:
+                results = run_collect(src, policies, params, output, vmlinux=vmlinux,
+                                      progress=lambda n: bar.advance(task, n), on_plan=on_plan,
+                                      resume_from=resume_from)
+            except StorageError as e:
+                raise StorageError(f"{e}; {output} keeps every record saved before the fault "
+                                   f"(analyse it, or finish the dump with --resume-from {output} "
+                                   f"-o ANOTHER.tsd)") from None
         if plot is not None:
             from monitor_model.plot import plot_timeline
 

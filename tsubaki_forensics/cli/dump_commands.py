@@ -18,11 +18,6 @@ from typing import Annotated, Any, Callable
 import typer
 
 from ..errors import TsubakiError
-from ..tsd import open_dump
-from ..tsd.verify import verify_dump
-from ..vmcore import write_elf_vmcore
-from ..vmcore.importer import import_vmcore, vmcoreinfo_fields
-from ..vmcore.notes import NT_PRSTATUS, iter_notes
 from .output import print_json, safe_text, stderr
 
 __all__ = ["register", "OutputFormat", "VerifyFailed"]
@@ -103,6 +98,8 @@ def import_cmd(
     partial = output.with_name(output.name + ".part")
     update, stop = _progress("import")
     try:
+        from ..vmcore.importer import import_vmcore
+
         res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
                             progress=update)
     except BaseException as e:
@@ -141,6 +138,9 @@ def export_cmd(
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Write a dump as an ELF vmcore that drgn opens and makedumpfile accepts."""
+    from ..tsd import open_dump
+    from ..vmcore import write_elf_vmcore
+
     _check_output(output, force, *dumps)
     with open_dump(dumps) as dump:
         update, stop = _progress("export")
@@ -170,6 +170,9 @@ def export_cmd(
 # --- inspect ------------------------------------------------------------------
 
 def _describe(dump: Any) -> dict[str, Any]:
+    from ..vmcore.importer import vmcoreinfo_fields
+    from ..vmcore.notes import NT_PRSTATUS, iter_notes
+
     mem = dump.memory
     ranges = mem.ranges()
     missing = mem.missing_ranges()
@@ -263,6 +266,8 @@ def inspect_cmd(
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
+    from ..tsd import open_dump
+
     with open_dump(dumps) as dump:
         d = _describe(dump)
     if fmt == OutputFormat.json:
@@ -278,6 +283,8 @@ def verify_cmd(
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Check every record; exit 0 only if all are sound (2 if anything is bad or missing)."""
+    from ..tsd.verify import verify_dump
+
     update, stop = _progress("verify")
     try:
         report = verify_dump(dumps, progress=update)

@@ -56,6 +56,9 @@ def monitor(
                                                      "(default: beside the output).")] = None,
     ram_dir: Annotated[Path | None, typer.Option(help="Directory for the guest RAM files "
                                                     "(default: a new one in /dev/shm; removed at the end).")] = None,
+    resume: Annotated[list[Path] | None, typer.Option(
+        help="Continue the dump in these earlier file(s) of a killed monitor: attach to the guest "
+             "it left running (needs the same --workdir) and write the rest to -o.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
 ) -> None:
     """Run a live guest, wait for its panic, dump it while it reboots, hand its memory back."""
@@ -76,25 +79,40 @@ def monitor(
     fill_mib = _size(fill, "--fill") >> 20
     if fill_mib > (config.mem >> 20) * 3 // 4:
         raise TsubakiError(f"--fill {fill}: at most three quarters of --mem")
-    work = workdir or output.parent / f"{output.stem}.live"
-    result = asyncio.run(_monitor(config, params, output, work, fill_mib, trigger, panic_timeout, ram_dir))
+    if resume:
+        if workdir is None:
+            raise TsubakiError("--resume needs the --workdir of the killed monitor (its live.json)")
+        results = asyncio.run(_resume(resume, params, output, workdir))
+    else:
+        work = workdir or output.parent / f"{output.stem}.live"
+        results = asyncio.run(_monitor(config, params, output, work, fill_mib, trigger, panic_timeout,
+                                       ram_dir))
     if fmt == "json":
-        print_json(result.to_json())
+        print_json({"panics": [r.to_json() for r in results]})
         return
+    for result in results:
+        _print(result)
+
+
+def _print(result) -> None:
     stdout.print(f"order {result.order}, storage {result.storage}, {result.memory_bytes >> 20} MiB "
-                 f"(base {result.base_bytes >> 20} MiB): dump {output} ({result.bytes_written} bytes)")
+                 f"(base {result.base_bytes >> 20} MiB): dump {result.output} ({result.bytes_written} bytes)")
+    if result.panicked_again_s is not None:
+        stdout.print(f"  the rebooted guest panicked again at {result.panicked_again_s:.2f} s")
     stdout.print(f"  panic -> reset {result.reset_s:.2f} s, service ready {result.ready_s:.2f} s "
                  f"(boot {result.boot_s:.2f} s), dump complete {result.dump_complete_s:.2f} s, "
                  f"all memory online {result.all_online_s:.2f} s")
     for p in result.pieces:
-        online = "rebooted in it" if p.online_s is None else f"online {p.online_s:.2f} s"
-        stdout.print(f"  {p.name:7} {p.paddr:#14x} {p.nbytes >> 20:6} MiB  saved {p.saved_s:.2f} s  {online}")
+        saved = "in an earlier file" if p.saved_s is None else f"saved {p.saved_s:.2f} s"
+        online = "rebooted in it" if p.name == "base" else (
+            "-" if p.online_s is None else f"online {p.online_s:.2f} s")
+        stdout.print(f"  {p.name:7} {p.paddr:#14x} {p.nbytes >> 20:6} MiB  {saved}  {online}")
 
 
 async def _monitor(config, params, output: Path, work: Path, fill_mib: int, trigger: bool,
                    panic_timeout: float, ram_dir: Path | None):
     from ..live import collect_panic, normal_operation, open_guest
-    from ..live.session import remove_ram
+    from ..live.session import follow_panics, remove_ram
 
     def say(msg: str) -> None:
         stderr.print(f"monitor: {msg}")
@@ -105,9 +123,36 @@ async def _monitor(config, params, output: Path, work: Path, fill_mib: int, trig
             say(f"guest started (QEMU pid {guest.proc.pid}); console {guest.console}")
             await normal_operation(guest, fill_mib=fill_mib)
             say("guest ready, all memory online" + (f", {fill_mib} MiB filled" if fill_mib else ""))
-            return await collect_panic(guest, output, params, trigger=trigger,
-                                       panic_timeout=panic_timeout, progress=say)
+            first = await collect_panic(guest, output, params, trigger=trigger,
+                                        panic_timeout=panic_timeout, progress=say)
+            return await follow_panics(guest, first, output, params, progress=say)
     finally:
+        remove_ram(guest)
+
+
+async def _resume(paths: list[Path], params, output: Path, work: Path):
+    from dataclasses import replace
+
+    from ..live.monitor import run_protocol
+    from ..live.resume import reconcile, resume_state
+    from ..live.session import follow_panics, remove_ram
+    from ..live.vm import LiveGuest
+
+    def say(msg: str) -> None:
+        stderr.print(f"monitor: {msg}")
+
+    state = resume_state(paths)
+    if output.resolve() in {p.resolve() for p in paths}:
+        raise TsubakiError(f"-o {output}: write the rest to a new file, not over the earlier one")
+    guest = await LiveGuest.attach(work, log=say)
+    try:
+        state = await reconcile(guest, state)
+        say(f"attached to QEMU pid {guest.proc.pid}; dump {state.dump_id}")
+        params = replace(params, order=state.order)
+        first = await run_protocol(guest, output, params, state.panic_wall, progress=say, resume=state)
+        return await follow_panics(guest, first, output, params, progress=say)
+    finally:
+        await guest.stop()
         remove_ram(guest)
 
 

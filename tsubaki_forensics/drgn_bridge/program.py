@@ -167,16 +167,25 @@ def program_from_dump(
                 raise
             # No vmlinux anywhere: the dump can usually describe itself (BTF,
             # kallsyms and ORC are inside every full dump of a modern kernel).
-            selfcontained = _attach_selfcontained_or_raise(prog, missing)
+            selfcontained = _describe_itself(prog, dump, missing)
         capabilities.add(Need.DEBUG_INFO)
         _add_module_symbols(prog)
     return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus), selfcontained)
 
 
-def _attach_selfcontained_or_raise(prog: drgn.Program, missing: DebugInfoError) -> Any:
-    """Fall back to the dump's own type and symbol data, or explain both failures."""
-    from ..selfcontained import SelfContainedError, attach_selfcontained
+def _describe_itself(prog: drgn.Program, dump: Any, missing: DebugInfoError) -> Any:
+    """No vmlinux: serve drgn from what the dump carries, or explain both failures.
 
+    A symbol pack embedded in the dump (``symbols pack``/``symbols attach``)
+    wins, since it was cut from the kernel's own DWARF; otherwise the
+    kernel's BTF, kallsyms and ORC tables that every full dump contains.
+    """
+    from ..selfcontained import SelfContainedError, attach_selfcontained
+    from ..symbolpack import attach_symbolpack, pack_from_dump
+
+    pack = pack_from_dump(dump)
+    if pack is not None:
+        return attach_symbolpack(prog, pack)
     try:
         return attach_selfcontained(prog)
     except SelfContainedError as e:

@@ -6,6 +6,7 @@ workload, panics it by a scenario, saves an ELF vmcore via QMP and computes
 the ground truth with plain drgn.  See docs/LAB.md.
 """
 
+from .debpkg import select_modules
 from .crash import CrashParams, CrashResult, cached_crash, crash, load_crash
 from .kernel import KernelArtifacts, ensure_kernel, resolve_release
 from .scenarios import SCENARIOS, Scenario, get_scenario
@@ -28,5 +29,6 @@ __all__ = [
     "get_workload",
     "load_crash",
     "parse_size",
+    "select_modules",
     "resolve_release",
 ]

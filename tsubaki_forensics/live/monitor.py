@@ -34,6 +34,7 @@ from monitor_model.storage import PROFILES, StorageProfile
 from ..tsd import TsdWriter
 from .guest import READY_MARKER
 from .layout import Piece
+from .resume import ResumeState
 from .notice import fetch_notice
 from .throttle import PacedDevice
 from .vm import LiveError, LiveGuest
@@ -87,6 +88,8 @@ class LiveResult:
     bytes_written: int = 0
     pieces: list[PieceTimes] = field(default_factory=list)
     boot_id: str = ""
+    panicked_again_s: float | None = None   # the rebooted guest panicked (it is paused now)
+    second_panic_wall: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -103,10 +106,14 @@ async def bring_online(guest: LiveGuest, pieces: list[Piece]) -> None:
 
 
 class _Run:
-    def __init__(self, guest: LiveGuest, output: Path, params: LiveParams, t0: float) -> None:
+    def __init__(self, guest: LiveGuest, output: Path, params: LiveParams, t0: float,
+                 dump_id: str | None = None) -> None:
         self.guest, self.params, self.t0 = guest, params, t0
         self.layout = guest.layout
-        self.writer = TsdWriter(output, level=params.level, threads=params.threads,
+        self.ready: asyncio.Task | None = None
+        self.hello: asyncio.Future | None = None
+        self.second: asyncio.Task | None = None
+        self.writer = TsdWriter(output, dump_id=dump_id, level=params.level, threads=params.threads,
                                 producer=f"tsubaki-forensics monitor ({params.order}, live)")
         self.device = PacedDevice(params.storage, t0)
         self.result = LiveResult(order=params.order, output=str(output), storage=params.storage.name,
@@ -143,7 +150,7 @@ class _Run:
             "live.order": self.params.order, "live.storage": self.params.storage.name,
             "live.base": layout.base, "live.dimm_size": layout.dimm_size, "live.dimms": layout.dimms,
             "live.dimm_addrs": ",".join(hex(a) for a in layout.dimm_addrs),
-            "collect.memory_bytes": self.result.memory_bytes,
+            "collect.memory_bytes": self.result.memory_bytes, "live.panic_wall": repr(self.t0),
         })
         self.writer.write_event("panic_notice", 0.0, cpus=self.guest.smp)
         await self._flush()
@@ -183,13 +190,42 @@ class _Run:
         await guest.execute("system_reset")
         await guest.execute("cont")
         self.result.reset_s = self.event("reboot_start", regions=["base"])
+        self.watch_second_panic()
         self.ready = asyncio.create_task(guest.wait_console(READY_MARKER, self.console_from,
                                                             self.params.boot_timeout))
         self.hello = asyncio.create_task(guest.wait_hello(self.params.boot_timeout))
 
+    async def attach_running(self) -> None:
+        """Resuming after the reset: the guest is (re)booting or up already; wait for its agent."""
+        self.watch_second_panic()
+        wall = await self.guest.agent_alive(self.params.boot_timeout)
+        self.hello = asyncio.get_running_loop().create_future()
+        self.hello.set_result((wall, "", 0))
+
+    def watch_second_panic(self) -> None:
+        """From the reset on, a GUEST_PANICKED is the *rebooted* guest crashing."""
+        self.second = asyncio.create_task(self.guest.wait_panic(1e9))
+
+    async def _unless_panicked(self, aw):
+        """``aw``'s result, or None if the rebooted guest panics first (it is paused then,
+        so no agent will answer; the dump goes on, the hand-back stops)."""
+        task = asyncio.ensure_future(aw)
+        await asyncio.wait({task, self.second}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        wall, _event = self.second.result()
+        self.result.panicked_again_s = wall - self.t0
+        self.result.second_panic_wall = wall
+        self.event("panic_again", at=round(wall - self.t0, 6))
+        return None
+
     async def hand_back(self, queue: asyncio.Queue) -> None:
         """Online each saved DIMM as soon as the rebooted guest's agent is up."""
-        wall, boot_id, _block = await self.hello
+        hello = await self._unless_panicked(self.hello)
+        if hello is None:
+            return
+        wall, boot_id, _block = hello
         self.result.agent_s = wall - self.t0
         self.result.boot_id = boot_id
         while True:
@@ -198,7 +234,10 @@ class _Run:
                 batch.append(queue.get_nowait())
             pieces = [p for p in batch if p is not None]
             if pieces:
-                await self.guest.agent(f"online {_blocks_arg(pieces)}", timeout=120)
+                done = await self._unless_panicked(
+                    self.guest.agent(f"online {_blocks_arg(pieces)}", timeout=120))
+                if done is None:
+                    return
                 for p in pieces:
                     self.times[p.name].online_s = self.event("hand-back", region=p.name,
                                                              bytes=p.nbytes)
@@ -216,12 +255,15 @@ class _Run:
 
 async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic_wall: float,
                        *, on_panic: Callable[[], None] | None = None,
-                       progress: Callable[[str], None] | None = None) -> LiveResult:
+                       progress: Callable[[str], None] | None = None,
+                       resume: ResumeState | None = None) -> LiveResult:
     """Handle one panic of ``guest`` (already paused by pvpanic) and write ``output``.
 
     :param panic_wall: the wall-clock time QEMU stamped on GUEST_PANICKED.
     :param on_panic: called first, while the guest is still paused (tests copy
         the memory here to compare the dump against).
+    :param resume: what the earlier file(s) of this dump hold (a restarted
+        monitor): the new file gets the same dump id and only what is missing.
     :raises LiveError: QEMU, agent or boot failures (the dump written so far stays valid).
     """
     if params.order not in ORDERS:
@@ -229,20 +271,35 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
     say = progress or (lambda msg: None)
     if on_panic is not None:
         on_panic()
-    run = _Run(guest, Path(output), params, panic_wall)
+    run = _Run(guest, Path(output), params, panic_wall, dump_id=resume.dump_id if resume else None)
     layout = guest.layout
     dimms = layout.dimm_pieces()
+    saved = resume.saved if resume else frozenset()
+    handed = resume.handed if resume else frozenset()
     queue: asyncio.Queue = asyncio.Queue()
     handing: asyncio.Task | None = None
     try:
-        await run.notice()
-        say(f"notice saved at {run.result.notice_s:.2f} s")
+        if resume is None:
+            await run.notice()
+            say(f"notice saved at {run.result.notice_s:.2f} s")
+        else:
+            run.event("resumed", saved=sorted(saved), handed=sorted(handed))
+            await run._flush()
+            say(f"resuming: saved {sorted(saved) or 'nothing'}, rebooted {resume.rebooted}")
         if params.order == "tsubaki":
-            await run.save(layout.base_piece())
-            say(f"base RAM saved at {run.times['base'].saved_s:.2f} s; resetting the guest")
-            await run.reset()
+            if "base" not in saved:
+                await run.save(layout.base_piece())
+                say(f"base RAM saved at {run.times['base'].saved_s:.2f} s; resetting the guest")
+            if resume is not None and resume.rebooted:
+                await run.attach_running()
+            else:
+                await run.reset()
             handing = asyncio.create_task(run.hand_back(queue))
             for piece in dimms:
+                if piece.name in saved:
+                    if piece.name not in handed:
+                        queue.put_nowait(piece)
+                    continue
                 await run.save(piece)
                 say(f"{piece.name} saved at {run.times[piece.name].saved_s:.2f} s")
                 queue.put_nowait(piece)
@@ -252,17 +309,26 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
             await run.close()
         else:
             for piece in [layout.base_piece(), *dimms]:
-                await run.save(piece)
-                say(f"{piece.name} saved at {run.times[piece.name].saved_s:.2f} s")
+                if piece.name not in saved:
+                    await run.save(piece)
+                    say(f"{piece.name} saved at {run.times[piece.name].saved_s:.2f} s")
             await run.close()
-            await run.reset()
-            for piece in [*dimms, None]:
+            if resume is not None and resume.rebooted:
+                await run.attach_running()
+            else:
+                await run.reset()
+            for piece in [*(d for d in dimms if d.name not in handed), None]:
                 queue.put_nowait(piece)
             handing = asyncio.create_task(run.hand_back(queue))
         say(f"dump complete at {run.result.dump_complete_s:.2f} s ({run.result.bytes_written} bytes)")
         await handing
-        run.result.ready_s = await run.ready - panic_wall
-        run.result.boot_s = run.result.ready_s - run.result.reset_s
+        if run.ready is not None and (run.result.panicked_again_s is None or run.ready.done()):
+            run.result.ready_s = await run.ready - panic_wall
+            run.result.boot_s = run.result.ready_s - run.result.reset_s
+        if run.result.panicked_again_s is not None:
+            say(f"the rebooted guest panicked again at {run.result.panicked_again_s:.2f} s; "
+                "this dump is complete, the guest is paused for the next one")
+            return run.result
         states = await guest.block_states()
         offline = [n for n, s in states.items() if s != "online"]
         if offline:
@@ -270,7 +336,7 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
         run.result.all_online_s = max([run.result.agent_s] + [t.online_s or 0 for t in run.times.values()])
         return run.result
     finally:
-        for task in (handing, getattr(run, "ready", None), getattr(run, "hello", None)):
+        for task in (handing, run.ready, run.hello, run.second):
             if task is not None and not task.done():
                 task.cancel()
         run.writer.close()

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from ..lab import ensure_kernel
 from ..lab.host import find_static_busybox
-from ..lab.debpkg import select_modules
+from ..lab import select_modules
 from ..lab.kernel import GUEST_MODULES
 from .layout import Layout, plan_layout
 from .monitor import LiveParams, LiveResult, bring_online, run_protocol
 from .vm import LiveError, LiveGuest
 
-__all__ = ["GuestConfig", "open_guest", "normal_operation", "collect_panic", "default_ram_dir"]
+__all__ = ["GuestConfig", "open_guest", "normal_operation", "collect_panic", "follow_panics",
+           "default_ram_dir", "remove_ram"]
 
 
 def default_ram_dir() -> Path:
@@ -83,3 +84,17 @@ async def collect_panic(guest: LiveGuest, output: Path, params: LiveParams, *, t
         await guest.agent("panic")
     panic_wall, _event = await guest.wait_panic(panic_timeout)
     return await run_protocol(guest, output, params, panic_wall, on_panic=on_panic, progress=progress)
+
+
+async def follow_panics(guest: LiveGuest, result: LiveResult, output: Path, params: LiveParams, *,
+                        progress: Callable[[str], None] | None = None, limit: int = 3) -> list[LiveResult]:
+    """If the rebooted guest panicked during the dump, dump that crash too (``OUTPUT.panicN.tsd``),
+    and so on up to ``limit`` crashes; returns every result in order."""
+    say = progress or (lambda msg: None)
+    results = [result]
+    while result.panicked_again_s is not None and len(results) < limit:
+        nxt = output.with_name(f"{output.stem}.panic{len(results) + 1}{output.suffix}")
+        say(f"the rebooted guest panicked again: dumping that crash to {nxt}")
+        result = await run_protocol(guest, nxt, params, result.second_panic_wall, progress=progress)
+        results.append(result)
+    return results

@@ -83,7 +83,51 @@ class LiveGuest:
         devices = await self.qmp.execute("query-memory-devices")
         addrs = {d["data"]["memdev"].rsplit("/", 1)[-1]: d["data"]["addr"] for d in devices}
         self.layout.dimm_addrs = [addrs[f"dimm{i}"] for i in range(self.layout.dimms)]
+        from .resume import write_state
+
+        write_state(self.workdir, pid=self.proc.pid, qmp=qmp_sock, agent=agent_sock,
+                    console=self.console, layout=self.layout, smp=self.smp)
         await self.qmp.execute("cont")
+
+    @classmethod
+    async def attach(cls, workdir: Path, log=None) -> LiveGuest:
+        """The guest a killed monitor left running (``WORKDIR/live.json``), connected again.
+
+        :raises LiveError: no state, QEMU gone, or its sockets do not answer.
+        """
+        from qemu.qmp import QMPClient
+
+        from .resume import AttachedProcess, read_state
+
+        state = read_state(Path(workdir))
+        layout = Layout(base=state["base"], dimm_size=state["dimm_size"], dimms=state["dimms"],
+                        ram_dir=Path(state["ram_dir"]), dimm_addrs=list(state["dimm_addrs"]))
+        guest = cls(layout, bzimage=Path(), modules=[], busybox=Path(), workdir=Path(workdir),
+                    smp=state["smp"], log=log)
+        guest._sockdir = Path(state["qmp"]).parent
+        guest.console = Path(state["console"])
+        guest.proc = AttachedProcess(state["pid"])
+        guest.qmp = QMPClient("tsubaki-live-resume")
+        deadline = time.monotonic() + 30
+        await guest._until_listening(Path(state["qmp"]), deadline, lambda: guest.qmp.connect(state["qmp"]))
+        reader, guest._writer = await guest._until_listening(
+            Path(state["agent"]), deadline, lambda: asyncio.open_unix_connection(state["agent"]))
+        guest._tasks.append(asyncio.create_task(guest._read_events()))
+        guest._tasks.append(asyncio.create_task(guest._read_agent(reader)))
+        return guest
+
+    async def agent_alive(self, timeout: float) -> float:
+        """Wait until the agent answers (a guest that may still be booting); returns the wall time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while not self._replies.empty():  # late answers to earlier tries (hellos stay queued)
+                self._replies.get_nowait()
+            try:
+                await self.agent("states", timeout=2.0)
+                return time.time()
+            except LiveError:
+                if time.monotonic() > deadline:
+                    raise
 
     async def _until_listening(self, sock: Path, deadline: float, connect):
         while True:
@@ -154,10 +198,7 @@ class LiveGuest:
 
     async def wait_panic(self, timeout: float) -> tuple[float, dict]:
         """The next GUEST_PANICKED: (wall-clock time QEMU stamped on it, the event)."""
-        try:
-            return await self._wait(self._panics.get(), timeout, "the guest did not panic")
-        except LiveError:
-            raise
+        return await self._wait(self._panics.get(), timeout, "the guest did not panic")
 
     async def _wait(self, aw, timeout: float, what: str):
         try:

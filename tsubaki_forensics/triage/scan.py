@@ -28,6 +28,7 @@ __all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "iso_u
 #: Bumped when the fields of a record change; older cached records are redone.
 RECORD_VERSION = 1
 
+
 class ScanOptions(TypedDict, total=False):
     """What changes a record (and so is part of the cache key)."""
 
@@ -55,7 +56,10 @@ def _crash_time(prog: Any) -> float | None:
 def failed_record(dump_id: str, parts: Sequence[str], created_ns: int, error: str) -> dict[str, Any]:
     """The record of a dump that could not be analysed: grouped by its normalised error."""
     reason = error.splitlines()[0] if error else "unknown error"
-    signature = Signature(f"<analysis failed: {normalize_message(reason)}>", ())
+    generic = reason
+    for part in parts:  # "x.tsd: truncated" and "y.tsd: truncated" are one failure
+        generic = generic.replace(str(part), "<dump>")
+    signature = Signature(f"<analysis failed: {normalize_message(generic)}>", ())
     return {
         "version": RECORD_VERSION,
         "dump_id": dump_id,

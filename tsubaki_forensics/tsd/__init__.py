@@ -12,7 +12,19 @@ from __future__ import annotations
 from .memory import PhysicalMemory, Range
 from .reader import Dump, Event, Problem, TsdFile, open_dump, open_file
 from .verify import VerifyReport, verify_dump
-from .writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, TsdWriter, WriteStats
+
+# The writer pulls in numpy (zero-page scan) and a thread pool: readers such as
+# ``analyze`` should not pay for that at start-up, so its names load on first use.
+_WRITER_NAMES = frozenset({"DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "TsdWriter", "WriteStats"})
+
+
+def __getattr__(name: str):
+    if name in _WRITER_NAMES:
+        from . import writer
+
+        return getattr(writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL",

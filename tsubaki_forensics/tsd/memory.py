@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["PhysicalMemory", "Range", "DEFAULT_CACHE_BYTES"]
 
 DEFAULT_CACHE_BYTES = 128 << 20  # 16 full default chunks
+# Comparing overlapping records decompresses them; tiny zstd frames can each
+# claim MAX_CHUNK bytes, so a crafted file of overlapping records would cost
+# terabytes.  Overlap checks stop after this many bytes (or 8x the files'
+# size, if larger); further overlaps are reported as problems, not compared.
+OVERLAP_CHECK_MIN = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,25 @@ class PhysicalMemory:
         self._pieces: list[_Piece] = []
         self._starts: list[int] = []
         covered = 0
+        self._overlap_work = 0
+        self._overlap_budget = max(OVERLAP_CHECK_MIN, 8 * sum(getattr(f, "size", 0) for f in files))
+        self._overlap_skipped = 0
         for src in present:
             start, end = src.rec.paddr, src.rec.paddr + src.rec.length
             if start < covered:
-                self._check_overlap(src, start, min(end, covered))
+                if self._overlap_work <= self._overlap_budget:
+                    self._check_overlap(src, start, min(end, covered))
+                else:
+                    self._overlap_skipped += 1
+                    if self._overlap_skipped == 1:
+                        from .reader import Problem
+
+                        f = self.files[src.file]
+                        self.problems.append(Problem(
+                            f.name, src.rec.offset,
+                            f"overlapping records not compared: over {self._overlap_budget} bytes "
+                            f"already decompressed to check overlaps (possible decompression "
+                            f"bomb); the earlier record's bytes are used"))
                 start = covered
             if start < end:
                 self._pieces.append(_Piece(start, end, src))
@@ -240,6 +260,7 @@ class PhysicalMemory:
                 continue
             if p.zero and src.rec.type == T.ZERO:
                 continue
+            self._overlap_work += (hi - lo) + (0 if src.rec.type == T.ZERO else src.rec.length)
             try:
                 mine = bytes(hi - lo) if src.rec.type == T.ZERO else \
                     self._chunk(src, lo)[lo - src.rec.paddr:hi - src.rec.paddr]

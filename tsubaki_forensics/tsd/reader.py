@@ -25,6 +25,13 @@ from .records import RecordType as T
 __all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file"]
 
 _RESYNC_BLOCK = 1 << 20
+# Resynchronising checks every candidate ``TSDR`` header in a damaged area; a
+# crafted file can put one every 48 bytes, each declaring a huge payload, and
+# make the scan quadratic.  The bytes hashed for candidates are capped per
+# file (a real bit flip costs a few KiB); past the cap the scan stops and
+# reports where (docs/RELIABILITY.md).
+RESYNC_WORK_FACTOR = 2
+RESYNC_WORK_MIN = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -79,13 +86,18 @@ class TsdFile:
         self.has_footer = False
         self.index_offset: int | None = None
         self.record_count: int | None = None  # from END, when the footer is used
+        self.resync_work = 0  # payload bytes hashed for resync candidates
         self._fd = _open(self.path)
         try:
             self.size = os.fstat(self._fd).st_size
+            self.resync_budget = RESYNC_WORK_FACTOR * self.size + RESYNC_WORK_MIN
             self.header = R.unpack_file_header(os.pread(self._fd, R.FILE_HEADER_SIZE, 0), self.name)
             self.data_start = self.header.header_size
+            self._footer_problem: Problem | None = None
             if verify or not self._load_from_footer():
                 self._scan()
+                if self._footer_problem is not None:
+                    self.problems.insert(0, self._footer_problem)
         except BaseException:
             self.close()
             raise
@@ -127,24 +139,39 @@ class TsdFile:
             if end.type != T.END:
                 return False
             index_offset, count = R.unpack_end(payload)
-            if not self.data_start <= index_offset < end_at:
-                return False
-            ihdr, ipayload = self.read_record(index_offset)
-            if ihdr.type != T.INDEX:
-                return False
-            entries = R.unpack_index(ipayload)
         except FormatError:
-            return False
+            return False  # no footer: a file still being written, or cut short
+        # A sound END that leads nowhere sensible is reported, then scanned past.
+        if not self.data_start <= index_offset < end_at:
+            return self._bad_index(end_at, f"END points to an INDEX at offset {index_offset}, "
+                                           f"outside the records ({self.data_start}..{end_at})")
+        try:
+            ihdr, ipayload = self.read_record(index_offset)
+        except FormatError as e:
+            return self._bad_index(index_offset, str(e).split(": ", 1)[-1])
+        if ihdr.type != T.INDEX:
+            return self._bad_index(index_offset, f"END points to a {ihdr.type_name} record, not an INDEX")
+        # Each listed record takes at least a header: a larger count cannot
+        # tile the file, so refuse it before building the entries.
+        if len(ipayload) >= R.INDEX_PREFIX.size and R.INDEX_PREFIX.unpack_from(ipayload)[0] > \
+                (index_offset - self.data_start) // R.RECORD_HEADER_SIZE:
+            return self._bad_index(index_offset, "INDEX lists more records than fit before it")
+        try:
+            entries = R.unpack_index(ipayload)
+        except FormatError as e:
+            return self._bad_index(index_offset, str(e))
         ends = [e.offset for e in entries[1:]] + [index_offset]
         prev = self.data_start
         infos: list[RecordInfo] = []
-        for e, nxt in zip(entries, ends):
+        for i, (e, nxt) in enumerate(zip(entries, ends)):
             if e.offset != prev or nxt <= e.offset:
-                return False  # an index that does not tile the file: fall back to a scan
+                # loops, overlaps, gaps and offsets outside the file all end here
+                return self._bad_index(index_offset, f"INDEX entry {i} points to offset {e.offset}, "
+                                                     f"expected {prev} (entries must tile the file)")
             infos.append(RecordInfo(e.type, e.flags, e.offset, nxt - e.offset, None, e.paddr, e.length))
             prev = nxt
         if prev != index_offset:
-            return False
+            return self._bad_index(index_offset, f"INDEX entries end at offset {prev}, not at the INDEX")
         for info in infos:
             if info.type in (T.METADATA, T.EVENT, T.MISSING):
                 try:
@@ -161,6 +188,11 @@ class TsdFile:
         self.record_count = count
         return True
 
+    def _bad_index(self, offset: int, why: str) -> bool:
+        """Report an unusable footer; the caller falls back to a scan."""
+        self._footer_problem = Problem(self.name, offset, f"{why}; index ignored, file scanned")
+        return False
+
     # -- the scan path (§7.2) -----------------------------------------------------
     def _scan(self) -> None:
         self.records.clear()
@@ -174,8 +206,15 @@ class TsdFile:
             try:
                 hdr, payload = self.read_record(offset)
             except FormatError as e:
-                nxt = self._resync(offset + 1)
                 reason = str(e).split(": ", 1)[-1]
+                try:
+                    nxt = self._resync(offset + 1)
+                except _ResyncGaveUp as gave_up:
+                    self._problem(offset, f"{reason}; resynchronisation gave up at offset "
+                                          f"{gave_up.offset} after hashing {self.resync_work} bytes "
+                                          f"of candidate records (limit {self.resync_budget}); "
+                                          f"{self.size - offset} bytes not recovered")
+                    break
                 if nxt is None:
                     self._problem(offset, self._tail_message(offset, reason))
                     break
@@ -227,11 +266,24 @@ class TsdFile:
                 return None
             i = block.find(R.RECORD_MAGIC)
             while i >= 0:
-                try:
-                    self.read_record(pos + i)
-                    return pos + i
-                except FormatError:
-                    i = block.find(R.RECORD_MAGIC, i + 1)
+                at = pos + i
+                # Cheap checks first: a candidate of another dump, or one that
+                # runs past the end, costs no payload read.
+                hdr = R.unpack_record_header(block[i:i + R.RECORD_HEADER_SIZE], at)
+                if hdr is None and len(block) - i < R.RECORD_HEADER_SIZE:
+                    hdr = R.unpack_record_header(self._pread(
+                        min(R.RECORD_HEADER_SIZE, self.size - at), at), at)
+                if (hdr is not None and hdr.dump_id == self.header.dump_id
+                        and at + hdr.size <= self.size):
+                    self.resync_work += hdr.payload_length
+                    if self.resync_work > self.resync_budget:
+                        raise _ResyncGaveUp(at)
+                    try:
+                        self.read_record(at)
+                        return at
+                    except FormatError:
+                        pass
+                i = block.find(R.RECORD_MAGIC, i + 1)
             pos += _RESYNC_BLOCK
         return None
 
@@ -277,6 +329,14 @@ class TsdFile:
 
     def __repr__(self) -> str:
         return f"TsdFile({self.name!r}, records={len(self.records)}, footer={self.has_footer})"
+
+
+class _ResyncGaveUp(Exception):
+    """The resync work budget of a file ran out at ``offset``."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
 
 
 def _open(path: Path) -> int:

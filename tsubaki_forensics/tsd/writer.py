@@ -423,6 +423,7 @@ class TsdWriter:
             if durable:
                 os.fsync(self._f.fileno())
         except OSError as e:
+            self._broken = True  # the buffered tail may be half-written: no footer after it
             raise StorageError(f"flushing {self.path}: {e.strerror or e}") from None
         return self.bytes_written
 

@@ -1,0 +1,156 @@
+"""Symbol packs: the second route to analysis without a vmlinux, for kernels without BTF.
+
+``tsubaki-forensics symbols pack VMLINUX -o kernel.tsp`` extracts from the
+DWARF vmlinux (with drgn) the types, enumerators, variables and functions
+the analyses look up (:mod:`.lookups`, measured by :mod:`.record`), the
+closure of types they reach, and the ELF symbol table, into a compact,
+versioned file (:mod:`.fileformat`; about 1 MB instead of a 260-600 MB
+vmlinux).  :func:`attach_symbolpack` serves it to a ``drgn.Program`` built
+from a dump, like :func:`~tsubaki_forensics.selfcontained.attach_selfcontained`
+serves the dump's BTF: drgn's helpers and the bundled analyses run unchanged,
+with drgn's own ORC unwinder.  Details: docs/SELFCONTAINED.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import drgn
+
+from ..errors import DebugInfoError
+from .fileformat import SymbolPackError, decode_pack, encode_pack
+from .finders import PackObjects, PackTypes, kernel_offset, pack_symbols
+
+__all__ = [
+    "DUMP_PROPERTY",
+    "LIMITATIONS",
+    "SymbolPackError",
+    "SymbolPackMismatch",
+    "SymbolPackReport",
+    "attach_symbolpack",
+    "pack_from_dump",
+    "read_pack",
+    "write_pack",
+]
+
+FINDER_NAME = "tsubaki_symbolpack"
+#: Dump property that carries a pack (base64 of the ``.tsp`` bytes) until the
+#: format has a METADATA kind of its own (docs/SELFCONTAINED.md).
+DUMP_PROPERTY = "symbolpack.tsp"
+
+LIMITATIONS = (
+    "no source file:line for frames or functions (a pack keeps no line tables)",
+    "no inline frames: each real frame is named after the function that contains it",
+    "frame names are ELF symbols, as kallsyms gives them: GCC's split/cloned parts keep their suffix "
+    "(.cold, .part.0, .constprop.0) and assembly is named after the nearest label",
+    "no parameter or local variable values in frames",
+    "only the types, globals, functions and constants the analyses look up, and the types these reach, "
+    "are in the pack; anything else is not found (add names with `symbols pack --type/--object`)",
+)
+
+
+class SymbolPackMismatch(DebugInfoError):
+    """The pack was made from another kernel build than the dump's."""
+
+
+def write_pack(pack: dict[str, Any], path: Path) -> int:
+    """Write ``pack`` to ``path``; its size in bytes."""
+    data = encode_pack(pack)
+    Path(path).write_bytes(data)
+    return len(data)
+
+
+def read_pack(path: Path) -> dict[str, Any]:
+    """The pack in ``path``.
+
+    :raises SymbolPackError: missing, unreadable, not a pack, damaged.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise SymbolPackError(f"cannot read symbol pack {path}: {e.strerror or e}") from e
+    return decode_pack(data, what=str(path))
+
+
+def pack_from_dump(dump: Any) -> dict[str, Any] | None:
+    """The pack embedded in a dump, or None.
+
+    Read from ``dump.symbolpack`` (the bytes of a SYMBOLPACK METADATA record,
+    once the format has that kind: docs/SELFCONTAINED.md) or else from the
+    ``symbolpack.tsp`` property (base64), which any writer can set today.
+    """
+    raw = getattr(dump, "symbolpack", None)
+    if raw:
+        return decode_pack(bytes(raw), what="the dump's symbol pack")
+    text = (getattr(dump, "properties", None) or {}).get(DUMP_PROPERTY)
+    if not text:
+        return None
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError as e:
+        raise SymbolPackError(f"the dump's {DUMP_PROPERTY} property is not base64: {e}") from e
+    return decode_pack(data, what=f"the dump's {DUMP_PROPERTY}")
+
+
+@dataclass
+class SymbolPackReport:
+    """What :func:`attach_symbolpack` served."""
+
+    build_id: str
+    types: int
+    objects: int
+    symbols: int
+    kernel_offset: int
+    unwind: Any
+    unwind_error: str | None
+    limitations: tuple[str, ...] = LIMITATIONS
+    finders: tuple[PackTypes, PackObjects] | None = field(default=None, repr=False, compare=False)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, for a renderer's notes."""
+        out = [f"symbol pack: no vmlinux; {self.types} types, {self.objects} globals/functions/constants and "
+               f"{self.symbols} symbols from a pack of build id {self.build_id}",
+               f"unwinding: drgn's built-in ORC from the dump ({self.unwind.orc_entries} kernel entries)"
+               if self.unwind is not None else f"unwinding: unavailable ({self.unwind_error})"]
+        return out + [f"limitation: {text}" for text in self.limitations]
+
+
+def _vmcoreinfo_build_id(text: str) -> str | None:
+    m = re.search(r"^BUILD-ID=([0-9a-fA-F]+)$", text, re.M)
+    return m.group(1).lower() if m else None
+
+
+def attach_symbolpack(prog: drgn.Program, pack: dict[str, Any]) -> SymbolPackReport:
+    """Serve drgn the pack's types, objects and symbols, and let it unwind with ORC.
+
+    Call it on a Linux kernel program with memory and VMCOREINFO and no vmlinux.
+
+    :raises SymbolPackMismatch: the pack is of another build than the dump.
+    :raises SymbolPackError: already attached.
+    """
+    from ..selfcontained.unwind import enable_orc
+
+    if FINDER_NAME in prog.registered_type_finders():
+        raise SymbolPackError("a symbol pack is already attached to this program")
+    want = pack["kernel"].get("build_id")
+    have = _vmcoreinfo_build_id(prog["VMCOREINFO"].string_().decode(errors="replace"))
+    if have and want != have:
+        raise SymbolPackMismatch(f"the symbol pack is of build id {want}; the dump's kernel is {have}")
+    offset = kernel_offset(prog)
+    types = PackTypes(prog, pack)
+    objects = PackObjects(prog, pack, types, offset)
+    symbols = pack_symbols(pack, offset)
+    prog.register_symbol_finder(FINDER_NAME, symbols.index, enable_index=-1)
+    prog.register_type_finder(FINDER_NAME, types.find, enable_index=-1)
+    prog.register_object_finder(FINDER_NAME, objects.find, enable_index=-1)
+    unwind = unwind_error = None
+    try:
+        unwind = enable_orc(prog, symbols.index)
+    except (LookupError, ValueError, drgn.FaultError) as e:
+        unwind_error = f"{type(e).__name__}: {e}"
+    return SymbolPackReport(want, len(pack["types"]), len(pack["objects"]), symbols.count, offset,
+                            unwind, unwind_error, finders=(types, objects))

@@ -1,0 +1,78 @@
+"""What the bundled analyses look up by name: the roots of a symbol pack.
+
+Measured by :mod:`.record` while ``dmesg``, ``panic`` and ``tasks`` (plus the
+drgn bridge's module set-up and drgn's helpers under them) ran with the
+DWARF vmlinux on seven real crashes: Debian 6.1.0-56 (oom, sysrq, hung-task,
+nmi) and 6.12.117 (sysrq, oom, hung-task), all 512 MiB, 2 vCPUs::
+
+    python -m tsubaki_forensics.symbolpack.record DUMP.tsd VMLINUX [DUMP VMLINUX ...]
+
+11 type names, 16 object names and 4 symbol names were asked for.
+Symbols are not listed: a pack carries the whole ELF symbol table (frames
+are named from it).  :data:`EXTRA_OBJECTS` adds the globals drgn's helpers
+read that these runs did not reach (the self-contained route's
+``GLOBAL_TYPES`` table: page and slab helpers, crash-style commands).
+Everything these types reach through members, pointers, arrays, typedefs and
+function parameters is packed too (:mod:`.extract`).
+"""
+
+__all__ = ["RECORDED_TYPES", "RECORDED_OBJECTS", "EXTRA_OBJECTS", "LOOKUP_TYPES", "LOOKUP_OBJECTS"]
+
+RECORDED_TYPES: tuple[str, ...] = (
+    'struct module',
+    'unsigned long',
+    'long unsigned',
+    'unsigned long int',
+    'unsigned int long',
+    'long unsigned int',
+    'int',
+    'union thread_union',
+    'struct xa_node',
+    'struct pid',
+    'struct task_struct',
+)
+
+RECORDED_OBJECTS: tuple[str, ...] = (
+    'modules',
+    'prb',
+    'LOG_CONT',
+    'desc_committed',
+    'desc_finalized',
+    'panic_cpu',
+    'runqueues',
+    '__per_cpu_offset',
+    'THREAD_SIZE',
+    'PAGE_SIZE',
+    '__cpu_present_mask',
+    'nr_cpu_ids',
+    'PIDTYPE_PID',
+    'init_pid_ns',
+    'task_state_array',
+    'MOD_TEXT',
+)
+
+EXTRA_OBJECTS: tuple[str, ...] = (
+    '__cpu_active_mask',
+    '__cpu_online_mask',
+    '__cpu_possible_mask',
+    '_totalram_pages',
+    'avenrun',
+    'high_memory',
+    'init_mm',
+    'init_task',
+    'init_uts_ns',
+    'jiffies',
+    'jiffies_64',
+    'max_low_pfn',
+    'max_pfn',
+    'mem_section',
+    'min_low_pfn',
+    'page_offset_base',
+    'printk_rb_static',
+    'tainted_mask',
+    'vmalloc_base',
+    'vmemmap_base',
+)
+
+LOOKUP_TYPES = RECORDED_TYPES
+LOOKUP_OBJECTS = RECORDED_OBJECTS + EXTRA_OBJECTS
