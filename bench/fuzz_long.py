@@ -94,7 +94,7 @@ def main() -> None:
         f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.  ",
         f"pytest: `{tail}` in {wall:.0f} s; peak RSS of the test process {rss_mib:.0f} MiB.",
         "",
-        "| fuzz target | executions | handled errors | slowest example |",
+        "| fuzz target | executions | handled errors (library raises + non-zero exits) | slowest example |",
         "|---|---:|---:|---:|",
         *[f"| {r['test']} | {r['executions']} | {r['handled_errors']} | {r['slowest_s']} s |" for r in fuzz],
         "",

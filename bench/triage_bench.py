@@ -70,6 +70,33 @@ def measure(argv: list[str]) -> tuple[float, float]:
     return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
 
+def _spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def capacity(n: int = 3_000_000) -> float:
+    """How much parallelism the machine offers right now: a CPU-bound task twice in a row / twice at once.
+
+    2.0 on two idle CPUs; near 1.0 when neighbours hold one of them.  Measured
+    in every round so the triage speed-ups can be read against it.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_spin, [1000, 1000]))  # start the workers outside the timing
+        t0 = time.perf_counter()
+        list(pool.map(_spin, [n]))
+        list(pool.map(_spin, [n]))
+        sequential = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        list(pool.map(_spin, [n, n]))
+        parallel = time.perf_counter() - t0
+    return sequential / parallel
+
+
 def _peer(dumps: list[Path]) -> tuple[float, float]:
     wall = cpu = 0.0
     for d in dumps:
@@ -101,18 +128,21 @@ def main(argv: list[str] | None = None) -> None:
             PEER: lambda: _peer(dumps),
         }
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in configs}
+        probes: list[float] = []
         for k, run in configs.items():  # warm-up: page cache, Dask workers' imports
             print(f"warm-up: {k}", file=sys.stderr)
             run()
         for i in range(args.runs):
+            probes.append(capacity())
+            print(f"run {i + 1}: parallel capacity {probes[-1]:.2f}x", file=sys.stderr)
             for k, run in configs.items():
                 results[k].append(run())
                 print(f"run {i + 1}: {k}: {results[k][-1][0]:.2f} s", file=sys.stderr)
     load = os.getloadavg()[0]
-    write_report(args, dumps, results, load)
+    write_report(args, dumps, results, load, probes)
 
 
-def write_report(args: argparse.Namespace, dumps: list[Path], results: dict, load: float) -> None:
+def write_report(args: argparse.Namespace, dumps: list[Path], results: dict, load: float, probes: list[float]) -> None:
     n = len(dumps)
     med = {k: statistics.median(w for w, _ in v) for k, v in results.items()}
     best = {k: min(w for w, _ in v) for k, v in results.items()}
@@ -145,6 +175,9 @@ def write_report(args: argparse.Namespace, dumps: list[Path], results: dict, loa
     lines += [
         "",
         f"Ratio triage -j 1 / peer (wall, median): {one / peer:.2f}x; triage -j 2 / peer: {med['triage -j 2'] / peer:.2f}x.",
+        f"Parallel capacity of the machine during the run (a CPU-bound task twice in a row / twice at once,"
+        f" measured before each round; 2.0 = two idle CPUs): median {statistics.median(probes):.2f}x,"
+        f" per round {[round(p, 2) for p in probes]}.",
         f"CPU per dump: triage -j 1 {cpu['triage -j 1'] / n:.2f} s, peer {cpu[PEER] / n:.2f} s"
         " (the peer pays interpreter start-up, imports and plugin discovery for every dump).",
         "",
@@ -154,6 +187,17 @@ def write_report(args: argparse.Namespace, dumps: list[Path], results: dict, loa
         "The Dask workers are warm (drgn and the plugins already imported), while each local run forks",
         "fresh workers that import them (about 1 s of CPU per worker per run).",
         f"Load average at the end: {load:.2f}.",
+        "",
+        "Per round, against the capacity measured just before it (wall s; speed-up over -j 1 of the same round):",
+        "",
+        "| round | capacity | -j 1 | -j 2 | --dask | -j 2 speed-up | --dask speed-up |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    dask_key = "triage --dask (LocalCluster, 2 workers)"
+    for i, probe in enumerate(probes):
+        w1, w2, wd = (results[k][i][0] for k in ("triage -j 1", "triage -j 2", dask_key))
+        lines.append(f"| {i + 1} | {probe:.2f}x | {w1:.2f} | {w2:.2f} | {wd:.2f} | {w1 / w2:.2f}x | {w1 / wd:.2f}x |")
+    lines += [
         "",
         "All runs (wall s, CPU s):",
         "",

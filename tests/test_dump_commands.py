@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 
 import pytest
+from _cli import CLI
 
 from tsubaki_forensics.tsd import TsdWriter, open_dump
 
@@ -16,8 +15,6 @@ from test_vmcore_elf import qemu_style_elf, sample_memory, sample_notes
 PAGE = 4096
 
 
-CLI = ([shutil.which("tsubaki-forensics")] if shutil.which("tsubaki-forensics") else
-       [sys.executable, "-c", "import sys; from tsubaki_forensics.cli.app import main; sys.exit(main())"])
 
 
 def run(*args, ok=True):

@@ -4,20 +4,16 @@ and drgn lists the same tasks and panic backtrace from the export as from the or
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 
 import pytest
+from _cli import CLI
 
 pytestmark = pytest.mark.realkernel
 
 
 def cli(*args):
-    exe = shutil.which("tsubaki-forensics")
-    cmd = [exe] if exe else [sys.executable, "-c",
-                             "import sys; from tsubaki_forensics.cli.app import main; sys.exit(main())"]
-    proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

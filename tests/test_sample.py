@@ -16,10 +16,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _cli import CLI
 
 from tsubaki_forensics.selfcontained.verify import base_name, observe
 from tsubaki_forensics.testing import SAMPLE_NAME
@@ -29,10 +29,7 @@ LIMIT = 25 * 1000 * 1000  # bytes a sample may take in the repository
 
 
 def _cli() -> list[str]:
-    exe = Path(sys.executable).parent / "tsubaki-forensics"
-    if exe.is_file():
-        return [str(exe)]
-    return [shutil.which("tsubaki-forensics") or "tsubaki-forensics"]
+    return list(CLI)
 
 
 def _no_network() -> list[str]:

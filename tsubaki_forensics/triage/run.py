@@ -18,6 +18,7 @@ interrupted run keeps what it did.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,7 +63,11 @@ class TriageRun:
 
 
 def _local(pending: Sequence[DumpFiles], options: dict[str, Any], jobs: int) -> Iterator[dict[str, Any]]:
-    with ProcessPoolExecutor(max_workers=min(jobs, len(pending))) as pool:
+    # forkserver, not fork: the caller may already hold threads (drgn's, a
+    # test runner's), and a child forked from a threaded parent can deadlock
+    # in native code (seen: a worker stuck forever inside load_debug_info).
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=context) as pool:
         futures = {pool.submit(scan_dump, d.dump_id, d.parts, d.created_ns, options): d for d in pending}
         for future in as_completed(futures):
             yield _result(future, futures[future])
