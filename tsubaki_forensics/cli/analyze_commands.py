@@ -17,7 +17,8 @@ import typer
 from ..analysis.results import Status
 from ..errors import PluginError, TsubakiError
 from ..plugin_system import get_plugins
-from .output import print_error, print_json, print_warning, safe_text, stdout
+from . import output
+from .output import print_error, print_json, print_warning, safe_text
 
 __all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
 
@@ -177,6 +178,7 @@ def plugins_command(
         return
     if format != "text":
         raise TsubakiError(f"unknown format {format!r} (available: text, json)")
+    stdout = output.stdout
     for info in infos:
         version = f"{info.distribution} {info.version}" if info.distribution else "registered in code"
         stdout.print(f"{safe_text(info.name)}  ({safe_text(version)}; {safe_text(info.module)})", markup=False)

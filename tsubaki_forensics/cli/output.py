@@ -10,14 +10,29 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "safe_text"]
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_CONSOLES: dict[str, "Console"] = {}
+
+
+def __getattr__(name: str) -> "Console":
+    """Create the rich consoles on first use (PEP 562).
+
+    Importing rich costs ~20 ms of start-up; ``analyze --format json`` and
+    the error path never print through rich, so they should not pay it.
+    """
+    if name not in ("stdout", "stderr"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _CONSOLES:
+        from rich.console import Console
+
+        _CONSOLES[name] = Console(stderr=name == "stderr", highlight=False, soft_wrap=True)
+    return _CONSOLES[name]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
