@@ -104,6 +104,11 @@ def _in_elf(segments: list[tuple[int, int, int]], paddr: int, size: int) -> bool
     return any(s <= paddr and paddr + size <= s + n for s, n, _ in segments)
 
 
+def _drgn_call_shape(read_fn):
+    """``read(paddr, size)`` over a drgn ``read_fn(address, count, offset, physical)``."""
+    return lambda paddr, size: read_fn(paddr, size, 0, True)
+
+
 def replay(read, reads: list[tuple[int, int]]) -> tuple[float, list[int]]:
     """Total seconds for the whole list and each read's nanoseconds."""
     clock = time.perf_counter_ns
@@ -150,8 +155,7 @@ def bench(vmcore: Path, vmlinux: Path, tsd: Path, repeats: int = 5) -> dict:
                 close()
         dump = open_dump(tsd)
         try:
-            fn = segment_reader(dump.memory.read)
-            bridge_read = lambda a, n: fn(a, n, 0, True)  # noqa: E731 - drgn's call shape
+            bridge_read = _drgn_call_shape(segment_reader(dump.memory.read))
             add("tsd via bridge read_fn, cold", *replay(bridge_read, reads))
             add("tsd via bridge read_fn, warm", *replay(bridge_read, reads))
         finally:

@@ -37,9 +37,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-import analyze_bench  # noqa: E402 - sibling scripts, not a package
-import import_bench  # noqa: E402
-import readlatency_bench  # noqa: E402
+# The per-topic scripts beside this file (bench/ is not a package).
+import analyze_bench
+import import_bench
+import readlatency_bench
 
 __all__ = ["main", "import_section", "analyze_section", "latency_section", "lab_section", "downtime_section"]
 

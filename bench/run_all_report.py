@@ -134,6 +134,8 @@ def _plots(result: dict, out: Path) -> list[str]:
         fig.savefig(png, dpi=110)
         plt.close(fig)
         lines += [f"![import wall time per tool]({png.name})", ""]
+    if len(result["sizes"]) > 1 and result["import"]:
+        lines += _growth_plot(result, out, plt)
     if result["latency"]:
         specs = list(result["latency"])
         readers = list(next(iter(result["latency"].values()))["median"])
@@ -152,6 +154,32 @@ def _plots(result: dict, out: Path) -> list[str]:
         plt.close(fig)
         lines += [f"![read latency per reader]({png.name})", ""]
     return lines
+
+
+def _growth_plot(result: dict, out: Path, plt) -> list[str]:
+    """Import wall time against guest memory, one panel per workload, with a linear reference."""
+    workloads = result["workloads"]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4), squeeze=False)
+    for ax, w in zip(axes[0], workloads):
+        specs = [(SIZE[s] / (1 << 30), result["import"].get(f"{s}:{w}")) for s in result["sizes"]]
+        specs = [(x, imp) for x, imp in specs if imp]
+        if not specs:
+            continue
+        ours = _ours(specs[0][1])
+        for name in (ours, "zstd -1 -T2", "zstd -3 -T2", "makedumpfile -l -d 1", "makedumpfile -c -d 31"):
+            pts = [(x, imp["median"][name]["wall"]) for x, imp in specs if name in imp["median"]]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="ours" if name == ours else name)
+        x0, y0 = specs[0][0], specs[0][1]["median"][ours]["wall"]
+        ax.plot([x for x, _ in specs], [y0 * x / x0 for x, _ in specs], "k:", label="ours if cost grew with size")
+        ax.set_title(f"{w} crashes")
+        ax.set_xlabel("guest memory (GiB)")
+        ax.set_ylabel("wall seconds (median)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = out.with_name(out.stem + "-growth.png")
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [f"![import time against memory size]({png.name})", ""]
 
 
 def render(result: dict, out: Path) -> str:
@@ -178,7 +206,9 @@ def render(result: dict, out: Path) -> str:
     lines += [f"| {t} | {c} | {m} | {ok} |" for t, c, m, ok in targets(result)]
     lines += ["", "*ours* for collect/import is `tsubaki-forensics import` end to end (process start, read the ELF, "
               "zero elision, zstd -3 on 2 threads, write the .tsd); the peers read the same ELF (our `export`, "
-              "which makedumpfile accepts).", ""]
+              "which makedumpfile accepts). makedumpfile `-d 31` also drops page-cache, user and free pages: "
+              "a smaller dump that no longer holds them (drgn cannot read user memory or the page cache from it), "
+              "listed for reference, not as a like-for-like peer.", ""]
     if result["import"]:
         lines += ["## Collect/import: throughput, output size, peak RSS", "",
                   "Script: `bench/import_bench.py` (its `tools`, `run_child`, `warm`) plus makedumpfile `-d 31`. "

@@ -17,10 +17,13 @@ if TYPE_CHECKING:
 
 __all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "safe_text"]
 
-_CONSOLES: dict[str, "Console"] = {}
+# Declared for readers and linters; the values come from __getattr__ on first use.
+stdout: Console
+stderr: Console
+_CONSOLES: dict[str, Console] = {}
 
 
-def __getattr__(name: str) -> "Console":
+def __getattr__(name: str) -> Console:
     """Create the rich consoles on first use (PEP 562).
 
     Importing rich costs ~20 ms of start-up; ``analyze --format json`` and
