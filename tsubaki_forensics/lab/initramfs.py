@@ -16,7 +16,7 @@ from pathlib import Path
 from .scenarios import Scenario
 from .workloads import DAEMONS, Workload
 
-__all__ = ["build_initramfs", "render_init", "CpioWriter", "READY_LINE", "MARKER_PREFIX"]
+__all__ = ["build_initramfs", "busybox_prelude", "render_init", "CpioWriter", "READY_LINE", "MARKER_PREFIX"]
 
 MARKER_PREFIX = "TSUBAKI-LAB-MARKER"
 READY_LINE = "TSUBAKI-LAB-READY"
@@ -61,12 +61,12 @@ class CpioWriter:
         return b"".join(self._parts + trailer._parts)
 
 
-def render_init(scenario: Scenario, workload: Workload, modules: list[str], marker: str) -> str:
-    """The text of ``/init`` for one crash."""
-    insmods = "\n".join(f"insmod /lib/modules/{m} || klog 'insmod {m} failed'" for m in modules)
-    sysctls = "\n".join(f"sysctl -w {k}={v} >/dev/null" for k, v in scenario.sysctls.items())
-    daemons = "\n".join(f"{name} &" for name in DAEMONS)
-    trigger = "tsk-trigger &" if scenario.trigger else ""
+def busybox_prelude(data_size: str) -> str:
+    """The first lines of every busybox ``/init`` we build (crash lab and live guest).
+
+    Installs busybox's applets, mounts /proc, /sys, /dev and a tmpfs at
+    /data of ``data_size`` (a tmpfs ``size=`` value) for the workload.
+    """
     return f"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /data /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -74,8 +74,17 @@ export PATH=/usr/bin:/bin:/sbin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs -o size=95% data /data
-klog() {{ echo "<5>tsubaki-lab: $*" > /dev/kmsg; }}
+mount -t tmpfs -o size={data_size} data /data
+"""
+
+
+def render_init(scenario: Scenario, workload: Workload, modules: list[str], marker: str) -> str:
+    """The text of ``/init`` for one crash."""
+    insmods = "\n".join(f"insmod /lib/modules/{m} || klog 'insmod {m} failed'" for m in modules)
+    sysctls = "\n".join(f"sysctl -w {k}={v} >/dev/null" for k, v in scenario.sysctls.items())
+    daemons = "\n".join(f"{name} &" for name in DAEMONS)
+    trigger = "tsk-trigger &" if scenario.trigger else ""
+    return busybox_prelude("95%") + f"""klog() {{ echo "<5>tsubaki-lab: $*" > /dev/kmsg; }}
 {insmods}
 {sysctls}
 TSK_MEM_KB=$(awk '/^MemTotal:/ {{print $2}}' /proc/meminfo); export TSK_MEM_KB

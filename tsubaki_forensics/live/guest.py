@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..lab.initramfs import CpioWriter
+from ..lab.initramfs import CpioWriter, busybox_prelude
 from ..lab.workloads import DAEMONS
 from .layout import Layout
 
@@ -63,15 +63,7 @@ def render_init(modules: list[str]) -> str:
     """The text of ``/init``: mount, load modules, start the service, mark it ready, run the agent."""
     insmods = "\n".join(f"insmod /lib/modules/{m} || echo 'insmod {m} failed'" for m in modules)
     daemons = "\n".join(f"{name} &" for name in DAEMONS)
-    return f"""#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /data /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-export PATH=/usr/bin:/bin:/sbin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs -o size=64g data /data
-{insmods}
+    return busybox_prelude("64g") + f"""{insmods}
 {daemons}
 echo "{READY_MARKER} boot=$(cat /proc/sys/kernel/random/boot_id)"
 {_AGENT}
