@@ -122,6 +122,24 @@ def lab_section(mem: str, workload: str, repeats: int) -> dict:
 # -- analyze ---------------------------------------------------------------
 
 
+def _measure(argv: list[str]) -> dict:
+    """Wall, CPU and peak RSS of one child, RSS and CPU through GNU time.
+
+    Not ``analyze_bench.measure``'s ``wait4``: this process grows to hundreds
+    of MiB (in-process imports of 4 GiB dumps) and Linux carries a forking
+    parent's peak RSS over into the child's ``ru_maxrss`` across exec.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        start = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", tf.name, *argv],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{argv[:4]} failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
+        user, sys_, rss_kib = tf.read().split()[-3:]
+    return {"wall": wall, "cpu": float(user) + float(sys_), "rss_mib": int(rss_kib) / 1024}
+
+
 def analyze_section(crash, repeats: int, tmp: Path) -> dict:
     """The real ``analyze`` command on a .tsd vs plain drgn on the ELF; interleaved; medians."""
     from tsubaki_forensics.vmcore.importer import import_vmcore
@@ -134,12 +152,11 @@ def analyze_section(crash, repeats: int, tmp: Path) -> dict:
         "peer": [sys.executable, str(BENCH / "analyze_peer.py"), str(crash.vmcore), str(crash.vmlinux)],
     }
     for argv in cmds.values():
-        analyze_bench.measure(argv)  # warm the page cache
+        _measure(argv)  # warm the page cache
     runs: dict[str, list[dict]] = {k: [] for k in cmds}
     for _ in range(repeats):
         for name, argv in cmds.items():
-            wall, rss, cpu = analyze_bench.measure(argv)
-            runs[name].append({"wall": wall, "rss_mib": rss / 2**20, "cpu": cpu})
+            runs[name].append(_measure(argv))
     tsd.unlink()
     return {n: _median(v) for n, v in runs.items()}
 

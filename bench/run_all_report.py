@@ -198,6 +198,8 @@ def render(result: dict, out: Path) -> str:
         f"workloads {', '.join(result['workloads'])}. Every figure is the median of {result['repeats']} runs "
         "(tools interleaved in a rotating order); every ratio is against the peer measured in the same run.",
         "",
+        *[f"Note: {note}  " for note in result.get("notes", ())],
+        "",
         "## Issue-7 targets",
         "",
         "| target | crash | measured (same run) | met? |",
@@ -237,8 +239,8 @@ def render(result: dict, out: Path) -> str:
         lines.append("")
     if result["analyze"]:
         lines += ["## Analyze: time and peak RSS vs plain drgn on the ELF", "",
-                  "Functions of `bench/analyze_bench.py` (`measure`: whole processes, `wait4` rusage) and "
-                  "`bench/analyze_peer.py`. ours = `tsubaki-forensics analyze crash.tsd --vmlinux V --format json` "
+                  "Whole processes, interleaved after one warm-up each (the commands of `bench/analyze_bench.py`; "
+                  "CPU and peak RSS by GNU time around each child). ours = `tsubaki-forensics analyze crash.tsd --vmlinux V --format json` "
                   "(tasks, dmesg, panic); peer = plain drgn, same work, on the ELF vmcore.", "",
                   "| crash | ours wall s | peer wall s | ratio | ours CPU s | peer CPU s | ratio | ours RSS MiB | peer RSS MiB | ratio |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
