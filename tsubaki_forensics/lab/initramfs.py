@@ -16,7 +16,7 @@ from pathlib import Path
 from .scenarios import Scenario
 from .workloads import DAEMONS, Workload
 
-__all__ = ["build_initramfs", "busybox_prelude", "render_init", "CpioWriter", "READY_LINE", "MARKER_PREFIX"]
+__all__ = ["base_image", "build_initramfs", "busybox_prelude", "render_init", "CpioWriter", "READY_LINE", "MARKER_PREFIX"]
 
 MARKER_PREFIX = "TSUBAKI-LAB-MARKER"
 READY_LINE = "TSUBAKI-LAB-READY"
@@ -59,6 +59,25 @@ class CpioWriter:
         trailer = CpioWriter()
         trailer._entry("TRAILER!!!", 0)
         return b"".join(self._parts + trailer._parts)
+
+
+def base_image(busybox: Path, modules: list[Path]) -> CpioWriter:
+    """The part of every initramfs we build (crash lab and live guest).
+
+    The directory tree, /dev/console and /dev/null, busybox as /bin/sh and
+    the kernel modules under /lib/modules; callers add their programs and
+    ``/init``.
+    """
+    cpio = CpioWriter()
+    for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib", "lib/modules", "dev", "proc", "sys", "tmp", "data"):
+        cpio.directory(d)
+    cpio.chardev("dev/console", 5, 1)
+    cpio.chardev("dev/null", 1, 3, 0o666)
+    cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
+    cpio.symlink("bin/sh", "busybox")
+    for module in modules:
+        cpio.file(f"lib/modules/{module.name}", module.read_bytes())
+    return cpio
 
 
 def busybox_prelude(data_size: str) -> str:
@@ -105,15 +124,7 @@ def build_initramfs(
     path: Path, busybox: Path, modules: list[Path], scenario: Scenario, workload: Workload, marker: str
 ) -> int:
     """Write the initramfs for one crash to ``path``; returns its size in bytes."""
-    cpio = CpioWriter()
-    for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib", "lib/modules", "dev", "proc", "sys", "tmp", "data"):
-        cpio.directory(d)
-    cpio.chardev("dev/console", 5, 1)
-    cpio.chardev("dev/null", 1, 3, 0o666)
-    cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
-    cpio.symlink("bin/sh", "busybox")
-    for module in modules:
-        cpio.file(f"lib/modules/{module.name}", module.read_bytes())
+    cpio = base_image(busybox, modules)
     for name, body in {**DAEMONS, **workload.helpers, **scenario.helpers}.items():
         cpio.file(f"usr/bin/{name}", f"#!/bin/sh\n{body}\n".encode(), 0o755)
     if scenario.trigger:

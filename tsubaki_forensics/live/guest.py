@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..lab.initramfs import CpioWriter, busybox_prelude
+from ..lab.initramfs import base_image, busybox_prelude
 from ..lab.workloads import DAEMONS
 from .layout import Layout
 
@@ -72,16 +72,7 @@ echo "{READY_MARKER} boot=$(cat /proc/sys/kernel/random/boot_id)"
 
 def build_initramfs(path: Path, busybox: Path, modules: list[Path]) -> int:
     """Write the live guest's initramfs to ``path``; returns its size."""
-    cpio = CpioWriter()
-    for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib", "lib/modules", "dev", "proc",
-              "sys", "tmp", "data"):
-        cpio.directory(d)
-    cpio.chardev("dev/console", 5, 1)
-    cpio.chardev("dev/null", 1, 3, 0o666)
-    cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
-    cpio.symlink("bin/sh", "busybox")
-    for module in modules:
-        cpio.file(f"lib/modules/{module.name}", module.read_bytes())
+    cpio = base_image(busybox, modules)
     for name, body in DAEMONS.items():
         cpio.file(f"usr/bin/{name}", f"#!/bin/sh\n{body}\n".encode(), 0o755)
     cpio.file("init", render_init([m.name for m in modules]).encode(), 0o755)
