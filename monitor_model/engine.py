@@ -251,7 +251,7 @@ class _Run:
                                 dump_id=resume.dump_id if resume else None,
                                 producer=f"tsubaki-forensics collect ({self.policy.name})")
         self.writer.write_metadata(vmcoreinfo=src.vmcoreinfo, notes=src.notes,
-                                   properties=props)
+                                   properties=props, symbolpack=p.symbolpack)
         self.writer.write_event("panic_notice", 0.0, cpus=self.cpus)
         monitor.record = self.writer.write_event
         offset = self.writer.flush(durable=p.fsync)

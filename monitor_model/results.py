@@ -60,6 +60,9 @@ class CollectParams:
     threads: int = 2
     fsync: bool = True
     strict: bool = True
+    # a symbol pack (.tsp bytes) stored with the panic notice, so the dump
+    # analyses without a vmlinux (collect --symbols; docs/SELFCONTAINED.md)
+    symbolpack: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

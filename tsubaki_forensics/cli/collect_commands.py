@@ -61,6 +61,10 @@ def collect(
     plot: Annotated[Optional[Path], typer.Option(help="Draw the timeline to FILE.png|svg|pdf.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Summary format: text or json.")] = "text",
     fsync: Annotated[bool, typer.Option(help="fsync the dump at every save point.")] = True,
+    symbols: Annotated[Optional[Path], typer.Option(
+        "--symbols", metavar="PACK.tsp",
+        help="Symbol pack of the source's kernel (symbols pack): stored in the dump with the panic "
+             "notice, so analyze needs no vmlinux.")] = None,
     resume_from: Annotated[Optional[Path], typer.Option(
         "--resume-from", help="An interrupted .tsd of this dump (disk full, killed): write -o as its "
                               "second file, same dump id, skipping the memory it already holds.")] = None,
@@ -114,6 +118,8 @@ def collect(
         src = open_source(source, source_type)
     try:
         check_params(src, params)  # bad sizes fail before any progress bar
+        if symbols is not None:
+            params.symbolpack = _symbol_pack(symbols, src)
         total = sum(n for _, n in src.ranges) * sum(1 for p in policies if POLICIES[p].dumps)
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       DownloadColumn(binary_units=True), TimeElapsedColumn(),
@@ -142,6 +148,21 @@ def collect(
             _print_table(results, src, params, plot)
     finally:
         src.close()
+
+
+def _symbol_pack(path: Path, src) -> bytes:
+    """The bytes of the pack in ``path``, checked to decode and to be of the source's kernel."""
+    from ..symbolpack import SymbolPackError, SymbolPackMismatch, check_pack_matches, read_pack
+
+    try:
+        pack = read_pack(path)  # missing, unreadable, not a pack, damaged
+    except SymbolPackError as e:
+        raise SymbolPackError(f"--symbols: {e}") from None
+    try:
+        check_pack_matches(pack, src.vmcoreinfo, f"the source {src.name}")
+    except SymbolPackMismatch as e:
+        raise SymbolPackMismatch(f"--symbols {path}: {e}") from None
+    return path.read_bytes()
 
 
 def _print_table(results, src, params, plot: Path | None) -> None:

@@ -4,7 +4,8 @@
 a DWARF vmlinux into a small versioned file (docs/SELFCONTAINED.md, "Symbol
 packs"); ``symbols info kernel.tsp`` shows what a pack holds;
 ``symbols attach kernel.tsp DUMP.tsd`` writes a companion file of the dump
-that carries the pack (a multi-file dump, docs/FORMAT.md §8).  Results go
+whose SYMBOLPACK record carries the pack (a multi-file dump, docs/FORMAT.md
+§4.3, §8); ``collect --symbols`` puts it in the dump itself.  Results go
 to stdout (``--format json`` for programs), errors are one line.
 """
 

@@ -32,14 +32,15 @@ __all__ = [
     "SymbolPackMismatch",
     "SymbolPackReport",
     "attach_symbolpack",
+    "check_pack_matches",
     "pack_from_dump",
     "read_pack",
     "write_pack",
 ]
 
 FINDER_NAME = "tsubaki_symbolpack"
-#: Dump property that carries a pack (base64 of the ``.tsp`` bytes) until the
-#: format has a METADATA kind of its own (docs/SELFCONTAINED.md).
+#: Dump property that carried a pack (base64 of the ``.tsp`` bytes) before the
+#: format had the SYMBOLPACK METADATA kind (1.1); still read, never written.
 DUMP_PROPERTY = "symbolpack.tsp"
 
 LIMITATIONS = (
@@ -79,9 +80,10 @@ def read_pack(path: Path) -> dict[str, Any]:
 def pack_from_dump(dump: Any) -> dict[str, Any] | None:
     """The pack embedded in a dump, or None.
 
-    Read from ``dump.symbolpack`` (the bytes of a SYMBOLPACK METADATA record,
-    once the format has that kind: docs/SELFCONTAINED.md) or else from the
-    ``symbolpack.tsp`` property (base64), which any writer can set today.
+    Read from ``dump.symbolpack`` (the bytes of the SYMBOLPACK METADATA
+    record, format 1.1), or else from the ``symbolpack.tsp`` property
+    (base64), which ``symbols attach`` wrote before 1.1: such dumps still
+    analyse with their pack.
     """
     raw = getattr(dump, "symbolpack", None)
     if raw:
@@ -122,6 +124,21 @@ class SymbolPackReport:
 def _vmcoreinfo_build_id(text: str) -> str | None:
     m = re.search(r"^BUILD-ID=([0-9a-fA-F]+)$", text, re.M)
     return m.group(1).lower() if m else None
+
+
+def check_pack_matches(pack: dict[str, Any], vmcoreinfo: bytes | str | None, what: str) -> None:
+    """Refuse a pack of another build than ``what``, whose VMCOREINFO is given.
+
+    Checked before a pack is stored with a dump, so that a wrong pack fails
+    at collection rather than at analysis.  Without a BUILD-ID line nothing
+    can be compared and the pack is accepted.
+
+    :raises SymbolPackMismatch: the build ids differ.
+    """
+    text = vmcoreinfo.decode(errors="replace") if isinstance(vmcoreinfo, bytes) else (vmcoreinfo or "")
+    have, want = _vmcoreinfo_build_id(text), pack["kernel"].get("build_id")
+    if have and want != have:
+        raise SymbolPackMismatch(f"the symbol pack is of build id {want}; {what} is of {have}")
 
 
 def attach_symbolpack(prog: drgn.Program, pack: dict[str, Any]) -> SymbolPackReport:

@@ -1,17 +1,17 @@
-"""Carry a symbol pack with a dump, in the format as it is today.
+"""Carry a symbol pack with a dump that is already written.
 
 A ``.tsd`` dump may span several files bound by one ``dump_id``
-(docs/FORMAT.md §8), whose PROPERTIES records merge.  :func:`write_companion`
-writes a small file of the same dump holding one PROPERTIES record with the
-pack (``symbolpack.tsp``, base64), so ``analyze DUMP.tsd DUMP.symbols.tsd``
-sees it (:func:`~tsubaki_forensics.symbolpack.pack_from_dump`).  Once the
-format has a SYMBOLPACK METADATA kind, ``collect --symbols`` writes the pack
-into the dump itself (docs/SELFCONTAINED.md lists the change).
+(docs/FORMAT.md §8).  :func:`write_companion` writes a small file of the
+same dump holding one SYMBOLPACK METADATA record (format 1.1), so
+``analyze DUMP.tsd DUMP.symbols.tsd`` finds the pack
+(:func:`~tsubaki_forensics.symbolpack.pack_from_dump`); the reader requires
+every file that has one to carry the same pack.  ``collect --symbols``
+writes the record into the dump itself.  Companions written before 1.1
+carry the pack as a base64 property instead, still read.
 """
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from .fileformat import decode_pack
@@ -26,19 +26,16 @@ def write_companion(pack_bytes: bytes, dump_path: Path, out: Path) -> int:
     :raises SymbolPackError: ``pack_bytes`` is not a pack.
     """
     from ..tsd import TsdWriter, open_dump
-    from . import DUMP_PROPERTY, SymbolPackMismatch, _vmcoreinfo_build_id
+    from . import check_pack_matches
 
     pack = decode_pack(pack_bytes)
     dump = open_dump([dump_path])
     try:
         header = dump.header
-        have = _vmcoreinfo_build_id(bytes(dump.vmcoreinfo or b"").decode(errors="replace"))
+        check_pack_matches(pack, dump.vmcoreinfo, str(dump_path))
     finally:
         dump.close()
-    want = pack["kernel"].get("build_id")
-    if have and want != have:
-        raise SymbolPackMismatch(f"the symbol pack is of build id {want}; {dump_path} is of {have}")
     with TsdWriter(out, dump_id=header.dump_id, arch=header.arch, page_size=header.page_size,
                    producer="tsubaki-forensics symbols attach", threads=0) as writer:
-        writer.write_metadata(properties={DUMP_PROPERTY: base64.b64encode(pack_bytes).decode()})
+        writer.write_metadata(symbolpack=pack_bytes)
     return Path(out).stat().st_size

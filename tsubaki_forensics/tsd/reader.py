@@ -387,6 +387,8 @@ class Dump:
         self.problems: list[Problem] = [p for f in files for p in f.problems]
         self.vmcoreinfo = self._merge_blob(R.MetadataKind.VMCOREINFO, "VMCOREINFO")
         self.notes = self._merge_blob(R.MetadataKind.NOTES, "ELF notes")
+        #: The SYMBOLPACK record's ``.tsp`` bytes (format 1.1), or None.
+        self.symbolpack = self._merge_blob(R.MetadataKind.SYMBOLPACK, "symbol pack")
         self.properties = self._merge_properties()
         seen: set[tuple] = set()
         events: list[Event] = []

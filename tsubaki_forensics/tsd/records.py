@@ -38,7 +38,7 @@ __all__ = [
 # --- §2 File header -------------------------------------------------------
 FILE_MAGIC = b"\x89TSD\r\n\x1a\n"  # PNG-style: catches text-mode and 7-bit damage
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1 added MetadataKind.SYMBOLPACK (§9: new kinds bump the minor)
 # magic, major, minor, header_size, dump_id, arch, page_size, endian, 3 pad,
 # created_ns, producer, checksum (XXH64 of the preceding 120 bytes)
 FILE_HEADER = struct.Struct("<8sHHI16s16sIB3xQ56sQ")
@@ -111,6 +111,9 @@ class MetadataKind(enum.IntEnum):
     VMCOREINFO = 1
     NOTES = 2
     PROPERTIES = 3
+    #: Since 1.1: a symbol pack (``.tsp`` bytes) for analysis without a vmlinux;
+    #: a 1.0 reader ignores it like any unknown kind.
+    SYMBOLPACK = 4
 
 
 class Endian(enum.IntEnum):

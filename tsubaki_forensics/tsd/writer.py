@@ -305,8 +305,10 @@ class TsdWriter:
 
     # -- public API ----------------------------------------------------------
     def write_metadata(self, *, vmcoreinfo: bytes | str | None = None, notes: bytes | None = None,
-                       properties: dict[str, Any] | None = None) -> None:
-        """Record VMCOREINFO text, the raw ELF notes blob and/or properties (§4.3)."""
+                       properties: dict[str, Any] | None = None,
+                       symbolpack: bytes | None = None) -> None:
+        """Record VMCOREINFO text, the raw ELF notes blob, properties and/or a
+        symbol pack (the ``.tsp`` bytes, so the dump analyses without a vmlinux) (§4.3)."""
         self._emit_zero()
         if vmcoreinfo is not None:
             if isinstance(vmcoreinfo, str):
@@ -318,6 +320,9 @@ class TsdWriter:
         if properties:
             self._record(R.RecordType.METADATA, R.pack_metadata(
                 R.MetadataKind.PROPERTIES, R.encode_properties(properties)))
+        if symbolpack is not None:
+            self._record(R.RecordType.METADATA, R.pack_metadata(R.MetadataKind.SYMBOLPACK,
+                                                                bytes(symbolpack)))
 
     def write_memory(self, paddr: int, data: bytes | bytearray | memoryview) -> WriteStats:
         """Write physical memory starting at ``paddr``; returns what this call cost.
