@@ -30,6 +30,7 @@ __all__ = [
     "IntervalSet",
     "EmulatedRam",
     "parse_size",
+    "parse_size_option",
     "format_size",
     "RebootChoice",
     "choose_reboot_regions",
@@ -50,6 +51,14 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise TsubakiError(f"not a size: {text!r} (use e.g. 128M, 2G, 4096)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_size_option(text: str, option: str) -> int:
+    """:func:`parse_size` for a command-line option: the error names ``option``."""
+    try:
+        return parse_size(text)
+    except TsubakiError as e:
+        raise TsubakiError(f"{option}: {e}") from None
 
 
 def format_size(n: float) -> str:

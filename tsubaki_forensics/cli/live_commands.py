@@ -22,12 +22,9 @@ __all__ = ["register", "monitor"]
 
 
 def _size(value: str, option: str) -> int:
-    from monitor_model.machine import parse_size
+    from monitor_model.machine import parse_size_option
 
-    try:
-        return parse_size(value)
-    except TsubakiError as e:
-        raise TsubakiError(f"{option}: {e}") from None
+    return parse_size_option(value, option)
 
 
 def monitor(
