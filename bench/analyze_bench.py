@@ -12,6 +12,7 @@ Without --vmcore the crash lab's default crash (sysrq, 512M, 2 vCPUs) is used.
 
 from __future__ import annotations
 
+from machine_info import cpu_model
 import argparse
 import os
 import platform
@@ -59,16 +60,6 @@ def measure(argv: list[str]) -> tuple[float, int, float]:
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
@@ -108,7 +99,7 @@ def main() -> None:
 
 Command: `{cmd}` (whole processes, interleaved, {args.runs} runs each after one warm-up run; medians).
 
-- Machine: {_cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux {platform.release()}
+- Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux {platform.release()}
 - Dump: {args.vmcore} ({args.vmcore.stat().st_size / 2**20:.0f} MiB ELF) imported to a {imported.file_bytes / 2**20:.1f} MiB .tsd
 - ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (tasks, dmesg, panic)
 - peer: `python bench/analyze_peer.py VMCORE VMLINUX` (plain drgn, same work, drgn's ELF path)

@@ -13,6 +13,7 @@ time, peak RSS of a ``collect`` process) are medians of ``--repeat`` runs.
 
 from __future__ import annotations
 
+from machine_info import cpu_model
 import argparse
 import json
 import os
@@ -120,11 +121,7 @@ def main() -> int:
 
 
 def render(rows, host, summary, args) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = cpu
+    model = cpu_model()
     lines = [
         "# collect: policies compared on real crashes",
         "",

@@ -15,6 +15,7 @@ writes docs/benchmarks/import.md (``--out``).
 
 from __future__ import annotations
 
+from machine_info import cpu_model
 import argparse
 import json
 import os
@@ -144,14 +145,7 @@ def version(cmd: list[str]) -> str:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     import numpy
     import zstandard
 

@@ -11,6 +11,7 @@ same run.  Results go to docs/benchmarks/lab.md.
 
 from __future__ import annotations
 
+from machine_info import cpu_model
 import argparse
 import os
 import platform
@@ -70,7 +71,7 @@ def main() -> None:
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             rows.append((mem, workload, med))
             print(mem, workload, {k: round(v, 2) for k, v in med.items()}, flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = cpu_model()
     qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     lines = [
         "# Crash lab: boot to panic, and QEMU's ELF dump vs kdump-zlib",

@@ -38,7 +38,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 # The per-topic scripts beside this file (bench/ is not a package).
-import analyze_bench
+from machine_info import cpu_model
 import import_bench
 import readlatency_bench
 
@@ -208,7 +208,7 @@ def environment() -> dict:
 
     mem_total = next((int(line.split()[1]) // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
     return {
-        "cpu": analyze_bench._cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "ram_mib": mem_total,
         "kernel": f"{platform.system()} {platform.release()}",

@@ -15,6 +15,7 @@ series in the crash list is used.
 
 from __future__ import annotations
 
+from machine_info import cpu_model
 import argparse
 import json
 import os
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Self-contained analysis: no vmlinux vs the DWARF vmlinux",
         "",
         f"Command: `python bench/selfcontained_bench.py --runs {args.runs}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}, "
         f"drgn {_drgn_version()}; shared with other jobs, so absolute times are noisy.  ",
         "Each run is a fresh process: imports, `set_core_dump` of the crash lab's ELF vmcore, then either "
         "`load_debug_info([vmlinux])` (**dwarf**) or `attach_selfcontained(prog)` (**self-contained**), "
@@ -191,16 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def _drgn_version() -> str:
