@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import StorageError, TsubakiError
-from .output import print_json, print_warning, safe_text, stderr, stdout
+from . import output as cli_output
+from .output import print_json, print_warning, safe_text
 
 __all__ = ["register", "collect"]
 
@@ -111,7 +112,7 @@ def collect(
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with stderr.status(f"opening {safe_text(source or 'the default crash-lab scenario')}"):
+    with cli_output.stderr.status(f"opening {safe_text(source or 'the default crash-lab scenario')}"):
         src = open_source(source, source_type)
     try:
         check_params(src, params)  # bad sizes fail before any progress bar
@@ -120,7 +121,7 @@ def collect(
         total = sum(n for _, n in src.ranges) * sum(1 for p in policies if POLICIES[p].dumps)
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       DownloadColumn(binary_units=True), TimeElapsedColumn(),
-                      console=stderr, transient=True) as bar:
+                      console=cli_output.stderr, transient=True) as bar:
             task = bar.add_task("dumping", total=total or None)
 
             def on_plan(plan):
@@ -180,16 +181,16 @@ def _print_table(results, src, params, plot: Path | None) -> None:
             "never" if r.dump_complete_s is None else f"{r.dump_complete_s:.2f}",
             f"{r.stall_s:.2f}", f"{r.bytes_written / (1 << 20):.1f}", ratio,
         )
-    stdout.print(table)
+    cli_output.stdout.print(table)
     first = results[0]
     if first.output:
-        stdout.print("seconds of emulated time since the panic; MiB written to the dump; "
+        cli_output.stdout.print("seconds of emulated time since the panic; MiB written to the dump; "
                      "vs kdump = how many times sooner the service restarts")
-        stdout.print(f"dump: {first.output} ({first.policy}); boot {first.boot_s:.2f} s, "
+        cli_output.stdout.print(f"dump: {first.output} ({first.policy}); boot {first.boot_s:.2f} s, "
                      f"ideal restart {first.ideal_restart_s:.2f} s, compression CPU "
                      f"{first.cpu_compress_s:.2f} s (real, this host)")
     if plot is not None:
-        stdout.print(f"timeline plot: {plot}")
+        cli_output.stdout.print(f"timeline plot: {plot}")
 
 
 def register(app: typer.Typer) -> None:

@@ -18,7 +18,8 @@ from typing import Annotated, Any, Callable
 import typer
 
 from ..errors import TsubakiError
-from .output import print_json, safe_text, stderr
+from . import output as cli_output
+from .output import print_json, safe_text
 
 __all__ = ["register", "OutputFormat", "VerifyFailed"]
 
@@ -61,12 +62,12 @@ def _check_output(output: Path, force: bool, *inputs: Path) -> None:
 
 def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
     """A progress callback drawing on stderr when it is a terminal."""
-    if not stderr.is_terminal:
+    if not cli_output.stderr.is_terminal:
         return None, lambda: None
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), console=stderr, transient=True)
+                   TransferSpeedColumn(), console=cli_output.stderr, transient=True)
     task = bar.add_task(label, total=None)
     bar.start()
 

@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 
 from ..errors import LabError
-from .output import print_json, safe_text, stderr, stdout
+from . import output as cli_output
+from .output import print_json, safe_text
 
 __all__ = ["register"]
 
@@ -32,7 +33,7 @@ def _check_format(fmt: str) -> None:
 
 
 def _progress(message: str) -> None:
-    stderr.print(f"[dim]lab:[/dim] {safe_text(message)}")
+    cli_output.stderr.print(f"[dim]lab:[/dim] {safe_text(message)}")
 
 
 @lab_app.command("crash")
@@ -58,15 +59,15 @@ def crash_command(
     if fmt == "json":
         print_json(m)
         return
-    stdout.print(f"crash directory  {safe_text(result.directory)}")
-    stdout.print(f"kernel           {m['kernel']['release']} (build id {m['kernel']['build_id']})")
-    stdout.print(f"scenario         {m['scenario']} / {m['workload']}, {m['mem']}, {m['smp']} vCPU, {m['accel']}")
-    stdout.print(f"panic            {safe_text(m['panic_message'])}")
-    stdout.print(f"crashed          cpu {m['crashed_cpu']}, pid {m['crashed_pid']}")
-    stdout.print(f"backtrace        {' <- '.join(m['backtrace_top'])}")
-    stdout.print(f"vmcore           {result.vmcore} ({m['files']['vmcore']['bytes'] / 2**20:.0f} MiB)")
+    cli_output.stdout.print(f"crash directory  {safe_text(result.directory)}")
+    cli_output.stdout.print(f"kernel           {m['kernel']['release']} (build id {m['kernel']['build_id']})")
+    cli_output.stdout.print(f"scenario         {m['scenario']} / {m['workload']}, {m['mem']}, {m['smp']} vCPU, {m['accel']}")
+    cli_output.stdout.print(f"panic            {safe_text(m['panic_message'])}")
+    cli_output.stdout.print(f"crashed          cpu {m['crashed_cpu']}, pid {m['crashed_pid']}")
+    cli_output.stdout.print(f"backtrace        {' <- '.join(m['backtrace_top'])}")
+    cli_output.stdout.print(f"vmcore           {result.vmcore} ({m['files']['vmcore']['bytes'] / 2**20:.0f} MiB)")
     t = m["timings"]
-    stdout.print(f"times            boot->panic {t['boot_to_panic_s']:.1f} s, dump {t['dump_s']:.1f} s, ground truth {t['ground_truth_s']:.1f} s")
+    cli_output.stdout.print(f"times            boot->panic {t['boot_to_panic_s']:.1f} s, dump {t['dump_s']:.1f} s, ground truth {t['ground_truth_s']:.1f} s")
 
 
 @lab_app.command("kernel")
@@ -102,16 +103,16 @@ def list_command(
     if fmt == "json":
         print_json(data)
         return
-    stdout.print("scenarios:")
+    cli_output.stdout.print("scenarios:")
     for name, s in data["scenarios"].items():
-        stdout.print(f"  {name:<10} {s['summary']}")
-    stdout.print("workloads:")
+        cli_output.stdout.print(f"  {name:<10} {s['summary']}")
+    cli_output.stdout.print("workloads:")
     for name, summary in data["workloads"].items():
-        stdout.print(f"  {name:<10} {summary}")
-    stdout.print(f"cache: {data['cache']}")
-    stdout.print(f"  kernels: {', '.join(data['kernels']) or '(none)'}")
+        cli_output.stdout.print(f"  {name:<10} {summary}")
+    cli_output.stdout.print(f"cache: {data['cache']}")
+    cli_output.stdout.print(f"  kernels: {', '.join(data['kernels']) or '(none)'}")
     for c in crashes:
-        stdout.print(f"  crash: {c}")
+        cli_output.stdout.print(f"  crash: {c}")
 
 
 def register(app: typer.Typer) -> None:

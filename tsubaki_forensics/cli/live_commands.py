@@ -9,14 +9,14 @@ files, gives it all its memory (normal operation), then waits for its panic
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import TsubakiError
-from .output import print_json, stderr, stdout
+from . import output as cli_output
+from .output import print_json
 
 __all__ = ["register", "monitor"]
 
@@ -76,6 +76,8 @@ def monitor(
     fill_mib = _size(fill, "--fill") >> 20
     if fill_mib > (config.mem >> 20) * 3 // 4:
         raise TsubakiError(f"--fill {fill}: at most three quarters of --mem")
+    import asyncio  # here, not at module level: ~12 ms that no other command needs
+
     if resume:
         if workdir is None:
             raise TsubakiError("--resume needs the --workdir of the killed monitor (its live.json)")
@@ -92,18 +94,18 @@ def monitor(
 
 
 def _print(result) -> None:
-    stdout.print(f"order {result.order}, storage {result.storage}, {result.memory_bytes >> 20} MiB "
+    cli_output.stdout.print(f"order {result.order}, storage {result.storage}, {result.memory_bytes >> 20} MiB "
                  f"(base {result.base_bytes >> 20} MiB): dump {result.output} ({result.bytes_written} bytes)")
     if result.panicked_again_s is not None:
-        stdout.print(f"  the rebooted guest panicked again at {result.panicked_again_s:.2f} s")
-    stdout.print(f"  panic -> reset {result.reset_s:.2f} s, service ready {result.ready_s:.2f} s "
+        cli_output.stdout.print(f"  the rebooted guest panicked again at {result.panicked_again_s:.2f} s")
+    cli_output.stdout.print(f"  panic -> reset {result.reset_s:.2f} s, service ready {result.ready_s:.2f} s "
                  f"(boot {result.boot_s:.2f} s), dump complete {result.dump_complete_s:.2f} s, "
                  f"all memory online {result.all_online_s:.2f} s")
     for p in result.pieces:
         saved = "in an earlier file" if p.saved_s is None else f"saved {p.saved_s:.2f} s"
         online = "rebooted in it" if p.name == "base" else (
             "-" if p.online_s is None else f"online {p.online_s:.2f} s")
-        stdout.print(f"  {p.name:7} {p.paddr:#14x} {p.nbytes >> 20:6} MiB  {saved}  {online}")
+        cli_output.stdout.print(f"  {p.name:7} {p.paddr:#14x} {p.nbytes >> 20:6} MiB  {saved}  {online}")
 
 
 async def _monitor(config, params, output: Path, work: Path, fill_mib: int, trigger: bool,
@@ -112,7 +114,7 @@ async def _monitor(config, params, output: Path, work: Path, fill_mib: int, trig
     from ..live.session import follow_panics, remove_ram
 
     def say(msg: str) -> None:
-        stderr.print(f"monitor: {msg}")
+        cli_output.stderr.print(f"monitor: {msg}")
 
     guest = open_guest(config, work, ram_dir=ram_dir, log=say)
     try:
@@ -136,7 +138,7 @@ async def _resume(paths: list[Path], params, output: Path, work: Path):
     from ..live.vm import LiveGuest
 
     def say(msg: str) -> None:
-        stderr.print(f"monitor: {msg}")
+        cli_output.stderr.print(f"monitor: {msg}")
 
     state = resume_state(paths)
     if output.resolve() in {p.resolve() for p in paths}:

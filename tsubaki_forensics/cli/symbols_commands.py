@@ -18,7 +18,8 @@ from typing import Annotated
 import typer
 
 from ..errors import TsubakiError
-from .output import print_json, safe_text, stdout
+from . import output as cli_output
+from .output import print_json, safe_text
 
 __all__ = ["register"]
 
@@ -57,7 +58,7 @@ def _show(data: dict, fmt: str) -> None:
         print_json(data)
         return
     for key, value in data.items():
-        stdout.print(f"{key:<15} {safe_text(value)}")
+        cli_output.stdout.print(f"{key:<15} {safe_text(value)}")
 
 
 @symbols_app.command("pack")
@@ -113,7 +114,7 @@ def attach_command(
         raise SymbolsUsageError(f"{pack_path if not pack_path.is_file() else dump_path} does not exist")
     out = output or dump_path.with_name(dump_path.name.removesuffix(".tsd") + ".symbols.tsd")
     size = write_companion(pack_path.read_bytes(), dump_path, out)
-    stdout.print(f"{safe_text(out)}: {size} bytes, the pack for {safe_text(dump_path)}")
+    cli_output.stdout.print(f"{safe_text(out)}: {size} bytes, the pack for {safe_text(dump_path)}")
 
 
 def register(app: typer.Typer) -> None:
