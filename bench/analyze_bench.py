@@ -47,11 +47,10 @@ _LEAN = (
 )
 
 
-def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+def measure(argv: list[str]) -> tuple[float, int, float]:
     """Wall seconds, peak RSS (bytes) and CPU seconds (user+sys) of one child; output discarded."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=None if env is None else {**os.environ, **env})
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -84,15 +83,13 @@ def main() -> None:
         # what the CLI costs when other command modules import lazily.
         lean = [sys.executable, "-c", _LEAN, "analyze", str(tsd), "--vmlinux", str(args.vmlinux), "--format", "json"]
         library = [sys.executable, "-c", _LIBRARY, str(tsd), str(args.vmlinux)]
-        # "cold": the real command with its warm start off (analysis/warmstart.py).
-        commands = {"ours": ours, "peer": peer, "cold": ours, "lean": lean, "library": library}
-        envs = {"cold": {"TSUBAKI_WARMSTART": "0"}}
-        for name, argv in commands.items():
-            measure(argv, envs.get(name))  # warm the page cache
+        commands = {"ours": ours, "peer": peer, "lean": lean, "library": library}
+        for argv in commands.values():
+            measure(argv)  # warm the page cache
         rows: dict[str, list[tuple[float, int, float]]] = {name: [] for name in commands}
         for _ in range(args.runs):
             for name, argv in commands.items():
-                rows[name].append(measure(argv, envs.get(name)))
+                rows[name].append(measure(argv))
     med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
     t_ratio = med["ours"][0] / med["peer"][0]
     r_ratio = med["ours"][1] / med["peer"][1]
@@ -112,8 +109,6 @@ Command: `{cmd}` (whole processes, interleaved, {args.runs} runs each after one 
 | ours (.tsd through the drgn bridge) | {med['ours'][0]:.3f} | {med['ours'][2]:.3f} | {med['ours'][1] / 2**20:.1f} |
 | peer (plain drgn on the ELF vmcore) | {med['peer'][0]:.3f} | {med['peer'][2]:.3f} | {med['peer'][1] / 2**20:.1f} |
 | ratio ours / peer | {t_ratio:.2f}x | {med['ours'][2] / med['peer'][2]:.2f}x | {r_ratio:.2f}x |
-| ours, warm start off (`TSUBAKI_WARMSTART=0`) | {med['cold'][0]:.3f} | {med['cold'][2]:.3f} | {med['cold'][1] / 2**20:.1f} |
-| ratio warm start off / peer | {med['cold'][0] / med['peer'][0]:.2f}x | {med['cold'][2] / med['peer'][2]:.2f}x | {med['cold'][1] / med['peer'][1]:.2f}x |
 | ours, app with only the analyze commands | {med['lean'][0]:.3f} | {med['lean'][2]:.3f} | {med['lean'][1] / 2**20:.1f} |
 | ratio lean / peer | {med['lean'][0] / med['peer'][0]:.2f}x | {med['lean'][2] / med['peer'][2]:.2f}x | {med['lean'][1] / med['peer'][1]:.2f}x |
 | ours, library call (no CLI framework) | {med['library'][0]:.3f} | {med['library'][2]:.3f} | {med['library'][1] / 2**20:.1f} |
@@ -121,9 +116,7 @@ Command: `{cmd}` (whole processes, interleaved, {args.runs} runs each after one 
 
 Target: within 1.2x on both; this run is **{verdict}** the target.
 
-Rows: *ours* is the real command; *warm start off* is the same command
-building its drgn program only after the CLI has started (before the warm
-start, analysis/warmstart.py); *lean* is the same command in a typer app
+Rows: *ours* is the real command; *lean* is the same command in a typer app
 that registers only the analyze commands (what the CLI would cost if the other
 command modules imported their dependencies lazily); *library* runs the same
 pipeline (plugins, drgn bridge, analyses, JSON) without the CLI framework.
@@ -131,12 +124,10 @@ pipeline (plugins, drgn bridge, analyses, JSON) without the CLI framework.
 Where the difference comes from (see the rows): the drgn work itself is not
 slower through the bridge (a notes-only ELF core in a memfd plus physical
 segments served by the .tsd reader, with a small page cache in front of its
-chunk LRU); the extra CPU is interpreter-level work that plain drgn does not
-do: typer, the command modules, pluggy and entry-point discovery, the .tsd
-reader's Python read callbacks (drgn makes ~4,400 reads while it loads the
-vmlinux and ~5,600 for the three analyses) and first-touch decompression of
-zstd chunks.  The warm start hides part of it behind drgn's DWARF indexing,
-which runs in C with the GIL released.
+chunk LRU); the extra CPU is interpreter-level imports that plain drgn does not
+pay: typer (which imports pydantic), numpy (imported by `tsubaki_forensics.tsd`
+through its writer), pyelftools and the other rooms' modules imported by
+`cli/app.py` for their commands, rich, and entry-point discovery.
 
 Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared; wall times under load are noisy, CPU times less so).
 

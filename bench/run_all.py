@@ -122,7 +122,7 @@ def lab_section(mem: str, workload: str, repeats: int) -> dict:
 # -- analyze ---------------------------------------------------------------
 
 
-def _measure(argv: list[str], env: dict[str, str] | None = None) -> dict:
+def _measure(argv: list[str]) -> dict:
     """Wall, CPU and peak RSS of one child, RSS and CPU through GNU time.
 
     Not ``analyze_bench.measure``'s ``wait4``: this process grows to hundreds
@@ -132,8 +132,7 @@ def _measure(argv: list[str], env: dict[str, str] | None = None) -> dict:
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         start = time.perf_counter()
         proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", tf.name, *argv],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=None if env is None else {**os.environ, **env})
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"{argv[:4]} failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
@@ -152,15 +151,12 @@ def analyze_section(crash, repeats: int, tmp: Path) -> dict:
                  "--vmlinux", str(crash.vmlinux), "--format", "json"],
         "peer": [sys.executable, str(BENCH / "analyze_peer.py"), str(crash.vmcore), str(crash.vmlinux)],
     }
-    # The same command with its warm start off (analysis/warmstart.py): before/after in one run.
-    cmds["ours_cold"] = cmds["ours"]
-    envs = {"ours_cold": {"TSUBAKI_WARMSTART": "0"}}
-    for name, argv in cmds.items():
-        _measure(argv, envs.get(name))  # warm the page cache
+    for argv in cmds.values():
+        _measure(argv)  # warm the page cache
     runs: dict[str, list[dict]] = {k: [] for k in cmds}
     for _ in range(repeats):
         for name, argv in cmds.items():
-            runs[name].append(_measure(argv, envs.get(name)))
+            runs[name].append(_measure(argv))
     tsd.unlink()
     return {n: _median(v) for n, v in runs.items()}
 

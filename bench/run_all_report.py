@@ -241,18 +241,14 @@ def render(result: dict, out: Path) -> str:
         lines += ["## Analyze: time and peak RSS vs plain drgn on the ELF", "",
                   "Whole processes, interleaved after one warm-up each (the commands of `bench/analyze_bench.py`; "
                   "CPU and peak RSS by GNU time around each child). ours = `tsubaki-forensics analyze crash.tsd --vmlinux V --format json` "
-                  "(tasks, dmesg, panic); peer = plain drgn, same work, on the ELF vmcore; *no warm start* = ours with "
-                  "`TSUBAKI_WARMSTART=0` (the drgn program built after the CLI has started, not beside it).", "",
-                  "| crash | ours wall s | peer wall s | ratio | ours CPU s | peer CPU s | ratio | ours RSS MiB | peer RSS MiB | ratio "
-                  "| no warm start: wall s | ratio |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "(tasks, dmesg, panic); peer = plain drgn, same work, on the ELF vmcore.", "",
+                  "| crash | ours wall s | peer wall s | ratio | ours CPU s | peer CPU s | ratio | ours RSS MiB | peer RSS MiB | ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for spec, a in result["analyze"].items():
             o, p = a["ours"], a["peer"]
-            c = a.get("ours_cold")
-            cold = f" {c['wall']:.3f} | {c['wall'] / p['wall']:.2f}x |" if c else " | |"
             lines.append(f"| {spec} | {o['wall']:.3f} | {p['wall']:.3f} | {o['wall'] / p['wall']:.2f}x | {o['cpu']:.3f} | "
                          f"{p['cpu']:.3f} | {o['cpu'] / p['cpu']:.2f}x | {o['rss_mib']:.0f} | {p['rss_mib']:.0f} | "
-                         f"{o['rss_mib'] / p['rss_mib']:.2f}x |{cold}")
+                         f"{o['rss_mib'] / p['rss_mib']:.2f}x |")
         lines.append("")
     if result["latency"]:
         lines += ["## Random-access reads in drgn's pattern, cold and warm", "",
