@@ -46,21 +46,8 @@ def open_program(
     debug_dirs: Sequence[Path] | None = None,
     debug_info: bool = True,
     self_contained: bool = False,
-    prepared: tuple[Any, DumpProgram] | None = None,
 ) -> OpenedDump:
-    """Reassemble ``paths`` (``tsubaki_reassemble``), build the program, run ``tsubaki_program_ready``.
-
-    :param prepared: the (dump, program) these arguments would build, already
-        built (:mod:`.warmstart`); only ``tsubaki_program_ready`` is left to run.
-    """
-    if prepared is not None:
-        dump, program = prepared
-        try:
-            plugins.program_ready(program.prog, dump)
-        except BaseException:
-            dump.close()
-            raise
-        return OpenedDump(tuple(Path(p) for p in paths), dump, program)
+    """Reassemble ``paths`` (``tsubaki_reassemble``), build the program, run ``tsubaki_program_ready``."""
     dump = plugins.reassemble([Path(p) for p in paths])
     try:
         info = parse_vmcoreinfo(dump.vmcoreinfo or b"")

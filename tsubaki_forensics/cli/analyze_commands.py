@@ -95,12 +95,7 @@ def analyze(
     sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
     if self_contained and vmlinux is not None:
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
-    from ..analysis import warmstart
-
-    debug_dirs = _debug_dirs(debug_dir)
-    prepared = warmstart.take(dumps, plugins, vmlinux=vmlinux, debug_dirs=debug_dirs, self_contained=self_contained)
-    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=debug_dirs, self_contained=self_contained,
-                          prepared=prepared)
+    opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
     try:
         report = analyze_dump(
             opened,

@@ -16,29 +16,31 @@ modules keep their heavy imports inside the command functions instead.
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import TYPE_CHECKING
+
+import typer
 
 from ..errors import TsubakiError
+from . import (
+    analyze_commands,
+    collect_commands,
+    dump_commands,
+    lab_commands,
+    live_commands,
+    symbols_commands,
+    triage_commands,
+)
 from .output import print_error
 
-if TYPE_CHECKING:
-    import typer
+__all__ = ["build_app", "main", "COMMAND_MODULES"]
 
-__all__ = ["COMMAND_MODULES", "build_app", "main"]
-
-# In help order.  Imported by build_app, not here: ``main`` first starts
-# ``analyze``'s drgn work on a second thread (analysis/warmstart.py), and
-# typer and these modules are what it overlaps with.
-COMMAND_MODULES = ("collect_commands", "live_commands", "dump_commands", "analyze_commands", "triage_commands",
-                   "lab_commands", "symbols_commands")
+# In help order.
+COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, triage_commands, lab_commands,
+                   symbols_commands)
 
 
 def build_app(argv: list[str] | None = None) -> typer.Typer:
     """Return the full application: built-in commands, then plugin commands."""
-    import typer
-
     app = typer.Typer(
         name="tsubaki-forensics",
         help="Collect Linux kernel crash dumps Tsubaki-style and analyse them with drgn.",
@@ -46,8 +48,8 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
         pretty_exceptions_enable=False,
         add_completion=False,
     )
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}").register(app)
+    for module in COMMAND_MODULES:
+        module.register(app)
     # Plugins load once per process (--disable is read early, like pytest's -p no:NAME).
     from ..plugin_system import disabled_from_argv, get_plugins
 
@@ -66,13 +68,6 @@ def _click_exceptions():
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
-    # analyze: start drgn on the vmlinux now, while typer and the plugins load
-    # (analysis/warmstart.py says why and when it is safe).
-    from ..analysis import warmstart
-
-    warmstart.start(sys.argv[1:] if argv is None else argv)
-    import typer
-
     try:
         app = build_app(argv)
         # With standalone_mode=False click *returns* the code of typer.Exit(n).
@@ -96,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return e.exit_code
         raise
-    finally:
-        warmstart.drop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,7 +109,6 @@ def program_from_dump(
     lab_cache: bool = True,
     debug_info: bool = True,
     self_contained: bool = False,
-    describe_itself: bool = True,
 ) -> DumpProgram:
     """The program for ``dump`` with memory, VMCOREINFO, registers and debug info.
 
@@ -120,8 +119,6 @@ def program_from_dump(
         from the BTF, kallsyms and ORC tables inside the dump
         (:mod:`tsubaki_forensics.selfcontained`; its limitations are listed
         in ``DumpProgram.selfcontained``).
-    :param describe_itself: with no vmlinux found, fall back to the dump's
-        own symbol pack or BTF (``False``: raise :class:`DebugInfoError`).
     :raises FormatError: the dump has no VMCOREINFO.
     :raises DebugInfoError: no vmlinux matches the dump's build id.
     """
@@ -166,7 +163,7 @@ def program_from_dump(
         try:
             vmlinux_path = _load_kernel_debug_info(prog, info, vmlinux, extra_debug_paths, debug_dirs, lab_cache)
         except DebugInfoError as missing:
-            if vmlinux is not None or not describe_itself:  # an explicit vmlinux that does not fit stays an error
+            if vmlinux is not None:  # an explicit vmlinux that does not fit stays an error
                 raise
             # No vmlinux anywhere: the dump can usually describe itself (BTF,
             # kallsyms and ORC are inside every full dump of a modern kernel).
