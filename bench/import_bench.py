@@ -88,7 +88,19 @@ def tools(vmcore: Path, export: Path, tmp: Path) -> dict[str, tuple[list[str], P
     if cli:
         t["tsubaki-forensics import (CLI, end to end)"] = (
             [cli, "import", str(export), "-o", str(tmp / "cli.tsd"), "--force"], tmp / "cli.tsd", export)
+        if _has_option(cli, "import", "--dedup"):  # format 1.2 page dedup, opt-in (docs/benchmarks/dedup.md)
+            for level in (3, 1):
+                t[f"tsubaki-forensics import --dedup --level {level} (CLI)"] = (
+                    [cli, "import", str(export), "-o", str(tmp / f"dd{level}.tsd"), "--force", "--dedup",
+                     "--level", str(level)], tmp / f"dd{level}.tsd", export)
     return t
+
+
+def _has_option(cli: str, command: str, option: str) -> bool:
+    """Whether ``cli command --help`` lists ``option`` (rows for options older builds lack)."""
+    out = subprocess.run([cli, command, "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"}).stdout
+    return option in out
 
 
 def bench_crash(vmcore: Path, runs: int, tmp: Path) -> tuple[dict[str, list[dict]], dict]:

@@ -16,6 +16,9 @@ OURS_LIB = "tsd import (in-process)"
 SIZE = {"256M": 256 << 20, "512M": 512 << 20, "1G": 1 << 30, "2G": 2 << 30, "4G": 4 << 30, "8G": 8 << 30}
 
 
+DEDUP_PREFIX = "tsubaki-forensics import --dedup"
+
+
 def _ours(imp: dict) -> str:
     return OURS if OURS in imp["median"] else OURS_LIB
 
@@ -28,16 +31,19 @@ def targets(result: dict) -> list[tuple[str, str, str, str]]:
     """(target, crash, measured, met?) for every issue-7 target the run measured."""
     rows = []
     for spec, imp in result["import"].items():
-        m, ours = imp["median"], _ours(imp)
-        for peer in ("zstd -1 -T2", "makedumpfile -l -d 1"):
-            if peer in m:
-                x = m[peer]["wall"] / m[ours]["wall"]
-                rows.append((f"collect >= 2x faster than `{peer}`", spec, f"{x:.2f}x faster "
-                             f"({m[ours]['wall']:.2f} s vs {m[peer]['wall']:.2f} s)", _yes(x >= 2)))
-        if "zstd -3 -T2" in m:
-            x = m[ours]["bytes"] / m["zstd -3 -T2"]["bytes"]
-            rows.append(("output <= `zstd -3 -T2`", spec, f"{x:.2f}x ({m[ours]['bytes'] / MIB:.1f} vs "
-                         f"{m['zstd -3 -T2']['bytes'] / MIB:.1f} MiB)", _yes(x <= 1)))
+        m = imp["median"]
+        # The default import, then the opt-in variants the run measured (format 1.2 page dedup).
+        for ours in [_ours(imp), *(k for k in m if k.startswith(DEDUP_PREFIX))]:
+            who = "" if ours == _ours(imp) else f" ({ours.removeprefix('tsubaki-forensics import ').removesuffix(' (CLI)')})"
+            for peer in ("zstd -1 -T2", "makedumpfile -l -d 1"):
+                if peer in m:
+                    x = m[peer]["wall"] / m[ours]["wall"]
+                    rows.append((f"collect{who} >= 2x faster than `{peer}`", spec, f"{x:.2f}x faster "
+                                 f"({m[ours]['wall']:.2f} s vs {m[peer]['wall']:.2f} s)", _yes(x >= 2)))
+            if "zstd -3 -T2" in m:
+                x = m[ours]["bytes"] / m["zstd -3 -T2"]["bytes"]
+                rows.append((f"output{who} <= `zstd -3 -T2`", spec, f"{x:.2f}x ({m[ours]['bytes'] / MIB:.1f} vs "
+                             f"{m['zstd -3 -T2']['bytes'] / MIB:.1f} MiB)", _yes(x <= 1)))
     for spec, a in result["analyze"].items():
         x = a["ours"]["wall"] / a["peer"]["wall"]
         rows.append(("analyze <= 1.2x plain drgn on the ELF (wall)", spec,
