@@ -11,7 +11,6 @@ one ``error:`` line; ``ElfVmcore`` may only raise a TsubakiError.
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import given

@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tsubaki_forensics.tsd import open_dump, open_file
 from tsubaki_forensics.tsd import records as R

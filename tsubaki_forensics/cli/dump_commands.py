@@ -86,6 +86,9 @@ def import_cmd(
                                                  "(default: the format's measured default).")] = "",
     level: Annotated[int, typer.Option(help="zstd level.")] = 3,
     threads: Annotated[int, typer.Option(help="Compression threads.")] = 2,
+    dedup: Annotated[bool, typer.Option(
+        "--dedup", help="Store a page that repeats an earlier page as a reference to it "
+                        "(format 1.2; readers before 1.2 cannot read those pages).")] = False,
     force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
@@ -102,7 +105,7 @@ def import_cmd(
         from ..vmcore.importer import import_vmcore
 
         res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
-                            progress=update)
+                            progress=update, **({"dedup": True} if dedup else {}))
     except BaseException as e:
         partial.unlink(missing_ok=True)  # half an import is of no use to anyone
         if isinstance(e, ValueError):
@@ -118,6 +121,8 @@ def import_cmd(
             "records": s.records, "seconds": round(res.seconds, 4),
             "compress_cpu_seconds": round(s.compress_seconds, 4),
             "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None}
+    if dedup:
+        data["dedup_pages"] = res.dedup_pages
     if fmt == OutputFormat.json:
         print_json(data)
         return
@@ -127,7 +132,8 @@ def import_cmd(
                f"memory    {_mib(s.raw_bytes)} in {res.segments} segments: "
                f"{_mib(s.raw_bytes - s.zero_bytes)} data, {_mib(s.zero_bytes)} zero\n"
                f"stored    {_mib(res.file_bytes)} in {s.records} records (ratio {data['ratio']}x)\n"
-               f"time      {res.seconds:.2f} s ({speed:.0f} MiB/s)")
+               f"time      {res.seconds:.2f} s ({speed:.0f} MiB/s)"
+               + (f"\ndedup     {res.dedup_pages} pages stored as references" if dedup else ""))
 
 
 # --- export -------------------------------------------------------------------

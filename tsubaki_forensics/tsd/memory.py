@@ -33,6 +33,9 @@ DEFAULT_CACHE_BYTES = 128 << 20  # 16 full default chunks
 # terabytes.  Overlap checks stop after this many bytes (or 8x the files'
 # size, if larger); further overlaps are reported as problems, not compared.
 OVERLAP_CHECK_MIN = 1 << 30
+# Source records decoded to resolve one ZSTD_DEDUP record's references: at
+# most 64x its length, and at least this many bytes (see PhysicalMemory._decode).
+REF_BUDGET_MIN = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,17 @@ class PhysicalMemory:
         self._cache: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
         self._cached = 0
         self._bad: dict[tuple[int, int], str] = {}
+        # ZSTD_DEDUP (§4.1, since 1.2): per record, the page indexes that are
+        # references, and the references that could not be resolved
+        # ((start, end, message) each); the literal pages of records used as
+        # sources, in a small LRU of their own.
+        self._ref_index: dict[tuple[int, int], list[int]] = {}
+        self._bad_pages: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+        self._lit: collections.OrderedDict[tuple[int, int], tuple[list[int], bytes]] = \
+            collections.OrderedDict()
+        self._lit_bytes = 0
+        self._by_file: dict[int, tuple[list[int], list[RecordInfo], int]] = {}
+        self._ref_budget: int | None = None  # bytes of sources left to decode (see _decode)
         self.decompressed = 0  # records decompressed so far (for tests and stats)
         present: list[_Source] = []
         self._recorded_missing: list[tuple[int, int, str]] = []
@@ -207,6 +221,12 @@ class PhysicalMemory:
             return bytes(b - a)
         base = p.src.rec.paddr
         data = self._chunk(p.src, a)
+        if self._bad_pages:
+            bad = self._bad_pages.get((p.src.file, p.src.rec.offset))
+            if bad:
+                for lo, hi, msg in bad:
+                    if lo < b and a < hi:
+                        raise NotCollectedError(max(a, lo), msg)
         return data[a - base:b - base]
 
     def _chunk(self, src: _Source, addr: int) -> bytes:
@@ -219,7 +239,7 @@ class PhysicalMemory:
             raise NotCollectedError(addr, self._bad[key])
         f = self.files[src.file]
         try:
-            data = self._decode(f, src.rec)
+            data = self._decode(src)
         except FormatError as e:
             why = str(e).split(": ", 1)[-1] if str(e).startswith(f.name) else str(e)
             msg = (f"physical address {addr:#x} is in a damaged record "
@@ -237,17 +257,151 @@ class PhysicalMemory:
             self._cached -= len(old)
         return data
 
-    @staticmethod
-    def _decode(f: TsdFile, rec: RecordInfo) -> bytes:
-        """Read, check and decompress one MEMORY record (FORMAT.md §4.1, §5)."""
-        hdr, payload = f.read_record(rec.offset)
+    def _read_memory(self, file: int, rec: RecordInfo) -> R.Memory:
+        """Read and check one MEMORY record's prefix (FORMAT.md §4.1, §5)."""
+        hdr, payload = self.files[file].read_record(rec.offset)
         if hdr.type != T.MEMORY:
             raise FormatError(f"index says MEMORY but the record is {hdr.type_name}")
         m = R.unpack_memory(payload)
         if (m.paddr, m.length) != (rec.paddr, rec.length):
             raise FormatError(f"record covers {m.paddr:#x}+{m.length:#x}, "
                               f"index says {rec.paddr:#x}+{rec.length:#x}")
-        return decode_memory(m)
+        return m
+
+    def _decode(self, src: _Source) -> bytes:
+        """Read, check and decompress one MEMORY record; resolve its references."""
+        m = self._read_memory(src.file, src.rec)
+        if m.codec != R.Codec.ZSTD_DEDUP:
+            return decode_memory(m)
+        page_size = self.files[src.file].header.page_size
+        refs, lit = decode_dedup(m, page_size)
+        key = (src.file, src.rec.offset)
+        self._ref_index[key] = [i for i, _ in refs]
+        out = bytearray(m.length)
+        bad: list[tuple[int, int, str]] = []
+        pos = 0  # next literal byte
+        at = 0  # next output byte
+        # Each reference may decode a whole source record: a crafted record of
+        # tiny frames claiming MAX_CHUNK each would cost terabytes for one
+        # chunk.  Source decoding (cache misses) for one record stops at 64x
+        # its length (real dumps: at most 13 distinct sources per 8 MiB
+        # record, docs/benchmarks/dedup.md); further references fail.
+        self._ref_budget = max(64 * m.length, REF_BUDGET_MIN)
+        try:
+            for index, source in refs:
+                start = index * page_size
+                n = start - at
+                out[at:start] = lit[pos:pos + n]
+                pos += n
+                try:
+                    out[start:start + page_size] = self._literal_page(src.file, src.rec.offset,
+                                                                      source)
+                except FormatError as e:
+                    addr = m.paddr + start
+                    bad.append((addr, addr + page_size,
+                                f"physical address {addr:#x} refers to page {source:#x} of "
+                                f"{self.files[src.file].name}, which cannot be read: {e}"))
+                at = start + page_size
+        finally:
+            self._ref_budget = None
+        out[at:] = lit[pos:]
+        if bad:
+            if key not in self._bad_pages:
+                from .reader import Problem
+
+                self.problems.append(Problem(
+                    self.files[src.file].name, src.rec.offset,
+                    f"{len(bad)} page reference(s) of this record cannot be resolved; "
+                    f"first: {bad[0][2]}"))
+            self._bad_pages[key] = bad
+        return bytes(out)
+
+    def _literal_page(self, file: int, before: int, source: int) -> bytes:
+        """The page at ``source`` as stored literally by the last MEMORY record
+        of file ``file`` before offset ``before`` that covers it (§4.1).
+
+        :raises FormatError: no such record, the record is damaged, or the page
+            is itself a reference there.
+        """
+        return self._page_of(file, self._source_record(file, before, source), source)
+
+    def _source_record(self, file: int, before: int, source: int) -> RecordInfo:
+        """The last MEMORY record of file ``file`` before offset ``before``
+        that covers the whole page at ``source`` (§4.1)."""
+        f = self.files[file]
+        page_size = f.header.page_size
+        index = self._by_file.get(file)
+        if index is None:
+            recs = sorted((r for r in f.records if r.type == T.MEMORY),
+                          key=lambda r: (r.paddr, r.offset))
+            index = self._by_file[file] = ([r.paddr for r in recs], recs,
+                                           max((r.length for r in recs), default=0))
+        starts, recs, longest = index
+        best: RecordInfo | None = None
+        i = bisect.bisect_right(starts, source) - 1
+        while i >= 0 and starts[i] + longest > source:
+            r = recs[i]
+            if (r.offset < before and r.paddr + r.length >= source + page_size
+                    and (best is None or r.offset > best.offset)):
+                best = r
+            i -= 1
+        if best is None:
+            raise FormatError(f"no earlier MEMORY record of the file holds page {source:#x}")
+        return best
+
+    def _page_of(self, file: int, best: RecordInfo, source: int) -> bytes:
+        """The page at ``source``, which must be stored literally in ``best``."""
+        page_size = self.files[file].header.page_size
+        refs, data, compact = self._literal(file, best)
+        rel = source - best.paddr
+        if compact or refs:
+            if rel % page_size:
+                raise FormatError(f"page {source:#x} is not a page of its ZSTD_DEDUP record")
+            k = rel // page_size
+            j = bisect.bisect_left(refs, k)
+            if j < len(refs) and refs[j] == k:
+                raise FormatError(f"page {source:#x} is itself a reference "
+                                  f"(record at offset {best.offset})")
+            if compact:
+                rel = (k - j) * page_size
+        return data[rel:rel + page_size]
+
+    def _literal(self, file: int, rec: RecordInfo) -> tuple[list[int], bytes, bool]:
+        """(reference page indexes, bytes, compact) of a source record: its whole
+        decoded chunk when cached or not ZSTD_DEDUP (compact False), else only
+        its literal pages, concatenated (compact True) - never resolving its own
+        references, so resolution is one level deep whatever the file holds."""
+        key = (file, rec.offset)
+        data = self._cache.get(key)
+        if data is not None:
+            return self._ref_index.get(key, []), data, False
+        hit = self._lit.get(key)
+        if hit is not None:
+            self._lit.move_to_end(key)
+            return hit[0], hit[1], True
+        if key in self._bad:
+            raise FormatError(self._bad[key])
+        if self._ref_budget is not None:
+            if self._ref_budget < rec.length:
+                raise FormatError("resolving this record's references would decode more than "
+                                  "64 times its size (possible decompression bomb)")
+            self._ref_budget -= rec.length
+        try:
+            m = self._read_memory(file, rec)
+            if m.codec != R.Codec.ZSTD_DEDUP:
+                return [], self._chunk(_Source(file, rec), rec.paddr), False
+            refs, lit = decode_dedup(m, self.files[file].header.page_size)
+        except NotCollectedError as e:
+            raise FormatError(str(e)) from None
+        except FormatError as e:
+            raise FormatError(f"damaged record at offset {rec.offset}: {e}") from None
+        self._ref_index[key] = idx = [i for i, _ in refs]
+        self._lit[key] = (idx, lit)
+        self._lit_bytes += len(lit)
+        while self._lit_bytes > max(self.cache_bytes // 4, 1) and len(self._lit) > 1:
+            _, (_, old) = self._lit.popitem(last=False)
+            self._lit_bytes -= len(old)
+        return idx, lit, True
 
     # -- merging (FORMAT.md §8) ---------------------------------------------------
     def _check_overlap(self, src: _Source, a: int, b: int) -> None:
@@ -286,25 +440,37 @@ def decode_memory(m: R.Memory) -> bytes:
         return bytes(m.data)
     if m.codec != R.Codec.ZSTD:
         raise FormatError(f"unknown codec {m.codec}")
+    return _unzstd(m.data, m.length)
+
+
+def decode_dedup(m: R.Memory, page_size: int) -> tuple[list[tuple[int, int]], bytes]:
+    """A ZSTD_DEDUP payload's references and its literal pages, concatenated
+    (§4.1); the references are not resolved (that needs the file)."""
+    refs, frame = R.unpack_dedup(m.data, m.paddr, m.length, page_size)
+    return refs, _unzstd(frame, m.length - len(refs) * page_size)
+
+
+def _unzstd(data: memoryview, length: int) -> bytes:
+    """Exactly one zstd frame of exactly ``length`` bytes (§4.1, §5)."""
     try:
-        size = zstandard.frame_content_size(m.data)
+        size = zstandard.frame_content_size(data)
     except zstandard.ZstdError as e:
         raise FormatError(f"not a zstd frame: {e}") from None
-    if size != m.length:
-        raise FormatError(f"zstd frame content size {size} differs from declared length {m.length}")
+    if size != length:
+        raise FormatError(f"zstd frame content size {size} differs from declared length {length}")
     try:
         # The frame header's content size was checked against the declared
         # length (<= MAX_CHUNK), and libzstd stops on any frame that produces
         # more than its header says: the output is bounded before allocation.
         dctx = getattr(_tls, "dctx", None) or _new_dctx()
-        dobj = dctx.decompressobj(write_size=m.length)
-        out = dobj.decompress(m.data)
+        dobj = dctx.decompressobj(write_size=max(length, 1))
+        out = dobj.decompress(data)
     except zstandard.ZstdError as e:
         raise FormatError(f"zstd frame does not decompress: {e}") from None
     if not dobj.eof or dobj.unused_data:
         raise FormatError("MEMORY payload is not exactly one complete zstd frame")
-    if len(out) != m.length:
-        raise FormatError(f"zstd frame gave {len(out)} bytes, declared {m.length}")
+    if len(out) != length:
+        raise FormatError(f"zstd frame gave {len(out)} bytes, declared {length}")
     return out
 
 

@@ -291,7 +291,7 @@ class TsdFile:
         t = hdr.type
         if t == T.MEMORY:
             m = R.unpack_memory(payload)
-            if m.codec not in (R.Codec.RAW, R.Codec.ZSTD):
+            if m.codec not in (R.Codec.RAW, R.Codec.ZSTD, R.Codec.ZSTD_DEDUP):
                 raise FormatError(f"unknown codec {m.codec}")
             self.records.append(RecordInfo(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence,
                                            m.paddr, m.length))

@@ -22,7 +22,7 @@ from ..errors import FormatError, UnsupportedVersionError
 __all__ = [
     "FILE_MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "FILE_HEADER", "FILE_HEADER_SIZE",
     "RECORD_MAGIC", "RECORD_HEADER", "RECORD_HEADER_SIZE", "RECORD_ALIGN",
-    "MEMORY_PREFIX", "RANGE_PAYLOAD", "METADATA_PREFIX", "EVENT_PREFIX",
+    "MEMORY_PREFIX", "DEDUP_COUNT", "DEDUP_REF", "FORMAT_MINOR_DEDUP", "RANGE_PAYLOAD", "METADATA_PREFIX", "EVENT_PREFIX",
     "INDEX_PREFIX", "INDEX_ENTRY", "END_PAYLOAD", "END_RECORD_SIZE",
     "MAX_PAYLOAD", "MAX_CHUNK", "MAX_TEXT",
     "RecordType", "RecordFlags", "Codec", "MetadataKind", "Endian",
@@ -30,7 +30,7 @@ __all__ = [
     "checksum", "pack_file_header", "unpack_file_header",
     "pack_record", "unpack_record_header", "record_checksum_ok",
     "encode_properties", "decode_properties",
-    "pack_memory", "unpack_memory", "pack_range", "unpack_range",
+    "pack_memory", "unpack_memory", "pack_dedup", "unpack_dedup", "pack_range", "unpack_range",
     "pack_missing", "unpack_missing", "pack_metadata", "unpack_metadata",
     "pack_event", "unpack_event", "pack_index", "unpack_index", "pack_end", "unpack_end",
 ]
@@ -39,6 +39,10 @@ __all__ = [
 FILE_MAGIC = b"\x89TSD\r\n\x1a\n"  # PNG-style: catches text-mode and 7-bit damage
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 1  # 1.1 added MetadataKind.SYMBOLPACK (§9: new kinds bump the minor)
+# 1.2 added Codec.ZSTD_DEDUP (§4.1).  A writer stamps 1.2 only on files that
+# may hold such records (``TsdWriter(dedup=True)``); every other file stays
+# 1.1, byte for byte as before.  This reader reads up to 1.2.
+FORMAT_MINOR_DEDUP = 2
 # magic, major, minor, header_size, dump_id, arch, page_size, endian, 3 pad,
 # created_ns, producer, checksum (XXH64 of the preceding 120 bytes)
 FILE_HEADER = struct.Struct("<8sHHI16s16sIB3xQ56sQ")
@@ -61,6 +65,12 @@ MAX_TEXT = 1 << 20  # largest MISSING reason / EVENT body
 
 # --- §4.1 MEMORY: paddr, length, codec, 6 pad, then the stored bytes -------
 MEMORY_PREFIX = struct.Struct("<QQH6x")
+# --- §4.1 ZSTD_DEDUP body (since 1.2): count, then count x (page_index within
+# the record, source_paddr), sorted by page_index, then one zstd frame of the
+# record's other pages concatenated in order
+DEDUP_COUNT = struct.Struct("<I")
+DEDUP_REF = struct.Struct("<IQ")
+assert DEDUP_REF.size == 12
 # --- §4.2 ZERO and §4.5 MISSING: paddr, length (MISSING adds a UTF-8 reason)
 RANGE_PAYLOAD = struct.Struct("<QQ")
 # --- §4.3 METADATA: kind, 6 pad, then the bytes ---------------------------
@@ -103,6 +113,9 @@ class Codec(enum.IntEnum):
 
     RAW = 0
     ZSTD = 1
+    #: Since 1.2: some whole pages are references to a page stored literally
+    #: in an earlier record of the same file (§4.1); the rest is one zstd frame.
+    ZSTD_DEDUP = 2
 
 
 class MetadataKind(enum.IntEnum):
@@ -229,7 +242,7 @@ def unpack_file_header(raw: bytes, where: str = "file") -> FileHeader:
         if major > FORMAT_MAJOR:
             raise UnsupportedVersionError(
                 f"{where}: format version {major}.{minor} is newer than this reader "
-                f"({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade tsubaki-forensics")
+                f"({FORMAT_MAJOR}.{FORMAT_MINOR_DEDUP}); upgrade tsubaki-forensics")
         raise UnsupportedVersionError(f"{where}: unknown format version {major}.{minor}")
     if checksum(raw[: FILE_HEADER_SIZE - 8]) != check:
         raise FormatError(f"{where}: file header checksum mismatch (offset 0)")
@@ -293,6 +306,45 @@ def unpack_memory(payload: memoryview) -> Memory:
     if paddr + length > 1 << 64:
         raise FormatError(f"MEMORY range {paddr:#x}+{length:#x} beyond 2^64")
     return Memory(paddr, length, codec, payload[MEMORY_PREFIX.size:])
+
+
+def pack_dedup(refs: list[tuple[int, int]]) -> bytes:
+    """The ZSTD_DEDUP body before its frame: count, then (page_index, source_paddr)."""
+    return DEDUP_COUNT.pack(len(refs)) + b"".join(DEDUP_REF.pack(i, s) for i, s in refs)
+
+
+def unpack_dedup(data: memoryview, paddr: int, length: int,
+                 page_size: int) -> tuple[list[tuple[int, int]], memoryview]:
+    """Parse a ZSTD_DEDUP body (§4.1): its references and the zstd frame after them.
+
+    Every limit is checked before anything is allocated: the record starts on
+    a page, ``count`` <= the record's whole pages, the reference table fits the
+    body, page indexes strictly increase and stay inside the record, and every
+    source is page-aligned, below 2^64, and not inside the record itself.
+    """
+    if paddr % page_size:
+        raise FormatError(f"ZSTD_DEDUP record at {paddr:#x} does not start on a "
+                          f"{page_size}-byte page")
+    _need(data, DEDUP_COUNT.size, "ZSTD_DEDUP")
+    (count,) = DEDUP_COUNT.unpack_from(data)
+    pages = length // page_size
+    if count > pages:
+        raise FormatError(f"ZSTD_DEDUP declares {count} references but the record "
+                          f"holds {pages} whole pages")
+    table_end = DEDUP_COUNT.size + count * DEDUP_REF.size
+    _need(data, table_end, "ZSTD_DEDUP")
+    refs = list(DEDUP_REF.iter_unpack(data[DEDUP_COUNT.size:table_end]))
+    prev = -1
+    for index, source in refs:
+        if index <= prev or index >= pages:
+            raise FormatError(f"ZSTD_DEDUP page index {index} out of order or beyond "
+                              f"the record's {pages} pages")
+        if source % page_size or source + page_size > 1 << 64:
+            raise FormatError(f"ZSTD_DEDUP source {source:#x} is not a whole page")
+        if paddr < source + page_size and source < paddr + length:
+            raise FormatError(f"ZSTD_DEDUP source {source:#x} is inside its own record")
+        prev = index
+    return refs, data[table_end:]
 
 
 def pack_range(paddr: int, length: int) -> bytes:

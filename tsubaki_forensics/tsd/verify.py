@@ -15,8 +15,8 @@ from typing import Callable
 
 from ..errors import ConflictError, FormatError
 from . import records as R
-from .memory import decode_memory
-from .reader import Dump, Problem, TsdFile
+from .memory import decode_dedup, decode_memory
+from .reader import Dump, Problem, RecordInfo, TsdFile
 
 __all__ = ["verify_dump", "VerifyReport", "FileReport"]
 
@@ -45,6 +45,7 @@ def verify_dump(paths: list[str | os.PathLike[str]], *,
     """Verify the files of one dump; bad input files raise FormatError."""
     report = VerifyReport()
     scanned: list[TsdFile] = []
+    dedup: list[tuple[TsdFile, RecordInfo, list[tuple[int, int]]]] = []
     try:
         for p in paths:
             scanned.append(TsdFile(p, verify=True))
@@ -60,7 +61,12 @@ def verify_dump(paths: list[str | os.PathLike[str]], *,
                 rep.memory_records += 1
                 try:
                     _, payload = f.read_record(rec.offset)
-                    decode_memory(R.unpack_memory(payload))
+                    m = R.unpack_memory(payload)
+                    if m.codec == R.Codec.ZSTD_DEDUP:
+                        refs, _ = decode_dedup(m, f.header.page_size)
+                        dedup.append((f, rec, refs))
+                    else:
+                        decode_memory(m)
                 except FormatError as e:
                     report.problems.append(Problem(f.name, rec.offset, f"MEMORY record "
                                                    f"(sequence {rec.sequence}): {_reason(e, f)}"))
@@ -70,13 +76,49 @@ def verify_dump(paths: list[str | os.PathLike[str]], *,
             if f.has_footer:
                 rep.index_matches = _compare_index(f, report)
         try:
-            Dump(scanned)
+            dump = Dump(scanned)
         except (ConflictError, FormatError) as e:
             report.problems.append(Problem(",".join(f.name for f in scanned), 0, str(e)))
+        else:
+            _check_references(dump, dedup, report)
     finally:
         for f in scanned:
             f.close()
     return report
+
+
+def _check_references(dump: Dump, dedup: list, report: VerifyReport) -> None:
+    """Every ZSTD_DEDUP reference must name a page stored literally by an
+    earlier MEMORY record of the same file (FORMAT.md §4.1); otherwise the
+    referencing record is damaged."""
+    mem = dump.memory
+    checks = []  # (file, source record offset, source, referencing record, page index)
+    failed: dict[tuple[int, int], str] = {}
+    for f, rec, refs in dedup:
+        i = dump.files.index(f)
+        for index, source in refs:
+            try:
+                src = mem._source_record(i, rec.offset, source)
+            except FormatError as e:
+                failed.setdefault((i, rec.offset), f"page {index} refers to page {source:#x}, "
+                                                   f"which cannot be read: {e}")
+                continue
+            checks.append((i, src.offset, source, src, rec, index))
+    # in source order, so that each source record is decompressed about once
+    checks.sort(key=lambda c: (c[0], c[1], c[2]))
+    for i, _, source, src, rec, index in checks:
+        if (i, rec.offset) in failed:
+            continue
+        try:
+            mem._page_of(i, src, source)
+        except FormatError as e:
+            failed[(i, rec.offset)] = (f"page {index} refers to page {source:#x}, "
+                                       f"which cannot be read: {e}")
+    by_key = {(dump.files.index(f), rec.offset): (f, rec) for f, rec, _ in dedup}
+    for key in sorted(failed):
+        f, rec = by_key[key]
+        report.problems.append(Problem(f.name, rec.offset,
+                                       f"MEMORY record (sequence {rec.sequence}): {failed[key]}"))
 
 
 def _reason(e: Exception, f: TsdFile) -> str:

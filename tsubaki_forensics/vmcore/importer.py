@@ -34,6 +34,7 @@ class ImportResult:
     seconds: float
     file_bytes: int
     segments: int
+    dedup_pages: int = 0  # pages stored as references (dedup=True)
 
 
 def vmcoreinfo_fields(vmcoreinfo: bytes | None) -> dict[str, str]:
@@ -82,8 +83,12 @@ def file_extents(fd: int, offset: int, length: int, *, min_hole: int) -> list[tu
 def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
                   chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                   threads: int = 2, min_zero_pages: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> ImportResult:
-    """Copy every PT_LOAD, the notes and VMCOREINFO of ``source`` into ``output``."""
+                  progress: Callable[[int, int], None] | None = None,
+                  dedup: bool = False) -> ImportResult:
+    """Copy every PT_LOAD, the notes and VMCOREINFO of ``source`` into ``output``.
+
+    ``dedup``: store repeated pages as references (format 1.2, ``TsdWriter``).
+    """
     t0 = time.perf_counter()
     with ElfVmcore(source) as core:
         info = vmcoreinfo_fields(core.vmcoreinfo)
@@ -92,7 +97,9 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                  "source_bytes": str(core.file_size)}
         if "OSRELEASE" in info:
             props["kernel_release"] = info["OSRELEASE"]
-        extra = {} if min_zero_pages is None else {"min_zero_pages": min_zero_pages}
+        extra: dict = {} if min_zero_pages is None else {"min_zero_pages": min_zero_pages}
+        if dedup:
+            extra["dedup"] = True
         ranges = core.ranges()
         total = sum(length for _, length, _ in ranges)
         done = 0
@@ -120,6 +127,7 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                     done += start + length - file_end
             stats = w.stats
             dump_id = str(w.dump_id)
+            dedup_pages = w.dedup_pages
         nseg = len(core.segments)
     return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
-                        time.perf_counter() - t0, os.path.getsize(output), nseg)
+                        time.perf_counter() - t0, os.path.getsize(output), nseg, dedup_pages)
