@@ -122,12 +122,14 @@ command modules imported their dependencies lazily); *library* runs the same
 pipeline (plugins, drgn bridge, analyses, JSON) without the CLI framework.
 
 Where the difference comes from (see the rows): the drgn work itself is not
-slower through the bridge (a notes-only ELF core in a memfd plus physical
-segments served by the .tsd reader, with a small page cache in front of its
-chunk LRU); the extra CPU is interpreter-level imports that plain drgn does not
-pay: typer (which imports pydantic), numpy (imported by `tsubaki_forensics.tsd`
-through its writer), pyelftools and the other rooms' modules imported by
-`cli/app.py` for their commands, rich, and entry-point discovery.
+slower in kind through the bridge (a notes-only ELF core in a memfd plus
+physical segments served by the .tsd reader, with a small page cache in front
+of its chunk LRU), but every read drgn makes is a call into Python and the
+first read of a record decompresses it: ~5,100 reads while drgn loads the
+vmlinux and ~12,000 for the three analyses, ~25 ms of zstd in all on this
+dump.  The rest is our own imports, pluggy and entry points, and the panic
+analysis's symbol offsets (`func+0x12/0x40`), which the peer does not print.
+docs/BENCHMARKS.md (b) has the phase-by-phase times.
 
 Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared; wall times under load are noisy, CPU times less so).
 
