@@ -135,11 +135,7 @@ def _plots(result: dict, out: Path) -> list[str]:
         ax.set_xlabel("wall seconds (median; lower is better)")
         ax.set_title("import / compress a crash-lab vmcore: ours vs peers, same run")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        png = out.with_name(out.stem + "-import.png")
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
-        lines += [f"![import wall time per tool]({png.name})", ""]
+        lines += _save(fig, plt, out, "import", "import wall time per tool")
     if len(result["sizes"]) > 1 and result["import"]:
         lines += _growth_plot(result, out, plt)
     if result["latency"]:
@@ -154,12 +150,17 @@ def _plots(result: dict, out: Path) -> list[str]:
         ax.set_yticks([j + 0.4 - height / 2 for j in range(len(readers))], readers, fontsize=8)
         ax.set_xlabel("ms to replay drgn's reads for tasks+dmesg+panic (median; lower is better)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        png = out.with_name(out.stem + "-readlatency.png")
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
-        lines += [f"![read latency per reader]({png.name})", ""]
+        lines += _save(fig, plt, out, "readlatency", "read latency per reader")
     return lines
+
+
+def _save(fig, plt, out: Path, suffix: str, alt: str) -> list[str]:
+    """Write ``fig`` beside ``out`` as OUT-SUFFIX.png; the Markdown lines that show it."""
+    fig.tight_layout()
+    png = out.with_name(f"{out.stem}-{suffix}.png")
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [f"![{alt}]({png.name})", ""]
 
 
 def _growth_plot(result: dict, out: Path, plt) -> list[str]:
@@ -181,11 +182,7 @@ def _growth_plot(result: dict, out: Path, plt) -> list[str]:
         ax.set_xlabel("guest memory (GiB)")
         ax.set_ylabel("wall seconds (median)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    png = out.with_name(out.stem + "-growth.png")
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return [f"![import time against memory size]({png.name})", ""]
+    return _save(fig, plt, out, "growth", "import time against memory size")
 
 
 def render(result: dict, out: Path) -> str:
