@@ -1,6 +1,7 @@
 """The dump engine: the monitor's side of a panic, step by step.
 
-1. Panic notice (the SMC): the VMCOREINFO and the ELF notes (registers) are
+1. Panic notice (the SMC): Linux's memory map and the dump level (what the
+   dump should hold), the VMCOREINFO and the ELF notes (registers) are
    stored first and flushed; the monitor takes one CPU.
 2. The policy's steps run in order: each step's ranges are read from the
    emulated RAM, zero pages elided and the rest compressed with zstd by the
@@ -239,7 +240,7 @@ class _Run:
 
     def open(self, path: Path, resume: Resume | None = None) -> None:
         """Create the dump and store the panic notice: registers and VMCOREINFO first."""
-        from tsubaki_forensics.tsd import TsdWriter
+        from tsubaki_forensics.tsd import MemoryMap, TsdWriter
 
         p, src, monitor = self.params, self.source, self.monitor
         props = _properties(src, self.policy, p, self.machine)
@@ -247,9 +248,13 @@ class _Run:
             if key in props and props[key] != before:  # the two files could not be merged
                 raise TsubakiError(f"--resume-from {resume.name}: {key} was {before!r}, now "
                                    f"{props[key]!r}; resume with the same source and options")
+        # The notice's first record: Linux's whole memory map and the dump
+        # level, so any prefix of the dump knows what it should hold.
         self.writer = TsdWriter(path, level=p.level, threads=p.threads,
                                 dump_id=resume.dump_id if resume else None,
-                                producer=f"tsubaki-forensics collect ({self.policy.name})")
+                                producer=f"tsubaki-forensics collect ({self.policy.name})",
+                                memory_map=MemoryMap.from_ranges(
+                                    r for region in self.machine.regions for r in region.ranges))
         self.writer.write_metadata(vmcoreinfo=src.vmcoreinfo, notes=src.notes,
                                    properties=props, symbolpack=p.symbolpack)
         self.writer.write_event("panic_notice", 0.0, cpus=self.cpus)

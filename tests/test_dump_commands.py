@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from _cli import CLI
 
-from tsubaki_forensics.tsd import TsdWriter, open_dump
+from tsubaki_forensics.tsd import MemoryMap, TsdWriter, open_dump
 
 from test_vmcore_elf import qemu_style_elf, sample_memory, sample_notes
 
@@ -75,7 +75,7 @@ def test_verify_lists_damage_with_offsets_and_exits_2(tmp_path):
 
 def test_inspect_recovers_and_reports_a_footerless_file(tmp_path):
     tsd = tmp_path / "d.tsd"
-    with TsdWriter(tsd, threads=0) as w:
+    with TsdWriter(tsd, threads=0, memory_map=MemoryMap.from_ranges([(0, 2 * PAGE)])) as w:
         w.write_memory(0, b"\x01" * PAGE)
         w.write_missing(PAGE, PAGE, "timeout")
         w.write_event("panic-notice", 0.25, cpu=1)
@@ -83,7 +83,9 @@ def test_inspect_recovers_and_reports_a_footerless_file(tmp_path):
     tsd.write_bytes(tsd.read_bytes()[:end])
     info = json.loads(run("inspect", tsd, "--format", "json").stdout)
     assert info["memory"]["completeness_percent"] == 50.0
-    assert info["memory"]["missing"] == [{"start": PAGE, "length": PAGE, "kind": "missing"}]
+    assert info["status"] == "incomplete" and info["complete"] is False
+    assert info["memory"]["missing"] == [{"start": PAGE, "length": PAGE, "kind": "unreadable",
+                                          "reason": "timeout"}]
     assert info["memory"]["missing_records"] == [{"start": PAGE, "length": PAGE, "reason": "timeout"}]
     assert "(timeout)" in run("inspect", tsd).stdout
     assert info["events"] == [{"time_s": 0.25, "kind": "panic-notice", "fields": {"cpu": 1}}]

@@ -14,7 +14,12 @@ class DumpSummary:
     """What the report says about the dump and the debug info it used.
 
     :param present_bytes: bytes of physical memory in the dump (data + zero).
-    :param missing: human-readable dump problems (lost regions, truncation).
+    :param expected_bytes: bytes the dump's memory map says it should hold
+        (None: a file before format 1.3, the total is unknown).
+    :param complete: True only if every byte of the map is present; None unknown.
+    :param completeness_percent: present / expected, rounded down (None: unknown).
+    :param completeness: one sentence saying what the figure is measured against.
+    :param problems: human-readable dump problems (lost regions, truncation).
     """
 
     paths: tuple[str, ...]
@@ -23,6 +28,10 @@ class DumpSummary:
     build_id: str | None = None
     vmlinux: str | None = None
     present_bytes: int | None = None
+    expected_bytes: int | None = None
+    complete: bool | None = None
+    completeness_percent: float | None = None
+    completeness: str | None = None
     registers: bool = False
     problems: tuple[str, ...] = ()
 

@@ -21,7 +21,9 @@ from .report import DumpSummary, Report
 from .runner import DEFAULT_TIMEOUT_S, run_analyses, select
 from .spec import AnalysisContext
 
-__all__ = ["OpenedDump", "open_program", "summarize", "analyze_dump"]
+__all__ = ["OpenedDump", "open_program", "summarize", "analyze_dump", "MAX_GAPS_LISTED"]
+
+MAX_GAPS_LISTED = 32  # missing ranges named one by one in a report's problems
 
 
 @dataclass
@@ -84,7 +86,18 @@ def summarize(opened: OpenedDump) -> DumpSummary:
     dump, program = opened.dump, opened.program
     memory = getattr(dump, "memory", None)
     problems = [str(p) for p in getattr(dump, "problems", ())]
-    if memory is not None and hasattr(memory, "missing_ranges"):
+    measure = getattr(dump, "completeness", None)  # a reassembled .tsd (a plugin's dump may lack it)
+    c = measure() if callable(measure) else None
+    if c is not None:
+        if c.complete is False:
+            problems.append(f"memory INCOMPLETE: {c.reason}")
+        for g in c.gaps[:MAX_GAPS_LISTED]:
+            why = f" ({g.reason})" if g.reason else ""
+            problems.append(f"physical {g.start:#x}-{g.end:#x} not collected{why}")
+        if len(c.gaps) > MAX_GAPS_LISTED:
+            problems.append(f"... and {len(c.gaps) - MAX_GAPS_LISTED} more ranges not collected "
+                            f"(`tsubaki-forensics inspect` lists them all)")
+    elif memory is not None and hasattr(memory, "missing_ranges"):
         for r in memory.missing_ranges():
             problems.append(f"physical {r.start:#x}-{r.start + r.length:#x} not collected")
     return DumpSummary(
@@ -94,6 +107,10 @@ def summarize(opened: OpenedDump) -> DumpSummary:
         build_id=program.info.build_id,
         vmlinux=str(program.vmlinux) if program.vmlinux else None,
         present_bytes=getattr(memory, "present_bytes", None),
+        expected_bytes=c.expected_bytes if c is not None else None,
+        complete=c.complete if c is not None else None,
+        completeness_percent=c.percent if c is not None else None,
+        completeness=c.reason if c is not None else None,
         registers=program.cpus_with_registers > 0,
         problems=tuple(problems),
     )

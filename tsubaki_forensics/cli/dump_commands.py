@@ -1,9 +1,12 @@
 """``import``, ``export``, ``inspect``, ``verify``: the dump-file commands.
 
 Data goes to stdout (text for people, ``--format json`` for programs);
-progress goes to stderr.  Every failure is a TsubakiError that ``app.py``
-turns into one line and a non-zero exit; ``verify`` exits 2 when it finds
-problems so scripts can tell "damaged dump" (2) from "could not run" (1).
+progress, missing ranges and problems go to stderr.  Every failure is a
+TsubakiError that ``app.py`` turns into one line and a non-zero exit.
+``verify`` exits 0 when every record is sound and every byte of the memory
+map is present, 2 when anything is damaged, and 4 when every record is sound
+but the dump is incomplete (cut short, or memory the map lists is not in it),
+so scripts can tell the three apart from "could not run" (1).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import datetime
 import enum
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
@@ -21,13 +25,23 @@ from ..errors import TsubakiError
 from . import output as cli_output
 from .output import print_json, safe_text
 
-__all__ = ["register", "OutputFormat", "VerifyFailed"]
+__all__ = ["register", "OutputFormat", "VerifyFailed", "VerifyIncomplete", "EXIT_DAMAGED",
+           "EXIT_INCOMPLETE"]
+
+EXIT_DAMAGED = 2
+EXIT_INCOMPLETE = 4  # as ``analyze``'s "partial": what is there is sound, not all is there
 
 
 class VerifyFailed(TsubakiError):
-    """``verify`` found damaged or missing pieces (already listed on stdout)."""
+    """``verify`` found damaged records (already listed on stdout)."""
 
-    exit_code = 2
+    exit_code = EXIT_DAMAGED
+
+
+class VerifyIncomplete(TsubakiError):
+    """``verify`` found every record sound but memory missing (listed on stdout)."""
+
+    exit_code = EXIT_INCOMPLETE
 
 
 class OutputFormat(str, enum.Enum):
@@ -138,18 +152,38 @@ def import_cmd(
 
 # --- export -------------------------------------------------------------------
 
+def _gap_lines(completeness: Any) -> list[str]:
+    """One line per range the dump should hold and does not."""
+    out = []
+    for g in completeness.gaps:
+        why = f"MISSING record: {safe_text(g.reason)}" if g.kind == "unreadable" else \
+            "no record of it in the dump"
+        out.append(f"missing: physical {g.start:#x}-{g.end:#x} ({_mib(g.length)}, {why})")
+    return out
+
+
 def export_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ELF vmcore to write.")],
     force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Write a dump as an ELF vmcore that drgn opens and makedumpfile accepts."""
+    """Write a dump as an ELF vmcore that drgn opens and makedumpfile accepts.
+
+    A partial dump is exported as far as it goes: every missing range is
+    named on stderr (it gets no PT_LOAD, so readers fault instead of seeing
+    zeros).  Refused, with nothing written, when the dump holds no memory or
+    no VMCOREINFO (no reader could use the ELF).
+    """
     from ..tsd import open_dump
     from ..vmcore import write_elf_vmcore
+    from ..vmcore.export import check_exportable
 
     _check_output(output, force, *dumps)
     with open_dump(dumps) as dump:
+        completeness = dump.completeness()
+        check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
+                         what=", ".join(str(p) for p in dumps))
         update, stop = _progress("export")
         try:
             size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, dump.notes,
@@ -158,20 +192,25 @@ def export_cmd(
         finally:
             stop()
         ranges = dump.memory.ranges()
-        missing = dump.memory.missing_ranges()
         data = {"dump_id": str(dump.dump_id), "output": str(output), "file_bytes": size,
                 "present_bytes": dump.memory.present_bytes,
-                "missing_bytes": sum(r.length for r in missing), "ranges": len(ranges),
+                "missing_bytes": completeness.missing_bytes, "ranges": len(ranges),
+                "complete": completeness.complete, "completeness": completeness.to_json(),
                 "problems": [str(p) for p in dump.problems]}
+    for line in _gap_lines(completeness):
+        sys.stderr.write(line + "\n")
+    for p in data["problems"]:
+        sys.stderr.write(f"problem: {safe_text(p)}\n")
+    if completeness.complete is not True:
+        sys.stderr.write(f"{completeness.status}: {safe_text(completeness.reason)}\n")
     if fmt == OutputFormat.json:
         print_json(data)
         return
     typer.echo(f"exported {data['dump_id']} -> {safe_text(output)}: {_mib(data['present_bytes'])} "
-               f"of memory, {_mib(size)} file (sparse where zero)")
-    if missing:
-        typer.echo(f"not in the export (missing): {_mib(data['missing_bytes'])}")
-    for p in data["problems"]:
-        typer.echo(f"problem: {safe_text(p)}")
+               f"of memory, {_mib(size)} file (sparse where zero)"
+               + ("" if completeness.complete else
+                  f"; {completeness.status.upper()}, {_mib(completeness.missing_bytes)} "
+                  f"{'missing' if completeness.missing_exact else 'known missing'}"))
 
 
 # --- inspect ------------------------------------------------------------------
@@ -182,14 +221,15 @@ def _describe(dump: Any) -> dict[str, Any]:
 
     mem = dump.memory
     ranges = mem.ranges()
-    missing = mem.missing_ranges()
+    c = dump.completeness()
     present = mem.present_bytes
-    missing_bytes = sum(r.length for r in missing)
     file_bytes = sum(f.size for f in dump.files)
     info = vmcoreinfo_fields(dump.vmcoreinfo)
     notes = list(iter_notes(dump.notes)) if dump.notes else []
     h = dump.header
     return {
+        "status": c.status,
+        "complete": c.complete,
         "dump_id": str(dump.dump_id),
         "format": f"{h.major}.{h.minor}",
         "arch": h.arch, "page_size": h.page_size, "endian": h.endian.name.lower(),
@@ -204,12 +244,25 @@ def _describe(dump: Any) -> dict[str, Any]:
         "properties": dump.properties,
         "memory": {
             "present_bytes": present, "data_bytes": present - mem.zero_bytes,
-            "zero_bytes": mem.zero_bytes, "missing_bytes": missing_bytes,
-            "completeness_percent": round(100 * present / (present + missing_bytes), 3)
-            if present + missing_bytes else 100.0,
+            "zero_bytes": mem.zero_bytes,
+            # measured against the memory map (FORMAT.md §7.4); without a map
+            # (before 1.3) the total is unknown: percent null, reason says why
+            "expected_bytes": c.expected_bytes, "missing_bytes": c.missing_bytes,
+            "missing_bytes_exact": c.missing_exact,
+            "completeness_percent": c.percent, "complete": c.complete,
+            "completeness_at_most_percent": c.at_most_percent,
+            "completeness_reason": c.reason,
+            "memory_map": {"dump_level": dump.memory_map.dump_level,
+                           "ranges": [{"start": a, "length": n} for a, n in dump.memory_map.ranges],
+                           "excluded": [{"start": a, "length": n, "level_bit": b}
+                                        for a, n, b in dump.memory_map.excluded],
+                           "bytes": dump.memory_map.total_bytes}
+            if dump.memory_map is not None else None,
+            "outside_map_bytes": c.outside_map_bytes,
             "compression_ratio": round(present / file_bytes, 3) if file_bytes else None,
             "ranges": [{"start": r.start, "length": r.length, "kind": r.kind} for r in ranges],
-            "missing": [{"start": r.start, "length": r.length, "kind": r.kind} for r in missing],
+            "missing": [{"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason}
+                        for g in c.gaps],
             "missing_records": [{"start": a, "length": n, "reason": why}
                                 for a, n, why in mem.missing_reasons()],
         },
@@ -233,9 +286,20 @@ def _spans(ranges: list[dict]) -> list[tuple[int, int, int]]:
     return [tuple(x) for x in out]  # type: ignore[misc]
 
 
+def _status_line(d: dict[str, Any]) -> str:
+    """The first line of ``inspect``: COMPLETE, INCOMPLETE or UNKNOWN, and why."""
+    m = d["memory"]
+    word = {"complete": "COMPLETE", "incomplete": "INCOMPLETE", "unknown": "UNKNOWN completeness"}
+    text = f"status         {word[d['status']]}: {safe_text(m['completeness_reason'])}"
+    if any(not f["footer"] for f in d["files"]):
+        text += "; file not closed (no footer)"
+    return text
+
+
 def _print_inspect(d: dict[str, Any]) -> None:
     m = d["memory"]
-    lines = [f"dump id        {d['dump_id']}",
+    lines = [_status_line(d),
+             f"dump id        {d['dump_id']}",
              f"format         {d['format']}, {d['arch']}, {d['endian']}-endian, "
              f"page size {d['page_size']}",
              f"producer       {safe_text(d['producer'])}, created {d['created']}",
@@ -248,15 +312,29 @@ def _print_inspect(d: dict[str, Any]) -> None:
                      f"{'closed (footer)' if f['footer'] else 'NO FOOTER (recovered by scan)'}")
     for k, v in sorted(d["properties"].items()):
         lines.append(f"property       {safe_text(k)} = {safe_text(v)}")
+    if m["memory_map"] is not None:
+        mm = m["memory_map"]
+        lines.append(f"memory map     {_mib(mm['bytes'])} in {len(mm['ranges'])} ranges, dump level "
+                     f"{mm['dump_level']}" + (f", {len(mm['excluded'])} excluded ranges"
+                                              if mm["excluded"] else ""))
+    else:
+        lines.append("memory map     none (written before format 1.3): the total is unknown")
+    if m["completeness_percent"] is not None:
+        share = f"complete {m['completeness_percent']}%"
+    elif m["completeness_at_most_percent"] is not None:
+        share = f"complete: unknown, at most {m['completeness_at_most_percent']}%"
+    else:
+        share = "complete: unknown"
+    missing = (f"{_mib(m['missing_bytes'])} missing" if m["missing_bytes_exact"]
+               else f"{_mib(m['missing_bytes'])} known missing")
     lines.append(f"memory         {_mib(m['present_bytes'])} present ({_mib(m['data_bytes'])} data, "
-                 f"{_mib(m['zero_bytes'])} zero), {_mib(m['missing_bytes'])} missing; "
-                 f"complete {m['completeness_percent']}%; ratio {m['compression_ratio']}x")
+                 f"{_mib(m['zero_bytes'])} zero), {missing}; {share}; "
+                 f"ratio {m['compression_ratio']}x")
     for start, end, zero in _spans(m["ranges"]):
         lines.append(f"  present      {start:#014x}-{end:#014x}  {_mib(end - start)} "
                      f"({_mib(zero)} zero)")
-    reasons = {(r["start"], r["length"]): r["reason"] for r in m["missing_records"]}
     for r in m["missing"]:
-        why = reasons.get((r["start"], r["length"]))
+        why = r["reason"] if r["kind"] == "unreadable" else "not in the dump"
         lines.append(f"  missing      {r['start']:#014x}-{r['start'] + r['length']:#014x}  "
                      f"{_mib(r['length'])}" + (f" ({safe_text(why)})" if why else ""))
     for e in d["events"]:
@@ -289,7 +367,15 @@ def verify_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Check every record; exit 0 only if all are sound (2 if anything is bad or missing)."""
+    """Check every record and measure completeness against the memory map.
+
+    Exit codes: 0 every record is sound and every byte of the memory map is
+    present (for files before format 1.3, which have no map: every record
+    sound, nothing known missing, total unknown); 2 DAMAGED: some record is
+    bad, conflicting or unreadable (wins over 4); 4 INCOMPLETE: every record
+    is sound but memory is missing (a file cut short, or ranges of the map
+    not in the dump); 1 the files could not be read as a dump at all.
+    """
     from ..tsd.verify import verify_dump
 
     update, stop = _progress("verify")
@@ -297,9 +383,13 @@ def verify_cmd(
         report = verify_dump(dumps, progress=update)
     finally:
         stop()
-    data = {"ok": report.ok,
+    c = report.completeness
+    data = {"ok": report.ok, "status": report.status,
+            "complete": c.complete if c is not None else False,
+            "completeness": c.to_json() if c is not None else None,
             "files": [vars(f) for f in report.files],
-            "problems": [{"path": p.path, "offset": p.offset, "message": p.message}
+            "problems": [{"path": p.path, "offset": p.offset, "message": p.message,
+                          "damage": p in report.damage}
                          for p in report.problems]}
     if fmt == OutputFormat.json:
         print_json(data)
@@ -308,13 +398,26 @@ def verify_cmd(
             index = {True: "index matches", False: "index BAD", None: "no index"}[f.index_matches]
             typer.echo(f"{safe_text(f.path)}: {f.size} bytes, {f.memory_records} MEMORY records decompressed, "
                        f"{'footer' if f.has_footer else 'NO FOOTER'}, {index}")
+        damage = report.damage
         for p in report.problems:
-            typer.echo(f"BAD {safe_text(p.path)} offset {p.offset}: {safe_text(p.message)}")
-        typer.echo("OK: every record is sound" if report.ok
-                   else f"FAILED: {len(report.problems)} problem(s)")
-    if not report.ok:
-        raise VerifyFailed(f"verify found {len(report.problems)} problem(s) in "
-                           f"{', '.join(str(p) for p in dumps)}")
+            typer.echo(f"{'BAD' if p in damage else 'CUT'} {safe_text(p.path)} offset {p.offset}: "
+                       f"{safe_text(p.message)}")
+        if c is not None:
+            for line in _gap_lines(c):
+                typer.echo(line)
+            typer.echo(f"memory: {safe_text(c.reason)}")
+        typer.echo({"ok": "OK: every record is sound" + ("" if c is None or c.complete else
+                                                         "; completeness unknown (no memory map)"),
+                    "damaged": f"DAMAGED: {len(damage)} problem(s)",
+                    "incomplete": "INCOMPLETE: every record is sound, but the dump is not whole"}
+                   [report.status])
+    where = ", ".join(str(p) for p in dumps)
+    if report.status == "damaged":
+        raise VerifyFailed(f"verify found {len(report.damage)} damaged piece(s) in {where}")
+    if report.status == "incomplete":
+        missing = f"{_mib(c.missing_bytes)} missing" if c is not None and c.missing_exact else \
+            "memory missing"
+        raise VerifyIncomplete(f"{where} is incomplete ({missing}); every record is sound")
 
 
 def register(app: typer.Typer) -> None:

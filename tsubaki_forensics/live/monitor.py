@@ -31,7 +31,7 @@ from pathlib import Path
 
 from monitor_model.storage import PROFILES, StorageProfile
 
-from ..tsd import TsdWriter
+from ..tsd import MemoryMap, TsdWriter
 from .guest import READY_MARKER
 from .layout import Piece
 from .resume import ResumeState
@@ -113,8 +113,12 @@ class _Run:
         self.ready: asyncio.Task | None = None
         self.hello: asyncio.Future | None = None
         self.second: asyncio.Task | None = None
+        # The notice's first record: the guest's whole memory map (base RAM
+        # and every DIMM) and the dump level, so any prefix knows its total.
         self.writer = TsdWriter(output, dump_id=dump_id, level=params.level, threads=params.threads,
-                                producer=f"tsubaki-forensics monitor ({params.order}, live)")
+                                producer=f"tsubaki-forensics monitor ({params.order}, live)",
+                                memory_map=MemoryMap.from_ranges(
+                                    r for p in self.layout.pieces() for r in p.ranges))
         self.device = PacedDevice(params.storage, t0)
         self.result = LiveResult(order=params.order, output=str(output), storage=params.storage.name,
                                  memory_bytes=sum(p.nbytes for p in self.layout.pieces()),

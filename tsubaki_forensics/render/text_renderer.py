@@ -40,6 +40,21 @@ def format_value(value: Value, column: Column | None = None) -> str:
     return safe_text(value)
 
 
+def _memory(d) -> str:
+    """Present memory, and how complete it is against the dump's memory map."""
+    if d.present_bytes is None:
+        return "-"
+    text = f"{d.present_bytes / (1 << 20):.1f} MiB present"
+    if d.complete is True:
+        return text + " (COMPLETE: every byte of the memory map)"
+    if d.completeness_percent is not None:
+        return (text + f" of {d.expected_bytes / (1 << 20):.1f} MiB "
+                f"(INCOMPLETE: {d.completeness_percent}%)")
+    if d.complete is False:
+        return text + " (INCOMPLETE; total unknown)"
+    return text + (" (completeness unknown: no memory map)" if d.completeness else "")
+
+
 def _header(report: Report) -> list[str]:
     d = report.dump
     rows = [
@@ -48,7 +63,7 @@ def _header(report: Report) -> list[str]:
         ("DUMP ID", d.dump_id or "-"),
         ("RELEASE", d.kernel_release or "-"),
         ("BUILD-ID", d.build_id or "-"),
-        ("MEMORY", f"{d.present_bytes / (1 << 20):.1f} MiB present" if d.present_bytes is not None else "-"),
+        ("MEMORY", _memory(d)),
         ("REGISTERS", "saved" if d.registers else "not in the dump"),
     ]
     lines = [f"{k:>10}: {safe_text(v)}" for k, v in rows]

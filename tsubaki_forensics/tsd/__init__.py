@@ -9,7 +9,9 @@ reassembles physical memory from one or several files of one dump;
 
 from __future__ import annotations
 
+from .completeness import Completeness, Gap
 from .memory import PhysicalMemory, Range
+from .records import MemoryMap
 from .reader import Dump, Event, Problem, TsdFile, open_dump, open_file
 from .verify import VerifyReport, verify_dump
 
@@ -30,4 +32,5 @@ __all__ = [
     "TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL",
     "open_dump", "open_file", "Dump", "TsdFile", "Event", "Problem",
     "PhysicalMemory", "Range", "verify_dump", "VerifyReport",
+    "MemoryMap", "Completeness", "Gap",
 ]

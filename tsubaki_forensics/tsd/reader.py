@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import ConflictError, FormatError
 from . import records as R
+from .completeness import Completeness, measure
 from .records import RecordType as T
 
 __all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file"]
@@ -303,6 +304,8 @@ class TsdFile:
                 self.missing_reasons[(paddr, length)] = R.unpack_missing(payload)[2]
         elif t == T.METADATA:
             kind, data = R.unpack_metadata(payload)
+            if kind == R.MetadataKind.MEMORY_MAP:
+                R.unpack_memory_map(data)  # a malformed map is a damaged record, never a total
             self.metadata.append((hdr.sequence, kind, data))
         elif t == T.EVENT:
             kind, time_s, fields = R.unpack_event(payload)
@@ -390,6 +393,11 @@ class Dump:
         #: The SYMBOLPACK record's ``.tsp`` bytes (format 1.1), or None.
         self.symbolpack = self._merge_blob(R.MetadataKind.SYMBOLPACK, "symbol pack")
         self.properties = self._merge_properties()
+        raw_map = self._merge_blob(R.MetadataKind.MEMORY_MAP, "memory map")
+        #: What the dump should contain (format 1.3, FORMAT.md §4.3), or None
+        #: for files written before 1.3: then the total is unknown.
+        self.memory_map: R.MemoryMap | None = (
+            R.unpack_memory_map(raw_map) if raw_map is not None else None)
         seen: set[tuple] = set()
         events: list[Event] = []
         for f in files:
@@ -401,6 +409,7 @@ class Dump:
         self.events = sorted(events, key=lambda e: e.time_s)
         self.memory = PhysicalMemory(files, self.problems,
                                      cache_bytes=cache_bytes or DEFAULT_CACHE_BYTES)
+        self._completeness: Completeness | None = None
 
     def _merge_blob(self, kind: int, what: str) -> bytes | None:
         value: bytes | None = None
@@ -431,6 +440,19 @@ class Dump:
                                         f"but {val!r} in {f.name}")
                 merged[key], origin[key] = val, f.name
         return merged
+
+    def completeness(self) -> Completeness:
+        """Present, zero and missing bytes measured against the memory map
+        (FORMAT.md §7.4); see :func:`~.completeness.measure`."""
+        if self._completeness is None:
+            self._completeness = measure(self.memory, self.memory_map, self.properties,
+                                         truncated=self.truncated)
+        return self._completeness
+
+    @property
+    def truncated(self) -> bool:
+        """Some file ends before its END footer (cut short, or still being written)."""
+        return any(not f.has_footer for f in self.files)
 
     def close(self) -> None:
         for f in self.files:

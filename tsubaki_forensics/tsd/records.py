@@ -22,16 +22,19 @@ from ..errors import FormatError, UnsupportedVersionError
 __all__ = [
     "FILE_MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "FILE_HEADER", "FILE_HEADER_SIZE",
     "RECORD_MAGIC", "RECORD_HEADER", "RECORD_HEADER_SIZE", "RECORD_ALIGN",
-    "MEMORY_PREFIX", "DEDUP_COUNT", "DEDUP_REF", "FORMAT_MINOR_DEDUP", "RANGE_PAYLOAD", "METADATA_PREFIX", "EVENT_PREFIX",
+    "MEMORY_PREFIX", "DEDUP_COUNT", "DEDUP_REF", "FORMAT_MINOR_DEDUP", "FORMAT_MINOR_MAP",
+    "RANGE_PAYLOAD", "METADATA_PREFIX", "EVENT_PREFIX",
+    "MEMORY_MAP_HEAD", "MEMORY_MAP_RANGE", "MEMORY_MAP_EXCLUDED", "DUMP_LEVEL_ZERO_AS_RECORDS",
     "INDEX_PREFIX", "INDEX_ENTRY", "END_PAYLOAD", "END_RECORD_SIZE",
     "MAX_PAYLOAD", "MAX_CHUNK", "MAX_TEXT",
     "RecordType", "RecordFlags", "Codec", "MetadataKind", "Endian",
-    "FileHeader", "RecordHeader", "IndexEntry", "Memory", "MEMORY_TYPES",
+    "FileHeader", "RecordHeader", "IndexEntry", "Memory", "MemoryMap", "MEMORY_TYPES",
     "checksum", "pack_file_header", "unpack_file_header",
     "pack_record", "unpack_record_header", "record_checksum_ok",
     "encode_properties", "decode_properties",
     "pack_memory", "unpack_memory", "pack_dedup", "unpack_dedup", "pack_range", "unpack_range",
     "pack_missing", "unpack_missing", "pack_metadata", "unpack_metadata",
+    "pack_memory_map", "unpack_memory_map",
     "pack_event", "unpack_event", "pack_index", "unpack_index", "pack_end", "unpack_end",
 ]
 
@@ -43,6 +46,9 @@ FORMAT_MINOR = 1  # 1.1 added MetadataKind.SYMBOLPACK (§9: new kinds bump the m
 # may hold such records (``TsdWriter(dedup=True)``); every other file stays
 # 1.1, byte for byte as before.  This reader reads up to 1.2.
 FORMAT_MINOR_DEDUP = 2
+# 1.3 added MetadataKind.MEMORY_MAP (§4.3): the memory map and dump level the
+# dump should cover, written first.  Stamped on files written with a map.
+FORMAT_MINOR_MAP = 3
 # magic, major, minor, header_size, dump_id, arch, page_size, endian, 3 pad,
 # created_ns, producer, checksum (XXH64 of the preceding 120 bytes)
 FILE_HEADER = struct.Struct("<8sHHI16s16sIB3xQ56sQ")
@@ -75,6 +81,16 @@ assert DEDUP_REF.size == 12
 RANGE_PAYLOAD = struct.Struct("<QQ")
 # --- §4.3 METADATA: kind, 6 pad, then the bytes ---------------------------
 METADATA_PREFIX = struct.Struct("<H6x")
+# --- §4.3 MEMORY_MAP (since 1.3): dump_level, range count, excluded count, 4 pad,
+# then the ranges (paddr, length), then the excluded ranges (paddr, length,
+# the dump-level bit that excluded it, 4 pad)
+MEMORY_MAP_HEAD = struct.Struct("<III4x")
+MEMORY_MAP_RANGE = struct.Struct("<QQ")
+MEMORY_MAP_EXCLUDED = struct.Struct("<QQI4x")
+assert (MEMORY_MAP_HEAD.size, MEMORY_MAP_RANGE.size, MEMORY_MAP_EXCLUDED.size) == (16, 16, 24)
+#: Dump level 1: zero pages are recorded as ZERO records, nothing is left out
+#: (bits 2..16 are page classes a filter leaves out, makedumpfile ``-d`` style).
+DUMP_LEVEL_ZERO_AS_RECORDS = 1
 # --- §4.4 EVENT: time_s (float64), then a UTF-8 JSON object -----------------
 EVENT_PREFIX = struct.Struct("<d")
 # --- §4.6 INDEX: entry count, 4 pad, then entries ---------------------------
@@ -127,6 +143,9 @@ class MetadataKind(enum.IntEnum):
     #: Since 1.1: a symbol pack (``.tsp`` bytes) for analysis without a vmlinux;
     #: a 1.0 reader ignores it like any unknown kind.
     SYMBOLPACK = 4
+    #: Since 1.3: the physical memory map the dump should cover and its dump
+    #: level, written first, so completeness has a denominator in any prefix.
+    MEMORY_MAP = 5
 
 
 class Endian(enum.IntEnum):
@@ -188,6 +207,48 @@ class IndexEntry:
     offset: int
     paddr: int = 0
     length: int = 0
+
+
+@dataclass(frozen=True)
+class MemoryMap:
+    """What a dump should contain (FORMAT.md §4.3, MEMORY_MAP): the dumped
+    machine's physical memory map, the planned dump level, and the ranges of
+    the map that the level leaves out (known at the notice; none at level 1).
+
+    ``ranges`` are sorted, disjoint and non-adjacent ``(paddr, length)``;
+    ``excluded`` are sorted, disjoint ``(paddr, length, level bit)`` inside them.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    dump_level: int = DUMP_LEVEL_ZERO_AS_RECORDS
+    excluded: tuple[tuple[int, int, int], ...] = ()
+
+    @classmethod
+    def from_ranges(cls, ranges, dump_level: int = DUMP_LEVEL_ZERO_AS_RECORDS,
+                    excluded=()) -> "MemoryMap":
+        """The map of ``ranges`` in any order, overlapping or adjacent ones merged."""
+        out: list[list[int]] = []
+        for start, length in sorted((int(a), int(n)) for a, n in ranges if n > 0):
+            if out and start <= out[-1][1]:
+                out[-1][1] = max(out[-1][1], start + length)
+            else:
+                out.append([start, start + length])
+        return cls(tuple((a, b - a) for a, b in out), int(dump_level),
+                   tuple(sorted((int(a), int(n), int(c)) for a, n, c in excluded)))
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of physical memory in the map."""
+        return sum(n for _, n in self.ranges)
+
+    @property
+    def excluded_bytes(self) -> int:
+        return sum(n for _, n, _ in self.excluded)
+
+    @property
+    def expected_bytes(self) -> int:
+        """Bytes the dump should hold: the map less what the level leaves out."""
+        return self.total_bytes - self.excluded_bytes
 
 
 @dataclass(frozen=True)
@@ -376,6 +437,50 @@ def unpack_metadata(payload: memoryview) -> tuple[int, bytes]:
     _need(payload, METADATA_PREFIX.size, "METADATA")
     (kind,) = METADATA_PREFIX.unpack_from(payload)
     return kind, bytes(payload[METADATA_PREFIX.size:])
+
+
+def pack_memory_map(m: MemoryMap) -> bytes:
+    """A MEMORY_MAP METADATA body (§4.3); checks what a reader will check."""
+    _check_map(m.ranges, [(a, n) for a, n, _ in m.excluded], ValueError)
+    if not 0 <= m.dump_level < 1 << 32:
+        raise ValueError(f"dump level {m.dump_level} does not fit in 32 bits")
+    return b"".join([MEMORY_MAP_HEAD.pack(m.dump_level, len(m.ranges), len(m.excluded)),
+                     *(MEMORY_MAP_RANGE.pack(a, n) for a, n in m.ranges),
+                     *(MEMORY_MAP_EXCLUDED.pack(a, n, c) for a, n, c in m.excluded)])
+
+
+def unpack_memory_map(data: bytes | memoryview) -> MemoryMap:
+    """Parse a MEMORY_MAP body: its size must be exactly what its counts say
+    (checked before any list is built), ranges sorted, disjoint, non-empty,
+    below 2^64, excluded ranges inside the map."""
+    _need(data, MEMORY_MAP_HEAD.size, "MEMORY_MAP")
+    level, count, excluded = MEMORY_MAP_HEAD.unpack_from(data)
+    size = MEMORY_MAP_HEAD.size + count * MEMORY_MAP_RANGE.size + excluded * MEMORY_MAP_EXCLUDED.size
+    if size != len(data):
+        raise FormatError(f"MEMORY_MAP declares {count} ranges and {excluded} excluded ranges "
+                          f"({size} bytes) but holds {len(data)} bytes")
+    at = MEMORY_MAP_HEAD.size
+    ranges = tuple(MEMORY_MAP_RANGE.iter_unpack(data[at:at + count * MEMORY_MAP_RANGE.size]))
+    at += count * MEMORY_MAP_RANGE.size
+    out = tuple(MEMORY_MAP_EXCLUDED.iter_unpack(data[at:]))
+    _check_map(ranges, [(a, n) for a, n, _ in out], FormatError)
+    return MemoryMap(ranges, level, out)
+
+
+def _check_map(ranges, excluded, error: type[Exception]) -> None:
+    for what, rows in (("range", ranges), ("excluded range", excluded)):
+        prev = -1
+        for a, n in rows:
+            if n == 0 or a + n > 1 << 64 or a <= prev:
+                raise error(f"MEMORY_MAP {what} {a:#x}+{n:#x} is empty, beyond 2^64, "
+                            f"out of order or overlapping")
+            prev = a + n - 1 if what == "excluded range" else a + n
+    i = 0
+    for a, n in excluded:
+        while i < len(ranges) and ranges[i][0] + ranges[i][1] <= a:
+            i += 1
+        if i == len(ranges) or a < ranges[i][0] or a + n > ranges[i][0] + ranges[i][1]:
+            raise error(f"MEMORY_MAP excluded range {a:#x}+{n:#x} is not inside one map range")
 
 
 def encode_properties(properties: dict[str, str]) -> bytes:

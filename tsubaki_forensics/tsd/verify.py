@@ -4,7 +4,10 @@ Why a separate pass: opening a closed file trusts its INDEX and checks each
 record only when memory is read.  Verification instead scans every record
 (checksum, framing, sequence), decompresses every MEMORY frame (content size,
 bomb limits), checks the INDEX against the scan, and merges the files to find
-conflicting overlaps, so "exit 0" means every piece is sound.
+conflicting overlaps, so "exit 0" means every piece is sound.  It then
+measures completeness against the dump's memory map (FORMAT.md §7.4), with
+the records found damaged taken out: a sound but incomplete dump (cut short,
+or missing memory the map lists) is told apart from a damaged one.
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ from typing import Callable
 
 from ..errors import ConflictError, FormatError
 from . import records as R
+from .completeness import Completeness
 from .memory import decode_dedup, decode_memory
 from .reader import Dump, Problem, RecordInfo, TsdFile
 
-__all__ = ["verify_dump", "VerifyReport", "FileReport"]
+__all__ = ["verify_dump", "VerifyReport", "FileReport", "TRUNCATION_PROBLEMS"]
+
+#: Problems that only say a file ends early (FORMAT.md §6: every prefix on a
+#: record boundary is a valid dump; §7.2): a dump that has only these is
+#: incomplete, not damaged.
+TRUNCATION_PROBLEMS = ("no END footer", "file ends inside a ")
 
 
 @dataclass
@@ -34,10 +43,33 @@ class FileReport:
 class VerifyReport:
     files: list[FileReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    #: measured with damaged records taken out; None if the files cannot merge
+    completeness: Completeness | None = None
+
+    @property
+    def damage(self) -> list[Problem]:
+        """Problems other than a file ending early."""
+        return [p for p in self.problems if not p.message.startswith(TRUNCATION_PROBLEMS)]
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage)
+
+    @property
+    def incomplete(self) -> bool:
+        """Some file was cut short, or memory the map lists (or a MISSING record
+        names) is not in the dump; an unknown total alone is not incomplete."""
+        c = self.completeness
+        return len(self.damage) < len(self.problems) or (c is not None and c.complete is False)
+
+    @property
+    def status(self) -> str:
+        """"damaged" (wins), "incomplete", or "ok"."""
+        return "damaged" if self.damaged else "incomplete" if self.incomplete else "ok"
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return self.status == "ok"
 
 
 def verify_dump(paths: list[str | os.PathLike[str]], *,
@@ -46,6 +78,7 @@ def verify_dump(paths: list[str | os.PathLike[str]], *,
     report = VerifyReport()
     scanned: list[TsdFile] = []
     dedup: list[tuple[TsdFile, RecordInfo, list[tuple[int, int]]]] = []
+    bad: set[tuple[str, int]] = set()  # (file, offset) of MEMORY records that do not decode
     try:
         for p in paths:
             scanned.append(TsdFile(p, verify=True))
@@ -68,6 +101,7 @@ def verify_dump(paths: list[str | os.PathLike[str]], *,
                     else:
                         decode_memory(m)
                 except FormatError as e:
+                    bad.add((f.name, rec.offset))
                     report.problems.append(Problem(f.name, rec.offset, f"MEMORY record "
                                                    f"(sequence {rec.sequence}): {_reason(e, f)}"))
                 done += rec.size
@@ -75,12 +109,15 @@ def verify_dump(paths: list[str | os.PathLike[str]], *,
                     progress(done, total)
             if f.has_footer:
                 rep.index_matches = _compare_index(f, report)
+        for f in scanned:  # a record that does not decode holds no memory
+            f.records = [r for r in f.records if (f.name, r.offset) not in bad]
         try:
             dump = Dump(scanned)
         except (ConflictError, FormatError) as e:
             report.problems.append(Problem(",".join(f.name for f in scanned), 0, str(e)))
         else:
             _check_references(dump, dedup, report)
+            report.completeness = dump.completeness()
     finally:
         for f in scanned:
             f.close()

@@ -356,6 +356,10 @@ class TsdWriter:
         bytes of payload: ~45 MiB for the ~320k distinct pages of a busy 2 GiB
         guest, ~85 MiB for ~620k of a busy 4 GiB one), plus one buffer per
         job in flight.
+    :param memory_map: what the dump should contain (the machine's physical
+        memory map and the dump level, FORMAT.md §4.3 MEMORY_MAP): written as
+        the very first record, so that any prefix of the file knows its
+        total; the file is stamped format 1.3.  Without it nothing changes.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, dump_id: uuid.UUID | str | None = None,
@@ -363,12 +367,13 @@ class TsdWriter:
                  producer: str = f"tsubaki-forensics {__version__}",
                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                  threads: int = 2, min_zero_pages: int = DEFAULT_MIN_ZERO_PAGES,
-                 dedup: bool = False) -> None:
+                 dedup: bool = False, memory_map: R.MemoryMap | None = None) -> None:
         if page_size < 512 or page_size & (page_size - 1):
             raise ValueError(f"page size {page_size} is not a power of two >= 512")
         if chunk_size <= 0 or chunk_size % page_size or chunk_size > R.MAX_CHUNK:
             raise ValueError(f"chunk size {chunk_size} must be a multiple of {page_size} "
                              f"up to {R.MAX_CHUNK}")
+        map_body = R.pack_memory_map(memory_map) if memory_map is not None else None
         self.path = Path(path)
         self.dump_id = dump_id if isinstance(dump_id, uuid.UUID) else (
             uuid.UUID(str(dump_id)) if dump_id is not None else uuid.uuid4())
@@ -383,7 +388,8 @@ class TsdWriter:
             dump_id=self.dump_id, arch=arch, page_size=page_size,
             endian=R.Endian.BIG if arch in _BIG_ENDIAN else R.Endian.LITTLE,
             producer=producer, created_ns=time.time_ns(),
-            **({"minor": R.FORMAT_MINOR_DEDUP} if dedup else {}))
+            **({"minor": R.FORMAT_MINOR_MAP} if memory_map is not None else
+               {"minor": R.FORMAT_MINOR_DEDUP} if dedup else {}))
         self.dedup = dedup
         # dedup: XXH3-128 of a literal page -> paddr << 20 | id of the write
         # call that wrote it (-> which source can re-read it, and where)
@@ -411,6 +417,8 @@ class TsdWriter:
         except OSError as e:
             raise StorageError(f"cannot create {self.path}: {e.strerror or e}") from None
         self._write([R.pack_file_header(self.header)])
+        if map_body is not None:
+            self._record(R.RecordType.METADATA, R.pack_metadata(R.MetadataKind.MEMORY_MAP, map_body))
 
     # -- low level -----------------------------------------------------------
     def _write(self, parts: list[bytes | memoryview]) -> None:

@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 from ..errors import FormatError, StorageError
 from .notes import VMCOREINFO_NAME, VMCOREINFO_TYPE, build_note, iter_notes
 
-__all__ = ["write_elf_vmcore", "DIRECT_MAP_BASE", "MemoryLike"]
+__all__ = ["write_elf_vmcore", "check_exportable", "DIRECT_MAP_BASE", "MemoryLike"]
 
 ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
@@ -46,6 +46,25 @@ def _spans(memory: MemoryLike) -> list[tuple[int, int, list]]:
         else:
             spans.append((r.start, r.length, [r]))
     return spans
+
+
+def check_exportable(memory: MemoryLike, vmcoreinfo: bytes | None, notes: bytes | None, *,
+                     what: str = "the dump") -> None:
+    """Refuse, before anything is written, a dump whose ELF no reader could
+    use: one with no memory at all, or without VMCOREINFO (drgn and
+    makedumpfile need it to find the kernel) in its metadata or its notes.
+
+    :raises FormatError: naming ``what`` and what it lacks.
+    """
+    lacks = []
+    if not memory.ranges():
+        lacks.append("no memory")
+    has_info = bool(vmcoreinfo) or any(n.name == VMCOREINFO_NAME for n in iter_notes(bytes(notes or b"")))
+    if not has_info:
+        lacks.append("no VMCOREINFO")
+    if lacks:
+        raise FormatError(f"{what}: nothing to export: the dump holds {' and '.join(lacks)} "
+                          f"(a prefix too short to hold the panic notice?)")
 
 
 def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinfo: bytes | None,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..tsd import TsdWriter, WriteStats
+from ..tsd import MemoryMap, TsdWriter, WriteStats
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .elf import ElfVmcore
 
@@ -103,8 +103,11 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         ranges = core.ranges()
         total = sum(length for _, length, _ in ranges)
         done = 0
+        # The notice first: what the dump should hold (every PT_LOAD), so any
+        # prefix of the output knows its total (FORMAT.md §4.3, §7.4).
+        memory_map = MemoryMap.from_ranges((start, length) for start, length, _ in ranges)
         with TsdWriter(output, arch=core.arch, page_size=page_size, chunk_size=chunk_size,
-                       level=level, threads=threads, **extra) as w:
+                       level=level, threads=threads, memory_map=memory_map, **extra) as w:
             w.write_metadata(vmcoreinfo=core.vmcoreinfo, notes=core.notes or None,
                              properties=props)
             for start, length, seg in ranges:
