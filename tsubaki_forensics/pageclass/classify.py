@@ -77,7 +77,7 @@ class PageClassifier:
     def mem_maps(self) -> list[MemMapRange]:
         """Where the struct pages of each present memory section are."""
         if self._maps is None:
-            self.layout.require(0x1E)  # the struct-page fields, named if missing
+            self.layout.require_struct_pages()
             self._maps = section_mem_maps(self._program_once(), self.layout, self.max_pfn)  # type: ignore[arg-type]
         return self._maps
 
@@ -116,11 +116,12 @@ class PageClassifier:
         self.layout.require(level)
         classes = np.zeros(self.max_pfn, np.uint8)
         free = np.zeros((0, 2), np.int64)
-        unclassified = 0
+        unread = None
         if self.layout.walks_struct_pages(level):
             feat = self.features
-            classes, free = classify_struct_pages(feat, level, free_area_orders=self.layout.free_area_orders)
-            unclassified = int(np.count_nonzero(self.present & ((feat.bits & np.uint16(Feature.READ)) == 0)))
+            classes, free = classify_struct_pages(feat, level, free_area_orders=self.layout.free_area_orders,
+                                                  present=self.present)
+            unread = self.present & ((feat.bits & np.uint16(Feature.READ)) == 0)
         classes[~self.present] = PageClass.ABSENT
         if level & DL_ZERO:
             candidates = classes == PageClass.KEPT
@@ -129,7 +130,7 @@ class PageClassifier:
         keep = free[:, 0] < self.max_pfn
         free = free[keep]
         free = free[self.present[free[:, 0]]] if free.size else free
-        return PageClassification(level, self.layout.page_size, classes, free, unclassified)
+        return PageClassification(level, self.layout.page_size, classes, free, unread)
 
     def _learn_zero(self, todo: np.ndarray) -> None:
         if todo.any():

@@ -84,7 +84,23 @@ class PageLayout:
         """
         if not self.walks_struct_pages(level):
             return
-        needed: list[tuple[str, object]] = [
+        needed = self._struct_page_fields()
+        if level & (DL_CACHE | DL_CACHE_PRIVATE | DL_USER):
+            needed += [("NUMBER(PG_lru)", self.pg_lru), ("NUMBER(PG_private)", self.pg_private),
+                       ("NUMBER(PG_swapcache)", self.pg_swapcache)]
+            if self.pg_slab is None and self.slab_mapcount is None:
+                needed.append(("NUMBER(PG_slab) or NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)", None))
+        if level & DL_FREE:
+            needed += [("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", self.buddy_mapcount),
+                       ("LENGTH(zone.free_area)", self.free_area_orders)]
+        _check(needed, f"cannot classify pages at dump level {level}")
+
+    def require_struct_pages(self) -> None:
+        """Raise :class:`PageClassError` unless the struct pages can be located and read."""
+        _check(self._struct_page_fields(), "cannot locate the struct pages")
+
+    def _struct_page_fields(self) -> list[tuple[str, object]]:
+        return [
             ("SYMBOL(mem_section)", self.mem_section),
             ("LENGTH(mem_section)", self.mem_section_roots),
             ("SIZE(mem_section)", self.mem_section_size),
@@ -98,18 +114,6 @@ class PageLayout:
             ("OFFSET(page.compound_head)", self.off_compound_head),
             ("NUMBER(PG_head_mask)", self.pg_head_mask),
         ]
-        if level & (DL_CACHE | DL_CACHE_PRIVATE | DL_USER):
-            needed += [("NUMBER(PG_lru)", self.pg_lru), ("NUMBER(PG_private)", self.pg_private),
-                       ("NUMBER(PG_swapcache)", self.pg_swapcache)]
-            if self.pg_slab is None and self.slab_mapcount is None:
-                needed.append(("NUMBER(PG_slab) or NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)", None))
-        if level & DL_FREE:
-            needed += [("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", self.buddy_mapcount),
-                       ("LENGTH(zone.free_area)", self.free_area_orders)]
-        for name, value in needed:
-            if value is None:
-                raise PageClassError(f"cannot classify pages at dump level {level}: "
-                                     f"VMCOREINFO lacks {name}", name)
 
     def walks_struct_pages(self, level: int) -> bool:
         """Whether makedumpfile reads the struct pages at ``level``.
@@ -128,6 +132,12 @@ class PageLayout:
     @property
     def page_shift(self) -> int:
         return self.page_size.bit_length() - 1
+
+
+def _check(needed: list[tuple[str, object]], what: str) -> None:
+    for name, value in needed:
+        if value is None:
+            raise PageClassError(f"{what}: VMCOREINFO lacks {name}", name)
 
 
 def _int(fields: dict[str, str], key: str, base: int = 10) -> int | None:

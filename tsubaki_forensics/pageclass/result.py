@@ -56,15 +56,21 @@ class PageClassification:
 
     :ivar classes: ``uint8`` :class:`PageClass` per pfn in ``[0, len(classes))``.
     :ivar free_blocks: ``(pfn, order)`` of the buddy blocks left out as free.
-    :ivar unclassified: present pages whose struct page could not be read
-        (kept: without it nothing says they may go).
+    :ivar unread: boolean per pfn, present pages whose struct page could not
+        be read (kept: without it nothing says they may go); ``None`` when the
+        level did not read struct pages.
     """
 
     level: int
     page_size: int
     classes: np.ndarray
     free_blocks: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
-    unclassified: int = 0
+    unread: np.ndarray | None = None
+
+    @property
+    def unclassified(self) -> int:
+        """Present pages kept only because their struct page could not be read."""
+        return 0 if self.unread is None else int(np.count_nonzero(self.unread))
 
     @property
     def total(self) -> int:
@@ -105,8 +111,8 @@ class PageClassification:
         """The same answer for pfns under ``end_pfn`` only (to compare with makedumpfile,
         which drops what lies above the last section that has struct pages)."""
         free = self.free_blocks[self.free_blocks[:, 0] < end_pfn]
-        return PageClassification(self.level, self.page_size, self.classes[:end_pfn], free,
-                                  self.unclassified)
+        unread = None if self.unread is None else self.unread[:end_pfn]
+        return PageClassification(self.level, self.page_size, self.classes[:end_pfn], free, unread)
 
     def summary(self) -> dict:
         """The JSON shape of ``memory.pages``: total, kept and excluded per class."""

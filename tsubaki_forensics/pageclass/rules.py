@@ -35,11 +35,12 @@ __all__ = ["candidates", "resolve_blocks", "classify_struct_pages"]
 
 
 def candidates(feat: PageFeatures, level: int, *, free_area_orders: int | None,
-               hwpoison_known: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               hwpoison_known: bool = True, present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The class (``uint8``) and block order each pfn would get if examined.
 
-    ``KEPT`` where no rule applies, where the struct page is unknown, and on
-    compound tails (they follow their head).
+    ``KEPT`` where no rule applies, where the struct page is unknown, on
+    compound tails (they follow their head) and on pfns not in ``present``
+    (makedumpfile never examines a memory hole's struct page).
     """
     bits = feat.bits
     n = bits.size
@@ -50,6 +51,8 @@ def candidates(feat: PageFeatures, level: int, *, free_area_orders: int | None,
     cls = np.zeros(n, np.uint8)
     order = feat.compound_order.copy()
     undecided = has(Feature.READ) & ~has(Feature.TAIL)
+    if present is not None:
+        undecided &= present
 
     def rule(mask: np.ndarray, value: PageClass | np.ndarray) -> None:
         nonlocal undecided
@@ -121,12 +124,14 @@ def resolve_blocks(cls: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def classify_struct_pages(feat: PageFeatures, level: int, *, free_area_orders: int | None,
-                          hwpoison_known: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                          hwpoison_known: bool = True,
+                          present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class per pfn from the struct pages alone, and the ``(pfn, order)`` free blocks.
 
     :returns: (``uint8`` classes, ``int64`` array of shape ``(k, 2)``).
     """
-    cls, order = candidates(feat, level, free_area_orders=free_area_orders, hwpoison_known=hwpoison_known)
+    cls, order = candidates(feat, level, free_area_orders=free_area_orders, hwpoison_known=hwpoison_known,
+                            present=present)
     out, heads = resolve_blocks(cls, order)
     free = heads[cls[heads] == PageClass.FREE]
     return out, np.stack([free, order[free].astype(np.int64)], axis=1)
