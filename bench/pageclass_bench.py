@@ -101,7 +101,8 @@ def report(results: list[dict], command: str, repeats: int) -> str:
              f"- Machine: {platform.machine()}, {cpu_model()}, Python {platform.python_version()}; "
              "2 CPUs shared with other jobs (QEMU guests under TCG).",
              "- Target (issue 15): classification <= 1 s per 4 GiB of RAM.", "",
-             "| crash | RAM | program | struct pages | rules 31 | zero 31 | **classify 31** | per 4 GiB | zero 1 (all RAM) |",
+             "| crash | RAM | program | struct pages | rules 31 | zero 31 | **classify 31** | per 4 GiB "
+             "| zero 1 (all RAM) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         p = {k: med(v) for k, v in res["phases"].items()}

@@ -144,7 +144,8 @@ def reference(pages: Pages, level: int, present: np.ndarray | None = None) -> np
         if not present[pfn]:
             pfn += 1
             continue
-        f, mc, mapping, priv = int(a["flags"][pfn]), int(a["mapcount"][pfn]), int(a["mapping"][pfn]), int(a["private"][pfn])
+        f, mc = int(a["flags"][pfn]), int(a["mapcount"][pfn])
+        mapping, priv = int(a["mapping"][pfn]), int(a["private"][pfn])
         slab = bit(f, "slab") if era == "old" else mc == MAPCOUNT["slab"]
         order, hugetlb = 0, False
         if f & (1 << BITS["head"]) and pfn + 1 < n and pfn % 512 != 511:

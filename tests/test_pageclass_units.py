@@ -11,7 +11,7 @@ import drgn
 import numpy as np
 import pytest
 
-from pageclass_synth import FOLIO, OLD, PAGE, SIZE, VMEMMAP, Pages, reference, without
+from pageclass_synth import FOLIO, OLD, PAGE, VMEMMAP, Pages, reference, without
 from tsubaki_forensics.errors import PageClassError, TsubakiError
 from tsubaki_forensics.pageclass import PageClass, PageClassifier, classify, page_layout
 from tsubaki_forensics.pageclass.features import PageFeatures, extract_features

@@ -86,7 +86,7 @@ def candidates(feat: PageFeatures, level: int, *, free_area_orders: int | None,
 
 
 def resolve_blocks(cls: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Paint every examined excluded block; returns (class per pfn, examined heads).
+    """Paint every examined excluded block; returns (class per pfn, examined heads, unsorted).
 
     Largest order first: a candidate is examined unless a larger examined
     block already covers it.  An aligned block of order k is one row of the
@@ -119,7 +119,7 @@ def resolve_blocks(cls: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.n
             free = ~covered[h:end]
             out[h:end][free] = cls[h]
             covered[h:end] = True
-    heads = np.sort(np.concatenate(examined)) if examined else np.zeros(0, np.int64)
+    heads = np.concatenate(examined) if examined else np.zeros(0, np.int64)
     return out[:n], heads
 
 
@@ -133,5 +133,5 @@ def classify_struct_pages(feat: PageFeatures, level: int, *, free_area_orders: i
     cls, order = candidates(feat, level, free_area_orders=free_area_orders, hwpoison_known=hwpoison_known,
                             present=present)
     out, heads = resolve_blocks(cls, order)
-    free = heads[cls[heads] == PageClass.FREE]
+    free = np.sort(heads[cls[heads] == PageClass.FREE])
     return out, np.stack([free, order[free].astype(np.int64)], axis=1)

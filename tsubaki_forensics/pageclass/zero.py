@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import TsubakiError
 from .memory import PhysicalReader, PresentRange
 
 __all__ = ["zero_pages", "zero_mask", "WINDOW"]
@@ -48,6 +49,16 @@ def zero_pages(memory: PhysicalReader, ranges: list[PresentRange], candidates: n
             zero[a:b] = candidates[a:b]
             todo[a:b] = False
     per_window = max(1, WINDOW // page_size)
+    view = getattr(memory, "view", None)  # ElfVmcore: zero-copy windows of its mmap
+
+    def read(paddr: int, size: int) -> bytes | memoryview:
+        if view is not None:
+            try:
+                return view(paddr, size)
+            except TsubakiError:
+                pass  # not one segment's file bytes: read() knows how to assemble it
+        return memory.read(paddr, size)
+
     for r in ranges:
         if r.zero:
             continue
@@ -56,6 +67,6 @@ def zero_pages(memory: PhysicalReader, ranges: list[PresentRange], candidates: n
             hits = np.flatnonzero(todo[w:min(w + per_window, b)])
             if hits.size:
                 p, q = w + int(hits[0]), w + int(hits[-1]) + 1
-                got = zero_mask(memory.read(p << shift, (q - p) << shift), page_size)
+                got = zero_mask(read(p << shift, (q - p) << shift), page_size)
                 zero[p:q] = got & todo[p:q]
     return zero
