@@ -308,3 +308,22 @@ def test_struct_pages_that_do_not_decode_are_an_error():
     k.virt[FakeKernel.ROOT] = bytes(PAGE)  # no present section anywhere
     with pytest.raises(PageClassError, match="mem_section"):
         PageClassifier(Memory(k), OLD, prog=k).classify(31)
+
+
+def test_sections_that_disagree_with_a_published_vmemmap_are_an_error():
+    pages, k = fake()
+    text = OLD + f"SYMBOL(vmemmap)={VMEMMAP + (1 << 30):x}\n"
+    with pytest.raises(PageClassError, match="vmemmap"):
+        PageClassifier(Memory(k), text, prog=k).classify(31)
+    ok = OLD + f"SYMBOL(vmemmap)={VMEMMAP:x}\n"
+    assert PageClassifier(Memory(k), ok, prog=k).classify(31).total == 512
+
+
+def test_memory_far_beyond_any_machine_is_refused():
+    class Huge(Memory):
+        def ranges(self):
+            return [(0, PAGE), (1 << 62, PAGE)]
+
+    pages, k = fake()
+    with pytest.raises(PageClassError, match="beyond"):
+        PageClassifier(Huge(k), OLD, prog=k)

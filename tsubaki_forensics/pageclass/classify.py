@@ -21,7 +21,10 @@ from .result import PageClass, PageClassification
 from .rules import classify_struct_pages
 from .zero import zero_pages
 
-__all__ = ["PageClassifier", "classify"]
+__all__ = ["PageClassifier", "classify", "MAX_PFNS"]
+
+#: Highest pfn handled (16 TiB of 4 KiB pages): the per-pfn arrays cost ~8 bytes a pfn.
+MAX_PFNS = 1 << 32
 
 
 def _check_level(level: int) -> int:
@@ -51,6 +54,9 @@ class PageClassifier:
         self.ranges: list[PresentRange] = present_ranges(memory)
         shift = self.layout.page_shift
         self.max_pfn = max((r.end >> shift for r in self.ranges), default=0)
+        if self.max_pfn > MAX_PFNS:
+            raise PageClassError(f"memory up to {self.max_pfn << shift:#x} is beyond what page "
+                                 f"classification handles ({MAX_PFNS << shift:#x})", None)
         diff = np.zeros(self.max_pfn + 1, np.int32)
         for r in self.ranges:  # one entry per range: pages wholly inside one
             a, b = -(-r.start >> shift), r.end >> shift

@@ -40,7 +40,8 @@ class MemMapRange:
 
 
 def _is_kvaddr(addr: int) -> bool:
-    return addr >= 0xFFFF800000000000
+    """In the kernel half of a 64-bit address space (x86_64 and arm64 alike)."""
+    return addr >= 1 << 63
 
 
 def _decode_roots(prog: drgn.Program, layout: PageLayout, roots_addr: int,
@@ -98,6 +99,13 @@ def section_mem_maps(prog: drgn.Program, layout: PageLayout, max_pfn: int) -> li
     if found is None:
         raise PageClassError("cannot locate the struct pages: no present section decodes from "
                              "SYMBOL(mem_section)", "SYMBOL(mem_section)")
+    if layout.vmemmap is not None:  # 6.x publishes it: every section must agree (a wrong
+        psize = layout.page_struct_size or 0  # map would be a wrong filter)
+        wrong = [r for r in found if r.vaddr - r.pfn_start * psize != layout.vmemmap]
+        if wrong:
+            raise PageClassError(f"mem_section puts the struct pages of pfn {wrong[0].pfn_start:#x} at "
+                                 f"{wrong[0].vaddr:#x}, not in SYMBOL(vmemmap)={layout.vmemmap:#x}",
+                                 "SYMBOL(vmemmap)")
     return [MemMapRange(r.pfn_start, min(r.pfn_end, max_pfn), r.vaddr) for r in found]
 
 
