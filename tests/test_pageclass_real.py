@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tsubaki_forensics.lab.makedumpfile import makedumpfile_counts
+from tsubaki_forensics.errors import PageClassError
 from tsubaki_forensics.pageclass import PageClass, PageClassifier
 from tsubaki_forensics.pageclass.features import Feature
 from tsubaki_forensics.vmcore import ElfVmcore
@@ -152,3 +153,15 @@ def test_6_12_differences_from_makedumpfile_1_7_2_are_only_the_fields_it_predate
     slab_misread = (a[differ] == PageClass.USER) & np.isin(b[differ], (PageClass.KEPT, PageClass.ZERO))
     folio_tail = np.isin(a[differ], (PageClass.KEPT, PageClass.ZERO)) & tail[differ]
     assert np.all(slab_misread | folio_tail), differ[~(slab_misread | folio_tail)][:10]
+
+
+@pytest.mark.parametrize("field,level", [("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", 31), ("OFFSET(page.compound_head)", 2),
+                                         ("SYMBOL(mem_section)", 16), ("NUMBER(PG_lru)", 8)])
+def test_real_vmcoreinfo_without_a_field_is_one_error_naming_it(real_crash, field, level):
+    with ElfVmcore(real_crash.vmcore) as vmcore:
+        text = "".join(line + "\n" for line in vmcore.vmcoreinfo.decode().splitlines()
+                       if not line.startswith(field + "="))
+        assert text != vmcore.vmcoreinfo.decode()
+        with pytest.raises(PageClassError) as e:
+            PageClassifier(vmcore, text).classify(level)
+    assert e.value.field == field and field in str(e.value) and "\n" not in str(e.value)
