@@ -18,6 +18,7 @@ __all__ = [
     "LabError",
     "PluginError",
     "StorageError",
+    "PageClassError",
 ]
 
 
@@ -67,3 +68,15 @@ class StorageError(TsubakiError):
     """Writing the dump failed (disk full, I/O error); saved data is kept."""
 
     exit_code = 3
+
+
+class PageClassError(TsubakiError):
+    """Pages cannot be classified (filtered) from this dump; ``field`` names what is missing.
+
+    Raised instead of guessing: a filter built on a missing VMCOREINFO field
+    could drop pages that hold evidence.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import FormatError, StorageError
+from .elf import ElfVmcore
 from .notes import VMCOREINFO_NAME, VMCOREINFO_TYPE, build_note, iter_notes
 
-__all__ = ["write_elf_vmcore", "check_exportable", "DIRECT_MAP_BASE", "MemoryLike"]
+__all__ = ["write_elf_vmcore", "check_exportable", "copy_as_proc_vmcore", "DIRECT_MAP_BASE", "MemoryLike"]
 
 ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
@@ -120,3 +122,38 @@ def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinf
     except OSError as e:
         raise StorageError(f"writing {path}: {e.strerror or e}") from None
     return size
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    length: int
+    kind: str = "data"
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+class _ElfMemory:
+    """An ``ElfVmcore`` seen as ``MemoryLike`` (every range is data)."""
+
+    def __init__(self, vmcore: ElfVmcore) -> None:
+        self._vmcore = vmcore
+
+    def ranges(self) -> list[_Span]:
+        return [_Span(start, length) for start, length, _ in self._vmcore.ranges()]
+
+    def read(self, paddr: int, size: int) -> bytes:
+        return self._vmcore.read(paddr, size)
+
+
+def copy_as_proc_vmcore(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> int:
+    """Rewrite any ELF vmcore (QEMU's, say) in the /proc/vmcore layout; returns its size.
+
+    Why: makedumpfile refuses QEMU's ``dump-guest-memory`` ELF files but
+    reads this layout, so tests and benchmarks compare against it on a copy.
+    """
+    with ElfVmcore(source) as vmcore:
+        return write_elf_vmcore(path, _ElfMemory(vmcore), vmcore.vmcoreinfo, vmcore.notes,
+                                arch=vmcore.arch)
