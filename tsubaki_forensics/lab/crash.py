@@ -99,6 +99,8 @@ def load_crash(directory: Path) -> CrashResult:
     vmlinux = Path(manifest["kernel"]["vmlinux"])
     if not vmlinux.is_file():
         raise LabError(f"the vmlinux of {directory} is gone ({vmlinux}); rerun the lab to fetch it")
+    # Crashes made before pinning existed asked for a series, which params records.
+    manifest["kernel"].setdefault("requested", manifest.get("params", {}).get("kernel"))
     ram = manifest["files"].get("ram_file")
     return CrashResult(
         directory=directory, vmcore=directory / VMCORE, vmlinux=vmlinux,
