@@ -304,15 +304,16 @@ def test_guest_without_pvpanic_is_a_clear_error(tmp_path, real_crash):
 
 
 def test_cli_lab_crash_end_to_end(tmp_path, capsys, real_crash):
-    """The user's command: kernel from the cache, a fresh boot, a crash directory."""
-    import json
-
+    """The user's command, pinned to the release in use: kernel from the cache, a fresh boot, a crash directory."""
     from tsubaki_forensics.cli.app import main
 
     out = tmp_path / "crash"
-    argv = ["lab", "crash", "--scenario", "init-exit", "--mem", "256M", "--smp", "1", "-o", str(out), "--format", "json"]
+    release = real_crash.manifest["kernel"]["release"]
+    argv = ["lab", "crash", "--scenario", "init-exit", "--mem", "256M", "--smp", "1", "-o", str(out), "--format", "json",
+            "--kernel", release.removesuffix("-cloud-amd64")]
     assert main(argv) == 0
     manifest = json.loads(capsys.readouterr().out)
+    assert (manifest["kernel"]["requested"], manifest["kernel"]["release"]) == (release, release)
     assert manifest["panic_message"].startswith("Attempted to kill init!")
     assert (out / "vmcore.elf").stat().st_size == manifest["files"]["vmcore"]["bytes"]
     assert sorted(p.name for p in out.iterdir()) == [".complete", "console.log", "ground_truth.json",
