@@ -2,10 +2,17 @@
 
 Each check reads what plain drgn found in the ELF vmcore (the ground truth)
 or the vmcore bytes themselves; nothing here trusts the lab's own summary.
+Nothing names a kernel release or the panic function: the panic path is found
+by a property (``panic_entry``: ``panic`` on 6.1, ``vpanic`` on 6.12.118), and
+every failure of ``_check_crash`` says on which kernel it happened and, when
+the cache holds the same crash of an earlier release of the series, how the
+crashed backtrace changed since.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import mmap
 from pathlib import Path
 
@@ -14,8 +21,12 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from tsubaki_forensics.errors import LabError
-from tsubaki_forensics.lab import SCENARIOS, ensure_kernel, get_scenario, get_workload
-from tsubaki_forensics.lab.ground_truth import PANIC_PREFIX
+from tsubaki_forensics.lab import SCENARIOS, ensure_kernel, get_scenario, get_workload, resolve_release
+from tsubaki_forensics.lab.cache import cache_root
+from tsubaki_forensics.lab.crash import GROUND_TRUTH
+from tsubaki_forensics.lab.ground_truth import PANIC_PREFIX, panic_callers, panic_entry
+from tsubaki_forensics.lab.kernel import _release_key
+from tsubaki_forensics.lab.pinning import PIN_ENV, env_pins
 from tsubaki_forensics.lab.host import find_static_busybox
 from tsubaki_forensics.lab.initramfs import MARKER_PREFIX, READY_LINE, build_initramfs
 from tsubaki_forensics.lab.debpkg import module_depends, read_build_id, select_modules
@@ -53,7 +64,44 @@ def _zero_page_fraction(vmcore: Path) -> float:
     return zero / total
 
 
+def _earlier_backtrace(result) -> tuple[str, list[str]] | None:
+    """(release, crashed backtrace) of the same crash on the newest earlier cached release of the series."""
+    here = result.directory
+    release = result.manifest["kernel"]["release"]
+    series = result.manifest["kernel"]["series"]
+    others = []
+    for gt in here.parent.parent.glob(f"*/{here.name}/{GROUND_TRUTH}"):
+        other = gt.parent.parent.name
+        if other != release and _release_key(other) < _release_key(release):
+            manifest = json.loads((gt.parent / "manifest.json").read_text())
+            if manifest["kernel"]["series"] == series:
+                others.append((_release_key(other), other, json.loads(gt.read_text())["backtrace"]))
+    return max(others)[1:] if others else None
+
+
+def _what_changed(result) -> str:
+    """How the crashed backtrace differs from the same crash of an earlier release ('' if none cached)."""
+    earlier = _earlier_backtrace(result)
+    if earlier is None:
+        return ""
+    release, old = earlier
+    diff = [line for line in difflib.unified_diff(old, result.ground_truth["backtrace"], lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    return f"; since {release} the crashed backtrace changed: {' '.join(diff) or 'nothing'}"
+
+
 def _check_crash(result, scenario: Scenario, smp: int) -> None:
+    """Every fact the scenario promises; a failure names the kernel and what changed in the backtrace."""
+    try:
+        _check_facts(result, scenario, smp)
+    except AssertionError as e:
+        kern = result.manifest["kernel"]
+        raise AssertionError(
+            f"scenario {scenario.name} on kernel {kern['release']} ({kern['version']}, requested "
+            f"{kern.get('requested', '?')}): {e}{_what_changed(result)}") from e
+
+
+def _check_facts(result, scenario: Scenario, smp: int) -> None:
     gt = result.ground_truth
     texts = [d["text"] for d in gt["dmesg"]]
     marker = result.manifest["marker"]
@@ -71,10 +119,11 @@ def _check_crash(result, scenario: Scenario, smp: int) -> None:
         assert crashed["comm"] == scenario.crashed_comm and crashed["on_cpu"]
         assert crashed["cpu"] == gt["crashed_cpu"]
     bt = gt["backtrace"]
-    assert bt[0].startswith("pvpanic_")  # the guest paused inside the pvpanic notifier
-    assert "panic" in bt
-    for frame in scenario.expected_frames:
-        assert frame in bt, f"{frame} not in {bt}"
+    assert bt[0].startswith("pvpanic_"), f"the innermost frame is not the pvpanic notifier: {bt}"
+    assert panic_entry(bt) is not None, f"no frame of the panic path (a name with 'panic') in {bt}"
+    missing = [frame for frame in scenario.expected_frames if frame not in bt]
+    assert not missing, (f"scenario.expected_frames {missing} (lab/scenarios.py) are not in the crashed "
+                         f"backtrace {bt} (renamed or inlined by this kernel?)")
     assert 0 <= gt["crashed_cpu"] < smp
     assert sorted(gt["cpu_backtraces"]) == sorted(str(c) for c in range(smp) if c != gt["crashed_cpu"])
     notes = _notes(result.vmcore)
@@ -85,10 +134,58 @@ def _check_crash(result, scenario: Scenario, smp: int) -> None:
 
 
 def test_default_crash_really_happened(real_crash):
-    _check_crash(real_crash, get_scenario("sysrq"), 2)
+    sysrq = get_scenario("sysrq")
+    _check_crash(real_crash, sysrq, 2)
     gt = real_crash.ground_truth
-    assert gt["kernel_release"].startswith("6.1.") and gt["kernel_release"].endswith("-cloud-amd64")
-    assert gt["backtrace"][gt["backtrace"].index("panic") + 1] == "sysrq_handle_crash"
+    assert gt["kernel_release"] == real_crash.manifest["kernel"]["release"]
+    assert real_crash.manifest["kernel"]["series"] == "6.1"
+    # what called panic() is the sysrq handler, the scenario's first expected frame
+    assert panic_callers(gt["backtrace"])[0] == sysrq.expected_frames[0], gt["backtrace"]
+
+
+@pytest.mark.parametrize("series", ["6.1", "6.12"])
+def test_suite_runs_on_the_newest_kernel_of_the_archive(crash_lab, series):
+    """The day Debian publishes a kernel, the real-kernel suite boots it, and this says so by name.
+
+    The newest release is what apt resolves for the series' meta package
+    (CI refreshes the lists first); the crash fixtures must have booted it
+    (the dump's own UTS release), unless TSUBAKI_LAB_KERNELS pins the series.
+    """
+    newest = resolve_release(series)
+    pin = env_pins().get(series)
+    result = crash_lab(kernel=series)
+    used = result.manifest["kernel"]["release"]
+    if pin is None:
+        assert used == newest, (f"the {series} crashes of this run are of {used}, but the archive's newest {series} "
+                                f"is {newest} (apt offline, or a stale cache entry?)")
+    else:
+        assert used in (pin, newest), f"{PIN_ENV} pins {pin}, the archive's newest is {newest}, the crashes used {used}"
+    assert result.ground_truth["kernel_release"] == used
+    _check_crash(result, get_scenario("sysrq"), 2)
+
+
+def test_pinning_the_current_release_reuses_its_cache(real_crash, crash_lab):
+    """``--kernel <release>`` of the release in use: the same cached kernel and crash, nothing downloaded."""
+    kern = real_crash.manifest["kernel"]
+    abi = kern["release"].removesuffix("-cloud-amd64")
+    kernels = sorted(p.name for p in (cache_root() / "kernels").iterdir())
+    pinned = ensure_kernel(abi)
+    assert (pinned.release, pinned.requested, pinned.build_id) == (kern["release"], kern["release"], kern["build_id"])
+    assert crash_lab(kernel=abi).directory == real_crash.directory
+    assert sorted(p.name for p in (cache_root() / "kernels").iterdir()) == kernels
+
+
+def test_pin_gone_from_the_archive_falls_back_to_the_newest(real_crash):
+    """Real apt: a release the archive does not have is replaced by the series' newest, with a warning."""
+    from tsubaki_forensics.lab.kernel import choose_release, in_archive
+    from tsubaki_forensics.lab.pinning import parse_kernel_request
+
+    gone = parse_kernel_request("6.1.0-0", environ={})  # ABI 0: no Debian 12 kernel ever had it
+    assert not in_archive(gone.pinned) and in_archive(real_crash.manifest["kernel"]["release"])
+    warnings = []
+    assert choose_release(gone, warnings.append) == resolve_release("6.1")
+    assert warnings == [f"kernel {gone.pinned} is no longer in the archive nor in the cache; "
+                        f"using the newest 6.1: {resolve_release('6.1')}"]
 
 
 def test_default_crash_memory_holds_the_written_file(real_crash):
@@ -102,6 +199,7 @@ def test_manifest_describes_the_files(real_crash):
     m = real_crash.manifest
     assert m["params"] == {"scenario": "sysrq", "mem": "512M", "smp": 2, "workload": "idle",
                            "kernel": "6.1", "ram_file": False}
+    assert m["kernel"]["requested"] in ("6.1", env_pins().get("6.1"))
     assert m["files"]["vmcore"]["bytes"] == real_crash.vmcore.stat().st_size
     assert sum(size for _, size, _ in _loads(real_crash.vmcore)) >= m["mem_bytes"]
     assert m["panic_event"]["event"] == "GUEST_PANICKED"
@@ -127,15 +225,16 @@ def test_scenario_crash_on_6_12(crash_lab, name):
     """Same scenarios, other kernel series: different struct layouts, same facts."""
     result = crash_lab(scenario=name, kernel="6.12")
     _check_crash(result, get_scenario(name), 2)
-    assert result.ground_truth["kernel_release"].startswith("6.12.")
+    assert result.manifest["kernel"]["series"] == "6.12"
+    assert result.ground_truth["kernel_release"] == result.manifest["kernel"]["release"]
 
 
 def test_scenarios_have_different_backtraces(crash_lab):
-    """Below panic() the crashed threads took different paths."""
+    """Below the panic path the crashed threads took different paths."""
     below = {}
     for name in SCENARIOS:
-        bt = crash_lab(scenario=name).ground_truth["backtrace"]
-        below[name] = tuple(bt[bt.index("panic") + 1:])
+        below[name] = tuple(panic_callers(crash_lab(scenario=name).ground_truth["backtrace"]))
+    assert all(below.values()), below
     assert len(set(below.values())) == len(SCENARIOS), below
 
 
@@ -205,15 +304,16 @@ def test_guest_without_pvpanic_is_a_clear_error(tmp_path, real_crash):
 
 
 def test_cli_lab_crash_end_to_end(tmp_path, capsys, real_crash):
-    """The user's command: kernel from the cache, a fresh boot, a crash directory."""
-    import json
-
+    """The user's command, pinned to the release in use: kernel from the cache, a fresh boot, a crash directory."""
     from tsubaki_forensics.cli.app import main
 
     out = tmp_path / "crash"
-    argv = ["lab", "crash", "--scenario", "init-exit", "--mem", "256M", "--smp", "1", "-o", str(out), "--format", "json"]
+    release = real_crash.manifest["kernel"]["release"]
+    argv = ["lab", "crash", "--scenario", "init-exit", "--mem", "256M", "--smp", "1", "-o", str(out), "--format", "json",
+            "--kernel", release.removesuffix("-cloud-amd64")]
     assert main(argv) == 0
     manifest = json.loads(capsys.readouterr().out)
+    assert (manifest["kernel"]["requested"], manifest["kernel"]["release"]) == (release, release)
     assert manifest["panic_message"].startswith("Attempted to kill init!")
     assert (out / "vmcore.elf").stat().st_size == manifest["files"]["vmcore"]["bytes"]
     assert sorted(p.name for p in out.iterdir()) == [".complete", "console.log", "ground_truth.json",

@@ -18,7 +18,7 @@ from tsubaki_forensics.errors import LabError
 from tsubaki_forensics.lab import CrashParams, get_scenario, get_workload, load_crash
 from tsubaki_forensics.lab import host, kernel, qemu
 from tsubaki_forensics.lab.cache import COMPLETE_MARKER, atomic_entry, cache_root, entry_is_complete
-from tsubaki_forensics.lab.ground_truth import backtrace_names, panic_message_from_dmesg
+from tsubaki_forensics.lab.ground_truth import backtrace_names, panic_callers, panic_entry, panic_message_from_dmesg
 from tsubaki_forensics.lab.initramfs import READY_LINE, CpioWriter, render_init
 from tsubaki_forensics.lab.scenarios import SCENARIOS
 from tsubaki_forensics.lab.sizes import MAX_GUEST_MEM, MIN_GUEST_MEM, format_size, parse_size
@@ -343,6 +343,30 @@ def test_backtrace_stops_at_user_space_and_names_unknown_frames():
               SimpleNamespace(pc=0xFFFFFFFF81000100, name=None), SimpleNamespace(pc=0x401000, name=None),
               SimpleNamespace(pc=0, name=None)]
     assert backtrace_names(prog, frames) == ["pvpanic_panic_notify", "panic", "0xffffffff81000100"]
+
+
+NOTIFIER = ["pvpanic_send_event.part.0", "pvpanic_panic_notify", "notifier_call_chain", "atomic_notifier_call_chain"]
+
+
+@pytest.mark.parametrize("machinery, callers", [
+    (["panic"], ["sysrq_handle_crash", "__handle_sysrq"]),                    # 6.1
+    (["vpanic", "panic"], ["sysrq_handle_crash", "__handle_sysrq"]),          # 6.12.118: panic() calls vpanic()
+    (["vpanic", "nmi_panic", "nmi_panic"], ["unknown_nmi_error", "exc_nmi"]),  # panic() tail-called away
+    (["panic", "check_panic_on_oom"], ["out_of_memory"]),
+])
+def test_panic_entry_survives_renames(machinery, callers):
+    """Synthetic traces shaped like the lab's: the entry is a property, not the name ``panic``."""
+    trace = NOTIFIER + machinery + callers
+    assert panic_entry(trace) == len(NOTIFIER)
+    assert panic_callers(trace) == callers
+    assert panic_entry(NOTIFIER[1:] + machinery) == len(NOTIFIER) - 1
+
+
+def test_trace_without_panic_has_no_entry():
+    """The race the ground truth falls back from: a saved context with no panic in it."""
+    raced = ["context_switch", "__schedule", "schedule", "exit_to_user_mode_loop"]
+    assert panic_entry(raced) is None and panic_callers(raced) == []
+    assert panic_entry(NOTIFIER) is None
 
 
 def test_load_crash_refuses_other_directories(tmp_path):

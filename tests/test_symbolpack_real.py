@@ -1,8 +1,13 @@
 """Symbol packs on real crashes: made from the DWARF vmlinux, used with no vmlinux.
 
-Every packed named type is checked against DWARF; the shipped sample and a
-6.12 crash analysed with only a pack give the ground truth's tasks, dmesg,
-crash facts, and DWARF's real frames (same pc, same function).
+Every packed named type is checked against DWARF; a fresh lab crash of the
+newest 6.1 (imported into a .tsd by the project's own import) and a 6.12
+crash analysed with only a pack give the ground truth's tasks, dmesg, crash
+facts, and DWARF's real frames (same pc, same function), all computed from
+that same crash at run time.  A pack needs the dump's exact build, so these
+tests never pair a pack with the shipped sample (made with whatever kernel
+Debian served the day it was made; tests/test_sample.py covers it alone),
+except to check that a pack of another build is refused.
 """
 
 from __future__ import annotations
@@ -24,14 +29,29 @@ from tsubaki_forensics.symbolpack import SymbolPackMismatch, attach_symbolpack, 
 from tsubaki_forensics.symbolpack.extract import build_pack, program_for_vmlinux
 from tsubaki_forensics.symbolpack.lookups import LOOKUP_OBJECTS
 from tsubaki_forensics.tsd import open_dump
+from tsubaki_forensics.vmcore.importer import import_vmcore
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "lab-oom.tsd"
 
 
 @pytest.fixture(scope="module")
-def pack61(real_crash, tmp_path_factory) -> dict:
+def crash61(crash_lab):
+    """A lab crash of the newest 6.1 (the OOM scenario, like the shipped sample)."""
+    return crash_lab(scenario="oom")
+
+
+@pytest.fixture(scope="module")
+def dump61(crash61, tmp_path_factory) -> Path:
+    """``crash61`` as a .tsd, made by the project's own ``import`` of its ELF vmcore."""
+    path = tmp_path_factory.mktemp("dump") / "lab-oom.tsd"
+    import_vmcore(crash61.vmcore, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pack61(crash61, tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("pack") / "kernel.tsp"
-    write_pack(build_pack(real_crash.vmlinux), path)
+    write_pack(build_pack(crash61.vmlinux), path)
     return read_pack(path)
 
 
@@ -79,15 +99,15 @@ def _check_trace(prog: drgn.Program, trace, real: list) -> None:
     assert [(g, d) for (_, g), (_, d) in zip(got, real) if not _same_function(g, d)] == []
 
 
-def test_pack_is_small_and_holds_what_was_recorded(pack61, real_crash):
+def test_pack_is_small_and_holds_what_was_recorded(pack61):
     objects = set(pack61["objects"])
     assert set(LOOKUP_OBJECTS) - objects == set(pack61["not_in_vmlinux"]["objects"]) <= {"MOD_TEXT"}  # 6.4+
     assert {"struct task_struct", "struct module", "struct pid"} <= pack61["names"].keys()
     assert len(pack61["symbols"]["names"]) > 100_000
 
 
-def test_every_packed_named_type_equals_dwarf(pack61, real_crash):
-    dwarf, _ = program_for_vmlinux(real_crash.vmlinux)
+def test_every_packed_named_type_equals_dwarf(pack61, crash61):
+    dwarf, _ = program_for_vmlinux(crash61.vmlinux)
     packed = drgn.Program(dwarf.platform)
     from tsubaki_forensics.symbolpack.finders import PackTypes
 
@@ -111,9 +131,10 @@ def test_every_packed_named_type_equals_dwarf(pack61, real_crash):
     assert len(pack61["names"]) - len(ambiguous) - opaque > 2000
 
 
-def test_sample_with_only_a_pack_equals_ground_truth(pack61):
-    truth = json.loads(SAMPLE.with_name("lab-oom.ground_truth.json").read_text())
-    dump = open_dump([SAMPLE])
+def test_lab_dump_with_only_a_pack_equals_ground_truth(pack61, crash61, dump61):
+    truth = crash61.ground_truth
+    crashed, cpus = _dwarf_real_frames(crash61.vmcore, crash61.vmlinux)
+    dump = open_dump([dump61])
     try:
         program = program_from_dump(dump, debug_info=False)
         prog = program.prog
@@ -123,8 +144,11 @@ def test_sample_with_only_a_pack_equals_ground_truth(pack61):
         seen = observe(prog)
         for key in ("kernel_release", "crashed_cpu", "crashed_pid", "tasks", "dmesg"):
             assert seen[key] == truth[key], key
-        real = truth["sample"]["dwarf_real_frames"]
-        _check_trace(prog, prog.crashed_thread().stack_trace(), [(f["pc"], f["function"]) for f in real["backtrace"]])
+        _check_trace(prog, prog.crashed_thread().stack_trace(), crashed)
+        from drgn.helpers.linux.sched import cpu_curr
+
+        for cpu, real in cpus.items():
+            _check_trace(prog, prog.stack_trace(cpu_curr(prog, cpu)), real)
         context = AnalysisContext(prog, dump, {}, frozenset(program.capabilities | {Need.DEBUG_INFO}))
         results = run_analyses(select(Plugins.load().analyses()), context)
         assert {r.name for r in results} >= {"dmesg", "panic", "tasks"}
@@ -170,34 +194,33 @@ def test_pack_of_another_build_is_refused(crash612, tmp_path, capsys):
         dump.close()
 
 
-def test_pack_travels_with_the_dump_as_a_companion_file(real_crash, tmp_path, capsys):
+def test_pack_travels_with_the_dump_as_a_companion_file(crash61, dump61, tmp_path, capsys):
     pack_path, companion = tmp_path / "k.tsp", tmp_path / "lab-oom.symbols.tsd"
-    assert main(["symbols", "pack", str(real_crash.vmlinux), "-o", str(pack_path)]) == 0
-    assert main(["symbols", "attach", str(pack_path), str(SAMPLE), "-o", str(companion)]) == 0
+    assert main(["symbols", "pack", str(crash61.vmlinux), "-o", str(pack_path)]) == 0
+    assert main(["symbols", "attach", str(pack_path), str(dump61), "-o", str(companion)]) == 0
     assert companion.stat().st_size < pack_path.stat().st_size * 1.5
-    dump = open_dump([SAMPLE, companion])
+    dump = open_dump([dump61, companion])
     try:
         pack = pack_from_dump(dump)
         assert pack == read_pack(pack_path)
         program = program_from_dump(dump, debug_info=False)
         attach_symbolpack(program.prog, pack)
-        truth = json.loads(SAMPLE.with_name("lab-oom.ground_truth.json").read_text())
-        assert observe(program.prog)["tasks"] == truth["tasks"]
+        assert observe(program.prog)["tasks"] == crash61.ground_truth["tasks"]
     finally:
         dump.close()
 
 
-def test_analyze_uses_an_embedded_pack_when_no_vmlinux_is_found(real_crash, tmp_path, monkeypatch, capsys):
+def test_analyze_uses_an_embedded_pack_when_no_vmlinux_is_found(crash61, dump61, tmp_path, monkeypatch, capsys):
     """The drgn bridge prefers the dump's own pack over BTF when no vmlinux matches."""
     pack_path, companion = tmp_path / "k.tsp", tmp_path / "lab-oom.symbols.tsd"
-    assert main(["symbols", "pack", str(real_crash.vmlinux), "-o", str(pack_path)]) == 0
-    assert main(["symbols", "attach", str(pack_path), str(SAMPLE), "-o", str(companion)]) == 0
+    assert main(["symbols", "pack", str(crash61.vmlinux), "-o", str(pack_path)]) == 0
+    assert main(["symbols", "attach", str(pack_path), str(dump61), "-o", str(companion)]) == 0
     empty = tmp_path / "empty-cache"
     monkeypatch.setenv("TSUBAKI_CACHE_DIR", str(empty))
     monkeypatch.setenv("XDG_CACHE_HOME", str(empty))
     capsys.readouterr()
-    main(["analyze", str(SAMPLE), str(companion), "--only", "panic", "--format", "json"])
+    assert main(["analyze", str(dump61), str(companion), "--only", "panic", "--format", "json"]) == 0
     out, err = capsys.readouterr()
     assert "symbol pack: no vmlinux" in err
-    truth = json.loads(SAMPLE.with_name("lab-oom.ground_truth.json").read_text())
-    assert truth["panic_message"] in out
+    (panic,) = [a for a in json.loads(out)["analyses"] if a["name"] == "panic"]
+    assert crash61.ground_truth["panic_message"] in json.dumps(panic)

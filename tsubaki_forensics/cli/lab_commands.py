@@ -43,7 +43,10 @@ def crash_command(
     mem: Annotated[str, typer.Option(help="Guest RAM, e.g. 256M, 512M, 4G (above 3G the PCI hole splits RAM).")] = "512M",
     smp: Annotated[int, typer.Option(help="Number of vCPUs (1-8).")] = 2,
     workload: Annotated[str, typer.Option(help="idle, or busy (most RAM filled with realistic data).")] = "idle",
-    kernel: Annotated[str, typer.Option(help="Debian kernel series: 6.1 or 6.12 (newest ABI resolved via apt).")] = "6.1",
+    kernel: Annotated[str, typer.Option(help=(
+        "Debian kernel: a series, 6.1 or 6.12 (its newest ABI, resolved via apt), or a release to pin, "
+        "e.g. 6.1.0-57 or 6.12.118+deb12 (the newest of its series if the archive no longer has it). "
+        "TSUBAKI_LAB_KERNELS=6.1.0-57,... pins series-wide."))] = "6.1",
     ram_file: Annotated[bool, typer.Option("--ram-file", help="Keep guest RAM in guest-ram.bin (memory-backend-file) for live collection.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the panic (default scales with RAM).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier crash in the same directory.")] = False,
@@ -60,7 +63,9 @@ def crash_command(
         print_json(m)
         return
     cli_output.stdout.print(f"crash directory  {safe_text(result.directory)}")
-    cli_output.stdout.print(f"kernel           {m['kernel']['release']} (build id {m['kernel']['build_id']})")
+    requested = m["kernel"].get("requested", kernel)
+    asked = "" if requested == m["kernel"]["release"] else f", requested {safe_text(requested)}"
+    cli_output.stdout.print(f"kernel           {m['kernel']['release']} (build id {m['kernel']['build_id']}{asked})")
     cli_output.stdout.print(f"scenario         {m['scenario']} / {m['workload']}, {m['mem']}, {m['smp']} vCPU, {m['accel']}")
     cli_output.stdout.print(f"panic            {safe_text(m['panic_message'])}")
     cli_output.stdout.print(f"crashed          cpu {m['crashed_cpu']}, pid {m['crashed_pid']}")
@@ -72,12 +77,12 @@ def crash_command(
 
 @lab_app.command("kernel")
 def kernel_command(
-    series: Annotated[str, typer.Argument(help="Debian kernel series, e.g. 6.1 or 6.12.")] = "6.1",
+    kernel: Annotated[str, typer.Argument(help="Debian kernel series (6.1, 6.12: its newest ABI) or release to pin (6.1.0-57).")] = "6.1",
 ) -> None:
-    """Fetch a kernel series into the cache (bzImage, guest modules, DWARF vmlinux)."""
+    """Fetch a kernel into the cache (bzImage, guest modules, DWARF vmlinux)."""
     from ..lab import ensure_kernel
 
-    art = ensure_kernel(series, log=_progress)
+    art = ensure_kernel(kernel, log=_progress)
     print_json(art.to_json())
 
 

@@ -1,7 +1,8 @@
 """The crash lab: real Debian kernels panicked under QEMU, on demand and cached.
 
-``ensure_kernel(series)`` fetches and caches a Debian cloud kernel (bzImage,
-guest modules, DWARF vmlinux); ``crash(...)`` boots it with a busybox
+``ensure_kernel(kernel)`` fetches and caches a Debian cloud kernel (bzImage,
+guest modules, DWARF vmlinux): the newest of a series (``6.1``) or a pinned
+release (``6.1.0-57``, see ``lab/pinning.py``); ``crash(...)`` boots it with a busybox
 workload, panics it by a scenario, saves an ELF vmcore via QMP and computes
 the ground truth with plain drgn.  See docs/LAB.md.
 """

@@ -25,6 +25,7 @@ from .host import ensure_host_tools, find_static_busybox, probe_accelerator
 from .initramfs import MARKER_PREFIX, build_initramfs
 from .debpkg import select_modules
 from .kernel import GUEST_MODULES, KernelArtifacts, ensure_kernel
+from .pinning import series_of
 from .qemu import GuestSpec, console_tail, run_guest
 from .scenarios import get_scenario
 from .sizes import format_size, parse_size
@@ -50,7 +51,7 @@ class CrashParams:
     mem: str = "512M"
     smp: int = 2
     workload: str = "idle"
-    kernel: str = "6.1"
+    kernel: str = "6.1"  # a series (its newest ABI, or TSUBAKI_LAB_KERNELS's pin) or a release
     ram_file: bool = False
 
     def normalized(self) -> CrashParams:
@@ -60,10 +61,11 @@ class CrashParams:
         """
         get_scenario(self.scenario)
         get_workload(self.workload)
+        series_of(str(self.kernel).strip())
         if not 1 <= int(self.smp) <= 8:
             raise LabError(f"--smp {self.smp} is out of range (1..8)")
         return CrashParams(self.scenario, format_size(parse_size(self.mem)), int(self.smp),
-                           self.workload, str(self.kernel), bool(self.ram_file))
+                           self.workload, str(self.kernel).strip(), bool(self.ram_file))
 
     def key(self, release: str) -> str:
         ram = "-ramfile" if self.ram_file else ""
@@ -97,6 +99,8 @@ def load_crash(directory: Path) -> CrashResult:
     vmlinux = Path(manifest["kernel"]["vmlinux"])
     if not vmlinux.is_file():
         raise LabError(f"the vmlinux of {directory} is gone ({vmlinux}); rerun the lab to fetch it")
+    # Crashes made before pinning existed asked for a series, which params records.
+    manifest["kernel"].setdefault("requested", manifest.get("params", {}).get("kernel"))
     ram = manifest["files"].get("ram_file")
     return CrashResult(
         directory=directory, vmcore=directory / VMCORE, vmlinux=vmlinux,
@@ -135,11 +139,19 @@ def crash(
 ) -> CrashResult:
     """Boot a Debian kernel, panic it by ``scenario`` and save everything in ``out_dir``.
 
+    :param kernel: a series (``6.1``: its newest ABI) or a pinned release
+        (``6.1.0-57``); the manifest records the request and the release used.
     :param force: replace ``out_dir`` when it holds an earlier crash.
     :raises LabError: any step failed; nothing is left at ``out_dir`` then.
     """
-    log = log or (lambda msg: None)
     params = CrashParams(scenario, mem, smp, workload, kernel, ram_file).normalized()
+    return _crash(params, Path(out_dir), None, timeout=timeout, force=force, log=log)
+
+
+def _crash(params: CrashParams, out_dir: Path, kern: KernelArtifacts | None, *,
+           timeout: float | None, force: bool, log) -> CrashResult:
+    """:func:`crash` with normalised parameters (and the kernel, when the caller resolved it)."""
+    log = log or (lambda msg: None)
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / MANIFEST).is_file():
@@ -148,7 +160,7 @@ def crash(
             raise LabError(f"{out_dir} already holds a crash; pass --force to replace it")
     ensure_host_tools(["qemu-system-x86_64", "busybox"])
     t_start = time.monotonic()
-    kern = ensure_kernel(params.kernel, log=log)
+    kern = kern or ensure_kernel(params.kernel, log=log)
     t_kernel = time.monotonic() - t_start
     with atomic_entry(out_dir) as tmp:
         result = _crash_into(tmp, params, kern, timeout, log)
@@ -211,6 +223,7 @@ def _crash_into(tmp: Path, params: CrashParams, kern: KernelArtifacts, timeout: 
         "qemu_argv": run.argv,
         "panic_event": run.panic_event,
         "kernel": {
+            "requested": kern.requested or params.kernel,
             "series": kern.series, "release": kern.release, "version": kern.version,
             "build_id": kern.build_id, "bzimage": str(kern.bzimage), "vmlinux": str(kern.vmlinux),
             "download_bytes": kern.download_bytes,
@@ -247,7 +260,9 @@ def cached_crash(params: CrashParams | None = None, *, log=None, **kwargs) -> Cr
     """The crash for ``params`` from the cache, making it on first use.
 
     Keyed by the parameters and the resolved kernel release, so a new Debian
-    ABI makes a new crash instead of reusing one of the old kernel.
+    ABI makes a new crash instead of reusing one of the old kernel.  The
+    manifest's ``kernel.requested`` is the request of whoever made the entry
+    (a series and a pin that resolve to the same release share it).
     """
     params = (params or CrashParams(**kwargs)).normalized()
     kern = ensure_kernel(params.kernel, log=log)
@@ -257,8 +272,7 @@ def cached_crash(params: CrashParams | None = None, *, log=None, **kwargs) -> Cr
     with entry_lock(entry):
         if _is_current(entry):
             return load_crash(entry)
-        return crash(params.scenario, params.mem, params.smp, params.workload, params.kernel, entry,
-                     ram_file=params.ram_file, force=True, log=log)
+        return _crash(params, entry, kern, timeout=None, force=True, log=log)
 
 
 def _is_current(entry: Path) -> bool:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..errors import LabError
 
-__all__ = ["compute_ground_truth", "panic_message_from_dmesg", "backtrace_names", "PANIC_PREFIX"]
+__all__ = ["compute_ground_truth", "panic_message_from_dmesg", "backtrace_names", "panic_entry", "panic_callers",
+           "PANIC_PREFIX"]
 
 PANIC_PREFIX = "Kernel panic - not syncing: "
 # x86_64 kernel addresses are in the upper half; the first lower-half pc ends the kernel stack.
@@ -28,6 +29,38 @@ def panic_message_from_dmesg(lines: list[str]) -> str:
         if i >= 0:
             return text[i + len(PANIC_PREFIX):].rstrip()
     return ""
+
+
+def panic_entry(backtrace: list[str]) -> int | None:
+    """Index of the frame where the kernel entered its panic path, or None if it never did.
+
+    A property, not a name, because kernel updates rename it: ``panic`` on
+    6.1 and 6.12.117, ``vpanic`` (called by ``panic``, or tail-called from
+    ``nmi_panic``) on 6.12.118.  It is the innermost frame whose name contains
+    ``panic`` and that is not part of the pvpanic notifier the lab's guests
+    stop in (``pvpanic_panic_notify``, ``pvpanic_send_event.part.0``).
+    """
+    for i, name in enumerate(backtrace):
+        if "panic" in name and not name.startswith("pvpanic"):
+            return i
+    return None
+
+
+def panic_callers(backtrace: list[str]) -> list[str]:
+    """The frames below the panic machinery: what made the kernel panic, innermost first.
+
+    From :func:`panic_entry` on, every consecutive frame whose name contains
+    ``panic`` is the machinery (``panic``/``vpanic``, ``nmi_panic``,
+    ``check_panic_on_oom``...); the first frame after them is the caller
+    (``sysrq_handle_crash``, ``out_of_memory``, ``do_exit``...).  Empty when the
+    trace has no panic entry.
+    """
+    i = panic_entry(backtrace)
+    if i is None:
+        return []
+    while i < len(backtrace) and "panic" in backtrace[i]:
+        i += 1
+    return backtrace[i:]
 
 
 def _frame_name(prog, frame) -> str:
@@ -88,7 +121,7 @@ def compute_ground_truth(vmcore: Path, vmlinux: Path) -> dict:
     crashed_pid = int(crashed.tid)
     backtrace = backtrace_names(prog, crashed.stack_trace())
     source = "task"
-    if "panic" not in backtrace:
+    if panic_entry(backtrace) is None:
         # An NMI that lands between "rq->curr = next" and "next->on_cpu = 1" in
         # __schedule() makes drgn unwind next's saved context: use the panic
         # CPU's own registers, which are where panic() really ran.

@@ -2,7 +2,10 @@
 
 The newest ABI of a series is resolved at run time from what its meta
 package depends on (Debian's security pocket keeps only the newest ABI, so a
-hard-coded release breaks when superseded).  From the ``-unsigned`` image we
+hard-coded release breaks when superseded).  A request may pin one release
+instead (:mod:`.pinning`): it is used from the cache, or downloaded while the
+archive still has it, and otherwise replaced by the newest of its series with
+a warning on stderr.  From the ``-unsigned`` image we
 keep the bzImage and the few modules the guest needs; from ``-dbg`` only the
 DWARF vmlinux, slimmed with ``objcopy --remove-relocations='*'``.  Each
 release is one atomic cache entry; a second run downloads nothing.
@@ -16,14 +19,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import LabError
 from .cache import atomic_entry, cache_root, entry_is_complete, entry_lock
 from .debpkg import extract_image, extract_vmlinux, load_order, read_build_id
 from .host import ensure_host_tools, run_tool
+from .pinning import FLAVOURS, KernelRequest, parse_kernel_request
 
 __all__ = [
     "KernelArtifacts",
@@ -31,13 +36,14 @@ __all__ = [
     "meta_package",
     "parse_depends",
     "resolve_release",
+    "in_archive",
+    "choose_release",
     "ensure_kernel",
     "cached_releases",
     "DownloadError",
     "OPTIONAL_MODULES",
 ]
 
-FLAVOURS = ("cloud-amd64", "amd64")
 # Without pvpanic there is no GUEST_PANICKED; without qemu_fw_cfg no VMCOREINFO in the dump.
 GUEST_MODULES = ("pvpanic", "pvpanic-mmio", "qemu_fw_cfg")
 # Cached too, loaded only by the scenarios that need them (loop: a frozen ext2 image).
@@ -58,6 +64,8 @@ class KernelArtifacts:
     build_id: str = ""
     download_bytes: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # What the caller asked for: the series ("6.1": its newest) or a pinned release.
+    requested: str = ""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -177,34 +185,80 @@ class DownloadError(LabError):
     """``apt-get download`` failed (no network, or the lists name a superseded ABI)."""
 
 
-def ensure_kernel(series: str = "6.1", flavour: str = "cloud-amd64", *, log=None) -> KernelArtifacts:
-    """The cached kernel of ``series``, downloading and extracting it on first use.
+def in_archive(release: str) -> bool:
+    """Whether apt still offers both packages the lab needs of ``release`` (image and ``-dbg``)."""
+    try:
+        for suffix in ("unsigned", "dbg"):
+            _apt_version(f"linux-image-{release}-{suffix}")
+    except LabError:
+        return False
+    return True
 
-    Without apt lists (or network) but with a cached release of the series,
-    that release is used.  When a download fails as root, the apt lists are
-    refreshed and the release resolved again once: the security pocket drops
-    an ABI as soon as a newer one is published.
 
-    :raises LabError: resolution, download or extraction failed.
+def _warn(log, message: str) -> None:
+    """A warning the user must see: through ``log`` when given, else on stderr."""
+    if log is None:
+        sys.stderr.write(f"warning: {message}\n")
+    else:
+        log(f"warning: {message}")
+
+
+def ensure_kernel(kernel: str = "6.1", flavour: str = "cloud-amd64", *, log=None) -> KernelArtifacts:
+    """The cached kernel for ``kernel``, downloading and extracting it on first use.
+
+    ``kernel`` is a series (``6.1``: its newest ABI, unless ``TSUBAKI_LAB_KERNELS``
+    pins one) or a release (``6.1.0-57``, ``6.12.118+deb12``).  A pinned release
+    is taken from the cache without asking apt; one that is neither cached nor
+    in the archive any more falls back to the newest of its series, with a
+    warning.  Without apt lists (or network) but with a cached release of the
+    series, that release is used.  When a download fails as root, the apt
+    lists are refreshed and the release resolved again once: the security
+    pocket drops an ABI as soon as a newer one is published.  The returned
+    artifacts say what was requested (``requested``) and what is used
+    (``release``).
+
+    :raises LabError: malformed request, resolution, download or extraction failed.
     """
+    request = parse_kernel_request(kernel, flavour)
+    given = log
+    warn = lambda message: _warn(given, message)  # noqa: E731
     log = log or (lambda msg: None)
     try:
-        return _ensure_kernel(series, flavour, log)
+        art = _ensure_kernel(request, log, warn)
     except DownloadError:
         if os.geteuid() != 0:
             raise
         log("download failed; refreshing apt lists and resolving the release again")
         apt_update()
-        return _ensure_kernel(series, flavour, log)
+        art = _ensure_kernel(request, log, warn)
+    return replace(art, requested=str(request))
 
 
-def _ensure_kernel(series: str, flavour: str, log) -> KernelArtifacts:
+def choose_release(request: KernelRequest, warn) -> str:
+    """The release to fetch for ``request``: its pin while the archive has it, else the newest.
+
+    :raises LabError: apt cannot resolve the series.
+    """
+    if request.pinned and in_archive(request.pinned):
+        return request.pinned
+    newest = resolve_release(request.series, request.flavour)
+    if request.pinned:
+        by = f" (pinned by {request.pinned_by})" if request.pinned_by else ""
+        warn(f"kernel {request.pinned}{by} is no longer in the archive nor in the cache; "
+             f"using the newest {request.series}: {newest}")
+    return newest
+
+
+def _ensure_kernel(request: KernelRequest, log, warn) -> KernelArtifacts:
+    if request.pinned and _usable(kernels_dir() / request.pinned):
+        return _load_cached(kernels_dir() / request.pinned)
     try:
-        release = resolve_release(series, flavour)
+        release = choose_release(request, warn)
     except LabError:
-        cached = cached_releases(series)
+        cached = cached_releases(request.series)
         if cached:
-            log(f"apt cannot resolve {series}; using cached {cached[-1].release}")
+            (warn if request.pinned else log)(
+                f"apt cannot resolve {request}; using cached {cached[-1].release}")
             return cached[-1]
         raise
     entry = kernels_dir() / release
@@ -213,7 +267,7 @@ def _ensure_kernel(series: str, flavour: str, log) -> KernelArtifacts:
     with entry_lock(entry):
         if _usable(entry):  # another process fetched it while we waited
             return _load_cached(entry)
-        _fetch(series, flavour, release, entry, log)
+        _fetch(request.series, request.flavour, release, entry, log)
     return _load_cached(entry)
 
 
