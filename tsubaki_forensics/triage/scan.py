@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 
 from .signature import DEFAULT_DEPTH, Signature, make_signature, normalize_message
 
-__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "iso_utc"]
+__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "unreadable_record", "iso_utc"]
 
 #: Bumped when the fields of a record change; older cached records are redone.
 RECORD_VERSION = 1
@@ -78,6 +78,20 @@ def failed_record(dump_id: str, parts: Sequence[str], created_ns: int, error: st
         "error": reason,
         "seconds": 0.0,
     }
+
+
+def unreadable_record(path: str, reason: str) -> dict[str, Any]:
+    """The record of a file that is not a readable ``.tsd`` (no header, so no dump id).
+
+    It is grouped like a failed analysis, under ``<unreadable: normalised
+    reason>``, so every output format lists it with its error; ``dump_id``
+    is ``None`` and ``unreadable`` is ``True``.
+    """
+    generic = normalize_message(reason.replace(path, "<file>"))
+    record = failed_record("", [path], 0, reason)
+    record.update(_signature_fields(Signature(f"<unreadable: {generic}>", ())))
+    record.update(dump_id=None, dumped_at=None, unreadable=True, paths=[path], path=path)
+    return record
 
 
 def _signature_fields(signature: Signature) -> dict[str, Any]:
