@@ -8,9 +8,12 @@ in worker processes (local or Dask): arguments and result are plain data,
 and a dump that cannot be analysed becomes a record with ``error`` set, so one
 bad dump never stops a fleet run.
 
-The time of the crash is the kernel's own wall clock at the panic
-(``tk_core.timekeeper.xtime_sec``, updated every tick) when the dump holds
-it; ``dumped_at`` is when the ``.tsd`` file was written.
+The time of the crash is the kernel's own wall clock at the panic, as
+crash's ``DATE`` and drgn's ``ktime_get_real_seconds`` read it: ``CRASHTIME``
+from VMCOREINFO when kdump wrote one, else ``tk_core.timekeeper.xtime_sec``
+(updated every tick).  It works without a vmlinux too (the self-contained
+object finder types ``tk_core``).  ``dumped_at`` is when the ``.tsd`` file
+was written, shown only as a fallback and said to be one.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ def iso_utc(seconds: float | None) -> str | None:
 
 def _crash_time(prog: Any) -> float | None:
     """The kernel's realtime clock (seconds) at its last tick, or ``None`` if unreadable."""
+    from drgn.helpers.linux.timekeeping import ktime_get_real_seconds
+
     try:
-        seconds = prog["tk_core"].timekeeper.xtime_sec.value_()
-    except Exception:  # drgn: LookupError, FaultError, ObjectAbsentError; no BTF object
+        seconds = ktime_get_real_seconds(prog).value_()
+    except Exception:  # drgn: LookupError, FaultError, ObjectAbsentError; page not collected
         return None
     return float(seconds) if seconds > 0 else None
 
