@@ -273,10 +273,4 @@ def _cpu_stacks(prog: drgn.Program, notes: bytes | None) -> None:
 
 def _kernel_data(prog: drgn.Program) -> None:
     """The kernel image's .data and .bss (swapper_pg_dir, printk's static ring...)."""
-    for start, stop in _SECTIONS:
-        first = prog.symbol(start).address
-        last = prog.symbol(stop).address
-        for pos in range(first, last, 1 << 20):
-            prog.read(pos, min(1 << 20, last - pos))
-
-
+    _read_between(prog, _SECTIONS)

@@ -1,6 +1,6 @@
 """The first bytes of a ``tsubaki-triage`` dump are enough, with no vmlinux anywhere (issue 16).
 
-A busy 2 GiB crash from the crash lab is collected with the triage policy,
+A busy 2 GiB crash from the crash lab (kernels 6.1 and 6.12) is collected with the triage policy,
 cut to its first 10% of bytes and analysed by the CLI in a child process
 whose caches are empty (``TSUBAKI_CACHE_DIR``, ``XDG_CACHE_HOME``) and whose
 proxies point nowhere: the only debug information is what the dump carries
@@ -38,10 +38,10 @@ BUSY = dict(mem="2G", workload="busy")
 _CLI = "import sys; from tsubaki_forensics.cli.app import main; sys.exit(main(sys.argv[1:]))"
 
 
-@pytest.fixture(scope="module")
-def triage_dump(crash_lab, tmp_path_factory):
-    """``(crash, triage .tsd, its triage steps, DWARF expectations)`` for the busy 2 GiB 6.1 crash."""
-    crash = crash_lab(**BUSY)
+@pytest.fixture(scope="module", params=["6.1", "6.12"])
+def triage_dump(request, crash_lab, tmp_path_factory):
+    """``(crash, triage .tsd, its triage steps, DWARF expectations)`` for a busy 2 GiB crash."""
+    crash = crash_lab(kernel=request.param, **BUSY)
     out = tmp_path_factory.mktemp("prefix") / "triage.tsd"
     src = VmcoreSource(crash.vmcore, {"vmlinux": str(crash.vmlinux)})
     try:
