@@ -82,6 +82,22 @@ GLOBAL_TYPES: dict[str, str] = {
     "vm_zone_stat": "atomic_long_t [NR_VM_ZONE_STAT_ITEMS]",
     "vm_node_stat": "atomic_long_t [NR_VM_NODE_STAT_ITEMS]",
     "init_net": "struct net",
+    # crash's "kmem -i" memory summary: buffers, swap cache, slab, hugetlb,
+    # swap and commit figures.  The arrays are sized by config macros
+    # (MAX_SWAPFILES, HUGE_MAX_HSTATE), not in BTF: left incomplete, only indexed
+    "blockdev_superblock": "struct super_block *",
+    "swapper_spaces": "struct address_space * []",
+    "nr_swapper_spaces": "unsigned int []",
+    "slab_caches": "struct list_head",
+    "hstates": "struct hstate []",
+    "hugetlb_max_hstate": "int",
+    "swap_info": "struct swap_info_struct * []",
+    "nr_swapfiles": "unsigned int",
+    "total_swap_pages": "long",
+    "nr_swap_pages": "atomic_long_t",
+    "vm_committed_as": "struct percpu_counter",
+    "sysctl_overcommit_ratio": "int",
+    "sysctl_overcommit_kbytes": "unsigned long",
 }
 # BTF DATASEC -> the kallsyms symbol at the start of that section.
 SECTION_STARTS = {".data..percpu": "__per_cpu_start"}
