@@ -182,6 +182,27 @@ def _self_contained(plan: TriagePlan, memory: _TracedMemory, dump: _SourceDump) 
     _item(plan, memory, "no-vmlinux ORC unwind tables", lambda: _read_between(built.prog, _ORC_TABLES))
     for spec in _analyses():
         _item(plan, memory, f"no-vmlinux analysis {spec.name}", lambda spec=spec: _analysis(spec, built, dump))
+    _item(plan, memory, "no-vmlinux summary (clock, load, memory)", lambda: _summary(built.prog))
+
+
+def _summary(prog: drgn.Program) -> None:
+    """What triage's record and a crash-style summary read besides the analyses:
+    the kernel's clock (``tk_core``: crash time, uptime), load, memory counters, names."""
+    from drgn.helpers.linux.mm import totalram_pages
+    from drgn.helpers.linux.sched import loadavg
+    from drgn.helpers.linux.timekeeping import ktime_get_real_seconds, uptime
+    from drgn.helpers.linux.vmstat import global_node_page_state, nr_free_pages
+
+    reads = (lambda: ktime_get_real_seconds(prog), lambda: uptime(prog), lambda: loadavg(prog),
+             lambda: totalram_pages(prog), lambda: nr_free_pages(prog),
+             lambda: global_node_page_state(prog, prog["NR_FILE_PAGES"]),
+             lambda: prog["init_uts_ns"].name.read_(), lambda: prog["tainted_mask"].read_(),
+             lambda: prog["jiffies"].read_())
+    for read in reads:  # each on its own: one missing global does not hide the others
+        try:
+            read()
+        except _DRGN_ERRORS:
+            continue
 
 
 def _read_between(prog: drgn.Program, bounds) -> None:

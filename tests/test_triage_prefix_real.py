@@ -30,6 +30,7 @@ from monitor_model.session import collect
 from monitor_model.sources import VmcoreSource
 from tsubaki_forensics.lab.ground_truth import PANIC_PREFIX
 from tsubaki_forensics.selfcontained.verify import KERNEL_SPACE, backtrace_names, base_name
+from tsubaki_forensics.triage.scan import iso_utc, scan_dump
 from tsubaki_forensics.tsd import open_file
 
 pytestmark = [pytest.mark.realkernel, pytest.mark.slow]
@@ -69,7 +70,7 @@ def _dwarf_expectations(crash) -> dict:
         if not frame.is_inline:
             name = frame.name if frame.name and not frame.name.startswith("0x") else prog.symbol(frame.pc).name
             real.append((name, frame.pc))
-    return {"frames": real}
+    return {"frames": real, "xtime_sec": prog["tk_core"].timekeeper.xtime_sec.value_()}
 
 
 def _analyze(path: Path, empty: Path) -> dict:
@@ -156,6 +157,10 @@ def test_first_tenth_without_a_vmlinux_gives_the_ground_truth(triage_dump, tmp_p
     assert any("END footer" in p or "file ends inside" in p for p in doc["dump"]["problems"])
     assert doc["dump"]["present_bytes"] < crash.manifest["mem_bytes"] // 2
     assert max(steps.values()) < size // 10  # every triage item lies inside the first tenth
+    # triage of the same prefix (its own BTF only): the crash time is the kernel's clock, as DWARF reads it
+    record = scan_dump("prefix", [str(prefix)], 0, {"self_contained": True})
+    assert record["panic_message"] == PANIC_PREFIX + crash.ground_truth["panic_message"]
+    assert record["crash_time"] == iso_utc(expected["xtime_sec"])
 
 
 def _smallest(path: Path, tmp_path: Path, ends: list[int], good) -> tuple[int, dict]:
