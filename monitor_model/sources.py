@@ -33,6 +33,7 @@ __all__ = [
     "MemorySource",
     "VmcoreSource",
     "RawImageSource",
+    "container_kind",
     "BytesSource",
     "SOURCE_TYPES",
     "tsubaki_register_sources",
@@ -44,6 +45,16 @@ __all__ = [
 DEFAULT_SOURCE = "lab:sysrq"
 BULK_READ = 1 << 20  # reads this large are the engine's sequential pass
 _ELF_MAGIC = b"\x7fELF"
+# Containers that are not raw memory: (offset, magic, what it is).  A raw
+# image that starts with one of these is almost surely that container read
+# as bytes, which would give a dump of headers and compressed pages.
+_CONTAINER_MAGICS = (
+    (0, _ELF_MAGIC, "an ELF file (use --source-type vmcore)"),
+    (0, b"KDUMP   ", "a makedumpfile kdump-compressed dump"),
+    (0, b"DISKDUMP", "a diskdump-compressed dump"),
+    (0, b"makedumpfile", "a makedumpfile flattened dump"),
+    (0, b"\x89TSD\r\n\x1a\n", "a .tsd dump already (analyze or inspect it)"),
+)
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,11 @@ class RawImageSource(MemorySource):
     Sidecar ``IMAGE.json``: ``{"ranges": [{"paddr", "length", "offset"}],
     "vmcoreinfo": text, "notes_base64": str, "properties": {...}}``; without
     ``ranges`` the whole file is physical memory from address 0.
+
+    The sidecar is required: raw bytes alone say nothing of where they
+    belong, and a file that starts with an ELF, kdump or ``.tsd`` magic is
+    refused, since reading a container as memory writes a dump no analysis
+    can use (:func:`container_kind`).
     """
 
     def __init__(self, path: str | os.PathLike[str], sidecar: Path | None = None) -> None:
@@ -135,8 +151,18 @@ class RawImageSource(MemorySource):
         except OSError as e:
             raise SourceError(f"cannot open raw image {self.path}: {e.strerror}") from None
         size = os.fstat(self._fd).st_size
+        kind = container_kind(os.pread(self._fd, _HEAD, 0))
+        if kind is not None:
+            os.close(self._fd)
+            raise SourceError(f"{self.path} is {kind}, not a raw memory image")
+        if not sidecar.is_file():
+            os.close(self._fd)
+            raise SourceError(f"{self.path}: a raw image needs its sidecar {sidecar} "
+                              "(physical ranges, VMCOREINFO; docs/COLLECT.md)")
         try:
-            meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+            meta = json.loads(sidecar.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             os.close(self._fd)
             raise SourceError(f"{sidecar}: not a readable JSON sidecar ({e})") from None
@@ -209,6 +235,17 @@ class BytesSource(MemorySource):
         if pos < end:
             raise SourceError(f"physical address {pos:#x} is not in {self.name}")
         return bytes(out)
+
+
+_HEAD = max(offset + len(magic) for offset, magic, _ in _CONTAINER_MAGICS)
+
+
+def container_kind(head: bytes) -> str | None:
+    """Pure: what container ``head`` (a file's first bytes) starts like, or ``None`` for none."""
+    for offset, magic, kind in _CONTAINER_MAGICS:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    return None
 
 
 def _sidecar(path: Path) -> Path:

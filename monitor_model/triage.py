@@ -1,23 +1,33 @@
 """Where the triage data lives: physical ranges found with drgn on the source.
 
-The triage policy dumps first what a first look at a crash needs: the kernel
-page tables, the printk ring, the crashed task's stack (with the per-CPU and
-scheduler data that lead to it), the kernel image's data, and the pages of
-the task list.  Rather than re-walking kernel structures by hand, the planner
-*runs the analyses themselves* with drgn on the source, through a memory view
-that records every physical page drgn reads: the pages an analysis touched
-are exactly the pages it needs, page-table pages included.
+The triage policy dumps first what a first look at a crash needs, so that a
+short prefix of the dump can be analysed.  Rather than re-walking kernel
+structures by hand, the planner *runs the analyses themselves* with drgn on
+the source, through a memory view that records every physical page drgn
+reads: the pages an analysis touched are exactly the pages it needs,
+page-table pages included.
 
-With DWARF debug info (the crash lab's vmlinux, or any vmlinux the bridge
-finds by build id) drgn runs ``get_dmesg``, the crashed thread's stack trace
-(and reads its whole stack), then every registered analysis plugin (dmesg and
-panic first, then the task list and any third-party analysis).  Without it, drgn still has the kallsyms symbols that
-Linux >= 6.0 puts in VMCOREINFO: the kernel image's data and bss sections
-and every CPU's stack (from the registers in the NT_PRSTATUS notes) are
-read through drgn's page-table walk.
+In dump order:
 
-A real monitor would learn these addresses from Linux at boot (one SMC
-registering them) or from the registers of the panic SMC; the emulation
+1. **What the no-vmlinux route reads** (:mod:`tsubaki_forensics.selfcontained`):
+   the program set-up as ``analyze`` does it without a vmlinux (the kallsyms
+   tables found through VMCOREINFO, the kernel's BTF between ``__start_BTF``
+   and ``__stop_BTF``, the loadable modules' list and symbols), then the ORC
+   unwind tables, each with the page-table pages that map them.  A prefix
+   holding these can describe itself: no vmlinux is needed anywhere.
+2. **The bundled analyses, run on that self-contained program** (dmesg and
+   panic first, then the task list and any third-party analysis): the
+   printk ring, the crashed stack as unwound, the task structs, ...
+3. With DWARF debug info (the crash lab's vmlinux, or any vmlinux the
+   bridge finds by build id): ``get_dmesg``, the crashed thread's whole
+   stack, then every analysis again (what differs with DWARF, e.g. inline
+   frames, is small).
+4. Every CPU's stack (from the registers in the NT_PRSTATUS notes) and the
+   kernel image's data and bss sections, read through drgn's page-table walk.
+
+A kernel that cannot describe itself (no BTF, Linux < 6.0) skips 1-2 with a
+note.  A real monitor would learn these addresses from Linux at boot (one
+SMC registering them) or from the registers of the panic SMC; the emulation
 computes them with drgn and does not charge that time to the timeline.
 """
 
@@ -43,6 +53,9 @@ THREAD_SIZE = 16384  # x86_64 kernel stacks (THREAD_SIZE_ORDER 2)
 _PR_REG = 112  # offset of pr_reg in x86_64 struct elf_prstatus
 _RSP = 19  # index of rsp in struct user_regs_struct
 _SECTIONS = (("_sdata", "_edata"), ("__bss_start", "__bss_stop"))
+# drgn's built-in ORC reader reads these whole at the first unwind.
+_ORC_TABLES = (("__start_orc_unwind_ip", "__stop_orc_unwind_ip"), ("__start_orc_unwind", "__stop_orc_unwind"),
+               ("__start_orc_header", "__stop_orc_header"))
 
 
 @dataclass
@@ -123,9 +136,12 @@ def plan_triage(source, vmlinux: Path | None = None) -> TriagePlan:
     if vmlinux is None and source.properties.get("vmlinux"):
         vmlinux = Path(source.properties["vmlinux"])
     plan = TriagePlan()
+    _self_contained(plan, memory, dump)
     try:
         try:
             built = program_from_dump(dump, vmlinux=vmlinux)
+            if built.selfcontained is not None:  # no vmlinux: the bridge fell back to the dump's BTF
+                raise DebugInfoError("no vmlinux matches the dump")
             plan.debug_info = True
         except DebugInfoError as e:
             plan.notes.append(f"no debug info ({e}); using kallsyms from VMCOREINFO")
@@ -133,7 +149,7 @@ def plan_triage(source, vmlinux: Path | None = None) -> TriagePlan:
             _load_kallsyms(built.prog, plan)
     except _DRGN_ERRORS as e:
         # The dump is still complete without a triage pass: say why and go on.
-        plan.notes.append(f"drgn cannot read this kernel ({type(e).__name__}: {e}); no triage data")
+        plan.notes.append(f"drgn cannot read this kernel ({type(e).__name__}: {e}); no further triage data")
         return plan
     prog = built.prog
     # What the bridge itself reads (kallsyms, module symbols) every analysis needs.
@@ -147,6 +163,57 @@ def plan_triage(source, vmlinux: Path | None = None) -> TriagePlan:
             _item(plan, memory, f"analysis {spec.name}", lambda spec=spec: _analysis(spec, built, dump))
     _item(plan, memory, "kernel data", lambda: _kernel_data(prog))
     return plan
+
+
+SELF_CONTAINED_SETUP = "no-vmlinux set-up (kallsyms, BTF, modules)"
+
+
+def _self_contained(plan: TriagePlan, memory: _TracedMemory, dump: _SourceDump) -> None:
+    """Items 1-2 of the module docstring: what ``analyze`` reads with no vmlinux."""
+    built = None
+
+    def setup() -> None:
+        nonlocal built
+        built = program_from_dump(dump, self_contained=True)
+
+    _item(plan, memory, SELF_CONTAINED_SETUP, setup)
+    if built is None:
+        return
+    _item(plan, memory, "no-vmlinux ORC unwind tables", lambda: _read_between(built.prog, _ORC_TABLES))
+    for spec in _analyses():
+        _item(plan, memory, f"no-vmlinux analysis {spec.name}", lambda spec=spec: _analysis(spec, built, dump))
+    _item(plan, memory, "no-vmlinux summary (clock, load, memory)", lambda: _summary(built.prog))
+
+
+def _summary(prog: drgn.Program) -> None:
+    """What triage's record and a crash-style summary read besides the analyses:
+    the kernel's clock (``tk_core``: crash time, uptime), load, memory counters, names."""
+    from drgn.helpers.linux.mm import totalram_pages
+    from drgn.helpers.linux.sched import loadavg
+    from drgn.helpers.linux.timekeeping import ktime_get_real_seconds, uptime
+    from drgn.helpers.linux.vmstat import global_node_page_state, nr_free_pages
+
+    reads = (lambda: ktime_get_real_seconds(prog), lambda: uptime(prog), lambda: loadavg(prog),
+             lambda: totalram_pages(prog), lambda: nr_free_pages(prog),
+             lambda: global_node_page_state(prog, prog["NR_FILE_PAGES"]),
+             lambda: prog["init_uts_ns"].name.read_(), lambda: prog["tainted_mask"].read_(),
+             lambda: prog["jiffies"].read_())
+    for read in reads:  # each on its own: one missing global does not hide the others
+        try:
+            read()
+        except _DRGN_ERRORS:
+            continue
+
+
+def _read_between(prog: drgn.Program, bounds) -> None:
+    """Read ``start``..``stop`` for each pair of kallsyms symbols both present."""
+    for start, stop in bounds:
+        try:
+            first, last = prog.symbol(start).address, prog.symbol(stop).address
+        except LookupError:
+            continue  # __start_orc_header: Linux >= 6.4 only
+        for pos in range(first, last, 1 << 20):
+            prog.read(pos, min(1 << 20, last - pos))
 
 
 FIRST_ANALYSES = ("dmesg", "panic")
@@ -172,7 +239,7 @@ def _analysis(spec, built, dump) -> None:
 
 
 _DRGN_ERRORS = (drgn.FaultError, drgn.BadDataError, drgn.MissingDebugInfoError,
-                LookupError, ValueError, TsubakiError)
+                LookupError, ValueError, TsubakiError)  # SelfContainedError is a TsubakiError
 
 
 def _item(plan: TriagePlan, memory: _TracedMemory, label: str, run) -> None:
@@ -227,10 +294,4 @@ def _cpu_stacks(prog: drgn.Program, notes: bytes | None) -> None:
 
 def _kernel_data(prog: drgn.Program) -> None:
     """The kernel image's .data and .bss (swapper_pg_dir, printk's static ring...)."""
-    for start, stop in _SECTIONS:
-        first = prog.symbol(start).address
-        last = prog.symbol(stop).address
-        for pos in range(first, last, 1 << 20):
-            prog.read(pos, min(1 << 20, last - pos))
-
-
+    _read_between(prog, _SECTIONS)

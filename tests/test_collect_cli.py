@@ -131,3 +131,47 @@ def test_the_installed_entry_point_provides_the_sources(raw_image):
     with pytest.raises(SourceError, match="not in"):
         src.read(700 << 10, 10)  # the hole below 1 MiB
     src.close()
+
+
+@pytest.mark.parametrize(
+    "head, kind",
+    [
+        (b"\x7fELF\x02\x01\x01", "ELF"),
+        (b"KDUMP   \x06\x00\x00\x00", "kdump-compressed"),
+        (b"DISKDUMP", "diskdump"),
+        (b"makedumpfile\x00\x00\x00\x00", "flattened"),
+        (b"\x89TSD\r\n\x1a\n", ".tsd"),
+    ],
+)
+def test_raw_refuses_containers_even_with_a_sidecar(tmp_path, capsys, head, kind):
+    """A container read as raw bytes would give a dump of headers: refused, one line, non-zero."""
+    image = tmp_path / "x.img"
+    image.write_bytes(head + bytes(8192 - len(head)))
+    (tmp_path / "x.img.json").write_text(json.dumps({"vmcoreinfo": "OSRELEASE=6.1.0-test\nPAGESIZE=4096\n"}))
+    out_file = tmp_path / "d.tsd"
+    code, out, err = _run(capsys, image, "--source-type", "raw", "-o", out_file, "--no-fsync")
+    assert code != 0 and not out_file.exists()
+    assert err.startswith("error: ") and kind in err and "not a raw memory image" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_raw_requires_its_sidecar(tmp_path, capsys):
+    image = tmp_path / "mem.img"
+    image.write_bytes(bytes(range(256)) * 64)
+    code, out, err = _run(capsys, image, "--source-type", "raw", "-o", tmp_path / "d.tsd", "--no-fsync")
+    assert code != 0 and not (tmp_path / "d.tsd").exists()
+    assert err.startswith("error: ") and "needs its sidecar" in err and "mem.img.json" in err
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / "mem.img.json").write_text("[1, 2]")  # JSON, but not an object
+    code, out, err = _run(capsys, image, "--source-type", "raw", "-o", tmp_path / "d.tsd", "--no-fsync")
+    assert code != 0 and "not a readable JSON sidecar" in err and len(err.strip().splitlines()) == 1
+
+
+def test_raw_refuses_a_real_elf_vmcore(real_crash, tmp_path, capsys):
+    """The issue's case: a real lab vmcore forced through --source-type raw."""
+    elf = tmp_path / "crash.elf"
+    elf.symlink_to(real_crash.vmcore)
+    (tmp_path / "crash.elf.json").write_text("{}")
+    code, out, err = _run(capsys, elf, "--source-type", "raw", "-o", tmp_path / "d.tsd", "--no-fsync")
+    assert code != 0 and not (tmp_path / "d.tsd").exists()
+    assert "ELF" in err and len(err.strip().splitlines()) == 1

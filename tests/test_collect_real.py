@@ -17,6 +17,7 @@ import pytest
 from monitor_model.engine import CollectParams
 from monitor_model.session import collect
 from monitor_model.sources import VmcoreSource, lab_boot_seconds
+from monitor_model.triage import SELF_CONTAINED_SETUP
 from tsubaki_forensics.cli.app import main
 from tsubaki_forensics.tsd import open_dump
 
@@ -174,6 +175,59 @@ def test_triage_without_dwarf_still_finds_stacks_and_kernel_data(real_crash, tmp
     assert not plan.debug_info and "kallsyms" in plan.notes[0]
     labels = [label for label, _ in plan.items]
     assert "cpu stacks" in labels and "kernel data" in labels
+    # without DWARF the analyses still run first, on the dump's own BTF
+    assert [step.label for step in plan.steps()][:5] == [
+        "triage: " + SELF_CONTAINED_SETUP, "triage: no-vmlinux ORC unwind tables",
+        "triage: no-vmlinux analysis dmesg", "triage: no-vmlinux analysis panic", "triage: no-vmlinux analysis tasks"]
     stacks = dict(plan.items)["cpu stacks"]
     assert 0 < sum(n for _, n in stacks) <= real_crash.manifest["smp"] * 16384 + 8192 * 4
-    assert 2 << 20 < plan.total < 16 << 20  # .data + .bss of the kernel image, a few MiB
+    # BTF (~4 MiB), kallsyms, ORC (~3.5 MiB), the analyses' pages, .data + .bss of the image
+    assert 8 << 20 < plan.total < 32 << 20
+
+
+def _pages(ranges) -> set[int]:
+    return {p for start, length in ranges for p in range(start >> 12, (start + length - 1 >> 12) + 1)}
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_triage_saves_what_the_no_vmlinux_route_reads_first(crash_lab, kernel):
+    """BTF, kallsyms and ORC tables (physical pages found with DWARF, independently) are in the first steps."""
+    import drgn
+    from drgn.helpers.linux.mm import follow_phys
+
+    from monitor_model.triage import plan_triage
+
+    crash = crash_lab(kernel=kernel)
+    src = _source(crash)
+    try:
+        plan = plan_triage(src)
+    finally:
+        src.close()
+    steps = plan.steps()
+    labels = [step.label for step in steps]
+    assert labels[:2] == ["triage: " + SELF_CONTAINED_SETUP, "triage: no-vmlinux ORC unwind tables"]
+    assert labels.index("triage: no-vmlinux analysis panic") < labels.index("triage: kernel data")
+    first = _pages(r for step in steps[:2] for r in step.ranges)
+
+    dwarf = drgn.Program()
+    dwarf.set_core_dump(str(crash.vmcore))
+    dwarf.load_debug_info([str(crash.vmlinux)])
+    mm = dwarf["init_mm"].address_of_()
+
+    def physical(start: str, stop: str | None = None, size: int | None = None) -> set[int]:
+        lo = dwarf.symbol(start).address
+        hi = dwarf.symbol(stop).address if stop else lo + size
+        return {follow_phys(mm, va).value_() >> 12 for va in range(lo & ~0xFFF, hi, 4096)}
+
+    num_syms = dwarf.read_u32(dwarf.symbol("kallsyms_num_syms").address)
+    wanted = {
+        "BTF": physical("__start_BTF", "__stop_BTF"),
+        "ORC ip": physical("__start_orc_unwind_ip", "__stop_orc_unwind_ip"),
+        "ORC": physical("__start_orc_unwind", "__stop_orc_unwind"),
+        "kallsyms_offsets": physical("kallsyms_offsets", size=4 * num_syms),
+        "kallsyms_names": physical("kallsyms_names", size=1),
+        "kallsyms_token_table": physical("kallsyms_token_table", size=1),
+        "kallsyms_token_index": physical("kallsyms_token_index", size=512),
+    }
+    for what, pages in wanted.items():
+        assert pages <= first, f"{what}: {len(pages - first)} of {len(pages)} pages not in the first steps"

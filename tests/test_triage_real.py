@@ -215,3 +215,23 @@ def test_html_report_renders_in_chromium(fleet, tmp_path):
     for g in groups:
         assert g.message in text and all(f in text for f in g.frames)
         assert g.representative["path"] in text
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_self_contained_crash_time_is_the_kernels_clock(crash_lab, tmp_path, kernel):
+    """No vmlinux: the crash time is still tk_core's xtime_sec (read here with DWARF), not the file's time."""
+    import drgn
+
+    from tsubaki_forensics.triage.scan import iso_utc, scan_dump
+
+    crash = crash_lab(kernel=kernel)
+    path = tmp_path / "d.tsd"
+    import_vmcore(crash.vmcore, path)
+    dwarf = drgn.Program()
+    dwarf.set_core_dump(str(crash.vmcore))
+    dwarf.load_debug_info([str(crash.vmlinux)])
+    truth = dwarf["tk_core"].timekeeper.xtime_sec.value_()
+    os.utime(path, (0, 0))  # the file's own time must not matter
+    rec = scan_dump("x", [str(path)], 10**9, {"self_contained": True})
+    assert rec["error"] is None and rec["debug_info"] == "self-contained (BTF)"
+    assert rec["crash_time"] == iso_utc(truth) and rec["crash_time"] != rec["dumped_at"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import shutil
 import uuid
@@ -195,3 +196,35 @@ def test_cli_bad_input(tmp_path, capsys):
     rc = main(["triage", str(tmp_path), "-j", "1", "--format", "json", "--cache-file", str(tmp_path / "c.sqlite")])
     out = capsys.readouterr()
     assert rc == 4 and json.loads(out.out)[0]["count"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "jsonl", "html"])
+def test_unreadable_files_are_in_every_output(tmp_path, capsys, fmt):
+    """Not only on stderr: each report format names the file and its error."""
+    tiny_dump(tmp_path / "a.tsd", uuid.uuid4())
+    (tmp_path / "junk.tsd").write_bytes(b"not a dump at all")
+    (tmp_path / "empty.tsd").write_bytes(b"")
+    report = tmp_path / f"report.{fmt}"
+    rc = main(["triage", str(tmp_path), "-j", "1", "--no-cache", "--format", fmt, "-o", str(report)])
+    err = capsys.readouterr().err
+    assert rc == 4 and "junk.tsd" in err
+    reasons = {b.path: b.reason for b in group_dumps(find_files([str(tmp_path)]))[1]}
+    assert set(map(os.path.basename, reasons)) == {"junk.tsd", "empty.tsd"}
+    text = report.read_text()
+    if fmt == "json":
+        members = [m for g in json.loads(text) for m in g["members"] if m["unreadable"]]
+        assert {m["paths"][0] for m in members} == set(reasons)
+        for m in members:
+            assert reasons[m["paths"][0]] in m["error"] and m["dump_id"] is None
+    elif fmt == "jsonl":
+        rows = [json.loads(line) for line in text.splitlines()]
+        bad = {r["path"]: r for r in rows if r.get("unreadable")}
+        assert set(bad) == set(reasons) and all(reasons[p] in bad[p]["error"] for p in bad)
+        assert sum(1 for r in rows if not r.get("unreadable")) == 1  # the readable dump, analysed (and failed)
+    else:
+        import html as html_module
+
+        shown = html_module.unescape(text) if fmt == "html" else " ".join(text.split())
+        for path, reason in reasons.items():
+            assert path in shown or os.path.basename(path) in shown
+            assert " ".join(reason.split()) in shown, (reason, shown)

@@ -2,7 +2,8 @@
 
 Data (the report) goes to stdout or ``-o FILE``; progress and warnings to
 stderr.  Exit codes: 0 every dump analysed; 4 some dump could not be analysed
-or some file was unreadable (they are in the report); 1 bad input.
+or some file was unreadable (they are in the report, with their error, in
+every format: not only on stderr); 1 bad input.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def triage(
         reason = bad.reason if bad.path in bad.reason else f"{bad.path}: {bad.reason}"
         print_warning(f"not analysed: {reason}")
     sys.stderr.write(
-        f"{len(run.records)} dumps: {len(run.analysed)} analysed ({run.engine}, {run.workers} workers),"
+        f"{len(run.records) - len(run.unreadable)} dumps: {len(run.analysed)} analysed ({run.engine}, {run.workers} workers),"
         f" {len(run.cached)} from the cache, in {run.seconds:.1f} s\n"
     )
     groups = group_records(run.records)

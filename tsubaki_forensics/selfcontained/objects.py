@@ -23,6 +23,8 @@ DWARF's file names and is not answered.
 
 from __future__ import annotations
 
+import re
+
 import drgn
 
 from .btf import Btf, BtfKind
@@ -32,11 +34,17 @@ __all__ = ["GLOBAL_TYPES", "SECTION_STARTS", "BtfObjects", "ObjectSource"]
 
 # name -> C type.  Keep it small: only what drgn's helpers and the bundled
 # analyses read (pid walk, printk, cpumasks, per-CPU offsets, panic, modules),
-# the x86_64 memory-model globals drgn's page and slab helpers need, and three
-# that drgn's crash-style "ps"/"sys" commands read.  Every entry is checked
+# the x86_64 memory-model globals drgn's page and slab helpers need, and those
+# that drgn's crash-style "ps"/"sys" commands and a crash-style summary read
+# (date, uptime, load, memory).  Every entry is checked
 # against DWARF by tests/test_selfcontained_real.py.
 # An array marked "[]" has no length in the table: NR_CPUS-sized arrays are
 # only indexed; task_state_array's length is read from memory (see below).
+# An array sized "[NAME]" takes its length from the BTF enumerator NAME
+# (vm_zone_stat[NR_VM_ZONE_STAT_ITEMS]), as the kernel's own declaration does.
+# "struct { T a; U b; }" is an anonymous struct the kernel defines at the
+# variable (tk_core, Linux < 6.17): laid out with C's rules from the BTF
+# member types, since BTF has no record of the variable or its type.
 GLOBAL_TYPES: dict[str, str] = {
     "init_task": "struct task_struct",
     "init_pid_ns": "struct pid_namespace",
@@ -68,6 +76,28 @@ GLOBAL_TYPES: dict[str, str] = {
     # drgn's crash-compatible "ps" and "sys" commands
     "tainted_mask": "unsigned long",
     "avenrun": "unsigned long [3]",
+    # the crash-style summary: date and uptime (the timekeeper), memory
+    # (vmstat counters), network namespace; sized by their enum's NR_ item
+    "tk_core": "struct { seqcount_raw_spinlock_t seq; struct timekeeper timekeeper; }",
+    "vm_zone_stat": "atomic_long_t [NR_VM_ZONE_STAT_ITEMS]",
+    "vm_node_stat": "atomic_long_t [NR_VM_NODE_STAT_ITEMS]",
+    "init_net": "struct net",
+    # crash's "kmem -i" memory summary: buffers, swap cache, slab, hugetlb,
+    # swap and commit figures.  The arrays are sized by config macros
+    # (MAX_SWAPFILES, HUGE_MAX_HSTATE), not in BTF: left incomplete, only indexed
+    "blockdev_superblock": "struct super_block *",
+    "swapper_spaces": "struct address_space * []",
+    "nr_swapper_spaces": "unsigned int []",
+    "slab_caches": "struct list_head",
+    "hstates": "struct hstate []",
+    "hugetlb_max_hstate": "int",
+    "swap_info": "struct swap_info_struct * []",
+    "nr_swapfiles": "unsigned int",
+    "total_swap_pages": "long",
+    "nr_swap_pages": "atomic_long_t",
+    "vm_committed_as": "struct percpu_counter",
+    "sysctl_overcommit_ratio": "int",
+    "sysctl_overcommit_kbytes": "unsigned long",
 }
 # BTF DATASEC -> the kallsyms symbol at the start of that section.
 SECTION_STARTS = {".data..percpu": "__per_cpu_start"}
@@ -75,6 +105,26 @@ SECTION_STARTS = {".data..percpu": "__per_cpu_start"}
 # number of non-NULL pointers from the symbol's start, within its kallsyms
 # extent (the kernel pads the array with zeros up to the next symbol).
 _NULL_TERMINATED_LENGTH = {"task_state_array"}
+_ENUM_SIZED = re.compile(r"^(?P<element>.+?)\s*\[(?P<length>[A-Za-z_]\w*)\]$")
+_ANONYMOUS_STRUCT = re.compile(r"^struct\s*\{(?P<body>.*)\}$")
+
+
+def _align(offset: int, alignment: int) -> int:
+    return -(-offset // alignment) * alignment
+
+
+def anonymous_struct(prog: drgn.Program, body: str) -> drgn.Type:
+    """``struct { T a; U b; }`` laid out as C does (each member at its type's
+    alignment, the size rounded up to the largest), member types from ``prog``."""
+    members, offset, alignment = [], 0, 1
+    for declaration in filter(None, (d.strip() for d in body.split(";"))):
+        spelled, _, name = declaration.rpartition(" ")
+        member_type = prog.type(spelled.strip())
+        offset = _align(offset, drgn.alignof(member_type))
+        members.append(drgn.TypeMember(member_type, name, offset * 8))
+        offset += drgn.sizeof(member_type)
+        alignment = max(alignment, drgn.alignof(member_type))
+    return prog.struct_type(None, _align(offset, alignment), members)
 
 
 class ObjectSource:
@@ -196,11 +246,26 @@ class BtfObjects:
         address = self._address(name)
         if address is None:
             return None
-        type_ = prog.type(spelled)
+        type_ = self._table_type(prog, spelled)
+        if type_ is None:
+            return None
         if name in _NULL_TERMINATED_LENGTH:
             type_ = prog.array_type(type_.type, self._pointer_run(name, address), language=type_.language)
         self.answered[name] = ObjectSource.TABLE
         return drgn.Object(prog, type_, address=address)
+
+    def _table_type(self, prog: drgn.Program, spelled: str) -> drgn.Type | None:
+        """The type a :data:`GLOBAL_TYPES` entry spells; ``None`` if its sizing enumerator is unknown."""
+        anonymous = _ANONYMOUS_STRUCT.match(spelled)
+        if anonymous:
+            return anonymous_struct(prog, anonymous["body"])
+        sized = _ENUM_SIZED.match(spelled)
+        if sized:
+            length = self._enumerator(sized["length"])
+            if length is None:
+                return None
+            return prog.array_type(prog.type(sized["element"]), length[1])
+        return prog.type(spelled)
 
     def _pointer_run(self, name: str, address: int) -> int:
         """Non-NULL pointers at ``address``, within the symbol's kallsyms extent."""

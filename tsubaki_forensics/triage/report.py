@@ -74,7 +74,16 @@ def _seen(record: dict[str, Any]) -> str | None:
 
 
 def _order(record: dict[str, Any]) -> tuple:
-    return (_seen(record) or "~", record.get("dump_id", ""))
+    return (_seen(record) or "~", record.get("dump_id") or "", record.get("path") or "")
+
+
+def _when(record: dict[str, Any]) -> str:
+    """A dump's time for people: the kernel's clock, else the file's write time, said so."""
+    if record.get("crash_time"):
+        return str(record["crash_time"])
+    if record.get("dumped_at"):
+        return f"{record['dumped_at']} (file written; kernel clock unreadable)"
+    return "?"
 
 
 def group_records(records: Iterable[dict[str, Any]]) -> list[Group]:
@@ -110,6 +119,7 @@ def _member(record: dict[str, Any]) -> dict[str, Any]:
         "dumped_at": record.get("dumped_at"),
         "complete": record.get("completeness", {}).get("complete", False),
         "error": record.get("error"),
+        "unreadable": bool(record.get("unreadable")),
     }
 
 
@@ -173,6 +183,12 @@ def render_text(groups: Sequence[Group], out: IO[str]) -> None:
             f"{g.first_seen or '?'}\n{g.last_seen or '?'}",
         )
     console.print(table, markup=False)
+    failures = [r for g in groups for r in g.records if r.get("error")]
+    if failures:
+        console.print(f"{len(failures)} could not be analysed or read:", markup=False)
+        for r in failures:
+            what = "unreadable" if r.get("unreadable") else f"dump {r.get('dump_id')}"
+            console.print(safe_text(f"  {r['path']} ({what}): {r['error']}"), markup=False, soft_wrap=True)
 
 
 _CSS = """
@@ -201,13 +217,15 @@ def _html_section(g: Group) -> list[str]:
         f"<p>Panic message: <code>{_e(rep.get('panic_message') or rep.get('error'))}</code>;"
         f" crashed task: {_e(rep.get('crashed_command'))} (pid {_e(rep.get('crashed_pid'))})</p>",
         "<pre class=\"backtrace\">" + _e("\n".join(rep.get("frames") or ["(no backtrace)"])) + "</pre>",
-        "<table><tr><th>dump</th><th>kernel</th><th>crash time</th><th>complete</th><th>paths</th></tr>",
+        "<table><tr><th>dump</th><th>kernel</th><th>crash time</th><th>complete</th><th>paths</th><th>error</th></tr>",
     ]
     for r in g.records:
+        dump = "unreadable" if r.get("unreadable") else r.get("dump_id")
         lines.append(
-            f"<tr><td><code>{_e(r['dump_id'])}</code></td><td>{_e(r.get('kernel_release') or '?')}</td>"
-            f"<td>{_e(_seen(r) or '?')}</td><td>{'yes' if r.get('completeness', {}).get('complete') else 'no'}</td>"
-            f"<td>{'<br>'.join(f'<code>{_e(p)}</code>' for p in r['paths'])}</td></tr>"
+            f"<tr><td><code>{_e(dump)}</code></td><td>{_e(r.get('kernel_release') or '?')}</td>"
+            f"<td>{_e(_when(r))}</td><td>{'yes' if r.get('completeness', {}).get('complete') else 'no'}</td>"
+            f"<td>{'<br>'.join(f'<code>{_e(p)}</code>' for p in r['paths'])}</td>"
+            f"<td class=\"error\">{_e(r.get('error') or '')}</td></tr>"
         )
     lines += ["</table>", "</section>"]
     return lines

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import TsubakiError
 from .cache import ResultCache, options_key
 from .discover import DumpFiles, Unreadable, find_files, group_dumps
-from .scan import failed_record, scan_dump
+from .scan import failed_record, scan_dump, unreadable_record
 
 __all__ = ["TriageRun", "triage", "default_jobs"]
 
@@ -49,7 +49,9 @@ class TriageRun:
     """What one triage run found and did.
 
     :param records: one per dump (sorted by dump id), each with ``paths``
-        (every file of the dump, copies included) and ``path`` (the first).
+        (every file of the dump, copies included) and ``path`` (the first);
+        then one per unreadable file (:func:`~.scan.unreadable_record`), so
+        every report names them with their error.
     :param analysed: dump ids analysed in this run; ``cached`` those reused.
     """
 
@@ -152,5 +154,8 @@ def triage(
         record["paths"] = list(d.paths)
         record["path"] = d.paths[0]
         run.records.append(record)
+    for bad in unreadable:  # never cached: the file may be fixed or finish growing
+        reason = bad.reason if bad.path in bad.reason else f"{bad.path}: {bad.reason}"
+        run.records.append(unreadable_record(bad.path, reason))
     run.seconds = time.perf_counter() - t0
     return run

@@ -8,9 +8,12 @@ in worker processes (local or Dask): arguments and result are plain data,
 and a dump that cannot be analysed becomes a record with ``error`` set, so one
 bad dump never stops a fleet run.
 
-The time of the crash is the kernel's own wall clock at the panic
-(``tk_core.timekeeper.xtime_sec``, updated every tick) when the dump holds
-it; ``dumped_at`` is when the ``.tsd`` file was written.
+The time of the crash is the kernel's own wall clock at the panic, as
+crash's ``DATE`` and drgn's ``ktime_get_real_seconds`` read it: ``CRASHTIME``
+from VMCOREINFO when kdump wrote one, else ``tk_core.timekeeper.xtime_sec``
+(updated every tick).  It works without a vmlinux too (the self-contained
+object finder types ``tk_core``).  ``dumped_at`` is when the ``.tsd`` file
+was written, shown only as a fallback and said to be one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, TypedDict
 
 from .signature import DEFAULT_DEPTH, Signature, make_signature, normalize_message
 
-__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "iso_utc"]
+__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "unreadable_record", "iso_utc"]
 
 #: Bumped when the fields of a record change; older cached records are redone.
 RECORD_VERSION = 1
@@ -46,9 +49,11 @@ def iso_utc(seconds: float | None) -> str | None:
 
 def _crash_time(prog: Any) -> float | None:
     """The kernel's realtime clock (seconds) at its last tick, or ``None`` if unreadable."""
+    from drgn.helpers.linux.timekeeping import ktime_get_real_seconds
+
     try:
-        seconds = prog["tk_core"].timekeeper.xtime_sec.value_()
-    except Exception:  # drgn: LookupError, FaultError, ObjectAbsentError; no BTF object
+        seconds = ktime_get_real_seconds(prog).value_()
+    except Exception:  # drgn: LookupError, FaultError, ObjectAbsentError; page not collected
         return None
     return float(seconds) if seconds > 0 else None
 
@@ -78,6 +83,20 @@ def failed_record(dump_id: str, parts: Sequence[str], created_ns: int, error: st
         "error": reason,
         "seconds": 0.0,
     }
+
+
+def unreadable_record(path: str, reason: str) -> dict[str, Any]:
+    """The record of a file that is not a readable ``.tsd`` (no header, so no dump id).
+
+    It is grouped like a failed analysis, under ``<unreadable: normalised
+    reason>``, so every output format lists it with its error; ``dump_id``
+    is ``None`` and ``unreadable`` is ``True``.
+    """
+    generic = normalize_message(reason.replace(path, "<file>"))
+    record = failed_record("", [path], 0, reason)
+    record.update(_signature_fields(Signature(f"<unreadable: {generic}>", ())))
+    record.update(dump_id=None, dumped_at=None, unreadable=True, paths=[path], path=path)
+    return record
 
 
 def _signature_fields(signature: Signature) -> dict[str, Any]:

@@ -70,15 +70,23 @@ _ENTRY_PREFIXES = ("entry_", "asm_", "ret_from_fork", "secondary_startup", "star
 
 _CLONE_SUFFIX = re.compile(r"(?:\.(?:cold|part|constprop|isra|llvm|lto_priv|localalias)(?:\.\d+)?)+$")
 
-_MESSAGE_RULES = tuple(
-    (re.compile(p), r)
-    for p, r in (
-        (r"0[xX][0-9a-fA-F]+", "<hex>"),
-        (r"(?<![0-9A-Za-z_])[0-9a-fA-F]{8,}(?![0-9A-Za-z_])", "<hex>"),  # bare addresses
-        (r"(?<![A-Za-z_<])\d+(?:\.\d+)?", "<n>"),  # pids, CPUs, counts, times (not ext4)
-        (r"\s+", " "),
-    )
+# One pass over the message, first alternative wins at each position.
+# Numbers are replaced only as whole words: a digit run glued to a letter,
+# digit, underscore or dot on its left is part of a name (cloud-amd64,
+# x86_64, ext4, vda1, v1.2) and is kept; one that starts a word is a value
+# (22s -> <n>s, 6.1.0-57 -> <n>-<n>).  A kernel version a message requires
+# ("needs Linux >= 6.0") is text, not a value, and is kept too.
+_MESSAGE_TOKENS = re.compile(
+    r"(?P<keep>\bLinux\s*(?:[<>]=?\s*)?\d+(?:\.\d+)*)"
+    r"|(?P<hex>(?<![\w.])0[xX][0-9a-fA-F]+|(?<![\w.])[0-9a-fA-F]{8,}(?!\w))"  # 0x..., bare addresses
+    r"|(?P<num>(?<![\w.])\d+(?:\.\d+)*)"  # pids, CPUs, counts, times, releases
 )
+_PLACEHOLDERS = {"hex": "<hex>", "num": "<n>"}
+_SPACES = re.compile(r"\s+")
+
+
+def _placeholder(match: re.Match[str]) -> str:
+    return _PLACEHOLDERS.get(match.lastgroup or "", match.group(0))
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class Signature:
 def normalize_message(message: str | None) -> str:
     """Pure: the panic message with every number, address and pid replaced by a placeholder.
 
+    Words are kept whole: only a number that starts a word is a value
+    (``cloud-amd64``, ``x86_64``, ``vda1`` stay as they are).
+
     ``"Kernel panic - not syncing: Attempted to kill init! exitcode=0x00002a00"``
     becomes ``"Attempted to kill init! exitcode=<hex>"``: the prefix is the
     same for every panic, so it is dropped too.
@@ -115,8 +126,7 @@ def normalize_message(message: str | None) -> str:
     text = message.strip()
     if text.startswith(PANIC_PREFIX):
         text = text[len(PANIC_PREFIX):]
-    for pattern, replacement in _MESSAGE_RULES:
-        text = pattern.sub(replacement, text)
+    text = _SPACES.sub(" ", _MESSAGE_TOKENS.sub(_placeholder, text))
     return text.strip() or "<no panic message>"
 
 
