@@ -38,10 +38,12 @@ sys.path.insert(0, {tests!r})
 import tsubaki_forensics.tsd.reader as rd, tsubaki_forensics.tsd.memory as mem
 import test_reliability_hostile as H
 if {what!r} == "resync":
-    rd.RESYNC_WORK_FACTOR = 10**9
+    if {off!r}:
+        rd.RESYNC_WORK_FACTOR = 10**9
     test = H.test_resync_bomb_is_bounded
 else:
-    mem.OVERLAP_CHECK_MIN = 10**15
+    if {off!r}:
+        mem.OVERLAP_CHECK_MIN = 10**15
     test = H.test_overlapping_decompression_bombs_are_bounded
 t0 = time.perf_counter()
 try:
@@ -52,10 +54,14 @@ print(time.perf_counter() - t0)
 """
 
 
-def unbounded(what: str, limit: float) -> str:
-    """Seconds the attack takes with its bound off (or '> limit')."""
+def unbounded(what: str, limit: float, off: bool = True) -> str:
+    """Seconds the attack takes with its bound off (or on: ``off=False``), or '> limit'.
+
+    The tests check the bounds as work (bytes hashed or decompressed); the
+    seconds are measured here, on this machine, as a benchmark."""
     try:
-        out = subprocess.run([sys.executable, "-c", UNBOUNDED.format(tests=str(ROOT / "tests"), what=what)],
+        out = subprocess.run([sys.executable, "-c", UNBOUNDED.format(tests=str(ROOT / "tests"), what=what,
+                                                                   off=off)],
                              capture_output=True, text=True, timeout=limit, cwd=ROOT)
         return f"{float(out.stdout.strip().splitlines()[-1]):.1f} s"
     except subprocess.TimeoutExpired:
@@ -93,6 +99,8 @@ def main() -> None:
     flips = [r for r in rows if r.get("test") == "bitflip"]
     resync = unbounded("resync", 120)
     overlap = unbounded("overlap", 120)
+    resync_on = unbounded("resync", 120, off=False)
+    overlap_on = unbounded("overlap", 120, off=False)
     lines = [
         "# Reliability: long fuzz and fault run",
         "",
@@ -115,8 +123,8 @@ def main() -> None:
         "",
         "| attack (tests/test_reliability_hostile.py) | with the bound | bound switched off |",
         "|---|---:|---:|",
-        f"| resync bomb (16 MiB of candidate headers) | < 1 s | {resync} |",
-        f"| 300 overlapping 64 MiB zstd frames (600 KiB file) | < 2 s | {overlap} |",
+        f"| resync bomb (16 MiB of candidate headers) | {resync_on} | {resync} |",
+        f"| 300 overlapping 64 MiB zstd frames (600 KiB file) | {overlap_on} | {overlap} |",
     ]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

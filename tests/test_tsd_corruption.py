@@ -95,7 +95,8 @@ def test_every_byte_flipped_once(tmp_path, sample):
         check_flip(tmp_path, sample, pos, pos % 8)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_single_bit_flips(tmp_path, sample, data):
     pos = data.draw(st.integers(0, len(sample[1]) - 1))

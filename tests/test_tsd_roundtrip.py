@@ -123,7 +123,8 @@ def test_zero_pages_become_zero_records_and_coalesce(tmp_path):
         assert dump.memory.read(5, 100) == bytes(100)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), paddr_pages=st.integers(0, 9), paddr_extra=st.sampled_from([0, 0, 100]),
        file_off=st.integers(0, 5000), batch_pages=st.sampled_from([1, 3, 64]), threads=st.sampled_from([0, 2]))
 def test_write_file_range_matches_write_memory(tmp_path, monkeypatch, seed, paddr_pages, paddr_extra,
