@@ -139,3 +139,34 @@ def test_prediction_runs_the_emulation_on_a_live_shaped_dump(tmp_path):
     k = predict(path, ranges, "dump-then-reset", storage=slow, reboot_mem=base, boot_s=5.0, cpu_scale=None)
     assert t.policy == "tsubaki" and k.policy == "kdump"
     assert t.restart_s < k.restart_s and k.restart_s == pytest.approx(k.reboot_start_s + 5.0)
+
+
+def test_agent_drops_late_replies_to_earlier_commands(tmp_path):
+    """A slow guest answers a timed-out ``states`` try after the next command was sent:
+    that reply must not be taken for the next command's (it made a resumed monitor
+    believe blocks were online; found by running test_live.py on a loaded machine)."""
+    from tsubaki_forensics.live.vm import LiveError, LiveGuest
+
+    class Writer:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.sent.append(data)
+
+        async def drain(self) -> None:
+            pass
+
+    async def run() -> None:
+        guest = LiveGuest(plan_layout(512 << 20, 256 << 20, 128 << 20, tmp_path), bzimage=Path("bz"),
+                          modules=[], busybox=Path("bb"), workdir=tmp_path)
+        guest._writer = Writer()
+        for line in ("ok states 32:offline 33:offline", "ok states 32:offline 33:offline",
+                     "ok online 32 33", "ok states 32:online 33:online", "err unknown frob"):
+            guest._replies.put_nowait(line)
+        assert await guest.agent("online 32 33") == "ok online 32 33"
+        assert await guest.block_states() == {32: "online", 33: "online"}
+        with pytest.raises(LiveError, match="unknown frob"):
+            await guest.agent("frob")
+        assert guest._writer.sent == [b"online 32 33\n", b"states\n", b"frob\n"]
+    asyncio.run(run())
