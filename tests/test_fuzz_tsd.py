@@ -6,8 +6,8 @@ records (sound checksums around hostile payloads: zstd bombs, huge lengths,
 index loops, unknown types), so the fuzzer gets past the checksum and
 exercises the decoders.  Whatever the input, the library may only raise a
 :class:`TsubakiError` with a one-line message, every read of memory either
-returns the right number of bytes or raises :class:`NotCollectedError`, and
-each example finishes in bounded time.  The commands (``inspect``,
+returns the right number of bytes or raises :class:`NotCollectedError`
+(the long run also holds each example under ``SLOW_S``).  The commands (``inspect``,
 ``verify``, ``export``, ``analyze``) run in-process through ``cli.app.main``,
 which re-raises anything but a handled error, so a traceback fails the test.
 
@@ -38,7 +38,10 @@ from tsubaki_forensics.tsd.verify import verify_dump
 
 PAGE = 4096
 EXAMPLES = int(os.environ.get("TSUBAKI_FUZZ_EXAMPLES", "0")) or None
-SLOW_S = 10.0  # no example may take longer than this (hang detector)
+# No example may take longer than this in the long run (bench/fuzz_long.py sets
+# TSUBAKI_FUZZ_EXAMPLES): a benchmark criterion, so not checked in CI, where the
+# costs are bounded as work instead (test_reliability_hostile.py) (issue 23).
+SLOW_S = 10.0 if EXAMPLES else None
 DUMP_ID = uuid.UUID("01234567-89ab-cdef-0123-456789abcdef")
 
 
@@ -61,7 +64,8 @@ class Stats:
         took = time.perf_counter() - self.t0
         self.runs += 1
         self.slowest = max(self.slowest, took)
-        assert took < SLOW_S, f"{self.name}: one example took {took:.1f} s"
+        if SLOW_S is not None:
+            assert took < SLOW_S, f"{self.name}: one example took {took:.1f} s"
 
     def save(self) -> None:
         out = os.environ.get("TSUBAKI_FUZZ_STATS")

@@ -5,12 +5,13 @@ blobs): a resync bomb (a candidate record header every 48 bytes, each
 claiming a huge payload), overlapping decompression bombs, a zstd frame that
 lies about its size, index loops and offsets outside the file, and task
 names / log lines / properties carrying terminal escape sequences.  Every
-one must end in bounded time with a one-line message naming an offset.
+one must end after bounded work (checked as work: bytes hashed or
+decompressed; the seconds are bench/fuzz_long.py's) with a one-line message
+naming an offset.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import zstandard
@@ -49,11 +50,9 @@ def test_resync_bomb_is_bounded(tmp_path):
         cands += R.RECORD_HEADER.pack(R.RECORD_MAGIC, 1, 0, min(remaining, R.MAX_PAYLOAD), 0, i,
                                       DUMP_ID.bytes, 12345)
     path.write_bytes(head + bytes(cands))
-    t0 = time.perf_counter()
+    # The bound is on work, checked as work (how long it takes is bench/fuzz_long.py's)
     f = open_file(path)
-    took = time.perf_counter() - t0
     f.close()
-    assert took < 10, took
     assert any("resynchronisation gave up at offset" in p.message for p in f.problems), f.problems
     assert f.resync_work <= f.resync_budget + R.MAX_PAYLOAD
 
@@ -67,12 +66,14 @@ def test_overlapping_decompression_bombs_are_bounded(tmp_path):
     for seq in range(300):
         raw += forge(R.RecordType.MEMORY, R.pack_memory(0, R.MAX_CHUNK, R.Codec.ZSTD) + frame, seq)
     path.write_bytes(bytes(raw))
-    t0 = time.perf_counter()
     with open_dump(path) as dump:
-        took = time.perf_counter() - t0
         assert any("overlapping records not compared" in p.message for p in dump.problems)
         assert dump.memory.read(R.MAX_CHUNK - 1, 1) == b"\1"
-    assert took < 30, took
+        # the work done is the budget plus at most the one check that crossed it
+        # (bounded as work, not seconds: the timing is bench/fuzz_long.py's)
+        mem = dump.memory
+        assert mem._overlap_work <= mem._overlap_budget + 2 * R.MAX_CHUNK, (mem._overlap_work, mem._overlap_budget)
+        assert mem._overlap_budget < 300 * R.MAX_CHUNK  # far below comparing every frame
     assert len(path.read_bytes()) < 1 << 20
 
 

@@ -18,12 +18,14 @@ from tsubaki_forensics.tsd import records as R
 from tsubaki_forensics.tsd.verify import verify_dump
 
 PAGE = 4096
+# Fixed: the damage tests' files are then the same bytes on every run (issue 23)
+DUMP_ID = uuid.UUID("3c1f5b2a-7d4e-4f60-9a8b-0123456789ab")
 
 
 def build(path, seed=7):
     rng = random.Random(seed)
     regions = {}
-    with TsdWriter(path, chunk_size=PAGE, threads=0) as w:
+    with TsdWriter(path, dump_id=DUMP_ID, chunk_size=PAGE, threads=0) as w:
         w.write_metadata(vmcoreinfo=b"OSRELEASE=6.1.0\n", properties={"k": "v"})
         for i in range(3):
             regions[i * PAGE] = rng.randbytes(PAGE // 2) * 2
@@ -95,7 +97,8 @@ def test_every_byte_flipped_once(tmp_path, sample):
         check_flip(tmp_path, sample, pos, pos % 8)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_single_bit_flips(tmp_path, sample, data):
     pos = data.draw(st.integers(0, len(sample[1]) - 1))
@@ -104,7 +107,7 @@ def test_random_single_bit_flips(tmp_path, sample, data):
 
 def write_records(path, records, dump_id=None):
     """A file from hand-framed (type, flags, payload) records, for hostile inputs."""
-    dump_id = dump_id or uuid.uuid4()
+    dump_id = dump_id or DUMP_ID
     header = R.FileHeader(dump_id, "x86_64", PAGE, R.Endian.LITTLE, "test", 0)
     parts = [R.pack_file_header(header)]
     for seq, (rtype, flags, payload) in enumerate(records):
@@ -181,7 +184,7 @@ def test_unknown_record_types_are_skipped_unless_marked_critical(tmp_path):
 def test_record_of_another_dump_is_rejected(tmp_path):
     path = tmp_path / "mixed.tsd"
     write_records(path, [(R.RecordType.ZERO, 0, R.pack_range(0, PAGE))])
-    other = uuid.uuid4()
+    other = uuid.UUID(int=DUMP_ID.int ^ 1)
     stray = b"".join(bytes(p) for p in R.pack_record(R.RecordType.ZERO, 0, 1, other,
                                                      R.pack_range(PAGE, PAGE)))
     path.write_bytes(path.read_bytes() + stray)

@@ -368,7 +368,7 @@ def test_a_reference_with_no_earlier_source_is_not_collected(tmp_path):
 
 
 @settings(max_examples=300, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=st.binary(max_size=200), paddr=st.sampled_from([0, 0x1000, 0x1234]),
        length=st.sampled_from([1, PAGE, 3 * PAGE, R.MAX_CHUNK]), real_frame=st.booleans())
 def test_fuzzed_dedup_bodies_only_raise_format_errors(body, paddr, length, real_frame):

@@ -43,7 +43,8 @@ def write_parts(tmp_path, image, cuts, dump_id, overlap_pages=0):
     return paths
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
 @given(seed=st.integers(0, 1000), cuts=st.lists(st.integers(1, 47), min_size=1, max_size=4, unique=True),
        overlap=st.integers(0, 5), order=st.randoms())
 def test_files_merge_in_any_order(tmp_path, seed, cuts, overlap, order):

@@ -267,12 +267,25 @@ class LiveGuest:
     async def agent(self, command: str, timeout: float = 60.0) -> str:
         """Send one agent command and return its reply (``ok ...``).
 
+        Every reply names its command (``ok states ...``, ``err online ...``,
+        ``err unknown CMD``).  A reply naming another command is a late answer
+        to an earlier one that timed out (``agent_alive`` retries while a slow
+        guest boots): it is dropped, never taken for this command's reply.
+
         :raises LiveError: an ``err`` reply or no reply in time.
         """
+        name = (command.split() or [""])[0]
+        loop = asyncio.get_running_loop()
         async with self._agent_lock:
             self._writer.write(command.encode() + b"\n")
             await self._writer.drain()
-            reply = await self._wait(self._replies.get(), timeout, f"no reply to agent {command!r}")
+            deadline = loop.time() + timeout
+            while True:
+                reply = await self._wait(self._replies.get(), max(0.0, deadline - loop.time()),
+                                         f"no reply to agent {command!r}")
+                words = reply.split()
+                if words[1:2] == [name] or words[1:3] == ["unknown", name]:
+                    break
         if reply.startswith("err"):
             raise LiveError(f"guest agent: {command!r} failed: {reply}")
         return reply
