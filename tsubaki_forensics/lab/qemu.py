@@ -39,6 +39,10 @@ class GuestSpec:
     qmp_trigger: tuple[str, dict] | None = None
     ready_line: str = ""
     timeout: float = 180.0
+    # When set, the panic must follow the ready line within this many seconds
+    # (measured from when the host saw the line, so a slow boot cannot eat it);
+    # ``timeout`` still bounds the whole run against hangs.
+    panic_window: float | None = None
     dump_timeout: float = 600.0
     # More dump-guest-memory formats of the same paused guest (e.g. "kdump-zlib"),
     # written as vmcore.<format> after the ELF one; used by bench/lab_dump.py.
@@ -119,6 +123,7 @@ async def _watch(qmp, spec: GuestSpec, proc: subprocess.Popen, console: Path) ->
     """Run the guest until GUEST_PANICKED; act on the ready line when the scenario needs the host."""
     triggered = spec.qmp_trigger is None
     deadline = time.monotonic() + spec.timeout
+    ready_at: float | None = None
     with qmp.listener(("GUEST_PANICKED", "SHUTDOWN", "RESET")) as listener:
         await qmp.execute("cont")
         while True:
@@ -135,10 +140,17 @@ async def _watch(qmp, spec: GuestSpec, proc: subprocess.Popen, console: Path) ->
                 )
             if proc.poll() is not None:
                 raise LabError(f"QEMU exited (status {proc.returncode}) before the guest panicked: {console_tail(console)}")
-            if not triggered and spec.ready_line in _read(console):
-                name, args = spec.qmp_trigger
-                await qmp.execute(name, args)
-                triggered = True
+            if (not triggered or (spec.panic_window is not None and ready_at is None)) \
+                    and spec.ready_line in _read(console):
+                ready_at = time.monotonic()
+                if not triggered:
+                    name, args = spec.qmp_trigger
+                    await qmp.execute(name, args)
+                    triggered = True
+            if ready_at is not None and spec.panic_window is not None \
+                    and time.monotonic() > ready_at + spec.panic_window:
+                raise LabError(f"guest did not panic within {spec.panic_window:.0f} s of its ready line: "
+                               f"{console_tail(console)}")
             if time.monotonic() > deadline:
                 raise LabError(f"guest did not panic within {spec.timeout:.0f} s: {console_tail(console)}")
 
