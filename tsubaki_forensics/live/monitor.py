@@ -191,9 +191,14 @@ class _Run:
         guest = self.guest
         guest.drop_agent_state()
         self.console_from = guest.console_size()
+        # The base's "saved" and this "reboot_start" must be durable before the
+        # guest runs again: a monitor killed after the reset and resumed would
+        # otherwise not know the base RAM is Linux's now, and save it again
+        # from memory the rebooted kernel has rewritten.
+        self.result.reset_s = self.event("reboot_start", regions=["base"])
+        await self._flush()
         await guest.execute("system_reset")
         await guest.execute("cont")
-        self.result.reset_s = self.event("reboot_start", regions=["base"])
         self.watch_second_panic()
         self.ready = asyncio.create_task(guest.wait_console(READY_MARKER, self.console_from,
                                                             self.params.boot_timeout))
