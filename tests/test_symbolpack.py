@@ -199,3 +199,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert main(args) == 1, args
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_pack_carries_every_global_the_btf_route_types():
+    """A symbol pack answers what the self-contained route answers: every global
+    of GLOBAL_TYPES (crash's sys/kmem -i summary included) is looked up when a
+    pack is built, so the pack route loses nothing the BTF route has."""
+    from tsubaki_forensics.selfcontained.objects import GLOBAL_TYPES
+    from tsubaki_forensics.symbolpack.lookups import LOOKUP_OBJECTS
+
+    assert set(GLOBAL_TYPES) - set(LOOKUP_OBJECTS) == set()
