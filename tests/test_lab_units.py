@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -433,3 +434,33 @@ def test_guest_digest_tracks_what_enters_the_guest(monkeypatch):
     monkeypatch.setitem(workloads.WORKLOADS, "busy", dataclasses.replace(busy, script=busy.script + "sleep 1\n"))
     assert guest_digest("sysrq", "busy") != before
     assert guest_digest("no-such-scenario", "idle") == ""
+
+
+@pytest.mark.parametrize("early_panics, boots", [(0, 1), (1, 2), (2, 2)])
+def test_a_guest_that_panics_before_its_marker_is_booted_once_more(tmp_path, monkeypatch, early_panics, boots):
+    """A panic that is not the scenario's (the workload never printed its
+    marker) costs one more boot; a second one is the error, naming why."""
+    crash_mod = importlib.import_module("tsubaki_forensics.lab.crash")
+
+    calls, logged = [], []
+
+    def fake_crash_into(tmp, params, kern, timeout, log):
+        calls.append(tmp)
+        if len(calls) <= early_panics:
+            raise crash_mod._PanicBeforeMarker("the guest panicked before printing its marker (panic: X)")
+        return {"timings": {}}
+
+    monkeypatch.setattr(crash_mod, "ensure_host_tools", lambda tools: None)
+    monkeypatch.setattr(crash_mod, "_crash_into", fake_crash_into)
+    monkeypatch.setattr(crash_mod, "load_crash", lambda out: out)
+    params = CrashParams("sysrq", "512M", 2, "idle", "6.1", False).normalized()
+    out = tmp_path / "crash"
+    if early_panics >= 2:
+        with pytest.raises(LabError, match=r"before printing its marker \(panic: X\)"):
+            crash_mod._crash(params, out, SimpleNamespace(), timeout=None, force=False, log=logged.append)
+        assert not out.exists()
+    else:
+        assert crash_mod._crash(params, out, SimpleNamespace(), timeout=None, force=False, log=logged.append) == out
+        assert (out / "manifest.json").is_file()
+    assert len(calls) == boots
+    assert sum("booting the guest once more" in line for line in logged) == min(early_panics, 1)
