@@ -24,6 +24,7 @@ from ..errors import TsubakiError
 from . import (
     analyze_commands,
     collect_commands,
+    crash_commands,
     dump_commands,
     lab_commands,
     live_commands,
@@ -35,8 +36,8 @@ from .output import print_error
 __all__ = ["build_app", "main", "COMMAND_MODULES"]
 
 # In help order.
-COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, triage_commands, lab_commands,
-                   symbols_commands)
+COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, crash_commands, triage_commands,
+                   lab_commands, symbols_commands)
 
 
 def build_app(argv: list[str] | None = None) -> typer.Typer:
