@@ -125,35 +125,92 @@ def analyze(
         sys.exit(code)
 
 
+def _is_dump(argument: str) -> bool:
+    """Does ``argument`` name a .tsd file (by its magic, so ``dump.part2`` counts and ``x.py`` does not)?"""
+    from ..tsd.records import FILE_MAGIC
+
+    try:
+        with open(argument, "rb") as f:
+            return f.read(len(FILE_MAGIC)) == FILE_MAGIC
+    except OSError:
+        return argument.endswith(".tsd")  # reported as "no such file" by the reader
+
+
 def shell(
-    dumps: _DumpPaths,
+    ctx: typer.Context,
+    arguments: Annotated[
+        list[str],
+        typer.Argument(metavar="DUMP.tsd... [SCRIPT [ARGS]...]", show_default=False,
+                       help="The .tsd file(s) of one dump, then optionally a Python script and its arguments."),
+    ],
+    code: Annotated[Optional[str], typer.Option("-e", "--exec", metavar="CODE", help="Run CODE (drgn -e) instead of the REPL; the arguments after the dump are its sys.argv[1:].")] = None,
     vmlinux: _Vmlinux = None,
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
     disable: _Disable = None,
 ) -> None:
-    """Open drgn's interactive shell on a dump, with ``prog`` and drgn's helpers ready."""
-    import drgn.cli
+    """drgn on a dump: the REPL on a terminal, or code (-e), a script, or statements piped on stdin.
 
+    ``prog`` and drgn's helpers are ready, the dump object is ``dump``, and
+    drgn's commands work (``%crash bt``). Off a terminal there is no prompt;
+    an uncaught exception prints its traceback and exits 1. Put ``--`` before
+    a script's own options.
+
+    Examples:
+
+        tsubaki-forensics shell dump.tsd
+
+        tsubaki-forensics shell dump.tsd -e 'print(prog["init_uts_ns"].name.release)'
+
+        tsubaki-forensics shell dump.tsd myscript.py -- --verbose
+
+        echo '%crash bt' | tsubaki-forensics shell dump.tsd
+    """
+    from ..analysis import scripting
     from ..analysis.session import open_program
 
+    split = next((i for i, a in enumerate(arguments) if not _is_dump(a)), len(arguments))
+    dumps, rest = [Path(a) for a in arguments[:split]], [*arguments[split:], *ctx.args]
+    if not dumps:
+        raise TsubakiError(f"{arguments[0]}: not a .tsd dump (the dump comes before the script)")
+    for path in dumps:
+        if not path.exists():
+            raise TsubakiError(f"{path}: no such file")
+    script = rest[0] if rest and code is None else None
+    if script is not None and not Path(script).is_file():
+        raise TsubakiError(f"{script}: no such script")
+    if self_contained and vmlinux is not None:
+        raise TsubakiError("--self-contained and --vmlinux exclude each other")
     plugins = get_plugins(_names(disable))
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
-
-    def banner(text: str) -> str:
-        return (
-            f"{text}\ntsubaki-forensics: {', '.join(map(str, dumps))} (the dump object is `dump`;"
-            " drgn's crash commands: %crash bt, %crash ps, %crash log)"
-        )
-
-    def add_globals(namespace: dict) -> dict:
-        namespace["dump"] = opened.dump
-        return namespace
-
+    prog, extra = opened.program.prog, {"dump": opened.dump}
     try:
-        drgn.cli.run_interactive(opened.program.prog, banner_func=banner, globals_func=add_globals)
+        if code is not None:
+            status = scripting.run_code(prog, code, rest, extra)
+        elif script is not None:
+            status = scripting.run_script(prog, script, rest[1:], extra)
+        elif not sys.stdin.isatty():
+            status = scripting.run_piped(prog, extra)
+        else:
+            import drgn.cli
+
+            def banner(text: str) -> str:
+                return (
+                    f"{text}\ntsubaki-forensics: {', '.join(map(str, dumps))} (the dump object is `dump`;"
+                    " drgn's crash commands: %crash bt, %crash ps, %crash log)"
+                )
+
+            def add_globals(namespace: dict) -> dict:
+                namespace["dump"] = opened.dump
+                return namespace
+
+            drgn.cli.run_interactive(prog, banner_func=banner, globals_func=add_globals)
+            status = 0
     finally:
+        sys.stdout.flush()
         opened.close()
+    if status:
+        sys.exit(status)
 
 
 def plugins_command(
@@ -195,5 +252,5 @@ def plugins_command(
 def register(app: typer.Typer) -> None:
     """Add ``analyze``, ``shell`` and ``plugins`` to ``app``."""
     app.command("analyze")(analyze)
-    app.command("shell")(shell)
+    app.command("shell", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(shell)
     app.command("plugins")(plugins_command)
