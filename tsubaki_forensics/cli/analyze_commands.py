@@ -40,6 +40,10 @@ _SelfContained = Annotated[
     bool,
     typer.Option("--self-contained", help="No vmlinux: use the BTF, kallsyms and ORC tables inside the dump (no file:line, no inline frames)."),
 ]
+_Quiet = Annotated[
+    bool,
+    typer.Option("-q", "--quiet", help="No progress lines and no 'warning: limitation:' lines (damage to the dump is still reported)."),
+]
 _Disable = Annotated[
     Optional[list[str]],
     typer.Option("--disable", help="Do not load this plugin (entry-point name); repeatable. Also TSUBAKI_DISABLE_PLUGINS."),
@@ -77,6 +81,7 @@ def analyze(
     disable: _Disable = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds each analysis may run before it is failed (0: no limit).")] = 300.0,
     strict: Annotated[bool, typer.Option("--strict", help="CI: the first failed analysis (raised, timed out, malformed result) ends the run with exit 5.")] = False,
+    quiet: _Quiet = False,
 ) -> None:
     """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
 
@@ -92,7 +97,8 @@ def analyze(
     for path in dumps:
         if not path.exists():
             raise TsubakiError(f"{path}: no such file")
-    sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
+    if not quiet:
+        sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
     if self_contained and vmlinux is not None:
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
@@ -103,7 +109,7 @@ def analyze(
             only=_names(only),
             exclude=_names(exclude),
             options={"tail": tail},
-            progress=lambda name: sys.stderr.write(f"running {name}\n"),
+            progress=None if quiet else (lambda name: sys.stderr.write(f"running {name}\n")),
             timeout=timeout or None,
             strict=strict,
         )
@@ -114,7 +120,7 @@ def analyze(
         sys.exit(EXIT_FAILED)
     finally:
         opened.close()
-    for problem in (*report.dump.problems, *report.warnings):
+    for problem in (*report.dump.problems, *(() if quiet else report.warnings)):
         print_warning(problem)
     renderers[format].function(report, sys.stdout)
     sys.stdout.flush()

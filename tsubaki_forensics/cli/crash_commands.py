@@ -18,7 +18,7 @@ import typer
 
 from ..errors import TsubakiError
 from ..plugin_system import get_plugins
-from .analyze_commands import EXIT_FAILED, _debug_dirs, _DebugDirs, _Disable, _DumpPaths, _names, _SelfContained, _Vmlinux
+from .analyze_commands import EXIT_FAILED, _debug_dirs, _DebugDirs, _Disable, _DumpPaths, _names, _Quiet, _SelfContained, _Vmlinux
 from .output import print_error, print_warning
 
 __all__ = ["register", "crash"]
@@ -39,7 +39,7 @@ def crash(
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
     disable: _Disable = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Do not print the 'warning:' lines about the dump and its debug info.")] = False,
+    quiet: _Quiet = False,
 ) -> None:
     """drgn's crash-compatible commands (bt, ps, log, sys, kmem, mod, files, net, runq, foreach, struct, rd, ...).
 
@@ -77,9 +77,9 @@ def crash(
     plugins = get_plugins(_names(disable))
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
     try:
+        for problem in getattr(opened.dump, "problems", ()):
+            print_warning(str(problem))
         if not quiet:
-            for problem in getattr(opened.dump, "problems", ()):
-                print_warning(str(problem))
             if opened.program.selfcontained is not None:
                 for line in opened.program.selfcontained.lines():
                     print_warning(line)
