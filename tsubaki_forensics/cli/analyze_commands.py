@@ -18,7 +18,7 @@ from ..analysis.results import Status
 from ..errors import PluginError, TsubakiError
 from ..plugin_system import get_plugins
 from . import output
-from .output import print_error, print_json, print_warning, safe_text
+from .output import check_format, format_option, print_error, print_json, print_warning, safe_text
 
 __all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
 
@@ -60,6 +60,11 @@ def _debug_dirs(given: list[Path] | None) -> list[Path]:
     return [*(given or ()), *DEFAULT_DEBUG_DIRS]
 
 
+def _check_renderer(value: str) -> str:
+    """``--format`` of ``analyze``: a renderer name (plugins add some), checked while parsing like every --format."""
+    return check_format(value, list(get_plugins().renderers()))
+
+
 def exit_code(statuses: list[Status]) -> int:
     """The documented exit code for a run whose analyses ended with ``statuses``."""
     if Status.FAILED in statuses:
@@ -74,7 +79,7 @@ def analyze(
     vmlinux: _Vmlinux = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these analyses (comma-separated or repeated).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip these analyses.")] = None,
-    format: Annotated[str, typer.Option("--format", help="Output format: text, json, or one a plugin adds.")] = "text",
+    format: Annotated[str, typer.Option("-f", "--format", metavar="{text,json,...}", callback=_check_renderer, help="Output format: text, json, or one a plugin adds (`plugins` lists them).")] = "text",
     tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines.")] = None,
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
@@ -92,8 +97,7 @@ def analyze(
 
     plugins = get_plugins(_names(disable))
     renderers = plugins.renderers()
-    if format not in renderers:
-        raise TsubakiError(f"unknown format {format!r} (available: {', '.join(renderers)})")
+    check_format(format, list(renderers))
     for path in dumps:
         if not path.exists():
             raise TsubakiError(f"{path}: no such file")
@@ -162,15 +166,6 @@ def shell(
     an uncaught exception prints its traceback and exits 1. Put ``--`` before
     a script's own options.
 
-    Examples:
-
-        tsubaki-forensics shell dump.tsd
-
-        tsubaki-forensics shell dump.tsd -e 'print(prog["init_uts_ns"].name.release)'
-
-        tsubaki-forensics shell dump.tsd myscript.py -- --verbose
-
-        echo '%crash bt' | tsubaki-forensics shell dump.tsd
     """
     from ..analysis import scripting
     from ..analysis.session import open_program
@@ -220,7 +215,7 @@ def shell(
 
 
 def plugins_command(
-    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    format: Annotated[str, format_option()] = "text",
     disable: _Disable = None,
 ) -> None:
     """List plugins with their versions and hooks, and what they register."""
@@ -239,8 +234,6 @@ def plugins_command(
             }
         )
         return
-    if format != "text":
-        raise TsubakiError(f"unknown format {format!r} (available: text, json)")
     stdout = output.stdout
     for info in infos:
         version = f"{info.distribution} {info.version}" if info.distribution else "registered in code"

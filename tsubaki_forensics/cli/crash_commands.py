@@ -47,15 +47,6 @@ def crash(
     stdin. Exit 0 when every command succeeded, 5 when one failed (each
     failure is one 'error:' line on stderr), 1 on bad input.
 
-    Examples:
-
-        tsubaki-forensics crash dump.tsd                 # crash's prompt
-
-        tsubaki-forensics crash dump.tsd -c sys -c 'bt -a' -c 'kmem -i'
-
-        tsubaki-forensics crash dump.tsd -i commands.txt > report.txt
-
-        echo 'ps | grep UN' | tsubaki-forensics crash dump.tsd
     """
     from ..analysis.crash import CrashSession, command_lines, crash_globals
     from ..analysis.session import open_program
