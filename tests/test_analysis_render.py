@@ -50,17 +50,26 @@ def test_json_renderer_schema():
     out = io.StringIO()
     json_renderer.render(_report(), out)
     doc = json.loads(out.getvalue())
-    assert doc["schema"] == "tsubaki-forensics/analyze" and doc["schema_version"] == 1
+    assert doc["schema"] == "tsubaki-forensics/analyze" and doc["schema_version"] == 2
     assert doc["dump"]["kernel_release"] == "6.1.0-56-cloud-amd64"
     tasks = doc["analyses"][0]
     assert tasks["status"] == "partial"
-    assert tasks["facts"] == {"crashed pid": 109, "panic message": {"unreadable": "bad"}}
+    assert tasks["facts"] == {"crashed_pid": 109, "panic_message": {"unreadable": "bad"}}
     table = tasks["tables"][0]
-    assert [c["type"] for c in table["columns"]] == ["integer", "integer", "string"]
-    assert table["rows"][1] == [30, None, {"not_collected": True, "address": 0x1234000}]
-    assert table["rows"][2][2] == "evil\x1b[31mred"  # JSON keeps the data; escaping is the terminal's business
-    assert tasks["completeness"][0]["missing"] == [{"what": "30", "group": "pid", "address": 0x1234000, "reason": "not_collected"}]
+    assert [c["type"] for c in table["columns"]] == ["integer", "address", "string"]
+    assert table["rows"][0] == {"pid": 1, "task": "0xffff888001000000", "comm": "init"}
+    assert table["rows"][1] == {"pid": 30, "task": None, "comm": {"not_collected": True, "address": "0x1234000"}}
+    assert table["rows"][2]["comm"] == "evil\x1b[31mred"  # JSON keeps the data; escaping is the terminal's business
+    assert tasks["completeness"][0]["missing"] == [{"what": "30", "group": "pid", "address": "0x1234000", "reason": "not_collected"}]
     assert doc["analyses"][1] == {
         "name": "broken", "title": "broken", "status": "failed", "error": "KeyError: 'prb'", "seconds": 0.0,
         "facts": {}, "completeness": [], "tables": [], "notes": [],
     }
+
+
+def test_json_snake_case_and_addresses():
+    assert json_renderer.snake_case("panicking CPU") == "panicking_cpu"
+    assert json_renderer.snake_case("crashed pid") == "crashed_pid"
+    assert json_renderer.snake_case("%MEM") == "mem"
+    assert json_renderer.address_to_json(0xFFFFFFFFC0591230) == "0xffffffffc0591230"
+    assert json_renderer.value_to_json(True, address=True) is True

@@ -23,7 +23,7 @@ import typer
 
 from ..errors import TsubakiError
 from . import output as cli_output
-from .output import print_json, safe_text
+from .output import format_option, print_json, safe_text
 
 __all__ = ["register", "OutputFormat", "VerifyFailed", "VerifyIncomplete", "EXIT_DAMAGED",
            "EXIT_INCOMPLETE"]
@@ -49,7 +49,7 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="text for people, json for programs.")]
+FormatOpt = Annotated[str, format_option()]  # checked like every command's --format (one line, exit 1)
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")]
 
 
@@ -104,7 +104,7 @@ def import_cmd(
         "--dedup", help="Store a page that repeats an earlier page as a reference to it "
                         "(format 1.2; readers before 1.2 cannot read those pages).")] = False,
     force: ForceOpt = False,
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Convert an ELF vmcore into a .tsd dump (memory, VMCOREINFO and notes)."""
     from ..tsd.writer import DEFAULT_CHUNK_SIZE
@@ -166,7 +166,7 @@ def export_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ELF vmcore to write.")],
     force: ForceOpt = False,
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Write a dump as an ELF vmcore that drgn opens and makedumpfile accepts.
 
@@ -348,7 +348,7 @@ def _print_inspect(d: dict[str, Any]) -> None:
 
 def inspect_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
     from ..tsd import open_dump
@@ -365,7 +365,7 @@ def inspect_cmd(
 
 def verify_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Check every record and measure completeness against the memory map.
 
