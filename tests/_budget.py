@@ -32,7 +32,11 @@ class Run:
 # process's maxrss across exec, and a child forked (or vforked) from a test
 # that just built a 256 MiB input would inherit that figure.
 _REAPER = """
-import os, sys
+import os, resource, signal, sys
+if os.environ.get("_TSUBAKI_TEST_FSIZE"):  # a file-size limit: writes fail with EFBIG, like a full disk
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    n = int(os.environ.pop("_TSUBAKI_TEST_FSIZE"))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
 pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
@@ -41,18 +45,26 @@ sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
 """
 
 
-def run_cli(*args: str, timeout: float = 120, env: dict | None = None, stdin=None) -> Run:
-    """``tsubaki-forensics ARGS`` in a child; its exit status, output and peak RSS."""
+def run_cli(*args: str, timeout: float = 120, env: dict | None = None, stdin=None,
+            fsize: int | None = None, stdout=None) -> Run:
+    """``tsubaki-forensics ARGS`` in a child; its exit status, output and peak RSS.
+
+    ``fsize`` limits the size of any file it writes (RLIMIT_FSIZE, SIGXFSZ
+    ignored): the writes past it fail as on a full disk.
+    """
+    if fsize is not None:
+        env = {**(env or {}), "_TSUBAKI_TEST_FSIZE": str(fsize)}
     import sys
     with tempfile.TemporaryDirectory() as tmp:
         rss = os.path.join(tmp, "rss")
         p = subprocess.run([sys.executable, "-c", _REAPER, rss, *CLI, *map(str, args)],
-                           capture_output=True, timeout=timeout, stdin=stdin if stdin is not None
+                           stdout=stdout if stdout is not None else subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout, stdin=stdin if stdin is not None
                            else subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200", **(env or {})})
         code = p.returncode if p.returncode < 128 else p.returncode - 256
         with open(rss) as f:
             peak = int(f.read())
-    return Run(code, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"), peak)
+    return Run(code, (p.stdout or b"").decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"), peak)
 
 
 def assert_one_line_error(run: Run, *, budget: int = BUDGET, needle: str | None = None) -> None:
