@@ -16,6 +16,8 @@ modules keep their heavy imports inside the command functions instead.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import Annotated
 
@@ -87,13 +89,33 @@ def _click_exceptions():
     return exceptions
 
 
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _drop_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
         app = build_app(argv)
         # With standalone_mode=False click *returns* the code of typer.Exit(n).
         rc = app(args=argv, prog_name="tsubaki-forensics", standalone_mode=False)
+        sys.stdout.flush()  # a full or closed stdout fails here, not in the interpreter's exit
         return rc if isinstance(rc, int) else 0
+    except OSError as e:
+        if e.filename is not None or e.errno not in _OUTPUT_ERRNOS:
+            raise
+        _drop_stdout()
+        print_error(f"cannot write the output: {e.strerror or e}")
+        return 1
     except TsubakiError as e:
         print_error(str(e))
         return e.exit_code

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Callable
 import typer
 
 from ..errors import TsubakiError
+from ..safewrite import atomic_output, check_output
 from . import output as cli_output
 from .output import format_option, print_json, safe_text
 
@@ -65,13 +66,7 @@ def _mib(n: int) -> str:
 
 
 def _check_output(output: Path, force: bool, *inputs: Path) -> None:
-    if output.is_dir():
-        raise TsubakiError(f"{output}: is a directory; give a file name with -o")
-    for src in inputs:
-        if src.exists() and output.exists() and os.path.samefile(src, output):
-            raise TsubakiError(f"{output}: output would overwrite its own input")
-    if output.exists() and not force:
-        raise TsubakiError(f"{output}: already exists; use --force to replace it")
+    check_output(output, force, *inputs)  # the write protocol: safewrite.py
 
 
 def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
@@ -113,21 +108,18 @@ def import_cmd(
     _check_output(output, force, vmcore)
     if not 1 <= level <= 22:
         raise typer.BadParameter("zstd level must be 1..22", param_hint="--level")
-    partial = output.with_name(output.name + ".part")
     update, stop = _progress("import")
     try:
         from ..vmcore.importer import import_vmcore
 
-        res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
-                            progress=update, **({"dedup": True} if dedup else {}))
-    except BaseException as e:
-        partial.unlink(missing_ok=True)  # half an import is of no use to anyone
-        if isinstance(e, ValueError):
-            raise TsubakiError(str(e)) from None
-        raise
+        # half an import is of no use to anyone: published only once complete
+        with atomic_output(output, force=force, inputs=(vmcore,)) as partial:
+            res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
+                                progress=update, **({"dedup": True} if dedup else {}))
+    except ValueError as e:
+        raise TsubakiError(str(e)) from None
     finally:
         stop()
-    os.replace(partial, output)
     s = res.stats
     data = {"dump_id": res.dump_id, "source": str(vmcore), "output": str(output),
             "segments": res.segments, "raw_bytes": s.raw_bytes, "zero_bytes": s.zero_bytes,
@@ -186,9 +178,10 @@ def export_cmd(
                          what=", ".join(str(p) for p in dumps))
         update, stop = _progress("export")
         try:
-            size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, dump.notes,
-                                    arch=dump.header.arch, page_size=dump.header.page_size,
-                                    progress=update)
+            with atomic_output(output, force=force, inputs=tuple(dumps)) as partial:  # no partial ELF
+                size = write_elf_vmcore(partial, dump.memory, dump.vmcoreinfo, dump.notes,
+                                        arch=dump.header.arch, page_size=dump.header.page_size,
+                                        progress=update)
         finally:
             stop()
         ranges = dump.memory.ranges()

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import TsubakiError
+from ..safewrite import atomic_output, check_output
 from .output import format_option, print_warning, safe_text
 
 __all__ = ["register", "EXIT_SOME_FAILED"]
@@ -48,6 +49,7 @@ def triage(
     self_contained: Annotated[
         bool, typer.Option("--self-contained", help="Never look for a vmlinux: use each dump's own BTF, kallsyms and ORC.")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the -o report if it exists.")] = False,
 ) -> None:
     """Group many dumps by crash signature: counts, first/last seen, kernels, one representative each."""
     from ..triage.cache import ResultCache, default_cache_path
@@ -58,6 +60,13 @@ def triage(
         raise TsubakiError(f"unknown format {format!r} (available: {', '.join(RENDERERS)})")
     if dask and jobs:
         raise TsubakiError("--jobs and --dask exclude each other (the cluster decides its workers)")
+    if output is not None:  # never one of the dumps it reads, never an existing file unasked
+        from ..triage.discover import find_files
+        try:
+            inputs = find_files(sources)
+        except TsubakiError:
+            inputs = []
+        check_output(output, force, *inputs)
     options = {
         "depth": depth,
         "self_contained": self_contained,
@@ -84,7 +93,7 @@ def triage(
     groups = group_records(run.records)
     if output is not None:
         try:
-            with open(output, "w", encoding="utf-8") as out:
+            with atomic_output(output, force=force) as partial, open(partial, "w", encoding="utf-8") as out:
                 RENDERERS[format](groups, out)
         except OSError as e:
             raise TsubakiError(f"{output}: cannot write the report: {e.strerror or e}") from e

@@ -87,7 +87,8 @@ def group_dumps(files: Iterable[Path]) -> tuple[list[DumpFiles], list[Unreadable
             with open_file(path) as f:
                 key = (f.header.created_ns, os.path.getsize(path))
                 dump_id = str(f.header.dump_id)
-        except (TsubakiError, OSError) as e:
+        except (TsubakiError, OSError, ValueError, RecursionError, MemoryError) as e:
+            # one hostile file is reported as unreadable; it never aborts the run
             bad.append(Unreadable(str(path), str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue
         by_id.setdefault(dump_id, {}).setdefault(key, []).append(str(path))
