@@ -103,6 +103,14 @@ def import_cmd(
     dedup: Annotated[bool, typer.Option(
         "--dedup", help="Store a page that repeats an earlier page as a reference to it "
                         "(format 1.2; readers before 1.2 cannot read those pages).")] = False,
+    dump_level: Annotated[int, typer.Option(
+        "--dump-level", "-d", min=0, max=31,
+        help="makedumpfile's -d bits: 1 zero, 2 non-private cache, 4 private cache, 8 user "
+             "data, 16 free (31: all). Pages left out are recorded as excluded with their "
+             "class (format 1.4; docs/FILTER.md). 1 (default) keeps every page.")] = 1,
+    fallback_level_1: Annotated[bool, typer.Option(
+        "--fallback-level-1", help="If VMCOREINFO lacks what the dump level needs, write level 1 "
+                                   "with a warning instead of failing.")] = False,
     force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
@@ -119,7 +127,9 @@ def import_cmd(
         from ..vmcore.importer import import_vmcore
 
         res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
-                            progress=update, **({"dedup": True} if dedup else {}))
+                            progress=update, **({"dedup": True} if dedup else {}),
+                            dump_level=dump_level, fallback_level_1=fallback_level_1,
+                            warn=cli_output.print_warning)
     except BaseException as e:
         partial.unlink(missing_ok=True)  # half an import is of no use to anyone
         if isinstance(e, ValueError):
@@ -131,10 +141,11 @@ def import_cmd(
     s = res.stats
     data = {"dump_id": res.dump_id, "source": str(vmcore), "output": str(output),
             "segments": res.segments, "raw_bytes": s.raw_bytes, "zero_bytes": s.zero_bytes,
-            "data_bytes": s.raw_bytes - s.zero_bytes, "file_bytes": res.file_bytes,
+            "data_bytes": s.raw_bytes - s.zero_bytes - res.excluded_bytes, "file_bytes": res.file_bytes,
             "records": s.records, "seconds": round(res.seconds, 4),
             "compress_cpu_seconds": round(s.compress_seconds, 4),
-            "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None}
+            "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None,
+            "dump_level": res.dump_level, "excluded_bytes": res.excluded_bytes}
     if dedup:
         data["dedup_pages"] = res.dedup_pages
     if fmt == OutputFormat.json:
@@ -144,9 +155,11 @@ def import_cmd(
     typer.echo(f"imported {safe_text(vmcore)} -> {safe_text(output)}\n"
                f"dump id   {res.dump_id}\n"
                f"memory    {_mib(s.raw_bytes)} in {res.segments} segments: "
-               f"{_mib(s.raw_bytes - s.zero_bytes)} data, {_mib(s.zero_bytes)} zero\n"
+               f"{_mib(s.raw_bytes - s.zero_bytes - res.excluded_bytes)} data, {_mib(s.zero_bytes)} zero\n"
                f"stored    {_mib(res.file_bytes)} in {s.records} records (ratio {data['ratio']}x)\n"
-               f"time      {res.seconds:.2f} s ({speed:.0f} MiB/s)"
+               + (f"level     {res.dump_level}: {_mib(res.excluded_bytes)} excluded\n"
+                  if res.dump_level not in (0, 1) else "")
+               + f"time      {res.seconds:.2f} s ({speed:.0f} MiB/s)"
                + (f"\ndedup     {res.dedup_pages} pages stored as references" if dedup else ""))
 
 
