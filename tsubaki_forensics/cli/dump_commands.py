@@ -141,7 +141,7 @@ def import_cmd(
     s = res.stats
     data = {"dump_id": res.dump_id, "source": str(vmcore), "output": str(output),
             "segments": res.segments, "raw_bytes": s.raw_bytes, "zero_bytes": s.zero_bytes,
-            "data_bytes": s.raw_bytes - s.zero_bytes - res.excluded_bytes, "file_bytes": res.file_bytes,
+            "data_bytes": s.raw_bytes - s.zero_bytes - s.excluded_bytes, "file_bytes": res.file_bytes,
             "records": s.records, "seconds": round(res.seconds, 4),
             "compress_cpu_seconds": round(s.compress_seconds, 4),
             "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None,
@@ -155,7 +155,7 @@ def import_cmd(
     typer.echo(f"imported {safe_text(vmcore)} -> {safe_text(output)}\n"
                f"dump id   {res.dump_id}\n"
                f"memory    {_mib(s.raw_bytes)} in {res.segments} segments: "
-               f"{_mib(s.raw_bytes - s.zero_bytes - res.excluded_bytes)} data, {_mib(s.zero_bytes)} zero\n"
+               f"{_mib(s.raw_bytes - s.zero_bytes - s.excluded_bytes)} data, {_mib(s.zero_bytes)} zero\n"
                f"stored    {_mib(res.file_bytes)} in {s.records} records (ratio {data['ratio']}x)\n"
                + (f"level     {res.dump_level}: {_mib(res.excluded_bytes)} excluded\n"
                   if res.dump_level not in (0, 1) else "")
@@ -197,9 +197,17 @@ def export_cmd(
         completeness = dump.completeness()
         check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
                          what=", ".join(str(p) for p in dumps))
+        notes = dump.notes
+        if dump.excluded or (dump.memory_map is not None and dump.memory_map.dump_level & ~1):
+            # the ELF has no PT_LOAD for excluded pages: say what they were, so
+            # that `import` of it records them as excluded again (not lost)
+            from ..vmcore.filter_note import build_filter_note, strip_filter_note
+
+            notes = strip_filter_note(notes or b"") + build_filter_note(
+                dump.memory_map, dump.excluded, dump.header.page_size)
         update, stop = _progress("export")
         try:
-            size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, dump.notes,
+            size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, notes,
                                     arch=dump.header.arch, page_size=dump.header.page_size,
                                     progress=update)
         finally:
@@ -240,6 +248,9 @@ def _describe(dump: Any) -> dict[str, Any]:
     info = vmcoreinfo_fields(dump.vmcoreinfo)
     notes = list(iter_notes(dump.notes)) if dump.notes else []
     h = dump.header
+    from ..tsd.pages import page_counts
+
+    pages = page_counts(dump.memory_map, ranges, dump.excluded, h.page_size)
     return {
         "status": c.status,
         "complete": c.complete,
@@ -256,6 +267,11 @@ def _describe(dump: Any) -> dict[str, Any]:
                   "prstatus": sum(1 for n in notes if n.name == "CORE" and n.type == NT_PRSTATUS)},
         "properties": dump.properties,
         "memory": {
+            # makedumpfile's -d level and its per-class page counts (docs/JSON.md);
+            # None for files without a memory map (before 1.3)
+            "dump_level": dump.memory_map.dump_level if dump.memory_map is not None else None,
+            "pages": pages,
+            "excluded_bytes": c.excluded_bytes,
             "present_bytes": present, "data_bytes": present - mem.zero_bytes,
             "zero_bytes": mem.zero_bytes,
             # measured against the memory map (FORMAT.md §7.4); without a map
@@ -332,6 +348,11 @@ def _print_inspect(d: dict[str, Any]) -> None:
                                               if mm["excluded"] else ""))
     else:
         lines.append("memory map     none (written before format 1.3): the total is unknown")
+    if m["pages"] is not None:
+        pg = m["pages"]
+        parts = ", ".join(f"{k} {v}" for k, v in pg["excluded"].items() if v)
+        lines.append(f"pages          {pg['total']} total, {pg['kept']} kept at dump level "
+                     f"{m['dump_level']}" + (f"; excluded: {parts}" if parts else ""))
     if m["completeness_percent"] is not None:
         share = f"complete {m['completeness_percent']}%"
     elif m["completeness_at_most_percent"] is not None:

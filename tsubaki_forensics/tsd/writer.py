@@ -68,6 +68,7 @@ class WriteStats:
 
     raw_bytes: int = 0
     zero_bytes: int = 0
+    excluded_bytes: int = 0  # of raw_bytes, left out by the dump level (write_file_pages)
     stored_bytes: int = 0
     records: int = 0
     compress_seconds: float = 0.0
@@ -76,6 +77,7 @@ class WriteStats:
     def __iadd__(self, other: WriteStats) -> WriteStats:
         self.raw_bytes += other.raw_bytes
         self.zero_bytes += other.zero_bytes
+        self.excluded_bytes += other.excluded_bytes
         self.stored_bytes += other.stored_bytes
         self.records += other.records
         self.compress_seconds += other.compress_seconds
@@ -695,6 +697,8 @@ class TsdWriter:
         for piece in pieces:
             if piece[0] == _EXCLUDED:
                 self.write_excluded(piece[1], piece[2], piece[3])  # type: ignore[arg-type]
+                stats.excluded_bytes += piece[2]
+                self.stats.excluded_bytes += piece[2]
                 continue
             if piece[0] is None:
                 stats.zero_bytes += piece[2]

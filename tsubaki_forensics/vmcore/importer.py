@@ -22,6 +22,7 @@ from ..errors import PageClassError
 from ..pageclass import PageClassification, PageClassifier
 from ..tsd import MemoryMap, TsdWriter, WriteStats
 from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, PageClass
+from .filter_note import parse_filter_note, strip_filter_note
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .elf import ElfVmcore
 
@@ -115,7 +116,18 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         classification = None
         fallback = ""
         t_cls = time.perf_counter()
-        if dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
+        info = vmcoreinfo_fields(core.vmcoreinfo)
+        page_size = int(info.get("PAGESIZE", "4096") or 4096)
+        # An ELF that our own export wrote from a filtered dump says what it left out
+        filtered = parse_filter_note(core.notes, page_size) if core.notes else None
+        notes = strip_filter_note(core.notes) if filtered is not None else core.notes
+        if filtered is not None:
+            if dump_level not in (DUMP_LEVEL_ZERO_AS_RECORDS, filtered[0].dump_level):
+                raise PageClassError(f"{os.fspath(source)} was exported from a dump at level "
+                                     f"{filtered[0].dump_level}; import it at that level (or the "
+                                     f"default) to keep its excluded pages", None)
+            dump_level = filtered[0].dump_level
+        elif dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
             if dedup:
                 raise PageClassError("--dedup does not combine with a dump level above 1 yet", None)
             try:
@@ -128,8 +140,6 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                     warn(fallback)
                 dump_level = DUMP_LEVEL_ZERO_AS_RECORDS
         classify_seconds = time.perf_counter() - t_cls
-        info = vmcoreinfo_fields(core.vmcoreinfo)
-        page_size = int(info.get("PAGESIZE", "4096") or 4096)
         props = {"source": "elf-vmcore", "source_name": os.path.basename(os.fspath(source)),
                  "source_bytes": str(core.file_size)}
         if "OSRELEASE" in info:
@@ -144,12 +154,16 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         # prefix of the output knows its total (FORMAT.md §4.3, §7.4).
         memory_map = MemoryMap.from_ranges(((start, length) for start, length, _ in ranges),
                                            dump_level=dump_level)
-        if classification is not None:
+        if filtered is not None:
+            memory_map = filtered[0]
+        if dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
             props["dump_level"] = str(dump_level)
         with TsdWriter(output, arch=core.arch, page_size=page_size, chunk_size=chunk_size,
                        level=level, threads=threads, memory_map=memory_map, **extra) as w:
-            w.write_metadata(vmcoreinfo=core.vmcoreinfo, notes=core.notes or None,
+            w.write_metadata(vmcoreinfo=core.vmcoreinfo, notes=notes or None,
                              properties=props)
+            for run in filtered[1] if filtered is not None else ():
+                w.write_excluded(run.paddr, run.length, run.cls)
             for start, length, seg in ranges:
                 file_end = min(start + length, seg.paddr + seg.size)
                 base = seg.offset - seg.paddr  # file offset = paddr + base
