@@ -197,14 +197,11 @@ def export_cmd(
         completeness = dump.completeness()
         check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
                          what=", ".join(str(p) for p in dumps))
-        notes = dump.notes
-        if dump.excluded or (dump.memory_map is not None and dump.memory_map.dump_level & ~1):
-            # the ELF has no PT_LOAD for excluded pages: say what they were, so
-            # that `import` of it records them as excluded again (not lost)
-            from ..vmcore.filter_note import build_filter_note, strip_filter_note
+        # the ELF has no PT_LOAD for excluded pages: a TSUBAKI note says what
+        # they were, so that `import` of it records them as excluded again
+        from ..vmcore.filter_note import notes_for_export
 
-            notes = strip_filter_note(notes or b"") + build_filter_note(
-                dump.memory_map, dump.excluded, dump.header.page_size)
+        notes = notes_for_export(dump.notes, dump.memory_map, dump.excluded, dump.header.page_size)
         update, stop = _progress("export")
         try:
             size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, notes,

@@ -892,6 +892,17 @@ class TsdWriter:
         if len(self._pending_excluded) >= R.MAX_EXCLUDED_RUNS:
             self._emit_excluded()
 
+    def write_excluded_runs(self, runs: Any) -> int:
+        """:meth:`write_excluded` for each run of a classification
+        (``PageClassification.excluded_runs()``: ``.pfn``, ``.count``, ``.cls``);
+        returns the bytes recorded as excluded or zero."""
+        ps = self.page_size
+        total = 0
+        for r in runs:
+            self.write_excluded(r.pfn * ps, r.count * ps, r.cls)
+            total += r.count * ps
+        return total
+
     def write_missing(self, paddr: int, length: int, reason: str) -> None:
         """Record a range that could not be read: missing, never zero (§4.5)."""
         if length <= 0:

@@ -22,7 +22,7 @@ from ..tsd import records as R
 from .notes import build_note, iter_notes
 
 __all__ = ["TSUBAKI_NOTE_NAME", "NT_TSUBAKI_EXCLUDED", "build_filter_note", "parse_filter_note",
-           "strip_filter_note"]
+           "strip_filter_note", "notes_for_export"]
 
 TSUBAKI_NOTE_NAME = "TSUBAKI"
 NT_TSUBAKI_EXCLUDED = 0x54530001  # "TS" 1: the dump level's memory map and excluded runs
@@ -87,3 +87,13 @@ def strip_filter_note(notes: bytes) -> bytes:
             out += blob[last:off]
             last = end
     return out + blob[last:]
+
+
+def notes_for_export(notes: bytes | None, memory_map: R.MemoryMap | None,
+                     excluded: list[R.ExcludedRange], page_size: int) -> bytes | None:
+    """The PT_NOTE bytes ``export`` writes: ``notes`` unchanged for a dump that
+    leaves nothing out, else without any old TSUBAKI note and with a new one
+    saying what the dump level left out (so ``import`` of the ELF keeps it)."""
+    if memory_map is None or not (excluded or memory_map.dump_level & ~R.DUMP_LEVEL_ZERO_AS_RECORDS):
+        return notes
+    return strip_filter_note(notes or b"") + build_filter_note(memory_map, excluded, page_size)
