@@ -145,7 +145,8 @@ def import_cmd(
             "records": s.records, "seconds": round(res.seconds, 4),
             "compress_cpu_seconds": round(s.compress_seconds, 4),
             "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None,
-            "dump_level": res.dump_level, "excluded_bytes": res.excluded_bytes}
+            "dump_level": res.dump_level, "excluded_bytes": res.excluded_bytes,
+            "classify_seconds": round(res.classify_seconds, 4)}
     if dedup:
         data["dedup_pages"] = res.dedup_pages
     if fmt == OutputFormat.json:
