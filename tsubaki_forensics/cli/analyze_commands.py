@@ -74,6 +74,18 @@ def exit_code(statuses: list[Status]) -> int:
     return 0
 
 
+def _render(spec, report) -> None:
+    """Run a renderer (plugin code): a raise is one line naming its plugin, not a traceback."""
+    try:
+        spec.function(report, sys.stdout)
+        sys.stdout.flush()
+    except (TsubakiError, OSError):
+        raise
+    except Exception as e:
+        raise PluginError(f"renderer {spec.name!r} (plugin {spec.plugin!r}) raised {type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else '(no message)'}") from None
+
+
 def analyze(
     dumps: _DumpPaths,
     vmlinux: _Vmlinux = None,
@@ -126,8 +138,7 @@ def analyze(
         opened.close()
     for problem in (*report.dump.problems, *(() if quiet else report.warnings)):
         print_warning(problem)
-    renderers[format].function(report, sys.stdout)
-    sys.stdout.flush()
+    _render(renderers[format], report)
     code = exit_code([r.status for r in report.results])
     if code:
         # SystemExit, not typer.Exit: click returns typer.Exit's code from

@@ -89,7 +89,7 @@ def _log_lines(table: Table) -> list[str]:
         t, level, text = line.get("time"), line.get("level"), line.get("text")
         stamp = f"[{t:12.6f}]" if isinstance(t, float) else f"[{format_value(t)}]"
         lv = _LEVELS[level] if isinstance(level, int) and 0 <= level < len(_LEVELS) else format_value(level)
-        body = format_value(text)
+        body = safe_text(text, keep_newlines=True) if isinstance(text, str) else format_value(text)
         for i, piece in enumerate(body.split("\n")):
             out.append(f"{stamp} {lv:<6} {piece}" if i == 0 else f"{'':{len(stamp)}} {'':<6} {piece}")
     return out
