@@ -176,3 +176,20 @@ def test_analyze_text_is_in_crash_order(tsubaki_sample_path, tsubaki_sample_trut
     full = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q", "--full", "--only", "dmesg"],
                           capture_output=True, text=True, timeout=300)
     assert sum(bool(re.match(r"^\[\s*\d+\.\d{6}\] ", line)) for line in full.stdout.splitlines()) == len(tsubaki_sample_truth["dmesg"])
+
+
+def test_sys_analysis_equals_drgn_crash_sys(tsubaki_sample_path, tsubaki_sample_truth):
+    """The ``sys`` analysis (first in analyze's text) gives drgn's own ``sys`` figures, and the taint."""
+    import json
+
+    r = _crash(tsubaki_sample_path, "-c", "sys", "-c", "set")
+    theirs = {k: v.strip('"') for k, v in _sys_fields(r.stdout).items() if k not in ("KERNEL", "DUMPFILE")}
+    run = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q", "-f", "json", "--only", "sys"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    (sys_,) = json.loads(run.stdout)["analyses"]
+    facts = {k.upper().replace("_", " "): str(v) for k, v in sys_["facts"].items()}
+    assert facts.pop("TAINT")  # crash's sys prints it only in KERNEL's [TAINTED]; we name the flags
+    assert {k: v for k, v in facts.items() if k in theirs} == theirs
+    assert set(theirs) <= set(facts)
+    assert facts["RELEASE"] == tsubaki_sample_truth["kernel_release"] and int(facts["PID"]) == tsubaki_sample_truth["crashed_pid"]

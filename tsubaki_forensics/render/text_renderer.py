@@ -145,9 +145,9 @@ def _ps_lines(table: Table) -> list[str]:
     return lines
 
 
-# crash's order: the panic and its backtraces first, then the tasks, then
+# crash's order: the sys summary, the panic and its backtraces, then the tasks, then
 # whatever plugins add, the kernel log last (``analyze --full`` for all of it).
-_ORDER = {"panic": 0, "tasks": 1, "dmesg": 99}
+_ORDER = {"sys": -1, "panic": 0, "tasks": 1, "dmesg": 99}
 
 
 def _result(console: Console, result: AnalysisResult) -> None:
@@ -156,7 +156,10 @@ def _result(console: Console, result: AnalysisResult) -> None:
     if result.error:
         console.print(Text(f"  {safe_text(result.error)}"))
     for key, value in result.facts:
-        console.print(Text(f"  {key}: {format_value(value)}"))
+        if result.name == "sys":  # crash's start-up summary layout
+            console.print(Text(f"{safe_text(key):>12}: {format_value(value)}"))
+        else:
+            console.print(Text(f"  {key}: {format_value(value)}"))
     for table in result.tables:
         console.print(Text(f"\n  {safe_text(table.title)}"))
         names = {c.name for c in table.columns}
