@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import os
 import re
 import sys
 from pathlib import Path
