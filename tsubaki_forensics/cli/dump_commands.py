@@ -76,7 +76,8 @@ def _check_output(output: Path, force: bool, *inputs: Path) -> None:
 
 def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
     """A progress callback drawing on stderr when it is a terminal."""
-    if not cli_output.stderr.is_terminal:
+    # isatty first: asking rich imports it (0.1 s) only to say "no" in a pipe
+    if not sys.stderr.isatty() or not cli_output.stderr.is_terminal:
         return None, lambda: None
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
@@ -119,6 +120,12 @@ def import_cmd(
 
     size = _size(chunk_size) if chunk_size else DEFAULT_CHUNK_SIZE
     _check_output(output, force, vmcore)
+    if dump_level & ~1:
+        # Classification builds a drgn program with no debug info; drgn's own
+        # plugins (its crash-style commands, which import all of
+        # drgn.helpers.linux) serve nothing here and cost 0.05-0.2 s a run.
+        # A user's own setting is kept.
+        os.environ.setdefault("DRGN_DISABLE_PLUGINS", "*")
     if not 1 <= level <= 22:
         raise typer.BadParameter("zstd level must be 1..22", param_hint="--level")
     partial = output.with_name(output.name + ".part")
