@@ -367,7 +367,9 @@ def _print_inspect(d: dict[str, Any]) -> None:
     missing = (f"{_mib(m['missing_bytes'])} missing" if m["missing_bytes_exact"]
                else f"{_mib(m['missing_bytes'])} known missing")
     lines.append(f"memory         {_mib(m['present_bytes'])} present ({_mib(m['data_bytes'])} data, "
-                 f"{_mib(m['zero_bytes'])} zero), {missing}; {share}; "
+                 f"{_mib(m['zero_bytes'])} zero), "
+                 + (f"{_mib(m['excluded_bytes'])} excluded by the dump level, " if m["excluded_bytes"] else "")
+                 + f"{missing}; {share}; "
                  f"ratio {m['compression_ratio']}x")
     for start, end, zero in _spans(m["ranges"]):
         lines.append(f"  present      {start:#014x}-{end:#014x}  {_mib(end - start)} "
