@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import os
 import re
 import sys
 from pathlib import Path
