@@ -166,7 +166,9 @@ def test_analyze_text_is_in_crash_order(tsubaki_sample_path, tsubaki_sample_trut
     run = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     text = run.stdout
-    assert text.index("== panic") < text.index("== tasks") < text.index("== dmesg")
+    assert text.index("== sys") < text.index("== panic") < text.index("== tasks") < text.index("== dmesg")
+    assert "    KERNEL: (no vmlinux: types from the dump's own BTF" in text  # not a bare '-'
+    assert re.search(r"^       TAINT: ", text, re.M)
     pid = tsubaki_sample_truth["crashed_pid"]
     assert re.search(rf"^>\s+{pid}\s", text, re.M)  # crash's '>' on the task that was on a CPU
     log = [line for line in text.splitlines() if re.match(r"^\[\s*\d+\.\d{6}\] ", line)]

@@ -53,10 +53,22 @@ def _memory(d) -> str:
     return text + (" (completeness unknown: no memory map)" if d.completeness else "")
 
 
+def _kernel(report: Report) -> str:
+    """crash's KERNEL line: the vmlinux, or where the debug info came from instead."""
+    if report.dump.vmlinux:
+        return report.dump.vmlinux
+    for warning in report.warnings:
+        if warning.startswith("self-contained:"):
+            return "(no vmlinux: types from the dump's own BTF, symbols from its kallsyms)"
+        if warning.startswith("symbol pack:"):
+            return "(no vmlinux: a symbol pack)"
+    return "-"
+
+
 def _header(report: Report) -> list[str]:
     d = report.dump
     rows = [
-        ("KERNEL", d.vmlinux or "-"),
+        ("KERNEL", _kernel(report)),
         ("DUMPFILE", " ".join(d.paths)),
         ("DUMP ID", d.dump_id or "-"),
         ("RELEASE", d.kernel_release or "-"),
