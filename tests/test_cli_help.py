@@ -93,3 +93,12 @@ def test_one_spelling_of_output(capsys):
     command, context = _resolve(["lab", "crash", "--out", "somewhere"])
     assert str(context.params["out"]) == "somewhere"
     assert main(["lab", "crash"]) == 2 and "'-o' / '--output'" in capsys.readouterr().err  # required, a usage error
+
+
+@pytest.mark.parametrize("command", ["analyze", "crash", "shell"])
+def test_an_elf_vmcore_gets_the_import_hint(command, tmp_path, capsys):
+    elf = tmp_path / "vmcore"
+    elf.write_bytes(b"\x7fELF" + bytes(60))
+    assert main([command, str(elf)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {elf} is an ELF vmcore, not a .tsd dump: import it first (tsubaki-forensics import {elf} -o vmcore.tsd)\n"

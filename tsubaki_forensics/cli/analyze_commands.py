@@ -20,7 +20,7 @@ from ..plugin_system import get_plugins
 from . import output
 from .output import check_format, format_option, print_error, print_json, print_warning, safe_text
 
-__all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
+__all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code", "check_dumps"]
 
 EXIT_PARTIAL = 4
 TEXT_LOG_LINES = 50  # crash-style text ends with the log's tail, as a kernel engineer reads it first
@@ -112,9 +112,7 @@ def analyze(
     plugins = get_plugins(_names(disable))
     renderers = plugins.renderers()
     check_format(format, list(renderers))
-    for path in dumps:
-        if not path.exists():
-            raise TsubakiError(f"{path}: no such file")
+    check_dumps(dumps)
     if not quiet:
         sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
     if self_contained and vmlinux is not None:
@@ -146,6 +144,21 @@ def analyze(
         # SystemExit, not typer.Exit: click returns typer.Exit's code from
         # app() in non-standalone mode, where cli/app.py does not look at it.
         sys.exit(code)
+
+
+def check_dumps(paths: list[Path]) -> None:
+    """Every path exists and none is an ELF vmcore (those are imported first: one line saying how)."""
+    for path in paths:
+        if not path.exists():
+            raise TsubakiError(f"{path}: no such file")
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError:
+            continue  # the reader says why
+        if magic == b"\x7fELF":
+            raise TsubakiError(f"{path} is an ELF vmcore, not a .tsd dump: import it first "
+                               f"(tsubaki-forensics import {path} -o {path.with_suffix('.tsd').name})")
 
 
 def _is_dump(argument: str) -> bool:
@@ -183,13 +196,13 @@ def shell(
     from ..analysis import scripting
     from ..analysis.session import open_program
 
+    if Path(arguments[0]).is_file():
+        check_dumps([Path(arguments[0])])  # an ELF vmcore first: the import hint
     split = next((i for i, a in enumerate(arguments) if not _is_dump(a)), len(arguments))
     dumps, rest = [Path(a) for a in arguments[:split]], [*arguments[split:], *ctx.args]
     if not dumps:
         raise TsubakiError(f"{arguments[0]}: not a .tsd dump (the dump comes before the script)")
-    for path in dumps:
-        if not path.exists():
-            raise TsubakiError(f"{path}: no such file")
+    check_dumps(dumps)
     script = rest[0] if rest and code is None else None
     if script is not None and not Path(script).is_file():
         raise TsubakiError(f"{script}: no such script")
