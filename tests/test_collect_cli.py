@@ -90,7 +90,7 @@ def test_collect_compare_table_and_plot(raw_image, tmp_path, capsys):
         (["--region-size", "1000"], "multiple of 4096"),
         (["--reboot-mem", "1G"], "more than Linux's memory"),
         (["--plot", "x.gif"], "use a .png, .svg or .pdf"),
-        (["--format", "xml"], "--format 'xml'"),
+        (["--format", "xml"], "unknown format 'xml' for --format"),
         (["--boot-time", "-1"], "must not be negative"),
     ],
 )

@@ -40,11 +40,15 @@ class NotCollected:
     """
 
     address: int | None = None
+    #: Why the dump lacks it when that was on purpose: "excluded by dump level 31
+    #: (user data)" (format 1.4); None: lost or never collected.
+    excluded: str | None = None
 
     def __str__(self) -> str:
+        how = self.excluded or "not collected"
         if self.address is None:
-            return "<not collected>"
-        return f"<not collected {self.address:#x}>"
+            return f"<{how}>"
+        return f"<{how} {self.address:#x}>"
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,10 @@ def is_placeholder(value: object) -> bool:
 class Column:
     """One typed column: ``kind`` is the Python type of its non-placeholder values.
 
-    ``fmt`` is a hint for text renderers (``"hex"`` for addresses); JSON
-    keeps the typed value.
+    ``fmt`` is a hint for renderers: ``"address"`` for an address (hex in
+    text, a ``"0x..."`` string in JSON, where a 64-bit number is not safe),
+    ``"hex"`` for another number shown in hex (an offset, a size; a JSON
+    number).
     """
 
     name: str
@@ -139,11 +145,12 @@ class Missing:
     address: int | None = None
     not_collected: bool = True
     group: str | None = None  # "pid": several are summarised as "pids 30, 31 ..."
+    excluded: str | None = None  # "excluded by dump level 31 (user data)": on purpose
 
     def __str__(self) -> str:
         what = f"{self.group} {self.what}" if self.group else self.what
         where = f" at {self.address:#x}" if self.address is not None else ""
-        how = "not collected" if self.not_collected else "unreadable"
+        how = self.excluded or ("not collected" if self.not_collected else "unreadable")
         return f"{what}{where} {how}"
 
 
@@ -179,7 +186,7 @@ def _group_missing(missing: Sequence[Missing]) -> list[str]:
     groups: dict[tuple[str, bool], list[str]] = {}
     singles: list[str] = []
     for item in missing:
-        if item.group:
+        if item.group and not item.excluded:
             groups.setdefault((item.group, item.not_collected), []).append(item.what)
         else:
             singles.append(str(item))

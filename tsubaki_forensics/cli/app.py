@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -26,19 +27,36 @@ from ..errors import TsubakiError
 from . import (
     analyze_commands,
     collect_commands,
+    crash_commands,
     dump_commands,
     lab_commands,
     live_commands,
     symbols_commands,
     triage_commands,
 )
+from .examples import add_examples
 from .output import print_error
 
 __all__ = ["build_app", "main", "COMMAND_MODULES"]
 
 # In help order.
-COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, triage_commands, lab_commands,
-                   symbols_commands)
+COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, crash_commands, triage_commands,
+                   lab_commands, symbols_commands)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        sys.stdout.write(f"tsubaki-forensics {__version__}\n")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Collect Linux kernel crash dumps Tsubaki-style and analyse them with drgn."""
 
 
 def build_app(argv: list[str] | None = None) -> typer.Typer:
@@ -49,13 +67,16 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
     )
+    app.callback()(_root)
     for module in COMMAND_MODULES:
         module.register(app)
     # Plugins load once per process (--disable is read early, like pytest's -p no:NAME).
     from ..plugin_system import disabled_from_argv, get_plugins
 
     get_plugins(disabled_from_argv(sys.argv[1:] if argv is None else argv)).register_commands(app)
+    add_examples(app)
     return app
 
 

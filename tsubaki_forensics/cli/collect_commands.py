@@ -16,7 +16,7 @@ import typer
 from ..errors import StorageError, TsubakiError
 from ..safewrite import check_output, claim_output
 from . import output as cli_output
-from .output import print_json, print_warning, safe_text
+from .output import format_option, print_json, print_warning, safe_text
 
 __all__ = ["register", "collect"]
 
@@ -58,7 +58,7 @@ def collect(
     compare: Annotated[bool, typer.Option(
         "--compare", help="Run every policy on the same input and print one table.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the timeline to FILE.png|svg|pdf.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Summary format: text or json.")] = "text",
+    fmt: Annotated[str, format_option(help="Summary format: text or json.")] = "text",
     fsync: Annotated[bool, typer.Option(help="fsync the dump at every save point.")] = True,
     symbols: Annotated[Optional[Path], typer.Option(
         "--symbols", metavar="PACK.tsp",

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "safe_text"]
+__all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "safe_text", "FORMATS", "check_format",
+           "format_option"]
 
 # Declared for readers and linters; the values come from __getattr__ on first use.
 stdout: Console
@@ -72,3 +74,25 @@ def print_warning(message: str) -> None:
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout (never rich-formatted)."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+#: The formats every data-printing command takes (some add more: triage's jsonl, html).
+FORMATS = ("text", "json")
+
+
+def check_format(value: str, choices: Sequence[str] = FORMATS) -> str:
+    """``value`` if it is one of ``choices``; else the one-line error every command gives (exit 1)."""
+    from ..errors import TsubakiError
+
+    if value not in choices:
+        raise TsubakiError(f"unknown format {value!r} for --format (choose {', '.join(choices)})")
+    return value
+
+
+def format_option(choices: Sequence[str] = FORMATS, help: str | None = None) -> Any:
+    """The ``-f/--format`` option, checked while the command line is parsed, spelled alike everywhere."""
+    import typer
+
+    return typer.Option("-f", "--format", metavar="{" + ",".join(choices) + "}",
+                        callback=lambda value: check_format(value, choices),
+                        help=help or "text for people, json for programs.")

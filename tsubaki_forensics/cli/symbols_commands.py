@@ -20,7 +20,7 @@ import typer
 from ..errors import TsubakiError
 from ..safewrite import atomic_output, check_output
 from . import output as cli_output
-from .output import print_json, safe_text
+from .output import format_option, print_json, safe_text
 
 __all__ = ["register"]
 
@@ -68,7 +68,7 @@ def pack_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Pack file to write (.tsp).")] = Path("kernel.tsp"),
     types: Annotated[list[str] | None, typer.Option("--type", help="Also pack this type (e.g. 'struct foo'); repeatable.")] = None,
     objects: Annotated[list[str] | None, typer.Option("--object", help="Also pack this global, function or constant; repeatable.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    fmt: Annotated[str, format_option()] = "text",
     force: Annotated[bool, typer.Option("--force", help="Replace the pack file if it exists.")] = False,
 ) -> None:
     """Extract the types, globals and symbols the analyses use from VMLINUX into a pack."""
@@ -95,7 +95,7 @@ def pack_command(
 @symbols_app.command("info")
 def info_command(
     pack_path: Annotated[Path, typer.Argument(metavar="PACK.tsp", help="A symbol pack.")],
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    fmt: Annotated[str, format_option()] = "text",
 ) -> None:
     """Show what a symbol pack holds."""
     from ..symbolpack import read_pack

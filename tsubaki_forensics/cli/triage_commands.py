@@ -16,7 +16,7 @@ import typer
 
 from ..errors import TsubakiError
 from ..safewrite import atomic_output, check_output
-from .output import print_warning, safe_text
+from .output import format_option, print_warning, safe_text
 
 __all__ = ["register", "EXIT_SOME_FAILED"]
 
@@ -36,7 +36,7 @@ def triage(
         typer.Option("--dask", metavar="ADDRESS", help="Run on this Dask distributed scheduler (tcp://host:8786); workers must see the same paths."),
     ] = None,
     dask_timeout: Annotated[float, typer.Option("--dask-timeout", min=0.1, help="Seconds to wait for the Dask scheduler.")] = 20.0,
-    format: Annotated[str, typer.Option("--format", help="text, json (list of groups), jsonl (one dump per line) or html.")] = "text",
+    format: Annotated[str, format_option(("text", "json", "jsonl", "html"), help="text, json (list of groups), jsonl (one dump per line) or html.")] = "text",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report here instead of stdout.")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse results of dumps analysed before (keyed by dump id).")] = True,
     cache_file: Annotated[
