@@ -269,7 +269,7 @@ class RecordHeader:
             return f"type-{self.type}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IndexEntry:
     """One INDEX entry: where a record is and what it covers (FORMAT.md §4.6)."""
 
