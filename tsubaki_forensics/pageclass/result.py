@@ -11,30 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import numpy as np
 
+from ..tsd.records import PageClass
+
 __all__ = ["PageClass", "PageClassification", "ExcludedRun", "COUNT_KEYS"]
-
-
-class PageClass(IntEnum):
-    """Why a page is left out (``KEPT``: it is not); ``ABSENT``: not in the dump at all."""
-
-    KEPT = 0
-    ZERO = 1
-    CACHE = 2
-    CACHE_PRIVATE = 3
-    USER = 4
-    FREE = 5
-    HWPOISON = 6
-    OFFLINE = 7
-    ABSENT = 255
-
-    @property
-    def key(self) -> str:
-        """The JSON key of this class (``memory.pages.excluded``)."""
-        return self.name.lower()
 
 
 #: Excluded classes in makedumpfile's report order, by JSON key.
