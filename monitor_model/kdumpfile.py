@@ -107,7 +107,7 @@ def kdump_size(pages: MonitorPages, zsizes: PageZlibSizes, *, vmcoreinfo_bytes: 
     zsizes.ensure(kept)
     n_kept, n_zero = int(np.count_nonzero(kept)), int(np.count_nonzero(zero_kept))
     data = int(zsizes.sizes[: kept.size][kept[: zsizes.sizes.size]].sum(dtype=np.int64)) + page
-    max_mapnr = pages.classes.size  # the bitmaps cover every pfn of the ELF's ranges
+    max_mapnr = classes.size  # the header's max_mapnr: the bitmaps stop there too
     bitmap = -(-(-(-max_mapnr // 8)) // page) * page
     sub = -(-(SUB_HEADER + vmcoreinfo_bytes + notes_bytes) // page) * page
     header = FLAT_HEADER + page + sub + 2 * bitmap
