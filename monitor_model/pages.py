@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tsubaki_forensics.errors import PageClassError, TsubakiError
+from tsubaki_forensics.errors import PageClassError, SourceError, TsubakiError
 
 __all__ = ["MonitorPages", "PageBook", "classify_source", "ClassifierCache", "KEPT", "ZERO"]
 
@@ -141,6 +141,10 @@ def classify_source(source, level: int, cache: ClassifierCache | None = None) ->
     try:
         c = (cache or ClassifierCache()).classifier(source)
         result = c.classify(level | 1)
+    except (SourceError, OSError) as e:  # memory the zero test could not read
+        if level <= 1:
+            return _zero_only(source, level)
+        raise TsubakiError(f"--dump-level {level}: cannot classify pages: {e}") from None
     except PageClassError as e:
         if level <= 1:
             return _zero_only(source, level)
@@ -164,7 +168,12 @@ def _zero_only(source, level: int, page: int = 4096) -> MonitorPages:
             size = min(_WINDOW, start + length - pos) // page * page
             if size <= 0 or pos % page:
                 continue
-            words = np.frombuffer(source.read(pos, size), np.uint64).reshape(-1, page // 8)
+            try:
+                data = source.read(pos, size)
+            except (SourceError, OSError):  # unreadable: kept, so the writer records it missing
+                classes[pos // page: (pos + size) // page] = KEPT
+                continue
+            words = np.frombuffer(data, np.uint64).reshape(-1, page // 8)
             classes[pos // page: pos // page + len(words)] = np.where(words.any(axis=1), KEPT, ZERO)
     total = sum(n for _, n in source.ranges)
     return MonitorPages(level, page, classes, (), total)
