@@ -123,7 +123,7 @@ class ClassifierCache:
 
         key = id(source)
         if key not in self._by_source:
-            memory = getattr(source, "_core", None) or _SourceMemory(source)
+            memory = _SourceMemory(source)  # its bulk reads drop the mapped pages: RSS stays flat
             self._by_source[key] = PageClassifier(memory, source.vmcoreinfo)
         return self._by_source[key]
 
