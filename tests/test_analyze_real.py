@@ -95,7 +95,7 @@ def test_cli_analyze_json(real_tsd, real_crash):
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     assert doc["schema_version"] == 2
-    assert {a["name"]: a["status"] for a in doc["analyses"]} == {"tasks": "ok", "dmesg": "ok", "panic": "ok"}
+    assert {a["name"]: a["status"] for a in doc["analyses"]} == {"sys": "ok", "tasks": "ok", "dmesg": "ok", "panic": "ok"}
     assert "running panic" in run.stderr  # progress on stderr, data on stdout
 
 
@@ -205,7 +205,7 @@ def test_self_contained_without_vmlinux(real_tsd, real_crash):
     assert doc["dump"]["vmlinux"] is None
     assert any("BTF" in w for w in doc["warnings"]) and "warning: limitation:" in run.stderr
     analyses = {a["name"]: a for a in doc["analyses"]}
-    assert {n: a["status"] for n, a in analyses.items()} == {"tasks": "ok", "dmesg": "ok", "panic": "ok"}
+    assert {n: a["status"] for n, a in analyses.items()} == {"sys": "ok", "tasks": "ok", "dmesg": "ok", "panic": "ok"}
     tasks = analyses["tasks"]["tables"][0]
     ours = [{k: row[k] for k in ("pid", "ppid", "comm", "state", "cpu", "on_cpu")} for row in tasks["rows"]]
     assert ours == sorted(gt["tasks"], key=lambda t: t["pid"])

@@ -140,3 +140,56 @@ def test_every_crash_command_without_vmlinux_fails_only_as_documented(tsubaki_sa
 @pytest.mark.parametrize("line", sorted(documented_failures()))
 def test_documented_failures_name_a_probe(line):
     assert any(line in p for ps in PROBES.values() for p in ps), f"{line}: documented but never run"
+
+
+def test_analyze_ps_figures_equal_drgn_crash_ps(tsubaki_sample_path):
+    """The tasks analysis's %MEM, VSZ, RSS and kernel-thread flag are those of drgn's own ``ps``."""
+    import json
+
+    ps = _crash(tsubaki_sample_path, "-c", "ps")
+    assert ps.returncode == 0, ps.stderr
+    theirs = {}
+    for m in re.finditer(r"^[> ]\s*(\d+)\s+\d+\s+\d+\s+[0-9a-f]{16}\s+\S+\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(.*)$", ps.stdout, re.M):
+        pid, mem, vsz, rss, comm = int(m[1]), float(m[2]), int(m[3]), int(m[4]), m[5]
+        if pid:
+            theirs[pid] = (mem, vsz, rss, comm.startswith("[") and comm.endswith("]"))
+    run = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q", "-f", "json", "--only", "tasks"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    (tasks,) = json.loads(run.stdout)["analyses"]
+    ours = {r["pid"]: (r["mem_percent"], r["vsz"], r["rss"], r["kthread"]) for r in tasks["tables"][0]["rows"]}
+    assert ours == theirs
+    assert any(m > 50 for m, *_ in ours.values())  # the OOM sample: one task holds most of memory
+
+
+def test_analyze_text_is_in_crash_order(tsubaki_sample_path, tsubaki_sample_truth):
+    run = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout
+    assert text.index("== panic") < text.index("== tasks") < text.index("== dmesg")
+    pid = tsubaki_sample_truth["crashed_pid"]
+    assert re.search(rf"^>\s+{pid}\s", text, re.M)  # crash's '>' on the task that was on a CPU
+    log = [line for line in text.splitlines() if re.match(r"^\[\s*\d+\.\d{6}\] ", line)]
+    assert len(log) == 50  # the tail; --full for all
+    last = tsubaki_sample_truth["dmesg"][-1]["text"].split("\n")[0]
+    assert log[-1].endswith(last)
+    full = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q", "--full", "--only", "dmesg"],
+                          capture_output=True, text=True, timeout=300)
+    assert sum(bool(re.match(r"^\[\s*\d+\.\d{6}\] ", line)) for line in full.stdout.splitlines()) == len(tsubaki_sample_truth["dmesg"])
+
+
+def test_sys_analysis_equals_drgn_crash_sys(tsubaki_sample_path, tsubaki_sample_truth):
+    """The ``sys`` analysis (first in analyze's text) gives drgn's own ``sys`` figures, and the taint."""
+    import json
+
+    r = _crash(tsubaki_sample_path, "-c", "sys", "-c", "set")
+    theirs = {k: v.strip('"') for k, v in _sys_fields(r.stdout).items() if k not in ("KERNEL", "DUMPFILE")}
+    run = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q", "-f", "json", "--only", "sys"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    (sys_,) = json.loads(run.stdout)["analyses"]
+    facts = {k.upper().replace("_", " "): str(v) for k, v in sys_["facts"].items()}
+    assert facts.pop("TAINT")  # crash's sys prints it only in KERNEL's [TAINTED]; we name the flags
+    assert {k: v for k, v in facts.items() if k in theirs} == theirs
+    assert set(theirs) <= set(facts)
+    assert facts["RELEASE"] == tsubaki_sample_truth["kernel_release"] and int(facts["PID"]) == tsubaki_sample_truth["crashed_pid"]

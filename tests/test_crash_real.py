@@ -91,13 +91,13 @@ def trio(request, crash_lab, tmp_path_factory):
     with_vmlinux = open_program([tsd], plugins, vmlinux=crash.vmlinux)
     selfcontained = open_program([tsd], plugins, self_contained=True)
     assert selfcontained.program.selfcontained is not None
-    yield truth, CrashSession(with_vmlinux.program.prog), CrashSession(selfcontained.program.prog)
+    yield truth, CrashSession(with_vmlinux.program.prog), CrashSession(selfcontained.program.prog), (with_vmlinux, selfcontained)
     with_vmlinux.close()
     selfcontained.close()
 
 
 def test_same_text_as_drgn_on_the_elf(trio):
-    truth, vml, own = trio
+    truth, vml, own, _ = trio
     for line in SAME_TEXT:
         expected = _run_truth(truth, line)
         assert expected.strip(), line
@@ -106,7 +106,7 @@ def test_same_text_as_drgn_on_the_elf(trio):
 
 
 def test_bt_frames_equal_drgn_on_the_elf(trio):
-    truth, vml, own = trio
+    truth, vml, own, _ = trio
     for line in ("bt", "bt -a", "foreach UN bt"):
         expected = _run_truth(truth, line)
         _same_bt(_run_ours(vml, line), expected, names=True)
@@ -115,7 +115,7 @@ def test_bt_frames_equal_drgn_on_the_elf(trio):
 
 
 def test_every_command_without_vmlinux_fails_only_as_documented(trio):
-    truth, _, own = trio
+    truth, _, own, _ = trio
     failed = run_every_probe(own.prog)
     print("\n".join(f"{k}: {v}" for k, v in failed.items()))
     documented = documented_failures()
@@ -124,3 +124,19 @@ def test_every_command_without_vmlinux_fails_only_as_documented(trio):
     for line in probe_lines(truth, sorted({p.split()[0] for p in documented})):
         if line in documented:
             assert _run_truth(truth, line).strip(), line
+
+
+def test_sys_analysis_equals_drgn_sys_on_the_elf(trio):
+    """analyze's ``sys`` summary: drgn's sys + set figures on the ELF with DWARF, with and without a vmlinux."""
+    from tsubaki_forensics.analysis.session import analyze_dump
+
+    truth, _, _, opened = trio
+    text = _run_truth(truth, "sys") + _run_truth(truth, "set")
+    expected = {m[1]: m[2].strip('"') for m in re.finditer(r"^\s*([A-Z][A-Z ]*): (.*)$", text, re.M)}
+    for name in ("KERNEL", "DUMPFILE"):
+        expected.pop(name, None)
+    for each in opened:
+        (result,) = analyze_dump(each, get_plugins([]), only=["sys"]).results
+        facts = {k: str(v) for k, v in result.facts}
+        assert facts.pop("TAINT")
+        assert facts == expected

@@ -23,6 +23,7 @@ from .output import check_format, format_option, print_error, print_json, print_
 __all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
 
 EXIT_PARTIAL = 4
+TEXT_LOG_LINES = 50  # crash-style text ends with the log's tail, as a kernel engineer reads it first
 EXIT_FAILED = 5
 
 _DumpPaths = Annotated[
@@ -74,13 +75,26 @@ def exit_code(statuses: list[Status]) -> int:
     return 0
 
 
+def _render(spec, report) -> None:
+    """Run a renderer (plugin code): a raise is one line naming its plugin, not a traceback."""
+    try:
+        spec.function(report, sys.stdout)
+        sys.stdout.flush()
+    except (TsubakiError, OSError):
+        raise
+    except Exception as e:
+        raise PluginError(f"renderer {spec.name!r} (plugin {spec.plugin!r}) raised {type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else '(no message)'}") from None
+
+
 def analyze(
     dumps: _DumpPaths,
     vmlinux: _Vmlinux = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these analyses (comma-separated or repeated).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip these analyses.")] = None,
     format: Annotated[str, typer.Option("-f", "--format", metavar="{text,json,...}", callback=_check_renderer, help="Output format: text, json, or one a plugin adds (`plugins` lists them).")] = "text",
-    tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines.")] = None,
+    tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines (text default: 50).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="text: the whole kernel log, not its last 50 lines (JSON always has it all).")] = False,
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
     disable: _Disable = None,
@@ -112,7 +126,7 @@ def analyze(
             plugins,
             only=_names(only),
             exclude=_names(exclude),
-            options={"tail": tail},
+            options={"tail": tail if tail is not None or full or format != "text" else TEXT_LOG_LINES},
             progress=None if quiet else (lambda name: sys.stderr.write(f"running {name}\n")),
             timeout=timeout or None,
             strict=strict,
@@ -126,8 +140,7 @@ def analyze(
         opened.close()
     for problem in (*report.dump.problems, *(() if quiet else report.warnings)):
         print_warning(problem)
-    renderers[format].function(report, sys.stdout)
-    sys.stdout.flush()
+    _render(renderers[format], report)
     code = exit_code([r.status for r in report.results])
     if code:
         # SystemExit, not typer.Exit: click returns typer.Exit's code from

@@ -7,7 +7,7 @@ for a real one.  Bump :data:`SCHEMA_VERSION` on any incompatible change.
 
 Schema 2 (volatility3's ``-r json`` is the model): table rows are objects
 keyed by snake_case column names, fact keys are snake_case, and addresses
-(``fmt="hex"`` columns, placeholder and completeness addresses) are
+(``fmt="address"`` columns, placeholder and completeness addresses) are
 ``"0x..."`` strings, because a 64-bit kernel address as a JSON number is
 corrupted by jq 1.6 and JavaScript (doubles: 53 bits of mantissa).
 """
@@ -56,14 +56,14 @@ def value_to_json(value: Value, *, address: bool = False) -> Any:
 
 
 def _column_type(column: Any) -> str:
-    if column.fmt == "hex" and column.kind is int:
+    if column.fmt == "address" and column.kind is int:
         return "address"
     return _KINDS.get(column.kind, "string")
 
 
 def _table(table: Table) -> dict[str, Any]:
     keys = [snake_case(c.name) for c in table.columns]
-    addresses = [c.fmt == "hex" and c.kind is int for c in table.columns]
+    addresses = [c.fmt == "address" and c.kind is int for c in table.columns]
     return {
         "name": table.name,
         "title": table.title,

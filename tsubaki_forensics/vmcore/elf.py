@@ -68,6 +68,16 @@ def _rows(table: np.ndarray, chunk: int = 4096):
         yield from table[at:at + chunk].tolist()
 
 
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    while len(data) < size:  # short reads happen on some filesystems; EOF is a truncated file
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            raise FormatError(f"vmcore ends at offset {offset + len(data)}, inside a PT_LOAD")
+        data += more
+    return data
+
+
 class ElfVmcore:
     """An ELF core file of a whole machine's physical memory."""
 
@@ -226,8 +236,10 @@ class ElfVmcore:
             if pos < file_end:
                 cut = min(stop, file_end)
                 off = s.offset + pos - s.paddr
-                assert self._mm is not None
-                parts.append(self._mm[off:off + cut - pos])
+                # pread, not a slice of the mmap: a copy either way, but the
+                # mapped pages would stay resident (the page classifier reads
+                # every struct page through here: +40 MiB of RSS at 2 GiB)
+                parts.append(_pread(self._file.fileno(), cut - pos, off))
                 pos = cut
             if pos < stop:
                 parts.append(bytes(stop - pos))
