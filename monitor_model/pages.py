@@ -149,6 +149,10 @@ def classify_source(source, level: int, cache: ClassifierCache | None = None) ->
         if level <= 1:
             return _zero_only(source, level)
         raise TsubakiError(f"--dump-level {level}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - drgn on a damaged kernel image: any error
+        if level <= 1:  # level 1 needs no struct pages: the zero scan alone is exact
+            return _zero_only(source, level)
+        raise TsubakiError(f"--dump-level {level}: cannot classify pages: {e}") from None
     classes = result.classes
     candidate = int(np.count_nonzero((classes == KEPT) | (classes == ZERO))) << c.layout.page_shift
     struct = _struct_page_ranges(c) if c.layout.walks_struct_pages(level) and level > 1 else ()
