@@ -1,5 +1,8 @@
 """Benchmark: the collection policies on real crash-lab crashes, over storage profiles.
 
+Its last output (docs/benchmarks/collect.md) predates dump levels and the
+honest kdump baseline; for kdump comparisons use bench/collect_levels.py.
+
 For each crash (memory size x workload) and each storage profile, runs
 kdump, tsubaki and tsubaki-triage through the real engine (real zstd work,
 real files) and records the emulated times; the restart speed-up of each

@@ -1,12 +1,14 @@
-"""Emulated time for the monitor, with the real compression CPU time beside it.
+"""Emulated time for the monitor's CPU, with the real compression CPU time beside it.
 
-The timeline is computed from the models (storage device, boot time), so it
+The timeline is computed from the models (storage device, boot time, and
+the CPU model of :mod:`.cpu`: throughputs measured once on a real CPU), so it
 is deterministic and the same on every machine: that is what tests and
-tables use.  The compression is real work, and its CPU time is measured on
-this host and reported next to the emulated figures.  With ``cpu_scale`` set
-(e.g. 8.0 for a monitor core eight times slower than this host), the
-measured CPU time, scaled, is also put on the timeline: compression of one
-step overlaps the device writing the previous one (a two-stage pipeline).
+tables use.  The compression is also real work, and its CPU time is
+measured on this host and reported next to the emulated figures.  With
+``cpu_scale`` set (e.g. 8.0 for a monitor core eight times slower than this
+host), the measured CPU time, scaled, replaces the modelled one on the
+timeline.  Compression overlaps the device writing (a two-stage pipeline,
+:meth:`~.storage.StorageDevice.write`).
 """
 
 from __future__ import annotations
@@ -49,9 +51,7 @@ class MonitorClock:
     cpu_scale: float | None = None
     cpu_free_at: float = 0.0
 
-    def compute(self, start_at: float, cpu_seconds: float) -> float:
-        """The emulated time when the monitor has prepared one step's records."""
-        begin = max(start_at, self.cpu_free_at)
-        cost = 0.0 if self.cpu_scale is None else cpu_seconds * self.cpu_scale
-        self.cpu_free_at = begin + cost
-        return self.cpu_free_at
+    def cost(self, modelled: float, measured: float) -> float:
+        """CPU seconds one step takes on the timeline: the model's, or with
+        ``cpu_scale`` this host's measured seconds times the scale."""
+        return modelled if self.cpu_scale is None else measured * self.cpu_scale

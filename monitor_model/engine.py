@@ -3,17 +3,24 @@
 1. Panic notice (the SMC): Linux's memory map and the dump level (what the
    dump should hold), the VMCOREINFO and the ELF notes (registers) are
    stored first and flushed; the monitor takes one CPU.
-2. The policy's steps run in order: each step's ranges are read from the
-   emulated RAM, zero pages elided and the rest compressed with zstd by the
-   real :class:`~tsubaki_forensics.tsd.TsdWriter` (real work, really timed),
-   then flushed; the storage model turns the bytes into emulated time.
-3. The policy reboots Linux and hands regions back through :class:`Monitor`;
+2. The monitor classifies every page at the dump level (:mod:`.pages`;
+   charged to its one CPU by the model of :mod:`.cpu`) and chooses the
+   reboot regions by the bytes they need written at that level.
+3. The policy's steps run in order: each step's kept pages are read from
+   the emulated RAM, zero pages elided and the rest compressed with zstd by
+   the real :class:`~tsubaki_forensics.tsd.TsdWriter` (real work, really
+   timed); the pages the level leaves out are recorded as excluded; then
+   flushed.  The CPU model and the storage model turn it into emulated time
+   (compression and writing overlap).
+4. The policy reboots Linux and hands regions back through :class:`Monitor`;
    every region Linux gets is overwritten in the emulated RAM, as a booting
    kernel would, so a region handed back too early shows up as wrong bytes
    in the dump.  Each hand-back is recorded with the durable offset at that
    moment; a *strict* engine refuses an unsafe one.
-4. Closing writes the index; the timeline gets Linux's memory demand and the
+5. Closing writes the index; the timeline gets Linux's memory demand and the
    stalls it causes.
+
+kdump is not run here: :mod:`.kdump_run` models makedumpfile in a capture kernel.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from pathlib import Path
 from tsubaki_forensics.errors import SourceError, TsubakiError
 
 from .clock import MonitorClock
-from .machine import EmulatedRam, IntervalSet, Machine, Region, choose_reboot_regions
+from .machine import EmulatedRam, IntervalSet, Machine, Region
+from .pages import KEPT, MonitorPages, PageBook
 from .policies import Policy, Step
 from .results import (
     DEFAULT_BOOT_S,
@@ -98,6 +106,7 @@ class Monitor:
         self._seed = 0
         self.notice_bytes = 0
         self.dumps = True  # False: the policy dumps nothing, so nothing can be unsafe
+        self.pages: MonitorPages | None = None  # every page's class at the dump level
         self.record: Callable[..., None] | None = None  # EVENT records into the dump
 
     def event(self, time: float, kind: str, **fields) -> None:
@@ -111,6 +120,19 @@ class Monitor:
     def region_saved(self, region: Region) -> bool:
         """Every byte of the region is durable in the dump."""
         return all(self.saved.covers(s, n) for s, n in region.ranges)
+
+    def region_cost(self, region: Region) -> int:
+        """Bytes that must be written before Linux may use ``region`` (kept,
+        non-zero pages at the dump level); all of it when nothing is classified."""
+        if self.pages is None:
+            return region.nbytes
+        return sum(self.pages.write_bytes(s, n) for s, n in region.ranges)
+
+    def first_steps(self) -> list[Step]:
+        """The struct pages the classification read: saved before anything else."""
+        if self.pages is None or not self.pages.struct_pages:
+            return []
+        return [Step("struct pages", self.pages.struct_pages)]
 
     def triage_steps(self) -> list[Step]:
         """Triage steps for this source (see :mod:`.triage`)."""
@@ -176,6 +198,7 @@ def run_policy(
     triage: Callable[[Machine], list[Step]] | None = None,
     progress: Callable[[int], None] | None = None,
     resume: Resume | None = None,
+    book: PageBook | None = None,
 ) -> RunResult:
     """Run one policy on ``source`` and write the dump to ``output``.
 
@@ -183,6 +206,8 @@ def run_policy(
     :param resume: a previous, interrupted file of the same dump: its id is
         reused and the ranges it holds are not written again.
     :param progress: called with the number of source bytes just processed.
+    :param book: the source's page classifications, shared by the policies
+        of one ``collect`` (made here if not given).
     :raises HandbackSafetyError: a strict run caught the policy giving Linux
         memory whose dump was not durable.
     """
@@ -191,11 +216,17 @@ def run_policy(
         params = replace(params, boot_s=_source_boot(source))
     if params.capture_boot_s is None:
         params = replace(params, capture_boot_s=params.boot_s)
-    run = _Run(source, policy, params, triage, progress)
+    book = book or PageBook(source)
+    if policy.kdump_model:
+        from .kdump_run import run_kdump
+
+        return run_kdump(source, policy, params, output, book)
+    run = _Run(source, policy, params, triage, progress, book)
     out_path = Path(output) if output is not None and policy.dumps else None
     try:
         if out_path is not None:
             run.open(out_path, resume)
+        run.classify()
         run.choose_reboot_regions()
         policy.on_start(run.monitor)
         for step in policy.steps(run.monitor) if run.writer is not None else []:
@@ -212,9 +243,13 @@ def run_policy(
 class _Run:
     """The state of one policy's run: the monitor, the writer, the books."""
 
-    def __init__(self, source, policy: Policy, params: CollectParams, triage, progress) -> None:
+    def __init__(self, source, policy: Policy, params: CollectParams, triage, progress,
+                 book: PageBook) -> None:
         self.wall0 = time.perf_counter()
         self.source, self.policy, self.params, self.progress = source, policy, params, progress
+        self.book = book
+        self.level = policy.level(params)
+        self.cpu_model_s = 0.0
         self.cpus = params.cpus or _count_cpus(source.notes) or 2
         self.machine = Machine.from_ranges(source.ranges, params.region_size,
                                            monitor_mem=params.monitor_mem, cpus=self.cpus)
@@ -254,7 +289,8 @@ class _Run:
                                 dump_id=resume.dump_id if resume else None,
                                 producer=f"tsubaki-forensics collect ({self.policy.name})",
                                 memory_map=MemoryMap.from_ranges(
-                                    r for region in self.machine.regions for r in region.ranges))
+                                    (r for region in self.machine.regions for r in region.ranges),
+                                    dump_level=max(1, self.level or 1)))
         self.writer.write_metadata(vmcoreinfo=src.vmcoreinfo, notes=src.notes,
                                    properties=props, symbolpack=p.symbolpack)
         self.writer.write_event("panic_notice", 0.0, cpus=self.cpus)
@@ -287,15 +323,38 @@ class _Run:
                 monitor.records_end[region.index] = offset
         monitor.event(monitor.now, "resumed", previous=resume.name, bytes=kept)
 
+    def classify(self) -> None:
+        """Classify every page at the dump level, on the monitor's CPU, right
+        after the notice: the plan (what to write, where to reboot) needs it."""
+        monitor, cpu = self.monitor, self.params.cpu
+        if self.writer is None or self.level is None:
+            return
+        pages = monitor.pages = self.book.at(self.level)
+        took = cpu.zero_test_s(pages.candidate_bytes)
+        if pages.struct_pages:  # the struct pages were read: the level's rules ran
+            took += cpu.classify_s(self.machine.total)
+        monitor.now += took
+        self.cpu_model_s += took
+        monitor.event(monitor.now, "pages_classified", level=self.level,
+                      kept=pages.kept_pages(), write_bytes=pages.kept_pages() * pages.page_size)
+
     def choose_reboot_regions(self) -> None:
-        """For early-reboot policies, let a zero-page scan pick cheap reboot regions."""
+        """For early-reboot policies (``sparse``): region 0 (the x86 real-mode
+        trampoline must be there), then the regions needing the fewest bytes
+        written at the dump level, until Linux has ``reboot_mem``."""
         p, monitor = self.params, self.monitor
-        if self.policy.reboots_early and p.reboot_choice == "sparse" and self.writer is not None:
-            choice = choose_reboot_regions(self.machine, self.ram, p.reboot_mem)
-            monitor.reboot_set = choice.regions
-            monitor.now += choice.scanned / p.scan_bandwidth
-            self.timeline.add(monitor.now, "reboot_regions_chosen", scanned=choice.scanned,
-                              regions=[r.index for r in choice.regions], sparse=choice.sparse)
+        if self.policy.reboots_early and p.reboot_choice == "sparse" and monitor.pages is not None:
+            first, *rest = self.machine.regions
+            chosen, got = [first], first.nbytes
+            for region in sorted(rest, key=lambda r: (monitor.region_cost(r), r.index)):
+                if got >= p.reboot_mem:
+                    break
+                chosen.append(region)
+                got += region.nbytes
+            monitor.reboot_set = sorted(chosen, key=lambda r: r.index)
+            self.timeline.add(monitor.now, "reboot_regions_chosen",
+                              regions=[r.index for r in monitor.reboot_set],
+                              write_bytes=sum(monitor.region_cost(r) for r in monitor.reboot_set))
         self.clock.cpu_free_at = monitor.now
 
     def step(self, step: Step) -> None:
@@ -304,12 +363,24 @@ class _Run:
         monitor, writer, device = self.monitor, self.writer, self.device
         todo = [piece for s, n in step.ranges for piece in monitor.written.subtract_from(s, n)]
         if not todo and not self.resumed:
-            return  # (when resuming, a step the previous file holds still counts as saved)
-        cpu = sum(self._write(start, length) for start, length in todo)
-        self.cpu_total += cpu
+            # written already (by the struct-page or triage steps): still saved,
+            # so the policy must hear of it (else a region whose pages an
+            # earlier step wrote, or that the level left out, is never given back)
+            self.policy.on_saved(monitor, step)
+            return
+        measured, kept = 0.0, 0
+        for start, length in todo:
+            cpu, nbytes = self._write(start, length)
+            measured += cpu
+            kept += nbytes
+        self.cpu_total += measured
+        modelled = self.params.cpu.zstd_s(kept)
+        self.cpu_model_s += modelled
         before = device.written
         offset = writer.flush(durable=False)
-        monitor.now = device.write(offset - before, self.clock.compute(monitor.now, cpu))
+        monitor.now = device.write(offset - before, monitor.now,
+                                   cpu_s=self.clock.cost(modelled, measured),
+                                   pieces=-(-sum(n for _, n in todo) // READ_SIZE))
         for region in _regions_of(self.machine, todo):
             monitor.records_end[region.index] = offset
             self.regions[region.index]["file_bytes"] += _share(region, todo, offset - before)
@@ -329,27 +400,36 @@ class _Run:
                 row["saved_s"] = round(monitor.now, 6)
         self.policy.on_saved(monitor, step)
 
-    def _write(self, start: int, length: int) -> float:
-        """Read a range from the emulated RAM into the writer; returns its compression CPU time."""
-        cpu = 0.0
+    def _write(self, start: int, length: int) -> tuple[float, int]:
+        """Read a range from the emulated RAM into the writer, the pages the
+        level keeps as memory and the others as excluded; returns the
+        measured compression CPU seconds and the non-zero bytes written."""
+        cpu, nonzero = 0.0, 0
+        pages = self.monitor.pages
+        filters = pages is not None and self.level is not None and self.level > 1
         for pos in range(start, start + length, READ_SIZE):
             size = min(READ_SIZE, start + length - pos)
-            try:
-                data = self.ram.read(pos, size)
-                if len(data) != size:  # a short read would shift every later byte
-                    raise SourceError(f"short read at {pos:#x}: {len(data)} of {size} bytes")
-            except (SourceError, OSError) as e:
-                # what could not be read is recorded as missing, never as zeros
-                why = str(e) if isinstance(e, SourceError) else f"read error: {e.strerror or e}"
-                self.writer.write_missing(pos, size, why)
-            else:
-                stats = self.writer.write_memory(pos, data)
-                cpu += stats.compress_seconds
-                self.used += stats.raw_bytes - stats.zero_bytes
+            runs = pages.runs(pos, size) if filters else [(pos, size, KEPT)]
+            for lo, n, cls in runs:
+                if cls != KEPT:
+                    self.writer.write_excluded(lo, n, cls)
+                    continue
+                try:
+                    data = self.ram.read(lo, n)
+                    if len(data) != n:  # a short read would shift every later byte
+                        raise SourceError(f"short read at {lo:#x}: {len(data)} of {n} bytes")
+                except (SourceError, OSError) as e:
+                    # what could not be read is recorded as missing, never as zeros
+                    why = str(e) if isinstance(e, SourceError) else f"read error: {e.strerror or e}"
+                    self.writer.write_missing(lo, n, why)
+                else:
+                    stats = self.writer.write_memory(lo, data)
+                    cpu += stats.compress_seconds
+                    nonzero += stats.raw_bytes - stats.zero_bytes
             if self.progress:
                 self.progress(size)
         self.monitor.written.add(start, length)
-        return cpu
+        return cpu, nonzero
 
     def check_all_given(self) -> None:
         """Every policy must end with Linux owning all its memory."""
@@ -362,7 +442,7 @@ class _Run:
         monitor, timeline, device = self.monitor, self.timeline, self.device
         restart = monitor.reboot_at + self.params.boot_s
         demand = DemandModel(self.params.boot_footprint, self.params.demand_rate,
-                             self.used or self.machine.total)
+                             _used_bytes(self.book) or self.machine.total)
         self.stalls = stall_intervals(timeline.owned, restart, demand) if self.policy.dumps else []
         for start, end in self.stalls:
             timeline.add(start, "stall_start")
@@ -401,7 +481,7 @@ class _Run:
             source=getattr(self.source, "name", "?"),
             output=out_path,
             memory_bytes=self.machine.total,
-            used_bytes=self.used,
+            used_bytes=_used_bytes(self.book),
             boot_s=p.boot_s,
             reboot_start_s=monitor.reboot_at,
             restart_s=monitor.reboot_at + p.boot_s,
@@ -418,7 +498,27 @@ class _Run:
             stalls=self.stalls,
             timeline=timeline,
             flushes=list(self.device.flushes),
+            dump_level=self.level,
+            cpu_model_s=self.cpu_model_s,
+            pages=_pages_summary(monitor.pages),
         )
+
+
+def _used_bytes(book: PageBook) -> int:
+    """Non-zero memory of the source (the demand model's target), 0 if unknown."""
+    try:
+        return book.used_bytes()
+    except TsubakiError:
+        return 0
+
+
+def _pages_summary(pages: MonitorPages | None) -> dict | None:
+    """``{"total", "kept", "excluded": {class: pages}}`` of the level, as ``inspect`` counts them."""
+    if pages is None:
+        return None
+    counts = pages.counts()
+    kept = counts.pop("kept")
+    return {"total": kept + sum(counts.values()), "kept": kept, "excluded": counts}
 
 
 _LATE_EVENTS = ("stall_start", "stall_end")
@@ -488,5 +588,6 @@ def _properties(source, policy: Policy, params: CollectParams, machine: Machine)
         "collect.region_size": str(params.region_size),
         "collect.reboot_mem": str(params.reboot_mem),
         "collect.memory_bytes": str(machine.total),
+        "collect.dump_level": str(policy.level(params)),
     })
     return props

@@ -24,6 +24,7 @@ __all__ = [
     "Context",
     "Policy",
     "KdumpPolicy",
+    "KdumpFullPolicy",
     "RebootOnlyPolicy",
     "TsubakiPolicy",
     "TriagePolicy",
@@ -50,6 +51,8 @@ class Context(Protocol):
     handed_back: set[int]
 
     def region_saved(self, region: Region) -> bool: ...
+    def region_cost(self, region: Region) -> int: ...  # bytes that must be written at the level
+    def first_steps(self) -> list[Step]: ...  # the struct pages, when the level read them
     def reboot(self, regions: list[Region]) -> None: ...
     def hand_back(self, region: Region) -> None: ...
     def triage_steps(self) -> list[Step]: ...
@@ -63,6 +66,11 @@ class Policy:
     dumps = True  # False: nothing is written (reboot-only)
     capture_boot = False  # True: a capture kernel boots before the dump (kdump)
     reboots_early = False  # True: reboots in a subset of regions (the monitor chooses them)
+    kdump_model = False  # True: makedumpfile in a capture kernel (monitor_model/kdump_run.py)
+
+    def level(self, params) -> int | None:
+        """The makedumpfile dump level this policy dumps at (None: it dumps nothing)."""
+        return params.dump_level
 
     def steps(self, ctx: Context) -> list[Step]:
         """The dump plan, in order."""
@@ -87,14 +95,30 @@ def region_step(region: Region) -> Step:
 
 
 class KdumpPolicy(Policy):
-    """Today's practice: boot a capture kernel, dump everything, then reboot."""
+    """What Debian's kdump-tools (1.8.1) does by default: a capture kernel
+    booted with ``nr_cpus=1`` runs ``makedumpfile -F -c -d 31`` (zlib on one
+    CPU, page by page), then the machine reboots (``--kdump-level`` changes 31)."""
 
     name = "kdump"
-    description = "capture kernel boots, dumps all memory, then Linux reboots (baseline)"
+    description = "capture kernel (nr_cpus=1) runs makedumpfile -F -c -d 31, then Linux reboots (baseline)"
     capture_boot = True
+    kdump_model = True
+
+    def level(self, params) -> int | None:
+        return params.kdump_level
 
     def on_finished(self, ctx: Context) -> None:
         ctx.reboot(ctx.machine.regions)
+
+
+class KdumpFullPolicy(KdumpPolicy):
+    """kdump keeping every non-zero page (``makedumpfile -c -d 1``)."""
+
+    name = "kdump-full"
+    description = "as kdump, at dump level 1 (every non-zero page)"
+
+    def level(self, params) -> int | None:
+        return 1
 
 
 class RebootOnlyPolicy(Policy):
@@ -104,6 +128,9 @@ class RebootOnlyPolicy(Policy):
     description = "reboot at once, no dump (lower bound; evidence lost)"
     dumps = False
 
+    def level(self, params) -> int | None:
+        return None
+
     def steps(self, ctx: Context) -> list[Step]:
         return []
 
@@ -112,17 +139,19 @@ class RebootOnlyPolicy(Policy):
 
 
 class TsubakiPolicy(Policy):
-    """The paper's order: reboot regions first, reboot, then the rest,
-    handing each region back to Linux as soon as it is saved."""
+    """The paper's order: the struct pages (at a level that reads them), the
+    reboot regions, reboot, then the rest, cheapest to save first, handing
+    each region back to Linux as soon as it is saved."""
 
     name = "tsubaki"
     description = "reboot regions first, reboot when they are saved, hand back the rest as saved"
     reboots_early = True
 
     def steps(self, ctx: Context) -> list[Step]:
-        first = [r.index for r in ctx.reboot_set]
-        rest = [r for r in ctx.machine.regions if r.index not in first]
-        return [region_step(r) for r in ctx.reboot_set] + [region_step(r) for r in rest]
+        first = {r.index for r in ctx.reboot_set}
+        rest = sorted((r for r in ctx.machine.regions if r.index not in first),
+                      key=lambda r: (ctx.region_cost(r), r.index))
+        return ctx.first_steps() + [region_step(r) for r in ctx.reboot_set] + [region_step(r) for r in rest]
 
     def on_saved(self, ctx: Context, step: Step) -> None:
         if not ctx.rebooted and all(ctx.region_saved(r) for r in ctx.reboot_set):
@@ -147,11 +176,13 @@ class TriagePolicy(TsubakiPolicy):
     description = "triage data first (page tables, kernel data, printk, crashed stack), then as tsubaki"
 
     def steps(self, ctx: Context) -> list[Step]:
-        return ctx.triage_steps() + super().steps(ctx)
+        rest = super().steps(ctx)
+        first = ctx.first_steps()
+        return first + ctx.triage_steps() + rest[len(first):]
 
 
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (KdumpPolicy, RebootOnlyPolicy, TsubakiPolicy, TriagePolicy)
+    cls.name: cls for cls in (KdumpPolicy, KdumpFullPolicy, RebootOnlyPolicy, TsubakiPolicy, TriagePolicy)
 }
 
 

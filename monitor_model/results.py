@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tsubaki_forensics.errors import TsubakiError
 
+from .cpu import DEFAULT_CPU, CpuModel
 from .machine import HOTPLUG_BLOCK
 from .storage import PROFILES, StorageProfile
 from .timeline import Timeline
@@ -51,7 +52,10 @@ class CollectParams:
     capture_boot_s: float | None = None  # kdump's capture kernel; None: boot_s
     monitor_mem: int = 64 << 20
     cpus: int | None = None  # None: from the source's notes (one per CPU), else 2
-    cpu_scale: float | None = None  # put measured compression CPU time, scaled, on the timeline
+    cpu_scale: float | None = None  # put this host's measured compression time, scaled, on the timeline
+    cpu: CpuModel = DEFAULT_CPU  # modelled CPU of the monitor and of kdump's capture kernel
+    dump_level: int = 1  # makedumpfile -d bits for tsubaki and tsubaki-triage
+    kdump_level: int = 31  # makedumpfile -d of the kdump policy (kdump-tools' default)
     demand_rate: float = 64 << 20  # bytes/s of memory demand growth after restart
     boot_footprint: int = 128 << 20  # memory Linux needs right after boot
     reboot_choice: str = "sparse"  # "sparse": zero-page scan picks cheap regions; "low": lowest
@@ -108,6 +112,10 @@ class RunResult:
     stalls: list[tuple[float, float]]
     timeline: Timeline = field(repr=False)
     flushes: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    dump_level: int | None = None  # None: nothing dumped (reboot-only)
+    cpu_model_s: float = 0.0  # modelled CPU seconds on the timeline (classification, zero test, codec)
+    pages: dict | None = None  # pages kept/excluded per class at the level
+    notes: list[str] = field(default_factory=list)  # e.g. a level fallen back to 1
 
     def durable_offset_at(self, time: float) -> int:
         """File bytes on stable storage at emulated ``time`` (a power cut then
@@ -130,6 +138,7 @@ class RunResult:
             "used_bytes": self.used_bytes,
             "boot_s": _r(self.boot_s),
             "reboot_start_s": _r(self.reboot_start_s),
+            "dump_level": self.dump_level,
             "restart_s": _r(self.restart_s),
             "full_memory_s": _r(self.full_memory_s),
             "dump_complete_s": _r(self.dump_complete_s),
@@ -137,6 +146,9 @@ class RunResult:
             "bytes_written": self.bytes_written,
             "ideal_restart_s": _r(self.ideal_restart_s),
             "cpu_compress_s": _r(self.cpu_compress_s),
+            "cpu_model_s": _r(self.cpu_model_s),
+            "pages": self.pages,
+            "notes": self.notes,
             "wall_s": _r(self.wall_s),
             "unsafe_handbacks": len(self.unsafe_handbacks),
             "regions": self.regions,

@@ -16,13 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from .engine import CollectParams, Resume, RunResult, run_policy
+from .pages import PageBook
 from .policies import get_policy
 from .resume_check import verify_resume
 from .triage import TriagePlan, plan_triage
 
 __all__ = ["collect", "summary_json", "COMPARE_ORDER"]
 
-COMPARE_ORDER = ("kdump", "reboot-only", "tsubaki", "tsubaki-triage")
+COMPARE_ORDER = ("reboot-only", "kdump", "kdump-full", "tsubaki", "tsubaki-triage")
 
 
 def collect(
@@ -56,12 +57,15 @@ def collect(
                 on_plan(plan)
         return plan.steps()
 
+    book = PageBook(source)  # struct pages read, zero pages and zlib sizes found once
     results = []
     with tempfile.TemporaryDirectory(prefix="tsubaki-collect-") as tmp:
         for i, name in enumerate(policies):
-            out = output if i == 0 else Path(tmp) / f"{name}.tsd"
-            result = run_policy(source, get_policy(name), params, out, triage=triage, progress=progress,
-                                resume=resume if i == 0 else None)
+            policy = get_policy(name)
+            # kdump's timeline is a model of makedumpfile: its .tsd is written only when kept
+            out = output if i == 0 else None if policy.kdump_model else Path(tmp) / f"{name}.tsd"
+            result = run_policy(source, policy, params, out, triage=triage, progress=progress,
+                                resume=resume if i == 0 else None, book=book)
             if i:
                 result = replace(result, output=None)
             results.append(result)
@@ -101,6 +105,9 @@ def summary_json(results: Sequence[RunResult], params: CollectParams, source) ->
             "demand_rate_Bps": params.demand_rate,
             "boot_footprint": params.boot_footprint,
             "zstd_level": params.level,
+            "dump_level": params.dump_level,
+            "kdump_level": params.kdump_level,
+            "cpu": params.cpu.to_json(),
         },
         "policies": policies,
     }

@@ -136,11 +136,20 @@ class StorageDevice:
         self.busy = 0.0  # seconds spent writing or flushing
         self.flushes: list[tuple[float, int]] = []  # (time, durable offset)
 
-    def write(self, nbytes: int, ready_at: float) -> float:
-        """Queue ``nbytes`` of file data; return the emulated completion time."""
-        start = max(ready_at, self.free_at)
+    def write(self, nbytes: int, ready_at: float, cpu_s: float = 0.0, pieces: int = 1) -> float:
+        """Queue ``nbytes`` of file data; return the emulated completion time.
+
+        With ``cpu_s``, the data is produced by a CPU from ``ready_at`` on in
+        ``pieces`` equal pieces, each written as soon as it is ready (the
+        CPU compresses piece i+1 while the device writes piece i): the write
+        ends after the slower of the two stages plus one piece of the other.
+        """
+        pieces = max(1, pieces)
+        start = max(ready_at + cpu_s / pieces, self.free_at)
         took = self.profile.write_time(nbytes)
-        self.free_at = start + took
+        end = max(start + took, ready_at + cpu_s + self.profile.write_time(-(-nbytes // pieces)))
+        took = end - start
+        self.free_at = end
         self.busy += took
         self.written += nbytes
         return self.free_at

@@ -68,13 +68,15 @@ def test_collect_compare_table_and_plot(raw_image, tmp_path, capsys):
     code, out, err = _run(capsys, raw_image, "-o", tmp_path / "d.tsd", "--region-size", "1M",
                           "--reboot-mem", "1M", "--compare", "--plot", plot, "--no-fsync")
     assert code == 0, err
-    for name in ("kdump", "reboot-only", "tsubaki", "tsubaki-triage"):
+    for name in ("reboot-only", "kdump", "kdump-full", "tsubaki", "tsubaki-triage"):
         assert name in out
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
     code, out, err = _run(capsys, raw_image, "-o", tmp_path / "d.tsd", "--region-size", "1M",
                           "--reboot-mem", "1M", "--compare", "--format", "json", "--no-fsync", "--force")
     doc = json.loads(out)
-    assert list(doc["policies"]) == ["tsubaki", "kdump", "reboot-only", "tsubaki-triage"]
+    assert list(doc["policies"]) == ["tsubaki", "reboot-only", "kdump", "kdump-full", "tsubaki-triage"]
+    for row in doc["policies"].values():
+        assert {"dump_level", "bytes_written", "restart_s"} <= set(row)
     kdump, tsubaki = doc["policies"]["kdump"], doc["policies"]["tsubaki"]
     assert tsubaki["restart_s"] < kdump["restart_s"]
     assert tsubaki["restart_speedup_vs_kdump"] == pytest.approx(kdump["restart_s"] / tsubaki["restart_s"], rel=1e-3)

@@ -5,7 +5,8 @@ within 10% of its ideal, the finished dump is byte-identical to the crashed
 machine's memory although Linux rewrote every region it got back, ``analyze``
 on it gives the ground truth, the first few hundred KiB of a triage dump are
 enough for dmesg and the panic backtrace, and on a busy 2 GiB guest with an
-SD UHS-I card the service restarts at least 3x sooner than with kdump.
+SD UHS-I card the service restarts sooner than with kdump-tools' default
+kdump (makedumpfile -d 31) even when Tsubaki saves every page.
 """
 
 from __future__ import annotations
@@ -112,21 +113,24 @@ def test_a_truncated_triage_dump_gives_dmesg_and_the_backtrace(default_runs, rea
 
 
 @pytest.mark.slow
-def test_busy_2g_guest_restarts_at_least_3x_sooner_than_kdump(crash_lab, real_crash, tmp_path):
+def test_busy_2g_guest_restarts_sooner_than_kdump_even_saving_every_page(crash_lab, tmp_path):
+    """Issue 15's target, on the emulated (deterministic) timeline: tsubaki at
+    level 1 restarts before kdump-tools' default kdump (level 31), and at
+    level 31 it restarts before it by more."""
+    from dataclasses import replace
+
     busy = crash_lab(mem="2G", workload="busy")
     src = _source(busy)
     try:
         results = {r.policy: r for r in collect(src, ["tsubaki", "kdump"], CollectParams(), tmp_path / "b.tsd")}
+        d31 = collect(src, ["tsubaki"], replace(CollectParams(), dump_level=31), tmp_path / "b31.tsd",)[0]
     finally:
         src.close()
-    busy_ratio = results["kdump"].restart_s / results["tsubaki"].restart_s
-    assert busy_ratio >= 3.0
-    idle_src = _source(real_crash)
-    try:
-        idle = {r.policy: r for r in collect(idle_src, ["tsubaki", "kdump"], CollectParams(), tmp_path / "i.tsd")}
-    finally:
-        idle_src.close()
-    assert idle["kdump"].restart_s / idle["tsubaki"].restart_s < busy_ratio
+    kdump = results["kdump"]
+    assert kdump.dump_level == 31 and results["tsubaki"].dump_level == 1 and d31.dump_level == 31
+    assert results["tsubaki"].restart_s < kdump.restart_s
+    assert d31.restart_s < results["tsubaki"].restart_s
+    assert d31.bytes_written < results["tsubaki"].bytes_written
 
 
 def test_rss_stays_flat_while_dumping(real_crash, tmp_path):

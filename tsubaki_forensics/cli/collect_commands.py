@@ -33,7 +33,15 @@ def collect(
              "lab:sysrq,mem=2G,workload=busy. Default: the crash lab's default scenario.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Dump file to write (.tsd).")] = Path("dump.tsd"),
     policy: Annotated[str, typer.Option(
-        help="kdump, reboot-only, tsubaki or tsubaki-triage.")] = "tsubaki",
+        help="kdump, kdump-full, reboot-only, tsubaki or tsubaki-triage.")] = "tsubaki",
+    dump_level: Annotated[int, typer.Option(
+        "--dump-level", "-d", min=0, max=31,
+        help="makedumpfile's -d bits for tsubaki and tsubaki-triage: 1 zero, 2 non-private cache, "
+             "4 private cache, 8 user data, 16 free (31: all). Left-out pages are recorded as "
+             "excluded; reboot regions are those needing least written at this level.")] = 1,
+    kdump_level: Annotated[int, typer.Option(
+        "--kdump-level", min=0, max=31,
+        help="makedumpfile -d of the kdump policy (kdump-tools' default: 31).")] = 31,
     storage: Annotated[str, typer.Option(
         help="sd-class10, sd-uhs1, emmc, nvme, unlimited, or custom:bw=20MB/s,lat=2ms,gran=4K,flush=10ms.")] = "sd-uhs1",
     region_size: Annotated[str, typer.Option(help="Hand-back unit (memory-hotplug block).")] = "128M",
@@ -46,8 +54,8 @@ def collect(
     capture_boot_time: Annotated[Optional[float], typer.Option(
         help="kdump: seconds for the capture kernel to boot. Default: the boot time.")] = None,
     cpu_scale: Annotated[Optional[float], typer.Option(
-        help="Put the measured compression CPU time, times this factor, on the timeline "
-             "(a monitor CPU this many times slower). Default: storage-bound, deterministic.")] = None,
+        help="Put this host's measured compression CPU time, times this factor, on the monitor's "
+             "timeline instead of the CPU model (docs/COLLECT.md). Default: the model, deterministic.")] = None,
     demand_rate: Annotated[str, typer.Option(
         help="How fast Linux's memory demand grows after restart, per second.")] = "64M",
     boot_footprint: Annotated[str, typer.Option(help="Memory Linux uses right after boot.")] = "128M",
@@ -96,6 +104,8 @@ def collect(
         boot_footprint=_size(boot_footprint, "--boot-footprint"),
         level=level,
         fsync=fsync,
+        dump_level=dump_level,
+        kdump_level=kdump_level,
     )
     if plot is not None:
         from monitor_model.plot import check_plot_path
@@ -177,23 +187,31 @@ def _print_table(results, src, params, plot: Path | None) -> None:
     table = Table(title=f"collect: {safe_text(src.name)} ({format_size(results[0].memory_bytes)}, "
                         f"{params.storage.describe()})")
     table.add_column("policy", no_wrap=True, min_width=14)
+    table.add_column("-d", justify="right", no_wrap=True)
     for col in ("restart", "full mem", "complete", "stall", "MiB", "vs kdump"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in results:
         ratio = f"{baseline.restart_s / r.restart_s:.2f}x" if baseline and r.restart_s else "-"
         table.add_row(
-            r.policy, f"{r.restart_s:.2f}", f"{r.full_memory_s:.2f}",
+            r.policy, "-" if r.dump_level is None else str(r.dump_level), f"{r.restart_s:.2f}", f"{r.full_memory_s:.2f}",
             "never" if r.dump_complete_s is None else f"{r.dump_complete_s:.2f}",
             f"{r.stall_s:.2f}", f"{r.bytes_written / (1 << 20):.1f}", ratio,
         )
     cli_output.stdout.print(table)
+    for r in results:
+        for note in r.notes:
+            print_warning(note)
     first = results[0]
     if first.output:
         cli_output.stdout.print("seconds of emulated time since the panic; MiB written to the dump; "
                      "vs kdump = how many times sooner the service restarts")
         cli_output.stdout.print(f"dump: {first.output} ({first.policy}); boot {first.boot_s:.2f} s, "
                      f"ideal restart {first.ideal_restart_s:.2f} s, compression CPU "
-                     f"{first.cpu_compress_s:.2f} s (real, this host)")
+                     f"{first.cpu_compress_s:.2f} s (real, this host), CPU on the timeline "
+                     f"{first.cpu_model_s:.2f} s")
+    if baseline is not None:
+        cli_output.stdout.print(f"kdump = kdump-tools' default: capture kernel with nr_cpus=1 running "
+                                f"makedumpfile -F -c -d {baseline.dump_level} (modelled, docs/COLLECT.md)")
     if plot is not None:
         cli_output.stdout.print(f"timeline plot: {plot}")
 

@@ -16,7 +16,7 @@ import typer
 
 from ..errors import TsubakiError
 from . import output as cli_output
-from .output import format_option, print_json
+from .output import print_warning, format_option, print_json
 
 __all__ = ["register", "monitor"]
 
@@ -56,6 +56,10 @@ def monitor(
     resume: Annotated[list[Path] | None, typer.Option(
         help="Continue the dump in these earlier file(s) of a killed monitor: attach to the guest "
              "it left running (needs the same --workdir) and write the rest to -o.")] = None,
+    dump_level: Annotated[int, typer.Option(
+        "--dump-level", "-d", min=0, max=31,
+        help="makedumpfile's -d bits, as collect. The live monitor does not filter yet: it saves "
+             "every page (level 1) and says so when asked for more (docs/LIVE.md).")] = 1,
     fmt: Annotated[str, format_option()] = "text",
 ) -> None:
     """Run a live guest, wait for its panic, dump it while it reboots, hand its memory back."""
@@ -70,6 +74,9 @@ def monitor(
         raise TsubakiError(f"--order {order!r}: use one of {', '.join(ORDERS)}")
     if smp < 1 or smp > 8:
         raise TsubakiError(f"--smp {smp}: use 1..8")
+    if dump_level > 1:  # said, never silently ignored: the dump records level 1, what it holds
+        print_warning(f"--dump-level {dump_level}: the live monitor saves every page (level 1); "
+                      "`collect -d` models the filtered monitor (docs/LIVE.md)")
     config = GuestConfig(mem=_size(mem, "--mem"), base=_size(base, "--base"),
                          dimm_size=_size(dimm_size, "--dimm-size"), smp=smp, kernel=kernel)
     params = LiveParams(order=order, storage=get_profile(storage), level=level, threads=threads)

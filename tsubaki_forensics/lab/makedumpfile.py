@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import LabError
 from ..vmcore.export import copy_as_proc_vmcore
 
-__all__ = ["makedumpfile_counts", "parse_report", "REPORT_KEYS"]
+__all__ = ["makedumpfile_counts", "makedumpfile_output_size", "parse_report", "REPORT_KEYS"]
 
 #: makedumpfile's report line -> our class key (``PageClass.key``).
 REPORT_KEYS = {
@@ -64,3 +64,30 @@ def makedumpfile_counts(vmcore: Path, level: int, *, proc_copy: Path | None = No
     if proc.returncode != 0 or "free" not in counts:
         raise LabError(f"makedumpfile -d {level} failed ({proc.returncode}): {text.strip()[-300:]}")
     return counts
+
+
+def makedumpfile_output_size(vmcore: Path, level: int, *, proc_copy: Path | None = None) -> int:
+    """Bytes ``makedumpfile -F -c -d LEVEL`` writes for ``vmcore`` (kdump-tools' command).
+
+    The flattened output goes to a pipe and is only counted, never stored;
+    the reference for collect's kdump size model (monitor_model/kdumpfile.py).
+
+    :raises LabError: makedumpfile is missing or fails.
+    """
+    tool = shutil.which("makedumpfile")
+    if tool is None:
+        raise LabError("makedumpfile is not installed (apt-get install makedumpfile)")
+    with tempfile.TemporaryDirectory(prefix="tsubaki-mdf-") as tmp:
+        src = proc_copy if proc_copy is not None else Path(tmp) / "vmcore.proc"
+        if not src.exists():
+            copy_as_proc_vmcore(vmcore, src)
+        proc = subprocess.Popen([tool, "-F", "-c", "-d", str(level), str(src)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        total = 0
+        assert proc.stdout is not None and proc.stderr is not None
+        while chunk := proc.stdout.read(1 << 20):
+            total += len(chunk)
+        err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise LabError(f"makedumpfile -F -c -d {level} failed ({proc.returncode}): {err.strip()[-300:]}")
+    return total

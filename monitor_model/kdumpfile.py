@@ -1,0 +1,120 @@
+"""The size of what ``makedumpfile -F -c -d N`` writes, page by page.
+
+Why a model and not the tool: the ``kdump`` baseline of ``collect`` must be
+the same on every machine and must not need makedumpfile installed, yet its
+size decides how long the capture kernel writes to the SD card.  The layout
+is makedumpfile's kdump-compressed format, flattened (``-F``, what
+kdump-tools uses to pipe the dump): a 4 KiB flattened header, then every
+write prefixed by a 16-byte (offset, size) header, and in the data a disk
+dump header block, the sub-header blocks (its fields, the ELF notes and
+VMCOREINFO), two bitmaps of one bit per pfn up to ``max_mapnr`` rounded to
+blocks, a 24-byte page descriptor per dumpable page, one shared zero page,
+and each dumpable non-zero page compressed alone with
+``compress2(..., Z_BEST_SPEED)`` (here ``zlib.compress(page, 1)``, the same
+bytes), stored raw when that is not smaller.
+
+The per-page zlib sizes are real (computed from the crash's memory on two
+threads; zlib releases the GIL) and kept for every non-zero page, so the
+levels of one ``collect --compare`` cost one pass.  ``bench/collect_compare.py
+--kdump-check`` and tests/test_kdumpfile_real.py compare this model with the
+real tool on the same crash.
+"""
+
+from __future__ import annotations
+
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .pages import KEPT, ZERO, MonitorPages
+
+__all__ = ["KdumpSize", "PageZlibSizes", "kdump_size", "FLAT_HEADER", "DESC_BYTES"]
+
+FLAT_HEADER = 4096  # makedumpfile_header, padded to MAX_SIZE_MDF_HEADER
+DATA_HEADER = 16  # makedumpfile_data_header before every write of a flattened dump
+DESC_BYTES = 24  # page_desc_t: offset, size, flags, page_flags
+CACHE_BYTES = 4096 << 4  # write cache of page data/descriptors (page_size << DEFAULT_ORDER)
+SUB_HEADER = 104  # struct kdump_sub_header (v6 fields) before the notes and VMCOREINFO
+_CHUNK = 8 << 20
+
+
+class PageZlibSizes:
+    """zlib level-1 compressed size of every page of a source (0: not computed)."""
+
+    def __init__(self, source, page_size: int = 4096) -> None:
+        self.source, self.page_size = source, page_size
+        end = max((s + n for s, n in source.ranges), default=0)
+        self.sizes = np.zeros(end // page_size, np.uint16)  # stored size: min(compressed, page)
+        self.done = np.zeros(end // page_size, bool)
+
+    def ensure(self, wanted: np.ndarray) -> None:
+        """Compute the sizes of the pfns in ``wanted`` (a boolean mask) not yet known."""
+        todo = wanted[: self.done.size] & ~self.done[: wanted.size]
+        if not todo.any():
+            return
+        page = self.page_size
+        per = _CHUNK // page
+        chunks = sorted({int(p) // per for p in np.flatnonzero(todo)})
+
+        def one(chunk: int) -> None:
+            lo = chunk * per
+            hi = min(lo + per, todo.size)
+            for start, length in self.source.ranges:  # read only what is present
+                a, b = max(lo, -(-start // page)), min(hi, (start + length) // page)
+                if a >= b or not todo[a:b].any():
+                    continue
+                data = memoryview(self.source.read(a * page, (b - a) * page))
+                for pfn in (np.flatnonzero(todo[a:b]) + a).tolist():
+                    off = (pfn - a) * page
+                    self.sizes[pfn] = min(page, len(zlib.compress(data[off: off + page], 1)))
+                self.done[a:b] |= todo[a:b]
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(one, chunks))
+
+
+@dataclass(frozen=True)
+class KdumpSize:
+    """The parts of one modelled ``makedumpfile -F -c -d N`` output, in bytes."""
+
+    level: int
+    dumpable_pages: int  # pages with a descriptor (kept, plus zero pages the level keeps)
+    data_pages: int  # non-zero pages compressed
+    zero_pages_kept: int
+    header_bytes: int  # flattened header, disk dump header, sub header, bitmaps
+    desc_bytes: int
+    data_bytes: int  # compressed page data (and the shared zero page)
+    flat_bytes: int  # the 16-byte headers of the flattened format
+    input_bytes: int  # bytes zlib compresses (non-zero dumpable pages)
+    candidate_bytes: int  # bytes makedumpfile reads and tests for zeros
+
+    @property
+    def total(self) -> int:
+        return self.header_bytes + self.desc_bytes + self.data_bytes + self.flat_bytes
+
+
+def kdump_size(pages: MonitorPages, zsizes: PageZlibSizes, *, vmcoreinfo_bytes: int = 0,
+               notes_bytes: int = 0) -> KdumpSize:
+    """The modelled output size of ``makedumpfile -F -c -d pages.level``."""
+    page = pages.page_size
+    # makedumpfile neither counts nor writes pfns above max_mapnr (QEMU's BIOS ROM)
+    classes = pages.classes[: pages.max_mapnr or pages.classes.size]
+    kept = classes == KEPT
+    zero = classes == ZERO
+    zero_kept = zero if not pages.level & 1 else np.zeros_like(zero)
+    zsizes.ensure(kept)
+    n_kept, n_zero = int(np.count_nonzero(kept)), int(np.count_nonzero(zero_kept))
+    data = int(zsizes.sizes[: kept.size][kept[: zsizes.sizes.size]].sum(dtype=np.int64)) + page
+    max_mapnr = classes.size  # the header's max_mapnr: the bitmaps stop there too
+    bitmap = -(-(-(-max_mapnr // 8)) // page) * page
+    sub = -(-(SUB_HEADER + vmcoreinfo_bytes + notes_bytes) // page) * page
+    header = FLAT_HEADER + page + sub + 2 * bitmap
+    desc = DESC_BYTES * (n_kept + n_zero)
+    # one data header per write: the headers and bitmaps, then each cache flush
+    writes = 4 + -(-desc // CACHE_BYTES) + -(-data // CACHE_BYTES)
+    flat = DATA_HEADER * (writes + 1)  # + the end marker
+    candidate = int(np.count_nonzero(kept | zero)) * page
+    return KdumpSize(pages.level, n_kept + n_zero, n_kept, n_zero, header, desc, data,
+                     flat, n_kept * page, candidate)
