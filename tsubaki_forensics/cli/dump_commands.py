@@ -22,6 +22,7 @@ from typing import Annotated, Any, Callable
 import typer
 
 from ..errors import TsubakiError
+from ..vmcore.detect import require_tsd
 from . import output as cli_output
 from .output import print_json, safe_text
 
@@ -94,7 +95,8 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
 # --- import -------------------------------------------------------------------
 
 def import_cmd(
-    vmcore: Annotated[Path, typer.Argument(help="ELF vmcore (QEMU dump-guest-memory or /proc/vmcore copy).")],
+    vmcore: Annotated[Path, typer.Argument(help="ELF vmcore (QEMU dump-guest-memory or /proc/vmcore copy), "
+                                                "or makedumpfile's kdump-compressed or flattened (-F) file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .tsd file to write.")],
     chunk_size: Annotated[str, typer.Option(help="Largest MEMORY record, e.g. 8M "
                                                  "(default: the format's measured default).")] = "",
@@ -106,7 +108,7 @@ def import_cmd(
     force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Convert an ELF vmcore into a .tsd dump (memory, VMCOREINFO and notes)."""
+    """Convert an ELF vmcore or a makedumpfile file into a .tsd dump (memory, VMCOREINFO and notes)."""
     from ..tsd.writer import DEFAULT_CHUNK_SIZE
 
     size = _size(chunk_size) if chunk_size else DEFAULT_CHUNK_SIZE
@@ -116,9 +118,9 @@ def import_cmd(
     partial = output.with_name(output.name + ".part")
     update, stop = _progress("import")
     try:
-        from ..vmcore.importer import import_vmcore
+        from ..vmcore.detect import import_any
 
-        res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
+        res = import_any(vmcore, partial, chunk_size=size, level=level, threads=threads,
                             progress=update, **({"dedup": True} if dedup else {}))
     except BaseException as e:
         partial.unlink(missing_ok=True)  # half an import is of no use to anyone
@@ -180,6 +182,7 @@ def export_cmd(
     from ..vmcore.export import check_exportable
 
     _check_output(output, force, *dumps)
+    require_tsd(dumps)
     with open_dump(dumps) as dump:
         completeness = dump.completeness()
         check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
@@ -353,6 +356,7 @@ def inspect_cmd(
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
     from ..tsd import open_dump
 
+    require_tsd(dumps)
     with open_dump(dumps) as dump:
         d = _describe(dump)
     if fmt == OutputFormat.json:
@@ -378,6 +382,7 @@ def verify_cmd(
     """
     from ..tsd.verify import verify_dump
 
+    require_tsd(dumps)
     update, stop = _progress("verify")
     try:
         report = verify_dump(dumps, progress=update)

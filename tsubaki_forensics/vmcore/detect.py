@@ -1,0 +1,231 @@
+"""Which dump format a file is (by its magic), and opening the ones that are not ``.tsd``.
+
+Why by magic: users hand every command whatever ``/var/crash`` holds,
+named ``dump.202612030000`` or ``vmcore``; the first bytes say what it is.
+:func:`open_foreign` gives an ELF vmcore or a kdump file the shape of a
+``.tsd`` ``Dump`` (``vmcoreinfo``, ``notes``, ``memory``, ``header``,
+``problems``) so ``analyze``, ``shell`` and ``export`` read it directly;
+an unknown file is one line naming the formats understood.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import FormatError
+
+__all__ = ["sniff", "open_foreign", "ForeignDump", "UNDERSTOOD", "is_tsd", "require_tsd", "import_any",
+           "unsupported"]
+
+UNDERSTOOD = ("understood formats: .tsd; ELF vmcore (/proc/vmcore, QEMU dump-guest-memory, "
+              "makedumpfile -E); makedumpfile kdump-compressed (-c, -l, -p, -z) and "
+              "flattened (-F)")
+_MAGICS = [
+    (b"\x89TSD\r\n\x1a\n", "tsd"),
+    (b"\x7fELF", "elf"),
+    (b"KDUMP   ", "kdump"),
+    (b"makedumpfile\0\0\0\0", "flattened"),
+    (b"DISKDUMP", "diskdump"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\0", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"EMiL", "lime"),
+]
+_NOT_YET = {"gzip": "a gzip-compressed file", "bzip2": "a bzip2-compressed file",
+            "xz": "an xz-compressed file", "lz4": "an lz4-compressed file",
+            "lime": "a LiME memory image", "diskdump": "an old diskdump file"}
+
+
+def sniff(path: str | os.PathLike[str]) -> str:
+    """``tsd``, ``elf``, ``kdump``, ``flattened``, ``gzip``, ... or ``unknown``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, not a dump") from None
+    except OSError as e:
+        raise FormatError(f"{path}: {e.strerror or e}") from None
+    for magic, name in _MAGICS:
+        if head.startswith(magic):
+            return name
+    return "unknown"
+
+
+def is_tsd(path: str | os.PathLike[str]) -> bool:
+    try:
+        return sniff(path) == "tsd"
+    except FormatError:
+        return False
+
+
+def unsupported(path: str | os.PathLike[str], kind: str) -> FormatError:
+    """The one-line error for a file of a format no reader here takes."""
+    if kind == "unknown":
+        try:
+            empty = os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        what = "an empty file" if empty else "not a dump this tool reads"
+    else:
+        what = f"{_NOT_YET.get(kind, kind)}, which this tool does not read yet"
+        if kind in ("gzip", "bzip2", "xz", "lz4"):
+            what += " (decompress it first)"
+    return FormatError(f"{path}: {what}; {UNDERSTOOD}")
+
+
+@dataclass(frozen=True)
+class _Range:
+    start: int
+    length: int
+    kind: str = "data"
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(frozen=True)
+class _Header:
+    arch: str
+    page_size: int
+
+
+class _Memory:
+    """``ranges()`` / ``read()`` over an ``ElfVmcore`` or a ``KdumpFile``."""
+
+    def __init__(self, reader: Any, present: list[tuple[int, int]],
+                 missing: list[tuple[int, int]]) -> None:
+        self._reader = reader
+        self._ranges = [_Range(a, n) for a, n in present]
+        self._missing = [_Range(a, n) for a, n in missing]
+        self.present_bytes = sum(n for _, n in present)
+        self.zero_bytes = 0
+
+    def ranges(self) -> list[_Range]:
+        return list(self._ranges)
+
+    def missing_ranges(self) -> list[_Range]:
+        return list(self._missing)
+
+    def read(self, paddr: int, size: int) -> bytes:
+        return self._reader.read(paddr, size)
+
+
+class ForeignDump:
+    """An ELF vmcore or kdump file, seen as a ``.tsd`` ``Dump`` by the commands."""
+
+    def __init__(self, path: Path, kind: str, reader: Any, memory: _Memory, arch: str,
+                 page_size: int, problems: list[str]) -> None:
+        self.path, self.kind, self._reader = path, kind, reader
+        self.files = [path]
+        self.memory = memory
+        self.header = _Header(arch, page_size)
+        self.vmcoreinfo = reader.vmcoreinfo
+        self.notes = reader.notes or None
+        self.problems = problems
+        self.dump_id = None
+        self.properties = {"source": kind, "source_name": path.name}
+        self.events: list = []
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> ForeignDump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_foreign(paths: list[Path]) -> ForeignDump:
+    """Open one ELF vmcore or kdump file as a ``Dump``-like object.
+
+    :raises FormatError: several files, a ``.tsd``, or a format not read here.
+    """
+    if len(paths) != 1:
+        raise FormatError(f"{', '.join(map(str, paths))}: only .tsd dumps come in several "
+                          f"files; give one ELF or kdump file")
+    path = Path(paths[0])
+    kind = sniff(path)
+    if kind == "elf":
+        from .elf import ElfVmcore
+
+        core = ElfVmcore(path)
+        info_ps = _page_size(core.vmcoreinfo)
+        mem = _Memory(core, [(a, n) for a, n, _ in core.ranges()], [])
+        return ForeignDump(path, "elf-vmcore", core, mem, core.arch, info_ps, [])
+    if kind in ("kdump", "flattened"):
+        from .kdump import KdumpFile
+
+        k = KdumpFile(path)
+        try:
+            mem = _Memory(k, k.present_ranges(), k.missing_ranges())
+            problems = list(k.problems)
+            excluded = sum(n for _, n in k.excluded_ranges())
+            if excluded:
+                problems.append(f"{excluded >> 20} MiB excluded by the producer "
+                                f"(makedumpfile -d {k.header.dump_level})")
+        except BaseException:
+            k.close()
+            raise
+        label = "kdump-flattened" if k.flattened else "kdump-compressed"
+        return ForeignDump(path, label, k, mem, k.arch, k.page_size, problems)
+    raise unsupported(path, kind)
+
+
+def _page_size(vmcoreinfo: bytes | None) -> int:
+    for line in (vmcoreinfo or b"").decode("ascii", "replace").splitlines():
+        if line.startswith("PAGESIZE="):
+            try:
+                return int(line.split("=", 1)[1])
+            except ValueError:
+                break
+    return 4096
+
+
+_LABELS = {"elf": "an ELF vmcore", "kdump": "a makedumpfile kdump-compressed file",
+           "flattened": "a makedumpfile flattened (-F) file"}
+
+
+def require_tsd(paths: list[Path]) -> None:
+    """For commands that read ``.tsd`` only: a file of another format is one line
+    saying what it is and how to use it (never ``bad magic``).
+
+    Missing files are left to the ``.tsd`` reader's own message.
+    """
+    for p in paths:
+        if not Path(p).exists():
+            continue
+        kind = sniff(p)
+        if kind == "tsd":
+            continue
+        if kind in _LABELS:
+            raise FormatError(f"{p}: {_LABELS[kind]}, not a .tsd: `tsubaki-forensics import {p} "
+                              f"-o {Path(p).name}.tsd` converts it (analyze and shell open it "
+                              f"directly)")
+        raise unsupported(p, kind)
+
+
+def import_any(source: Path, output: Path, **options: Any):
+    """Import an ELF vmcore or a kdump file (by magic) into ``output``.
+
+    :returns: :class:`~tsubaki_forensics.vmcore.importer.ImportResult`.
+    :raises FormatError: a ``.tsd`` or a format not read here.
+    """
+    kind = sniff(source)
+    if kind == "elf":
+        from .importer import import_vmcore
+
+        return import_vmcore(source, output, **options)
+    if kind in ("kdump", "flattened"):
+        from .kdump_import import import_kdump
+
+        options.pop("min_zero_pages", None)
+        return import_kdump(source, output, **options)
+    if kind == "tsd":
+        raise FormatError(f"{source}: already a .tsd dump (nothing to import)")
+    raise unsupported(source, kind)
