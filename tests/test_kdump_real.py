@@ -20,7 +20,9 @@ import pytest
 from tsubaki_forensics.analysis.results import Status
 from tsubaki_forensics.analysis.session import analyze_dump, open_program
 from tsubaki_forensics.plugin_system import Plugins
+from tsubaki_forensics.errors import NotCollectedError
 from tsubaki_forensics.tsd import open_dump
+from tsubaki_forensics.tsd.records import PageClass
 from tsubaki_forensics.vmcore import ElfVmcore
 from tsubaki_forensics.vmcore.export import copy_as_proc_vmcore
 from tsubaki_forensics.vmcore.kdump import KdumpFile
@@ -112,9 +114,14 @@ def test_import_export_is_the_original_memory(kdump_files, tmp_path, kernel, opt
     with open_dump([tsd]) as dump:
         c = dump.completeness()
         assert c.complete is True, c.reason
-        assert dump.memory_map.dump_level == level
-        assert np.array_equal(_pfn_mask([(a, n) for a, n, _ in dump.memory_map.excluded], pages),
-                              excluded)
+        assert dump.memory_map.dump_level == (level if excluded.any() else 1)
+        # excluded exactly where makedumpfile excluded, as "excluded by the producer"
+        assert np.array_equal(_pfn_mask([(r.paddr, r.length) for r in dump.excluded], pages), excluded)
+        assert {r.cls for r in dump.excluded} <= {PageClass.UNKNOWN}
+        if excluded.any():
+            a = int(np.flatnonzero(excluded)[0]) << 12
+            with pytest.raises(NotCollectedError, match="excluded"):
+                dump.memory.read(a, 8)
         assert c.expected_bytes == int(kept.sum()) * 4096
 
 

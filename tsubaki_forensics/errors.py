@@ -13,6 +13,7 @@ __all__ = [
     "UnsupportedVersionError",
     "ConflictError",
     "NotCollectedError",
+    "ExcludedPageError",
     "DebugInfoError",
     "SourceError",
     "LabError",
@@ -46,6 +47,18 @@ class NotCollectedError(TsubakiError, LookupError):
     def __init__(self, address: int, message: str | None = None) -> None:
         self.address = address
         super().__init__(message or f"physical address {address:#x} was not collected")
+
+
+class ExcludedPageError(NotCollectedError):
+    """Physical memory the dump's level left out on purpose (format 1.4): not lost.
+
+    ``reason`` reads "excluded by dump level 31 (user data)"; the drgn bridge
+    puts it in the FaultError, so an analysis tells it apart from damage.
+    """
+
+    def __init__(self, address: int, reason: str) -> None:
+        self.reason = reason
+        super().__init__(address, f"physical address {address:#x} was {reason}")
 
 
 class DebugInfoError(TsubakiError):

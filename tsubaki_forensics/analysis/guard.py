@@ -15,7 +15,8 @@ import drgn
 
 from .results import Missing, NotCollected, Unreadable
 
-__all__ = ["READ_ERRORS", "placeholder_for", "missing_for", "read_value"]
+__all__ = ["READ_ERRORS", "EXCLUDED_PREFIX", "excluded_reason", "placeholder_for", "missing_for",
+           "read_value"]
 
 T = TypeVar("T")
 
@@ -23,17 +24,29 @@ T = TypeVar("T")
 READ_ERRORS: tuple[type[BaseException], ...] = (drgn.FaultError, LookupError, ValueError, OverflowError)
 
 
+#: How the drgn bridge words a fault on a page the dump level left out.
+EXCLUDED_PREFIX = "excluded by dump level"
+
+
+def excluded_reason(error: BaseException) -> str | None:
+    """"excluded by dump level 31 (user data)" if ``error`` is a fault on an
+    excluded page (format 1.4: left out on purpose, not lost), else None."""
+    if isinstance(error, drgn.FaultError) and str(error.message).startswith(EXCLUDED_PREFIX):
+        return str(error.message)
+    return None
+
+
 def placeholder_for(error: BaseException) -> NotCollected | Unreadable:
     """The placeholder that says why a read failed."""
     if isinstance(error, drgn.FaultError):
-        return NotCollected(error.address)
+        return NotCollected(error.address, excluded_reason(error))
     return Unreadable(f"{type(error).__name__}: {error}")
 
 
 def missing_for(what: str, error: BaseException, group: str | None = None) -> Missing:
     """A :class:`~.results.Missing` entry for a failed read of ``what``."""
     if isinstance(error, drgn.FaultError):
-        return Missing(what, error.address, True, group)
+        return Missing(what, error.address, True, group, excluded_reason(error))
     return Missing(f"{what} ({type(error).__name__}: {error})", None, False, group)
 
 

@@ -34,6 +34,10 @@ class DumpSummary:
     completeness: str | None = None
     registers: bool = False
     problems: tuple[str, ...] = ()
+    #: makedumpfile's -d level the dump was written at (None: no memory map), and
+    #: the bytes it left out on purpose (excluded, never missing or damage).
+    dump_level: int | None = None
+    excluded_bytes: int = 0
 
 
 @dataclass(frozen=True)

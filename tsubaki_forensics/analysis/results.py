@@ -40,11 +40,15 @@ class NotCollected:
     """
 
     address: int | None = None
+    #: Why the dump lacks it when that was on purpose: "excluded by dump level 31
+    #: (user data)" (format 1.4); None: lost or never collected.
+    excluded: str | None = None
 
     def __str__(self) -> str:
+        how = self.excluded or "not collected"
         if self.address is None:
-            return "<not collected>"
-        return f"<not collected {self.address:#x}>"
+            return f"<{how}>"
+        return f"<{how} {self.address:#x}>"
 
 
 @dataclass(frozen=True)
@@ -139,11 +143,12 @@ class Missing:
     address: int | None = None
     not_collected: bool = True
     group: str | None = None  # "pid": several are summarised as "pids 30, 31 ..."
+    excluded: str | None = None  # "excluded by dump level 31 (user data)": on purpose
 
     def __str__(self) -> str:
         what = f"{self.group} {self.what}" if self.group else self.what
         where = f" at {self.address:#x}" if self.address is not None else ""
-        how = "not collected" if self.not_collected else "unreadable"
+        how = self.excluded or ("not collected" if self.not_collected else "unreadable")
         return f"{what}{where} {how}"
 
 
@@ -179,7 +184,7 @@ def _group_missing(missing: Sequence[Missing]) -> list[str]:
     groups: dict[tuple[str, bool], list[str]] = {}
     singles: list[str] = []
     for item in missing:
-        if item.group:
+        if item.group and not item.excluded:
             groups.setdefault((item.group, item.not_collected), []).append(item.what)
         else:
             singles.append(str(item))

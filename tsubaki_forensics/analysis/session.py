@@ -108,6 +108,8 @@ def summarize(opened: OpenedDump) -> DumpSummary:
         vmlinux=str(program.vmlinux) if program.vmlinux else None,
         present_bytes=getattr(memory, "present_bytes", None),
         expected_bytes=c.expected_bytes if c is not None else None,
+        dump_level=c.dump_level if c is not None else None,
+        excluded_bytes=c.excluded_bytes if c is not None else 0,
         complete=c.complete if c is not None else None,
         completeness_percent=c.percent if c is not None else None,
         completeness=c.reason if c is not None else None,

@@ -105,6 +105,14 @@ def import_cmd(
     dedup: Annotated[bool, typer.Option(
         "--dedup", help="Store a page that repeats an earlier page as a reference to it "
                         "(format 1.2; readers before 1.2 cannot read those pages).")] = False,
+    dump_level: Annotated[int, typer.Option(
+        "--dump-level", "-d", min=0, max=31,
+        help="makedumpfile's -d bits: 1 zero, 2 non-private cache, 4 private cache, 8 user "
+             "data, 16 free (31: all). Pages left out are recorded as excluded with their "
+             "class (format 1.4; docs/FILTER.md). 1 (default) keeps every page.")] = 1,
+    fallback_level_1: Annotated[bool, typer.Option(
+        "--fallback-level-1", help="If VMCOREINFO lacks what the dump level needs, write level 1 "
+                                   "with a warning instead of failing.")] = False,
     force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
@@ -121,7 +129,9 @@ def import_cmd(
         from ..vmcore.detect import import_any
 
         res = import_any(vmcore, partial, chunk_size=size, level=level, threads=threads,
-                            progress=update, **({"dedup": True} if dedup else {}))
+                         progress=update, **({"dedup": True} if dedup else {}),
+                         dump_level=dump_level, fallback_level_1=fallback_level_1,
+                         warn=cli_output.print_warning)
     except BaseException as e:
         partial.unlink(missing_ok=True)  # half an import is of no use to anyone
         if isinstance(e, ValueError):
@@ -133,10 +143,11 @@ def import_cmd(
     s = res.stats
     data = {"dump_id": res.dump_id, "source": str(vmcore), "output": str(output),
             "segments": res.segments, "raw_bytes": s.raw_bytes, "zero_bytes": s.zero_bytes,
-            "data_bytes": s.raw_bytes - s.zero_bytes, "file_bytes": res.file_bytes,
+            "data_bytes": s.raw_bytes - s.zero_bytes - s.excluded_bytes, "file_bytes": res.file_bytes,
             "records": s.records, "seconds": round(res.seconds, 4),
             "compress_cpu_seconds": round(s.compress_seconds, 4),
-            "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None}
+            "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None,
+            "dump_level": res.dump_level, "excluded_bytes": res.excluded_bytes}
     if dedup:
         data["dedup_pages"] = res.dedup_pages
     if fmt == OutputFormat.json:
@@ -146,9 +157,11 @@ def import_cmd(
     typer.echo(f"imported {safe_text(vmcore)} -> {safe_text(output)}\n"
                f"dump id   {res.dump_id}\n"
                f"memory    {_mib(s.raw_bytes)} in {res.segments} segments: "
-               f"{_mib(s.raw_bytes - s.zero_bytes)} data, {_mib(s.zero_bytes)} zero\n"
+               f"{_mib(s.raw_bytes - s.zero_bytes - s.excluded_bytes)} data, {_mib(s.zero_bytes)} zero\n"
                f"stored    {_mib(res.file_bytes)} in {s.records} records (ratio {data['ratio']}x)\n"
-               f"time      {res.seconds:.2f} s ({speed:.0f} MiB/s)"
+               + (f"level     {res.dump_level}: {_mib(res.excluded_bytes)} excluded\n"
+                  if res.dump_level not in (0, 1) else "")
+               + f"time      {res.seconds:.2f} s ({speed:.0f} MiB/s)"
                + (f"\ndedup     {res.dedup_pages} pages stored as references" if dedup else ""))
 
 
@@ -187,9 +200,14 @@ def export_cmd(
         completeness = dump.completeness()
         check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
                          what=", ".join(str(p) for p in dumps))
+        # the ELF has no PT_LOAD for excluded pages: a TSUBAKI note says what
+        # they were, so that `import` of it records them as excluded again
+        from ..vmcore.filter_note import notes_for_export
+
+        notes = notes_for_export(dump.notes, dump.memory_map, dump.excluded, dump.header.page_size)
         update, stop = _progress("export")
         try:
-            size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, dump.notes,
+            size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, notes,
                                     arch=dump.header.arch, page_size=dump.header.page_size,
                                     progress=update)
         finally:
@@ -230,6 +248,9 @@ def _describe(dump: Any) -> dict[str, Any]:
     info = vmcoreinfo_fields(dump.vmcoreinfo)
     notes = list(iter_notes(dump.notes)) if dump.notes else []
     h = dump.header
+    from ..tsd.pages import page_counts
+
+    pages = page_counts(dump.memory_map, ranges, dump.excluded, h.page_size)
     return {
         "status": c.status,
         "complete": c.complete,
@@ -246,6 +267,11 @@ def _describe(dump: Any) -> dict[str, Any]:
                   "prstatus": sum(1 for n in notes if n.name == "CORE" and n.type == NT_PRSTATUS)},
         "properties": dump.properties,
         "memory": {
+            # makedumpfile's -d level and its per-class page counts (docs/JSON.md);
+            # None for files without a memory map (before 1.3)
+            "dump_level": dump.memory_map.dump_level if dump.memory_map is not None else None,
+            "pages": pages,
+            "excluded_bytes": c.excluded_bytes,
             "present_bytes": present, "data_bytes": present - mem.zero_bytes,
             "zero_bytes": mem.zero_bytes,
             # measured against the memory map (FORMAT.md §7.4); without a map
@@ -322,6 +348,11 @@ def _print_inspect(d: dict[str, Any]) -> None:
                                               if mm["excluded"] else ""))
     else:
         lines.append("memory map     none (written before format 1.3): the total is unknown")
+    if m["pages"] is not None:
+        pg = m["pages"]
+        parts = ", ".join(f"{k} {v}" for k, v in pg["excluded"].items() if v)
+        lines.append(f"pages          {pg['total']} total, {pg['kept']} kept at dump level "
+                     f"{m['dump_level']}" + (f"; excluded: {parts}" if parts else ""))
     if m["completeness_percent"] is not None:
         share = f"complete {m['completeness_percent']}%"
     elif m["completeness_at_most_percent"] is not None:

@@ -24,7 +24,7 @@ from typing import Any
 import drgn
 
 from ..analysis.spec import Need
-from ..errors import DebugInfoError, FormatError, NotCollectedError, TsubakiError
+from ..errors import DebugInfoError, ExcludedPageError, FormatError, NotCollectedError, TsubakiError
 from .debuginfo import DEFAULT_DEBUG_DIRS, candidate_paths, mismatch_error, needed, not_found_error
 from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
@@ -78,6 +78,8 @@ def segment_reader(read: Callable[[int, int], bytes], page_size: int = 4096) -> 
                 except NotCollectedError:
                     pass  # part of the page is missing: read just the bytes asked for
             return read(address, count)
+        except ExcludedPageError as e:  # left out by the dump level: not damage, say why
+            raise drgn.FaultError(e.reason, e.address) from None
         except NotCollectedError as e:
             raise drgn.FaultError("memory not collected in the dump", e.address) from None
         except TsubakiError as e:  # a damaged chunk: unreadable, never a crash

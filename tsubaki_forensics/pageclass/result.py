@@ -11,34 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import numpy as np
+
+from ..tsd.records import PageClass
 
 __all__ = ["PageClass", "PageClassification", "ExcludedRun", "COUNT_KEYS"]
 
 
-class PageClass(IntEnum):
-    """Why a page is left out (``KEPT``: it is not); ``ABSENT``: not in the dump at all."""
-
-    KEPT = 0
-    ZERO = 1
-    CACHE = 2
-    CACHE_PRIVATE = 3
-    USER = 4
-    FREE = 5
-    HWPOISON = 6
-    OFFLINE = 7
-    ABSENT = 255
-
-    @property
-    def key(self) -> str:
-        """The JSON key of this class (``memory.pages.excluded``)."""
-        return self.name.lower()
-
-
 #: Excluded classes in makedumpfile's report order, by JSON key.
-COUNT_KEYS = tuple(c.key for c in PageClass if c not in (PageClass.KEPT, PageClass.ABSENT))
+COUNT_KEYS = tuple(c.key for c in PageClass if c not in (PageClass.KEPT, PageClass.ABSENT, PageClass.UNKNOWN))
 
 
 @dataclass(frozen=True)
@@ -84,7 +66,7 @@ class PageClassification:
     def counts(self) -> dict[str, int]:
         """Excluded pages per class key; each page counted once, in its class."""
         hist = np.bincount(self.classes, minlength=256)
-        return {c.key: int(hist[c]) for c in PageClass if c not in (PageClass.KEPT, PageClass.ABSENT)}
+        return {k: int(hist[PageClass[k.upper()]]) for k in COUNT_KEYS}
 
     def class_of(self, pfn: int) -> PageClass:
         if 0 <= pfn < self.classes.size:

@@ -25,6 +25,8 @@ _KINDS = {int: "integer", float: "number", str: "string", bool: "boolean"}
 def value_to_json(value: Value) -> Any:
     """A cell or fact as JSON: plain for real values, an object for placeholders."""
     if isinstance(value, NotCollected):
+        if value.excluded:  # left out by the dump level on purpose (format 1.4)
+            return {"not_collected": True, "address": value.address, "excluded": value.excluded}
         return {"not_collected": True, "address": value.address}
     if isinstance(value, Unreadable):
         return {"unreadable": value.reason}
@@ -52,7 +54,7 @@ def _completeness(c: Completeness) -> dict[str, Any]:
                 "what": m.what,
                 "group": m.group,
                 "address": m.address,
-                "reason": "not_collected" if m.not_collected else "unreadable",
+                "reason": "excluded" if m.excluded else "not_collected" if m.not_collected else "unreadable",
             }
             for m in c.missing
         ],
@@ -87,6 +89,8 @@ def report_to_json(report: Report) -> dict[str, Any]:
             "vmlinux": d.vmlinux,
             "present_bytes": d.present_bytes,
             "expected_bytes": d.expected_bytes,
+            "dump_level": d.dump_level,
+            "excluded_bytes": d.excluded_bytes,
             "complete": d.complete,
             "completeness_percent": d.completeness_percent,
             "completeness": d.completeness,

@@ -45,6 +45,9 @@ def _memory(d) -> str:
     if d.present_bytes is None:
         return "-"
     text = f"{d.present_bytes / (1 << 20):.1f} MiB present"
+    if getattr(d, "excluded_bytes", 0):
+        text += (f", {d.excluded_bytes / (1 << 20):.1f} MiB excluded by dump level {d.dump_level}"
+                 f" (left out on purpose)")
     if d.complete is True:
         return text + " (COMPLETE: every byte of the memory map)"
     if d.completeness_percent is not None:

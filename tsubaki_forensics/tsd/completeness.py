@@ -164,19 +164,23 @@ def _gaps(absent: list[tuple[int, int]], recorded: list[tuple[int, int, str]]) -
 
 
 def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[str, str] | None = None,
-            *, truncated: bool = False) -> Completeness:
+            *, truncated: bool = False, excluded: Iterable = ()) -> Completeness:
     """Completeness of ``memory`` (a :class:`~.memory.PhysicalMemory`) against ``memory_map``.
 
     :param properties: the dump's properties; without a map, the collector's
         ``collect.memory_bytes`` bounds the total from below.
     :param truncated: some file of the dump has no END footer.
+    :param excluded: the dump's EXCLUDED runs (format 1.4, ``.paddr``/``.length``):
+        left out on purpose, so neither expected nor missing.
     """
+    left_out = _merge((r.paddr, r.paddr + r.length) for r in excluded)
     present = _merge((r.start, r.start + r.length) for r in memory.ranges())
     data = _merge((r.start, r.start + r.length) for r in memory.ranges() if r.kind == "data")
     recorded = memory.missing_reasons()
     if memory_map is not None:
         mapped = [(a, a + n) for a, n in memory_map.ranges]
-        expected = _subtract(mapped, [(a, a + n) for a, n, _ in memory_map.excluded])
+        planned = _merge([(a, a + n) for a, n, _ in memory_map.excluded] + left_out)
+        expected = _subtract(mapped, planned)
         have = _intersect(present, expected)
         data_in = _size(_intersect(data, expected))
         present_in = _size(have)
@@ -195,7 +199,7 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
                       f"in {len(gaps)} range(s)")
         return Completeness(
             has_map=True, dump_level=memory_map.dump_level, map_bytes=memory_map.total_bytes,
-            excluded_bytes=memory_map.excluded_bytes, expected_bytes=want,
+            excluded_bytes=_size(_intersect(mapped, planned)), expected_bytes=want,
             present_bytes=present_in, data_bytes=data_in, zero_bytes=present_in - data_in,
             missing_bytes=missing, missing_exact=True,
             outside_map_bytes=_size(_subtract(present, expected)), complete=complete,
@@ -203,7 +207,7 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
             truncated=truncated, reason=reason, gaps=gaps)
     # No map (a file written before format 1.3): the total is unknown.
     present_n, data_n = _size(present), _size(data)
-    failed = _subtract(_merge((a, a + n) for a, n, _ in recorded), present)
+    failed = _subtract(_subtract(_merge((a, a + n) for a, n, _ in recorded), present), left_out)
     gaps = _gaps(failed, recorded)
     known_missing = _size(failed)
     lower = _lower_bound(properties or {})
@@ -219,7 +223,8 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
     if known_missing:
         reason += f"; MISSING records name {_mib(known_missing)} that could not be read"
     return Completeness(
-        has_map=False, dump_level=None, map_bytes=None, excluded_bytes=0, expected_bytes=None,
+        has_map=False, dump_level=None, map_bytes=None, excluded_bytes=_size(left_out),
+        expected_bytes=None,
         present_bytes=present_n, data_bytes=data_n, zero_bytes=present_n - data_n,
         missing_bytes=known_missing, missing_exact=False, outside_map_bytes=0,
         complete=False if proven else None, percent=None, at_most_percent=at_most,

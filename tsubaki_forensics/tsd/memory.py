@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import zstandard
 
-from ..errors import ConflictError, FormatError, NotCollectedError
+from ..errors import ConflictError, ExcludedPageError, FormatError, NotCollectedError
 from . import records as R
 from .records import RecordType as T
 
@@ -76,8 +76,14 @@ class PhysicalMemory:
     """
 
     def __init__(self, files: list[TsdFile], problems: list[Problem], *,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, excluded: list[R.ExcludedRange] = (),
+                 dump_level: int | None = None) -> None:
         self.files = files
+        #: Pages left out on purpose (sorted, disjoint): a read of one fails
+        #: naming its class, never as "not collected" (FORMAT.md §4.9).
+        self.excluded = list(excluded)
+        self._excluded_starts = [r.paddr for r in self.excluded]
+        self.dump_level = dump_level
         self.problems = problems
         self.cache_bytes = cache_bytes
         self._cache: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
@@ -157,6 +163,21 @@ class PhysicalMemory:
                     out.append(Range(a, b - a, "missing"))
         return out
 
+    def excluded_at(self, paddr: int) -> R.ExcludedRange | None:
+        """The EXCLUDED run holding ``paddr``, if the dump level left it out."""
+        i = bisect.bisect_right(self._excluded_starts, paddr) - 1
+        if i >= 0 and paddr < self.excluded[i].end:
+            return self.excluded[i]
+        return None
+
+    def _absent(self, paddr: int) -> NotCollectedError:  # an ExcludedPageError when excluded
+        """The error for a read of ``paddr``, which no record holds: excluded, or not collected."""
+        run = self.excluded_at(paddr) if self.excluded else None
+        if run is None:
+            return NotCollectedError(paddr)
+        level = f" {self.dump_level}" if self.dump_level is not None else ""
+        return ExcludedPageError(paddr, f"excluded by dump level{level} ({run.cls.label})")
+
     def missing_reasons(self) -> list[tuple[int, int, str]]:
         """Every MISSING record as (paddr, length, reason), sorted."""
         return sorted(self._recorded_missing)
@@ -199,7 +220,7 @@ class PhysicalMemory:
             return b""
         i = bisect.bisect_right(self._starts, paddr) - 1
         if i < 0 or paddr >= self._pieces[i].end:
-            raise NotCollectedError(paddr)
+            raise self._absent(paddr)
         p = self._pieces[i]
         end = paddr + size
         if end <= p.end:  # the common case: one piece
@@ -208,7 +229,7 @@ class PhysicalMemory:
         pos = paddr
         while pos < end:
             if i >= len(self._pieces) or self._pieces[i].start > pos:
-                raise NotCollectedError(pos)
+                raise self._absent(pos)
             p = self._pieces[i]
             stop = min(end, p.end)
             parts.append(self._slice(p, pos, stop))

@@ -23,7 +23,7 @@ from . import records as R
 from .completeness import Completeness, measure
 from .records import RecordType as T
 
-__all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file"]
+__all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file", "merge_excluded"]
 
 _RESYNC_BLOCK = 1 << 20
 # Resynchronising checks every candidate ``TSDR`` header in a damaged area; a
@@ -84,6 +84,8 @@ class TsdFile:
         self.metadata: list[tuple[int, int, bytes]] = []  # (sequence or offset, kind, data)
         self.events: list[Event] = []
         self.missing_reasons: dict[tuple[int, int], str] = {}
+        #: EXCLUDED runs (format 1.4, FORMAT.md §4.9), in file order.
+        self.excluded: list[R.ExcludedRange] = []
         self.has_footer = False
         self.index_offset: int | None = None
         self.record_count: int | None = None  # from END, when the footer is used
@@ -174,7 +176,7 @@ class TsdFile:
         if prev != index_offset:
             return self._bad_index(index_offset, f"INDEX entries end at offset {prev}, not at the INDEX")
         for info in infos:
-            if info.type in (T.METADATA, T.EVENT, T.MISSING):
+            if info.type in (T.METADATA, T.EVENT, T.MISSING, T.EXCLUDED):
                 try:
                     hdr, payload = self.read_record(info.offset)
                     self._decode(hdr, payload)
@@ -200,6 +202,7 @@ class TsdFile:
         self.metadata.clear()
         self.events.clear()
         self.missing_reasons.clear()
+        self.excluded.clear()
         offset = self.data_start
         expected_seq = 0
         saw_end = False
@@ -310,6 +313,8 @@ class TsdFile:
         elif t == T.EVENT:
             kind, time_s, fields = R.unpack_event(payload)
             self.events.append(Event(kind, time_s, fields))
+        elif t == T.EXCLUDED:
+            self.excluded.extend(R.unpack_excluded(payload, self.header.page_size))
         elif t in (T.INDEX, T.END):
             (R.unpack_index if t == T.INDEX else R.unpack_end)(payload)
         elif hdr.flags & R.RecordFlags.MUST_UNDERSTAND:
@@ -407,8 +412,13 @@ class Dump:
                     seen.add(key)
                     events.append(ev)
         self.events = sorted(events, key=lambda e: e.time_s)
+        #: Pages left out on purpose (format 1.4, FORMAT.md §4.9): merged, sorted,
+        #: disjoint runs of every file; two files disagreeing on a page's class conflict.
+        self.excluded: list[R.ExcludedRange] = merge_excluded(files)
         self.memory = PhysicalMemory(files, self.problems,
-                                     cache_bytes=cache_bytes or DEFAULT_CACHE_BYTES)
+                                     cache_bytes=cache_bytes or DEFAULT_CACHE_BYTES,
+                                     excluded=self.excluded,
+                                     dump_level=self.memory_map.dump_level if self.memory_map else None)
         self._completeness: Completeness | None = None
 
     def _merge_blob(self, kind: int, what: str) -> bytes | None:
@@ -446,7 +456,7 @@ class Dump:
         (FORMAT.md §7.4); see :func:`~.completeness.measure`."""
         if self._completeness is None:
             self._completeness = measure(self.memory, self.memory_map, self.properties,
-                                         truncated=self.truncated)
+                                         truncated=self.truncated, excluded=self.excluded)
         return self._completeness
 
     @property
@@ -463,6 +473,28 @@ class Dump:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def merge_excluded(files: list[TsdFile]) -> list[R.ExcludedRange]:
+    """The EXCLUDED runs of ``files`` as one sorted, disjoint, merged list.
+
+    The same page excluded by several files (a dump in several files) must
+    carry the same class in each, or the dump is refused like any conflict (§8).
+    """
+    runs = sorted(((r.paddr, r.end, int(r.cls), f.name) for f in files for r in f.excluded))
+    out: list[list] = []
+    for a, b, cls, name in runs:
+        if out and a < out[-1][1]:
+            if cls != out[-1][2]:
+                raise ConflictError(f"physical {a:#x}-{min(b, out[-1][1]):#x} is excluded as "
+                                    f"{R.PageClass(out[-1][2]).label} in {out[-1][3]} but as "
+                                    f"{R.PageClass(cls).label} in {name}")
+            out[-1][1] = max(out[-1][1], b)
+        elif out and a == out[-1][1] and cls == out[-1][2]:
+            out[-1][1] = b
+        else:
+            out.append([a, b, cls, name])
+    return [R.ExcludedRange(a, b - a, R.PageClass(c)) for a, b, c, _ in out]
 
 
 def open_dump(paths: str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple, *,

@@ -25,6 +25,8 @@ __all__ = [
     "MEMORY_PREFIX", "DEDUP_COUNT", "DEDUP_REF", "FORMAT_MINOR_DEDUP", "FORMAT_MINOR_MAP",
     "RANGE_PAYLOAD", "METADATA_PREFIX", "EVENT_PREFIX",
     "MEMORY_MAP_HEAD", "MEMORY_MAP_RANGE", "MEMORY_MAP_EXCLUDED", "DUMP_LEVEL_ZERO_AS_RECORDS",
+    "EXCLUDED_HEAD", "EXCLUDED_RUN", "MAX_EXCLUDED_RUNS", "FORMAT_MINOR_EXCLUDED", "LEVEL_BIT_OF",
+    "CLASS_LABELS", "PageClass", "ExcludedRange", "pack_excluded", "unpack_excluded",
     "INDEX_PREFIX", "INDEX_ENTRY", "END_PAYLOAD", "END_RECORD_SIZE",
     "MAX_PAYLOAD", "MAX_CHUNK", "MAX_TEXT",
     "RecordType", "RecordFlags", "Codec", "MetadataKind", "Endian",
@@ -49,6 +51,10 @@ FORMAT_MINOR_DEDUP = 2
 # 1.3 added MetadataKind.MEMORY_MAP (§4.3): the memory map and dump level the
 # dump should cover, written first.  Stamped on files written with a map.
 FORMAT_MINOR_MAP = 3
+# 1.4 added RecordType.EXCLUDED (§4.9): pages a dump level leaves out, with
+# their class.  Stamped on files whose MEMORY_MAP's dump level has a bit
+# above 1 (a page-class filter); a file at level 0 or 1 stays 1.3.
+FORMAT_MINOR_EXCLUDED = 4
 # magic, major, minor, header_size, dump_id, arch, page_size, endian, 3 pad,
 # created_ns, producer, checksum (XXH64 of the preceding 120 bytes)
 FILE_HEADER = struct.Struct("<8sHHI16s16sIB3xQ56sQ")
@@ -91,6 +97,13 @@ assert (MEMORY_MAP_HEAD.size, MEMORY_MAP_RANGE.size, MEMORY_MAP_EXCLUDED.size) =
 #: Dump level 1: zero pages are recorded as ZERO records, nothing is left out
 #: (bits 2..16 are page classes a filter leaves out, makedumpfile ``-d`` style).
 DUMP_LEVEL_ZERO_AS_RECORDS = 1
+# --- §4.9 EXCLUDED (since 1.4): run count, 4 pad, then count x (paddr of the
+# first page, pages, PageClass, 3 pad), sorted, disjoint
+EXCLUDED_HEAD = struct.Struct("<I4x")
+EXCLUDED_RUN = struct.Struct("<QIB3x")
+assert (EXCLUDED_HEAD.size, EXCLUDED_RUN.size) == (8, 16)
+#: Most runs in one EXCLUDED record (a 1 MiB body); writers start a new record past it.
+MAX_EXCLUDED_RUNS = 1 << 16
 # --- §4.4 EVENT: time_s (float64), then a UTF-8 JSON object -----------------
 EVENT_PREFIX = struct.Struct("<d")
 # --- §4.6 INDEX: entry count, 4 pad, then entries ---------------------------
@@ -113,6 +126,8 @@ class RecordType(enum.IntEnum):
     MISSING = 5
     INDEX = 6
     END = 7
+    #: Since 1.4, always flagged MUST_UNDERSTAND: pages left out on purpose (§4.9).
+    EXCLUDED = 8
 
 
 class RecordFlags(enum.IntFlag):
@@ -156,6 +171,63 @@ class Endian(enum.IntEnum):
 
 
 MEMORY_TYPES = frozenset({RecordType.MEMORY, RecordType.ZERO, RecordType.MISSING})
+
+
+class PageClass(enum.IntEnum):
+    """Why a page is left out (FORMAT.md §4.9); ``KEPT``: it is not; ``ABSENT``:
+    not in the dump at all.  The values 1..8 are the EXCLUDED record's class byte.
+
+    It lives here, at the bottom, because the format, the page classifier
+    (:mod:`tsubaki_forensics.pageclass`, which re-exports it) and every
+    reader share it.
+    """
+
+    KEPT = 0
+    ZERO = 1
+    CACHE = 2
+    CACHE_PRIVATE = 3
+    USER = 4
+    FREE = 5
+    HWPOISON = 6
+    OFFLINE = 7
+    UNKNOWN = 8  # excluded by the dump's producer, which did not record why (makedumpfile's kdump files)
+    ABSENT = 255
+
+    @property
+    def key(self) -> str:
+        """The JSON key of this class (``memory.pages.excluded``)."""
+        return self.name.lower()
+
+    @property
+    def label(self) -> str:
+        """What a person reads: "user data", "free", ... (makedumpfile's report words)."""
+        return CLASS_LABELS[self]
+
+
+CLASS_LABELS = {
+    PageClass.KEPT: "kept", PageClass.ZERO: "zero page", PageClass.CACHE: "non-private cache",
+    PageClass.CACHE_PRIVATE: "private cache", PageClass.USER: "user data",
+    PageClass.FREE: "free page", PageClass.HWPOISON: "hwpoison", PageClass.OFFLINE: "offline",
+    PageClass.UNKNOWN: "excluded by the producer", PageClass.ABSENT: "absent",
+}
+#: The dump-level bit (makedumpfile ``-d``) that excludes each class; 0: any level.
+LEVEL_BIT_OF = {PageClass.ZERO: 1, PageClass.CACHE: 2, PageClass.CACHE_PRIVATE: 4,
+                PageClass.USER: 8, PageClass.FREE: 16, PageClass.HWPOISON: 0, PageClass.OFFLINE: 0,
+                PageClass.UNKNOWN: 0}
+_EXCLUDABLE = frozenset(LEVEL_BIT_OF)
+
+
+@dataclass(frozen=True)
+class ExcludedRange:
+    """``length`` bytes at ``paddr`` left out of the dump because of ``cls``."""
+
+    paddr: int
+    length: int
+    cls: PageClass
+
+    @property
+    def end(self) -> int:
+        return self.paddr + self.length
 
 
 @dataclass(frozen=True)
@@ -481,6 +553,48 @@ def _check_map(ranges, excluded, error: type[Exception]) -> None:
             i += 1
         if i == len(ranges) or a < ranges[i][0] or a + n > ranges[i][0] + ranges[i][1]:
             raise error(f"MEMORY_MAP excluded range {a:#x}+{n:#x} is not inside one map range")
+
+
+def pack_excluded(runs: list[tuple[int, int, int]], page_size: int) -> bytes:
+    """An EXCLUDED body (§4.9) from ``(paddr, length, class)`` runs; checks what a reader checks."""
+    if not 0 < len(runs) <= MAX_EXCLUDED_RUNS:
+        raise ValueError(f"an EXCLUDED record holds 1..{MAX_EXCLUDED_RUNS} runs, not {len(runs)}")
+    parts = [EXCLUDED_HEAD.pack(len(runs))]
+    prev = 0
+    for paddr, length, cls in runs:
+        pages = length // page_size
+        if paddr % page_size or length % page_size or not 0 < pages < 1 << 32 or paddr < prev \
+                or paddr + length > 1 << 64 or cls not in _EXCLUDABLE:
+            raise ValueError(f"excluded run {paddr:#x}+{length:#x} class {cls} is not whole pages "
+                             f"in order, or not an excludable class")
+        parts.append(EXCLUDED_RUN.pack(paddr, pages, int(cls)))
+        prev = paddr + length
+    return b"".join(parts)
+
+
+def unpack_excluded(payload: bytes | memoryview, page_size: int) -> list[ExcludedRange]:
+    """Parse an EXCLUDED body (§4.9): the size must be exactly what the count says
+    (checked before any run is built), the count at most ``MAX_EXCLUDED_RUNS``,
+    runs page-aligned, sorted, disjoint, non-empty, below 2^64, of a known class."""
+    _need(payload, EXCLUDED_HEAD.size, "EXCLUDED")
+    (count,) = EXCLUDED_HEAD.unpack_from(payload)
+    if not 0 < count <= MAX_EXCLUDED_RUNS:
+        raise FormatError(f"EXCLUDED declares {count} runs (1..{MAX_EXCLUDED_RUNS} allowed)")
+    size = EXCLUDED_HEAD.size + count * EXCLUDED_RUN.size
+    if size != len(payload):
+        raise FormatError(f"EXCLUDED declares {count} runs ({size} bytes) but holds {len(payload)} bytes")
+    out: list[ExcludedRange] = []
+    prev = 0
+    for paddr, pages, cls in EXCLUDED_RUN.iter_unpack(payload[EXCLUDED_HEAD.size:]):
+        length = pages * page_size
+        if paddr % page_size or pages == 0 or paddr < prev or paddr + length > 1 << 64:
+            raise FormatError(f"EXCLUDED run {paddr:#x}+{pages} pages is not page-aligned, empty, "
+                              f"out of order, overlapping or beyond 2^64")
+        if cls not in _EXCLUDABLE:
+            raise FormatError(f"EXCLUDED run {paddr:#x} has unknown page class {cls}")
+        out.append(ExcludedRange(paddr, length, PageClass(cls)))
+        prev = paddr + length
+    return out
 
 
 def encode_properties(properties: dict[str, str]) -> bytes:

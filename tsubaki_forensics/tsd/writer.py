@@ -68,6 +68,7 @@ class WriteStats:
 
     raw_bytes: int = 0
     zero_bytes: int = 0
+    excluded_bytes: int = 0  # of raw_bytes, left out by the dump level (write_file_pages)
     stored_bytes: int = 0
     records: int = 0
     compress_seconds: float = 0.0
@@ -76,6 +77,7 @@ class WriteStats:
     def __iadd__(self, other: WriteStats) -> WriteStats:
         self.raw_bytes += other.raw_bytes
         self.zero_bytes += other.zero_bytes
+        self.excluded_bytes += other.excluded_bytes
         self.stored_bytes += other.stored_bytes
         self.records += other.records
         self.compress_seconds += other.compress_seconds
@@ -198,6 +200,54 @@ def _encode_file(fd: int, offset: int, chunks: list[tuple[int, int]], page_size:
     for paddr, n in chunks:
         pieces += _encode(view[pos:pos + n], paddr, page_size, level, min_zero, window_log)[0]
         pos += n
+    return pieces, time.thread_time() - t0
+
+
+#: A piece's codec for pages left out by the dump level; its payload is the PageClass.
+_EXCLUDED = "excluded"
+
+
+def _encode_file_pages(fd: int, offset: int, chunks: list[tuple[int, int]], classes: Any,
+                       page_size: int, level: int, min_zero: int, window_log: int,
+                       chunk_size: int) -> tuple[list[_Piece], float]:
+    """Worker job of write_file_pages: like _encode_file, but each page's class
+    decides: KEPT (or ABSENT) pages are scanned and compressed, ZERO pages
+    become zero pieces, excluded pages become excluded pieces (never read)."""
+    t0 = time.thread_time()
+    length = sum(n for _, n in chunks)
+    base = chunks[0][0]
+    cls = np.asarray(classes, np.uint8).copy()
+    cls[cls == R.PageClass.ABSENT] = R.PageClass.KEPT
+    starts = np.flatnonzero(np.concatenate(([True], cls[1:] != cls[:-1])))
+    ends = np.append(starts[1:], cls.size)
+    buf = getattr(_tls, "buf", None)
+    if buf is None or len(buf) < length:
+        buf = _tls.buf = memoryview(bytearray(length))
+    pieces: list[_Piece] = []
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        c = int(cls[a])
+        paddr, n = base + a * page_size, (b - a) * page_size
+        if c == R.PageClass.ZERO:
+            pieces.append((None, paddr, n, None))
+            continue
+        if c != R.PageClass.KEPT:
+            pieces.append((_EXCLUDED, paddr, n, R.PageClass(c)))
+            continue
+        view = buf[:n]
+        got = 0
+        while got < n:
+            k = os.preadv(fd, [view[got:]], offset + paddr - base + got)
+            if k <= 0:
+                raise StorageError(f"source file ends at offset {offset + paddr - base + got}, "
+                                   f"{n - got} bytes short")
+            got += k
+        # cut at chunk boundaries, as every other path does (FORMAT.md §6)
+        pos = paddr
+        while pos < paddr + n:
+            step = min(chunk_size - pos % chunk_size, paddr + n - pos)
+            pieces += _encode(view[pos - paddr:pos - paddr + step], pos, page_size, level,
+                              min_zero, window_log)[0]
+            pos += step
     return pieces, time.thread_time() - t0
 
 
@@ -360,6 +410,9 @@ class TsdWriter:
         memory map and the dump level, FORMAT.md §4.3 MEMORY_MAP): written as
         the very first record, so that any prefix of the file knows its
         total; the file is stamped format 1.3.  Without it nothing changes.
+        A map whose dump level has a bit above 1 (a page-class filter, e.g.
+        31) stamps the file 1.4: it may then hold EXCLUDED records
+        (:meth:`write_excluded`, FORMAT.md §4.9).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, dump_id: uuid.UUID | str | None = None,
@@ -388,8 +441,12 @@ class TsdWriter:
             dump_id=self.dump_id, arch=arch, page_size=page_size,
             endian=R.Endian.BIG if arch in _BIG_ENDIAN else R.Endian.LITTLE,
             producer=producer, created_ns=time.time_ns(),
-            **({"minor": R.FORMAT_MINOR_MAP} if memory_map is not None else
+            **({"minor": R.FORMAT_MINOR_EXCLUDED} if self._filters(memory_map) else
+               {"minor": R.FORMAT_MINOR_MAP} if memory_map is not None else
                {"minor": R.FORMAT_MINOR_DEDUP} if dedup else {}))
+        #: Excluded runs not yet in a record: [paddr, length, class] (merged while adjacent).
+        self._pending_excluded: list[list[int]] = []
+        self.excluded_bytes = 0
         self.dedup = dedup
         # dedup: XXH3-128 of a literal page -> paddr << 20 | id of the write
         # call that wrote it (-> which source can re-read it, and where)
@@ -419,6 +476,11 @@ class TsdWriter:
         self._write([R.pack_file_header(self.header)])
         if map_body is not None:
             self._record(R.RecordType.METADATA, R.pack_metadata(R.MetadataKind.MEMORY_MAP, map_body))
+
+    @staticmethod
+    def _filters(memory_map: R.MemoryMap | None) -> bool:
+        """True when the map's dump level leaves page classes out (a bit above 1)."""
+        return memory_map is not None and bool(memory_map.dump_level & ~R.DUMP_LEVEL_ZERO_AS_RECORDS)
 
     # -- low level -----------------------------------------------------------
     def _write(self, parts: list[bytes | memoryview]) -> None:
@@ -452,12 +514,24 @@ class TsdWriter:
             self._call_stats.records += 1
 
     def _emit_zero(self) -> None:
+        if self._pending_excluded:
+            self._emit_excluded()
         if self._pending_zero is not None:
             paddr, length = self._pending_zero
             self._pending_zero = None
             self._record(R.RecordType.ZERO, R.pack_range(paddr, length), paddr=paddr, length=length)
 
+    def _emit_excluded(self) -> None:
+        runs, self._pending_excluded = self._pending_excluded, []
+        for i in range(0, len(runs), R.MAX_EXCLUDED_RUNS):
+            part = runs[i:i + R.MAX_EXCLUDED_RUNS]
+            start, end = part[0][0], part[-1][0] + part[-1][1]
+            self._record(R.RecordType.EXCLUDED, R.pack_excluded(part, self.page_size),
+                         paddr=start, length=end - start, flags=R.RecordFlags.MUST_UNDERSTAND)
+
     def _emit_piece(self, piece: _Piece) -> None:
+        if self._pending_excluded:
+            self._emit_excluded()
         codec, paddr, length, payload = piece
         if codec is None:
             pz = self._pending_zero
@@ -538,6 +612,40 @@ class TsdWriter:
         args = (self.page_size, self.level, self.min_zero, self.window_log)
         return self._run(paddr, length, self._file_jobs(paddr, fd, offset, length, args))
 
+    def write_file_pages(self, paddr: int, fd: int, offset: int, length: int,
+                         classes: Any) -> WriteStats:
+        """Like :meth:`write_file_range`, with a :class:`~.records.PageClass` per
+        page (``classes``: ``uint8``, one per page of ``[paddr, paddr+length)``):
+        KEPT pages are written as usual, ZERO pages as ZERO records (not read),
+        any other class as EXCLUDED runs (not read; FORMAT.md §4.9), all in
+        address order on the worker threads.
+
+        :raises ValueError: unaligned range, wrong number of classes, or
+            excluded pages on a writer whose dump level filters nothing.
+        """
+        ps = self.page_size
+        if paddr % ps or length % ps:
+            raise ValueError(f"write_file_pages needs whole pages, not {paddr:#x}+{length:#x}")
+        classes = np.asarray(classes, np.uint8)
+        if classes.size != length // ps:
+            raise ValueError(f"{classes.size} classes for {length // ps} pages")
+        if self.dedup:
+            raise ValueError("write_file_pages does not combine with dedup")
+        excl = (classes != R.PageClass.KEPT) & (classes != R.PageClass.ZERO) & \
+            (classes != R.PageClass.ABSENT)
+        if excl.any() and self.header.minor < R.FORMAT_MINOR_EXCLUDED:
+            raise ValueError("excluded pages need a writer opened with a memory map whose "
+                             "dump level is above 1 (format 1.4)")
+        args = (ps, self.level, self.min_zero, self.window_log, self.chunk_size)
+
+        def jobs() -> Iterator[tuple[Any, tuple]]:
+            for _, (_, off, batch) in self._file_jobs(paddr, fd, offset, length, ()):
+                first = (batch[0][0] - paddr) // ps
+                count = sum(n for _, n in batch) // ps
+                yield _encode_file_pages, (fd, off, batch, classes[first:first + count], *args)
+
+        return self._run(paddr, length, jobs())
+
     def _file_jobs(self, paddr: int, fd: int, offset: int, length: int,
                    args: tuple) -> Iterator[tuple[Any, tuple]]:
         """Jobs of up to FILE_BATCH bytes of whole chunks: fewer, larger jobs
@@ -587,6 +695,11 @@ class TsdWriter:
         assert stats is not None
         stats.compress_seconds += cpu
         for piece in pieces:
+            if piece[0] == _EXCLUDED:
+                self.write_excluded(piece[1], piece[2], piece[3])  # type: ignore[arg-type]
+                stats.excluded_bytes += piece[2]
+                self.stats.excluded_bytes += piece[2]
+                continue
             if piece[0] is None:
                 stats.zero_bytes += piece[2]
                 self.stats.zero_bytes += piece[2]
@@ -731,6 +844,64 @@ class TsdWriter:
             self._emit_piece((None, paddr, length, None))
             self.stats.zero_bytes += length
             self.stats.raw_bytes += length
+
+    def write_excluded(self, paddr: int, length: int, cls: R.PageClass | int) -> None:
+        """Record whole pages at ``paddr`` that the dump level leaves out because
+        of page class ``cls`` (FORMAT.md §4.9): excluded, never missing.
+
+        Adjacent calls of one class merge into one run; runs are buffered and
+        written as few EXCLUDED records (flagged MUST_UNDERSTAND) before the
+        next record of another kind, at :meth:`flush` and at :meth:`close`.
+        Runs must come in address order within a stretch of calls (a run
+        below the previous one starts a new record).  ``PageClass.ZERO`` is
+        written as a ZERO record: the page reads as zeros, which it is.
+
+        :raises ValueError: the file's dump level filters nothing (format
+            before 1.4), ``cls`` is not an excludable class, or the range is
+            not whole pages.
+        """
+        cls = R.PageClass(cls)
+        if length <= 0:
+            return
+        if paddr % self.page_size or length % self.page_size or paddr + length > 1 << 64:
+            raise ValueError(f"excluded range {paddr:#x}+{length:#x} is not whole "
+                             f"{self.page_size}-byte pages")
+        if cls == R.PageClass.ZERO:
+            self.write_zero(paddr, length)
+            return
+        if cls not in R.LEVEL_BIT_OF:
+            raise ValueError(f"{cls.name} is not a class of excluded pages")
+        if self.header.minor < R.FORMAT_MINOR_EXCLUDED:
+            raise ValueError("write_excluded needs a writer opened with a memory map whose "
+                             "dump level is above 1 (format 1.4)")
+        if self._pending_zero is not None:
+            self._emit_zero()
+        self.excluded_bytes += length
+        pend = self._pending_excluded
+        if pend and pend[-1][0] + pend[-1][1] == paddr and pend[-1][2] == cls \
+                and (pend[-1][1] + length) // self.page_size < 1 << 32:
+            pend[-1][1] += length
+            return
+        if pend and paddr < pend[-1][0] + pend[-1][1]:
+            self._emit_excluded()  # out of order: a record of its own
+        while length:
+            step = min(length, ((1 << 32) - 1) * self.page_size)
+            self._pending_excluded.append([paddr, step, int(cls)])
+            paddr += step
+            length -= step
+        if len(self._pending_excluded) >= R.MAX_EXCLUDED_RUNS:
+            self._emit_excluded()
+
+    def write_excluded_runs(self, runs: Any) -> int:
+        """:meth:`write_excluded` for each run of a classification
+        (``PageClassification.excluded_runs()``: ``.pfn``, ``.count``, ``.cls``);
+        returns the bytes recorded as excluded or zero."""
+        ps = self.page_size
+        total = 0
+        for r in runs:
+            self.write_excluded(r.pfn * ps, r.count * ps, r.cls)
+            total += r.count * ps
+        return total
 
     def write_missing(self, paddr: int, length: int, reason: str) -> None:
         """Record a range that could not be read: missing, never zero (§4.5)."""

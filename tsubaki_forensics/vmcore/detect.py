@@ -47,6 +47,8 @@ def sniff(path: str | os.PathLike[str]) -> str:
             head = f.read(16)
     except IsADirectoryError:
         raise FormatError(f"{path}: is a directory, not a dump") from None
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
     except OSError as e:
         raise FormatError(f"{path}: {e.strerror or e}") from None
     for magic, name in _MAGICS:
@@ -62,14 +64,18 @@ def is_tsd(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def unsupported(path: str | os.PathLike[str], kind: str) -> FormatError:
-    """The one-line error for a file of a format no reader here takes."""
+def unsupported(path: str | os.PathLike[str], kind: str, wanted: str = "a dump") -> FormatError:
+    """The one-line error for a file of a format no reader here takes.
+
+    :param wanted: what the command expected ("a .tsd dump", "an ELF vmcore
+        or kdump file"), named first in the message.
+    """
     if kind == "unknown":
         try:
             empty = os.path.getsize(path) == 0
         except OSError:
             empty = False
-        what = "an empty file" if empty else "not a dump this tool reads"
+        what = f"empty file, not {wanted}" if empty else f"not {wanted} (unknown magic)"
     else:
         what = f"{_NOT_YET.get(kind, kind)}, which this tool does not read yet"
         if kind in ("gzip", "bzip2", "xz", "lz4"):
@@ -207,7 +213,7 @@ def require_tsd(paths: list[Path]) -> None:
             raise FormatError(f"{p}: {_LABELS[kind]}, not a .tsd: `tsubaki-forensics import {p} "
                               f"-o {Path(p).name}.tsd` converts it (analyze and shell open it "
                               f"directly)")
-        raise unsupported(p, kind)
+        raise unsupported(p, kind, "a .tsd dump")
 
 
 def import_any(source: Path, output: Path, **options: Any):
@@ -224,8 +230,13 @@ def import_any(source: Path, output: Path, **options: Any):
     if kind in ("kdump", "flattened"):
         from .kdump_import import import_kdump
 
-        options.pop("min_zero_pages", None)
+        level = options.pop("dump_level", None)
+        if level not in (None, 0, 1):
+            raise FormatError(f"{source}: a makedumpfile file keeps the dump level it was written "
+                              f"at; --dump-level applies to ELF vmcores")
+        for key in ("min_zero_pages", "fallback_level_1", "warn"):
+            options.pop(key, None)
         return import_kdump(source, output, **options)
     if kind == "tsd":
         raise FormatError(f"{source}: already a .tsd dump (nothing to import)")
-    raise unsupported(source, kind)
+    raise unsupported(source, kind, "an ELF vmcore or kdump file")

@@ -16,7 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
+from ..errors import PageClassError
+from ..pageclass import PageClassification, PageClassifier
 from ..tsd import MemoryMap, TsdWriter, WriteStats
+from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, PageClass
+from .filter_note import parse_filter_note, strip_filter_note
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .elf import ElfVmcore
 
@@ -35,6 +41,10 @@ class ImportResult:
     file_bytes: int
     segments: int
     dedup_pages: int = 0  # pages stored as references (dedup=True)
+    dump_level: int = 1  # the level the dump was written at (after any fallback)
+    excluded_bytes: int = 0  # bytes left out as EXCLUDED runs
+    fallback: str = ""  # why the level fell back to 1 (fallback_level_1), or ""
+    classify_seconds: float = 0.0
 
 
 def vmcoreinfo_fields(vmcoreinfo: bytes | None) -> dict[str, str]:
@@ -84,15 +94,52 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                   chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                   threads: int = 2, min_zero_pages: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  dedup: bool = False) -> ImportResult:
+                  dedup: bool = False, dump_level: int = DUMP_LEVEL_ZERO_AS_RECORDS,
+                  fallback_level_1: bool = False,
+                  warn: Callable[[str], None] | None = None) -> ImportResult:
     """Copy every PT_LOAD, the notes and VMCOREINFO of ``source`` into ``output``.
 
     ``dedup``: store repeated pages as references (format 1.2, ``TsdWriter``).
+    ``dump_level``: makedumpfile's ``-d`` bits (0..31).  0 and 1 write every
+    page (today's files, byte for byte); a level with any bit above 1 classifies
+    every page from the crashed kernel's struct pages (:mod:`..pageclass`) and
+    records the pages it leaves out as EXCLUDED runs with their class
+    (format 1.4).  When VMCOREINFO lacks what that needs, a
+    :class:`~..errors.PageClassError` names the field, unless
+    ``fallback_level_1``: then the dump is written at level 1 and ``warn``
+    gets one line saying why.
     """
     t0 = time.perf_counter()
+    if isinstance(dump_level, bool) or not 0 <= dump_level <= 31:
+        raise PageClassError(f"dump level must be an integer from 0 to 31, not {dump_level!r}", None)
     with ElfVmcore(source) as core:
+        classification = None
+        fallback = ""
+        t_cls = time.perf_counter()
         info = vmcoreinfo_fields(core.vmcoreinfo)
         page_size = int(info.get("PAGESIZE", "4096") or 4096)
+        # An ELF that our own export wrote from a filtered dump says what it left out
+        filtered = parse_filter_note(core.notes, page_size) if core.notes else None
+        notes = strip_filter_note(core.notes) if filtered is not None else core.notes
+        if filtered is not None:
+            if dump_level not in (DUMP_LEVEL_ZERO_AS_RECORDS, filtered[0].dump_level):
+                raise PageClassError(f"{os.fspath(source)} was exported from a dump at level "
+                                     f"{filtered[0].dump_level}; import it at that level (or the "
+                                     f"default) to keep its excluded pages", None)
+            dump_level = filtered[0].dump_level
+        elif dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
+            if dedup:
+                raise PageClassError("--dedup does not combine with a dump level above 1 yet", None)
+            try:
+                classification = PageClassifier(core, core.vmcoreinfo, arch=core.arch).classify(dump_level)
+            except PageClassError as e:
+                if not fallback_level_1:
+                    raise
+                fallback = f"dump level {dump_level} impossible ({e}); writing level 1"
+                if warn:
+                    warn(fallback)
+                dump_level = DUMP_LEVEL_ZERO_AS_RECORDS
+        classify_seconds = time.perf_counter() - t_cls
         props = {"source": "elf-vmcore", "source_name": os.path.basename(os.fspath(source)),
                  "source_bytes": str(core.file_size)}
         if "OSRELEASE" in info:
@@ -105,14 +152,30 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         done = 0
         # The notice first: what the dump should hold (every PT_LOAD), so any
         # prefix of the output knows its total (FORMAT.md §4.3, §7.4).
-        memory_map = MemoryMap.from_ranges((start, length) for start, length, _ in ranges)
+        memory_map = MemoryMap.from_ranges(((start, length) for start, length, _ in ranges),
+                                           dump_level=dump_level)
+        if filtered is not None:
+            memory_map = filtered[0]
+        if dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
+            props["dump_level"] = str(dump_level)
         with TsdWriter(output, arch=core.arch, page_size=page_size, chunk_size=chunk_size,
                        level=level, threads=threads, memory_map=memory_map, **extra) as w:
-            w.write_metadata(vmcoreinfo=core.vmcoreinfo, notes=core.notes or None,
+            w.write_metadata(vmcoreinfo=core.vmcoreinfo, notes=notes or None,
                              properties=props)
+            for run in filtered[1] if filtered is not None else ():
+                w.write_excluded(run.paddr, run.length, run.cls)
             for start, length, seg in ranges:
                 file_end = min(start + length, seg.paddr + seg.size)
                 base = seg.offset - seg.paddr  # file offset = paddr + base
+                if classification is not None:
+                    _write_classified(w, core.fileno(), base, start, file_end, classification)
+                    done += file_end - start
+                    if progress:
+                        progress(done, total)
+                    if file_end < start + length:
+                        w.write_zero(file_end, start + length - file_end)
+                        done += start + length - file_end
+                    continue
                 for off, n, is_data in file_extents(core.fileno(), start + base, file_end - start,
                                                     min_hole=chunk_size):
                     if not is_data:  # a hole in a sparse vmcore: zero without reading it
@@ -131,6 +194,31 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
             stats = w.stats
             dump_id = str(w.dump_id)
             dedup_pages = w.dedup_pages
+            excluded_bytes = w.excluded_bytes
         nseg = len(core.segments)
     return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
-                        time.perf_counter() - t0, os.path.getsize(output), nseg, dedup_pages)
+                        time.perf_counter() - t0, os.path.getsize(output), nseg, dedup_pages,
+                        dump_level, excluded_bytes, fallback, classify_seconds)
+
+
+def _write_classified(w: TsdWriter, fd: int, base: int, start: int, end: int,
+                      classification: PageClassification) -> None:
+    """Write ``[start, end)`` of the vmcore (file offset = paddr + ``base``) page by
+    page class: partial pages at the edges are written whole, as data."""
+    ps = w.page_size
+    a, b = -(-start // ps) * ps, end // ps * ps
+    if a >= b:
+        w.write_file_range(start, fd, start + base, end - start)
+        return
+    if start < a:
+        w.write_file_range(start, fd, start + base, a - start)
+    classes = classification.classes
+    pfn_a, pfn_b = a // ps, b // ps
+    cls = np.full(pfn_b - pfn_a, PageClass.KEPT, np.uint8)
+    have = max(0, min(pfn_b, classes.size) - pfn_a)
+    cls[:have] = classes[pfn_a:pfn_a + have]
+    for pos in range(0, cls.size, WINDOW // ps):  # windows bound each call's job list
+        n = min(WINDOW // ps, cls.size - pos)
+        w.write_file_pages(a + pos * ps, fd, a + pos * ps + base, n * ps, cls[pos:pos + n])
+    if b < end:
+        w.write_file_range(b, fd, b + base, end - b)

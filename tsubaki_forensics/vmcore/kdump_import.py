@@ -1,11 +1,11 @@
 """Import a kdump-compressed (or flattened) file into a ``.tsd`` dump.
 
-Why the memory map carries the exclusions: the file's 1st bitmap is the
-machine's memory and its 2nd bitmap what makedumpfile kept, both known
-before any page is read, so the notice (FORMAT.md §4.3) states the whole
-map, the producer's dump level and the excluded ranges (level bit 0:
-"excluded by the producer, class unknown": the file does not say which
-class each page was).  Pages the file should hold and does not (cut short,
+The file's 1st bitmap is the machine's memory and its 2nd bitmap what
+makedumpfile kept: the notice (FORMAT.md §4.3) states the whole map at the
+producer's dump level, and the pages left out become EXCLUDED records
+(§4.9) of class ``UNKNOWN`` ("excluded by the producer": the file does not
+say which class each page was), written first, so every reader tells them
+from lost pages.  Pages the file should hold and does not (cut short,
 INCOMPLETE) become MISSING records with the reason; a page that does not
 decompress becomes a MISSING record naming the damage.  Pages are batched
 into runs so the writer compresses on its threads.
@@ -20,13 +20,13 @@ from typing import Callable
 import numpy as np
 
 from ..tsd import MemoryMap, TsdWriter
+from ..tsd.records import PageClass
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .importer import ImportResult, vmcoreinfo_fields
 from .kdump import KdumpFile, PageDamage
 
-__all__ = ["import_kdump", "EXCLUDED_BY_PRODUCER"]
+__all__ = ["import_kdump"]
 
-EXCLUDED_BY_PRODUCER = 0  # level bit of an excluded range whose page class the file does not name
 BATCH = 8 << 20
 
 
@@ -61,10 +61,11 @@ def import_kdump(source: str | os.PathLike[str], output: str | os.PathLike[str],
         release = info.get("OSRELEASE") or k.header.release
         if release:
             props["kernel_release"] = release
+        excluded = k.excluded_ranges()
         dump_level = k.header.dump_level if k.header.dump_level is not None else 1
-        excluded = [(a, n, EXCLUDED_BY_PRODUCER) for a, n in k.excluded_ranges()]
-        memory_map = MemoryMap.from_ranges(k.memory_ranges(), dump_level=dump_level | 1,
-                                           excluded=excluded)
+        if not excluded:
+            dump_level = 1  # nothing left out: a level-1 file any 1.3 reader takes
+        memory_map = MemoryMap.from_ranges(k.memory_ranges(), dump_level=dump_level | 1)
         present = k.present_mask()
         kept = k.dumped_pfns
         total = len(kept) * ps
@@ -73,6 +74,8 @@ def import_kdump(source: str | os.PathLike[str], output: str | os.PathLike[str],
         with TsdWriter(output, arch=k.arch, page_size=ps, chunk_size=chunk_size, level=level,
                        threads=threads, memory_map=memory_map, **extra) as w:
             w.write_metadata(vmcoreinfo=k.vmcoreinfo, notes=k.notes or None, properties=props)
+            for a, n in excluded:
+                w.write_excluded(a, n, PageClass.UNKNOWN)
             for pfn, count in _runs(kept):
                 pos, end = pfn, pfn + count
                 while pos < end:
@@ -105,6 +108,8 @@ def import_kdump(source: str | os.PathLike[str], output: str | os.PathLike[str],
             stats = w.stats
             dump_id = str(w.dump_id)
             dedup_pages = w.dedup_pages
+            excluded_bytes = w.excluded_bytes
     return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
                         time.perf_counter() - t0, os.path.getsize(output),
-                        len(memory_map.ranges), dedup_pages)
+                        len(memory_map.ranges), dedup_pages, dump_level=dump_level | 1,
+                        excluded_bytes=excluded_bytes)

@@ -1,0 +1,52 @@
+"""Pages of a dump by class, counted as makedumpfile's report counts them.
+
+Why here, beside completeness: ``inspect``, ``verify`` and the benchmarks
+report ``memory.pages`` (total, kept, excluded per class, docs/JSON.md) from
+the dump alone, with no kernel at hand: the classes are in the dump's
+EXCLUDED runs (format 1.4, FORMAT.md §4.9), and at a level with bit 1 the
+zero pages are its ZERO records that no EXCLUDED run covers (makedumpfile
+tests for zero only the pages its struct-page rules keep, so a page counts
+once, in the first class that excludes it).  Whole pages only: a page counts
+when it lies wholly inside the memory map.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .completeness import _intersect, _merge, _subtract
+from .records import DUMP_LEVEL_ZERO_AS_RECORDS, ExcludedRange, MemoryMap, PageClass
+
+__all__ = ["page_counts", "EXCLUDED_KEYS"]
+
+#: ``memory.pages.excluded`` keys, in makedumpfile's report order.
+EXCLUDED_KEYS = tuple(c.key for c in PageClass if c not in (PageClass.KEPT, PageClass.ABSENT))
+
+
+def _pages(intervals: Iterable[tuple[int, int]], page_size: int) -> int:
+    return sum(max(0, b // page_size - -(-a // page_size)) for a, b in intervals)
+
+
+def page_counts(memory_map: MemoryMap | None, ranges: list, excluded: list[ExcludedRange],
+                page_size: int) -> dict | None:
+    """``{"total", "kept", "excluded": {class key: pages}}`` of a dump, or None without a map.
+
+    :param ranges: the present ranges (``.start``, ``.length``, ``.kind`` "data"/"zero").
+    :param excluded: the dump's merged EXCLUDED runs.
+    """
+    if memory_map is None:
+        return None
+    mapped = [(a, a + n) for a, n in memory_map.ranges]
+    counts = dict.fromkeys(EXCLUDED_KEYS, 0)
+    left_out: list[tuple[int, int]] = []
+    for r in excluded:
+        inside = _intersect([(r.paddr, r.end)], mapped) if len(mapped) > 1 else \
+            [(max(r.paddr, mapped[0][0]), min(r.end, mapped[0][1]))] if mapped else []
+        counts[r.cls.key] += _pages(inside, page_size)
+        left_out.append((r.paddr, r.end))
+    if memory_map.dump_level & DUMP_LEVEL_ZERO_AS_RECORDS:
+        zero = _merge((r.start, r.start + r.length) for r in ranges if r.kind == "zero")
+        zero = _subtract(_intersect(zero, mapped), _merge(left_out))
+        counts["zero"] += _pages(zero, page_size)
+    total = _pages(mapped, page_size)
+    return {"total": total, "kept": total - sum(counts.values()), "excluded": counts}
