@@ -1,0 +1,186 @@
+"""The kdump-compressed and flattened readers on files the tests build (kdump_synth).
+
+Every codec makedumpfile writes, the flattened stream in any piece order
+with a rewritten header, INCOMPLETE files, files cut at seeded offsets
+(read up to the cut, the rest named missing) and bit flips in the headers
+(one-line errors, never a traceback or a hang).  makedumpfile's own output
+of real crashes is in test_kdump_real.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tsubaki_forensics.errors import FormatError, NotCollectedError, TsubakiError
+from tsubaki_forensics.tsd import open_dump
+from tsubaki_forensics.tsd.records import PageClass
+from tsubaki_forensics.vmcore.detect import open_foreign, sniff
+from tsubaki_forensics.vmcore.kdump import KdumpFile
+from tsubaki_forensics.vmcore.kdump_import import import_kdump
+
+from _cli import CLI
+from kdump_synth import PS, VMCOREINFO, build_kdump, flatten, sample_memory
+from test_fuzz_tsd import fuzz_settings
+
+VALID, DUMPED, CONTENTS = sample_memory()
+
+
+def _check_pages(k: KdumpFile, missing_ok: bool = False) -> tuple[set[int], set[int]]:
+    """Every dumped page reads as built (or, if allowed, is missing); excluded and
+    holes are not collected.  Returns (read, missing) pfns."""
+    read, missing = set(), set()
+    for pfn in range(len(VALID)):
+        try:
+            page = k.read_page(pfn)
+        except NotCollectedError:
+            if DUMPED[pfn]:
+                assert missing_ok, pfn
+                missing.add(pfn)
+            continue
+        assert DUMPED[pfn] and page == CONTENTS[pfn], pfn
+        read.add(pfn)
+    return read, missing
+
+
+@pytest.mark.parametrize("codec", ["zlib", "lzo", "snappy", "zstd", "none"])
+@pytest.mark.parametrize("flat", [False, True])
+def test_every_codec_plain_and_flattened(tmp_path, codec, flat):
+    raw = build_kdump(VALID, DUMPED, CONTENTS, codec=codec)
+    path = tmp_path / "dump"
+    path.write_bytes(flatten(raw) if flat else raw)
+    assert sniff(path) == ("flattened" if flat else "kdump")
+    with KdumpFile(path) as k:
+        assert k.flattened == flat and not k.problems
+        assert k.vmcoreinfo == VMCOREINFO and k.header.dump_level == 31
+        read, _ = _check_pages(k)
+        assert read == set(np.flatnonzero(DUMPED).tolist())
+        assert k.excluded_ranges() == [(30 * PS, 10 * PS), (50 * PS, PS)]
+        assert k.memory_ranges() == [(0, 20 * PS), (24 * PS, 40 * PS)]
+        assert codec in k.codecs() or codec == "none"
+
+
+def test_import_records_excluded_as_unknown_class(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(build_kdump(VALID, DUMPED, CONTENTS))
+    import_kdump(path, tmp_path / "d.tsd")
+    with open_dump([tmp_path / "d.tsd"]) as d:
+        c = d.completeness()
+        assert c.complete is True and d.memory_map.dump_level == 31
+        assert [(r.paddr, r.length, r.cls) for r in d.excluded] == [
+            (30 * PS, 10 * PS, PageClass.UNKNOWN), (50 * PS, PS, PageClass.UNKNOWN)]
+        for pfn, page in CONTENTS.items():
+            assert d.memory.read(pfn * PS, PS) == page
+        with pytest.raises(NotCollectedError, match="excluded"):
+            d.memory.read(31 * PS, 8)
+
+
+def test_incomplete_file_names_unwritten_pages_missing(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(build_kdump(VALID, DUMPED, CONTENTS, incomplete_after=30))
+    with KdumpFile(path) as k:
+        assert k.header.incomplete and any("INCOMPLETE" in p for p in k.problems)
+        read, missing = _check_pages(k, missing_ok=True)
+        assert len(read) == 30 and missing == set(np.flatnonzero(DUMPED)[30:].tolist())
+    import_kdump(path, tmp_path / "d.tsd")
+    with open_dump([tmp_path / "d.tsd"]) as d:
+        c = d.completeness()
+        assert c.complete is False
+        assert sum(g.length for g in c.gaps) == len(missing) * PS
+        assert all("INCOMPLETE" in g.reason for g in c.gaps)
+
+
+@st.composite
+def _cut(draw, size: int) -> int:
+    return draw(st.integers(1, size - 1))
+
+
+RAW = build_kdump(VALID, DUMPED, CONTENTS, codec="zlib")
+FLAT = flatten(RAW, seed=3, rewrite_header=False)
+
+
+@pytest.mark.parametrize("blob", [RAW, FLAT], ids=["kdump", "flattened"])
+@fuzz_settings(60)
+@given(data=st.data())
+def test_truncated_file_reads_to_the_cut_and_names_the_rest_missing(tmp_path_factory, blob, data):
+    cut = data.draw(_cut(len(blob)))
+    d = tmp_path_factory.mktemp("cut")
+    path = d / "dump"
+    path.write_bytes(blob[:cut])
+    try:
+        k = KdumpFile(path)
+    except FormatError as e:  # cut inside the headers or bitmaps: one line
+        assert "\n" not in str(e)
+        return
+    with k:
+        read, missing = _check_pages(k, missing_ok=True)
+        mask = np.zeros(len(VALID), bool)
+        for a, n in k.missing_ranges():
+            mask[a // PS:(a + n) // PS] = True
+        assert set(np.flatnonzero(mask).tolist()) >= missing
+        if missing:
+            assert k.problems
+    import_kdump(path, d / "d.tsd")
+    with open_dump([d / "d.tsd"]) as dump:
+        c = dump.completeness()
+        assert (c.complete is True) == (not mask.any())
+        assert sum(g.length for g in c.gaps) == int(mask.sum()) * PS
+
+
+def _header_span(blob: bytes) -> int:
+    """Bytes up to the end of the page descriptors (where a flip changes meaning)."""
+    return min(len(blob), (1 + 2 + 2) * PS + 24 * int(DUMPED.sum()) + (4096 + 64 if blob is FLAT else 0))
+
+
+@pytest.mark.parametrize("blob", [RAW, FLAT], ids=["kdump", "flattened"])
+@fuzz_settings(80)
+@given(data=st.data())
+def test_bit_flips_in_headers_are_one_line_errors(tmp_path_factory, blob, data):
+    raw = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, _header_span(blob) - 1))
+        raw[pos] ^= 1 << data.draw(st.integers(0, 7))
+    d = tmp_path_factory.mktemp("flip")
+    path = d / "dump"
+    path.write_bytes(bytes(raw))
+    try:
+        with KdumpFile(path) as k:
+            for pfn in range(k.header.max_mapnr if k.header.max_mapnr < 1 << 16 else 1 << 16):
+                try:
+                    k.read_page(pfn)
+                except TsubakiError as e:
+                    assert "\n" not in str(e)
+        import_kdump(path, d / "d.tsd")
+    except TsubakiError as e:
+        assert "\n" not in str(e)
+
+
+def test_cli_one_line_for_damaged_and_unknown_files(tmp_path):
+    bad = bytearray(RAW)
+    bad[8:12] = (99).to_bytes(4, "little")  # header version 99
+    (tmp_path / "bad").write_bytes(bytes(bad))
+    (tmp_path / "junk").write_bytes(b"hello, not a dump\n" * 100)
+    for args, words in [(["import", tmp_path / "bad", "-o", tmp_path / "o.tsd"], "header version 99"),
+                        (["analyze", tmp_path / "bad"], "header version 99"),
+                        (["import", tmp_path / "junk", "-o", tmp_path / "o.tsd"], "understood formats"),
+                        (["analyze", tmp_path / "junk"], "understood formats"),
+                        (["inspect", tmp_path / "junk"], "understood formats")]:
+        run = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True)
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert run.returncode != 0 and len(errors) == 1 and words in errors[0], run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_foreign_dump_serves_memory_for_the_drgn_bridge(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(flatten(build_kdump(VALID, DUMPED, CONTENTS, codec="lzo")))
+    with open_foreign([path]) as dump:
+        assert dump.vmcoreinfo == VMCOREINFO and dump.header.page_size == PS
+        spans = [(r.start, r.length) for r in dump.memory.ranges()]
+        assert sum(n for _, n in spans) == int(DUMPED.sum()) * PS
+        for a, n in spans:
+            assert dump.memory.read(a, n) == b"".join(CONTENTS[p] for p in range(a // PS, (a + n) // PS))
