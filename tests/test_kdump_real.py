@@ -175,3 +175,34 @@ def test_cli_analyze_and_inspect_on_kdump(kdump_files):
     run = subprocess.run([*CLI, "inspect", str(path)], capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.count("\n") == 1
     assert "flattened" in run.stderr and "import" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("options", ["-c", "-F -c"])
+def test_cut_real_files_read_to_the_cut(kdump_files, tmp_path, options):
+    """makedumpfile's files cut at seeded offsets past the headers: every page still
+    in the file is the original's, every dumped page after the cut is named missing."""
+    import random
+
+    crash, path = kdump_files("6.1", options, 31)
+    blob = path.read_bytes()
+    rng = random.Random(18)
+    with ElfVmcore(crash.vmcore) as orig:
+        for cut in sorted(rng.randrange(len(blob) // 8, len(blob)) for _ in range(3)):
+            part = tmp_path / f"cut{cut}"
+            part.write_bytes(blob[:cut])
+            with KdumpFile(part) as k:
+                present, dumped = k.present_mask(), k.dumped
+                missing = _pfn_mask(k.missing_ranges(), k.header.max_mapnr)
+                assert missing.any() and k.problems
+                assert np.array_equal(present | missing, dumped)
+                for pfn in np.flatnonzero(present)[::7]:
+                    a = int(pfn) << 12
+                    assert k.read(a, 4096) == orig.read(a, 4096)
+                with pytest.raises(NotCollectedError):
+                    k.read(int(np.flatnonzero(missing)[0]) << 12, 8)
+            run = subprocess.run([*CLI, "import", str(part), "-o", str(tmp_path / "c.tsd"), "--force"],
+                                 capture_output=True, text=True)
+            assert run.returncode == 0, run.stderr
+            with open_dump([tmp_path / "c.tsd"]) as dump:
+                c = dump.completeness()
+                assert c.complete is False and c.missing_bytes == int(missing.sum()) * 4096

@@ -119,6 +119,25 @@ class FlatIndex:
     def pieces(self) -> int:
         return len(self._pieces)
 
+    def covered_many(self, offsets, lengths):
+        """Vectorised :meth:`covered`: a bool per (offset, length) (numpy arrays)."""
+        import numpy as np
+
+        spans: list[list[int]] = []
+        for p in self._pieces:  # logical coverage, whatever the file offsets
+            if spans and spans[-1][1] == p.start:
+                spans[-1][1] = p.start + p.length
+            else:
+                spans.append([p.start, p.start + p.length])
+        if not spans:
+            return np.zeros(len(offsets), bool)
+        starts = np.array([a for a, _ in spans], np.int64)
+        ends = np.array([b for _, b in spans], np.int64)
+        i = np.searchsorted(starts, offsets, side="right") - 1
+        ok = i >= 0
+        j = np.where(ok, i, 0)
+        return ok & (offsets >= starts[j]) & (offsets + lengths <= ends[j])
+
     def covered(self, offset: int, length: int) -> bool:
         """Whether every logical byte of ``offset .. offset+length`` is in the stream."""
         pos, end = offset, offset + length

@@ -245,6 +245,8 @@ class KdumpFile:
             d = self.desc
             ok = (d["offset"] > 0) & (d["size"] > 0) & (d["size"] <= self.page_size)
             ok &= d["offset"] + d["size"].astype(np.int64) <= self._src.size
+            if self._src.flat is not None:  # a cut or damaged stream may lack pieces in the middle
+                ok &= self._src.flat.covered_many(d["offset"], d["size"].astype(np.int64))
             present[:count] = ok
         self._present = present
         self.missing_reason: dict[str, int] = {}

@@ -23,6 +23,7 @@ from ..tsd import MemoryMap, TsdWriter
 from ..tsd.records import PageClass
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .importer import ImportResult, vmcoreinfo_fields
+from ..errors import NotCollectedError
 from .kdump import KdumpFile, PageDamage
 
 __all__ = ["import_kdump"]
@@ -92,10 +93,12 @@ def import_kdump(source: str | os.PathLike[str], output: str | os.PathLike[str],
                     while pos < stop and present[pos]:
                         try:
                             page = k.read_page(pos)
-                        except PageDamage as e:  # flush what came before, name the damage
+                        except (PageDamage, NotCollectedError) as e:  # flush, name the damage
                             if buf:
                                 w.write_memory(first * ps, buf)
-                            w.write_missing(pos * ps, ps, f"damaged in the kdump file: {e}")
+                            why = f"damaged in the kdump file: {e}" if isinstance(e, PageDamage) \
+                                else f"not in the kdump file: {e}"
+                            w.write_missing(pos * ps, ps, why)
                             buf, first = bytearray(), pos + 1
                         else:
                             buf += page
