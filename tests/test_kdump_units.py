@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tsubaki_forensics.errors import FormatError, NotCollectedError, TsubakiError
 from tsubaki_forensics.tsd import open_dump
 from tsubaki_forensics.tsd.records import PageClass
-from tsubaki_forensics.vmcore.detect import open_foreign, sniff
+from tsubaki_forensics.vmcore.detect import import_any, open_foreign, sniff
 from tsubaki_forensics.vmcore.kdump import KdumpFile
 from tsubaki_forensics.vmcore.kdump_import import import_kdump
 
@@ -184,3 +184,56 @@ def test_foreign_dump_serves_memory_for_the_drgn_bridge(tmp_path):
         assert sum(n for _, n in spans) == int(DUMPED.sum()) * PS
         for a, n in spans:
             assert dump.memory.read(a, n) == b"".join(CONTENTS[p] for p in range(a // PS, (a + n) // PS))
+
+
+def _wrap(kind: str, blob: bytes) -> bytes:
+    import bz2
+    import gzip
+    import lzma
+
+    import lz4.frame
+
+    return {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress,
+            "lz4": lz4.frame.compress}[kind](blob)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "lz4"])
+def test_wrapped_flattened_files_open_and_import(tmp_path, kind):
+    path = tmp_path / f"dump.{kind}"
+    path.write_bytes(_wrap(kind, flatten(RAW, seed=5)))
+    assert sniff(path) == kind
+    with open_foreign([path]) as dump:
+        assert dump.properties["wrapper"] == kind and dump.vmcoreinfo == VMCOREINFO
+        for pfn, page in CONTENTS.items():
+            assert dump.memory.read(pfn * PS, PS) == page
+    import_any(path, tmp_path / "d.tsd")
+    with open_dump([tmp_path / "d.tsd"]) as d:
+        assert d.completeness().complete is True
+    assert not list(tmp_path.glob("tsubaki-unwrap-*"))
+
+
+def test_cut_gzip_reads_what_decompressed(tmp_path):
+    blob = _wrap("gzip", flatten(RAW, seed=5, rewrite_header=False))
+    path = tmp_path / "dump.gz"
+    path.write_bytes(blob[:len(blob) * 2 // 3])
+    warnings: list[str] = []
+    import_any(path, tmp_path / "d.tsd", warn=warnings.append)
+    assert len(warnings) == 1 and "gzip stream" in warnings[0] and "\n" not in warnings[0]
+    with open_dump([tmp_path / "d.tsd"]) as d:
+        c = d.completeness()
+        assert c.complete is False and c.present_bytes > 0
+        for r in d.memory.ranges():
+            for pfn in range(r.start // PS, r.end // PS):
+                assert d.memory.read(pfn * PS, PS) == CONTENTS[pfn]
+
+
+def test_wrapped_junk_is_one_line(tmp_path):
+    path = tmp_path / "junk.gz"
+    path.write_bytes(_wrap("gzip", b"not a dump at all\n" * 1000))
+    run = subprocess.run([*CLI, "analyze", str(path)], capture_output=True, text=True)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert run.returncode == 1 and len(errors) == 1 and "understood formats" in errors[0], run.stderr
+    (tmp_path / "empty.xz").write_bytes(_wrap("xz", b""))
+    run = subprocess.run([*CLI, "import", str(tmp_path / "empty.xz"), "-o", str(tmp_path / "o.tsd")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "nothing decompresses" in run.stderr and "Traceback" not in run.stderr

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError
+from .unwrap import WRAPPERS, unwrap
 
 __all__ = ["sniff", "open_foreign", "ForeignDump", "UNDERSTOOD", "is_tsd", "require_tsd", "import_any",
            "unsupported"]
 
 UNDERSTOOD = ("understood formats: .tsd; ELF vmcore (/proc/vmcore, QEMU dump-guest-memory, "
               "makedumpfile -E); makedumpfile kdump-compressed (-c, -l, -p, -z) and "
-              "flattened (-F)")
+              "flattened (-F); any of those but .tsd in gzip, bzip2, xz or lz4")
 _MAGICS = [
     (b"\x89TSD\r\n\x1a\n", "tsd"),
     (b"\x7fELF", "elf"),
@@ -35,9 +36,7 @@ _MAGICS = [
     (b"\x04\x22\x4d\x18", "lz4"),
     (b"EMiL", "lime"),
 ]
-_NOT_YET = {"gzip": "a gzip-compressed file", "bzip2": "a bzip2-compressed file",
-            "xz": "an xz-compressed file", "lz4": "an lz4-compressed file",
-            "lime": "a LiME memory image", "diskdump": "an old diskdump file"}
+_NOT_YET = {"lime": "a LiME memory image", "diskdump": "an old diskdump file"}
 
 
 def sniff(path: str | os.PathLike[str]) -> str:
@@ -78,8 +77,6 @@ def unsupported(path: str | os.PathLike[str], kind: str, wanted: str = "a dump")
         what = f"empty file, not {wanted}" if empty else f"not {wanted} (unknown magic)"
     else:
         what = f"{_NOT_YET.get(kind, kind)}, which this tool does not read yet"
-        if kind in ("gzip", "bzip2", "xz", "lz4"):
-            what += " (decompress it first)"
     return FormatError(f"{path}: {what}; {UNDERSTOOD}")
 
 
@@ -157,6 +154,22 @@ def open_foreign(paths: list[Path]) -> ForeignDump:
                           f"files; give one ELF or kdump file")
     path = Path(paths[0])
     kind = sniff(path)
+    if kind in WRAPPERS:
+        inner, problem = unwrap(path, kind)
+        try:
+            inner_kind = sniff(inner)
+            if inner_kind not in ("elf", "kdump", "flattened"):
+                raise unsupported(f"{path} (decompressed)", inner_kind)
+            dump = open_foreign([inner])
+        finally:
+            inner.unlink(missing_ok=True)  # the open reader keeps it alive; nothing is left behind
+        dump.path = path
+        dump.files = [path]
+        dump.properties["source_name"] = path.name
+        dump.properties["wrapper"] = kind
+        if problem:
+            dump.problems.insert(0, problem)
+        return dump
     if kind == "elf":
         from .elf import ElfVmcore
 
@@ -223,6 +236,17 @@ def import_any(source: Path, output: Path, **options: Any):
     :raises FormatError: a ``.tsd`` or a format not read here.
     """
     kind = sniff(source)
+    if kind in WRAPPERS:
+        inner, problem = unwrap(source, kind)
+        try:
+            if sniff(inner) not in ("elf", "kdump", "flattened"):
+                raise unsupported(f"{source} (decompressed)", sniff(inner), "an ELF vmcore or kdump file")
+            warn = options.get("warn")
+            if problem and warn:
+                warn(problem)
+            return import_any(inner, output, **options)
+        finally:
+            inner.unlink(missing_ok=True)
     if kind == "elf":
         from .importer import import_vmcore
 
