@@ -56,7 +56,7 @@ def sample_memory(pages: int = 64, seed: int = 1) -> tuple[np.ndarray, np.ndarra
 
 def build_kdump(valid: np.ndarray, dumped: np.ndarray, contents: dict[int, bytes], *,
                 codec: str = "zlib", dump_level: int = 31, incomplete_after: int | None = None,
-                release: str = "6.1.0-synthetic") -> bytes:
+                release: str = "6.1.0-synthetic", split: tuple[int, int] | None = None) -> bytes:
     """A kdump-compressed file.  ``incomplete_after``: descriptors past that many
     pages stay zero and the header says INCOMPLETE (makedumpfile on ENOSPC)."""
     max_mapnr = len(valid)
@@ -70,11 +70,13 @@ def build_kdump(valid: np.ndarray, dumped: np.ndarray, contents: dict[int, bytes
     uts = b"".join(s.ljust(65, b"\0") for s in (b"Linux", b"synth", release.encode(), b"#1", b"x86_64", b""))
     header = DISK_DUMP_HEADER.pack(b"KDUMP   ", 6, uts, 0, 0, status, PS, sub_hdr_size, bitmap_blocks,
                                    max_mapnr, 0, 0, 0, 0, 1)
-    sub = KDUMP_SUB_HEADER.pack(0, dump_level, 0, 0, max_mapnr, off_info, len(VMCOREINFO),
-                                off_note, len(notes), 0, 0, 0, max_mapnr, max_mapnr)
+    start, end = split or (0, max_mapnr)
+    sub = KDUMP_SUB_HEADER.pack(0, dump_level, int(split is not None), start, end, off_info,
+                                len(VMCOREINFO), off_note, len(notes), 0, 0, start, end, max_mapnr)
     b1 = np.packbits(np.concatenate([valid, np.zeros(bitmap_bytes * 8 - max_mapnr, bool)]), bitorder="little")
     b2 = np.packbits(np.concatenate([dumped, np.zeros(bitmap_bytes * 8 - max_mapnr, bool)]), bitorder="little")
     pfns = np.flatnonzero(dumped)
+    pfns = pfns[(pfns >= start) & (pfns < end)]
     desc_off = (1 + sub_hdr_size + bitmap_blocks) * PS
     data_off = desc_off + 24 * len(pfns)
     zero_at = data_off

@@ -206,3 +206,30 @@ def test_cut_real_files_read_to_the_cut(kdump_files, tmp_path, options):
             with open_dump([tmp_path / "c.tsd"]) as dump:
                 c = dump.completeness()
                 assert c.complete is False and c.missing_bytes == int(missing.sum()) * 4096
+
+
+@pytest.mark.parametrize("level", [1, 31])
+def test_split_set_imports_and_analyzes_in_any_order(crash_lab, tmp_path, level):
+    """``makedumpfile --split`` into 3 files, given shuffled: the import equals the
+    original on every kept page, analyze reads the ground truth panic."""
+    crash = crash_lab(kernel="6.1")
+    proc = tmp_path / "vmcore.proc"
+    copy_as_proc_vmcore(crash.vmcore, proc)
+    parts = [tmp_path / f"part{i}" for i in range(3)]
+    run = subprocess.run(["makedumpfile", "--split", "-l", "-d", str(level), str(proc), *map(str, parts)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-500:]
+    proc.unlink()
+    shuffled = [parts[2], parts[0], parts[1]]
+    tsd = tmp_path / "d.tsd"
+    run = subprocess.run([*CLI, "import", *map(str, shuffled), "-o", str(tsd)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    with open_dump([tsd]) as dump, ElfVmcore(crash.vmcore) as orig:
+        assert dump.completeness().complete is True
+        for r in dump.memory.ranges():
+            for a in range(r.start, r.end, 4096 * 13):
+                assert dump.memory.read(a, 4096) == orig.read(a, 4096)
+    run = subprocess.run([*CLI, "analyze", *map(str, shuffled), "--vmlinux", str(crash.vmlinux),
+                          "--only", "panic"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert crash.ground_truth["panic_message"] in run.stdout

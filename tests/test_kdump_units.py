@@ -237,3 +237,29 @@ def test_wrapped_junk_is_one_line(tmp_path):
     run = subprocess.run([*CLI, "import", str(tmp_path / "empty.xz"), "-o", str(tmp_path / "o.tsd")],
                          capture_output=True, text=True)
     assert run.returncode == 1 and "nothing decompresses" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_split_set_in_any_order_reads_as_one(tmp_path):
+    cuts = [(0, 17), (17, 45), (45, len(VALID))]
+    paths = []
+    for i, (a, b) in enumerate(cuts):
+        paths.append(tmp_path / f"part{i}")
+        paths[-1].write_bytes(build_kdump(VALID, DUMPED, CONTENTS, codec="lzo", split=(a, b)))
+    with KdumpFile(paths[1]) as one:  # alone: its own pages only
+        assert one.header.split and len(one.dumped_pfns) == int(DUMPED[17:45].sum())
+    shuffled = [paths[2], paths[0], paths[1]]
+    with open_foreign(shuffled) as dump:
+        for pfn, page in CONTENTS.items():
+            assert dump.memory.read(pfn * PS, PS) == page
+    import_any(shuffled, tmp_path / "d.tsd")
+    with open_dump([tmp_path / "d.tsd"]) as d:
+        assert d.completeness().complete is True
+        assert [(r.paddr, r.length) for r in d.excluded] == [(30 * PS, 10 * PS), (50 * PS, PS)]
+    for subset, words in [([paths[0], paths[2]], "lacks the file holding pfns 0x11..0x2d"),
+                          ([paths[0], paths[0], paths[1], paths[2]], "the same file twice")]:
+        with pytest.raises(FormatError, match=words):
+            open_foreign(subset)
+    plain = tmp_path / "plain"
+    plain.write_bytes(RAW)
+    with pytest.raises(FormatError, match="not part of a makedumpfile --split set"):
+        open_foreign([paths[0], plain])

@@ -95,8 +95,10 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
 # --- import -------------------------------------------------------------------
 
 def import_cmd(
-    vmcore: Annotated[Path, typer.Argument(help="ELF vmcore (QEMU dump-guest-memory or /proc/vmcore copy), "
-                                                "or makedumpfile's kdump-compressed or flattened (-F) file.")],
+    vmcore: Annotated[list[Path], typer.Argument(
+        metavar="DUMP...", help="ELF vmcore (QEMU dump-guest-memory or /proc/vmcore copy), makedumpfile's "
+                                "kdump-compressed or flattened (-F) file (also in gzip/bzip2/xz/lz4), or "
+                                "every file of a makedumpfile --split set.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .tsd file to write.")],
     chunk_size: Annotated[str, typer.Option(help="Largest MEMORY record, e.g. 8M "
                                                  "(default: the format's measured default).")] = "",
@@ -120,7 +122,7 @@ def import_cmd(
     from ..tsd.writer import DEFAULT_CHUNK_SIZE
 
     size = _size(chunk_size) if chunk_size else DEFAULT_CHUNK_SIZE
-    _check_output(output, force, vmcore)
+    _check_output(output, force, *vmcore)
     if not 1 <= level <= 22:
         raise typer.BadParameter("zstd level must be 1..22", param_hint="--level")
     partial = output.with_name(output.name + ".part")
@@ -128,7 +130,7 @@ def import_cmd(
     try:
         from ..vmcore.detect import import_any
 
-        res = import_any(vmcore, partial, chunk_size=size, level=level, threads=threads,
+        res = import_any(vmcore if len(vmcore) > 1 else vmcore[0], partial, chunk_size=size, level=level, threads=threads,
                          progress=update, **({"dedup": True} if dedup else {}),
                          dump_level=dump_level, fallback_level_1=fallback_level_1,
                          warn=cli_output.print_warning)
@@ -141,7 +143,8 @@ def import_cmd(
         stop()
     os.replace(partial, output)
     s = res.stats
-    data = {"dump_id": res.dump_id, "source": str(vmcore), "output": str(output),
+    source = ", ".join(map(str, vmcore))
+    data = {"dump_id": res.dump_id, "source": source, "output": str(output),
             "segments": res.segments, "raw_bytes": s.raw_bytes, "zero_bytes": s.zero_bytes,
             "data_bytes": s.raw_bytes - s.zero_bytes - s.excluded_bytes, "file_bytes": res.file_bytes,
             "records": s.records, "seconds": round(res.seconds, 4),
@@ -154,7 +157,7 @@ def import_cmd(
         print_json(data)
         return
     speed = s.raw_bytes / res.seconds / (1 << 20) if res.seconds else 0
-    typer.echo(f"imported {safe_text(vmcore)} -> {safe_text(output)}\n"
+    typer.echo(f"imported {safe_text(source)} -> {safe_text(output)}\n"
                f"dump id   {res.dump_id}\n"
                f"memory    {_mib(s.raw_bytes)} in {res.segments} segments: "
                f"{_mib(s.raw_bytes - s.zero_bytes - s.excluded_bytes)} data, {_mib(s.zero_bytes)} zero\n"

@@ -27,7 +27,7 @@ def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
     from ..vmcore.detect import is_tsd, open_foreign
 
     paths = list(paths)
-    if len(paths) == 1 and Path(paths[0]).exists() and not is_tsd(paths[0]):
+    if paths and all(Path(p).exists() for p in paths) and not is_tsd(paths[0]):
         return open_foreign(paths)
     return open_dump(paths)
 

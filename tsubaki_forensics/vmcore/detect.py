@@ -149,11 +149,15 @@ def open_foreign(paths: list[Path]) -> ForeignDump:
 
     :raises FormatError: several files, a ``.tsd``, or a format not read here.
     """
-    if len(paths) != 1:
-        raise FormatError(f"{', '.join(map(str, paths))}: only .tsd dumps come in several "
-                          f"files; give one ELF or kdump file")
     path = Path(paths[0])
-    kind = sniff(path)
+    if len(paths) != 1:
+        kinds = {sniff(p) for p in paths}
+        if not kinds <= {"kdump", "flattened"}:
+            raise FormatError(f"{', '.join(map(str, paths))}: only .tsd dumps and makedumpfile "
+                              f"--split sets come in several files")
+        kind = "kdump"
+    else:
+        kind = sniff(path)
     if kind in WRAPPERS:
         inner, problem = unwrap(path, kind)
         try:
@@ -178,9 +182,9 @@ def open_foreign(paths: list[Path]) -> ForeignDump:
         mem = _Memory(core, [(a, n) for a, n, _ in core.ranges()], [])
         return ForeignDump(path, "elf-vmcore", core, mem, core.arch, info_ps, [])
     if kind in ("kdump", "flattened"):
-        from .kdump import KdumpFile
+        from .kdump import open_kdump
 
-        k = KdumpFile(path)
+        k = open_kdump([Path(p) for p in paths])
         try:
             mem = _Memory(k, k.present_ranges(), k.missing_ranges())
             problems = list(k.problems)
@@ -229,12 +233,27 @@ def require_tsd(paths: list[Path]) -> None:
         raise unsupported(p, kind, "a .tsd dump")
 
 
-def import_any(source: Path, output: Path, **options: Any):
-    """Import an ELF vmcore or a kdump file (by magic) into ``output``.
+def import_any(source: Path | list[Path], output: Path, **options: Any):
+    """Import an ELF vmcore or a kdump file (by magic), or the files of a
+    makedumpfile ``--split`` set, into ``output``.
 
     :returns: :class:`~tsubaki_forensics.vmcore.importer.ImportResult`.
     :raises FormatError: a ``.tsd`` or a format not read here.
     """
+    if isinstance(source, (list, tuple)):
+        if len(source) > 1:
+            if {sniff(p) for p in source} <= {"kdump", "flattened"}:
+                from .kdump_import import import_kdump
+
+                if options.pop("dump_level", None) not in (None, 0, 1):
+                    raise FormatError("a makedumpfile file keeps the dump level it was written "
+                                      "at; --dump-level applies to ELF vmcores")
+                for key in ("min_zero_pages", "fallback_level_1", "warn"):
+                    options.pop(key, None)
+                return import_kdump(list(source), output, **options)
+            raise FormatError(f"{', '.join(map(str, source))}: several files import only as a "
+                              f"makedumpfile --split set")
+        source = source[0]
     kind = sniff(source)
     if kind in WRAPPERS:
         inner, problem = unwrap(source, kind)

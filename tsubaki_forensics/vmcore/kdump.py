@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import FormatError, NotCollectedError
 from .flattened import FlatIndex, Gap, is_flattened
 
-__all__ = ["KdumpFile", "KdumpHeader", "KDUMP_SIGNATURE", "is_kdump", "PageDamage"]
+__all__ = ["KdumpFile", "KdumpSet", "open_kdump", "KdumpHeader", "KDUMP_SIGNATURE", "is_kdump", "PageDamage"]
 
 KDUMP_SIGNATURE = b"KDUMP   "
 # struct disk_dump_header, 64-bit: signature, header_version, utsname (6 x 65),
@@ -396,3 +396,114 @@ class KdumpFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class KdumpSet:
+    """The files of one ``makedumpfile --split`` set, given in any order, read as one.
+
+    Each file holds the pages of its own pfn range (``start_pfn .. end_pfn``
+    in its sub header) and the same 1st bitmap; together the ranges must
+    cover the machine once, or the set is refused naming the pfns no file
+    holds.  Same interface as :class:`KdumpFile`.
+    """
+
+    def __init__(self, paths: list[str | os.PathLike[str]]) -> None:
+        self.files: list[KdumpFile] = []
+        try:
+            for p in paths:
+                self.files.append(KdumpFile(p))
+            self._check()
+        except BaseException:
+            self.close()
+            raise
+        first = self.files[0]
+        self.path = first.path
+        self.header = first.header
+        self.page_size, self.arch, self.flattened = first.page_size, first.arch, first.flattened
+        self.vmcoreinfo, self.notes = first.vmcoreinfo, first.notes
+        self.file_size = sum(f.file_size for f in self.files)
+        self.valid = first.valid
+        self.dumped = np.zeros_like(first.dumped)
+        for f in self.files:
+            self.dumped |= f.dumped
+        self.dumped_pfns = np.flatnonzero(self.dumped)
+        self.problems = [f"{f.path.name}: {p}" for f in self.files for p in f.problems]
+        self.missing_reason: dict[str, int] = {}
+        for f in self.files:
+            for why, n in f.missing_reason.items():
+                self.missing_reason[why] = self.missing_reason.get(why, 0) + n
+        self._starts = [f.header.start_pfn for f in self.files]
+
+    def _check(self) -> None:
+        names = ", ".join(str(f.path) for f in self.files)
+        if not all(f.header.split for f in self.files):
+            plain = [str(f.path) for f in self.files if not f.header.split]
+            raise FormatError(f"{', '.join(plain)}: not part of a makedumpfile --split set; give one "
+                              f"file, or every file of one set")
+        first = self.files[0]
+        for f in self.files[1:]:
+            if (f.header.max_mapnr, f.page_size) != (first.header.max_mapnr, first.page_size) or \
+                    not np.array_equal(f.valid, first.valid) or f.vmcoreinfo != first.vmcoreinfo:
+                raise FormatError(f"{names}: these files are not of one --split set (their "
+                                  f"headers or memory bitmaps differ)")
+        self.files.sort(key=lambda f: (f.header.start_pfn, f.header.end_pfn))
+        pos = 0
+        for f in self.files:
+            if f.header.start_pfn > pos:
+                raise FormatError(f"{names}: the --split set lacks the file holding pfns "
+                                  f"{pos:#x}..{f.header.start_pfn:#x}")
+            if f.header.start_pfn < pos and f.header.end_pfn > f.header.start_pfn:
+                raise FormatError(f"{names}: two files of the --split set hold pfn "
+                                  f"{f.header.start_pfn:#x} (the same file twice?)")
+            pos = max(pos, f.header.end_pfn)
+        if pos < first.header.max_mapnr:
+            raise FormatError(f"{names}: the --split set lacks the file holding pfns "
+                              f"{pos:#x}..{first.header.max_mapnr:#x}")
+
+    def _file(self, pfn: int) -> KdumpFile:
+        for f in reversed(self.files):
+            if f.header.start_pfn <= pfn < f.header.end_pfn:
+                return f
+        return self.files[0]
+
+    def present_mask(self) -> np.ndarray:
+        mask = np.zeros(self.header.max_mapnr, bool)
+        for f in self.files:
+            mask |= f.present_mask()
+        return mask
+
+    _runs = KdumpFile._runs
+    memory_ranges = KdumpFile.memory_ranges
+
+    def excluded_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.valid & ~self.dumped)
+
+    def present_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.present_mask())
+
+    def missing_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.dumped & ~self.present_mask())
+
+    def read_page(self, pfn: int) -> bytes:
+        return self._file(pfn).read_page(pfn)
+
+    def read(self, paddr: int, size: int) -> bytes:
+        return KdumpFile.read(self, paddr, size)  # type: ignore[arg-type]
+
+    def codecs(self) -> set[str]:
+        return set().union(*(f.codecs() for f in self.files))
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self) -> KdumpSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_kdump(paths: list[str | os.PathLike[str]]) -> KdumpFile | KdumpSet:
+    """One kdump file, or the files of one ``--split`` set in any order."""
+    return KdumpFile(paths[0]) if len(paths) == 1 else KdumpSet(paths)

@@ -24,7 +24,7 @@ from ..tsd.records import PageClass
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .importer import ImportResult, vmcoreinfo_fields
 from ..errors import NotCollectedError
-from .kdump import KdumpFile, PageDamage
+from .kdump import PageDamage, open_kdump
 
 __all__ = ["import_kdump"]
 
@@ -41,17 +41,19 @@ def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
     return [(int(pfns[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
-def import_kdump(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
+def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLike[str], *,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                  threads: int = 2, progress: Callable[[int, int], None] | None = None,
                  dedup: bool = False) -> ImportResult:
-    """Copy every kept page, VMCOREINFO and the notes of ``source`` into ``output``."""
+    """Copy every kept page, VMCOREINFO and the notes of ``source`` (one file, or
+    the files of a ``--split`` set in any order) into ``output``."""
     t0 = time.perf_counter()
-    with KdumpFile(source) as k:
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    with open_kdump(sources) as k:
         ps = k.page_size
         info = vmcoreinfo_fields(k.vmcoreinfo)
         props = {"source": "kdump-flattened" if k.flattened else "kdump-compressed",
-                 "source_name": os.path.basename(os.fspath(source)),
+                 "source_name": ",".join(os.path.basename(os.fspath(p)) for p in sources),
                  "source_bytes": str(k.file_size),
                  "kdump_header_version": str(k.header.header_version),
                  "kdump_codecs": ",".join(sorted(k.codecs())) or "none"}
@@ -112,7 +114,7 @@ def import_kdump(source: str | os.PathLike[str], output: str | os.PathLike[str],
             dump_id = str(w.dump_id)
             dedup_pages = w.dedup_pages
             excluded_bytes = w.excluded_bytes
-    return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
+    return ImportResult(dump_id, ",".join(map(os.fspath, sources)), os.fspath(output), stats,
                         time.perf_counter() - t0, os.path.getsize(output),
                         len(memory_map.ranges), dedup_pages, dump_level=dump_level | 1,
                         excluded_bytes=excluded_bytes)
