@@ -116,7 +116,7 @@ def main() -> None:
     med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
     rmed = {k: statistics.median(v) for k, v in reads.items()}
     cmd = f"python bench/kdump_bench.py --runs {args.runs} --crash {args.crash} --options \"{args.options}\""
-    lines = [f"# Benchmark: makedumpfile's kdump files\n",
+    lines = ["# Benchmark: makedumpfile's kdump files\n",
              f"Command: `{cmd}` (whole processes, interleaved, {args.runs} runs each after one warm-up; medians).\n",
              f"- Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux {platform.release()}",
              f"- Crash: {crash.vmcore} ({kernel}, {workload}, {mem}); `makedumpfile {args.options}`: "
