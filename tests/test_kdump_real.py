@@ -233,3 +233,26 @@ def test_split_set_imports_and_analyzes_in_any_order(crash_lab, tmp_path, level)
                           "--only", "panic"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert crash.ground_truth["panic_message"] in run.stdout
+
+
+def test_makedumpfile_elf_output_faults_where_pages_were_left_out(crash_lab, tmp_path):
+    """``makedumpfile -E -d 31`` marks left-out pages as p_memsz beyond p_filesz:
+    analyze on it reads what the file holds and faults (never zeros) on the rest."""
+    from tsubaki_forensics.errors import NotCollectedError
+    from tsubaki_forensics.vmcore.detect import open_foreign
+
+    crash = crash_lab(kernel="6.1")
+    proc, out = tmp_path / "vmcore.proc", tmp_path / "e.elf"
+    copy_as_proc_vmcore(crash.vmcore, proc)
+    run = subprocess.run(["makedumpfile", "-E", "-d", "31", str(proc), str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-500:]
+    with ElfVmcore(out) as e, ElfVmcore(crash.vmcore) as orig, open_foreign([out]) as dump:
+        tails = [(s.paddr + s.size, s.end) for s in e.segments if s.memsz > s.size]
+        assert tails and any("not in the file" in p for p in dump.problems)
+        with pytest.raises(NotCollectedError):
+            dump.memory.read(tails[0][0], 8)
+        for r in dump.memory.ranges()[:50]:
+            assert dump.memory.read(r.start, min(r.length, 1 << 16)) == orig.read(r.start, min(r.length, 1 << 16))
+    run = subprocess.run([*CLI, "analyze", str(out), "--vmlinux", str(crash.vmlinux), "--only", "panic"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and crash.ground_truth["panic_message"] in run.stdout, run.stderr

@@ -118,6 +118,32 @@ class _Memory:
         return self._reader.read(paddr, size)
 
 
+class _HeldOnly:
+    """An ``ElfVmcore`` whose reads fault outside the file-backed ranges ``held``."""
+
+    def __init__(self, core: Any, held: list[tuple[int, int]]) -> None:
+        self._core, self._held = core, held
+        self._starts = [a for a, _ in held]
+        self.vmcoreinfo, self.notes = core.vmcoreinfo, core.notes
+
+    def read(self, paddr: int, size: int) -> bytes:
+        import bisect
+
+        from ..errors import NotCollectedError
+
+        pos, end = paddr, paddr + size
+        while pos < end:
+            i = bisect.bisect_right(self._starts, pos) - 1
+            if i < 0 or pos >= self._held[i][0] + self._held[i][1]:
+                raise NotCollectedError(pos, f"physical {pos:#x} is not in the ELF file "
+                                             f"(left out by its producer)")
+            pos = self._held[i][0] + self._held[i][1]
+        return self._core.read(paddr, size)
+
+    def close(self) -> None:
+        self._core.close()
+
+
 class ForeignDump:
     """An ELF vmcore or kdump file, seen as a ``.tsd`` ``Dump`` by the commands."""
 
@@ -179,8 +205,20 @@ def open_foreign(paths: list[Path]) -> ForeignDump:
 
         core = ElfVmcore(path)
         info_ps = _page_size(core.vmcoreinfo)
-        mem = _Memory(core, [(a, n) for a, n, _ in core.ranges()], [])
-        return ForeignDump(path, "elf-vmcore", core, mem, core.arch, info_ps, [])
+        # Only the bytes the file holds: p_memsz beyond p_filesz is how makedumpfile -E
+        # marks the pages its dump level left out (the kernel and QEMU never write it),
+        # so a read there faults instead of seeing zeros the machine may not have had.
+        held, left_out = [], 0
+        for start, length, seg in core.ranges():
+            n = max(0, min(start + length, seg.paddr + seg.size) - start)
+            if n:
+                held.append((start, n))
+            left_out += length - n
+        mem = _Memory(_HeldOnly(core, held), held, [])
+        problems = [f"{left_out >> 20} MiB of the ELF's segments are not in the file "
+                    f"(p_memsz beyond p_filesz: left out by its producer, e.g. makedumpfile -E -d N)"
+                    ] if left_out else []
+        return ForeignDump(path, "elf-vmcore", core, mem, core.arch, info_ps, problems)
     if kind in ("kdump", "flattened"):
         from .kdump import open_kdump
 
