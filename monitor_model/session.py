@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .engine import CollectParams, Resume, RunResult, run_policy
 from .policies import get_policy
+from .resume_check import verify_resume
 from .triage import TriagePlan, plan_triage
 
 __all__ = ["collect", "summary_json", "COMPARE_ORDER"]
@@ -41,7 +42,10 @@ def collect(
         kill): ``output`` becomes its second file, with the same dump id and
         only what the first one lacks.
     """
-    resume = Resume.from_file(resume_from) if resume_from is not None else None
+    resume = None
+    if resume_from is not None:
+        verify_resume(resume_from, source)  # trust only this crash's own file
+        resume = Resume.from_file(resume_from)
     plan: TriagePlan | None = None
 
     def triage(machine):

@@ -14,7 +14,7 @@ def _report():
     tasks = Table.build(
         "tasks",
         "Tasks",
-        (Column("pid", "PID", int, "right"), Column("task", "TASK", int, fmt="hex"), Column("comm", "COMM", str)),
+        (Column("pid", "PID", int, "right"), Column("task", "TASK", int, fmt="address"), Column("comm", "COMM", str)),
         [(1, 0xFFFF888001000000, "init"), (30, None, NotCollected(0x1234000)), (31, 0xFFFF888002000000, "evil\x1b[31mred")],
     )
     log = Table.build(
@@ -41,7 +41,7 @@ def test_text_renderer_is_crash_like_and_safe():
     assert "<not collected 0x1234000>" in text
     assert "<unreadable: bad>" in text
     assert "\x1b" not in text and "evil\\x1b[31mred" in text
-    assert "[    2.694987] emerg  Kernel panic - not syncing: sysrq triggered crash" in text
+    assert "[    2.694987] [T1] Kernel panic - not syncing: sysrq triggered crash" in text  # dmesg's format + caller
     assert "INCOMPLETE: tasks: 2 of 3 readable; pid 30 not collected" in text
     assert "== broken: broken [failed] ==" in text and "KeyError: 'prb'" in text
 
@@ -50,17 +50,55 @@ def test_json_renderer_schema():
     out = io.StringIO()
     json_renderer.render(_report(), out)
     doc = json.loads(out.getvalue())
-    assert doc["schema"] == "tsubaki-forensics/analyze" and doc["schema_version"] == 1
+    assert doc["schema"] == "tsubaki-forensics/analyze" and doc["schema_version"] == 2
     assert doc["dump"]["kernel_release"] == "6.1.0-56-cloud-amd64"
     tasks = doc["analyses"][0]
     assert tasks["status"] == "partial"
-    assert tasks["facts"] == {"crashed pid": 109, "panic message": {"unreadable": "bad"}}
+    assert tasks["facts"] == {"crashed_pid": 109, "panic_message": {"unreadable": "bad"}}
     table = tasks["tables"][0]
-    assert [c["type"] for c in table["columns"]] == ["integer", "integer", "string"]
-    assert table["rows"][1] == [30, None, {"not_collected": True, "address": 0x1234000}]
-    assert table["rows"][2][2] == "evil\x1b[31mred"  # JSON keeps the data; escaping is the terminal's business
-    assert tasks["completeness"][0]["missing"] == [{"what": "30", "group": "pid", "address": 0x1234000, "reason": "not_collected"}]
+    assert [c["type"] for c in table["columns"]] == ["integer", "address", "string"]
+    assert table["rows"][0] == {"pid": 1, "task": "0xffff888001000000", "comm": "init"}
+    assert table["rows"][1] == {"pid": 30, "task": None, "comm": {"not_collected": True, "address": "0x1234000"}}
+    assert table["rows"][2]["comm"] == "evil\x1b[31mred"  # JSON keeps the data; escaping is the terminal's business
+    assert tasks["completeness"][0]["missing"] == [{"what": "30", "group": "pid", "address": "0x1234000", "reason": "not_collected"}]
     assert doc["analyses"][1] == {
         "name": "broken", "title": "broken", "status": "failed", "error": "KeyError: 'prb'", "seconds": 0.0,
         "facts": {}, "completeness": [], "tables": [], "notes": [],
     }
+
+
+def test_json_snake_case_and_addresses():
+    assert json_renderer.snake_case("panicking CPU") == "panicking_cpu"
+    assert json_renderer.snake_case("crashed pid") == "crashed_pid"
+    assert json_renderer.snake_case("%MEM") == "mem"
+    assert json_renderer.address_to_json(0xFFFFFFFFC0591230) == "0xffffffffc0591230"
+    assert json_renderer.value_to_json(True, address=True) is True
+
+
+def test_text_backtrace_is_crash_bt_and_comes_before_tasks_and_log():
+    from tsubaki_plugins import panic
+
+    frames = (
+        panic.Frame(0xFFFFFFFFC0591230, None, "pvpanic_panic_notify", 0x60, 0x85, sp=0xFFFFC96A004238D0, module="pvpanic"),
+        panic.Frame(0xFFFFFFFF81000100, "notifier_call_chain", inline=True),
+        panic.Frame(0xFFFFFFFF81000100, "panic", "panic", 0x177, 0x2F4, "kernel/panic.c", 300, sp=0xFFFFC96A00423918),
+    )
+    result = panic.panic_result("Kernel panic - not syncing: x", 0, panic.Backtrace(0, 112, "dd", frames), [], [])
+    base = _report()
+    report = Report(base.dump, (*base.results, result))
+    out = io.StringIO()
+    text_renderer.render(report, out)
+    text = out.getvalue()
+    assert " #0 [ffffc96a004238d0] pvpanic_panic_notify+0x60/0x85 at ffffffffc0591230 [pvpanic]" in text
+    assert " #1 (inline)           notifier_call_chain" in text
+    assert " #2 [ffffc96a00423918] panic+0x177/0x2f4 at ffffffff81000100\n    kernel/panic.c: 300" in text
+    assert text.index("== panic") < text.index("== tasks")
+    doc = json.loads(_json(report))
+    (row0, _, _) = doc["analyses"][-1]["tables"][0]["rows"]
+    assert (row0["sp"], row0["size"], row0["module"]) == ("0xffffc96a004238d0", 0x85, "pvpanic")
+
+
+def _json(report) -> str:
+    out = io.StringIO()
+    json_renderer.render(report, out)
+    return out.getvalue()

@@ -94,8 +94,8 @@ def test_cli_analyze_json(real_tsd, real_crash):
     run = _cli("analyze", real_tsd, "--vmlinux", real_crash.vmlinux, "--format", "json")
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
-    assert doc["schema_version"] == 1
-    assert {a["name"]: a["status"] for a in doc["analyses"]} == {"tasks": "ok", "dmesg": "ok", "panic": "ok"}
+    assert doc["schema_version"] == 2
+    assert {a["name"]: a["status"] for a in doc["analyses"]} == {"sys": "ok", "tasks": "ok", "dmesg": "ok", "panic": "ok"}
     assert "running panic" in run.stderr  # progress on stderr, data on stdout
 
 
@@ -103,7 +103,7 @@ def test_cli_only_exclude_tail(real_tsd, real_crash):
     run = _cli("analyze", real_tsd, "--vmlinux", real_crash.vmlinux, "--only", "dmesg", "--tail", "3", "--format", "json")
     assert run.returncode == 0, run.stderr
     (dmesg,) = json.loads(run.stdout)["analyses"]
-    assert [row[3] for row in dmesg["tables"][0]["rows"]] == [d["text"] for d in real_crash.ground_truth["dmesg"][-3:]]
+    assert [row["text"] for row in dmesg["tables"][0]["rows"]] == [d["text"] for d in real_crash.ground_truth["dmesg"][-3:]]
     run = _cli("analyze", real_tsd, "--vmlinux", real_crash.vmlinux, "--exclude", "dmesg,tasks", "--format", "json")
     assert [a["name"] for a in json.loads(run.stdout)["analyses"]] == ["panic"]
 
@@ -205,19 +205,18 @@ def test_self_contained_without_vmlinux(real_tsd, real_crash):
     assert doc["dump"]["vmlinux"] is None
     assert any("BTF" in w for w in doc["warnings"]) and "warning: limitation:" in run.stderr
     analyses = {a["name"]: a for a in doc["analyses"]}
-    assert {n: a["status"] for n, a in analyses.items()} == {"tasks": "ok", "dmesg": "ok", "panic": "ok"}
+    assert {n: a["status"] for n, a in analyses.items()} == {"sys": "ok", "tasks": "ok", "dmesg": "ok", "panic": "ok"}
     tasks = analyses["tasks"]["tables"][0]
-    names = [c["name"] for c in tasks["columns"]]
-    ours = [{k: row[names.index(k)] for k in ("pid", "ppid", "comm", "state", "cpu", "on_cpu")} for row in tasks["rows"]]
+    ours = [{k: row[k] for k in ("pid", "ppid", "comm", "state", "cpu", "on_cpu")} for row in tasks["rows"]]
     assert ours == sorted(gt["tasks"], key=lambda t: t["pid"])
     log = analyses["dmesg"]["tables"][0]["rows"]
-    assert [{"time": r[0], "level": r[1], "text": r[3]} for r in log] == gt["dmesg"]
+    assert [{"time": r["time"], "level": r["level"], "text": r["text"]} for r in log] == gt["dmesg"]
     frames = analyses["panic"]["tables"][0]["rows"]
-    functions = [r[1] for r in frames]
+    functions = [r["function"] for r in frames]
     # the panic path (found by property: panic, or vpanic since 6.12.118) and the scenario's promised frames
     assert panic_entry(functions) is not None, functions
     sysrq = get_scenario("sysrq")
     assert {sysrq.expected_frames[0], sysrq.expected_frames[-1]} <= set(functions), functions
-    assert all(r[5] is None for r in frames)  # no file:line without DWARF, none invented
+    assert all(r["file"] is None for r in frames)  # no file:line without DWARF, none invented
     bad = _cli("analyze", real_tsd, "--self-contained", "--vmlinux", real_crash.vmlinux)
     assert bad.returncode == 1 and "exclude each other" in bad.stderr

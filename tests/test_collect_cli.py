@@ -72,7 +72,7 @@ def test_collect_compare_table_and_plot(raw_image, tmp_path, capsys):
         assert name in out
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
     code, out, err = _run(capsys, raw_image, "-o", tmp_path / "d.tsd", "--region-size", "1M",
-                          "--reboot-mem", "1M", "--compare", "--format", "json", "--no-fsync")
+                          "--reboot-mem", "1M", "--compare", "--format", "json", "--no-fsync", "--force")
     doc = json.loads(out)
     assert list(doc["policies"]) == ["tsubaki", "kdump", "reboot-only", "tsubaki-triage"]
     kdump, tsubaki = doc["policies"]["kdump"], doc["policies"]["tsubaki"]
@@ -90,7 +90,7 @@ def test_collect_compare_table_and_plot(raw_image, tmp_path, capsys):
         (["--region-size", "1000"], "multiple of 4096"),
         (["--reboot-mem", "1G"], "more than Linux's memory"),
         (["--plot", "x.gif"], "use a .png, .svg or .pdf"),
-        (["--format", "xml"], "--format 'xml'"),
+        (["--format", "xml"], "unknown format 'xml' for --format"),
         (["--boot-time", "-1"], "must not be negative"),
     ],
 )

@@ -43,8 +43,7 @@ def _analyze(capsys, path, vmlinux):
 
 def _table(analysis, name, column):
     table = next(t for t in analysis["tables"] if t["name"] == name)
-    index = [c["name"] for c in table["columns"]].index(column)
-    return [row[index] for row in table["rows"]]
+    return [row[column] for row in table["rows"]]
 
 
 @pytest.fixture(scope="module")

@@ -237,6 +237,8 @@ def test_plugin_hook_errors_are_not_swallowed(plugins, register):
             raise RuntimeError("Don't hide me!")
 
     register(Plugin(), "loud")
-    with pytest.raises(RuntimeError, match="Don't hide me!"):
+    # not hidden: one line naming the plugin and the error, the original kept as the cause
+    with pytest.raises(PluginError, match="'loud'.*RuntimeError: Don't hide me!") as info:
         plugins.analyses()
+    assert isinstance(info.value.__cause__, RuntimeError)
 

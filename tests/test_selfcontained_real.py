@@ -118,15 +118,26 @@ def test_random_sample_of_btf_types_matches_dwarf(pair) -> None:
     assert _unknown_differences(report, mine, dwarf, sample) == {}
 
 
+def _resolved(t: drgn.Type) -> str:
+    """A type's name with typedefs resolved, through pointers too."""
+    t = t.unaliased()
+    return _resolved(t.type) + " *" if t.kind == drgn.TypeKind.POINTER else t.type_name()
+
+
 def test_globals_and_percpu_variables_match_dwarf(pair) -> None:
     mine, dwarf, report, _ = pair
     for name in GLOBAL_TYPES:
+        if not dwarf.symbols(name):  # a name of other kernels (irq_desc_tree before 6.5, sparse_irqs since)
+            with pytest.raises(KeyError):
+                mine[name]
+            continue
         a, b = mine[name], dwarf[name]
         assert a.address_ == b.address_, name
         if a.type_.kind == drgn.TypeKind.ARRAY and not a.type_.is_complete():
             # sized by a config macro not in BTF (NR_CPUS, MAX_SWAPFILES, HUGE_MAX_HSTATE): incomplete on purpose
             assert b.type_.kind == drgn.TypeKind.ARRAY and b.type_.is_complete(), name
-            assert a.type_.type.type_name() == b.type_.type.type_name(), name
+            # the element type, typedefs resolved (node_data: pg_data_t * in 6.1's DWARF, struct pglist_data * in 6.12's)
+            assert _resolved(a.type_.type) == _resolved(b.type_.type), name
         else:
             assert a.type_.type_name() == b.type_.type_name(), name
     btf = report.finders.btf

@@ -94,14 +94,13 @@ def _rows(analysis: dict, table: str) -> list[dict]:
     t = next((t for t in analysis["tables"] if t["name"] == table), None)
     if t is None:
         return []
-    names = [c["name"] for c in t["columns"]]
-    return [dict(zip(names, row)) for row in t["rows"]]
+    return t["rows"]  # schema 2: rows are objects keyed by column name
 
 
 def _same_frames(ours: list[dict], expected: list[tuple[str, int]]) -> bool:
     """Same pcs frame by frame; names equal up to GCC's suffixes, or kallsyms' label inside DWARF's
     function (``entry_SYSCALL_64_after_hwframe`` in ``entry_SYSCALL_64``)."""
-    if [r["pc"] for r in ours] != [pc for _, pc in expected]:
+    if [int(r["pc"], 16) for r in ours] != [pc for _, pc in expected]:
         return False
     for row, (name, _) in zip(ours, expected):
         mine = row["function"] or row["symbol"] or ""
@@ -122,7 +121,7 @@ def _verdict(doc: dict, crash, expected: dict) -> dict[str, bool]:
     # a walk that stopped early (the PID tree not collected) names where, and claims no total
     stopped = [m for c in completeness if c["total"] is None for m in c["missing"] if m.get("group") != "pid"]
     return {
-        "panic message": panic.get("facts", {}).get("panic message") == PANIC_PREFIX + truth["panic_message"],
+        "panic message": panic.get("facts", {}).get("panic_message") == PANIC_PREFIX + truth["panic_message"],
         "backtrace": _same_frames(_rows(panic, "backtrace"), expected["frames"]),
         "log complete": dmesg.get("status") == "ok"
         and [r["text"] for r in _rows(dmesg, "log")] == [d["text"] for d in truth["dmesg"]],

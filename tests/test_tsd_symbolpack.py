@@ -175,5 +175,5 @@ def test_collect_symbols_on_a_real_crash_then_analyze_without_vmlinux(real_crash
     (panic,) = [a for a in json.loads(stdout)["analyses"] if a["name"] == "panic"]
     assert panic["status"] == "ok", panic
     truth = real_crash.ground_truth["panic_message"]
-    assert panic["facts"]["panic message"] == "Kernel panic - not syncing: " + truth
+    assert panic["facts"]["panic_message"] == "Kernel panic - not syncing: " + truth
     assert read_pack(pack_path)["kernel"]["build_id"] == real_crash.ground_truth["build_id"]

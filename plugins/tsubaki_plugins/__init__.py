@@ -1,4 +1,4 @@
-"""The bundled analyses of tsubaki-forensics: ``tasks``, ``dmesg`` and ``panic``.
+"""The bundled analyses of tsubaki-forensics: ``sys``, ``tasks``, ``dmesg`` and ``panic``.
 
 Each module is a pluggy plugin registered through the ``tsubaki_forensics``
 entry-point group, exactly like a third-party package's, so the third-party

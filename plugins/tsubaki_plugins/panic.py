@@ -70,6 +70,8 @@ class Frame:
     line: int | None = None
     inline: bool = False
     interrupted: bool = False
+    sp: int | None = None
+    module: str | None = None  # a loadable module's name (crash's ``[pvpanic]``); None in vmlinux
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,19 @@ def format_location(frame: Frame) -> str:
     return f"{name}+{frame.offset:#x}{size}"
 
 
-def frame_from_drgn(frame: drgn.StackFrame) -> Frame:
-    """Extraction: one ``drgn.StackFrame`` as a :class:`Frame`."""
+def _module_of(prog: drgn.Program | None, frame: drgn.StackFrame) -> str | None:
+    """The loadable module holding the frame's call site (as drgn's crash ``bt`` finds it), or None."""
+    if prog is None:
+        return None
+    try:
+        module = prog.module(frame.pc - int(frame.pc > 0 and not frame.interrupted))
+    except LookupError:
+        return None
+    return None if isinstance(module, drgn.MainModule) else module.name
+
+
+def frame_from_drgn(frame: drgn.StackFrame, prog: drgn.Program | None = None) -> Frame:
+    """Extraction: one ``drgn.StackFrame`` as a :class:`Frame` (``prog``: to name its module)."""
     pc = frame.pc
     name = frame.name  # None where there is no DWARF (module functions)
     symbol_name = offset = size = None
@@ -163,7 +176,12 @@ def frame_from_drgn(frame: drgn.StackFrame) -> Frame:
         file, line, _ = frame.source()
     except LookupError:
         pass
-    return Frame(pc, name, symbol_name, offset, size, file, line, frame.is_inline, frame.interrupted)
+    try:
+        sp = None if frame.is_inline else frame.sp
+    except LookupError:
+        sp = None
+    return Frame(pc, name, symbol_name, offset, size, file, line, frame.is_inline, frame.interrupted, sp,
+                 _module_of(prog, frame))
 
 
 def _stack_gaps(prog: drgn.Program, task: drgn.Object) -> list[Missing]:
@@ -191,7 +209,7 @@ def read_backtrace(
     comm = read_value(lambda: task.comm.string_().decode("utf-8", "backslashreplace"))
     missing = _stack_gaps(prog, task)
     try:
-        frames = [frame_from_drgn(f) for f in (trace if trace is not None else prog.stack_trace(task))]
+        frames = [frame_from_drgn(f, prog) for f in (trace if trace is not None else prog.stack_trace(task))]
     except READ_ERRORS as e:
         return Backtrace(cpu, pid, comm, (), 0, (*missing, missing_for(f"registers or stack of pid {pid}", e)))
     kept, dropped = kernel_frames(frames, _address_size(prog))
@@ -208,15 +226,19 @@ _FRAME_COLUMNS = (
     Column("function", "FUNCTION", str),
     Column("symbol", "SYMBOL", str),
     Column("offset", "OFFSET", int, "right", "hex"),
-    Column("pc", "PC", int, fmt="hex"),
+    Column("pc", "PC", int, fmt="address"),
     Column("file", "FILE", str),
     Column("line", "LINE", int, "right"),
     Column("inline", "INLINE", bool),
+    Column("sp", "SP", int, fmt="address"),
+    Column("size", "SIZE", int, "right", "hex"),
+    Column("module", "MODULE", str),
 )
 
 
 def _frames_table(name: str, title: str, bt: Backtrace) -> Table:
-    rows = [(i, f.function, f.symbol, f.offset, f.pc, f.file, f.line, f.inline) for i, f in enumerate(bt.frames)]
+    rows = [(i, f.function, f.symbol, f.offset, f.pc, f.file, f.line, f.inline, f.sp, f.size, f.module)
+            for i, f in enumerate(bt.frames)]
     return Table.build(name, title, _FRAME_COLUMNS, rows)
 
 

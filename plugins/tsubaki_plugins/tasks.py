@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import drgn
 from drgn.helpers.linux.cpumask import for_each_present_cpu
 from drgn.helpers.linux.idr import idr_for_each
+from drgn.helpers.linux.kthread import task_is_kthread
+from drgn.helpers.linux.mm import task_rss, task_vsize, totalram_pages
 from drgn.helpers.linux.pid import pid_task
 from drgn.helpers.linux.sched import cpu_curr, task_cpu, task_state_to_char
 
@@ -57,6 +59,10 @@ class TaskRecord:
     state: Value
     cpu: Value
     on_cpu: Value = None
+    mem_percent: Value = None  # crash ps's %MEM: resident pages / totalram_pages
+    vsz_kb: Value = None
+    rss_kb: Value = None
+    kthread: Value = None
 
     @property
     def readable(self) -> bool:
@@ -77,7 +83,30 @@ def _comm(task: drgn.Object) -> str:
     return task.comm.string_().decode("utf-8", "backslashreplace")
 
 
-def _read_task(nr: int, task: drgn.Object) -> TaskRecord:
+@dataclass(frozen=True)
+class _Memory:
+    """What crash's ps divides by: total RAM pages and the page size (read once)."""
+
+    total_pages: int
+    page_size: int
+
+
+def _memory(prog: drgn.Program) -> _Memory | None:
+    try:
+        return _Memory(totalram_pages(prog), prog["PAGE_SIZE"].value_())
+    except READ_ERRORS:
+        return None
+
+
+def _read_task(nr: int, task: drgn.Object, memory: _Memory | None = None) -> TaskRecord:
+    """One task; its memory figures with drgn's own helpers (those of its crash ``ps``)."""
+    rss_pages = read_value(lambda: task_rss(task.prog_, task).total)
+    if memory is None or not isinstance(rss_pages, int):
+        mem_percent: Value = rss_pages if is_placeholder(rss_pages) else None
+        rss_kb: Value = mem_percent
+    else:
+        mem_percent = round(rss_pages / memory.total_pages * 100, 1) if memory.total_pages else None
+        rss_kb = rss_pages * memory.page_size // 1024
     return TaskRecord(
         nr=nr,
         address=task.value_(),
@@ -87,6 +116,10 @@ def _read_task(nr: int, task: drgn.Object) -> TaskRecord:
         comm=read_value(lambda: _comm(task)),
         state=read_value(lambda: task_state_to_char(task)),
         cpu=read_value(lambda: task_cpu(task)),
+        mem_percent=mem_percent,
+        vsz_kb=read_value(lambda: task_vsize(task) // 1024),
+        rss_kb=rss_kb,
+        kthread=read_value(lambda: task_is_kthread(task)),
     )
 
 
@@ -98,6 +131,7 @@ def read_tasks(prog: drgn.Program) -> tuple[list[TaskRecord], list[Missing], boo
     """
     records: list[TaskRecord] = []
     missing: list[Missing] = []
+    memory = _memory(prog)
     try:
         pidtype_pid = prog["PIDTYPE_PID"].value_()
         walk = idr_for_each(prog["init_pid_ns"].idr)
@@ -110,7 +144,7 @@ def read_tasks(prog: drgn.Program) -> tuple[list[TaskRecord], list[Missing], boo
                 missing.append(missing_for(str(nr), e, group="pid"))
                 records.append(_unreadable_task(nr, e))
                 continue
-            record = _read_task(nr, task)
+            record = _read_task(nr, task, memory)
             records.append(record)
             if not record.readable:
                 missing.append(_missing_task(record))
@@ -166,16 +200,20 @@ _TASK_COLUMNS = (
     Column("pid", "PID", int, "right"),
     Column("ppid", "PPID", int, "right"),
     Column("cpu", "CPU", int, "right"),
-    Column("task", "TASK", int, fmt="hex"),
+    Column("task", "TASK", int, fmt="address"),
     Column("state", "ST", str),
     Column("on_cpu", "ON CPU", bool),
     Column("crashed", "CRASHED", bool),
     Column("comm", "COMM", str),
+    Column("mem_percent", "%MEM", float, "right"),
+    Column("vsz", "VSZ", int, "right"),  # KiB, as crash and ps(1) show it
+    Column("rss", "RSS", int, "right"),  # KiB
+    Column("kthread", "KTHREAD", bool),
 )
 _CPU_COLUMNS = (
     Column("cpu", "CPU", int, "right"),
     Column("pid", "PID", int, "right"),
-    Column("task", "TASK", int, fmt="hex"),
+    Column("task", "TASK", int, fmt="address"),
     Column("comm", "COMM", str),
     Column("crashed", "CRASHED", bool),
 )
@@ -201,7 +239,8 @@ def tasks_result(
         pid = r.nr if is_placeholder(r.pid) else r.pid
         rows.append(
             (pid, r.ppid, r.cpu, r.address, r.state,
-             r.on_cpu, crashed_pid is not None and r.pid == crashed_pid, r.comm)
+             r.on_cpu, crashed_pid is not None and r.pid == crashed_pid, r.comm,
+             r.mem_percent, r.vsz_kb, r.rss_kb, r.kthread)
         )
     crashed_cpu_rows = []
     for c in cpus:

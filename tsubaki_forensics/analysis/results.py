@@ -74,8 +74,10 @@ def is_placeholder(value: object) -> bool:
 class Column:
     """One typed column: ``kind`` is the Python type of its non-placeholder values.
 
-    ``fmt`` is a hint for text renderers (``"hex"`` for addresses); JSON
-    keeps the typed value.
+    ``fmt`` is a hint for renderers: ``"address"`` for an address (hex in
+    text, a ``"0x..."`` string in JSON, where a 64-bit number is not safe),
+    ``"hex"`` for another number shown in hex (an offset, a size; a JSON
+    number).
     """
 
     name: str

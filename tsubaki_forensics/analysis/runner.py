@@ -7,23 +7,22 @@ next analysis runs.  Plugins are third-party code run on hostile input, so
 the runner also fails (instead of trusting) an analysis that runs past its
 time limit (SIGALRM on the main thread: the plugin's own frame is
 interrupted, so it cannot keep using the program behind the next one's
-back), calls ``sys.exit``, or returns a malformed result; each gets a
-read-only copy of the options.  ``strict`` turns the first failure into a
+back; one that swallows the interruption and returns late is failed too),
+calls ``sys.exit``, or returns a malformed result; each gets a read-only
+copy of the options, and runs with fd 1 sent to stderr (:mod:`..sandbox`).  ``strict`` turns the first failure into a
 :class:`~tsubaki_forensics.errors.PluginError` (CI use).
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from ..errors import PluginError, TsubakiError
+from ..sandbox import PluginTimeout, deadline, stdout_to_stderr
 from .results import AnalysisResult, Completeness, Missing, Status, Table, is_placeholder
 from .spec import AnalysisContext, AnalysisSpec
 
@@ -32,12 +31,9 @@ __all__ = ["select", "run_analyses", "AnalysisTimeout", "DEFAULT_TIMEOUT_S", "ch
 DEFAULT_TIMEOUT_S = 300.0  # per analysis; the built-ins take < 2 s on a real 512 MiB crash
 
 
-class AnalysisTimeout(BaseException):
-    """Raised inside an analysis that ran past its limit.
-
-    A BaseException so that a plugin's ``except Exception`` cannot swallow
-    it; the timer also re-fires every second until the analysis lets go.
-    """
+#: Raised inside an analysis that ran past its limit (a BaseException: a
+#: plugin's ``except Exception`` cannot swallow it).
+AnalysisTimeout = PluginTimeout
 
 
 def select(
@@ -83,26 +79,6 @@ def run_analyses(
     return results
 
 
-@contextlib.contextmanager
-def _deadline(seconds: float | None) -> Iterator[None]:
-    """Interrupt the body after ``seconds`` (main thread with SIGALRM only)."""
-    if not seconds or threading.current_thread() is not threading.main_thread() \
-            or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def fire(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise AnalysisTimeout(seconds)
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def check_result(result: object) -> None:
     """Refuse a result that breaks the contract of :mod:`.results` (TypeError)."""
     if not isinstance(result, AnalysisResult):
@@ -140,12 +116,15 @@ def _run_one(spec: AnalysisSpec, context: AnalysisContext, timeout: float | None
     start = time.perf_counter()
     try:
         try:
-            with _deadline(timeout):
+            # fd 1 goes to stderr meanwhile: a plugin's print() cannot corrupt --format json
+            with stdout_to_stderr(), deadline(timeout, f"analysis {spec.name} ({spec.plugin})") as state:
                 result = spec.function(context)
         except AnalysisTimeout:
             raise TimeoutError(f"ran past its {timeout:g} s time limit") from None
         except SystemExit as e:
             raise RuntimeError(f"called sys.exit({e.code!r})") from None
+        if state.overran:  # it swallowed the interruption and returned late: failed, not ok
+            raise TimeoutError(f"ran past its {timeout:g} s time limit (and ignored the interruption)")
         check_result(result)
     except (Exception, AnalysisTimeout) as e:  # one failing analysis must not stop the others
         reason = str(e) if isinstance(e, TsubakiError) else f"{type(e).__name__}: {e}"

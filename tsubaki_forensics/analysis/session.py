@@ -13,6 +13,7 @@ from typing import Any
 
 import drgn
 
+from ..drgn_bridge.debuginfo import safe_build_id, safe_release
 from ..drgn_bridge.program import DumpProgram, program_from_dump
 from ..drgn_bridge.vmcoreinfo import parse_vmcoreinfo
 from ..errors import FormatError, TsubakiError
@@ -53,7 +54,8 @@ def open_program(
     dump = plugins.reassemble([Path(p) for p in paths])
     try:
         info = parse_vmcoreinfo(dump.vmcoreinfo or b"")
-        extra = plugins.debug_info_paths(info.build_id, info.release)
+        # plugins get the dump's strings only if they are a hex id and a plain release name
+        extra = plugins.debug_info_paths(safe_build_id(info.build_id), safe_release(info.release))
         kwargs: dict[str, Any] = {
             "vmlinux": vmlinux,
             "extra_debug_paths": extra,

@@ -18,11 +18,12 @@ from ..analysis.results import Status
 from ..errors import PluginError, TsubakiError
 from ..plugin_system import get_plugins
 from . import output
-from .output import print_error, print_json, print_warning, safe_text
+from .output import check_format, format_option, print_error, print_json, print_warning, safe_text
 
 __all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
 
 EXIT_PARTIAL = 4
+TEXT_LOG_LINES = 50  # crash-style text ends with the log's tail, as a kernel engineer reads it first
 EXIT_FAILED = 5
 
 _DumpPaths = Annotated[
@@ -40,6 +41,10 @@ _SelfContained = Annotated[
     bool,
     typer.Option("--self-contained", help="No vmlinux: use the BTF, kallsyms and ORC tables inside the dump (no file:line, no inline frames)."),
 ]
+_Quiet = Annotated[
+    bool,
+    typer.Option("-q", "--quiet", help="No progress lines and no 'warning: limitation:' lines (damage to the dump is still reported)."),
+]
 _Disable = Annotated[
     Optional[list[str]],
     typer.Option("--disable", help="Do not load this plugin (entry-point name); repeatable. Also TSUBAKI_DISABLE_PLUGINS."),
@@ -56,6 +61,11 @@ def _debug_dirs(given: list[Path] | None) -> list[Path]:
     return [*(given or ()), *DEFAULT_DEBUG_DIRS]
 
 
+def _check_renderer(value: str) -> str:
+    """``--format`` of ``analyze``: a renderer name (plugins add some), checked while parsing like every --format."""
+    return check_format(value, list(get_plugins().renderers()))
+
+
 def exit_code(statuses: list[Status]) -> int:
     """The documented exit code for a run whose analyses ended with ``statuses``."""
     if Status.FAILED in statuses:
@@ -65,18 +75,32 @@ def exit_code(statuses: list[Status]) -> int:
     return 0
 
 
+def _render(spec, report) -> None:
+    """Run a renderer (plugin code): a raise is one line naming its plugin, not a traceback."""
+    try:
+        spec.function(report, sys.stdout)
+        sys.stdout.flush()
+    except (TsubakiError, OSError):
+        raise
+    except Exception as e:
+        raise PluginError(f"renderer {spec.name!r} (plugin {spec.plugin!r}) raised {type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else '(no message)'}") from None
+
+
 def analyze(
     dumps: _DumpPaths,
     vmlinux: _Vmlinux = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these analyses (comma-separated or repeated).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip these analyses.")] = None,
-    format: Annotated[str, typer.Option("--format", help="Output format: text, json, or one a plugin adds.")] = "text",
-    tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines.")] = None,
+    format: Annotated[str, typer.Option("-f", "--format", metavar="{text,json,...}", callback=_check_renderer, help="Output format: text, json, or one a plugin adds (`plugins` lists them).")] = "text",
+    tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines (text default: 50).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="text: the whole kernel log, not its last 50 lines (JSON always has it all).")] = False,
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
     disable: _Disable = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds each analysis may run before it is failed (0: no limit).")] = 300.0,
     strict: Annotated[bool, typer.Option("--strict", help="CI: the first failed analysis (raised, timed out, malformed result) ends the run with exit 5.")] = False,
+    quiet: _Quiet = False,
 ) -> None:
     """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
 
@@ -87,12 +111,12 @@ def analyze(
 
     plugins = get_plugins(_names(disable))
     renderers = plugins.renderers()
-    if format not in renderers:
-        raise TsubakiError(f"unknown format {format!r} (available: {', '.join(renderers)})")
+    check_format(format, list(renderers))
     for path in dumps:
         if not path.exists():
             raise TsubakiError(f"{path}: no such file")
-    sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
+    if not quiet:
+        sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
     if self_contained and vmlinux is not None:
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
@@ -102,8 +126,8 @@ def analyze(
             plugins,
             only=_names(only),
             exclude=_names(exclude),
-            options={"tail": tail},
-            progress=lambda name: sys.stderr.write(f"running {name}\n"),
+            options={"tail": tail if tail is not None or full or format != "text" else TEXT_LOG_LINES},
+            progress=None if quiet else (lambda name: sys.stderr.write(f"running {name}\n")),
             timeout=timeout or None,
             strict=strict,
         )
@@ -114,10 +138,9 @@ def analyze(
         sys.exit(EXIT_FAILED)
     finally:
         opened.close()
-    for problem in (*report.dump.problems, *report.warnings):
+    for problem in (*report.dump.problems, *(() if quiet else report.warnings)):
         print_warning(problem)
-    renderers[format].function(report, sys.stdout)
-    sys.stdout.flush()
+    _render(renderers[format], report)
     code = exit_code([r.status for r in report.results])
     if code:
         # SystemExit, not typer.Exit: click returns typer.Exit's code from
@@ -125,39 +148,87 @@ def analyze(
         sys.exit(code)
 
 
+def _is_dump(argument: str) -> bool:
+    """Does ``argument`` name a .tsd file (by its magic, so ``dump.part2`` counts and ``x.py`` does not)?"""
+    from ..tsd.records import FILE_MAGIC
+
+    try:
+        with open(argument, "rb") as f:
+            return f.read(len(FILE_MAGIC)) == FILE_MAGIC
+    except OSError:
+        return argument.endswith(".tsd")  # reported as "no such file" by the reader
+
+
 def shell(
-    dumps: _DumpPaths,
+    ctx: typer.Context,
+    arguments: Annotated[
+        list[str],
+        typer.Argument(metavar="DUMP.tsd... [SCRIPT [ARGS]...]", show_default=False,
+                       help="The .tsd file(s) of one dump, then optionally a Python script and its arguments."),
+    ],
+    code: Annotated[Optional[str], typer.Option("-e", "--exec", metavar="CODE", help="Run CODE (drgn -e) instead of the REPL; the arguments after the dump are its sys.argv[1:].")] = None,
     vmlinux: _Vmlinux = None,
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
     disable: _Disable = None,
 ) -> None:
-    """Open drgn's interactive shell on a dump, with ``prog`` and drgn's helpers ready."""
-    import drgn.cli
+    """drgn on a dump: the REPL on a terminal, or code (-e), a script, or statements piped on stdin.
 
+    ``prog`` and drgn's helpers are ready, the dump object is ``dump``, and
+    drgn's commands work (``%crash bt``). Off a terminal there is no prompt;
+    an uncaught exception prints its traceback and exits 1. Put ``--`` before
+    a script's own options.
+
+    """
+    from ..analysis import scripting
     from ..analysis.session import open_program
 
+    split = next((i for i, a in enumerate(arguments) if not _is_dump(a)), len(arguments))
+    dumps, rest = [Path(a) for a in arguments[:split]], [*arguments[split:], *ctx.args]
+    if not dumps:
+        raise TsubakiError(f"{arguments[0]}: not a .tsd dump (the dump comes before the script)")
+    for path in dumps:
+        if not path.exists():
+            raise TsubakiError(f"{path}: no such file")
+    script = rest[0] if rest and code is None else None
+    if script is not None and not Path(script).is_file():
+        raise TsubakiError(f"{script}: no such script")
+    if self_contained and vmlinux is not None:
+        raise TsubakiError("--self-contained and --vmlinux exclude each other")
     plugins = get_plugins(_names(disable))
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
-
-    def banner(text: str) -> str:
-        return (
-            f"{text}\ntsubaki-forensics: {', '.join(map(str, dumps))} (the dump object is `dump`;"
-            " drgn's crash commands: %crash bt, %crash ps, %crash log)"
-        )
-
-    def add_globals(namespace: dict) -> dict:
-        namespace["dump"] = opened.dump
-        return namespace
-
+    prog, extra = opened.program.prog, {"dump": opened.dump}
     try:
-        drgn.cli.run_interactive(opened.program.prog, banner_func=banner, globals_func=add_globals)
+        if code is not None:
+            status = scripting.run_code(prog, code, rest, extra)
+        elif script is not None:
+            status = scripting.run_script(prog, script, rest[1:], extra)
+        elif not sys.stdin.isatty():
+            status = scripting.run_piped(prog, extra)
+        else:
+            import drgn.cli
+
+            def banner(text: str) -> str:
+                return (
+                    f"{text}\ntsubaki-forensics: {', '.join(map(str, dumps))} (the dump object is `dump`;"
+                    " drgn's crash commands: %crash bt, %crash ps, %crash log)"
+                )
+
+            def add_globals(namespace: dict) -> dict:
+                namespace["dump"] = opened.dump
+                return namespace
+
+            drgn.cli.run_interactive(prog, banner_func=banner, globals_func=add_globals)
+            status = 0
     finally:
+        sys.stdout.flush()
         opened.close()
+    if status:
+        sys.exit(status)
 
 
 def plugins_command(
-    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    format: Annotated[str, format_option()] = "text",
     disable: _Disable = None,
 ) -> None:
     """List plugins with their versions and hooks, and what they register."""
@@ -176,8 +247,6 @@ def plugins_command(
             }
         )
         return
-    if format != "text":
-        raise TsubakiError(f"unknown format {format!r} (available: text, json)")
     stdout = output.stdout
     for info in infos:
         version = f"{info.distribution} {info.version}" if info.distribution else "registered in code"
@@ -195,5 +264,5 @@ def plugins_command(
 def register(app: typer.Typer) -> None:
     """Add ``analyze``, ``shell`` and ``plugins`` to ``app``."""
     app.command("analyze")(analyze)
-    app.command("shell")(shell)
+    app.command("shell", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(shell)
     app.command("plugins")(plugins_command)

@@ -14,8 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import StorageError, TsubakiError
+from ..safewrite import check_output, claim_output
 from . import output as cli_output
-from .output import print_json, print_warning, safe_text
+from .output import format_option, print_json, print_warning, safe_text
 
 __all__ = ["register", "collect"]
 
@@ -57,7 +58,7 @@ def collect(
     compare: Annotated[bool, typer.Option(
         "--compare", help="Run every policy on the same input and print one table.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the timeline to FILE.png|svg|pdf.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Summary format: text or json.")] = "text",
+    fmt: Annotated[str, format_option(help="Summary format: text or json.")] = "text",
     fsync: Annotated[bool, typer.Option(help="fsync the dump at every save point.")] = True,
     symbols: Annotated[Optional[Path], typer.Option(
         "--symbols", metavar="PACK.tsp",
@@ -66,6 +67,7 @@ def collect(
     resume_from: Annotated[Optional[Path], typer.Option(
         "--resume-from", help="An interrupted .tsd of this dump (disk full, killed): write -o as its "
                               "second file, same dump id, skipping the memory it already holds.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace -o if it exists (never a device or link).")] = False,
 ) -> None:
     """Emulate the Tsubaki monitor: dump region by region, reboot early, hand memory back."""
     from monitor_model.engine import CollectParams, check_params
@@ -105,10 +107,8 @@ def collect(
             raise TsubakiError("--resume-from and --compare exclude each other")
         if resume_from.resolve() == output.resolve():
             raise TsubakiError(f"--resume-from {resume_from}: write the rest to another file (-o)")
-    if output.exists() and output.is_dir():
-        raise TsubakiError(f"-o {output}: is a directory")
-    if not output.parent.exists():
-        raise TsubakiError(f"-o {output}: directory {output.parent} does not exist")
+    # a second collect in the same directory must not destroy the first dump (safewrite.py)
+    check_output(output, force, *([resume_from] if resume_from is not None else []))
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -128,6 +128,7 @@ def collect(
                 for note in plan.notes:
                     print_warning(f"triage: {note}")
 
+            claim_output(output, force=force, inputs=(resume_from,) if resume_from else ())
             try:
                 results = run_collect(src, policies, params, output, vmlinux=vmlinux,
                                       progress=lambda n: bar.advance(task, n), on_plan=on_plan,
@@ -136,6 +137,10 @@ def collect(
                 raise StorageError(f"{e}; {output} keeps every record saved before the fault "
                                    f"(analyse it, or finish the dump with --resume-from {output} "
                                    f"-o ANOTHER.tsd)") from None
+            except BaseException:
+                if output.is_file() and output.stat().st_size == 0:
+                    output.unlink()  # claimed but nothing written: leave no empty dump behind
+                raise
         if plot is not None:
             from monitor_model.plot import plot_timeline
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import os
 import re
 import sys
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import Annotated, Any, Callable
 import typer
 
 from ..errors import TsubakiError
+from ..safewrite import atomic_output, check_output
 from ..vmcore.detect import require_tsd
 from . import output as cli_output
-from .output import print_json, safe_text
+from .output import format_option, print_json, safe_text
 
 __all__ = ["register", "OutputFormat", "VerifyFailed", "VerifyIncomplete", "EXIT_DAMAGED",
            "EXIT_INCOMPLETE"]
@@ -50,7 +50,7 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="text for people, json for programs.")]
+FormatOpt = Annotated[str, format_option()]  # checked like every command's --format (one line, exit 1)
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")]
 
 
@@ -66,13 +66,7 @@ def _mib(n: int) -> str:
 
 
 def _check_output(output: Path, force: bool, *inputs: Path) -> None:
-    if output.is_dir():
-        raise TsubakiError(f"{output}: is a directory; give a file name with -o")
-    for src in inputs:
-        if src.exists() and output.exists() and os.path.samefile(src, output):
-            raise TsubakiError(f"{output}: output would overwrite its own input")
-    if output.exists() and not force:
-        raise TsubakiError(f"{output}: already exists; use --force to replace it")
+    check_output(output, force, *inputs)  # the write protocol: safewrite.py
 
 
 def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
@@ -116,7 +110,7 @@ def import_cmd(
         "--fallback-level-1", help="If VMCOREINFO lacks what the dump level needs, write level 1 "
                                    "with a warning instead of failing.")] = False,
     force: ForceOpt = False,
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Convert an ELF vmcore or a makedumpfile file into a .tsd dump (memory, VMCOREINFO and notes)."""
     from ..tsd.writer import DEFAULT_CHUNK_SIZE
@@ -125,23 +119,21 @@ def import_cmd(
     _check_output(output, force, *vmcore)
     if not 1 <= level <= 22:
         raise typer.BadParameter("zstd level must be 1..22", param_hint="--level")
-    partial = output.with_name(output.name + ".part")
     update, stop = _progress("import")
     try:
         from ..vmcore.detect import import_any
 
-        res = import_any(vmcore if len(vmcore) > 1 else vmcore[0], partial, chunk_size=size, level=level, threads=threads,
-                         progress=update, **({"dedup": True} if dedup else {}),
-                         dump_level=dump_level, fallback_level_1=fallback_level_1,
-                         warn=cli_output.print_warning)
-    except BaseException as e:
-        partial.unlink(missing_ok=True)  # half an import is of no use to anyone
-        if isinstance(e, ValueError):
-            raise TsubakiError(str(e)) from None
-        raise
+        # half an import is of no use to anyone: published only once complete
+        with atomic_output(output, force=force, inputs=tuple(vmcore)) as partial:
+            res = import_any(vmcore if len(vmcore) > 1 else vmcore[0], partial, chunk_size=size,
+                             level=level, threads=threads, progress=update,
+                             **({"dedup": True} if dedup else {}),
+                             dump_level=dump_level, fallback_level_1=fallback_level_1,
+                             warn=cli_output.print_warning)
+    except ValueError as e:
+        raise TsubakiError(str(e)) from None
     finally:
         stop()
-    os.replace(partial, output)
     s = res.stats
     source = ", ".join(map(str, vmcore))
     data = {"dump_id": res.dump_id, "source": source, "output": str(output),
@@ -150,7 +142,8 @@ def import_cmd(
             "records": s.records, "seconds": round(res.seconds, 4),
             "compress_cpu_seconds": round(s.compress_seconds, 4),
             "ratio": round(s.raw_bytes / res.file_bytes, 3) if res.file_bytes else None,
-            "dump_level": res.dump_level, "excluded_bytes": res.excluded_bytes}
+            "dump_level": res.dump_level, "excluded_bytes": res.excluded_bytes,
+            "classify_seconds": round(res.classify_seconds, 4)}
     if dedup:
         data["dedup_pages"] = res.dedup_pages
     if fmt == OutputFormat.json:
@@ -184,7 +177,7 @@ def export_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ELF vmcore to write.")],
     force: ForceOpt = False,
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Write a dump as an ELF vmcore that drgn opens and makedumpfile accepts.
 
@@ -210,9 +203,10 @@ def export_cmd(
         notes = notes_for_export(dump.notes, dump.memory_map, dump.excluded, dump.header.page_size)
         update, stop = _progress("export")
         try:
-            size = write_elf_vmcore(output, dump.memory, dump.vmcoreinfo, notes,
-                                    arch=dump.header.arch, page_size=dump.header.page_size,
-                                    progress=update)
+            with atomic_output(output, force=force, inputs=tuple(dumps)) as partial:  # no partial ELF
+                size = write_elf_vmcore(partial, dump.memory, dump.vmcoreinfo, notes,
+                                        arch=dump.header.arch, page_size=dump.header.page_size,
+                                        progress=update)
         finally:
             stop()
         ranges = dump.memory.ranges()
@@ -385,7 +379,7 @@ def _print_inspect(d: dict[str, Any]) -> None:
 
 def inspect_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
     from ..tsd import open_dump
@@ -403,7 +397,7 @@ def inspect_cmd(
 
 def verify_cmd(
     dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: FormatOpt = "text",
 ) -> None:
     """Check every record and measure completeness against the memory map.
 

@@ -10,13 +10,13 @@ Progress goes to stderr, results to stdout.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from ..errors import LabError
 from . import output as cli_output
-from .output import print_json, safe_text
+from .output import format_option, print_json, safe_text
 
 __all__ = ["register"]
 
@@ -38,7 +38,8 @@ def _progress(message: str) -> None:
 
 @lab_app.command("crash")
 def crash_command(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Directory to write the crash into (created).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="DIR", help="Directory to write the crash into (created). Required.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", hidden=True, help="Old spelling of --output.")] = None,
     scenario: Annotated[str, typer.Option(help="How to panic: see `lab list`.")] = "sysrq",
     mem: Annotated[str, typer.Option(help="Guest RAM, e.g. 256M, 512M, 4G (above 3G the PCI hole splits RAM).")] = "512M",
     smp: Annotated[int, typer.Option(help="Number of vCPUs (1-8).")] = 2,
@@ -50,12 +51,17 @@ def crash_command(
     ram_file: Annotated[bool, typer.Option("--ram-file", help="Keep guest RAM in guest-ram.bin (memory-backend-file) for live collection.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the panic (default scales with RAM).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier crash in the same directory.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    fmt: Annotated[str, format_option()] = "text",
 ) -> None:
     """Boot a Debian kernel under QEMU, panic it, and save vmcore, console, manifest and ground truth."""
     from ..lab import crash
 
     _check_format(fmt)
+    if output is not None and out is not None and output != out:
+        raise LabError("give the directory once, with -o/--output")
+    out = output or out
+    if out is None:  # a usage error (exit 2), as when the option was required
+        raise typer.BadParameter("missing: the directory to write the crash into", param_hint="'-o' / '--output'")
     result = crash(scenario, mem, smp, workload, kernel, out, ram_file=ram_file, timeout=timeout,
                    force=force, log=_progress)
     m = result.manifest
@@ -88,7 +94,7 @@ def kernel_command(
 
 @lab_app.command("list")
 def list_command(
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    fmt: Annotated[str, format_option()] = "text",
 ) -> None:
     """Show the scenarios, workloads, cached kernels and cached crashes."""
     from ..lab import SCENARIOS, WORKLOADS

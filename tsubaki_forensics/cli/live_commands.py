@@ -16,7 +16,7 @@ import typer
 
 from ..errors import TsubakiError
 from . import output as cli_output
-from .output import print_json
+from .output import format_option, print_json
 
 __all__ = ["register", "monitor"]
 
@@ -56,7 +56,7 @@ def monitor(
     resume: Annotated[list[Path] | None, typer.Option(
         help="Continue the dump in these earlier file(s) of a killed monitor: attach to the guest "
              "it left running (needs the same --workdir) and write the rest to -o.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    fmt: Annotated[str, format_option()] = "text",
 ) -> None:
     """Run a live guest, wait for its panic, dump it while it reboots, hand its memory back."""
     from monitor_model.storage import get_profile

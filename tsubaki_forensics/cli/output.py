@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "safe_text"]
+__all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "safe_text", "FORMATS", "check_format",
+           "format_option"]
 
 # Declared for readers and linters; the values come from __getattr__ on first use.
 stdout: Console
@@ -37,17 +39,31 @@ def __getattr__(name: str) -> Console:
         _CONSOLES[name] = Console(stderr=name == "stderr", highlight=False, soft_wrap=True)
     return _CONSOLES[name]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0/C1 controls (tab kept) and the bidi overrides, embeddings, isolates and
+# marks that reorder what a terminal shows (U+202E makes "exe.txt" of "txt.exe").
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_KEEP_NEWLINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def safe_text(value: object) -> str:
-    """Return ``value`` as text with control characters shown as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+def _shown(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def safe_text(value: object, *, keep_newlines: bool = False) -> str:
+    """``value`` as text that cannot forge output: control characters, newlines and
+    bidi controls shown as ``\\xNN`` / ``\\uNNNN``.
+
+    :param keep_newlines: only for bodies rendered line by line with their own
+        prefix (kernel log text), where a newline cannot pass for a new record.
+    """
+    pattern = _CONTROL_KEEP_NEWLINES if keep_newlines else _CONTROL
+    return pattern.sub(_shown, str(value))
 
 
 def print_error(message: str) -> None:
     """One line on stderr, the only way a handled error reaches the user."""
-    first = safe_text(message).splitlines()[0] if message else "unknown error"
+    first = safe_text(message.splitlines()[0] if message.strip() else "unknown error")
     sys.stderr.write(f"error: {first}\n")
 
 
@@ -58,3 +74,25 @@ def print_warning(message: str) -> None:
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout (never rich-formatted)."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+#: The formats every data-printing command takes (some add more: triage's jsonl, html).
+FORMATS = ("text", "json")
+
+
+def check_format(value: str, choices: Sequence[str] = FORMATS) -> str:
+    """``value`` if it is one of ``choices``; else the one-line error every command gives (exit 1)."""
+    from ..errors import TsubakiError
+
+    if value not in choices:
+        raise TsubakiError(f"unknown format {value!r} for --format (choose {', '.join(choices)})")
+    return value
+
+
+def format_option(choices: Sequence[str] = FORMATS, help: str | None = None) -> Any:
+    """The ``-f/--format`` option, checked while the command line is parsed, spelled alike everywhere."""
+    import typer
+
+    return typer.Option("-f", "--format", metavar="{" + ",".join(choices) + "}",
+                        callback=lambda value: check_format(value, choices),
+                        help=help or "text for people, json for programs.")

@@ -18,8 +18,9 @@ from typing import Annotated
 import typer
 
 from ..errors import TsubakiError
+from ..safewrite import atomic_output, check_output
 from . import output as cli_output
-from .output import print_json, safe_text
+from .output import format_option, print_json, safe_text
 
 __all__ = ["register"]
 
@@ -67,7 +68,8 @@ def pack_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Pack file to write (.tsp).")] = Path("kernel.tsp"),
     types: Annotated[list[str] | None, typer.Option("--type", help="Also pack this type (e.g. 'struct foo'); repeatable.")] = None,
     objects: Annotated[list[str] | None, typer.Option("--object", help="Also pack this global, function or constant; repeatable.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    fmt: Annotated[str, format_option()] = "text",
+    force: Annotated[bool, typer.Option("--force", help="Replace the pack file if it exists.")] = False,
 ) -> None:
     """Extract the types, globals and symbols the analyses use from VMLINUX into a pack."""
     from ..symbolpack import write_pack
@@ -76,10 +78,12 @@ def pack_command(
     _check_format(fmt)
     if not vmlinux.is_file():
         raise SymbolsUsageError(f"{vmlinux} does not exist")
+    check_output(output, force, vmlinux)
     clock = time.perf_counter()
     pack = build_pack(vmlinux, extra_types=types or (), extra_objects=objects or ())
     try:
-        size = write_pack(pack, output)
+        with atomic_output(output, force=force, inputs=(vmlinux,)) as partial:
+            size = write_pack(pack, partial)
     except OSError as e:
         raise SymbolsUsageError(f"cannot write {output}: {e.strerror or e}") from e
     data = _summary(pack, output, size)
@@ -91,7 +95,7 @@ def pack_command(
 @symbols_app.command("info")
 def info_command(
     pack_path: Annotated[Path, typer.Argument(metavar="PACK.tsp", help="A symbol pack.")],
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    fmt: Annotated[str, format_option()] = "text",
 ) -> None:
     """Show what a symbol pack holds."""
     from ..symbolpack import read_pack
@@ -106,6 +110,7 @@ def attach_command(
     pack_path: Annotated[Path, typer.Argument(metavar="PACK.tsp", help="A symbol pack of the dump's kernel.")],
     dump_path: Annotated[Path, typer.Argument(metavar="DUMP.tsd", help="The dump (any one of its files).")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Companion file (default: DUMP.symbols.tsd).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the companion file if it exists.")] = False,
 ) -> None:
     """Write a companion file of the dump that carries the pack (analyze DUMP.tsd DUMP.symbols.tsd)."""
     from ..symbolpack.embed import write_companion
@@ -113,7 +118,8 @@ def attach_command(
     if not pack_path.is_file() or not dump_path.is_file():
         raise SymbolsUsageError(f"{pack_path if not pack_path.is_file() else dump_path} does not exist")
     out = output or dump_path.with_name(dump_path.name.removesuffix(".tsd") + ".symbols.tsd")
-    size = write_companion(pack_path.read_bytes(), dump_path, out)
+    with atomic_output(out, force=force, inputs=(pack_path, dump_path)) as partial:  # never its own input
+        size = write_companion(pack_path.read_bytes(), dump_path, partial)
     cli_output.stdout.print(f"{safe_text(out)}: {size} bytes, the pack for {safe_text(dump_path)}")
 
 

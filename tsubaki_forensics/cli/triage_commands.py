@@ -15,7 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import TsubakiError
-from .output import print_warning, safe_text
+from ..safewrite import atomic_output, check_output
+from .output import format_option, print_warning, safe_text
 
 __all__ = ["register", "EXIT_SOME_FAILED"]
 
@@ -35,7 +36,7 @@ def triage(
         typer.Option("--dask", metavar="ADDRESS", help="Run on this Dask distributed scheduler (tcp://host:8786); workers must see the same paths."),
     ] = None,
     dask_timeout: Annotated[float, typer.Option("--dask-timeout", min=0.1, help="Seconds to wait for the Dask scheduler.")] = 20.0,
-    format: Annotated[str, typer.Option("--format", help="text, json (list of groups), jsonl (one dump per line) or html.")] = "text",
+    format: Annotated[str, format_option(("text", "json", "jsonl", "html"), help="text, json (list of groups), jsonl (one dump per line) or html.")] = "text",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report here instead of stdout.")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse results of dumps analysed before (keyed by dump id).")] = True,
     cache_file: Annotated[
@@ -48,6 +49,7 @@ def triage(
     self_contained: Annotated[
         bool, typer.Option("--self-contained", help="Never look for a vmlinux: use each dump's own BTF, kallsyms and ORC.")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the -o report if it exists.")] = False,
 ) -> None:
     """Group many dumps by crash signature: counts, first/last seen, kernels, one representative each."""
     from ..triage.cache import ResultCache, default_cache_path
@@ -58,6 +60,13 @@ def triage(
         raise TsubakiError(f"unknown format {format!r} (available: {', '.join(RENDERERS)})")
     if dask and jobs:
         raise TsubakiError("--jobs and --dask exclude each other (the cluster decides its workers)")
+    if output is not None:  # never one of the dumps it reads, never an existing file unasked
+        from ..triage.discover import find_files
+        try:
+            inputs = find_files(sources)
+        except TsubakiError:
+            inputs = []
+        check_output(output, force, *inputs)
     options = {
         "depth": depth,
         "self_contained": self_contained,
@@ -84,7 +93,7 @@ def triage(
     groups = group_records(run.records)
     if output is not None:
         try:
-            with open(output, "w", encoding="utf-8") as out:
+            with atomic_output(output, force=force) as partial, open(partial, "w", encoding="utf-8") as out:
                 RENDERERS[format](groups, out)
         except OSError as e:
             raise TsubakiError(f"{output}: cannot write the report: {e.strerror or e}") from e

@@ -12,12 +12,14 @@ file's build id only to word the error when nothing matched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import DebugInfoError
 
-__all__ = ["DEFAULT_DEBUG_DIRS", "read_build_id", "candidate_paths", "needed", "mismatch_error", "not_found_error"]
+__all__ = ["DEFAULT_DEBUG_DIRS", "read_build_id", "candidate_paths", "safe_build_id", "safe_release", "needed",
+           "mismatch_error", "not_found_error"]
 
 DEFAULT_DEBUG_DIRS = (Path("/usr/lib/debug"),)
 
@@ -39,6 +41,24 @@ def read_build_id(path: Path) -> str | None:
     except (OSError, ELFError, ValueError):
         return None
     return None
+
+
+_BUILD_ID = re.compile(r"[0-9a-f]{8,128}")
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")
+
+
+def safe_build_id(build_id: str | None) -> str | None:
+    """``build_id`` if it is plain lowercase hex, else None.
+
+    Why: BUILD-ID comes from the dump's VMCOREINFO, which the crashed (maybe
+    compromised) machine wrote; ``../../etc/x`` must not become a path.
+    """
+    return build_id if build_id and _BUILD_ID.fullmatch(build_id) else None
+
+
+def safe_release(release: str | None) -> str | None:
+    """``release`` if it is a plain kernel release name (no ``/``, no ``..``), else None."""
+    return release if release and _RELEASE.fullmatch(release) and ".." not in release else None
 
 
 def _in_debug_dir(directory: Path, build_id: str | None, release: str | None) -> Iterator[Path]:
@@ -70,8 +90,13 @@ def candidate_paths(
     debug_dirs: Iterable[Path] = DEFAULT_DEBUG_DIRS,
     lab_cache: bool = True,
 ) -> list[Path]:
-    """Every existing file worth offering to drgn, in search order, without duplicates."""
+    """Every existing file worth offering to drgn, in search order, without duplicates.
+
+    A build id that is not hex or a release that is not a plain name (both
+    come from the dump) is not used to build any path.
+    """
     seen: dict[Path, None] = {}
+    build_id, release = safe_build_id(build_id), safe_release(release)
 
     def expand() -> Iterator[Path]:
         for p in extra:

@@ -29,7 +29,7 @@ from .debuginfo import DEFAULT_DEBUG_DIRS, candidate_paths, mismatch_error, need
 from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
-__all__ = ["DumpProgram", "program_from_dump", "segment_reader"]
+__all__ = ["DumpProgram", "program_from_dump", "segment_reader", "excluded_span"]
 
 _PLATFORMS = {
     "x86_64": drgn.Architecture.X86_64,
@@ -241,8 +241,25 @@ def _add_module_symbols(prog: drgn.Program) -> None:
     prog.register_symbol_finder("module_kallsyms", finder, enable_index=-1)
 
 
+def excluded_span(memory: Any) -> tuple[int, int] | None:
+    """(start, length) spanning every page the dump level left out, or None.
+
+    drgn faults with its own "could not find physical memory segment" where
+    no segment is; the bridge registers this span first, and the present
+    ranges over it (a later segment wins in drgn), so a read of an excluded
+    page reaches the dump's reader and fails naming its class (format 1.4).
+    """
+    runs = getattr(memory, "excluded", None)
+    if not runs:
+        return None
+    return runs[0].paddr, runs[-1].end - runs[0].paddr
+
+
 def _add_segments(prog: drgn.Program, memory: Any, page_size: int) -> None:
     reader = segment_reader(memory.read, page_size)
+    span = excluded_span(memory)
+    if span is not None:
+        prog.add_memory_segment(span[0], span[1], reader, physical=True)
     for r in memory.ranges():
         read_fn = _zero_reader if getattr(r, "kind", "data") == "zero" else reader
         prog.add_memory_segment(r.start, r.length, read_fn, physical=True)

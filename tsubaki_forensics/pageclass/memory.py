@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import drgn
 
-from ..drgn_bridge.program import segment_reader
+from ..drgn_bridge.program import excluded_span, segment_reader
 
 __all__ = ["PhysicalReader", "PresentRange", "present_ranges", "kernel_program"]
 
@@ -75,6 +75,9 @@ def kernel_program(memory: PhysicalReader, vmcoreinfo: bytes, *, arch: str = "x8
     flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
     prog = drgn.Program(drgn.Platform(_PLATFORMS[arch], flags))
     reader = segment_reader(memory.read, page_size)
+    span = excluded_span(memory)  # a .tsd of a level above 1: reads there name the class
+    if span is not None:
+        prog.add_memory_segment(span[0], span[1], reader, physical=True)
     for r in present_ranges(memory):
         prog.add_memory_segment(r.start, r.length, reader, physical=True)
     prog.set_linux_kernel_custom(bytes(vmcoreinfo), False)

@@ -50,6 +50,7 @@ def zero_pages(memory: PhysicalReader, ranges: list[PresentRange], candidates: n
             todo[a:b] = False
     per_window = max(1, WINDOW // page_size)
     view = getattr(memory, "view", None)  # ElfVmcore: zero-copy windows of its mmap
+    release = getattr(memory, "release", None)  # ... whose pages it drops once tested
 
     def read(paddr: int, size: int) -> bytes | memoryview:
         if view is not None:
@@ -69,4 +70,9 @@ def zero_pages(memory: PhysicalReader, ranges: list[PresentRange], candidates: n
                 p, q = w + int(hits[0]), w + int(hits[-1]) + 1
                 got = zero_mask(read(p << shift, (q - p) << shift), page_size)
                 zero[p:q] = got & todo[p:q]
+                if release is not None:  # keep RSS flat: the window is tested
+                    try:
+                        release(p << shift, (q - p) << shift)
+                    except TsubakiError:
+                        pass
     return zero

@@ -22,6 +22,7 @@ import pluggy
 
 from ..analysis.spec import AnalysisFunction, AnalysisSpec, Need
 from ..errors import PluginError, TsubakiError
+from ..sandbox import HOOK_TIMEOUT_S, plugin_call, stdout_to_stderr
 from . import builtin, hookspecs
 from .hookspecs import PROJECT_NAME
 from .specs import RendererFunction, RendererSpec, SourceSpec
@@ -92,6 +93,8 @@ class Plugins:
         self.pm = pm
         self._distributions = dict(distributions or {})
         self.disabled: tuple[str, ...] = ()
+        #: seconds each hook call may run (tsubaki_reassemble: no limit; it reads the dump)
+        self.hook_timeout: float | None = HOOK_TIMEOUT_S
 
     # -- loading ---------------------------------------------------------
 
@@ -132,7 +135,8 @@ class Plugins:
             if self.pm.is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
                 continue
             try:
-                plugin = ep.load()
+                with stdout_to_stderr():  # an import-time print() must not reach stdout
+                    plugin = ep.load()
             except Exception as e:
                 raise PluginError(
                     f"plugin {ep.name!r} ({ep.value}) failed to import: {type(e).__name__}: {e}"
@@ -221,11 +225,33 @@ class Plugins:
     @staticmethod
     def _call_register(impl: pluggy.HookImpl, register: Any) -> None:
         try:
-            impl.function(register)
+            with stdout_to_stderr():
+                impl.function(register)
         except TsubakiError:
             raise
         except (TypeError, ValueError) as e:
             raise PluginError(f"plugin {impl.plugin_name!r}: {e}") from e
+        except Exception as e:
+            raise PluginError(f"plugin {impl.plugin_name!r} ({impl.function.__name__}) raised "
+                              f"{type(e).__name__}: {e}") from e
+
+    def _call_each(self, hook_name: str, *, firstresult: bool = False, limited: bool = True,
+                   **kwargs: Any) -> list[Any]:
+        """Call each implementation as pluggy would (LIFO), each through :func:`plugin_call`.
+
+        One at a time so that a raise or a timeout names its plugin, and no
+        hook can write to stdout or run without a time limit.
+        """
+        results = []
+        for impl in reversed(self._each_impl(hook_name)):
+            args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+            value = plugin_call(impl.plugin_name, hook_name, impl.function,
+                                timeout=self.hook_timeout if limited else None, **args)
+            if value is not None:
+                results.append(value)
+                if firstresult:
+                    break
+        return results
 
     @staticmethod
     def _add(found: dict[str, Any], kind: str, spec: Any) -> None:
@@ -239,23 +265,24 @@ class Plugins:
 
     def reassemble(self, paths: Sequence[Path]) -> Any:
         """The dump made of ``paths``: the first plugin that returns one wins."""
-        dump = self.pm.hook.tsubaki_reassemble(paths=list(paths))
+        found = self._call_each("tsubaki_reassemble", firstresult=True, limited=False, paths=list(paths))
+        dump = found[0] if found else None
         if dump is None:
             raise PluginError(f"no plugin could open {', '.join(map(str, paths))}")
         return dump
 
     def debug_info_paths(self, build_id: str | None, release: str | None) -> list[Path]:
         """Extra vmlinux files or directories offered by plugins, flattened."""
-        results = self.pm.hook.tsubaki_debug_info_paths(build_id=build_id, release=release)
+        results = self._call_each("tsubaki_debug_info_paths", build_id=build_id, release=release)
         return [Path(p) for paths in reversed(results) for p in (paths or ())]
 
     def program_ready(self, prog: drgn.Program, dump: Any) -> None:
         """Let plugins adjust the program before analyses run."""
-        self.pm.hook.tsubaki_program_ready(prog=prog, dump=dump)
+        self._call_each("tsubaki_program_ready", prog=prog, dump=dump)
 
     def register_commands(self, app: typer.Typer) -> None:
         """Let plugins add subcommands (after the built-in ones)."""
-        self.pm.hook.tsubaki_register_commands(app=app)
+        self._call_each("tsubaki_register_commands", app=app)
 
 
 def _source_spec(plugin: str, *args: Any, **kwargs: Any) -> SourceSpec:

@@ -1,44 +1,74 @@
 """The ``json`` renderer: one JSON document per run, schema in docs/JSON.md.
 
 Values keep their types; placeholders become objects
-(``{"not_collected": true, "address": 4096}`` or
+(``{"not_collected": true, "address": "0x1000"}`` or
 ``{"unreadable": "reason"}``) so a consumer can never mistake a missing value
 for a real one.  Bump :data:`SCHEMA_VERSION` on any incompatible change.
+
+Schema 2 (volatility3's ``-r json`` is the model): table rows are objects
+keyed by snake_case column names, fact keys are snake_case, and addresses
+(``fmt="address"`` columns, placeholder and completeness addresses) are
+``"0x..."`` strings, because a 64-bit kernel address as a JSON number is
+corrupted by jq 1.6 and JavaScript (doubles: 53 bits of mantissa).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import IO, Any
 
 from ..analysis.report import Report
 from ..analysis.results import AnalysisResult, Completeness, NotCollected, Table, Unreadable, Value
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "value_to_json", "report_to_json", "render"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "value_to_json", "report_to_json", "render", "snake_case", "address_to_json"]
 
 SCHEMA = "tsubaki-forensics/analyze"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _KINDS = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
-def value_to_json(value: Value) -> Any:
-    """A cell or fact as JSON: plain for real values, an object for placeholders."""
+_NOT_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def snake_case(name: str) -> str:
+    """``"panic message"`` -> ``"panic_message"``, ``"panicking CPU"`` -> ``"panicking_cpu"``."""
+    return _NOT_WORD.sub("_", name.lower()).strip("_") or "_"
+
+
+def address_to_json(address: int | None) -> str | None:
+    """An address as ``"0x..."`` (lower-case hex, no padding), so that no 64-bit value is a JSON number."""
+    return None if address is None else f"0x{address:x}"
+
+
+def value_to_json(value: Value, *, address: bool = False) -> Any:
+    """A cell or fact as JSON: plain for real values (``"0x..."`` when ``address``), an object for placeholders."""
     if isinstance(value, NotCollected):
         if value.excluded:  # left out by the dump level on purpose (format 1.4)
-            return {"not_collected": True, "address": value.address, "excluded": value.excluded}
-        return {"not_collected": True, "address": value.address}
+            return {"not_collected": True, "address": address_to_json(value.address), "excluded": value.excluded}
+        return {"not_collected": True, "address": address_to_json(value.address)}
     if isinstance(value, Unreadable):
         return {"unreadable": value.reason}
+    if address and isinstance(value, int) and not isinstance(value, bool):
+        return address_to_json(value)
     return value
 
 
+def _column_type(column: Any) -> str:
+    if column.fmt == "address" and column.kind is int:
+        return "address"
+    return _KINDS.get(column.kind, "string")
+
+
 def _table(table: Table) -> dict[str, Any]:
+    keys = [snake_case(c.name) for c in table.columns]
+    addresses = [c.fmt == "address" and c.kind is int for c in table.columns]
     return {
         "name": table.name,
         "title": table.title,
-        "columns": [{"name": c.name, "title": c.title, "type": _KINDS.get(c.kind, "string")} for c in table.columns],
-        "rows": [[value_to_json(v) for v in row] for row in table.rows],
+        "columns": [{"name": k, "title": c.title, "type": _column_type(c)} for k, c in zip(keys, table.columns)],
+        "rows": [{k: value_to_json(v, address=a) for k, v, a in zip(keys, row, addresses)} for row in table.rows],
     }
 
 
@@ -53,7 +83,7 @@ def _completeness(c: Completeness) -> dict[str, Any]:
             {
                 "what": m.what,
                 "group": m.group,
-                "address": m.address,
+                "address": address_to_json(m.address),
                 "reason": "excluded" if m.excluded else "not_collected" if m.not_collected else "unreadable",
             }
             for m in c.missing
@@ -68,7 +98,7 @@ def _result(r: AnalysisResult) -> dict[str, Any]:
         "status": r.status.value,
         "error": r.error,
         "seconds": round(r.seconds, 6),
-        "facts": {k: value_to_json(v) for k, v in r.facts},
+        "facts": {snake_case(k): value_to_json(v) for k, v in r.facts},
         "completeness": [_completeness(c) for c in r.completeness],
         "tables": [_table(t) for t in r.tables],
         "notes": list(r.notes),

@@ -22,8 +22,6 @@ from ..cli.output import safe_text
 
 __all__ = ["format_value", "render"]
 
-_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
-
 
 def format_value(value: Value, column: Column | None = None) -> str:
     """One value as text: placeholders in angle brackets, addresses in hex."""
@@ -33,7 +31,7 @@ def format_value(value: Value, column: Column | None = None) -> str:
         return str(value)
     if isinstance(value, bool):
         return "yes" if value else ""
-    if column is not None and column.fmt == "hex" and isinstance(value, int):
+    if column is not None and column.fmt in ("hex", "address") and isinstance(value, int):
         return f"{value:x}"
     if isinstance(value, float):
         return f"{value:.6f}"
@@ -84,32 +82,76 @@ def _grid(table: Table) -> RichTable:
 
 
 def _log_lines(table: Table) -> list[str]:
+    """dmesg's and crash ``log``'s own format: ``[    2.694986] text``, the caller id
+    (``[T112]``) after the time when the kernel recorded one, no level word."""
     out = []
     for line in table.dicts():
-        t, level, text = line.get("time"), line.get("level"), line.get("text")
+        t, caller, text = line.get("time"), line.get("caller"), line.get("text")
         stamp = f"[{t:12.6f}]" if isinstance(t, float) else f"[{format_value(t)}]"
-        lv = _LEVELS[level] if isinstance(level, int) and 0 <= level < len(_LEVELS) else format_value(level)
-        body = format_value(text)
+        if isinstance(caller, str) and caller:
+            stamp += f" [{safe_text(caller)}]"
+        body = safe_text(text, keep_newlines=True) if isinstance(text, str) else format_value(text)
         for i, piece in enumerate(body.split("\n")):
-            out.append(f"{stamp} {lv:<6} {piece}" if i == 0 else f"{'':{len(stamp)}} {'':<6} {piece}")
+            out.append(f"{stamp} {piece}" if i == 0 else f"{'':{len(stamp)}} {piece}")
     return out
 
 
 def _frames(table: Table) -> list[str]:
+    """crash's ``bt`` lines: ``#0 [SP] func+off/size at PC [module]``, ``(inline)`` frames, then file: line."""
+    rows = table.dicts()
+    width = max((len(f"{f['sp']:x}") for f in rows if isinstance(f.get("sp"), int)), default=16)
     out = []
-    for f in table.dicts():
-        function, symbol, offset, pc = f.get("function"), f.get("symbol"), f.get("offset"), f.get("pc")
-        if f.get("inline") or symbol is None:
-            where = format_value(function) if function is not None else "?"
-            where += " (inlined)" if f.get("inline") else ""
+    for f in rows:
+        function, symbol, offset, size, pc = (f.get(k) for k in ("function", "symbol", "offset", "size", "pc"))
+        module = f" [{safe_text(f['module'])}]" if isinstance(f.get("module"), str) else ""
+        index = f"#{f.get('index')}"
+        if f.get("inline"):
+            out.append(f"{index:>3} {'(inline)':{width + 2}} {format_value(function)}{module}")
         else:
-            where = format_value(symbol) + (f"+{offset:#x}" if isinstance(offset, int) else "")
-        pc_text = f"{pc:x}" if isinstance(pc, int) else format_value(pc)
-        line = f" #{f.get('index')!s:<2} [{pc_text}] {where}"
+            where = symbol if isinstance(symbol, str) else function if isinstance(function, str) else None
+            if where is None:
+                where = "?"
+            elif isinstance(offset, int):
+                where += f"+{offset:#x}" + (f"/{size:#x}" if isinstance(size, int) and size else "")
+            sp = f.get("sp")
+            sp_text = f"{sp:0{width}x}" if isinstance(sp, int) else "?" * width
+            pc_text = f"{pc:x}" if isinstance(pc, int) else format_value(pc)
+            out.append(f"{index:>3} [{sp_text}] {safe_text(where)} at {pc_text}{module}")
         if f.get("file") is not None:
-            line += f"\n      {format_value(f.get('file'))}: {format_value(f.get('line'))}"
-        out.append(line)
+            out.append(f"    {format_value(f.get('file'))}: {format_value(f.get('line'))}")
     return out or ["  (no frames)"]
+
+
+_PS = ("pid", "ppid", "cpu", "task", "state", "mem_percent", "vsz", "rss", "comm")
+
+
+def _ps_lines(table: Table) -> list[str]:
+    """crash's ``ps``: ``>`` marks a task on a CPU, kernel threads in brackets, %MEM VSZ RSS (KiB)."""
+    columns = {c.name: c for c in table.columns}
+    header = ("", "PID", "PPID", "CPU", "TASK", "ST", "%MEM", "VSZ", "RSS", "COMM")
+    rows = []
+    for r in table.dicts():
+        comm = format_value(r.get("comm"))
+        if r.get("kthread") is True:
+            comm = f"[{comm}]"
+        mem = r.get("mem_percent")
+        cells = [format_value(r.get(k), columns[k]) for k in _PS[:5]]
+        cells += [f"{mem:.1f}" if isinstance(mem, float) else format_value(mem),
+                  format_value(r.get("vsz")), format_value(r.get("rss")), comm]
+        rows.append([">" if r.get("on_cpu") is True else "", *cells])
+    widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        left = "  ".join(f"{str(v):>{w}}" for v, w in zip(row[1:4], widths[1:4]))
+        mid = f"{row[4]:^{widths[4]}}  {row[5]:<{widths[5]}}"
+        right = "  ".join(f"{str(v):>{w}}" for v, w in zip(row[6:9], widths[6:9]))
+        lines.append(f"{row[0]:1} {left}  {mid}  {right}  {row[9]}".rstrip())
+    return lines
+
+
+# crash's order: the sys summary, the panic and its backtraces, then the tasks, then
+# whatever plugins add, the kernel log last (``analyze --full`` for all of it).
+_ORDER = {"sys": -1, "panic": 0, "tasks": 1, "dmesg": 99}
 
 
 def _result(console: Console, result: AnalysisResult) -> None:
@@ -118,7 +160,10 @@ def _result(console: Console, result: AnalysisResult) -> None:
     if result.error:
         console.print(Text(f"  {safe_text(result.error)}"))
     for key, value in result.facts:
-        console.print(Text(f"  {key}: {format_value(value)}"))
+        if result.name == "sys":  # crash's start-up summary layout
+            console.print(Text(f"{safe_text(key):>12}: {format_value(value)}"))
+        else:
+            console.print(Text(f"  {key}: {format_value(value)}"))
     for table in result.tables:
         console.print(Text(f"\n  {safe_text(table.title)}"))
         names = {c.name for c in table.columns}
@@ -127,6 +172,9 @@ def _result(console: Console, result: AnalysisResult) -> None:
                 console.print(Text(line))
         elif {"function", "pc", "offset"} <= names:
             for line in _frames(table):
+                console.print(Text(line))
+        elif set(_PS) <= names:
+            for line in _ps_lines(table):
                 console.print(Text(line))
         else:
             console.print(_grid(table))
@@ -143,5 +191,5 @@ def render(report: Report, out: IO[str]) -> None:
     for line in _header(report):
         console.print(Text(line))
     console.print()
-    for result in report.results:
+    for result in sorted(report.results, key=lambda r: _ORDER.get(r.name, 50)):
         _result(console, result)

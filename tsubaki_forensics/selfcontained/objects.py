@@ -98,6 +98,17 @@ GLOBAL_TYPES: dict[str, str] = {
     "vm_committed_as": "struct percpu_counter",
     "sysctl_overcommit_ratio": "int",
     "sysctl_overcommit_kbytes": "unsigned long",
+    # the rest of drgn's crash commands: bpf, dev, irq, kmem -f (docs/SELFCONTAINED.md).
+    # irq descriptors live in a radix tree before Linux 6.5 and a maple tree
+    # since: each kernel has one of the two names, and drgn tries both.
+    "prog_idr": "struct idr",
+    "map_idr": "struct idr",
+    "nr_irqs": "int",
+    "node_data": "struct pglist_data * []",
+    "cdev_map": "struct kobj_map *",
+    "irq_desc_tree": "struct xarray",
+    "sparse_irqs": "struct maple_tree",
+    "node_states": "nodemask_t [NR_NODE_STATES]",
 }
 # BTF DATASEC -> the kallsyms symbol at the start of that section.
 SECTION_STARTS = {".data..percpu": "__per_cpu_start"}

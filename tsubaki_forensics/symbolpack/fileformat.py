@@ -29,13 +29,14 @@ import xxhash
 import zstandard
 
 from ..errors import FormatError, UnsupportedVersionError
+from ..limits import check_json
 
 __all__ = ["MAGIC", "MAJOR", "MINOR", "HEADER", "MAX_CONTENT", "SymbolPackError", "encode_pack", "decode_pack"]
 
 MAGIC = b"\x89TSP\r\n\x1a\n"
 MAJOR, MINOR = 1, 0
 HEADER = struct.Struct("<8sHHIQQQ")
-MAX_CONTENT = 256 << 20  # far above a real pack (a few MB of JSON)
+MAX_CONTENT = 64 << 20  # far above a real pack (~10 MB of JSON); limits.BUDGET bounds the parse
 _LEVEL = 19
 
 
@@ -75,8 +76,14 @@ def decode_pack(data: bytes, what: str = "symbol pack") -> dict[str, Any]:
         content = zstandard.ZstdDecompressor().decompress(payload, max_output_size=content_length)
         if len(content) != content_length:
             raise SymbolPackError(f"{what}: content is {len(content)} bytes, the header says {content_length}")
+    except zstandard.ZstdError as e:
+        raise SymbolPackError(f"{what}: unreadable content ({e})") from e
+    try:
+        check_json(content, what)  # a JSON bomb is refused before json.loads allocates
         pack = json.loads(content)
-    except (zstandard.ZstdError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except FormatError as e:
+        raise SymbolPackError(str(e)) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise SymbolPackError(f"{what}: unreadable content ({e})") from e
     if not isinstance(pack, dict) or not {"kernel", "types", "names", "objects", "symbols"} <= pack.keys():
         raise SymbolPackError(f"{what}: content is not a symbol pack (missing sections)")

@@ -5,8 +5,8 @@ its path, so:
 
 - the files of one dump spread over several ``.tsd`` files (a monitor that
   rotated files) are analysed together, as ``analyze`` would;
-- a byte copy of a file (same dump id, same ``created_ns``, same size) is
-  *the same dump*: it is listed under the dump's ``paths`` but analysed once
+- a byte copy of a file (same dump id, same ``created_ns``, same size, same
+  content identity: :mod:`.identity`) is *the same dump*: it is listed under the dump's ``paths`` but analysed once
   and counted once.  Two copies of one crash are one crash; two crashes of the
   same bug are two dumps with one signature.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import TsubakiError
 from ..tsd import open_file
+from .identity import file_identity
 
 __all__ = ["DumpFiles", "Unreadable", "find_files", "group_dumps", "TRIAGE_SUFFIX"]
 
@@ -37,7 +38,7 @@ class DumpFiles:
 
     :param paths: every file with this dump id, copies included (sorted).
     :param parts: one path per distinct file: what is opened.
-    :param fingerprint: ``created_ns:size`` of the distinct files, sorted and joined.
+    :param fingerprint: ``created_ns:size:identity`` of the distinct files, sorted and joined.
     :param created_ns: when its oldest file was created (the writer's clock).
     """
 
@@ -85,9 +86,12 @@ def group_dumps(files: Iterable[Path]) -> tuple[list[DumpFiles], list[Unreadable
     for path in files:
         try:
             with open_file(path) as f:
-                key = (f.header.created_ns, os.path.getsize(path))
+                # content, not header fields: a forged file with the same id, time
+                # and size is another part (then checked against the real one), never a copy
+                key = (f.header.created_ns, os.path.getsize(path), file_identity(f))
                 dump_id = str(f.header.dump_id)
-        except (TsubakiError, OSError) as e:
+        except (TsubakiError, OSError, ValueError, RecursionError, MemoryError) as e:
+            # one hostile file is reported as unreadable; it never aborts the run
             bad.append(Unreadable(str(path), str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue
         by_id.setdefault(dump_id, {}).setdefault(key, []).append(str(path))
@@ -99,7 +103,7 @@ def group_dumps(files: Iterable[Path]) -> tuple[list[DumpFiles], list[Unreadable
                 dump_id=dump_id,
                 paths=tuple(sorted(p for ps in distinct.values() for p in ps)),
                 parts=tuple(sorted(distinct[k])[0] for k in keys),
-                fingerprint=",".join(f"{ns}:{size}" for ns, size in keys),
+                fingerprint=",".join(f"{ns}:{size}:{ident}" for ns, size, ident in keys),
                 created_ns=keys[0][0],
             )
         )

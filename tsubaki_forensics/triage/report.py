@@ -175,11 +175,11 @@ def render_text(groups: Sequence[Group], out: IO[str]) -> None:
     table.add_column("KERNELS", no_wrap=True)
     table.add_column("FIRST / LAST SEEN", no_wrap=True)
     for g in groups:
-        frames = "".join(f"\n  {f}" for f in g.frames) or "\n  <no frames>"
+        frames = "".join(f"\n  {safe_text(f)}" for f in g.frames) or "\n  <no frames>"
         table.add_row(
             str(g.count),
-            safe_text(f"{g.message}{frames}\n  e.g. {g.representative['path']}"),
-            safe_text("\n".join(g.kernel_releases) or "?"),
+            f"{safe_text(g.message)}{frames}\n  e.g. {safe_text(g.representative['path'])}",
+            "\n".join(safe_text(k) for k in g.kernel_releases) or "?",
             f"{g.first_seen or '?'}\n{g.last_seen or '?'}",
         )
     console.print(table, markup=False)
@@ -201,7 +201,8 @@ code,pre{font-family:monospace}.count{font-size:140%}
 
 
 def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escaped for HTML, control and bidi characters shown as ``\\xNN`` (no raw ESC/BEL)."""
+    return html.escape("" if value is None else safe_text(value), quote=True)
 
 
 def _html_section(g: Group) -> list[str]:

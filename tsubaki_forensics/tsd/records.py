@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from ..errors import FormatError, UnsupportedVersionError
+from ..limits import load_json
 
 __all__ = [
     "FILE_MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "FILE_HEADER", "FILE_HEADER_SIZE",
@@ -604,10 +605,8 @@ def encode_properties(properties: dict[str, str]) -> bytes:
 
 
 def decode_properties(data: bytes) -> dict[str, str]:
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"PROPERTIES is not UTF-8 JSON: {e}") from None
+    # bounded by depth and parse cost, not MAX_TEXT: pre-1.1 companions carry a pack in base64
+    obj = load_json(bytes(data), "PROPERTIES")
     if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
         raise FormatError("PROPERTIES must be a JSON object of strings")
     return obj
@@ -624,10 +623,11 @@ def pack_event(kind: str, time_s: float, fields: dict) -> bytes:
 def unpack_event(payload: memoryview) -> tuple[str, float, dict]:
     _need(payload, EVENT_PREFIX.size, "EVENT")
     (time_s,) = EVENT_PREFIX.unpack_from(payload)
+    # MAX_TEXT is checked on read too: a hostile 60 MiB body is refused before parsing
+    obj = load_json(bytes(payload[EVENT_PREFIX.size:]), "EVENT body", max_bytes=MAX_TEXT)
     try:
-        obj = json.loads(bytes(payload[EVENT_PREFIX.size:]).decode("utf-8"))
         kind, fields = obj["kind"], obj.get("fields", {})
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise FormatError(f"EVENT body is not the expected JSON: {e}") from None
     if not isinstance(kind, str) or not isinstance(fields, dict):
         raise FormatError("EVENT body must hold a string kind and an object of fields")

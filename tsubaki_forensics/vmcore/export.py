@@ -26,6 +26,9 @@ __all__ = ["write_elf_vmcore", "check_exportable", "copy_as_proc_vmcore", "DIREC
 
 ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr (only section 0, for PN_XNUM)
+PN_XNUM = 0xFFFF
+MAX_FILE = (1 << 63) - 1  # largest off_t
 ET_CORE, EV_CURRENT, PT_LOAD, PT_NOTE = 4, 1, 1, 4
 PF_RWX = 7
 MACHINES = {"x86_64": 62, "aarch64": 183, "riscv64": 243}  # 64-bit little-endian only
@@ -85,20 +88,31 @@ def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinf
         blob += build_note(VMCOREINFO_NAME, VMCOREINFO_TYPE, bytes(vmcoreinfo))
     spans = _spans(memory)
     nph = 1 + len(spans)
-    notes_off = ELF_HEADER.size + nph * PROGRAM_HEADER.size
+    # More than 65,534 headers: e_phnum is PN_XNUM and section 0's sh_info holds the count
+    xnum = nph >= PN_XNUM
+    shoff = ELF_HEADER.size + nph * PROGRAM_HEADER.size
+    notes_off = shoff + (SECTION_HEADER.size if xnum else 0)
     offset = -(-(notes_off + len(blob)) // page_size) * page_size
     base = DIRECT_MAP_BASE.get(arch, 0)
     phdrs = [PROGRAM_HEADER.pack(PT_NOTE, 0, notes_off, 0, 0, len(blob), len(blob), 0)]
     layout = []
     for start, length, parts in spans:
-        phdrs.append(PROGRAM_HEADER.pack(PT_LOAD, PF_RWX, offset, base + start if base else 0,
-                                         start, length, length, 0))
+        if start + length > 1 << 64:
+            raise FormatError(f"cannot export: range {start:#x}+{length:#x} runs past the end of "
+                              "the 64-bit physical address space")
+        if offset + length > MAX_FILE:
+            raise FormatError(f"cannot export: the ELF would be larger than {MAX_FILE} bytes "
+                              f"(range {start:#x}+{length:#x})")
+        vaddr = base + start if base and base + start + length <= 1 << 64 else 0  # outside the direct map
+        phdrs.append(PROGRAM_HEADER.pack(PT_LOAD, PF_RWX, offset, vaddr, start, length, length, 0))
         layout.append((offset, start, parts))
         offset = -(-(offset + length) // page_size) * page_size
+    if xnum:
+        phdrs.append(SECTION_HEADER.pack(0, 0, 0, 0, 0, 0, 0, nph, 0, 0))
     ident = b"\x7fELF" + bytes([2, 1, EV_CURRENT, 0]) + bytes(8)
     ehdr = ELF_HEADER.pack(ident, ET_CORE, MACHINES.get(arch, 0), EV_CURRENT, 0,
-                           ELF_HEADER.size, 0, 0, ELF_HEADER.size, PROGRAM_HEADER.size,
-                           nph, 0, 0, 0)
+                           ELF_HEADER.size, shoff if xnum else 0, 0, ELF_HEADER.size, PROGRAM_HEADER.size,
+                           PN_XNUM if xnum else nph, SECTION_HEADER.size if xnum else 0, 1 if xnum else 0, 0)
     total = sum(r.length for _, _, parts in layout for r in parts if r.kind == "data")
     done = 0
     try:
