@@ -172,6 +172,11 @@ def test_cli_analyze_and_inspect_on_kdump(kdump_files):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert crash.ground_truth["panic_message"] in run.stdout
+    release = crash.ground_truth["kernel_release"]
+    for cmd in (["shell", str(path), "-e", "print(prog['init_uts_ns'].name.release.string_().decode())"],
+                ["crash", str(path), "-c", "sys"]):
+        run = subprocess.run([*CLI, *cmd, "--vmlinux", str(crash.vmlinux)], capture_output=True, text=True)
+        assert run.returncode == 0 and release in run.stdout, (cmd, run.stderr)
     run = subprocess.run([*CLI, "inspect", str(path)], capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.count("\n") == 1
     assert "flattened" in run.stderr and "import" in run.stderr and "Traceback" not in run.stderr
