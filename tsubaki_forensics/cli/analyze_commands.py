@@ -162,13 +162,16 @@ def check_dumps(paths: list[Path]) -> None:
 
 
 def _is_dump(argument: str) -> bool:
-    """Does ``argument`` name a .tsd file (by its magic, so ``dump.part2`` counts and ``x.py`` does not)?"""
-    from ..tsd.records import FILE_MAGIC
+    """Does ``argument`` name a dump (by its magic, so ``dump.part2`` counts and ``x.py`` does not)?
+
+    Any format the readers know counts (.tsd, ELF, kdump, flattened, wrapped:
+    docs/FORMATS.md)."""
+    from ..errors import FormatError
+    from ..vmcore.detect import sniff
 
     try:
-        with open(argument, "rb") as f:
-            return f.read(len(FILE_MAGIC)) == FILE_MAGIC
-    except OSError:
+        return sniff(argument) != "unknown"
+    except FormatError:
         return argument.endswith(".tsd")  # reported as "no such file" by the reader
 
 
