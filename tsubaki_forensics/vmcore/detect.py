@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError
+from ..tsd.memory import Range
 from .unwrap import WRAPPERS, unwrap
 
 __all__ = ["sniff", "open_foreign", "ForeignDump", "UNDERSTOOD", "is_tsd", "require_tsd", "import_any",
@@ -81,17 +82,6 @@ def unsupported(path: str | os.PathLike[str], kind: str, wanted: str = "a dump")
 
 
 @dataclass(frozen=True)
-class _Range:
-    start: int
-    length: int
-    kind: str = "data"
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-
-@dataclass(frozen=True)
 class _Header:
     arch: str
     page_size: int
@@ -103,15 +93,15 @@ class _Memory:
     def __init__(self, reader: Any, present: list[tuple[int, int]],
                  missing: list[tuple[int, int]]) -> None:
         self._reader = reader
-        self._ranges = [_Range(a, n) for a, n in present]
-        self._missing = [_Range(a, n) for a, n in missing]
+        self._ranges = [Range(a, n, "data") for a, n in present]
+        self._missing = [Range(a, n, "missing") for a, n in missing]
         self.present_bytes = sum(n for _, n in present)
         self.zero_bytes = 0
 
-    def ranges(self) -> list[_Range]:
+    def ranges(self) -> list[Range]:
         return list(self._ranges)
 
-    def missing_ranges(self) -> list[_Range]:
+    def missing_ranges(self) -> list[Range]:
         return list(self._missing)
 
     def read(self, paddr: int, size: int) -> bytes:
