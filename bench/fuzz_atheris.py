@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("elf", "tsd", "symbolpack", "json")
+TARGETS = ("elf", "tsd", "tsd-records", "symbolpack", "symbolpack-fixed", "json")
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
@@ -57,12 +57,18 @@ def _harness(target: str):
     with atheris.instrument_imports(include=["tsubaki_forensics", "elftools"]):
         from tsubaki_forensics.errors import NotCollectedError, TsubakiError
         from tsubaki_forensics.limits import load_json
-        from tsubaki_forensics.symbolpack.fileformat import decode_pack
+        from tsubaki_forensics.symbolpack.fileformat import HEADER, decode_pack
         from tsubaki_forensics.tsd import open_dump, open_file
+        from tsubaki_forensics.tsd import records as R
         from tsubaki_forensics.tsd.verify import verify_dump
         from tsubaki_forensics.vmcore import ElfVmcore
 
+    import uuid
+
+    import xxhash
+
     scratch = SCRATCH / f"tsubaki-fuzz-{os.getpid()}.{ 'elf' if target == 'elf' else 'tsd'}"
+    header = R.pack_file_header(R.FileHeader(uuid.UUID(int=7), "x86_64", 4096, R.Endian.LITTLE, "fuzz", 1))
 
     def to_file(data: bytes) -> Path:
         scratch.write_bytes(data)
@@ -102,6 +108,29 @@ def _harness(target: str):
         except TsubakiError as e:
             _one_line(e)
 
+    def tsd_records(data: bytes) -> None:
+        """Records with sound checksums around fuzzed payloads (gets past the framing).
+
+        The input is a chain of (type: u8, length: u16, payload) chunks.
+        """
+        out, pos, seq = [header], 0, 0
+        while pos + 3 <= len(data) and seq < 256:
+            rtype, n = data[pos], int.from_bytes(data[pos + 1:pos + 3], "little")
+            payload = data[pos + 3:pos + 3 + n]
+            pos += 3 + n
+            out.extend(bytes(p) for p in R.pack_record(rtype % 12, 0, seq, uuid.UUID(int=7), payload))
+            seq += 1
+        tsd(b"".join(out))
+
+    def symbolpack_fixed(data: bytes) -> None:
+        """Header length and checksum recomputed: the zstd frame and JSON get fuzzed."""
+        if len(data) < HEADER.size:
+            return symbolpack(data)
+        fields = list(HEADER.unpack_from(data))
+        payload = data[HEADER.size:]
+        fields[0], fields[4], fields[6] = b"\x89TSP\r\n\x1a\n", len(payload), xxhash.xxh64_intdigest(payload)
+        symbolpack(HEADER.pack(*fields) + payload)
+
     def symbolpack(data: bytes) -> None:
         try:
             decode_pack(data)
@@ -114,7 +143,8 @@ def _harness(target: str):
         except TsubakiError as e:
             _one_line(e)
 
-    return {"elf": elf, "tsd": tsd, "symbolpack": symbolpack, "json": json_}[target], scratch
+    return {"elf": elf, "tsd": tsd, "tsd-records": tsd_records, "symbolpack": symbolpack,
+            "symbolpack-fixed": symbolpack_fixed, "json": json_}[target], scratch
 
 
 def child(target: str, libfuzzer_args: list[str]) -> None:
@@ -147,6 +177,9 @@ def build_corpus(directory: Path) -> dict[str, Path]:
     dirs = {t: directory / t for t in TARGETS}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
+    if all(any(dirs[t].iterdir()) for t in ("elf", "tsd", "symbolpack", "json")):
+        _derived(dirs)  # seeds already made from the crash: reuse them
+        return dirs
     crash = cached_crash(log=lambda m: print(m, file=sys.stderr))
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
         tmp = Path(tmp)
@@ -201,7 +234,30 @@ def build_corpus(directory: Path) -> dict[str, Path]:
 
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
         (dirs["tsd"] / "sample").write_bytes(build_sample(Path(tmp) / "s.tsd"))
+    _derived(dirs)
     return dirs
+
+
+def _derived(dirs: dict[str, Path]) -> None:
+    """Seeds of the checksum-fixing targets, from the plain ones."""
+    for name in os.listdir(dirs["symbolpack"]):
+        (dirs["symbolpack-fixed"] / name).write_bytes((dirs["symbolpack"] / name).read_bytes())
+    for name in os.listdir(dirs["tsd"]):  # the real records, re-chunked as (type, length, payload)
+        (dirs["tsd-records"] / name).write_bytes(_as_chunks((dirs["tsd"] / name).read_bytes()))
+
+
+def _as_chunks(raw: bytes) -> bytes:
+    from tsubaki_forensics.tsd import records as R
+
+    out, pos = [], R.FILE_HEADER_SIZE
+    while pos + R.RECORD_HEADER_SIZE <= len(raw) and len(out) < 256:
+        hdr = R.unpack_record_header(raw[pos:pos + R.RECORD_HEADER_SIZE], pos)
+        if hdr is None or hdr.payload_length > 0xFFFF:
+            break
+        payload = raw[pos + R.RECORD_HEADER_SIZE:pos + hdr.size]
+        out.append(bytes([hdr.type]) + len(payload).to_bytes(2, "little") + payload)
+        pos += hdr.size
+    return b"".join(out)
 
 
 # -- the parent: run every target, gather figures ---------------------------------------
