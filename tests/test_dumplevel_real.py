@@ -71,7 +71,7 @@ def analysis(path) -> dict:
 def test_level_31_analyzes_exactly_as_level_1(imported, kernel, workload, mem):
     _, l1, l31 = imported(kernel, workload, mem)
     full, filtered = analysis(l1), analysis(l31)
-    assert full["panic"]["facts"]["panic message"]  # something to compare
+    assert full["panic"]["facts"]["panic_message"]  # something to compare
     assert full["tasks"]["facts"]["tasks"] > 1
     for name in ("panic", "tasks", "dmesg"):
         assert filtered[name] == full[name], name
