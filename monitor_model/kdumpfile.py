@@ -8,7 +8,8 @@ kdump-tools uses to pipe the dump): a 4 KiB flattened header, then every
 write prefixed by a 16-byte (offset, size) header, and in the data a disk
 dump header block, the sub-header blocks (its fields, the ELF notes and
 VMCOREINFO), two bitmaps of one bit per pfn up to ``max_mapnr`` rounded to
-blocks, a 24-byte page descriptor per dumpable page, one shared zero page,
+blocks, a 24-byte page descriptor per dumpable page (zero pages included: it
+finds them only while copying, and points them at the one shared zero page),
 and each dumpable non-zero page compressed alone with
 ``compress2(..., Z_BEST_SPEED)`` (here ``zlib.compress(page, 1)``, the same
 bytes), stored raw when that is not smaller.
@@ -82,7 +83,7 @@ class KdumpSize:
     level: int
     dumpable_pages: int  # pages with a descriptor (kept, plus zero pages the level keeps)
     data_pages: int  # non-zero pages compressed
-    zero_pages_kept: int
+    zero_pages_kept: int  # zero pages with a descriptor to the shared zero page
     header_bytes: int  # flattened header, disk dump header, sub header, bitmaps
     desc_bytes: int
     data_bytes: int  # compressed page data (and the shared zero page)
@@ -103,13 +104,17 @@ def kdump_size(pages: MonitorPages, zsizes: PageZlibSizes, *, vmcoreinfo_bytes: 
     classes = pages.classes[: pages.max_mapnr or pages.classes.size]
     kept = classes == KEPT
     zero = classes == ZERO
-    zero_kept = zero if not pages.level & 1 else np.zeros_like(zero)
+    # makedumpfile finds zero pages while copying, after it has set the bitmap:
+    # at any level each one still gets a descriptor (pointing at the shared
+    # zero page), though its report counts them as excluded
+    zero_kept = zero
     zsizes.ensure(kept)
     n_kept, n_zero = int(np.count_nonzero(kept)), int(np.count_nonzero(zero_kept))
     data = int(zsizes.sizes[: kept.size][kept[: zsizes.sizes.size]].sum(dtype=np.int64)) + page
     max_mapnr = classes.size  # the header's max_mapnr: the bitmaps stop there too
     bitmap = -(-(-(-max_mapnr // 8)) // page) * page
-    sub = -(-(SUB_HEADER + vmcoreinfo_bytes + notes_bytes) // page) * page
+    # the sub-header holds the ELF notes, VMCOREINFO's note among them (or VMCOREINFO alone)
+    sub = -(-(SUB_HEADER + (notes_bytes or vmcoreinfo_bytes)) // page) * page
     header = FLAT_HEADER + page + sub + 2 * bitmap
     desc = DESC_BYTES * (n_kept + n_zero)
     # one data header per write: the headers and bitmaps, then each cache flush
