@@ -31,6 +31,8 @@ import numpy as np
 
 from .pages import KEPT, ZERO, MonitorPages
 
+STRUCT_PAGE_BITS = 2 | 4 | 8 | 16  # dump-level bits decided from the struct pages
+
 __all__ = ["KdumpSize", "PageZlibSizes", "kdump_size", "FLAT_HEADER", "DESC_BYTES"]
 
 FLAT_HEADER = 4096  # makedumpfile_header, padded to MAX_SIZE_MDF_HEADER
@@ -104,13 +106,20 @@ def kdump_size(pages: MonitorPages, zsizes: PageZlibSizes, *, vmcoreinfo_bytes: 
     classes = pages.classes[: pages.max_mapnr or pages.classes.size]
     kept = classes == KEPT
     zero = classes == ZERO
-    # makedumpfile finds zero pages while copying, after it has set the bitmap:
-    # at any level each one still gets a descriptor (pointing at the shared
-    # zero page), though its report counts them as excluded
-    zero_kept = zero
+    # Where zero pages go (checked byte for byte against makedumpfile 1.7.2):
+    # at a level that reads struct pages it finds them only while copying, so
+    # each keeps its bitmap bit and a descriptor to the one shared zero page
+    # (its report counts them as excluded); at level 1 it drops them from the
+    # bitmap first; at level 0 they are pages like any other, compressed.
+    if pages.level & STRUCT_PAGE_BITS or not pages.level & 1:
+        zero_kept = zero
+    else:
+        zero_kept = np.zeros_like(zero)
     zsizes.ensure(kept)
     n_kept, n_zero = int(np.count_nonzero(kept)), int(np.count_nonzero(zero_kept))
     data = int(zsizes.sizes[: kept.size][kept[: zsizes.sizes.size]].sum(dtype=np.int64)) + page
+    if not pages.level & 1:
+        data += n_zero * len(zlib.compress(bytes(page), 1))
     max_mapnr = classes.size  # the header's max_mapnr: the bitmaps stop there too
     bitmap = -(-(-(-max_mapnr // 8)) // page) * page
     # the sub-header holds the ELF notes, VMCOREINFO's note among them (or VMCOREINFO alone)
