@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_fuzz_tsd.py", "tests/test_fuzz_elf.py", "tests/test_reliability_hostile.py",
+TESTS = ["tests/test_fuzz_tsd.py", "tests/test_fuzz_elf.py", "tests/test_fuzz_kdump.py", "tests/test_reliability_hostile.py",
          "tests/test_reliability_collect.py", "tests/test_reliability_damage.py",
          "tests/test_reliability_kill.py", "tests/test_reliability_plugins.py"]
 

@@ -216,7 +216,7 @@ def _read_between(prog: drgn.Program, bounds) -> None:
             prog.read(pos, min(1 << 20, last - pos))
 
 
-FIRST_ANALYSES = ("dmesg", "panic")
+FIRST_ANALYSES = ("dmesg", "panic", "tasks")  # what triage must give; sys (crash's summary) and plugins after
 
 
 def _analyses():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ if os.environ.get("_TSUBAKI_TEST_FSIZE"):  # a file-size limit: writes fail with
     n = int(os.environ.pop("_TSUBAKI_TEST_FSIZE"))
     resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
 pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+with open(sys.argv[1] + ".pid", "w") as f:
+    f.write(str(pid))
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
     f.write(str(usage.ru_maxrss * 1024))
@@ -54,13 +57,20 @@ def run_cli(*args: str, timeout: float = 120, env: dict | None = None, stdin=Non
     """
     if fsize is not None:
         env = {**(env or {}), "_TSUBAKI_TEST_FSIZE": str(fsize)}
-    import sys
     with tempfile.TemporaryDirectory() as tmp:
         rss = os.path.join(tmp, "rss")
-        p = subprocess.run([sys.executable, "-c", _REAPER, rss, *CLI, *map(str, args)],
-                           stdout=stdout if stdout is not None else subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=timeout, stdin=stdin if stdin is not None
-                           else subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200", **(env or {})})
+        try:
+            p = subprocess.run([sys.executable, "-c", _REAPER, rss, *CLI, *map(str, args)],
+                               stdout=stdout if stdout is not None else subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=timeout, stdin=stdin if stdin is not None
+                               else subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200", **(env or {})})
+        except subprocess.TimeoutExpired:
+            try:  # the reaper is gone; do not leave the command running either
+                with open(rss + ".pid") as f:
+                    os.kill(int(f.read()), 9)
+            except (OSError, ValueError):
+                pass
+            raise
         code = p.returncode if p.returncode < 128 else p.returncode - 256
         with open(rss) as f:
             peak = int(f.read())

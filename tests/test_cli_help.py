@@ -93,3 +93,13 @@ def test_one_spelling_of_output(capsys):
     command, context = _resolve(["lab", "crash", "--out", "somewhere"])
     assert str(context.params["out"]) == "somewhere"
     assert main(["lab", "crash"]) == 2 and "'-o' / '--output'" in capsys.readouterr().err  # required, a usage error
+
+
+@pytest.mark.parametrize("command", ["analyze", "crash", "shell"])
+def test_a_broken_elf_vmcore_is_one_line(command, tmp_path, capsys):
+    """ELF vmcores open directly (docs/FORMATS.md); a broken one is one line naming it."""
+    elf = tmp_path / "vmcore"
+    elf.write_bytes(b"\x7fELF" + bytes(60))
+    assert main([command, str(elf)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {elf}: malformed ELF")

@@ -166,7 +166,9 @@ def test_analyze_text_is_in_crash_order(tsubaki_sample_path, tsubaki_sample_trut
     run = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     text = run.stdout
-    assert text.index("== panic") < text.index("== tasks") < text.index("== dmesg")
+    assert text.index("== sys") < text.index("== panic") < text.index("== tasks") < text.index("== dmesg")
+    assert "    KERNEL: (no vmlinux: types from the dump's own BTF" in text  # not a bare '-'
+    assert re.search(r"^       TAINT: ", text, re.M)
     pid = tsubaki_sample_truth["crashed_pid"]
     assert re.search(rf"^>\s+{pid}\s", text, re.M)  # crash's '>' on the task that was on a CPU
     log = [line for line in text.splitlines() if re.match(r"^\[\s*\d+\.\d{6}\] ", line)]
@@ -193,3 +195,26 @@ def test_sys_analysis_equals_drgn_crash_sys(tsubaki_sample_path, tsubaki_sample_
     assert {k: v for k, v in facts.items() if k in theirs} == theirs
     assert set(theirs) <= set(facts)
     assert facts["RELEASE"] == tsubaki_sample_truth["kernel_release"] and int(facts["PID"]) == tsubaki_sample_truth["crashed_pid"]
+
+
+def _bt_block(text: str, title_prefix: str) -> list[str]:
+    """The lines of one backtrace in analyze's text, without ``+off/size`` (drgn's bt prints names only)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(title_prefix)) + 1
+    block = []
+    for line in lines[start:]:
+        if not line.strip() or line.startswith("  ") and not line.startswith("    "):
+            break
+        block.append(re.sub(r"\+0x[0-9a-f]+(/0x[0-9a-f]+)? at ", " at ", line))
+    return block
+
+
+def test_analyze_bt_is_drgn_crash_bt(tsubaki_sample_path):
+    """analyze's crashed-task backtrace: drgn's crash ``bt`` line for line (SP, PC, module, exception
+    frames' registers, the user-space entry registers), plus crash's ``+off/size``."""
+    ours = subprocess.run([*CLI, "analyze", str(tsubaki_sample_path), "-q", "--only", "panic"],
+                          capture_output=True, text=True, timeout=300)
+    theirs = _crash(tsubaki_sample_path, "-c", "bt")
+    assert _bt_block(ours.stdout, "Backtrace of the crashed task") == theirs.stdout.splitlines()[1:]
+    assert re.search(r"^ #0 \[[0-9a-f]{16}\] \S+\+0x[0-9a-f]+/0x[0-9a-f]+ at [0-9a-f]{16}", ours.stdout, re.M)
+    assert "    RIP: " in ours.stdout

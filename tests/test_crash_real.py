@@ -140,3 +140,29 @@ def test_sys_analysis_equals_drgn_sys_on_the_elf(trio):
         facts = {k: str(v) for k, v in result.facts}
         assert facts.pop("TAINT")
         assert facts == expected
+
+
+def test_analyze_bt_is_drgn_crash_bt(trio):
+    """analyze's crashed-task text backtrace is drgn's crash ``bt`` on the same program, line for line
+    (inline frames, modules, exception-frame registers), plus +off/size and, with DWARF, file: line."""
+    from test_crash_command import _bt_block
+
+    from tsubaki_forensics.analysis.session import analyze_dump
+    from tsubaki_forensics.render import text_renderer
+
+    _, vml, own, opened = trio
+    for session, each in zip((vml, own), opened):
+        report = analyze_dump(each, get_plugins([]), only=["panic"])
+        out = io.StringIO()
+        text_renderer.render(report, out)
+        ours = [line for line in _bt_block(out.getvalue(), "Backtrace of the crashed task")
+                if not re.match(r"^    \S+\.\w+: \d+$", line)]
+        # With DWARF drgn names the function (__alloc_pages_slowpath) where crash and the kernel name the
+        # ELF symbol (__alloc_pages_slowpath.constprop.0): compare names without GCC's suffixes.
+        assert _base_names(ours) == _base_names(_run_ours(session, "bt").splitlines()[1:])
+
+
+def _base_names(lines: list[str]) -> list[str]:
+    from tsubaki_forensics.selfcontained.verify import base_name
+
+    return [re.sub(r"(\] |\(inline\)\s+)(\S+)", lambda m: m[1] + base_name(m[2]), line) for line in lines]

@@ -274,7 +274,7 @@ CRAFTED = [
     (R.EXCLUDED_HEAD.pack(2) + RUN(4 * PAGE, 1, 4) + RUN(PAGE, 1, 4), "out of order"),
     (R.EXCLUDED_HEAD.pack(1) + RUN((1 << 64) - PAGE, 2, 4), "beyond 2\\^64"),
     (R.EXCLUDED_HEAD.pack(1) + RUN(PAGE, 1, 0), "unknown page class 0"),
-    (R.EXCLUDED_HEAD.pack(1) + RUN(PAGE, 1, 8), "unknown page class 8"),
+    (R.EXCLUDED_HEAD.pack(1) + RUN(PAGE, 1, 9), "unknown page class 9"),
     (R.EXCLUDED_HEAD.pack(1) + RUN(PAGE, 1, 255), "unknown page class 255"),
 ]
 
@@ -394,7 +394,8 @@ def test_import_fallback_level_1_warns_and_writes_level_1(tmp_path, plain_elf):
     assert info["format"] == "1.3"
     assert info["memory"]["dump_level"] == 1
     assert info["memory"]["pages"] == {"total": 16, "kept": 8, "excluded": {
-        "zero": 8, "cache": 0, "cache_private": 0, "user": 0, "free": 0, "hwpoison": 0, "offline": 0}}
+        "zero": 8, "cache": 0, "cache_private": 0, "user": 0, "free": 0, "hwpoison": 0, "offline": 0,
+        "unknown": 0}}
 
 
 @pytest.mark.parametrize("level", ["-1", "32", "x"])

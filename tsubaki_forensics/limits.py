@@ -137,9 +137,9 @@ def decompress_bounded(data: bytes | memoryview, what: str, *, max_output: int =
     except zstandard.ZstdError as e:
         raise FormatError(f"{what}: not a zstd frame ({e})") from None
     if params.content_size > max_output and params.content_size != zstandard.CONTENTSIZE_UNKNOWN:
-        raise FormatError(f"{what}: inflates to {params.content_size} bytes (the limit is {max_output})")
+        raise FormatError(f"{what}: content inflates to {params.content_size} bytes (the limit is {max_output})")
     try:
         out = zstandard.ZstdDecompressor().decompress(data, max_output_size=max_output)
     except zstandard.ZstdError as e:
-        raise FormatError(f"{what}: unreadable zstd data or larger than {max_output} bytes ({e})") from None
+        raise FormatError(f"{what}: unreadable content, or larger than {max_output} bytes ({e})") from None
     return out

@@ -72,6 +72,7 @@ class Frame:
     interrupted: bool = False
     sp: int | None = None
     module: str | None = None  # a loadable module's name (crash's ``[pvpanic]``); None in vmlinux
+    registers: tuple[tuple[str, int], ...] = ()  # an interrupted frame's saved registers (exception frames)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Backtrace:
     frames: tuple[Frame, ...]
     user_frames_dropped: int = 0
     missing: tuple[Missing, ...] = ()
+    user_registers: tuple[tuple[str, int], ...] = ()  # where the task entered the kernel (crash's last RIP line)
 
 
 # What a panic looks like in the log, most telling first (the order drgn's
@@ -180,8 +182,14 @@ def frame_from_drgn(frame: drgn.StackFrame, prog: drgn.Program | None = None) ->
         sp = None if frame.is_inline else frame.sp
     except LookupError:
         sp = None
+    registers: tuple[tuple[str, int], ...] = ()
+    if frame.interrupted:
+        try:
+            registers = tuple(frame.registers().items())
+        except (LookupError, ValueError):
+            registers = ()
     return Frame(pc, name, symbol_name, offset, size, file, line, frame.is_inline, frame.interrupted, sp,
-                 _module_of(prog, frame))
+                 _module_of(prog, frame), registers)
 
 
 def _stack_gaps(prog: drgn.Program, task: drgn.Object) -> list[Missing]:
@@ -213,7 +221,8 @@ def read_backtrace(
     except READ_ERRORS as e:
         return Backtrace(cpu, pid, comm, (), 0, (*missing, missing_for(f"registers or stack of pid {pid}", e)))
     kept, dropped = kernel_frames(frames, _address_size(prog))
-    return Backtrace(cpu, pid, comm, tuple(kept), dropped, tuple(missing))
+    entry = frames[len(kept)].registers if dropped else ()
+    return Backtrace(cpu, pid, comm, tuple(kept), dropped, tuple(missing), entry)
 
 
 def _address_size(prog: drgn.Program) -> int:
@@ -236,10 +245,25 @@ _FRAME_COLUMNS = (
 )
 
 
-def _frames_table(name: str, title: str, bt: Backtrace) -> Table:
+_REGISTER_COLUMNS = (
+    Column("index", "#", int, "right"),
+    Column("register", "REGISTER", str),
+    Column("value", "VALUE", int, fmt="address"),
+)
+
+
+def _frames_tables(name: str, title: str, bt: Backtrace) -> list[Table]:
+    """The frames, and (``<name>_registers``) the registers saved where an exception or
+    interrupt entered the kernel: each frame after the first that drgn marks interrupted
+    (crash prints them as an exception frame before it)."""
     rows = [(i, f.function, f.symbol, f.offset, f.pc, f.file, f.line, f.inline, f.sp, f.size, f.module)
             for i, f in enumerate(bt.frames)]
-    return Table.build(name, title, _FRAME_COLUMNS, rows)
+    tables = [Table.build(name, title, _FRAME_COLUMNS, rows)]
+    registers = [(i, reg, value) for i, f in enumerate(bt.frames) if i > 0 for reg, value in f.registers]
+    registers += [(len(bt.frames), reg, value) for reg, value in bt.user_registers]  # user space's, after the last frame
+    if registers:
+        tables.append(Table.build(f"{name}_registers", f"{title}: exception frames", _REGISTER_COLUMNS, registers))
+    return tables
 
 
 def panic_result(
@@ -255,14 +279,14 @@ def panic_result(
     if crashed is not None:
         facts += [("crashed pid", crashed.pid), ("crashed command", crashed.comm)]
         title = f"Backtrace of the crashed task: PID {crashed.pid} ({crashed.comm}) on CPU {crashed.cpu}"
-        tables.append(_frames_table("backtrace", title, crashed))
+        tables += _frames_tables("backtrace", title, crashed)
         all_missing += crashed.missing
         traced += bool(crashed.frames) and not crashed.missing
         if crashed.user_frames_dropped:
             notes.append(f"crashed task: stopped at the first user-space address ({crashed.user_frames_dropped} frame(s) after it not shown)")
     for bt in others:
         title = f"CPU {bt.cpu}: PID {bt.pid} ({bt.comm})"
-        tables.append(_frames_table(f"cpu{bt.cpu}", title, bt))
+        tables += _frames_tables(f"cpu{bt.cpu}", title, bt)
         all_missing += bt.missing
         traced += bool(bt.frames) and not bt.missing
     return AnalysisResult(

@@ -20,7 +20,7 @@ from ..plugin_system import get_plugins
 from . import output
 from .output import check_format, format_option, print_error, print_json, print_warning, safe_text
 
-__all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code"]
+__all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code", "check_dumps"]
 
 EXIT_PARTIAL = 4
 TEXT_LOG_LINES = 50  # crash-style text ends with the log's tail, as a kernel engineer reads it first
@@ -112,9 +112,7 @@ def analyze(
     plugins = get_plugins(_names(disable))
     renderers = plugins.renderers()
     check_format(format, list(renderers))
-    for path in dumps:
-        if not path.exists():
-            raise TsubakiError(f"{path}: no such file")
+    check_dumps(dumps)
     if not quiet:
         sys.stderr.write(f"opening {', '.join(map(str, dumps))}\n")
     if self_contained and vmlinux is not None:
@@ -148,14 +146,26 @@ def analyze(
         sys.exit(code)
 
 
+def check_dumps(paths: list[Path]) -> None:
+    """Every path exists.  Any format is opened directly (ELF, kdump, flattened,
+    wrapped: docs/FORMATS.md); an unknown one is one line from the reader
+    naming the formats understood."""
+    for path in paths:
+        if not path.exists():
+            raise TsubakiError(f"{path}: no such file")
+
+
 def _is_dump(argument: str) -> bool:
-    """Does ``argument`` name a .tsd file (by its magic, so ``dump.part2`` counts and ``x.py`` does not)?"""
-    from ..tsd.records import FILE_MAGIC
+    """Does ``argument`` name a dump (by its magic, so ``dump.part2`` counts and ``x.py`` does not)?
+
+    Any format the readers know counts (.tsd, ELF, kdump, flattened, wrapped:
+    docs/FORMATS.md)."""
+    from ..errors import FormatError
+    from ..vmcore.detect import sniff
 
     try:
-        with open(argument, "rb") as f:
-            return f.read(len(FILE_MAGIC)) == FILE_MAGIC
-    except OSError:
+        return sniff(argument) != "unknown"
+    except FormatError:
         return argument.endswith(".tsd")  # reported as "no such file" by the reader
 
 
@@ -183,13 +193,13 @@ def shell(
     from ..analysis import scripting
     from ..analysis.session import open_program
 
+    if Path(arguments[0]).is_file():
+        check_dumps([Path(arguments[0])])  # an ELF vmcore first: the import hint
     split = next((i for i, a in enumerate(arguments) if not _is_dump(a)), len(arguments))
     dumps, rest = [Path(a) for a in arguments[:split]], [*arguments[split:], *ctx.args]
     if not dumps:
         raise TsubakiError(f"{arguments[0]}: not a .tsd dump (the dump comes before the script)")
-    for path in dumps:
-        if not path.exists():
-            raise TsubakiError(f"{path}: no such file")
+    check_dumps(dumps)
     script = rest[0] if rest and code is None else None
     if script is not None and not Path(script).is_file():
         raise TsubakiError(f"{script}: no such script")

@@ -18,7 +18,7 @@ import typer
 
 from ..errors import TsubakiError
 from ..plugin_system import get_plugins
-from .analyze_commands import EXIT_FAILED, _debug_dirs, _DebugDirs, _Disable, _DumpPaths, _names, _Quiet, _SelfContained, _Vmlinux
+from .analyze_commands import EXIT_FAILED, check_dumps, _debug_dirs, _DebugDirs, _Disable, _DumpPaths, _names, _Quiet, _SelfContained, _Vmlinux
 from .output import print_error, print_warning
 
 __all__ = ["register", "crash"]
@@ -51,9 +51,9 @@ def crash(
     from ..analysis.crash import CrashSession, command_lines, crash_globals
     from ..analysis.session import open_program
 
-    for path in (*dumps, *([input_file] if input_file else [])):
-        if not path.exists():
-            raise TsubakiError(f"{path}: no such file")
+    check_dumps(dumps)
+    if input_file is not None and not input_file.exists():
+        raise TsubakiError(f"{input_file}: no such file")
     if self_contained and vmlinux is not None:
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
     lines: list[str] = [c for c in command or () if c.strip()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import os
 import re
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ import typer
 
 from ..errors import TsubakiError
 from ..safewrite import atomic_output, check_output
+from ..vmcore.detect import require_tsd
 from . import output as cli_output
 from .output import format_option, print_json, safe_text
 
@@ -89,7 +91,10 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
 # --- import -------------------------------------------------------------------
 
 def import_cmd(
-    vmcore: Annotated[Path, typer.Argument(help="ELF vmcore (QEMU dump-guest-memory or /proc/vmcore copy).")],
+    vmcore: Annotated[list[Path], typer.Argument(
+        metavar="DUMP...", help="ELF vmcore (QEMU dump-guest-memory or /proc/vmcore copy), makedumpfile's "
+                                "kdump-compressed or flattened (-F) file (also in gzip/bzip2/xz/lz4), or "
+                                "every file of a makedumpfile --split set.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .tsd file to write.")],
     chunk_size: Annotated[str, typer.Option(help="Largest MEMORY record, e.g. 8M "
                                                  "(default: the format's measured default).")] = "",
@@ -109,11 +114,11 @@ def import_cmd(
     force: ForceOpt = False,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Convert an ELF vmcore into a .tsd dump (memory, VMCOREINFO and notes)."""
+    """Convert an ELF vmcore or a makedumpfile file into a .tsd dump (memory, VMCOREINFO and notes)."""
     from ..tsd.writer import DEFAULT_CHUNK_SIZE
 
     size = _size(chunk_size) if chunk_size else DEFAULT_CHUNK_SIZE
-    _check_output(output, force, vmcore)
+    _check_output(output, force, *vmcore)
     if dump_level & ~1:
         # Classification builds a drgn program with no debug info; drgn's own
         # plugins (its crash-style commands, which import all of
@@ -124,20 +129,22 @@ def import_cmd(
         raise typer.BadParameter("zstd level must be 1..22", param_hint="--level")
     update, stop = _progress("import")
     try:
-        from ..vmcore.importer import import_vmcore
+        from ..vmcore.detect import import_any
 
         # half an import is of no use to anyone: published only once complete
-        with atomic_output(output, force=force, inputs=(vmcore,)) as partial:
-            res = import_vmcore(vmcore, partial, chunk_size=size, level=level, threads=threads,
-                                progress=update, **({"dedup": True} if dedup else {}),
-                                dump_level=dump_level, fallback_level_1=fallback_level_1,
-                                warn=cli_output.print_warning)
+        with atomic_output(output, force=force, inputs=tuple(vmcore)) as partial:
+            res = import_any(vmcore if len(vmcore) > 1 else vmcore[0], partial, chunk_size=size,
+                             level=level, threads=threads, progress=update,
+                             **({"dedup": True} if dedup else {}),
+                             dump_level=dump_level, fallback_level_1=fallback_level_1,
+                             warn=cli_output.print_warning)
     except ValueError as e:
         raise TsubakiError(str(e)) from None
     finally:
         stop()
     s = res.stats
-    data = {"dump_id": res.dump_id, "source": str(vmcore), "output": str(output),
+    source = ", ".join(map(str, vmcore))
+    data = {"dump_id": res.dump_id, "source": source, "output": str(output),
             "segments": res.segments, "raw_bytes": s.raw_bytes, "zero_bytes": s.zero_bytes,
             "data_bytes": s.raw_bytes - s.zero_bytes - s.excluded_bytes, "file_bytes": res.file_bytes,
             "records": s.records, "seconds": round(res.seconds, 4),
@@ -151,7 +158,7 @@ def import_cmd(
         print_json(data)
         return
     speed = s.raw_bytes / res.seconds / (1 << 20) if res.seconds else 0
-    typer.echo(f"imported {safe_text(vmcore)} -> {safe_text(output)}\n"
+    typer.echo(f"imported {safe_text(source)} -> {safe_text(output)}\n"
                f"dump id   {res.dump_id}\n"
                f"memory    {_mib(s.raw_bytes)} in {res.segments} segments: "
                f"{_mib(s.raw_bytes - s.zero_bytes - s.excluded_bytes)} data, {_mib(s.zero_bytes)} zero\n"
@@ -192,6 +199,7 @@ def export_cmd(
     from ..vmcore.export import check_exportable
 
     _check_output(output, force, *dumps)
+    require_tsd(dumps)
     with open_dump(dumps) as dump:
         completeness = dump.completeness()
         check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
@@ -386,6 +394,7 @@ def inspect_cmd(
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
     from ..tsd import open_dump
 
+    require_tsd(dumps)
     with open_dump(dumps) as dump:
         d = _describe(dump)
     if fmt == OutputFormat.json:
@@ -411,6 +420,7 @@ def verify_cmd(
     """
     from ..tsd.verify import verify_dump
 
+    require_tsd(dumps)
     update, stop = _progress("verify")
     try:
         report = verify_dump(dumps, progress=update)

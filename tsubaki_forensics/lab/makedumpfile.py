@@ -44,19 +44,30 @@ def parse_report(text: str) -> dict[str, int]:
     return out
 
 
+def _tool() -> str:
+    tool = shutil.which("makedumpfile")
+    if tool is None:
+        raise LabError("makedumpfile is not installed (apt-get install makedumpfile)")
+    return tool
+
+
+def _proc_source(vmcore: Path, proc_copy: Path | None, tmp: Path) -> Path:
+    """``proc_copy`` (made there if absent), or a /proc/vmcore-style copy of ``vmcore`` in ``tmp``."""
+    src = proc_copy if proc_copy is not None else tmp / "vmcore.proc"
+    if not src.exists():
+        copy_as_proc_vmcore(vmcore, src)
+    return src
+
+
 def makedumpfile_counts(vmcore: Path, level: int, *, proc_copy: Path | None = None) -> dict[str, int]:
     """Run ``makedumpfile -l -d LEVEL --message-level 31`` on a /proc/vmcore copy of ``vmcore``.
 
     :param proc_copy: an existing /proc/vmcore-style copy to reuse (made if absent).
     :raises LabError: makedumpfile is missing or fails, or prints no report.
     """
-    tool = shutil.which("makedumpfile")
-    if tool is None:
-        raise LabError("makedumpfile is not installed (apt-get install makedumpfile)")
+    tool = _tool()
     with tempfile.TemporaryDirectory(prefix="tsubaki-mdf-") as tmp:
-        src = proc_copy if proc_copy is not None else Path(tmp) / "vmcore.proc"
-        if not src.exists():
-            copy_as_proc_vmcore(vmcore, src)
+        src = _proc_source(vmcore, proc_copy, Path(tmp))
         proc = subprocess.run([tool, "-l", "-d", str(level), "--message-level", "31", str(src),
                                str(Path(tmp) / "out.kdump")], capture_output=True, text=True)
     text = proc.stdout + proc.stderr
@@ -74,13 +85,9 @@ def makedumpfile_output_size(vmcore: Path, level: int, *, proc_copy: Path | None
 
     :raises LabError: makedumpfile is missing or fails.
     """
-    tool = shutil.which("makedumpfile")
-    if tool is None:
-        raise LabError("makedumpfile is not installed (apt-get install makedumpfile)")
+    tool = _tool()
     with tempfile.TemporaryDirectory(prefix="tsubaki-mdf-") as tmp:
-        src = proc_copy if proc_copy is not None else Path(tmp) / "vmcore.proc"
-        if not src.exists():
-            copy_as_proc_vmcore(vmcore, src)
+        src = _proc_source(vmcore, proc_copy, Path(tmp))
         proc = subprocess.Popen([tool, "-F", "-c", "-d", str(level), str(src)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         total = 0

@@ -20,7 +20,7 @@ __all__ = ["PageClass", "PageClassification", "ExcludedRun", "COUNT_KEYS"]
 
 
 #: Excluded classes in makedumpfile's report order, by JSON key.
-COUNT_KEYS = tuple(c.key for c in PageClass if c not in (PageClass.KEPT, PageClass.ABSENT))
+COUNT_KEYS = tuple(c.key for c in PageClass if c not in (PageClass.KEPT, PageClass.ABSENT, PageClass.UNKNOWN))
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class PageClassification:
     def counts(self) -> dict[str, int]:
         """Excluded pages per class key; each page counted once, in its class."""
         hist = np.bincount(self.classes, minlength=256)
-        return {c.key: int(hist[c]) for c in PageClass if c not in (PageClass.KEPT, PageClass.ABSENT)}
+        return {k: int(hist[PageClass[k.upper()]]) for k in COUNT_KEYS}
 
     def class_of(self, pfn: int) -> PageClass:
         if 0 <= pfn < self.classes.size:

@@ -56,10 +56,22 @@ def _memory(d) -> str:
     return text + (" (completeness unknown: no memory map)" if d.completeness else "")
 
 
+def _kernel(report: Report) -> str:
+    """crash's KERNEL line: the vmlinux, or where the debug info came from instead."""
+    if report.dump.vmlinux:
+        return report.dump.vmlinux
+    for warning in report.warnings:
+        if warning.startswith("self-contained:"):
+            return "(no vmlinux: types from the dump's own BTF, symbols from its kallsyms)"
+        if warning.startswith("symbol pack:"):
+            return "(no vmlinux: a symbol pack)"
+    return "-"
+
+
 def _header(report: Report) -> list[str]:
     d = report.dump
     rows = [
-        ("KERNEL", d.vmlinux or "-"),
+        ("KERNEL", _kernel(report)),
         ("DUMPFILE", " ".join(d.paths)),
         ("DUMP ID", d.dump_id or "-"),
         ("RELEASE", d.kernel_release or "-"),
@@ -96,8 +108,30 @@ def _log_lines(table: Table) -> list[str]:
     return out
 
 
-def _frames(table: Table) -> list[str]:
-    """crash's ``bt`` lines: ``#0 [SP] func+off/size at PC [module]``, ``(inline)`` frames, then file: line."""
+# The registers crash shows for an x86-64 exception frame, in its order; other
+# architectures: every register drgn saved, in drgn's order.
+_X86_REGISTERS = ("rip", "rsp", "rflags", "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp",
+                  "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "cs", "ss")
+_NARROW = {"rflags": 8, "eflags": 8, "cs": 4, "ss": 4, "ds": 4, "es": 4, "fs": 4, "gs": 4}
+
+
+def _register_lines(saved: dict[str, object]) -> list[str]:
+    """crash's exception-frame block: ``    RIP: ffffffff...  RSP: ...  RFLAGS: 00000206``, three a line."""
+    names = [n for n in _X86_REGISTERS if n in saved] if "rip" in saved else list(saved)
+    cells = []
+    for n in names:
+        v = saved[n]
+        text = f"{v:0{_NARROW.get(n, 16)}x}" if isinstance(v, int) else format_value(v)
+        cells.append(f"{n.upper():>3}: {text}")
+    return ["    " + "  ".join(cells[i:i + 3]) for i in range(0, len(cells), 3)]
+
+
+def _frames(table: Table, registers: Table | None = None) -> list[str]:
+    """crash's ``bt`` lines: ``#0 [SP] func+off/size at PC [module]``, ``(inline)`` frames, file: line,
+    and the saved registers of each exception frame before the frame it interrupted."""
+    saved: dict[object, dict[str, object]] = {}
+    for r in registers.dicts() if registers is not None else ():
+        saved.setdefault(r.get("index"), {})[str(r.get("register"))] = r.get("value")
     rows = table.dicts()
     width = max((len(f"{f['sp']:x}") for f in rows if isinstance(f.get("sp"), int)), default=16)
     out = []
@@ -105,6 +139,8 @@ def _frames(table: Table) -> list[str]:
         function, symbol, offset, size, pc = (f.get(k) for k in ("function", "symbol", "offset", "size", "pc"))
         module = f" [{safe_text(f['module'])}]" if isinstance(f.get("module"), str) else ""
         index = f"#{f.get('index')}"
+        if f.get("index") in saved:
+            out.extend(_register_lines(saved[f.get("index")]))
         if f.get("inline"):
             out.append(f"{index:>3} {'(inline)':{width + 2}} {format_value(function)}{module}")
         else:
@@ -119,6 +155,8 @@ def _frames(table: Table) -> list[str]:
             out.append(f"{index:>3} [{sp_text}] {safe_text(where)} at {pc_text}{module}")
         if f.get("file") is not None:
             out.append(f"    {format_value(f.get('file'))}: {format_value(f.get('line'))}")
+    if len(rows) in saved:  # the registers user space entered the kernel with
+        out.extend(_register_lines(saved[len(rows)]))
     return out or ["  (no frames)"]
 
 
@@ -164,14 +202,17 @@ def _result(console: Console, result: AnalysisResult) -> None:
             console.print(Text(f"{safe_text(key):>12}: {format_value(value)}"))
         else:
             console.print(Text(f"  {key}: {format_value(value)}"))
+    by_name = {t.name: t for t in result.tables}
     for table in result.tables:
+        if table.name.endswith("_registers") and table.name.removesuffix("_registers") in by_name:
+            continue  # shown inside its backtrace, where crash shows exception frames
         console.print(Text(f"\n  {safe_text(table.title)}"))
         names = {c.name for c in table.columns}
         if {"time", "level", "text"} <= names:
             for line in _log_lines(table):
                 console.print(Text(line))
         elif {"function", "pc", "offset"} <= names:
-            for line in _frames(table):
+            for line in _frames(table, by_name.get(f"{table.name}_registers")):
                 console.print(Text(line))
         elif set(_PS) <= names:
             for line in _ps_lines(table):

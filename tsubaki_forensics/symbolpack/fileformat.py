@@ -29,7 +29,7 @@ import xxhash
 import zstandard
 
 from ..errors import FormatError, UnsupportedVersionError
-from ..limits import check_json
+from ..limits import check_json, decompress_bounded
 
 __all__ = ["MAGIC", "MAJOR", "MINOR", "HEADER", "MAX_CONTENT", "SymbolPackError", "encode_pack", "decode_pack"]
 
@@ -72,12 +72,12 @@ def decode_pack(data: bytes, what: str = "symbol pack") -> dict[str, Any]:
         raise SymbolPackError(f"{what}: checksum mismatch (the file is damaged)")
     if content_length > MAX_CONTENT:
         raise SymbolPackError(f"{what}: content of {content_length} bytes exceeds the {MAX_CONTENT} limit")
-    try:
-        content = zstandard.ZstdDecompressor().decompress(payload, max_output_size=content_length)
-        if len(content) != content_length:
-            raise SymbolPackError(f"{what}: content is {len(content)} bytes, the header says {content_length}")
-    except zstandard.ZstdError as e:
-        raise SymbolPackError(f"{what}: unreadable content ({e})") from e
+    try:  # never inflated past what the (already bounded) header claims
+        content = decompress_bounded(payload, what, max_output=content_length)
+    except FormatError as e:
+        raise SymbolPackError(str(e)) from None
+    if len(content) != content_length:
+        raise SymbolPackError(f"{what}: content is {len(content)} bytes, the header says {content_length}")
     try:
         check_json(content, what)  # a JSON bomb is refused before json.loads allocates
         pack = json.loads(content)

@@ -38,7 +38,7 @@ OVERLAP_CHECK_MIN = 1 << 30
 REF_BUDGET_MIN = 256 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Range:
     """A run of physical memory: ``kind`` is "data", "zero" or "missing"."""
 
@@ -51,13 +51,13 @@ class Range:
         return self.start + self.length
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Source:
     file: int  # index into PhysicalMemory.files
     rec: RecordInfo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Piece:
     start: int
     end: int

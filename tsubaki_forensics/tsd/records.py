@@ -176,7 +176,7 @@ MEMORY_TYPES = frozenset({RecordType.MEMORY, RecordType.ZERO, RecordType.MISSING
 
 class PageClass(enum.IntEnum):
     """Why a page is left out (FORMAT.md §4.9); ``KEPT``: it is not; ``ABSENT``:
-    not in the dump at all.  The values 1..7 are the EXCLUDED record's class byte.
+    not in the dump at all.  The values 1..8 are the EXCLUDED record's class byte.
 
     It lives here, at the bottom, because the format, the page classifier
     (:mod:`tsubaki_forensics.pageclass`, which re-exports it) and every
@@ -191,6 +191,7 @@ class PageClass(enum.IntEnum):
     FREE = 5
     HWPOISON = 6
     OFFLINE = 7
+    UNKNOWN = 8  # excluded by the dump's producer, which did not record why (makedumpfile's kdump files)
     ABSENT = 255
 
     @property
@@ -208,11 +209,12 @@ CLASS_LABELS = {
     PageClass.KEPT: "kept", PageClass.ZERO: "zero page", PageClass.CACHE: "non-private cache",
     PageClass.CACHE_PRIVATE: "private cache", PageClass.USER: "user data",
     PageClass.FREE: "free page", PageClass.HWPOISON: "hwpoison", PageClass.OFFLINE: "offline",
-    PageClass.ABSENT: "absent",
+    PageClass.UNKNOWN: "excluded by the producer", PageClass.ABSENT: "absent",
 }
 #: The dump-level bit (makedumpfile ``-d``) that excludes each class; 0: any level.
 LEVEL_BIT_OF = {PageClass.ZERO: 1, PageClass.CACHE: 2, PageClass.CACHE_PRIVATE: 4,
-                PageClass.USER: 8, PageClass.FREE: 16, PageClass.HWPOISON: 0, PageClass.OFFLINE: 0}
+                PageClass.USER: 8, PageClass.FREE: 16, PageClass.HWPOISON: 0, PageClass.OFFLINE: 0,
+                PageClass.UNKNOWN: 0}
 _EXCLUDABLE = frozenset(LEVEL_BIT_OF)
 
 
@@ -269,7 +271,7 @@ class RecordHeader:
             return f"type-{self.type}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IndexEntry:
     """One INDEX entry: where a record is and what it covers (FORMAT.md §4.6)."""
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import FormatError, StorageError
+from ..tsd.memory import Range
 from .elf import ElfVmcore
 from .notes import VMCOREINFO_NAME, VMCOREINFO_TYPE, build_note, iter_notes
 
@@ -138,25 +138,14 @@ def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinf
     return size
 
 
-@dataclass(frozen=True)
-class _Span:
-    start: int
-    length: int
-    kind: str = "data"
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-
 class _ElfMemory:
     """An ``ElfVmcore`` seen as ``MemoryLike`` (every range is data)."""
 
     def __init__(self, vmcore: ElfVmcore) -> None:
         self._vmcore = vmcore
 
-    def ranges(self) -> list[_Span]:
-        return [_Span(start, length) for start, length, _ in self._vmcore.ranges()]
+    def ranges(self) -> list[Range]:
+        return [Range(start, length, "data") for start, length, _ in self._vmcore.ranges()]
 
     def read(self, paddr: int, size: int) -> bytes:
         return self._vmcore.read(paddr, size)

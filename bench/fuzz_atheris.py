@@ -1,0 +1,295 @@
+"""Coverage-guided fuzzing (atheris, libFuzzer) of every reader of untrusted bytes.
+
+Targets: ``elf`` (ElfVmcore: header, program headers, notes, reads),
+``tsd`` (open by footer and by scan, read what it claims, verify),
+``symbolpack`` (decode_pack) and ``json`` (limits.load_json, which every
+JSON reader goes through).  There is no kdump-compressed reader in the
+project (makedumpfile output is only written by the lab), so no kdump target.
+
+The seed corpus comes from a real lab crash (the cached default crash, made
+on first use): a prefix of its vmcore and a small ELF exported from its
+first pages with its real notes and VMCOREINFO; prefixes of its ``.tsd``
+import; a symbol pack cut from its vmlinux down to a few entries; plus the
+tests' synthetic samples.  A crash is any exception that is not a
+``TsubakiError`` (one-line message checked), or RSS past ``-rss_limit_mb``.
+
+    python bench/fuzz_atheris.py --runs 250000            # every target, in turn
+    python bench/fuzz_atheris.py --target tsd --runs 1000 # one target
+    python bench/fuzz_atheris.py --target elf=150000 --target json=350000
+
+Each target runs in its own child (libFuzzer exits when done); the parent
+reads libFuzzer's final stats, counts crash-* artifacts, measures each
+child's peak RSS (wait4) and writes docs/benchmarks/fuzz_atheris.md.
+Crashers are kept under bench/fuzz-artifacts/ to become regression tests.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ("elf", "tsd", "symbolpack", "json")
+SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+# -- the child: one target under libFuzzer ---------------------------------------------
+
+def _one_line(e: BaseException) -> None:
+    text = str(e)
+    if not text or "\n" in text:
+        raise AssertionError(f"not a one-line error: {type(e).__name__}: {text!r}")
+
+
+def _harness(target: str):
+    import atheris
+
+    with atheris.instrument_imports(include=["tsubaki_forensics", "elftools"]):
+        from tsubaki_forensics.errors import NotCollectedError, TsubakiError
+        from tsubaki_forensics.limits import load_json
+        from tsubaki_forensics.symbolpack.fileformat import decode_pack
+        from tsubaki_forensics.tsd import open_dump, open_file
+        from tsubaki_forensics.tsd.verify import verify_dump
+        from tsubaki_forensics.vmcore import ElfVmcore
+
+    scratch = SCRATCH / f"tsubaki-fuzz-{os.getpid()}.{ 'elf' if target == 'elf' else 'tsd'}"
+
+    def to_file(data: bytes) -> Path:
+        scratch.write_bytes(data)
+        return scratch
+
+    def elf(data: bytes) -> None:
+        try:
+            with ElfVmcore(to_file(data)) as v:
+                for start, length, _ in v.ranges()[:16]:
+                    try:
+                        v.read(start, min(length, 4096))
+                    except NotCollectedError as e:
+                        _one_line(e)
+                _ = v.vmcoreinfo, v.notes
+        except TsubakiError as e:
+            _one_line(e)
+
+    def tsd(data: bytes) -> None:
+        path = to_file(data)
+        try:
+            with open_file(path) as f:
+                [str(p) for p in f.problems]
+        except TsubakiError as e:
+            _one_line(e)
+        try:
+            with open_dump(path) as dump:
+                _ = dump.properties, dump.events, dump.completeness()
+                for r in dump.memory.ranges()[:16]:
+                    try:
+                        dump.memory.read(r.start, min(r.length, 1 << 16))
+                    except NotCollectedError as e:
+                        _one_line(e)
+        except TsubakiError as e:
+            _one_line(e)
+        try:
+            [str(p) for p in verify_dump([path]).problems]
+        except TsubakiError as e:
+            _one_line(e)
+
+    def symbolpack(data: bytes) -> None:
+        try:
+            decode_pack(data)
+        except TsubakiError as e:
+            _one_line(e)
+
+    def json_(data: bytes) -> None:
+        try:
+            load_json(data, "fuzz")
+        except TsubakiError as e:
+            _one_line(e)
+
+    return {"elf": elf, "tsd": tsd, "symbolpack": symbolpack, "json": json_}[target], scratch
+
+
+def child(target: str, libfuzzer_args: list[str]) -> None:
+    import atheris
+
+    test, scratch = _harness(target)
+
+    def one(data: bytes) -> None:
+        test(data)
+
+    atheris.Setup([sys.argv[0], *libfuzzer_args], one)
+    try:
+        atheris.Fuzz()
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+# -- the seed corpus from a real crash -------------------------------------------------
+
+def build_corpus(directory: Path) -> dict[str, Path]:
+    """Seed directories per target, from the cached default lab crash and synthetic samples."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tsubaki_forensics.lab.crash import cached_crash
+    from tsubaki_forensics.symbolpack import read_pack
+    from tsubaki_forensics.symbolpack.fileformat import encode_pack
+    from tsubaki_forensics.tsd import open_dump
+    from tsubaki_forensics.vmcore import ElfVmcore, write_elf_vmcore
+    from tsubaki_forensics.vmcore.importer import import_vmcore
+
+    dirs = {t: directory / t for t in TARGETS}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    crash = cached_crash(log=lambda m: print(m, file=sys.stderr))
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
+        tmp = Path(tmp)
+        raw = crash.vmcore.read_bytes() if crash.vmcore.stat().st_size < (1 << 20) else \
+            open(crash.vmcore, "rb").read(64 << 10)
+        (dirs["elf"] / "real-prefix-64k").write_bytes(raw)
+
+        class Slice:  # the real dump's first pages of each range (a small, sound ELF)
+            def __init__(self, v: ElfVmcore) -> None:
+                self.v = v
+
+            def ranges(self):
+                from dataclasses import dataclass
+
+                @dataclass
+                class R:
+                    start: int
+                    length: int
+                    kind: str = "data"
+
+                    @property
+                    def end(self):
+                        return self.start + self.length
+                return [R(s, min(n, 2 * 4096)) for s, n, _ in self.v.ranges()[:3]]
+
+            def read(self, paddr, size):
+                return self.v.read(paddr, size)
+
+        with ElfVmcore(crash.vmcore) as v:
+            write_elf_vmcore(tmp / "mini.elf", Slice(v), v.vmcoreinfo, v.notes, arch=v.arch)
+        (dirs["elf"] / "real-mini").write_bytes((tmp / "mini.elf").read_bytes())
+        import_vmcore(tmp / "mini.elf", tmp / "mini.tsd", threads=1)
+        (dirs["tsd"] / "real-mini").write_bytes((tmp / "mini.tsd").read_bytes())
+        import_vmcore(crash.vmcore, tmp / "full.tsd", threads=1)
+        with open(tmp / "full.tsd", "rb") as f:
+            head = f.read(256 << 10)
+        for n in (4 << 10, 32 << 10, 256 << 10):
+            (dirs["tsd"] / f"real-prefix-{n >> 10}k").write_bytes(head[:n])
+        (tmp / "full.tsd").unlink()
+        with open_dump(tmp / "mini.tsd") as dump:
+            props = json.dumps(dump.properties).encode()
+        (dirs["json"] / "real-properties").write_bytes(props)
+        pack_path = tmp / "k.tsp"
+        subprocess.run([sys.executable, "-m", "tsubaki_forensics.cli.app", "symbols", "pack",
+                        str(crash.vmlinux), "-o", str(pack_path)], check=True, stdout=subprocess.DEVNULL)
+        pack = read_pack(pack_path)
+        small = {k: (v[:8] if isinstance(v, list) else dict(list(v.items())[:8]) if isinstance(v, dict) else v)
+                 for k, v in pack.items()}
+        (dirs["symbolpack"] / "real-small").write_bytes(encode_pack(small))
+        (dirs["json"] / "real-pack-part").write_bytes(json.dumps(small).encode()[:4096])
+    from test_fuzz_tsd import build_sample  # the tests' synthetic sample: every record type
+
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
+        (dirs["tsd"] / "sample").write_bytes(build_sample(Path(tmp) / "s.tsd"))
+    return dirs
+
+
+# -- the parent: run every target, gather figures ---------------------------------------
+
+_STAT = re.compile(r"stat::(\w+):\s*(\d+)")
+
+
+def run_target(target: str, corpus: Path, runs: int, artifacts: Path, rss_mb: int, max_len: int,
+               seconds: int = 0) -> dict:
+    artifacts.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"fuzz-{target}-", dir=SCRATCH))
+    args = [str(work), str(corpus), f"-runs={runs}", f"-rss_limit_mb={rss_mb}", f"-max_len={max_len}",
+            f"-artifact_prefix={artifacts}/{target}-", "-print_final_stats=1", "-timeout=30",
+            "-close_fd_mask=1", *([f"-max_total_time={seconds}"] if seconds else [])]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", target, "--", *args]
+    start = time.monotonic()
+    before = {p.name for p in artifacts.iterdir()}
+    with tempfile.TemporaryFile() as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace")
+    seconds = time.monotonic() - start
+    stats = {k: int(v) for k, v in _STAT.findall(text)}
+    new = sorted(p.name for p in artifacts.iterdir() if p.name not in before)
+    tail = "\n".join(text.splitlines()[-40:]) if p.returncode else ""
+    return {"target": target, "runs": stats.get("number_of_executed_units", 0), "seconds": round(seconds, 1),
+            "exit": p.returncode, "crashes": new, "peak_rss_mib": usage.ru_maxrss // 1024,
+            "libfuzzer_peak_rss_mb": stats.get("peak_rss_mb"), "coverage_corpus": len(list(work.iterdir())),
+            "tail": tail}
+
+
+def write_report(rows: list[dict], command: str, path: Path) -> None:
+    total = sum(r["runs"] for r in rows)
+    lines = [
+        "# Coverage-guided fuzzing (atheris)",
+        "",
+        f"`{command}` — {time.strftime('%Y-%m-%d', time.gmtime())}, {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs shared, `nice -n 19`.",
+        "",
+        "| target | executions | seconds | exec/s | crashes | peak RSS (MiB) | corpus kept |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rate = r["runs"] / r["seconds"] if r["seconds"] else 0
+        lines.append(f"| {r['target']} | {r['runs']:,} | {r['seconds']:.0f} | {rate:.0f} | {len(r['crashes'])} | "
+                     f"{r['peak_rss_mib']} | {r['coverage_corpus']} |")
+    lines += ["", f"**{total:,} executions in all; {sum(len(r['crashes']) for r in rows)} crashes.**", ""]
+    for r in rows:
+        if r["crashes"]:
+            lines.append(f"- {r['target']}: {', '.join(r['crashes'])}")
+        if r["tail"]:
+            lines += [f"<details><summary>{r['target']} log tail</summary>", "", "```", r["tail"], "```",
+                      "</details>", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", action="append", metavar="NAME[=RUNS]",
+                    help=f"one of {', '.join(TARGETS)}, optionally with its own execution count")
+    ap.add_argument("--runs", type=int, default=250_000, help="executions per target")
+    ap.add_argument("--corpus", type=Path, default=SCRATCH / "tsubaki-fuzz-corpus")
+    ap.add_argument("--artifacts", type=Path, default=ROOT / "bench" / "fuzz-artifacts")
+    ap.add_argument("--seconds", type=int, default=0, help="stop each target after this long (libFuzzer "
+                                                              "-max_total_time), whichever comes first")
+    ap.add_argument("--rss-limit-mb", type=int, default=512)
+    ap.add_argument("--max-len", type=int, default=1 << 18)
+    ap.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "fuzz_atheris.md")
+    a = ap.parse_args(argv)
+    dirs = build_corpus(a.corpus)
+    rows = []
+    for spec in a.target or TARGETS:
+        target, _, runs = spec.partition("=")
+        if target not in TARGETS:
+            ap.error(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+        row = run_target(target, dirs[target], int(runs or a.runs), a.artifacts, a.rss_limit_mb, a.max_len,
+                         a.seconds)
+        print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
+        rows.append(row)
+    write_report(rows, "python bench/fuzz_atheris.py " + " ".join(argv), a.report)
+    return 1 if any(r["crashes"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

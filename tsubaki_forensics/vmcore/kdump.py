@@ -1,0 +1,509 @@
+"""makedumpfile's kdump-compressed format (``-c``, ``-l``, ``-p``, ``-z``), plain or flattened.
+
+Why our own layout parser: the library that reads these files,
+libkdumpfile, is reachable from this project's Python only through drgn
+(which hides which pages were filtered out, which were lost, and every
+header field) or through Debian's ``python3-libkdumpfile`` 0.5.1 (system
+Python only, and it cannot open flattened files); measured in
+docs/FORMATS.md.  So the headers, bitmaps and page descriptors are parsed
+here, every length checked against the file, and every page codec is a
+library's: :mod:`zlib`, ``lzokay`` (LZO1X), ``cramjam`` (snappy),
+``zstandard``.
+
+What a page is, from the file alone:
+
+* in the 1st bitmap and the 2nd bitmap, with a readable descriptor and
+  data: **present** (:meth:`KdumpFile.read_page`);
+* in the 1st bitmap only: **excluded** by the producer's dump level
+  (``-d``; the class is not recorded in the file);
+* in the 2nd bitmap but its descriptor or data lies beyond the end of the
+  file, or the header says INCOMPLETE and its descriptor was never filled
+  (offset 0): **missing**, with the reason.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError, NotCollectedError
+from .flattened import FlatIndex, Gap, is_flattened
+
+__all__ = ["KdumpFile", "KdumpSet", "open_kdump", "KdumpHeader", "KDUMP_SIGNATURE", "is_kdump", "PageDamage"]
+
+KDUMP_SIGNATURE = b"KDUMP   "
+# struct disk_dump_header, 64-bit: signature, header_version, utsname (6 x 65),
+# timeval, status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr,
+# total_ram_blocks, device_blocks, written_blocks, current_cpu, nr_cpus.
+DISK_DUMP_HEADER = struct.Struct("<8si390s6xqqIiiIIIIIIi")
+# struct kdump_sub_header, 64-bit (fields by header_version: 1 dump_level,
+# 2 split/start/end, 3 vmcoreinfo, 4 notes, 5 eraseinfo, 6 64-bit pfns).
+KDUMP_SUB_HEADER = struct.Struct("<QiiQQqQqQqQQQQ")
+PAGE_DESC = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+assert (DISK_DUMP_HEADER.size, KDUMP_SUB_HEADER.size, PAGE_DESC.itemsize) == (464, 104, 24)
+
+COMPRESSED_ZLIB, COMPRESSED_LZO, COMPRESSED_SNAPPY = 0x1, 0x2, 0x4
+STATUS_INCOMPLETE, STATUS_EXCLUDED_VMEMMAP = 0x8, 0x10
+COMPRESSED_ZSTD = 0x20
+CODECS = {COMPRESSED_ZLIB: "zlib", COMPRESSED_LZO: "lzo", COMPRESSED_SNAPPY: "snappy",
+          COMPRESSED_ZSTD: "zstd"}
+MACHINES = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+MAX_BLOCK_SIZE = 1 << 16          # page sizes up to 64 KiB
+MAX_PFNS = 1 << 36                # 256 TiB of 4 KiB pages: bounds a crafted max_mapnr
+MAX_META = 64 << 20               # VMCOREINFO or notes larger than this are damage
+
+
+def is_kdump(head: bytes) -> bool:
+    """Whether the first bytes are a kdump-compressed header or a flattened stream."""
+    return head[:8] == KDUMP_SIGNATURE or is_flattened(head)
+
+
+class PageDamage(FormatError):
+    """One page's descriptor or compressed data is unusable (the rest may be fine)."""
+
+
+@dataclass(frozen=True)
+class KdumpHeader:
+    """The fields of ``disk_dump_header`` and ``kdump_sub_header`` a reader needs."""
+
+    header_version: int
+    release: str
+    machine: str
+    status: int
+    block_size: int
+    sub_hdr_size: int
+    bitmap_blocks: int
+    max_mapnr: int
+    nr_cpus: int
+    phys_base: int
+    dump_level: int | None
+    split: bool
+    start_pfn: int
+    end_pfn: int
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.status & STATUS_INCOMPLETE)
+
+
+class _Source:
+    """Bytes of the logical kdump file: the file itself or a flattened stream."""
+
+    def __init__(self, mm, flat: FlatIndex | None, file_size: int) -> None:
+        self.mm, self.flat = mm, flat
+        self.size = flat.size if flat else file_size
+
+    def covered(self, offset: int, length: int) -> bool:
+        if self.flat is not None:
+            return self.flat.covered(offset, length)
+        return 0 <= offset and offset + length <= self.size
+
+    def read(self, offset: int, length: int) -> bytes:
+        """:raises Gap: the bytes are not all in the file (cut short)."""
+        if self.flat is None:
+            if offset < 0 or offset + length > self.size:
+                raise Gap(max(offset, self.size))
+            return self.mm[offset:offset + length]
+        parts = self.flat.locate(offset, length)
+        return b"".join(self.mm[a:a + n] for a, n in parts)
+
+
+class KdumpFile:
+    """A kdump-compressed file (or its flattened form), page by page.
+
+    :ivar header: :class:`KdumpHeader`.
+    :ivar flattened: the file is a flattened stream.
+    :ivar vmcoreinfo: the VMCOREINFO text (``None`` if the file has none).
+    :ivar notes: the ELF notes blob (NT_PRSTATUS per CPU, VMCOREINFO).
+    :ivar problems: one line per thing found wrong or missing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            raise FormatError(f"{path}: {e.strerror or e}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise FormatError(f"{path}: is a directory, not a kdump file")
+        if st.st_size == 0:
+            raise FormatError(f"{path}: empty file, not a kdump file")
+        self._file = open(self.path, "rb")
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.file_size = st.st_size
+        self.problems: list[str] = []
+        try:
+            self._parse()
+        except Gap as e:
+            self.close()
+            raise FormatError(f"{path}: kdump headers cut short (the file ends before logical "
+                              f"offset {e.offset:#x})") from None
+        except BaseException:
+            self.close()
+            raise
+
+    # -- parsing --------------------------------------------------------------
+
+    def _parse(self) -> None:
+        where = str(self.path)
+        head = self._mm[:16]
+        self.flattened = is_flattened(head)
+        flat = FlatIndex(self._mm, where) if self.flattened else None
+        if flat is not None:
+            self.problems.extend(flat.problems)
+        src = self._src = _Source(self._mm, flat, self.file_size)
+        raw = src.read(0, DISK_DUMP_HEADER.size)
+        (sig, version, uts, _sec, _usec, status, block_size, sub_hdr_size, bitmap_blocks,
+         max_mapnr32, _total, _dev, _written, _cpu, nr_cpus) = DISK_DUMP_HEADER.unpack(raw)
+        if sig != KDUMP_SIGNATURE:
+            raise FormatError(f"{where}: not a kdump-compressed file (signature {sig!r})")
+        if not 1 <= version <= 6:
+            raise FormatError(f"{where}: kdump header version {version} (1..6 are known)")
+        if not 512 <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
+            raise FormatError(f"{where}: kdump block size {block_size} is not a page size")
+        if not 1 <= sub_hdr_size <= 1024 or not 2 <= bitmap_blocks <= MAX_PFNS // 8 // block_size:
+            raise FormatError(f"{where}: kdump header damaged (sub header {sub_hdr_size} blocks, "
+                              f"bitmap {bitmap_blocks} blocks)")
+        sub = KDUMP_SUB_HEADER.unpack(src.read(block_size, KDUMP_SUB_HEADER.size))
+        (phys_base, dump_level, split, start32, end32, off_info, size_info, off_note, size_note,
+         _off_erase, _size_erase, start64, end64, max64) = sub
+        max_mapnr = max64 if version >= 6 else max_mapnr32
+        bitmap_pfns = bitmap_blocks * block_size // 2 * 8
+        if not 0 < max_mapnr <= bitmap_pfns:
+            raise FormatError(f"{where}: kdump header damaged: max_mapnr {max_mapnr} does not "
+                              f"fit the bitmaps ({bitmap_pfns} pages)")
+        is_split = version >= 2 and bool(split)
+        start_pfn, end_pfn = (start64, end64) if version >= 6 else (start32, end32)
+        if not is_split:
+            start_pfn, end_pfn = 0, max_mapnr
+        elif not 0 <= start_pfn <= end_pfn <= max_mapnr:
+            raise FormatError(f"{where}: split file's pfn range {start_pfn}..{end_pfn} is "
+                              f"outside 0..{max_mapnr}")
+        utsname = [uts[i * 65:(i + 1) * 65].split(b"\0")[0].decode("ascii", "replace") for i in range(6)]
+        self.header = KdumpHeader(version, utsname[2], utsname[4], status, block_size,
+                                  sub_hdr_size, bitmap_blocks, max_mapnr, nr_cpus, phys_base,
+                                  dump_level if version >= 1 else None, is_split, start_pfn, end_pfn)
+        self.page_size = block_size
+        self.arch = MACHINES.get(utsname[4], utsname[4] or "x86_64")
+        self.vmcoreinfo = self._meta(version >= 3, off_info, size_info, "VMCOREINFO")
+        self.notes = self._meta(version >= 4, off_note, size_note, "ELF notes")
+        if self.header.incomplete:
+            self.problems.append("makedumpfile marked the file INCOMPLETE (it ran out of space): "
+                                 "pages it did not write are missing")
+        # Bitmaps: 1st = pages of memory, 2nd = pages dumped (bit pfn%8 of byte pfn//8).
+        half = bitmap_blocks * block_size // 2
+        base = (1 + sub_hdr_size) * block_size
+        bitmaps = src.read(base, 2 * half)
+        bits = np.unpackbits(np.frombuffer(bitmaps, np.uint8), bitorder="little")
+        self.valid = bits[:max_mapnr].astype(bool)
+        self.dumped = bits[half * 8:half * 8 + max_mapnr].astype(bool)
+        if self.header.split:
+            outside = np.ones(max_mapnr, bool)
+            outside[start_pfn:end_pfn] = False
+            self.dumped &= ~outside
+        if np.any(self.dumped & ~self.valid):
+            self.problems.append("the 2nd bitmap dumps pages the 1st bitmap does not have "
+                                 "(damaged bitmaps?): they are read as memory")
+            self.valid |= self.dumped
+        self.dumped_pfns = np.flatnonzero(self.dumped)
+        self._desc_base = base + 2 * half
+        self._load_descriptors()
+
+    def _meta(self, has: bool, offset: int, size: int, what: str) -> bytes | None:
+        if not has or offset <= 0 or size <= 0:
+            return None
+        if size > MAX_META:
+            self.problems.append(f"{what} size {size} is absurd (damaged header): ignored")
+            return None
+        try:
+            return bytes(self._src.read(offset, size))
+        except Gap:
+            self.problems.append(f"{what} lies beyond the end of the file (cut short)")
+            return None
+
+    def _load_descriptors(self) -> None:
+        n = len(self.dumped_pfns)
+        avail = max(0, (self._src.size - self._desc_base) // PAGE_DESC.itemsize)
+        count = min(n, avail)
+        raw = b""
+        while count > 0:  # a flattened stream may lack a piece in the middle
+            try:
+                raw = self._src.read(self._desc_base, count * PAGE_DESC.itemsize)
+                break
+            except Gap as e:
+                count = (e.offset - self._desc_base) // PAGE_DESC.itemsize
+        self.desc = np.frombuffer(raw, PAGE_DESC, count) if count > 0 else np.zeros(0, PAGE_DESC)
+        present = np.zeros(n, bool)
+        if count:
+            d = self.desc
+            ok = (d["offset"] > 0) & (d["size"] > 0) & (d["size"] <= self.page_size)
+            ok &= d["offset"] + d["size"].astype(np.int64) <= self._src.size
+            if self._src.flat is not None:  # a cut or damaged stream may lack pieces in the middle
+                ok &= self._src.flat.covered_many(d["offset"], d["size"].astype(np.int64))
+            present[:count] = ok
+        self._present = present
+        self.missing_reason: dict[str, int] = {}
+        if count < n:
+            self.missing_reason["page descriptors beyond the end of the file (cut short)"] = n - count
+        if count:
+            lost = int(count - np.count_nonzero(present[:count]))
+            if lost:
+                why = ("never written: makedumpfile's INCOMPLETE file" if self.header.incomplete
+                       else "page data beyond the end of the file (cut short) or a damaged descriptor")
+                self.missing_reason[why] = lost
+        for why, pages in self.missing_reason.items():
+            self.problems.append(f"{pages} dumped pages are missing: {why}")
+
+    # -- what the file holds ---------------------------------------------------
+
+    def _runs(self, mask: np.ndarray) -> list[tuple[int, int]]:
+        """(paddr, length) runs of the pfns set in ``mask``."""
+        if not mask.any():
+            return []
+        m = np.concatenate(([False], mask, [False])).astype(np.int8)
+        edges = np.flatnonzero(np.diff(m))
+        ps = self.page_size
+        return [(int(a) * ps, int(b - a) * ps) for a, b in zip(edges[::2], edges[1::2])]
+
+    def present_mask(self) -> np.ndarray:
+        """Per pfn: the page's data is in the file."""
+        mask = np.zeros(self.header.max_mapnr, bool)
+        mask[self.dumped_pfns[self._present]] = True
+        return mask
+
+    def memory_ranges(self) -> list[tuple[int, int]]:
+        """The machine's memory (1st bitmap) as (paddr, length) runs."""
+        return self._runs(self.valid)
+
+    def excluded_ranges(self) -> list[tuple[int, int]]:
+        """Memory the producer's dump level left out (1st bitmap, not the 2nd)."""
+        if self.header.split:
+            mask = self.valid & ~self.dumped
+            mask[:self.header.start_pfn] = False
+            mask[self.header.end_pfn:] = False
+            return self._runs(mask)
+        return self._runs(self.valid & ~self.dumped)
+
+    def present_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.present_mask())
+
+    def missing_ranges(self) -> list[tuple[int, int]]:
+        """Dumped pages whose data the file does not hold (cut short, INCOMPLETE)."""
+        mask = np.zeros(self.header.max_mapnr, bool)
+        mask[self.dumped_pfns[~self._present]] = True
+        return self._runs(mask)
+
+    # -- reading ----------------------------------------------------------------
+
+    def _index(self, pfn: int) -> int:
+        i = int(np.searchsorted(self.dumped_pfns, pfn))
+        if i >= len(self.dumped_pfns) or self.dumped_pfns[i] != pfn:
+            raise NotCollectedError(pfn * self.page_size,
+                                    f"physical {pfn * self.page_size:#x} was excluded by the "
+                                    f"producer (makedumpfile -d {self.header.dump_level})"
+                                    if 0 <= pfn < self.header.max_mapnr and self.valid[pfn] else None)
+        return i
+
+    def read_page(self, pfn: int) -> bytes:
+        """The page ``pfn``.
+
+        :raises NotCollectedError: excluded, missing, or not memory.
+        :raises PageDamage: its descriptor or data does not decode.
+        """
+        i = self._index(pfn)
+        if not self._present[i]:
+            raise NotCollectedError(pfn * self.page_size,
+                                    f"physical {pfn * self.page_size:#x} is missing from the "
+                                    f"kdump file (cut short or INCOMPLETE)")
+        d = self.desc[i]
+        try:
+            data = self._src.read(int(d["offset"]), int(d["size"]))
+        except Gap:
+            raise NotCollectedError(pfn * self.page_size,
+                                    f"physical {pfn * self.page_size:#x}: its data is not in "
+                                    f"the flattened stream") from None
+        return self._decode(pfn, int(d["flags"]), data)
+
+    def _decode(self, pfn: int, flags: int, data: bytes) -> bytes:
+        ps = self.page_size
+        codec = flags & (COMPRESSED_ZLIB | COMPRESSED_LZO | COMPRESSED_SNAPPY | COMPRESSED_ZSTD)
+        try:
+            if codec == 0:
+                out = data
+            elif codec == COMPRESSED_ZLIB:
+                d = zlib.decompressobj()
+                out = d.decompress(data, ps)
+            elif codec == COMPRESSED_LZO:
+                import lzokay
+
+                out = lzokay.decompress(data, ps)
+            elif codec == COMPRESSED_SNAPPY:
+                import cramjam
+
+                out = bytes(cramjam.snappy.decompress_raw(data))
+            elif codec == COMPRESSED_ZSTD:
+                import zstandard
+
+                out = zstandard.ZstdDecompressor().decompress(data, max_output_size=ps)
+            else:
+                raise PageDamage(f"page {pfn:#x}: unknown compression flags {flags:#x}")
+        except PageDamage:
+            raise
+        except Exception as e:  # each codec's own error type: the page is damaged
+            raise PageDamage(f"{self.path}: page at physical {pfn * ps:#x} does not decompress "
+                             f"({CODECS.get(codec, hex(codec))}: {e})") from None
+        if len(out) != ps:
+            raise PageDamage(f"{self.path}: page at physical {pfn * ps:#x} decodes to "
+                             f"{len(out)} bytes, not {ps}")
+        return bytes(out)
+
+    def read(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes at ``paddr``; NotCollectedError at the first page not held."""
+        ps = self.page_size
+        parts = []
+        pos, end = paddr, paddr + size
+        while pos < end:
+            pfn, off = divmod(pos, ps)
+            n = min(ps - off, end - pos)
+            page = self.read_page(pfn)
+            parts.append(page[off:off + n] if n != ps else page)
+            pos += n
+        return b"".join(parts)
+
+    def codecs(self) -> set[str]:
+        """The page codecs used (``none`` for pages stored raw)."""
+        flags = set(np.unique(self.desc["flags"] & 0x27).tolist()) if len(self.desc) else set()
+        return {CODECS.get(f, "none" if f == 0 else hex(f)) for f in flags}
+
+    def close(self) -> None:
+        mm, self._mm = getattr(self, "_mm", None), None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass
+        self._file.close()
+
+    def __enter__(self) -> KdumpFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class KdumpSet:
+    """The files of one ``makedumpfile --split`` set, given in any order, read as one.
+
+    Each file holds the pages of its own pfn range (``start_pfn .. end_pfn``
+    in its sub header) and the same 1st bitmap; together the ranges must
+    cover the machine once, or the set is refused naming the pfns no file
+    holds.  Same interface as :class:`KdumpFile`.
+    """
+
+    def __init__(self, paths: list[str | os.PathLike[str]]) -> None:
+        self.files: list[KdumpFile] = []
+        try:
+            for p in paths:
+                self.files.append(KdumpFile(p))
+            self._check()
+        except BaseException:
+            self.close()
+            raise
+        first = self.files[0]
+        self.path = first.path
+        self.header = first.header
+        self.page_size, self.arch, self.flattened = first.page_size, first.arch, first.flattened
+        self.vmcoreinfo, self.notes = first.vmcoreinfo, first.notes
+        self.file_size = sum(f.file_size for f in self.files)
+        self.valid = first.valid
+        self.dumped = np.zeros_like(first.dumped)
+        for f in self.files:
+            self.dumped |= f.dumped
+        self.dumped_pfns = np.flatnonzero(self.dumped)
+        self.problems = [f"{f.path.name}: {p}" for f in self.files for p in f.problems]
+        self.missing_reason: dict[str, int] = {}
+        for f in self.files:
+            for why, n in f.missing_reason.items():
+                self.missing_reason[why] = self.missing_reason.get(why, 0) + n
+        self._starts = [f.header.start_pfn for f in self.files]
+
+    def _check(self) -> None:
+        names = ", ".join(str(f.path) for f in self.files)
+        if not all(f.header.split for f in self.files):
+            plain = [str(f.path) for f in self.files if not f.header.split]
+            raise FormatError(f"{', '.join(plain)}: not part of a makedumpfile --split set; give one "
+                              f"file, or every file of one set")
+        first = self.files[0]
+        for f in self.files[1:]:
+            if (f.header.max_mapnr, f.page_size) != (first.header.max_mapnr, first.page_size) or \
+                    not np.array_equal(f.valid, first.valid) or f.vmcoreinfo != first.vmcoreinfo:
+                raise FormatError(f"{names}: these files are not of one --split set (their "
+                                  f"headers or memory bitmaps differ)")
+        self.files.sort(key=lambda f: (f.header.start_pfn, f.header.end_pfn))
+        pos = 0
+        for f in self.files:
+            if f.header.start_pfn > pos:
+                raise FormatError(f"{names}: the --split set lacks the file holding pfns "
+                                  f"{pos:#x}..{f.header.start_pfn:#x}")
+            if f.header.start_pfn < pos and f.header.end_pfn > f.header.start_pfn:
+                raise FormatError(f"{names}: two files of the --split set hold pfn "
+                                  f"{f.header.start_pfn:#x} (the same file twice?)")
+            pos = max(pos, f.header.end_pfn)
+        if pos < first.header.max_mapnr:
+            raise FormatError(f"{names}: the --split set lacks the file holding pfns "
+                              f"{pos:#x}..{first.header.max_mapnr:#x}")
+
+    def _file(self, pfn: int) -> KdumpFile:
+        for f in reversed(self.files):
+            if f.header.start_pfn <= pfn < f.header.end_pfn:
+                return f
+        return self.files[0]
+
+    def present_mask(self) -> np.ndarray:
+        mask = np.zeros(self.header.max_mapnr, bool)
+        for f in self.files:
+            mask |= f.present_mask()
+        return mask
+
+    _runs = KdumpFile._runs
+    memory_ranges = KdumpFile.memory_ranges
+
+    def excluded_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.valid & ~self.dumped)
+
+    def present_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.present_mask())
+
+    def missing_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.dumped & ~self.present_mask())
+
+    def read_page(self, pfn: int) -> bytes:
+        return self._file(pfn).read_page(pfn)
+
+    def read(self, paddr: int, size: int) -> bytes:
+        return KdumpFile.read(self, paddr, size)  # type: ignore[arg-type]
+
+    def codecs(self) -> set[str]:
+        return set().union(*(f.codecs() for f in self.files))
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self) -> KdumpSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_kdump(paths: list[str | os.PathLike[str]]) -> KdumpFile | KdumpSet:
+    """One kdump file, or the files of one ``--split`` set in any order."""
+    return KdumpFile(paths[0]) if len(paths) == 1 else KdumpSet(paths)

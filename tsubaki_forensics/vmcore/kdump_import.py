@@ -1,0 +1,120 @@
+"""Import a kdump-compressed (or flattened) file into a ``.tsd`` dump.
+
+The file's 1st bitmap is the machine's memory and its 2nd bitmap what
+makedumpfile kept: the notice (FORMAT.md §4.3) states the whole map at the
+producer's dump level, and the pages left out become EXCLUDED records
+(§4.9) of class ``UNKNOWN`` ("excluded by the producer": the file does not
+say which class each page was), written first, so every reader tells them
+from lost pages.  Pages the file should hold and does not (cut short,
+INCOMPLETE) become MISSING records with the reason; a page that does not
+decompress becomes a MISSING record naming the damage.  Pages are batched
+into runs so the writer compresses on its threads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..tsd import MemoryMap, TsdWriter
+from ..tsd.records import PageClass
+from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
+from .importer import ImportResult, vmcoreinfo_fields
+from ..errors import NotCollectedError
+from .kdump import PageDamage, open_kdump
+
+__all__ = ["import_kdump"]
+
+BATCH = 8 << 20
+
+
+def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
+    """(first pfn, count) runs of a sorted pfn array."""
+    if len(pfns) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(pfns)]))
+    return [(int(pfns[a]), int(b - a)) for a, b in zip(starts, ends)]
+
+
+def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLike[str], *,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
+                 threads: int = 2, progress: Callable[[int, int], None] | None = None,
+                 dedup: bool = False) -> ImportResult:
+    """Copy every kept page, VMCOREINFO and the notes of ``source`` (one file, or
+    the files of a ``--split`` set in any order) into ``output``."""
+    t0 = time.perf_counter()
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    with open_kdump(sources) as k:
+        ps = k.page_size
+        info = vmcoreinfo_fields(k.vmcoreinfo)
+        props = {"source": "kdump-flattened" if k.flattened else "kdump-compressed",
+                 "source_name": ",".join(os.path.basename(os.fspath(p)) for p in sources),
+                 "source_bytes": str(k.file_size),
+                 "kdump_header_version": str(k.header.header_version),
+                 "kdump_codecs": ",".join(sorted(k.codecs())) or "none"}
+        if k.header.dump_level is not None:
+            props["kdump_dump_level"] = str(k.header.dump_level)
+        if k.header.incomplete:
+            props["kdump_incomplete"] = "1"
+        release = info.get("OSRELEASE") or k.header.release
+        if release:
+            props["kernel_release"] = release
+        excluded = k.excluded_ranges()
+        dump_level = k.header.dump_level if k.header.dump_level is not None else 1
+        if not excluded:
+            dump_level = 1  # nothing left out: a level-1 file any 1.3 reader takes
+        memory_map = MemoryMap.from_ranges(k.memory_ranges(), dump_level=dump_level | 1)
+        present = k.present_mask()
+        kept = k.dumped_pfns
+        total = len(kept) * ps
+        done = 0
+        extra: dict = {"dedup": True} if dedup else {}
+        with TsdWriter(output, arch=k.arch, page_size=ps, chunk_size=chunk_size, level=level,
+                       threads=threads, memory_map=memory_map, **extra) as w:
+            w.write_metadata(vmcoreinfo=k.vmcoreinfo, notes=k.notes or None, properties=props)
+            for a, n in excluded:
+                w.write_excluded(a, n, PageClass.UNKNOWN)
+            for pfn, count in _runs(kept):
+                pos, end = pfn, pfn + count
+                while pos < end:
+                    if not present[pos]:  # a run of missing pages: one MISSING record
+                        stop = pos
+                        while stop < end and not present[stop]:
+                            stop += 1
+                        reason = next(iter(k.missing_reason), "not in the kdump file")
+                        w.write_missing(pos * ps, (stop - pos) * ps, reason)
+                        pos = stop
+                        continue
+                    stop = min(end, pos + BATCH // ps)
+                    buf, first = bytearray(), pos
+                    while pos < stop and present[pos]:
+                        try:
+                            page = k.read_page(pos)
+                        except (PageDamage, NotCollectedError) as e:  # flush, name the damage
+                            if buf:
+                                w.write_memory(first * ps, buf)
+                            why = f"damaged in the kdump file: {e}" if isinstance(e, PageDamage) \
+                                else f"not in the kdump file: {e}"
+                            w.write_missing(pos * ps, ps, why)
+                            buf, first = bytearray(), pos + 1
+                        else:
+                            buf += page
+                        pos += 1
+                    if buf:
+                        w.write_memory(first * ps, buf)
+                    if progress:
+                        progress(done + (pos - pfn) * ps, total)
+                done += count * ps
+            stats = w.stats
+            dump_id = str(w.dump_id)
+            dedup_pages = w.dedup_pages
+            excluded_bytes = w.excluded_bytes
+    return ImportResult(dump_id, ",".join(map(os.fspath, sources)), os.fspath(output), stats,
+                        time.perf_counter() - t0, os.path.getsize(output),
+                        len(memory_map.ranges), dedup_pages, dump_level=dump_level | 1,
+                        excluded_bytes=excluded_bytes)
