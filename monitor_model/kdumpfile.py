@@ -8,7 +8,8 @@ kdump-tools uses to pipe the dump): a 4 KiB flattened header, then every
 write prefixed by a 16-byte (offset, size) header, and in the data a disk
 dump header block, the sub-header blocks (its fields, the ELF notes and
 VMCOREINFO), two bitmaps of one bit per pfn up to ``max_mapnr`` rounded to
-blocks, a 24-byte page descriptor per dumpable page, one shared zero page,
+blocks, a 24-byte page descriptor per dumpable page (zero pages included: it
+finds them only while copying, and points them at the one shared zero page),
 and each dumpable non-zero page compressed alone with
 ``compress2(..., Z_BEST_SPEED)`` (here ``zlib.compress(page, 1)``, the same
 bytes), stored raw when that is not smaller.
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .pages import KEPT, ZERO, MonitorPages
+
+STRUCT_PAGE_BITS = 2 | 4 | 8 | 16  # dump-level bits decided from the struct pages
 
 __all__ = ["KdumpSize", "PageZlibSizes", "kdump_size", "FLAT_HEADER", "DESC_BYTES"]
 
@@ -82,7 +85,7 @@ class KdumpSize:
     level: int
     dumpable_pages: int  # pages with a descriptor (kept, plus zero pages the level keeps)
     data_pages: int  # non-zero pages compressed
-    zero_pages_kept: int
+    zero_pages_kept: int  # zero pages with a descriptor to the shared zero page
     header_bytes: int  # flattened header, disk dump header, sub header, bitmaps
     desc_bytes: int
     data_bytes: int  # compressed page data (and the shared zero page)
@@ -103,13 +106,24 @@ def kdump_size(pages: MonitorPages, zsizes: PageZlibSizes, *, vmcoreinfo_bytes: 
     classes = pages.classes[: pages.max_mapnr or pages.classes.size]
     kept = classes == KEPT
     zero = classes == ZERO
-    zero_kept = zero if not pages.level & 1 else np.zeros_like(zero)
+    # Where zero pages go (checked byte for byte against makedumpfile 1.7.2):
+    # at a level that reads struct pages it finds them only while copying, so
+    # each keeps its bitmap bit and a descriptor to the one shared zero page
+    # (its report counts them as excluded); at level 1 it drops them from the
+    # bitmap first; at level 0 they are pages like any other, compressed.
+    if pages.level & STRUCT_PAGE_BITS or not pages.level & 1:
+        zero_kept = zero
+    else:
+        zero_kept = np.zeros_like(zero)
     zsizes.ensure(kept)
     n_kept, n_zero = int(np.count_nonzero(kept)), int(np.count_nonzero(zero_kept))
     data = int(zsizes.sizes[: kept.size][kept[: zsizes.sizes.size]].sum(dtype=np.int64)) + page
+    if not pages.level & 1:
+        data += n_zero * len(zlib.compress(bytes(page), 1))
     max_mapnr = classes.size  # the header's max_mapnr: the bitmaps stop there too
     bitmap = -(-(-(-max_mapnr // 8)) // page) * page
-    sub = -(-(SUB_HEADER + vmcoreinfo_bytes + notes_bytes) // page) * page
+    # the sub-header holds the ELF notes, VMCOREINFO's note among them (or VMCOREINFO alone)
+    sub = -(-(SUB_HEADER + (notes_bytes or vmcoreinfo_bytes)) // page) * page
     header = FLAT_HEADER + page + sub + 2 * bitmap
     desc = DESC_BYTES * (n_kept + n_zero)
     # one data header per write: the headers and bitmaps, then each cache flush
