@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
-from _cli import CLI
+from _cli import run_cli
 
 from tsubaki_forensics.tsd import MemoryMap, TsdWriter, open_dump
 
@@ -19,11 +18,7 @@ PAGE = 4096
 
 def run(*args, ok=True):
     """The installed console script, as a user runs it (never a traceback)."""
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=120)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_cli(*args, ok=ok)
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import drgn
 import pytest
-from _cli import CLI
+from _cli import run_cli
 
 from tsubaki_forensics.lab.makedumpfile import makedumpfile_counts
 from tsubaki_forensics.pageclass import PageClassifier, kernel_program
@@ -33,11 +32,7 @@ CRASHES = [("6.1", "busy", "512M"), ("6.1", "idle", "512M"), ("6.12", "busy", "1
 
 
 def cli(*args, ok=True):
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=1800)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_cli(*args, ok=ok, timeout=1800)
 
 
 @pytest.fixture(scope="module")
