@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tsubaki_forensics.contracts.events import EventKind
 from tsubaki_forensics.errors import SourceError, TsubakiError
 
 from .clock import MonitorClock
@@ -144,16 +145,16 @@ class Monitor:
             raise TsubakiError("Linux was already rebooted")
         self.rebooted = True
         self.reboot_at = self.now
-        self.event(self.now, "reboot_start", regions=[r.index for r in regions])
+        self.event(self.now, EventKind.REBOOT_START, regions=[r.index for r in regions])
         for region in regions:
             self._give(region, "reboot")
-        self.event(self.now + self.params.boot_s, "restart")
+        self.event(self.now + self.params.boot_s, EventKind.RESTART)
 
     def hand_back(self, region: Region) -> None:
         """Give ``region`` to Linux now (memory hot-add)."""
         if not self.rebooted:
             raise TsubakiError("cannot hand memory back before Linux reboots")
-        self._give(region, "hand-back")
+        self._give(region, EventKind.HAND_BACK)
 
     def _give(self, region: Region, how: str) -> None:
         if region.index in self.handed_back:
@@ -293,13 +294,13 @@ class _Run:
                                     dump_level=max(1, self.level or 1)))
         self.writer.write_metadata(vmcoreinfo=src.vmcoreinfo, notes=src.notes,
                                    properties=props, symbolpack=p.symbolpack)
-        self.writer.write_event("panic_notice", 0.0, cpus=self.cpus)
+        self.writer.write_event(EventKind.PANIC_NOTICE, 0.0, cpus=self.cpus)
         monitor.record = self.writer.write_event
         offset = self.writer.flush(durable=p.fsync)
         monitor.now = self.device.flush(self.device.write(offset, 0.0))
         monitor.notice_bytes = offset
         self.timeline.save(monitor.now, offset)
-        self.timeline.add(monitor.now, "notice_saved", bytes=offset)
+        self.timeline.add(monitor.now, EventKind.NOTICE_SAVED, bytes=offset)
         self.timeline.add(monitor.now, "cpu_taken", cpu=self.cpus - 1)
         if resume is not None:
             self._resume(resume, offset)
@@ -321,7 +322,7 @@ class _Run:
         for region in self.machine.regions:
             if monitor.region_saved(region):
                 monitor.records_end[region.index] = offset
-        monitor.event(monitor.now, "resumed", previous=resume.name, bytes=kept)
+        monitor.event(monitor.now, EventKind.RESUMED, previous=resume.name, bytes=kept)
 
     def classify(self) -> None:
         """Classify every page at the dump level, on the monitor's CPU, right
@@ -335,7 +336,7 @@ class _Run:
             took += cpu.classify_s(self.machine.total)
         monitor.now += took
         self.cpu_model_s += took
-        monitor.event(monitor.now, "pages_classified", level=self.level,
+        monitor.event(monitor.now, EventKind.PAGES_CLASSIFIED, level=self.level,
                       kept=pages.kept_pages(), write_bytes=pages.kept_pages() * pages.page_size)
 
     def choose_reboot_regions(self) -> None:
@@ -390,10 +391,10 @@ class _Run:
         for start, length in todo:
             monitor.saved.add(start, length)
         self.timeline.save(monitor.now, offset - before)
-        self.timeline.add(monitor.now, "saved", step=step.label, bytes=offset - before)
+        self.timeline.add(monitor.now, EventKind.SAVED, step=step.label, bytes=offset - before)
         self.steps.append({"label": step.label, "memory_bytes": sum(n for _, n in todo),
                            "file_end": offset, "saved_s": round(monitor.now, 6)})
-        writer.write_event("saved", monitor.now, step=step.label)
+        writer.write_event(EventKind.SAVED, monitor.now, step=step.label)
         for region in self.machine.regions:
             row = self.regions[region.index]
             if row["saved_s"] is None and monitor.region_saved(region):
@@ -445,14 +446,14 @@ class _Run:
                              _used_bytes(self.book) or self.machine.total)
         self.stalls = stall_intervals(timeline.owned, restart, demand) if self.policy.dumps else []
         for start, end in self.stalls:
-            timeline.add(start, "stall_start")
-            timeline.add(end, "stall_end", seconds=round(end - start, 6))
+            timeline.add(start, EventKind.STALL_START)
+            timeline.add(end, EventKind.STALL_END, seconds=round(end - start, 6))
         if self.writer is None:
             return
         for event in timeline.events:
             if event.kind in _LATE_EVENTS:
                 self.writer.write_event(event.kind, event.time, **event.fields)
-        self.writer.write_event("cpu_returned", monitor.now, cpu=self.cpus - 1)
+        self.writer.write_event(EventKind.CPU_RETURNED, monitor.now, cpu=self.cpus - 1)
         before = device.written
         self.writer.close()
         closed = self.writer.bytes_written
@@ -460,7 +461,7 @@ class _Run:
         self.complete = device.flush(device.write(closed - before, monitor.now))
         timeline.save(self.complete, closed - before)
         timeline.add(self.complete, "dump_complete", bytes=closed)
-        timeline.add(self.complete, "cpu_returned", cpu=self.cpus - 1)
+        timeline.add(self.complete, EventKind.CPU_RETURNED, cpu=self.cpus - 1)
 
     def result(self, out_path: Path | None) -> RunResult:
         """The outcome, with the ideal restart to compare against."""
@@ -521,7 +522,7 @@ def _pages_summary(pages: MonitorPages | None) -> dict | None:
     return {"total": kept + sum(counts.values()), "kept": kept, "excluded": counts}
 
 
-_LATE_EVENTS = ("stall_start", "stall_end")
+_LATE_EVENTS = (EventKind.STALL_START, EventKind.STALL_END)
 """Timeline events known only at the end (from the whole hand-back history),
 recorded in the dump's EVENT records when it is closed."""
 

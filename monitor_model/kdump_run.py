@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tsubaki_forensics.contracts.events import EventKind
 from tsubaki_forensics.errors import TsubakiError
 
 from .kdumpfile import kdump_size
@@ -63,7 +64,7 @@ def run_kdump(source, policy: Policy, params: CollectParams, output, book: PageB
     if pages.struct_pages or level > 1:
         model_cpu += cpu.classify_s(machine.total)
         now += cpu.classify_s(machine.total)
-        timeline.add(now, "pages_classified", level=level, kept=size.data_pages)
+        timeline.add(now, EventKind.PAGES_CLASSIFIED, level=level, kept=size.data_pages)
     # one CPU: read + zero test + zlib, and the synchronous writes, one after the other
     work = cpu.zero_test_s(size.candidate_bytes) + cpu.zlib_s(size.input_bytes)
     model_cpu += work
@@ -75,9 +76,9 @@ def run_kdump(source, policy: Policy, params: CollectParams, output, book: PageB
     timeline.add(now, "dump_complete", bytes=size.total, format="makedumpfile -F -c",
                  level=level)
     handbacks = [HandBack(now, r.index, "reboot", size.total, size.total, True) for r in machine.regions]
-    timeline.add(now, "reboot_start", regions=[r.index for r in machine.regions])
+    timeline.add(now, EventKind.REBOOT_START, regions=[r.index for r in machine.regions])
     timeline.give(now, machine.total)
-    timeline.add(now + params.boot_s, "restart")
+    timeline.add(now + params.boot_s, EventKind.RESTART)
     out_path = Path(output) if output is not None else None
     if out_path is not None:
         measured = _write_tsd(source, policy, params, out_path, book, level)

@@ -8,11 +8,12 @@ A plugin registers an :class:`AnalysisSpec` through the
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from ..contracts.needs import Need  # re-exported: plugins import Need from here and from analysis
 
 if TYPE_CHECKING:
     import drgn
@@ -22,18 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["Need", "AnalysisContext", "AnalysisFunction", "AnalysisSpec"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-
-
-class Need(str, enum.Enum):
-    """What an analysis needs from the program besides memory.
-
-    The runner checks needs before calling the analysis so that a dump
-    without registers, say, reports "skipped: needs registers" instead of a
-    drgn traceback.
-    """
-
-    DEBUG_INFO = "debug_info"  # DWARF types of the kernel (vmlinux)
-    REGISTERS = "registers"  # saved CPU registers (NT_PRSTATUS notes)
 
 
 @dataclass(frozen=True)

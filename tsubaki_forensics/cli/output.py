@@ -1,17 +1,19 @@
 """Where output goes: data on stdout, progress and errors on stderr.
 
 Strings that come from a dump (task names, log lines) are untrusted: they
-pass through :func:`safe_text` before they reach a terminal so that a
-crafted dump cannot inject escape sequences.
+pass through :func:`safe_text` before they reach a terminal so that a crafted
+dump cannot inject escape sequences.  It lives in ``render/safe.py`` (the
+renderers and triage need it, and they sit below the CLI) and is re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from ..render.safe import safe_text  # re-exported: the CLI modules and plugins import it from here
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,28 +40,6 @@ def __getattr__(name: str) -> Console:
 
         _CONSOLES[name] = Console(stderr=name == "stderr", highlight=False, soft_wrap=True)
     return _CONSOLES[name]
-
-# C0/C1 controls (tab kept) and the bidi overrides, embeddings, isolates and
-# marks that reorder what a terminal shows (U+202E makes "exe.txt" of "txt.exe").
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_KEEP_NEWLINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _shown(m: re.Match) -> str:
-    c = ord(m.group())
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
-
-
-def safe_text(value: object, *, keep_newlines: bool = False) -> str:
-    """``value`` as text that cannot forge output: control characters, newlines and
-    bidi controls shown as ``\\xNN`` / ``\\uNNNN``.
-
-    :param keep_newlines: only for bodies rendered line by line with their own
-        prefix (kernel log text), where a newline cannot pass for a new record.
-    """
-    pattern = _CONTROL_KEEP_NEWLINES if keep_newlines else _CONTROL
-    return pattern.sub(_shown, str(value))
-
 
 def print_error(message: str) -> None:
     """One line on stderr, the only way a handled error reaches the user."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import drgn
 
-from ..analysis.spec import Need
+from ..contracts.needs import Need
 from ..errors import DebugInfoError, ExcludedPageError, FormatError, NotCollectedError, TsubakiError
 from .debuginfo import DEFAULT_DEBUG_DIRS, candidate_paths, mismatch_error, needed, not_found_error
 from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core

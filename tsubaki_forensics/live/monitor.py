@@ -31,6 +31,7 @@ from pathlib import Path
 
 from monitor_model.storage import PROFILES, StorageProfile
 
+from ..contracts.events import EventKind
 from ..tsd import MemoryMap, TsdWriter
 from .guest import READY_MARKER
 from .layout import Piece
@@ -156,9 +157,9 @@ class _Run:
             "live.dimm_addrs": ",".join(hex(a) for a in layout.dimm_addrs),
             "collect.memory_bytes": self.result.memory_bytes, "live.panic_wall": repr(self.t0),
         })
-        self.writer.write_event("panic_notice", 0.0, cpus=self.guest.smp)
+        self.writer.write_event(EventKind.PANIC_NOTICE, 0.0, cpus=self.guest.smp)
         await self._flush()
-        self.result.notice_s = self.event("notice_saved")
+        self.result.notice_s = self.event(EventKind.NOTICE_SAVED)
 
     async def _flush(self) -> int:
         self._drain()
@@ -184,7 +185,7 @@ class _Run:
         await self._flush()
         times = self.times[piece.name]
         times.file_bytes = self.writer.bytes_written - before
-        times.saved_s = self.event("saved", step=piece.name, bytes=times.file_bytes)
+        times.saved_s = self.event(EventKind.SAVED, step=piece.name, bytes=times.file_bytes)
 
     async def reset(self) -> None:
         """Reboot the guest in the base RAM; the console is watched from here on."""
@@ -195,7 +196,7 @@ class _Run:
         # guest runs again: a monitor killed after the reset and resumed would
         # otherwise not know the base RAM is Linux's now, and save it again
         # from memory the rebooted kernel has rewritten.
-        self.result.reset_s = self.event("reboot_start", regions=["base"])
+        self.result.reset_s = self.event(EventKind.REBOOT_START, regions=["base"])
         await self._flush()
         await guest.execute("system_reset")
         await guest.execute("cont")
@@ -226,7 +227,7 @@ class _Run:
         wall, _event = self.second.result()
         self.result.panicked_again_s = wall - self.t0
         self.result.second_panic_wall = wall
-        self.event("panic_again", at=round(wall - self.t0, 6))
+        self.event(EventKind.PANIC_AGAIN, at=round(wall - self.t0, 6))
         return None
 
     async def hand_back(self, queue: asyncio.Queue) -> None:
@@ -248,7 +249,7 @@ class _Run:
                 if done is None:
                     return
                 for p in pieces:
-                    self.times[p.name].online_s = self.event("hand-back", region=p.name,
+                    self.times[p.name].online_s = self.event(EventKind.HAND_BACK, region=p.name,
                                                              bytes=p.nbytes)
             if None in batch:
                 return
@@ -292,7 +293,7 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
             await run.notice()
             say(f"notice saved at {run.result.notice_s:.2f} s")
         else:
-            run.event("resumed", saved=sorted(saved), handed=sorted(handed))
+            run.event(EventKind.RESUMED, saved=sorted(saved), handed=sorted(handed))
             await run._flush()
             say(f"resuming: saved {sorted(saved) or 'nothing'}, rebooted {resume.rebooted}")
         if params.order == "tsubaki":

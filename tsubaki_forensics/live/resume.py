@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..contracts.events import EventKind
 from ..tsd import open_dump
 from .layout import Layout
 from .vm import LiveError
@@ -119,9 +120,9 @@ def resume_state(paths: list[Path]) -> ResumeState:
         dump_id=str(dump.dump_id),
         panic_wall=float(props["live.panic_wall"]),
         order=props.get("live.order", "tsubaki"),
-        saved=frozenset(e.fields.get("step") for e in events if e.kind == "saved"),
-        handed=frozenset(e.fields.get("region") for e in events if e.kind == "hand-back"),
-        rebooted=any(e.kind == "reboot_start" for e in events),
+        saved=frozenset(e.fields.get("step") for e in events if e.kind == EventKind.SAVED),
+        handed=frozenset(e.fields.get("region") for e in events if e.kind == EventKind.HAND_BACK),
+        rebooted=any(e.kind == EventKind.REBOOT_START for e in events),
     )
 
 

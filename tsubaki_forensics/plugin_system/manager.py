@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from ..analysis.spec import AnalysisFunction, AnalysisSpec, Need
+from ..analysis.spec import AnalysisFunction, AnalysisSpec
+from ..contracts.needs import Need
 from ..errors import PluginError, TsubakiError
 from ..sandbox import HOOK_TIMEOUT_S, plugin_call, stdout_to_stderr
 from . import builtin, hookspecs

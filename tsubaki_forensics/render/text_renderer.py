@@ -3,7 +3,7 @@
 A header like crash's (``KERNEL``, ``DUMPFILE``, ``RELEASE``), then per
 analysis its facts, its tables (``ps``-like grids, ``log``-like lines,
 ``bt``-like frames) and its completeness line.  Every string from the dump
-goes through :func:`~tsubaki_forensics.cli.output.safe_text` so a crafted
+goes through :func:`~tsubaki_forensics.render.safe.safe_text` so a crafted
 dump cannot send escape sequences to the terminal.
 """
 
@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ..analysis.report import Report
 from ..analysis.results import AnalysisResult, Column, Status, Table, Value, is_placeholder
-from ..cli.output import safe_text
+from .safe import safe_text
 
 __all__ = ["format_value", "render"]
 

@@ -64,7 +64,7 @@ def record_lookups(dump_path: Path, vmlinux: Path, recorded: Recorded | None = N
     from drgn.helpers.linux.kallsyms import load_module_kallsyms
 
     from ..analysis import AnalysisContext, run_analyses, select
-    from ..analysis.spec import Need
+    from ..contracts.needs import Need
     from ..drgn_bridge import program_from_dump
     from ..plugin_system import Plugins
     from ..tsd import open_dump

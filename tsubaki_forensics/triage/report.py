@@ -24,7 +24,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from ..cli.output import safe_text
+from ..render.safe import safe_text
 
 __all__ = ["Group", "group_records", "groups_json", "RENDERERS", "render_text", "render_json", "render_jsonl", "render_html"]
 

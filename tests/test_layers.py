@@ -1,0 +1,60 @@
+"""The layering of docs/ARCHITECTURE.md ("Layers") holds: `lint-imports` keeps
+the import-linter contracts of pyproject.toml, and the bottom layer stays light.
+
+An import that runs up a layer fails here; the ones issue 17 has not removed yet
+are listed (with the part that removes them) in pyproject's ``ignore_imports``,
+and import-linter fails on an ignore line that no longer matches an import, so
+the list cannot go stale.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lint_imports() -> list[str]:
+    """The venv's ``lint-imports`` script, or its entry point run by this interpreter."""
+    script = Path(sys.executable).with_name("lint-imports")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"]
+
+
+def test_import_contracts_are_kept():
+    proc = subprocess.run([*_lint_imports(), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "0 broken" in out, out
+    # the three contracts of issue 17 are the ones checked (a renamed or dropped one is noticed)
+    for name in ("Layers: every layer imports only the layers below it",
+                 "The core never imports the bundled plugins",
+                 "The drgn bridge never imports the crash lab"):
+        assert f"{name} KEPT" in out, out
+
+
+def test_contracts_layer_pulls_in_no_third_party_library():
+    """Any layer may import ``contracts``: importing it must not drag drgn, rich or pluggy along."""
+    code = ("import sys, tsubaki_forensics.contracts as c; "
+            "print(sorted(m for m in ('drgn', 'rich', 'pluggy', 'typer', 'numpy', 'zstandard') if m in sys.modules)); "
+            "print(c.Need.REGISTERS == 'registers', c.EventKind.HAND_BACK == 'hand-back')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "True True"
+
+
+def test_moved_names_are_the_same_objects_at_their_old_homes():
+    """Plugins import ``Need`` from ``analysis`` and ``safe_text`` from ``cli.output``: still there."""
+    from tsubaki_forensics import analysis, contracts
+    from tsubaki_forensics.analysis import spec
+    from tsubaki_forensics.cli import output
+    from tsubaki_forensics.render import safe
+
+    assert analysis.Need is spec.Need is contracts.Need
+    assert output.safe_text is safe.safe_text
+    assert output.safe_text("a\x1b[31mb") == "a\\x1b[31mb"

@@ -1,0 +1,22 @@
+"""The bottom layer: the vocabulary every other layer of tsubaki-forensics shares.
+
+Everything here imports only the standard library (and ``errors``), so any
+layer may depend on it without reaching sideways or up (docs/ARCHITECTURE.md,
+"Layers"; the import-linter contracts in pyproject.toml keep it so).
+
+* :class:`Need`: what an analysis needs from the program besides memory.
+* :class:`EventKind`: the kinds of the monitor's timeline and EVENT records,
+  shared by the emulation (``monitor_model``) and the live monitor (``live``).
+* :class:`MemoryRange`, :class:`MemoryView`, :class:`Dump`: what the drgn
+  bridge, the analysis session and the hooks rely on in a reassembled dump.
+* :class:`MemorySource`: what ``collect`` reads guest memory from.
+"""
+
+from __future__ import annotations
+
+from .dump import Dump, MemoryRange, MemoryView
+from .events import EventKind
+from .needs import Need
+from .sources import MemorySource
+
+__all__ = ["Need", "EventKind", "MemoryRange", "MemoryView", "Dump", "MemorySource"]
