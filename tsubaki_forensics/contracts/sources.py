@@ -18,9 +18,11 @@ __all__ = ["MemorySource"]
 class MemorySource(Protocol):
     """Guest physical memory plus the notes a dump needs.
 
-    ``ranges`` are the (start, length) physical ranges present; ``read``
-    raises :class:`~tsubaki_forensics.errors.NotCollectedError` outside them.
-    ``properties`` are strings the source knows (boot time, vmlinux path).
+    ``ranges`` are the (physical address, length) ranges present, sorted and
+    disjoint; ``read`` raises :class:`~tsubaki_forensics.errors.SourceError`
+    where the source cannot serve the bytes.  ``notes`` is the ELF notes blob
+    (NT_PRSTATUS per CPU); ``properties`` are strings the source knows (boot
+    time, vmlinux path).
     """
 
     name: str
@@ -29,6 +31,6 @@ class MemorySource(Protocol):
     notes: bytes | None
     properties: dict[str, str]
 
-    def read(self, paddr: int, size: int) -> bytes: ...
+    def read(self, paddr: int, size: int) -> bytes | memoryview: ...
 
     def close(self) -> None: ...
