@@ -59,3 +59,22 @@ def test_moved_names_are_the_same_objects_at_their_old_homes():
     assert analysis.Need is spec.Need is contracts.Need
     assert output.safe_text is safe.safe_text
     assert output.safe_text("a\x1b[31mb") == "a\\x1b[31mb"
+
+
+def test_the_protocols_describe_the_real_dumps_and_sources(tsubaki_sample_dump):
+    """The contracts' Protocols say what the bridge relies on: the shipped real dump and
+    the built-in memory sources have it (``runtime_checkable``: the attributes are there)."""
+    from monitor_model.sources import BytesSource
+
+    from tsubaki_forensics.contracts import Dump, MemoryRange, MemorySource, MemoryView
+
+    dump = tsubaki_sample_dump
+    assert isinstance(dump, Dump)
+    assert isinstance(dump.memory, MemoryView)
+    ranges = dump.memory.ranges()
+    assert ranges and all(isinstance(r, MemoryRange) for r in ranges)
+    first = ranges[0]
+    assert len(dump.memory.read(first.start, 16)) == 16
+    with BytesSource(bytes(4096), vmcoreinfo=b"OSRELEASE=x\n") as source:
+        assert isinstance(source, MemorySource)
+    assert not isinstance(object(), Dump) and not isinstance(object(), MemorySource)

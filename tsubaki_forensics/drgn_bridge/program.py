@@ -23,6 +23,7 @@ from typing import Any
 
 import drgn
 
+from ..contracts.dump import Dump, MemoryView
 from ..contracts.needs import Need
 from ..errors import DebugInfoError, ExcludedPageError, FormatError, NotCollectedError, TsubakiError
 from .debuginfo import DEFAULT_DEBUG_DIRS, candidate_paths, mismatch_error, needed, not_found_error
@@ -92,18 +93,18 @@ def _zero_reader(address: int, count: int, offset: int, physical: bool) -> bytes
     return bytes(count)
 
 
-def _page_size(dump: Any, info: VmcoreInfo) -> int:
+def _page_size(dump: Dump, info: VmcoreInfo) -> int:
     size = getattr(getattr(dump, "header", None), "page_size", None) or info.page_size or 4096
     return int(size)
 
 
-def _arch(dump: Any) -> str:
+def _arch(dump: Dump) -> str:
     header = getattr(dump, "header", None)
     return str(getattr(header, "arch", None) or "x86_64")
 
 
 def program_from_dump(
-    dump: Any,
+    dump: Dump,
     *,
     vmlinux: Path | None = None,
     extra_debug_paths: Iterable[Path] = (),
@@ -114,8 +115,8 @@ def program_from_dump(
 ) -> DumpProgram:
     """The program for ``dump`` with memory, VMCOREINFO, registers and debug info.
 
-    :param dump: a ``Dump`` (``.vmcoreinfo``, ``.notes``, ``.memory``,
-        ``.header.arch``).
+    :param dump: a :class:`~tsubaki_forensics.contracts.Dump` (``.vmcoreinfo``,
+        ``.notes``, ``.memory``; ``.header.arch`` when it has one).
     :param debug_info: load vmlinux (``False``: memory and symbols only).
     :param self_contained: no vmlinux: take types, symbols and the unwinder
         from the BTF, kallsyms and ORC tables inside the dump
@@ -175,7 +176,7 @@ def program_from_dump(
     return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus), selfcontained)
 
 
-def _describe_itself(prog: drgn.Program, dump: Any, missing: DebugInfoError) -> Any:
+def _describe_itself(prog: drgn.Program, dump: Dump, missing: DebugInfoError) -> Any:
     """No vmlinux: serve drgn from what the dump carries, or explain both failures.
 
     A symbol pack embedded in the dump (``symbols pack``/``symbols attach``)
@@ -241,7 +242,7 @@ def _add_module_symbols(prog: drgn.Program) -> None:
     prog.register_symbol_finder("module_kallsyms", finder, enable_index=-1)
 
 
-def excluded_span(memory: Any) -> tuple[int, int] | None:
+def excluded_span(memory: MemoryView) -> tuple[int, int] | None:
     """(start, length) spanning every page the dump level left out, or None.
 
     drgn faults with its own "could not find physical memory segment" where
@@ -255,7 +256,7 @@ def excluded_span(memory: Any) -> tuple[int, int] | None:
     return runs[0].paddr, runs[-1].end - runs[0].paddr
 
 
-def _add_segments(prog: drgn.Program, memory: Any, page_size: int) -> None:
+def _add_segments(prog: drgn.Program, memory: MemoryView, page_size: int) -> None:
     reader = segment_reader(memory.read, page_size)
     span = excluded_span(memory)
     if span is not None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
+from ..contracts.dump import MemoryView
 from ..errors import FormatError, StorageError
 from ..tsd.memory import Range
 from .elf import ElfVmcore
@@ -36,9 +37,8 @@ DIRECT_MAP_BASE = {"x86_64": 0xFFFF888000000000}
 COPY_WINDOW = 1 << 20
 
 
-class MemoryLike(Protocol):
-    def ranges(self) -> list: ...
-    def read(self, paddr: int, size: int) -> bytes: ...
+# What the exporter reads: the same memory view the drgn bridge maps (one Protocol, contracts/).
+MemoryLike = MemoryView
 
 
 def _spans(memory: MemoryLike) -> list[tuple[int, int, list]]:
