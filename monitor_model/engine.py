@@ -147,7 +147,7 @@ class Monitor:
         self.reboot_at = self.now
         self.event(self.now, EventKind.REBOOT_START, regions=[r.index for r in regions])
         for region in regions:
-            self._give(region, "reboot")
+            self._give(region, EventKind.REBOOT)
         self.event(self.now + self.params.boot_s, EventKind.RESTART)
 
     def hand_back(self, region: Region) -> None:
@@ -272,7 +272,7 @@ class _Run:
         self.regions = {r.index: {"index": r.index, "base": r.base, "bytes": r.nbytes,
                                   "file_bytes": 0, "saved_s": None, "given_s": None}
                         for r in machine.regions}
-        self.timeline.add(0.0, "panic", cpus=self.cpus, memory=machine.total)
+        self.timeline.add(0.0, EventKind.PANIC, cpus=self.cpus, memory=machine.total)
 
     def open(self, path: Path, resume: Resume | None = None) -> None:
         """Create the dump and store the panic notice: registers and VMCOREINFO first."""
@@ -301,12 +301,12 @@ class _Run:
         monitor.notice_bytes = offset
         self.timeline.save(monitor.now, offset)
         self.timeline.add(monitor.now, EventKind.NOTICE_SAVED, bytes=offset)
-        self.timeline.add(monitor.now, "cpu_taken", cpu=self.cpus - 1)
+        self.timeline.add(monitor.now, EventKind.CPU_TAKEN, cpu=self.cpus - 1)
         if resume is not None:
             self._resume(resume, offset)
         if self.policy.capture_boot:
             monitor.now += p.capture_boot_s
-            self.timeline.add(monitor.now, "capture_kernel_ready")
+            self.timeline.add(monitor.now, EventKind.CAPTURE_KERNEL_READY)
 
     def _resume(self, resume: Resume, offset: int) -> None:
         """Count the previous file's ranges as written and durable (they are on
@@ -353,7 +353,7 @@ class _Run:
                 chosen.append(region)
                 got += region.nbytes
             monitor.reboot_set = sorted(chosen, key=lambda r: r.index)
-            self.timeline.add(monitor.now, "reboot_regions_chosen",
+            self.timeline.add(monitor.now, EventKind.REBOOT_REGIONS_CHOSEN,
                               regions=[r.index for r in monitor.reboot_set],
                               write_bytes=sum(monitor.region_cost(r) for r in monitor.reboot_set))
         self.clock.cpu_free_at = monitor.now
@@ -460,7 +460,7 @@ class _Run:
         self.writer = monitor.record = None
         self.complete = device.flush(device.write(closed - before, monitor.now))
         timeline.save(self.complete, closed - before)
-        timeline.add(self.complete, "dump_complete", bytes=closed)
+        timeline.add(self.complete, EventKind.DUMP_COMPLETE, bytes=closed)
         timeline.add(self.complete, EventKind.CPU_RETURNED, cpu=self.cpus - 1)
 
     def result(self, out_path: Path | None) -> RunResult:

@@ -57,9 +57,9 @@ def run_kdump(source, policy: Policy, params: CollectParams, output, book: PageB
     size = kdump_size(pages, book.zlib_sizes(), vmcoreinfo_bytes=len(source.vmcoreinfo or b""),
                       notes_bytes=len(source.notes or b""))
     timeline = Timeline()
-    timeline.add(0.0, "panic", memory=machine.total)
+    timeline.add(0.0, EventKind.PANIC, memory=machine.total)
     now = params.capture_boot_s
-    timeline.add(now, "capture_kernel_ready", cpus=1)
+    timeline.add(now, EventKind.CAPTURE_KERNEL_READY, cpus=1)
     model_cpu = 0.0
     if pages.struct_pages or level > 1:
         model_cpu += cpu.classify_s(machine.total)
@@ -73,9 +73,9 @@ def run_kdump(source, policy: Policy, params: CollectParams, output, book: PageB
     now = device.write(size.total, now + work)
     now = device.flush(now)
     timeline.save(now, size.total)
-    timeline.add(now, "dump_complete", bytes=size.total, format="makedumpfile -F -c",
+    timeline.add(now, EventKind.DUMP_COMPLETE, bytes=size.total, format="makedumpfile -F -c",
                  level=level)
-    handbacks = [HandBack(now, r.index, "reboot", size.total, size.total, True) for r in machine.regions]
+    handbacks = [HandBack(now, r.index, EventKind.REBOOT, size.total, size.total, True) for r in machine.regions]
     timeline.add(now, EventKind.REBOOT_START, regions=[r.index for r in machine.regions])
     timeline.give(now, machine.total)
     timeline.add(now + params.boot_s, EventKind.RESTART)

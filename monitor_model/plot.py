@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tsubaki_forensics.contracts.events import EventKind
 from tsubaki_forensics.errors import TsubakiError
 
 __all__ = ["plot_timeline", "check_plot_path", "PLOT_SUFFIXES"]
@@ -26,9 +27,9 @@ def check_plot_path(path: str | Path) -> Path:
     return path
 
 _MARKS = {
-    "reboot_start": ("^", "reboot starts"),
-    "restart": ("o", "service restart"),
-    "dump_complete": ("s", "dump complete"),
+    EventKind.REBOOT_START: ("^", "reboot starts"),
+    EventKind.RESTART: ("o", "service restart"),
+    EventKind.DUMP_COMPLETE: ("s", "dump complete"),
 }
 
 
@@ -63,7 +64,7 @@ def plot_timeline(results: Sequence, path: str | Path, title: str | None = None)
         saved_ax.step(xs, ys, where="post", color=color, label=r.policy)
         for kind, (marker, _) in _MARKS.items():
             for event in r.timeline.of_kind(kind):
-                on_owned = kind != "dump_complete"
+                on_owned = kind != EventKind.DUMP_COMPLETE
                 axis = owned_ax if on_owned else saved_ax
                 series = r.timeline.owned if on_owned else r.timeline.saved
                 y = max((v for t, v in series if t <= event.time), default=0) / (1 << 20)

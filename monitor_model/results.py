@@ -75,7 +75,7 @@ class HandBack:
 
     time: float
     region: int
-    how: str  # "reboot" or "hand-back"
+    how: str  # EventKind.REBOOT or EventKind.HAND_BACK ("reboot" or "hand-back")
     durable_offset: int  # file bytes durable at that time
     records_end: int | None  # file offset after the region's last record; None: not written
     complete: bool  # every byte of the region was written

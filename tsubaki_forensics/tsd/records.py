@@ -616,7 +616,7 @@ def pack_event(kind: str, time_s: float, fields: dict) -> bytes:
     body = json.dumps({"kind": kind, "fields": fields}, sort_keys=True,
                       ensure_ascii=False, separators=(",", ":"), default=str).encode()
     if len(body) > MAX_TEXT:
-        raise ValueError(f"event {kind!r} is larger than {MAX_TEXT} bytes")
+        raise ValueError(f"event {str(kind)!r} is larger than {MAX_TEXT} bytes")
     return EVENT_PREFIX.pack(float(time_s)) + body
 
 
