@@ -23,6 +23,20 @@ from tsubaki_forensics.selfcontained.verify import base_name
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "SELFCONTAINED.md"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_debug_info_on_this_machine(tmp_path_factory):
+    """The sample is analysed as on a fresh install: no vmlinux in any cache.
+
+    The crash lab may have cached the sample's own kernel (a run pinned to its
+    release does), and analyze would then rightly find its vmlinux there.
+    """
+    empty = tmp_path_factory.mktemp("empty-home")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("HOME", "XDG_CACHE_HOME", "TSUBAKI_CACHE_DIR"):
+            mp.setenv(name, str(empty))
+        yield
+
+
 def _crash(sample: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, "crash", str(sample), "-q", *args], input=stdin, capture_output=True, text=True,
                           timeout=300)
