@@ -77,7 +77,11 @@ def main() -> None:
         for kind in a.kind or ["zero"]:
             for n in a.n or [100_000, 1_000_000]:
                 path = os.path.join(tmp, f"{kind}-{n}.tsd")
-                build(path, n, kind)
+                # built in a child: Linux keeps a parent's peak RSS across
+                # fork+exec, so building here would inflate every figure
+                subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                                "from many_records import build; build(sys.argv[2], int(sys.argv[3]), sys.argv[4])",
+                                os.path.dirname(os.path.abspath(__file__)), path, str(n), kind], check=True)
                 size = os.path.getsize(path)
                 for op, (sec, rss, rc) in measure(path, a.repeat).items():
                     print(f"{kind:5} {n:>9} {size / 1e6:>8.1f}  {op:18} {sec:>8.2f} {rss / (1 << 20):>9.0f} {rc}",

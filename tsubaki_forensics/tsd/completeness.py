@@ -154,8 +154,9 @@ def _np_merge(starts: np.ndarray, lasts: np.ndarray) -> _Set:
     """Sort and merge overlapping or touching inclusive ranges."""
     if not len(starts):
         return starts.astype(np.uint64), lasts.astype(np.uint64)
-    order = np.argsort(starts, kind="stable")
-    starts, lasts = starts[order], lasts[order]
+    if not (starts[1:] >= starts[:-1]).all():
+        order = np.argsort(starts, kind="stable")
+        starts, lasts = starts[order], lasts[order]
     reach = np.maximum.accumulate(lasts)
     new = np.ones(len(starts), bool)  # range k starts a new merged range
     new[1:] = (starts[1:] > reach[:-1]) & (starts[1:] - reach[:-1] > 1)

@@ -118,14 +118,16 @@ class PhysicalMemory:
                     reason = f.missing_reasons.get((paddr, length), "")
                     self._recorded_missing.append((paddr, length, reason))
             idx = np.flatnonzero(~miss & (rows["length"] > 0))
-            sel = rows[idx]
-            cols.append((sel["paddr"], sel["length"], sel["type"] == T.ZERO, sel["offset"],
-                         np.full(len(idx), i, np.int32), idx.astype(np.int64)))
+            cols.append((rows["paddr"][idx], rows["length"][idx], rows["type"][idx] == T.ZERO,
+                         rows["offset"][idx], np.full(len(idx), i, np.int32), idx))
         paddr, length, zero, offset, file, row = (np.concatenate(c) for c in zip(*cols))
         del cols
-        order = np.lexsort((offset, file, ~zero, paddr))
-        paddr, length, zero, file, row = paddr[order], length[order], zero[order], file[order], row[order]
-        del order, offset
+        if len(paddr) > 1 and not (paddr[1:] > paddr[:-1]).all():  # one file in order: no sort
+            order = np.lexsort((offset, file, ~zero, paddr))
+            paddr, length, zero, file, row = (paddr[order], length[order], zero[order],
+                                              file[order], row[order])
+            del order
+        del offset
         # a range past 2^64 (only a crafted INDEX can claim one) ends at 2^64
         last = paddr + np.minimum(length - 1, np.uint64(_U64) - paddr)
         del length

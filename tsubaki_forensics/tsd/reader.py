@@ -209,9 +209,11 @@ class TsdFile:
         rows["size"] = (ends - offsets)[memory]
         rows["sequence"] = -1
         del sel, ends, entries
-        rows = np.concatenate([rows, self._builder.table().rows])
+        if len(self._builder):  # MISSING records: into file order
+            rows = np.concatenate([rows, self._builder.table().rows])
+            rows = rows[np.argsort(rows["offset"], kind="stable")]
         self._builder = None
-        self._table = RecordTable(rows[np.argsort(rows["offset"], kind="stable")])
+        self._table = RecordTable(rows)
         self.has_footer = True
         self.index_offset = index_offset
         self.record_count = count
