@@ -8,6 +8,7 @@ file.  This builds such files with :class:`TsdWriter` (records 4 KiB long with
 its peak RSS (``os.wait4``) and wall time, median of ``--repeat`` runs.
 
     python bench/many_records.py --n 100000 --n 1000000 [--kind zero --kind data]
+    python bench/many_records.py --real DUMP.tsd --repeat 5   # no slowdown on a real dump
 """
 
 from __future__ import annotations
@@ -71,7 +72,17 @@ def main() -> None:
     ap.add_argument("--kind", action="append", choices=["zero", "data"])
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--dir", default=None, help="where to build the files (default: a temp dir)")
+    ap.add_argument("--real", help="time inspect and analyze --only panic on this real .tsd instead")
     a = ap.parse_args()
+    if a.real:
+        script = os.path.join(os.path.dirname(sys.executable), "tsubaki-forensics")
+        for op, argv in (("inspect", [script, "inspect", a.real]),
+                         ("analyze --only panic", [script, "analyze", a.real, "--only", "panic"])):
+            runs = [_child(argv) for _ in range(a.repeat)]
+            print(f"{op:22} median {statistics.median(r[1] for r in runs):.3f} s "
+                  f"(runs {' '.join(f'{r[1]:.3f}' for r in runs)}), peak {max(r[2] for r in runs) >> 20} MiB, "
+                  f"rc {runs[-1][0]}", flush=True)
+        return
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         print(f"{'kind':5} {'records':>9} {'file MB':>8}  {'operation':18} {'seconds':>8} {'peak MiB':>9} rc")
         for kind in a.kind or ["zero"]:
