@@ -53,10 +53,15 @@ def _child(argv: list[str]) -> tuple[int, float, int]:
     return os.waitstatus_to_exitcode(status), time.perf_counter() - t, usage.ru_maxrss * 1024
 
 
+def _cli() -> list[str]:
+    """This interpreter's console script, else ``-m`` (a venv without the script)."""
+    script = os.path.join(os.path.dirname(sys.executable), "tsubaki-forensics")
+    return [script] if os.path.isfile(script) else [sys.executable, "-m", "tsubaki_forensics.cli.app"]
+
+
 def measure(path: str, repeat: int) -> dict[str, tuple[float, int, int]]:
     """Per operation: (median seconds, max peak RSS, exit status)."""
-    script = os.path.join(os.path.dirname(sys.executable), "tsubaki-forensics")
-    cli = [script] if os.path.isfile(script) else [sys.executable, "-m", "tsubaki_forensics.cli.app"]
+    cli = _cli()
     ops = {"inspect": [*cli, "inspect", path], "verify": [*cli, "verify", path],
            "open+completeness": [sys.executable, "-c", _OPEN, path]}
     out = {}
@@ -75,9 +80,8 @@ def main() -> None:
     ap.add_argument("--real", help="time inspect and analyze --only panic on this real .tsd instead")
     a = ap.parse_args()
     if a.real:
-        script = os.path.join(os.path.dirname(sys.executable), "tsubaki-forensics")
-        for op, argv in (("inspect", [script, "inspect", a.real]),
-                         ("analyze --only panic", [script, "analyze", a.real, "--only", "panic"])):
+        for op, argv in (("inspect", [*_cli(), "inspect", a.real]),
+                         ("analyze --only panic", [*_cli(), "analyze", a.real, "--only", "panic"])):
             runs = [_child(argv) for _ in range(a.repeat)]
             print(f"{op:22} median {statistics.median(r[1] for r in runs):.3f} s "
                   f"(runs {' '.join(f'{r[1]:.3f}' for r in runs)}), peak {max(r[2] for r in runs) >> 20} MiB, "
