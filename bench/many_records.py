@@ -56,6 +56,7 @@ def _child(argv: list[str]) -> tuple[int, float, int]:
 def _cli() -> list[str]:
     """This interpreter's console script, else ``-m`` (a venv without the script)."""
     script = os.path.join(os.path.dirname(sys.executable), "tsubaki-forensics")
+    # (with -m, run it from outside a checkout: the current directory comes first on sys.path)
     return [script] if os.path.isfile(script) else [sys.executable, "-m", "tsubaki_forensics.cli.app"]
 
 
