@@ -6,6 +6,8 @@ a dict hit, and each record is decompressed (and its checksum verified) once
 while it stays in a byte-bounded LRU.  Records from several files are merged
 into disjoint pieces here; where two records overlap, the bytes must be
 identical or the dump is refused with a :class:`ConflictError` naming both.
+Pieces are numpy columns, not objects, so that a dump of a million tiny
+records stays within the memory budget (issue 22, docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
