@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Iterator
 
 import typer
 
@@ -241,7 +241,10 @@ def export_cmd(
 
 # --- inspect ------------------------------------------------------------------
 
-def _describe(dump: Any) -> dict[str, Any]:
+def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
+    """What ``inspect`` shows.  With ``range_dicts`` False, ``memory.ranges``
+    is the memory's lazy range sequence, not a dict per range (text output of
+    a dump of a million records, issue 22)."""
     from ..vmcore.importer import vmcoreinfo_fields
     from ..vmcore.notes import NT_PRSTATUS, iter_notes
 
@@ -294,7 +297,8 @@ def _describe(dump: Any) -> dict[str, Any]:
             if dump.memory_map is not None else None,
             "outside_map_bytes": c.outside_map_bytes,
             "compression_ratio": round(present / file_bytes, 3) if file_bytes else None,
-            "ranges": [{"start": r.start, "length": r.length, "kind": r.kind} for r in ranges],
+            "ranges": [{"start": r.start, "length": r.length, "kind": r.kind} for r in ranges]
+            if range_dicts else ranges,
             "missing": [{"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason}
                         for g in c.gaps],
             "missing_records": [{"start": a, "length": n, "reason": why}
@@ -306,8 +310,11 @@ def _describe(dump: Any) -> dict[str, Any]:
     }
 
 
-def _spans(ranges: list[dict]) -> list[tuple[int, int, int]]:
+def _spans(ranges: Any) -> Iterator[tuple[int, int, int]]:
     """Contiguous present spans as (start, end, zero bytes), for a short text view."""
+    if hasattr(ranges, "starts"):  # a RangeList: numpy columns, one span at a time
+        yield from _array_spans(ranges)
+        return
     out: list[list[int]] = []
     for r in ranges:
         end = r["start"] + r["length"]
@@ -317,7 +324,25 @@ def _spans(ranges: list[dict]) -> list[tuple[int, int, int]]:
             out[-1][2] += zero
         else:
             out.append([r["start"], end, zero])
-    return [tuple(x) for x in out]  # type: ignore[misc]
+    yield from (tuple(x) for x in out)  # type: ignore[misc]
+
+
+def _array_spans(ranges: Any) -> Iterator[tuple[int, int, int]]:
+    import numpy as np
+
+    s, last, zero = ranges.starts, ranges.lasts, ranges.zero
+    if not len(s):
+        return
+    first = np.flatnonzero(np.concatenate(([True], (s[1:] - last[:-1]) != 1)))
+    ends = np.append(first[1:], len(s)) - 1
+    zbytes = np.where(zero, last - s, 0).astype(np.uint64)
+    zcount = zero.astype(np.int64)
+    for k in range(0, len(first), 4096):
+        f, e = first[k:k + 4096], ends[k:k + 4096]
+        lo, hi = int(f[0]), int(e[-1]) + 1  # reduceat sums up to the next index, the last to the end
+        zb = np.add.reduceat(zbytes[lo:hi], f - lo).tolist()
+        zc = np.add.reduceat(zcount[lo:hi], f - lo).tolist()
+        yield from ((a, b + 1, z + c) for a, b, z, c in zip(s[f].tolist(), last[e].tolist(), zb, zc))
 
 
 def _status_line(d: dict[str, Any]) -> str:
@@ -371,9 +396,14 @@ def _print_inspect(d: dict[str, Any]) -> None:
                  + (f"{_mib(m['excluded_bytes'])} excluded by the dump level, " if m["excluded_bytes"] else "")
                  + f"{missing}; {share}; "
                  f"ratio {m['compression_ratio']}x")
-    for start, end, zero in _spans(m["ranges"]):
+    typer.echo("\n".join(lines))
+    lines = []
+    for start, end, zero in _spans(m["ranges"]):  # a million spans: written as they come
         lines.append(f"  present      {start:#014x}-{end:#014x}  {_mib(end - start)} "
                      f"({_mib(zero)} zero)")
+        if len(lines) >= 4096:
+            typer.echo("\n".join(lines))
+            lines = []
     for r in m["missing"]:
         why = r["reason"] if r["kind"] == "unreadable" else "not in the dump"
         lines.append(f"  missing      {r['start']:#014x}-{r['start'] + r['length']:#014x}  "
@@ -384,7 +414,8 @@ def _print_inspect(d: dict[str, Any]) -> None:
     for p in d["problems"]:
         lines.append(f"problem        {safe_text(p['path'])} offset {p['offset']}: "
                      f"{safe_text(p['message'])}")
-    typer.echo("\n".join(lines))
+    if lines:
+        typer.echo("\n".join(lines))
 
 
 def inspect_cmd(
@@ -396,7 +427,7 @@ def inspect_cmd(
 
     require_tsd(dumps)
     with open_dump(dumps) as dump:
-        d = _describe(dump)
+        d = _describe(dump, range_dicts=fmt == OutputFormat.json)
     if fmt == OutputFormat.json:
         print_json(d)
     else:

@@ -19,6 +19,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Protocol
 
+import numpy as np
+
 from .records import MemoryMap
 
 __all__ = ["Completeness", "Gap", "measure", "LOWER_BOUND_PROPERTY"]
@@ -141,6 +143,112 @@ def _size(x: list[tuple[int, int]]) -> int:
     return sum(b - a for a, b in x)
 
 
+# -- present memory as numpy columns (issue 22: a dump of a million records) --
+# A set is (first bytes, last bytes) uint64 arrays, sorted, disjoint, never
+# touching; last bytes are inclusive because 2^64 does not fit.
+
+_Set = tuple[np.ndarray, np.ndarray]
+
+
+def _np_merge(starts: np.ndarray, lasts: np.ndarray) -> _Set:
+    """Sort and merge overlapping or touching inclusive ranges."""
+    if not len(starts):
+        return starts.astype(np.uint64), lasts.astype(np.uint64)
+    if not (starts[1:] >= starts[:-1]).all():
+        order = np.argsort(starts, kind="stable")
+        starts, lasts = starts[order], lasts[order]
+    reach = np.maximum.accumulate(lasts)
+    new = np.ones(len(starts), bool)  # range k starts a new merged range
+    new[1:] = (starts[1:] > reach[:-1]) & (starts[1:] - reach[:-1] > 1)
+    first = np.flatnonzero(new)
+    end_at = np.empty_like(first)
+    end_at[:-1] = first[1:] - 1
+    end_at[-1] = len(starts) - 1
+    return starts[first], reach[end_at]
+
+
+def _np_size(x: _Set) -> int:
+    spans = x[1] - x[0]  # their sum stays below 2^64: the ranges are disjoint
+    return int(spans.sum(dtype=np.uint64)) + len(spans) if len(spans) else 0
+
+
+def _locate(pairs: list[tuple[int, int]], x: _Set) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For half-open ``pairs``: their first and last bytes, and the ranges of
+    ``x`` that meet each, as index bounds ``i <= k < j``."""
+    a = np.array([p[0] for p in pairs], np.uint64)
+    bl = np.array([p[1] - 1 for p in pairs], np.uint64)
+    i = np.searchsorted(x[1], a, "left")
+    j = np.searchsorted(x[0], bl, "right")
+    return a, bl, i, np.maximum(i, j)
+
+
+def _np_overlap(pairs: list[tuple[int, int]], x: _Set) -> int:
+    """Bytes of ``x`` inside the disjoint, sorted half-open ``pairs``."""
+    pairs = [(a, b) for a, b in pairs if a < b]
+    if not pairs or not len(x[0]):
+        return 0
+    a, bl, i, j = _locate(pairs, x)
+    hit = i < j
+    a, bl, i, j = a[hit], bl[hit], i[hit], j[hit]
+    if not len(i):
+        return 0
+    prefix = np.zeros(len(x[0]) + 1, np.uint64)
+    np.cumsum(x[1] - x[0], out=prefix[1:])
+    s_i, l_j = x[0][i], x[1][j - 1]
+    head = np.where(a > s_i, a - s_i, 0).astype(np.uint64)
+    tail = np.where(l_j > bl, l_j - bl, 0).astype(np.uint64)
+    inner = prefix[j] - prefix[i]  # a difference of a running sum: exact
+    return (sum((inner - head - tail).tolist()) + int((j - i).sum()))
+
+
+def _np_minus(pairs: list[tuple[int, int]], x: _Set) -> list[tuple[int, int]]:
+    """The parts of the disjoint, sorted half-open ``pairs`` outside ``x``."""
+    pairs = [(a, b) for a, b in pairs if a < b]
+    if not pairs:
+        return []
+    if not len(x[0]):
+        return pairs
+    s, l = x
+    a, bl, i, j = _locate(pairs, x)
+    miss = i == j
+    hit = ~miss
+    starts = [a[miss]]
+    lasts = [bl[miss]]
+    ah, blh, ih, jh = a[hit], bl[hit], i[hit], j[hit]
+    sh = s[ih]
+    head = sh > ah
+    starts.append(ah[head])
+    lasts.append(sh[head] - np.uint64(1))
+    lt = l[jh - 1]
+    tail = lt < blh
+    starts.append(lt[tail] + np.uint64(1))
+    lasts.append(blh[tail])
+    multi = (jh - ih) >= 2  # gaps between ranges k and k+1, i <= k < j-1
+    if multi.any():
+        diff = np.zeros(len(s) + 1, np.int64)
+        np.add.at(diff, ih[multi], 1)
+        np.add.at(diff, jh[multi] - 1, -1)
+        k = np.flatnonzero(np.cumsum(diff)[:len(s) - 1] > 0)
+        starts.append(l[k] + np.uint64(1))
+        lasts.append(s[k + 1] - np.uint64(1))
+    st, la = np.concatenate(starts), np.concatenate(lasts)
+    order = np.argsort(st, kind="stable")
+    return [(g, h + 1) for g, h in zip(st[order].tolist(), la[order].tolist())]
+
+
+def _present_sets(memory: _MemoryLike) -> tuple[_Set, _Set]:
+    """(present, data) of ``memory`` as merged numpy sets."""
+    arrays = getattr(memory, "range_arrays", None)
+    if arrays is not None:
+        starts, lasts, zero = arrays()
+    else:
+        rs = [r for r in memory.ranges() if r.length > 0]
+        starts = np.array([r.start for r in rs], np.uint64)
+        lasts = np.array([r.start + r.length - 1 for r in rs], np.uint64)
+        zero = np.array([r.kind == "zero" for r in rs], bool)
+    return _np_merge(starts, lasts), _np_merge(starts[~zero], lasts[~zero])
+
+
 def _floor_percent(part: int, whole: int) -> float:
     """``part/whole`` in percent, rounded *down* to 3 decimals: never 100.0
     unless ``part == whole``."""
@@ -174,18 +282,16 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
         left out on purpose, so neither expected nor missing.
     """
     left_out = _merge((r.paddr, r.paddr + r.length) for r in excluded)
-    present = _merge((r.start, r.start + r.length) for r in memory.ranges())
-    data = _merge((r.start, r.start + r.length) for r in memory.ranges() if r.kind == "data")
+    present, data = _present_sets(memory)
     recorded = memory.missing_reasons()
     if memory_map is not None:
         mapped = [(a, a + n) for a, n in memory_map.ranges]
         planned = _merge([(a, a + n) for a, n, _ in memory_map.excluded] + left_out)
         expected = _subtract(mapped, planned)
-        have = _intersect(present, expected)
-        data_in = _size(_intersect(data, expected))
-        present_in = _size(have)
+        data_in = _np_overlap(expected, data)
+        present_in = _np_overlap(expected, present)
         want = _size(expected)
-        absent = _subtract(expected, have)
+        absent = _np_minus(expected, present)
         missing = want - present_in
         complete = missing == 0
         gaps = _gaps(absent, recorded)
@@ -202,12 +308,12 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
             excluded_bytes=_size(_intersect(mapped, planned)), expected_bytes=want,
             present_bytes=present_in, data_bytes=data_in, zero_bytes=present_in - data_in,
             missing_bytes=missing, missing_exact=True,
-            outside_map_bytes=_size(_subtract(present, expected)), complete=complete,
+            outside_map_bytes=_np_size(present) - present_in, complete=complete,
             percent=percent, at_most_percent=None, lower_bound_bytes=None,
             truncated=truncated, reason=reason, gaps=gaps)
     # No map (a file written before format 1.3): the total is unknown.
-    present_n, data_n = _size(present), _size(data)
-    failed = _subtract(_subtract(_merge((a, a + n) for a, n, _ in recorded), present), left_out)
+    present_n, data_n = _np_size(present), _np_size(data)
+    failed = _subtract(_np_minus(_merge((a, a + n) for a, n, _ in recorded), present), left_out)
     gaps = _gaps(failed, recorded)
     known_missing = _size(failed)
     lower = _lower_bound(properties or {})

@@ -6,6 +6,8 @@ a dict hit, and each record is decompressed (and its checksum verified) once
 while it stays in a byte-bounded LRU.  Records from several files are merged
 into disjoint pieces here; where two records overlap, the bytes must be
 identical or the dump is refused with a :class:`ConflictError` naming both.
+Pieces are numpy columns, not objects, so that a dump of a million tiny
+records stays within the memory budget (issue 22, docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import bisect
 import collections
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import zstandard
 
 from ..errors import ConflictError, ExcludedPageError, FormatError, NotCollectedError
@@ -25,7 +29,7 @@ from .records import RecordType as T
 if TYPE_CHECKING:
     from .reader import Problem, RecordInfo, TsdFile
 
-__all__ = ["PhysicalMemory", "Range", "DEFAULT_CACHE_BYTES"]
+__all__ = ["PhysicalMemory", "Range", "RangeList", "DEFAULT_CACHE_BYTES"]
 
 DEFAULT_CACHE_BYTES = 128 << 20  # 16 full default chunks
 # Comparing overlapping records decompresses them; tiny zstd frames can each
@@ -36,6 +40,8 @@ OVERLAP_CHECK_MIN = 1 << 30
 # Source records decoded to resolve one ZSTD_DEDUP record's references: at
 # most 64x its length, and at least this many bytes (see PhysicalMemory._decode).
 REF_BUDGET_MIN = 256 << 20
+_U64 = (1 << 64) - 1
+_PIECE_CACHE = 1 << 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,55 +107,117 @@ class PhysicalMemory:
         self._by_file: dict[int, tuple[list[int], list[RecordInfo], int]] = {}
         self._ref_budget: int | None = None  # bytes of sources left to decode (see _decode)
         self.decompressed = 0  # records decompressed so far (for tests and stats)
-        present: list[_Source] = []
         self._recorded_missing: list[tuple[int, int, str]] = []
+        # Pieces are numpy columns, not objects (issue 22: a million ZERO
+        # records): first byte, last byte (inclusive: 2^64 does not fit),
+        # file, row in that file's record table, ZERO or not.
+        cols: list[tuple[np.ndarray, ...]] = []
         for i, f in enumerate(files):
-            for rec in f.records:
-                if rec.type == T.MISSING:
-                    reason = f.missing_reasons.get((rec.paddr, rec.length), "")
-                    self._recorded_missing.append((rec.paddr, rec.length, reason))
-                else:
-                    present.append(_Source(i, rec))
-        present.sort(key=lambda s: (s.rec.paddr, s.rec.type != T.ZERO, s.file, s.rec.offset))
-        self._pieces: list[_Piece] = []
-        self._starts: list[int] = []
-        covered = 0
+            rows = f.records.rows
+            miss = rows["type"] == T.MISSING
+            if miss.any():
+                for paddr, length in rows[miss][["paddr", "length"]].tolist():
+                    reason = f.missing_reasons.get((paddr, length), "")
+                    self._recorded_missing.append((paddr, length, reason))
+            idx = np.flatnonzero(~miss & (rows["length"] > 0))
+            cols.append((rows["paddr"][idx], rows["length"][idx], rows["type"][idx] == T.ZERO,
+                         rows["offset"][idx], np.full(len(idx), i, np.int32), idx))
+        paddr, length, zero, offset, file, row = (np.concatenate(c) for c in zip(*cols))
+        del cols
+        if len(paddr) > 1 and not (paddr[1:] > paddr[:-1]).all():  # one file in order: no sort
+            order = np.lexsort((offset, file, ~zero, paddr))
+            paddr, length, zero, file, row = (paddr[order], length[order], zero[order],
+                                              file[order], row[order])
+            del order
+        del offset
+        # a range past 2^64 (only a crafted INDEX can claim one) ends at 2^64
+        last = paddr + np.minimum(length - 1, np.uint64(_U64) - paddr)
+        del length
+        covered = np.maximum.accumulate(last) if len(last) else last  # last byte so far
+        prev = np.empty_like(last)
+        prev[1:] = covered[:-1]
+        del covered
+        overlap = np.zeros(len(last), bool)
+        overlap[1:] = paddr[1:] <= prev[1:]
         self._overlap_work = 0
         self._overlap_budget = max(OVERLAP_CHECK_MIN, 8 * sum(getattr(f, "size", 0) for f in files))
         self._overlap_skipped = 0
-        for src in present:
-            start, end = src.rec.paddr, src.rec.paddr + src.rec.length
-            if start < covered:
-                if self._overlap_work <= self._overlap_budget:
-                    self._check_overlap(src, start, min(end, covered))
-                else:
-                    self._overlap_skipped += 1
-                    if self._overlap_skipped == 1:
-                        from .reader import Problem
+        keep = ~overlap | (prev < last)
+        start = np.where(overlap & keep, prev + np.uint64(1), paddr)
+        self._pstart = np.ascontiguousarray(start[keep])
+        self._plast = np.ascontiguousarray(last[keep])
+        self._pzero = np.ascontiguousarray(zero[keep])
+        self._pfile = np.ascontiguousarray(file[keep])
+        self._prow = np.ascontiguousarray(row[keep])
+        self._piece_cache: dict[int, _Piece] = {}
+        # Real dumps have hundreds to thousands of pieces: a bisect over a
+        # list beats a numpy call on drgn's hot path (issue 22 bench).
+        self._starts_list = self._pstart.tolist() if len(self._pstart) <= _PIECE_CACHE else None
+        self._lasts_list = self._plast.tolist() if self._starts_list is not None else None
+        self._hot: tuple[int, int, _Piece | None] = (1, 0, None)  # the last piece read
+        self._range_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # Overlaps are compared in order, each against the pieces before it
+        # (all of which are known: later pieces start past what they cover).
+        for k in np.flatnonzero(overlap).tolist():
+            a, end = int(paddr[k]), int(last[k]) + 1
+            src = _Source(int(file[k]), self.files[int(file[k])].records[int(row[k])])
+            if self._overlap_work <= self._overlap_budget:
+                self._check_overlap(src, a, min(end, int(prev[k]) + 1))
+            else:
+                self._overlap_skipped += 1
+                if self._overlap_skipped == 1:
+                    from .reader import Problem
 
-                        f = self.files[src.file]
-                        self.problems.append(Problem(
-                            f.name, src.rec.offset,
-                            f"overlapping records not compared: over {self._overlap_budget} bytes "
-                            f"already decompressed to check overlaps (possible decompression "
-                            f"bomb); the earlier record's bytes are used"))
-                start = covered
-            if start < end:
-                self._pieces.append(_Piece(start, end, src))
-                self._starts.append(start)
-                covered = end
+                    f = self.files[src.file]
+                    self.problems.append(Problem(
+                        f.name, src.rec.offset,
+                        f"overlapping records not compared: over {self._overlap_budget} bytes "
+                        f"already decompressed to check overlaps (possible decompression "
+                        f"bomb); the earlier record's bytes are used"))
+
+    def _piece(self, i: int) -> _Piece:
+        """Piece ``i`` as an object (built on demand, a bounded few kept)."""
+        p = self._piece_cache.get(i)
+        if p is None:
+            if len(self._piece_cache) >= _PIECE_CACHE:
+                self._piece_cache.clear()
+            file = int(self._pfile[i])
+            p = self._piece_cache[i] = _Piece(int(self._pstart[i]), int(self._plast[i]) + 1,
+                                              _Source(file, self.files[file].records[int(self._prow[i])]))
+        return p
+
+    def _find(self, paddr: int) -> int:
+        """Index of the piece holding ``paddr``, or -1."""
+        if self._starts_list is not None:
+            i = bisect.bisect_right(self._starts_list, paddr) - 1
+            return i if i >= 0 and paddr <= self._lasts_list[i] else -1
+        if not 0 <= paddr < _U64 + 1:
+            return -1
+        i = int(self._pstart.searchsorted(np.uint64(paddr), "right")) - 1
+        if i < 0 or paddr > int(self._plast[i]):
+            return -1
+        return i
+
+    def range_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`ranges` as numpy columns: first byte, last byte (inclusive)
+        and zero (bool), merged and sorted; for callers that must not build
+        an object per range (completeness of a dump of a million records)."""
+        if self._range_arrays is None:
+            s, l, z = self._pstart, self._plast, self._pzero
+            joined = np.zeros(len(s), bool)  # piece i continues piece i-1
+            joined[1:] = ((s[1:] - l[:-1]) == 1) & (z[1:] == z[:-1])
+            first = np.flatnonzero(~joined)
+            lastidx = np.empty_like(first)
+            lastidx[:-1] = first[1:] - 1
+            if len(first):
+                lastidx[-1] = len(s) - 1
+            self._range_arrays = (s[first], l[lastidx], z[first])
+        return self._range_arrays
 
     # -- describing ---------------------------------------------------------------
     def ranges(self) -> list[Range]:
         """Present memory, merged and sorted; kind "data" or "zero"."""
-        out: list[Range] = []
-        for p in self._pieces:
-            kind = "zero" if p.zero else "data"
-            if out and out[-1].end == p.start and out[-1].kind == kind:
-                out[-1] = Range(out[-1].start, out[-1].length + p.end - p.start, kind)
-            else:
-                out.append(Range(p.start, p.end - p.start, kind))
-        return out
+        return RangeList(*self.range_arrays())
 
     def missing_ranges(self) -> list[Range]:
         """Ranges recorded as MISSING that no other record of the dump supplies."""
@@ -184,30 +252,37 @@ class PhysicalMemory:
 
     def _subtract_present(self, a: int, b: int) -> list[tuple[int, int]]:
         gaps = []
-        i = max(bisect.bisect_right(self._starts, a) - 1, 0)
         pos = a
-        while i < len(self._pieces) and self._pieces[i].start < b:
-            p = self._pieces[i]
-            if p.end > pos:
-                if p.start > pos:
-                    gaps.append((pos, p.start))
-                pos = max(pos, p.end)
-            i += 1
+        i = max(self._find_before(a), 0)
+        j = self._find_before(b - 1) + 1
+        for ps, pl in zip(self._pstart[i:j].tolist(), self._plast[i:j].tolist()):
+            if pl + 1 > pos:
+                if ps > pos:
+                    gaps.append((pos, ps))
+                pos = max(pos, pl + 1)
         if pos < b:
             gaps.append((pos, b))
         return gaps
 
     @property
     def present_bytes(self) -> int:
-        return sum(p.end - p.start for p in self._pieces)
+        return _total(self._pstart, self._plast)
 
     @property
     def zero_bytes(self) -> int:
-        return sum(p.end - p.start for p in self._pieces if p.zero)
+        return _total(self._pstart[self._pzero], self._plast[self._pzero])
 
     def __contains__(self, paddr: int) -> bool:
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        return i >= 0 and paddr < self._pieces[i].end
+        return self._find(paddr) >= 0
+
+    def _find_before(self, paddr: int) -> int:
+        """Index of the last piece starting at or before ``paddr`` (-1: none)."""
+        if self._starts_list is not None:
+            return bisect.bisect_right(self._starts_list, paddr) - 1
+        paddr = min(max(paddr, -1), _U64)
+        if paddr < 0:
+            return -1
+        return int(self._pstart.searchsorted(np.uint64(paddr), "right")) - 1
 
     # -- reading ------------------------------------------------------------------
     def read(self, paddr: int, size: int) -> bytes:
@@ -218,19 +293,24 @@ class PhysicalMemory:
         """
         if size <= 0:
             return b""
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        if i < 0 or paddr >= self._pieces[i].end:
-            raise self._absent(paddr)
-        p = self._pieces[i]
         end = paddr + size
+        hs, he, hp = self._hot
+        if hs <= paddr and end <= he:  # the commonest case: the piece read last
+            return self._slice(hp, paddr, end)
+        i = self._find(paddr)
+        if i < 0:
+            raise self._absent(paddr)
+        p = self._piece(i)
+        self._hot = (p.start, p.end, p)
         if end <= p.end:  # the common case: one piece
             return self._slice(p, paddr, end)
         parts = []
         pos = paddr
+        n = len(self._pstart)
         while pos < end:
-            if i >= len(self._pieces) or self._pieces[i].start > pos:
+            if i >= n or int(self._pstart[i]) > pos:
                 raise self._absent(pos)
-            p = self._pieces[i]
+            p = self._piece(i)
             stop = min(end, p.end)
             parts.append(self._slice(p, pos, stop))
             pos = stop
@@ -426,9 +506,10 @@ class PhysicalMemory:
 
     # -- merging (FORMAT.md §8) ---------------------------------------------------
     def _check_overlap(self, src: _Source, a: int, b: int) -> None:
-        i = max(bisect.bisect_right(self._starts, a) - 1, 0)
-        while i < len(self._pieces) and self._pieces[i].start < b:
-            p = self._pieces[i]
+        i = max(self._find_before(a), 0)
+        n = len(self._pstart)
+        while i < n and int(self._pstart[i]) < b:
+            p = self._piece(i)
             lo, hi = max(a, p.start), min(b, p.end)
             i += 1
             if lo >= hi:
@@ -451,6 +532,45 @@ class PhysicalMemory:
         name = T(src.rec.type).name
         seq = f", sequence {src.rec.sequence}" if src.rec.sequence is not None else ""
         return f"{name} record at {self.files[src.file].name} offset {src.rec.offset}{seq}"
+
+
+class RangeList(Sequence):
+    """What :meth:`PhysicalMemory.ranges` returns: a read-only sequence of
+    :class:`Range` over numpy columns, built one at a time as a caller looks
+    (a dump of a million records must not cost a million objects)."""
+
+    __slots__ = ("starts", "lasts", "zero")
+
+    def __init__(self, starts: np.ndarray, lasts: np.ndarray, zero: np.ndarray) -> None:
+        self.starts, self.lasts, self.zero = starts, lasts, zero
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [Range(a, b - a + 1, "zero" if z else "data") for a, b, z in
+                    zip(self.starts[i].tolist(), self.lasts[i].tolist(), self.zero[i].tolist())]
+        return Range(int(self.starts[i]), int(self.lasts[i]) - int(self.starts[i]) + 1,
+                     "zero" if self.zero[i] else "data")
+
+    def __iter__(self):
+        for k in range(0, len(self.starts), 4096):
+            yield from self[k:k + 4096]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self)) if len(self) <= 16 else f"RangeList({len(self)} ranges)"
+
+
+def _total(starts: np.ndarray, lasts: np.ndarray) -> int:
+    """Bytes in disjoint inclusive ranges, exactly (the sum may reach 2^64)."""
+    spans = lasts - starts  # each < 2^64, and their sum too: they are disjoint
+    return int(spans.sum(dtype=np.uint64)) + len(spans) if len(spans) else 0
 
 
 def decode_memory(m: R.Memory) -> bytes:

@@ -15,13 +15,17 @@ import os
 import stat
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import ConflictError, FormatError
 from . import records as R
 from .completeness import Completeness, measure
 from .records import RecordType as T
+from .table import RECORD_DTYPE, RecordInfo, RecordTable, TableBuilder
 
 __all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file", "merge_excluded"]
 
@@ -56,19 +60,6 @@ class Event:
     fields: dict[str, Any] = field(hash=False)
 
 
-@dataclass(frozen=True, slots=True)  # one per record: a million on a big dump (issue 22)
-class RecordInfo:
-    """Where one record is and what it covers (for MEMORY, ZERO, MISSING)."""
-
-    type: int
-    flags: int
-    offset: int
-    size: int
-    sequence: int | None = None
-    paddr: int = 0
-    length: int = 0
-
-
 class TsdFile:
     """One ``.tsd`` file: its header, its records, and what is wrong with it.
 
@@ -80,7 +71,9 @@ class TsdFile:
         self.path = Path(path)
         self.name = str(path)
         self.problems: list[Problem] = []
-        self.records: list[RecordInfo] = []
+        # One numpy row per MEMORY/ZERO/MISSING record (issue 22): see ``records``.
+        self._table = RecordTable()
+        self._builder: TableBuilder | None = None
         self.metadata: list[tuple[int, int, bytes]] = []  # (sequence or offset, kind, data)
         self.events: list[Event] = []
         self.missing_reasons: dict[tuple[int, int], str] = {}
@@ -104,6 +97,16 @@ class TsdFile:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def records(self) -> RecordTable:
+        """The MEMORY, ZERO and MISSING records in file order: a read-only
+        sequence of :class:`RecordInfo` built on access (``.rows`` is the table)."""
+        return self._table
+
+    @records.setter
+    def records(self, infos: Iterable[RecordInfo]) -> None:
+        self._table = infos if isinstance(infos, RecordTable) else RecordTable.of(infos)
 
     # -- reading records -------------------------------------------------------
     def _pread(self, size: int, offset: int) -> bytes:
@@ -160,32 +163,57 @@ class TsdFile:
                 (index_offset - self.data_start) // R.RECORD_HEADER_SIZE:
             return self._bad_index(index_offset, "INDEX lists more records than fit before it")
         try:
-            entries = R.unpack_index(ipayload)
+            entries = R.unpack_index_array(ipayload)
         except FormatError as e:
             return self._bad_index(index_offset, str(e))
-        ends = [e.offset for e in entries[1:]] + [index_offset]
-        prev = self.data_start
-        infos: list[RecordInfo] = []
-        for i, (e, nxt) in enumerate(zip(entries, ends)):
-            if e.offset != prev or nxt <= e.offset:
+        # Entry i ends where entry i+1 starts (the last one at the INDEX):
+        # they must start at the first record and strictly increase.
+        offsets = entries["offset"]
+        ends = np.empty(len(entries), np.uint64)
+        ends[:-1] = offsets[1:]
+        if len(entries):
+            ends[-1] = index_offset
+            if int(offsets[0]) != self.data_start:
+                return self._bad_index(index_offset, f"INDEX entry 0 points to offset {int(offsets[0])}, "
+                                                     f"expected {self.data_start} (entries must tile the file)")
+            bad = np.flatnonzero(ends <= offsets)
+            if len(bad):
                 # loops, overlaps, gaps and offsets outside the file all end here
-                return self._bad_index(index_offset, f"INDEX entry {i} points to offset {e.offset}, "
-                                                     f"expected {prev} (entries must tile the file)")
-            infos.append(RecordInfo(e.type, e.flags, e.offset, nxt - e.offset, None, e.paddr, e.length))
-            prev = nxt
-        if prev != index_offset:
-            return self._bad_index(index_offset, f"INDEX entries end at offset {prev}, not at the INDEX")
-        for info in infos:
-            if info.type in (T.METADATA, T.EVENT, T.MISSING, T.EXCLUDED):
-                try:
-                    hdr, payload = self.read_record(info.offset)
-                    self._decode(hdr, payload)
-                except FormatError as e:
-                    self._problem(info.offset, str(e).split(": ", 1)[-1])
-            elif info.type in R.MEMORY_TYPES:
-                self.records.append(info)
-            elif info.flags & R.RecordFlags.MUST_UNDERSTAND:
-                self._problem(info.offset, f"record of unknown type {info.type} must be understood")
+                i = int(bad[0])
+                return self._bad_index(index_offset, f"INDEX entry {i} points to offset {int(offsets[i])}, "
+                                                     f"expected {int(offsets[i])} (entries must tile the file)")
+        elif self.data_start != index_offset:
+            return self._bad_index(index_offset, f"INDEX entries end at offset {self.data_start}, "
+                                                 f"not at the INDEX")
+        types, flags = entries["type"], entries["flags"]
+        decoded = np.isin(types, [T.METADATA, T.EVENT, T.MISSING, T.EXCLUDED])
+        memory = np.isin(types, [t for t in R.MEMORY_TYPES if t != T.MISSING])
+        strange = ~decoded & ~memory & ((flags & int(R.RecordFlags.MUST_UNDERSTAND)) != 0)
+        # MISSING records are decoded (for their reasons) into the builder,
+        # with their sequence; then merged with the rest in file order.
+        self._builder = TableBuilder()
+        for i in np.flatnonzero(decoded | strange).tolist():
+            off = int(offsets[i])
+            if strange[i]:
+                self._problem(off, f"record of unknown type {int(types[i])} must be understood")
+                continue
+            try:
+                hdr, payload = self.read_record(off)
+                self._decode(hdr, payload)
+            except FormatError as e:
+                self._problem(off, str(e).split(": ", 1)[-1])
+        rows = np.zeros(int(memory.sum()), RECORD_DTYPE)
+        sel = entries[memory]
+        for name in ("type", "flags", "offset", "paddr", "length"):
+            rows[name] = sel[name]
+        rows["size"] = (ends - offsets)[memory]
+        rows["sequence"] = -1
+        del sel, ends, entries
+        if len(self._builder):  # MISSING records: into file order
+            rows = np.concatenate([rows, self._builder.table().rows])
+            rows = rows[np.argsort(rows["offset"], kind="stable")]
+        self._builder = None
+        self._table = RecordTable(rows)
         self.has_footer = True
         self.index_offset = index_offset
         self.record_count = count
@@ -198,7 +226,7 @@ class TsdFile:
 
     # -- the scan path (§7.2) -----------------------------------------------------
     def _scan(self) -> None:
-        self.records.clear()
+        self._builder = TableBuilder()
         self.metadata.clear()
         self.events.clear()
         self.missing_reasons.clear()
@@ -245,6 +273,8 @@ class TsdFile:
             elif hdr.type == T.INDEX:
                 self.index_offset = offset
             offset += hdr.size
+        self._table = self._builder.table()
+        self._builder = None
         if not saw_end:
             self._problem(self.size, "no END footer: the file was not closed; "
                                      f"{len(self.records)} memory records recovered by scanning")
@@ -297,12 +327,10 @@ class TsdFile:
             m = R.unpack_memory(payload)
             if m.codec not in (R.Codec.RAW, R.Codec.ZSTD, R.Codec.ZSTD_DEDUP):
                 raise FormatError(f"unknown codec {m.codec}")
-            self.records.append(RecordInfo(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence,
-                                           m.paddr, m.length))
+            self._builder.append(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence, m.paddr, m.length)
         elif t in (T.ZERO, T.MISSING):
             paddr, length = R.unpack_range(payload, hdr.type_name)
-            self.records.append(RecordInfo(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence,
-                                           paddr, length))
+            self._builder.append(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence, paddr, length)
             if t == T.MISSING:
                 self.missing_reasons[(paddr, length)] = R.unpack_missing(payload)[2]
         elif t == T.METADATA:

@@ -38,7 +38,7 @@ __all__ = [
     "pack_memory", "unpack_memory", "pack_dedup", "unpack_dedup", "pack_range", "unpack_range",
     "pack_missing", "unpack_missing", "pack_metadata", "unpack_metadata",
     "pack_memory_map", "unpack_memory_map",
-    "pack_event", "unpack_event", "pack_index", "unpack_index", "pack_end", "unpack_end",
+    "pack_event", "unpack_event", "pack_index", "unpack_index", "unpack_index_array", "pack_end", "unpack_end",
 ]
 
 # --- §2 File header -------------------------------------------------------
@@ -646,6 +646,21 @@ def unpack_index(payload: memoryview) -> list[IndexEntry]:
     if INDEX_PREFIX.size + count * INDEX_ENTRY.size != len(payload):
         raise FormatError(f"INDEX declares {count} entries but holds {len(payload)} bytes")
     return [IndexEntry(*t) for t in INDEX_ENTRY.iter_unpack(payload[INDEX_PREFIX.size:])]
+
+
+def unpack_index_array(payload: memoryview):
+    """The INDEX entries as a structured numpy array (type, flags, offset,
+    paddr, length): no object per entry, for files of very many records."""
+    import numpy as np
+
+    _need(payload, INDEX_PREFIX.size, "INDEX")
+    (count,) = INDEX_PREFIX.unpack_from(payload)
+    if INDEX_PREFIX.size + count * INDEX_ENTRY.size != len(payload):
+        raise FormatError(f"INDEX declares {count} entries but holds {len(payload)} bytes")
+    dtype = np.dtype({"names": ["type", "flags", "offset", "paddr", "length"],
+                      "formats": ["<u2", "<u2", "<u8", "<u8", "<u8"],
+                      "offsets": [0, 2, 8, 16, 24], "itemsize": INDEX_ENTRY.size})
+    return np.frombuffer(payload, dtype=dtype, count=count, offset=INDEX_PREFIX.size)
 
 
 def pack_end(index_offset: int, records: int) -> bytes:

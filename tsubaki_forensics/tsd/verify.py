@@ -16,11 +16,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from ..errors import ConflictError, FormatError
 from . import records as R
 from .completeness import Completeness
 from .memory import decode_dedup, decode_memory
 from .reader import Dump, Problem, RecordInfo, TsdFile
+from .table import RecordTable
 
 __all__ = ["verify_dump", "VerifyReport", "FileReport", "TRUNCATION_PROBLEMS"]
 
@@ -110,7 +113,10 @@ def verify_dump(paths: list[str | os.PathLike[str]], *,
             if f.has_footer:
                 rep.index_matches = _compare_index(f, report)
         for f in scanned:  # a record that does not decode holds no memory
-            f.records = [r for r in f.records if (f.name, r.offset) not in bad]
+            gone = [off for name, off in bad if name == f.name]
+            if gone:
+                rows = f.records.rows
+                f.records = RecordTable(rows[~np.isin(rows["offset"], np.array(gone, np.uint64))])
         try:
             dump = Dump(scanned)
         except (ConflictError, FormatError) as e:
@@ -175,11 +181,16 @@ def _compare_index(scanned: TsdFile, report: VerifyReport) -> bool:
             report.problems.append(Problem(scanned.name, scanned.size - R.END_RECORD_SIZE,
                                            "END footer or INDEX is unusable"))
             return False
-        a = [(r.type, r.offset, r.paddr, r.length) for r in scanned.records]
-        b = [(r.type, r.offset, r.paddr, r.length) for r in indexed.records]
-        if a != b:
-            diff = next((x, y) for x, y in zip(a + [None] * len(b), b + [None] * len(a)) if x != y)
-            where = (diff[0] or diff[1])[1]  # type: ignore[index]
+        # column by column, no tuple per record (a million records, issue 22)
+        cols = ("type", "offset", "paddr", "length")
+        a, b = scanned.records.rows, indexed.records.rows
+        n = min(len(a), len(b))
+        differs = np.zeros(n, bool)
+        for c in cols:
+            differs |= a[c][:n] != b[c][:n]
+        if differs.any() or len(a) != len(b):
+            k = int(np.argmax(differs)) if differs.any() else n
+            where = int((a if k < len(a) else b)["offset"][k])
             report.problems.append(Problem(scanned.name, where,
                                            "INDEX disagrees with the records in the file"))
             return False
