@@ -24,7 +24,7 @@ from ..errors import FormatError, NotCollectedError
 from ..limits import MAX_NOTE_BYTES, check_count
 from .notes import VMCOREINFO_NAME, iter_notes
 
-__all__ = ["ElfVmcore", "Segment", "ARCH_BY_MACHINE"]
+__all__ = ["ElfVmcore", "Segment", "ARCH_BY_MACHINE", "stat_dump_file"]
 
 ARCH_BY_MACHINE = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i386",
                    "EM_PPC64": "ppc64", "EM_S390": "s390x", "EM_RISCV": "riscv64"}
@@ -78,21 +78,28 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
+def stat_dump_file(path: str | os.PathLike[str], what: str) -> os.stat_result:
+    """``os.stat`` of a dump a reader is about to open, as one-line errors: missing,
+    unreadable, a directory, or empty (``what`` names the format, e.g. "an ELF vmcore")."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except OSError as e:
+        raise FormatError(f"{path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FormatError(f"{path}: is a directory, not {what}")
+    if st.st_size == 0:
+        raise FormatError(f"{path}: empty file, not {what}")
+    return st
+
+
 class ElfVmcore:
     """An ELF core file of a whole machine's physical memory."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise FormatError(f"{path}: no such file") from None
-        except OSError as e:
-            raise FormatError(f"{path}: {e.strerror or e}") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise FormatError(f"{path}: is a directory, not an ELF vmcore")
-        if st.st_size == 0:
-            raise FormatError(f"{path}: empty file, not an ELF vmcore")
+        st = stat_dump_file(path, "an ELF vmcore")
         self._file = open(self.path, "rb")
         self._mm: mmap.mmap | None = None
         try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, NotCollectedError
+from .elf import stat_dump_file
 from .flattened import FlatIndex, Gap, is_flattened
 
 __all__ = ["KdumpFile", "KdumpSet", "open_kdump", "KdumpHeader", "KDUMP_SIGNATURE", "is_kdump", "PageDamage"]
@@ -127,14 +127,7 @@ class KdumpFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        try:
-            st = os.stat(self.path)
-        except OSError as e:
-            raise FormatError(f"{path}: {e.strerror or e}") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise FormatError(f"{path}: is a directory, not a kdump file")
-        if st.st_size == 0:
-            raise FormatError(f"{path}: empty file, not a kdump file")
+        st = stat_dump_file(path, "a kdump file")
         self._file = open(self.path, "rb")
         self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.file_size = st.st_size
