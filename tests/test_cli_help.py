@@ -17,10 +17,9 @@ def _commands():
     root = typer.main.get_command(build_app([]))
 
     def walk(command, path):
-        subs = getattr(command, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                yield from walk(sub, [*path, name])
+        if hasattr(command, "list_commands"):  # a group; the root loads its commands on demand
+            for name in command.list_commands(None):
+                yield from walk(command.get_command(None, name), [*path, name])
         else:
             yield " ".join(path), command
 

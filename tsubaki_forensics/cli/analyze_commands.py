@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..analysis.results import Status
 from ..errors import PluginError, TsubakiError
-from ..plugin_system import get_plugins
-from . import output
+from . import argv_disabled, output
 from .output import check_format, format_option, print_error, print_json, print_warning, safe_text
 
-__all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code", "check_dumps"]
+if TYPE_CHECKING:
+    from ..analysis.results import Status
+    from ..plugin_system import Plugins
+
+__all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code", "check_dumps", "get_plugins"]
 
 EXIT_PARTIAL = 4
 TEXT_LOG_LINES = 50  # crash-style text ends with the log's tail, as a kernel engineer reads it first
@@ -55,6 +57,13 @@ def _names(values: list[str] | None) -> list[str]:
     return [n for v in values or () for n in v.replace(" ", ",").split(",") if n]
 
 
+def get_plugins(disable: list[str]) -> Plugins:
+    """The process-wide plugins (imported here: ``--help`` of these commands loads none)."""
+    from ..plugin_system import get_plugins as load
+
+    return load(disable)
+
+
 def _debug_dirs(given: list[Path] | None) -> list[Path]:
     from ..drgn_bridge.debuginfo import DEFAULT_DEBUG_DIRS
 
@@ -63,11 +72,13 @@ def _debug_dirs(given: list[Path] | None) -> list[Path]:
 
 def _check_renderer(value: str) -> str:
     """``--format`` of ``analyze``: a renderer name (plugins add some), checked while parsing like every --format."""
-    return check_format(value, list(get_plugins().renderers()))
+    return check_format(value, list(get_plugins(argv_disabled()).renderers()))
 
 
 def exit_code(statuses: list[Status]) -> int:
     """The documented exit code for a run whose analyses ended with ``statuses``."""
+    from ..analysis.results import Status
+
     if Status.FAILED in statuses:
         return EXIT_FAILED
     if Status.PARTIAL in statuses or Status.SKIPPED in statuses:

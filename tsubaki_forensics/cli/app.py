@@ -1,83 +1,31 @@
-"""Assemble the typer application and run it with one error boundary.
+"""The console-script entry point and the one error boundary of the command line.
 
-Each command module exposes ``register(app)``; plugins add their own
-commands through the ``tsubaki_register_commands`` hook.  Errors of the
-domain family end as ``error: <one line>`` on stderr and a non-zero exit,
-never as a traceback.
-
-Start-up stays simple on purpose: every command module is imported and every
-plugin loaded (like pytest, a broken plugin is reported whatever the command).
-Importing only the invoked command's module was tried and measured
-(``python bench/startup_bench.py --ref <that commit> --runs 9``): it saved
-~6 ms of CPU on ``analyze`` (0.640 vs 0.646 s) and ~70 ms on ``--help``, not
-worth a second table of command names kept in sync by hand. The command
-modules keep their heavy imports inside the command functions instead.
+:mod:`.root` assembles the typer application (each command module exposes
+``register(app)``; plugins add commands through the
+``tsubaki_register_commands`` hook).  Errors of the domain family end as
+``error: <one line>`` on stderr and a non-zero exit, never as a traceback.
+This module imports typer only once it is needed: ``--version`` answers
+before (issue 21, docs/BENCHMARKS.md "Start-up").
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import sys
-from typing import Annotated
 
-import typer
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing before --version
+if TYPE_CHECKING:
+    import typer
 
-from ..errors import TsubakiError
-from . import (
-    analyze_commands,
-    collect_commands,
-    crash_commands,
-    dump_commands,
-    lab_commands,
-    live_commands,
-    symbols_commands,
-    triage_commands,
-)
-from .examples import add_examples
-from .output import print_error
+__all__ = ["build_app", "main"]
 
-__all__ = ["build_app", "main", "COMMAND_MODULES"]
-
-# In help order.
-COMMAND_MODULES = (collect_commands, live_commands, dump_commands, analyze_commands, crash_commands, triage_commands,
-                   lab_commands, symbols_commands)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from .. import __version__
-
-        sys.stdout.write(f"tsubaki-forensics {__version__}\n")
-        raise typer.Exit()
-
-
-def _root(
-    version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_version,
-                                          help="Print the version and exit.")] = False,
-) -> None:
-    """Collect Linux kernel crash dumps Tsubaki-style and analyse them with drgn."""
+_VERSION_FLAGS = ("--version", "-V")  # root.VERSION_FLAGS, without importing typer
 
 
 def build_app(argv: list[str] | None = None) -> typer.Typer:
-    """Return the full application: built-in commands, then plugin commands."""
-    app = typer.Typer(
-        name="tsubaki-forensics",
-        help="Collect Linux kernel crash dumps Tsubaki-style and analyse them with drgn.",
-        no_args_is_help=True,
-        pretty_exceptions_enable=False,
-        add_completion=False,
-        context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
-    )
-    app.callback()(_root)
-    for module in COMMAND_MODULES:
-        module.register(app)
-    # Plugins load once per process (--disable is read early, like pytest's -p no:NAME).
-    from ..plugin_system import disabled_from_argv, get_plugins
+    """The application (see :func:`.root.build_app`)."""
+    from .root import build_app as build
 
-    get_plugins(disabled_from_argv(sys.argv[1:] if argv is None else argv)).register_commands(app)
-    add_examples(app)
-    return app
+    return build(argv)
 
 
 def _click_exceptions():
@@ -89,11 +37,10 @@ def _click_exceptions():
     return exceptions
 
 
-_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
 def _drop_stdout() -> None:
     """Point fd 1 at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
@@ -104,6 +51,19 @@ def _drop_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] and args[0] in _VERSION_FLAGS:  # eager in click too: nothing else on the line matters
+        from .. import __version__
+
+        sys.stdout.write(f"tsubaki-forensics {__version__}\n")
+        return 0
+    import errno
+
+    import typer
+
+    from ..errors import TsubakiError
+    from .output import print_error
+
     try:
         app = build_app(argv)
         # With standalone_mode=False click *returns* the code of typer.Exit(n).
@@ -111,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a full or closed stdout fails here, not in the interpreter's exit
         return rc if isinstance(rc, int) else 0
     except OSError as e:
-        if e.filename is not None or e.errno not in _OUTPUT_ERRNOS:
+        if e.filename is not None or e.errno not in (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         _drop_stdout()
         print_error(f"cannot write the output: {e.strerror or e}")

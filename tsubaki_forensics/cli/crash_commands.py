@@ -17,8 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import TsubakiError
-from ..plugin_system import get_plugins
-from .analyze_commands import EXIT_FAILED, check_dumps, _debug_dirs, _DebugDirs, _Disable, _DumpPaths, _names, _Quiet, _SelfContained, _Vmlinux
+from .analyze_commands import EXIT_FAILED, check_dumps, get_plugins, _debug_dirs, _DebugDirs, _Disable, _DumpPaths, _names, _Quiet, _SelfContained, _Vmlinux
 from .output import print_error, print_warning
 
 __all__ = ["register", "crash"]

@@ -23,7 +23,6 @@ import typer
 
 from ..errors import TsubakiError
 from ..safewrite import atomic_output, check_output
-from ..vmcore.detect import require_tsd
 from . import output as cli_output
 from .output import format_option, print_json, safe_text
 
@@ -196,6 +195,7 @@ def export_cmd(
     """
     from ..tsd import open_dump
     from ..vmcore import write_elf_vmcore
+    from ..vmcore.detect import require_tsd
     from ..vmcore.export import check_exportable
 
     _check_output(output, force, *dumps)
@@ -424,6 +424,7 @@ def inspect_cmd(
 ) -> None:
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
     from ..tsd import open_dump
+    from ..vmcore.detect import require_tsd
 
     require_tsd(dumps)
     with open_dump(dumps) as dump:
@@ -450,6 +451,7 @@ def verify_cmd(
     not in the dump); 1 the files could not be read as a dump at all.
     """
     from ..tsd.verify import verify_dump
+    from ..vmcore.detect import require_tsd
 
     require_tsd(dumps)
     update, stop = _progress("verify")

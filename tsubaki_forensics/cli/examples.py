@@ -61,8 +61,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 
 
 def _help_with_examples(help_text: str, examples: tuple[str, ...]) -> str:
-    lines = "\n\n".join(f"    {e}" for e in examples)
-    return f"{help_text.rstrip()}\n\nExamples:\n\n{lines}\n"
+    # \b: click prints the paragraph as written (one example a line, never re-wrapped)
+    lines = "\n".join(f"    {e}" for e in examples)
+    return f"{help_text.rstrip()}\n\nExamples:\n\n\b\n{lines}\n"
 
 
 def add_examples(app: typer.Typer, prefix: str = "") -> None:

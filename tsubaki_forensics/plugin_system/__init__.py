@@ -2,22 +2,30 @@
 
 Core code uses :func:`get_plugins` (or :func:`sources`) and never calls
 ``pm.hook`` itself; plugin authors import :data:`hookimpl` from here.
+
+The manager and the spec types are imported on first use (PEP 562): a
+plugin module that only needs :data:`hookimpl`, and the command line's
+start-up (:mod:`.discovery`), do not pay for the analysis layer they pull in.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .hookspecs import PROJECT_NAME, hookimpl, hookspec
-from .manager import (
-    DISABLE_ENV,
-    ENTRY_POINT_GROUP,
-    PluginInfo,
-    Plugins,
-    disabled_from_argv,
-    disabled_from_env,
-    get_plugins,
-    reset_plugins,
-)
-from .specs import RendererSpec, SourceSpec
+
+if TYPE_CHECKING:
+    from .manager import (
+        DISABLE_ENV,
+        ENTRY_POINT_GROUP,
+        PluginInfo,
+        Plugins,
+        disabled_from_argv,
+        disabled_from_env,
+        get_plugins,
+        reset_plugins,
+    )
+    from .specs import RendererSpec, SourceSpec
 
 __all__ = [
     "DISABLE_ENV",
@@ -37,6 +45,33 @@ __all__ = [
 ]
 
 
+_LAZY = {
+    "DISABLE_ENV": "manager",
+    "ENTRY_POINT_GROUP": "manager",
+    "PluginInfo": "manager",
+    "Plugins": "manager",
+    "disabled_from_argv": "manager",
+    "disabled_from_env": "manager",
+    "get_plugins": "manager",
+    "reset_plugins": "manager",
+    "RendererSpec": "specs",
+    "SourceSpec": "specs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 def sources() -> dict[str, SourceSpec]:
     """Memory sources registered by plugins (for ``collect``), by name."""
+    from .manager import get_plugins
+
     return get_plugins().sources()
