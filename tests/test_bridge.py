@@ -155,3 +155,27 @@ def test_segment_reader_caches_whole_pages_and_falls_back_at_gaps():
     with pytest.raises(drgn.FaultError) as e:
         read_fn(0x17FC, 8, 0x17FC, True)
     assert e.value.address == 0x1800
+
+
+def test_segment_reader_answers_repeated_reads_from_its_cache_and_stays_small():
+    calls = []
+    memory = bytes(range(256)) * 64  # 16 KiB at physical 0
+
+    def read(paddr, size):
+        calls.append((paddr, size))
+        if paddr + size > 0x3000:
+            raise NotCollectedError(max(paddr, 0x3000))
+        return memory[paddr : paddr + size]
+
+    read_fn = segment_reader(read)
+    for _ in range(3):
+        assert read_fn(0x18, 8, 0x18, True) == memory[0x18:0x20]
+    assert read_fn.cache_info().hits == 2 and calls == [(0, 4096)]
+    for _ in range(2):  # a failed read is never cached: it faults every time
+        with pytest.raises(drgn.FaultError):
+            read_fn(0x2FFC, 8, 0x2FFC, True)
+    assert read_fn.cache_info().hits == 2
+    assert read_fn(0, 0x2000, 0, True) == memory[:0x2000]  # larger than a page: cached until the next miss
+    assert read_fn.cache_info().currsize >= 2
+    assert read_fn(0x40, 8, 0x40, True) == memory[0x40:0x48]
+    assert read_fn.cache_info().currsize == 1, "a big answer outlived the next miss"

@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"tsubaki-forensics {__version__}\n")
         return 0
     import errno
+    import os
 
+    # numpy's OpenBLAS starts a thread pool when imported (~25 ms of CPU on
+    # every dump-reading command, issue 21); nothing here does linear algebra.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import typer
 
     from ..errors import TsubakiError

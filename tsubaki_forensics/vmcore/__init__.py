@@ -8,8 +8,28 @@ drgn opens and makedumpfile accepts.
 
 from __future__ import annotations
 
-from .elf import ElfVmcore, Segment
-from .export import write_elf_vmcore
-from .notes import Note, build_note, iter_notes
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .elf import ElfVmcore, Segment
+    from .export import write_elf_vmcore
+    from .notes import Note, build_note, iter_notes
+
+# Loaded on first use (PEP 562): ``analyze`` of a .tsd imports .detect to sniff
+# its argument, and should not pay for pyelftools and numpy that .elf pulls in.
+_LAZY = {"ElfVmcore": "elf", "Segment": "elf", "write_elf_vmcore": "export",
+         "Note": "notes", "iter_notes": "notes", "build_note": "notes"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["ElfVmcore", "Segment", "write_elf_vmcore", "Note", "iter_notes", "build_note"]
