@@ -6,8 +6,15 @@ three analyses), interleaved, N times each; wall time and peak RSS
 written to docs/benchmarks/analyze.md.
 
     python bench/analyze_bench.py [--runs 7] [--vmcore V --vmlinux L] [--out docs/benchmarks/analyze.md]
+    python bench/analyze_bench.py --lab-crashes all [--runs 5] [--out docs/benchmarks/analyze_scenarios.md]
 
 Without --vmcore the crash lab's default crash (sysrq, 512M, 2 vCPUs) is used.
+``--lab-crashes`` measures every cached lab crash named (``RELEASE/KEY``,
+comma-separated, or ``all``: each scenario of each cached kernel, idle
+512M, plus the busy 2G crashes), one table row each (issue 21: the target
+holds "on every lab scenario").  Sources are byte-compiled first, as an
+installed package is (``PYTHONDONTWRITEBYTECODE`` would otherwise make
+every run compile them).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from machine_info import cpu_model
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -47,10 +55,10 @@ _LEAN = (
 )
 
 
-def measure(argv: list[str]) -> tuple[float, int, float]:
+def measure(argv: list[str], env: dict | None = None) -> tuple[float, int, float]:
     """Wall seconds, peak RSS (bytes) and CPU seconds (user+sys) of one child; output discarded."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -60,13 +68,116 @@ def measure(argv: list[str]) -> tuple[float, int, float]:
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
+def _lab_crashes(spec: str) -> list[tuple[str, Path, Path]]:
+    """(name, vmcore, vmlinux) of the cached lab crashes ``spec`` names (no QEMU run, no network)."""
+    from tsubaki_forensics.lab.cache import cache_root
+    from tsubaki_forensics.lab.cache import entry_is_complete
+    from tsubaki_forensics.lab.crash import load_crash
+
+    root = cache_root() / "crashes"
+    if spec == "all":  # the newest cached release of each amd64 series (6.1, 6.12, ...)
+        newest: dict[str, Path] = {}
+        for rel in sorted((d for d in root.glob("*-amd64") if d.is_dir()),
+                          key=lambda d: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", d.name)]):
+            newest[".".join(rel.name.split(".")[:2])] = rel
+        names = sorted(f"{rel.name}/{d.name}" for rel in newest.values() for d in rel.iterdir()
+                       if d.name.endswith("-idle-512M-smp2") or d.name == "sysrq-busy-2G-smp2")
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+    out = []
+    for name in names:
+        entry = root / name
+        if entry_is_complete(entry):
+            crash = load_crash(entry)
+            out.append((name, crash.vmcore, crash.vmlinux))
+    return out
+
+
+def scenarios(args: argparse.Namespace) -> None:
+    """One row per lab crash: ours (CLI on the imported .tsd) vs the peer on the ELF, interleaved."""
+    from tsubaki_forensics.vmcore.importer import import_vmcore
+
+    crashes = _lab_crashes(args.lab_crashes)
+    rows_md = []
+    ratios = []
+    for name, vmcore, vmlinux in crashes:
+        with tempfile.TemporaryDirectory() as tmp:
+            tsd = Path(tmp) / "crash.tsd"
+            import_vmcore(vmcore, tsd)
+            commands = {
+                "ours": [sys.executable, "-m", "tsubaki_forensics.cli.app", "analyze", str(tsd), "--vmlinux",
+                         str(vmlinux), "--format", "json"],
+                "peer": [sys.executable, str(ROOT / "bench" / "analyze_peer.py"), str(vmcore), str(vmlinux)],
+            }
+            for argv in commands.values():
+                subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # analyze exits 4 on partial
+            runs: dict[str, list] = {k: [] for k in commands}
+            for _ in range(args.runs):
+                for k, argv in commands.items():
+                    runs[k].append(_measure_any(argv))
+        med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in runs.items()}
+        o, p = med["ours"], med["peer"]
+        ratios.append((o[0] / p[0], o[2] / p[2], o[1] / p[1]))
+        rows_md.append(f"| {name} | {o[0]:.3f} | {p[0]:.3f} | **{o[0] / p[0]:.2f}x** | {o[2]:.3f} | {p[2]:.3f} | "
+                       f"{o[2] / p[2]:.2f}x | {o[1] / 2**20:.0f} | {p[1] / 2**20:.0f} | {o[1] / p[1]:.2f}x |")
+    load = os.getloadavg()[0]
+    text = "\n".join([
+        "# Benchmark: analyze on every lab scenario\n",
+        f"Command: `python bench/analyze_bench.py --lab-crashes {args.lab_crashes} --runs {args.runs}` (whole "
+        f"processes, ours and the peer interleaved, {args.runs} runs each after one warm-up; medians).\n",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux "
+        f"{platform.release()}; load average at the end {load:.2f} (shared machine: wall is inflated and "
+        "noisy under load, CPU much less)",
+        "- ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (the default run: sys, "
+        "tasks, dmesg, panic) on the crash imported to .tsd",
+        "- peer: `python bench/analyze_peer.py VMCORE VMLINUX` (plain drgn on the ELF vmcore doing the same "
+        "work with drgn's own helpers)",
+        "- Target (issue 21): <= 1.2x wall and <= 1.2x peak RSS on every scenario.\n",
+        "| crash | ours wall s | peer wall s | wall ratio | ours CPU s | peer CPU s | CPU ratio | ours RSS MiB | "
+        "peer RSS MiB | RSS ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows_md,
+        "",
+        f"Ratios over the {len(ratios)} crashes: wall {min(r[0] for r in ratios):.2f}-{max(r[0] for r in ratios):.2f}x, "
+        f"CPU {min(r[1] for r in ratios):.2f}-{max(r[1] for r in ratios):.2f}x, "
+        f"RSS {min(r[2] for r in ratios):.2f}-{max(r[2] for r in ratios):.2f}x." if ratios else "No cached crash found.",
+    ]) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+
+
+def _measure_any(argv: list[str]) -> tuple[float, int, float]:
+    """:func:`measure` for a command whose exit code 4 (partial results) is a normal outcome."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 4):
+        raise SystemExit(f"{argv[:4]} failed ({code})")
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+
+
+def _compile_sources() -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(ROOT / d) for d in
+                    ("tsubaki_forensics", "monitor_model", "plugins"))], check=True, stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--vmcore", type=Path)
     ap.add_argument("--vmlinux", type=Path)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "analyze.md")
+    ap.add_argument("--lab-crashes", help="RELEASE/KEY,... of cached lab crashes, or 'all'")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    _compile_sources()
+    if args.lab_crashes:
+        args.out = args.out or ROOT / "docs" / "benchmarks" / "analyze_scenarios.md"
+        scenarios(args)
+        return
+    args.out = args.out or ROOT / "docs" / "benchmarks" / "analyze.md"
     if args.vmcore is None:
         from tsubaki_forensics.lab import cached_crash
 

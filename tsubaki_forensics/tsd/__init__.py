@@ -13,11 +13,12 @@ from .completeness import Completeness, Gap
 from .memory import PhysicalMemory, Range
 from .records import MemoryMap
 from .reader import Dump, Event, Problem, TsdFile, open_dump, open_file
-from .verify import VerifyReport, verify_dump
 
-# The writer pulls in numpy (zero-page scan) and a thread pool: readers such as
-# ``analyze`` should not pay for that at start-up, so its names load on first use.
+# The writer pulls in numpy (zero-page scan) and a thread pool, the verifier
+# its own checks: readers such as ``analyze`` should not pay for either at
+# start-up (issue 21), so their names load on first use.
 _WRITER_NAMES = frozenset({"DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "TsdWriter", "WriteStats"})
+_VERIFY_NAMES = frozenset({"VerifyReport", "verify_dump"})
 
 
 def __getattr__(name: str):
@@ -25,6 +26,10 @@ def __getattr__(name: str):
         from . import writer
 
         return getattr(writer, name)
+    if name in _VERIFY_NAMES:
+        from . import verify
+
+        return getattr(verify, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
