@@ -92,7 +92,7 @@ class Plugins:
 
     def __init__(self, pm: pluggy.PluginManager, distributions: Mapping[str, tuple[str, str]] | None = None):
         self.pm = pm
-        self._distributions = dict(distributions or {})
+        self._distributions: dict[str, Any] = dict(distributions or {})
         self.disabled: tuple[str, ...] = ()
         #: seconds each hook call may run (tsubaki_reassemble: no limit; it reads the dump)
         self.hook_timeout: float | None = HOOK_TIMEOUT_S
@@ -145,7 +145,8 @@ class Plugins:
                 ) from e
             self._register(plugin, ep.name)
             if ep.dist is not None:
-                self._distributions[ep.name] = (ep.dist.name, ep.dist.version)
+                # name and version parse the METADATA file (the email package): only `plugins` asks
+                self._distributions[ep.name] = ep.dist
 
     def _register(self, plugin: object, name: str) -> None:
         try:
@@ -164,7 +165,8 @@ class Plugins:
             if plugin is None:  # blocked
                 continue
             hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()))
-            dist, version = self._distributions.get(name, (None, None))
+            found = self._distributions.get(name, (None, None))
+            dist, version = found if isinstance(found, tuple) else (found.name, found.version)
             if name == builtin.BUILTIN_NAME:
                 from .. import __version__
 
