@@ -119,10 +119,27 @@ def needed(build_id: str | None, release: str | None) -> str:
     return f"build id {build_id or 'unknown'}, kernel {release or 'unknown'}"
 
 
-def mismatch_error(path: Path, build_id: str | None, release: str | None) -> DebugInfoError:
-    """``--vmlinux PATH`` is not the crashed kernel's."""
+def elf_arch(path: Path) -> str | None:
+    """``x86_64``, ``aarch64``... of an ELF file (the dumps' spelling), ``None`` when not ELF."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            machine = ELFFile(f)["e_machine"]
+    except (OSError, ELFError, ValueError):
+        return None
+    return {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}.get(machine, str(machine).removeprefix("EM_").lower())
+
+
+def mismatch_error(path: Path, build_id: str | None, release: str | None, arch: str | None = None) -> DebugInfoError:
+    """``--vmlinux PATH`` is not the crashed kernel's (named by architecture first: the likeliest mix-up)."""
     if not path.is_file():
         return DebugInfoError(f"--vmlinux {path} does not exist (the dump needs {needed(build_id, release)})")
+    theirs = elf_arch(path)
+    if arch and theirs and theirs != arch:
+        return DebugInfoError(f"--vmlinux {path} is an {theirs} kernel; the dump is of an {arch} kernel "
+                              f"({needed(build_id, release)})")
     found = read_build_id(path)
     return DebugInfoError(f"--vmlinux {path} has build id {found or 'none'}; the dump needs {needed(build_id, release)}")
 

@@ -136,7 +136,7 @@ def program_from_dump(
     prstatus = [n for n in iter_notes(bytes(dump.notes or b"")) if n.type == NT_PRSTATUS and n.name == b"CORE"]
 
     if vmlinux is not None and not Path(vmlinux).is_file():  # fail before any set-up
-        raise mismatch_error(Path(vmlinux), info.build_id, info.release)
+        raise mismatch_error(Path(vmlinux), info.build_id, info.release, arch)
 
     if prstatus:
         prog = drgn.Program()
@@ -221,7 +221,7 @@ def _load_kernel_debug_info(
         debug_file = None
     if debug_file is None:
         if vmlinux is not None:
-            raise mismatch_error(Path(vmlinux), info.build_id, info.release)
+            raise mismatch_error(Path(vmlinux), info.build_id, info.release, prog.platform.arch.name.lower())
         raise not_found_error(info.build_id, info.release, len(paths))
     return Path(debug_file)
 
