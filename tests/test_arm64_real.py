@@ -121,3 +121,39 @@ def test_vmlinux_of_the_other_architecture_is_one_line(direction, arm_tsd, arm_c
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert "aarch64" in line and "x86_64" in line, line
+
+
+def test_no_vmlinux_a_symbol_pack_gives_the_ground_truth(arm_crash, tmp_path):
+    """Debian's arm64 kernels lack CONFIG_KALLSYMS_ALL, so the dump cannot describe itself;
+    a symbol pack cut from the -dbg vmlinux can, and drgn unwinds by frame pointer."""
+    import drgn
+    from drgn.helpers.linux.kallsyms import load_module_kallsyms
+
+    from tsubaki_forensics.selfcontained.verify import KERNEL_SPACE, observe
+    from tsubaki_forensics.symbolpack import attach_symbolpack, read_pack
+
+    pack_path = tmp_path / "arm64.tsp"
+    cli("symbols", "pack", arm_crash.vmlinux, "-o", pack_path)
+    prog = drgn.Program()
+    prog.set_core_dump(str(arm_crash.vmcore))  # drgn's own ELF path, no vmlinux
+    report = attach_symbolpack(prog, read_pack(pack_path))
+    prog.register_symbol_finder("module_kallsyms", load_module_kallsyms(prog), enable_index=-1)
+    assert report.frame_pointers and report.kernel_offset != 0  # KASLR applied to arm64's image addresses
+    seen, truth = observe(prog), arm_crash.ground_truth
+    for key in ("kernel_release", "crashed_cpu", "crashed_pid", "tasks", "dmesg"):
+        assert seen[key] == truth[key], key
+
+    dwarf = drgn.Program()
+    dwarf.set_core_dump(str(arm_crash.vmcore))
+    dwarf.load_debug_info([str(arm_crash.vmlinux)])
+
+    def pcs(p):
+        return [f.pc for f in p.crashed_thread().stack_trace() if not f.is_inline and f.pc >= KERNEL_SPACE]
+
+    assert pcs(prog) == pcs(dwarf) and pcs(prog)
+
+
+def test_no_vmlinux_and_no_pack_says_why_in_one_line(arm_tsd):
+    proc = cli("analyze", arm_tsd, "--self-contained", ok=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "CONFIG_KALLSYMS_ALL" in proc.stderr.strip().splitlines()[-1]

@@ -124,6 +124,11 @@ def read_btf(prog: drgn.Program, symbols) -> Btf:  # type: ignore[no-untyped-def
         start = symbols(prog, "__start_BTF", None, True)
         stop = symbols(prog, "__stop_BTF", None, True)
         if not start or not stop:
+            if not symbols(prog, "init_task", None, True):
+                # Functions only: no data symbol has an address (Debian's arm64 kernels).
+                raise SelfContainedError("the kernel's kallsyms lists functions only (built without "
+                                         "CONFIG_KALLSYMS_ALL), so neither its BTF nor its variables can be "
+                                         "found; a vmlinux or a symbol pack (symbols pack) is needed")
             raise SelfContainedError("the kernel has no BTF (kallsyms has no __start_BTF/__stop_BTF): "
                                      "it was built without CONFIG_DEBUG_INFO_BTF; a vmlinux is needed")
         return Btf(prog.read(start[0].address, stop[0].address - start[0].address))
