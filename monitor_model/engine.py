@@ -286,7 +286,7 @@ class _Run:
                                    f"{props[key]!r}; resume with the same source and options")
         # The notice's first record: Linux's whole memory map and the dump
         # level, so any prefix of the dump knows what it should hold.
-        self.writer = TsdWriter(path, level=p.level, threads=p.threads,
+        self.writer = TsdWriter(path, level=p.level, threads=p.threads, arch=getattr(src, "arch", "x86_64"),
                                 dump_id=resume.dump_id if resume else None,
                                 producer=f"tsubaki-forensics collect ({self.policy.name})",
                                 memory_map=MemoryMap.from_ranges(
