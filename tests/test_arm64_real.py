@@ -9,6 +9,7 @@ from that ground truth at run time.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -30,9 +31,19 @@ def cli(*args, ok=True):
     return proc
 
 
-@pytest.fixture(scope="module")
-def arm_crash(crash_lab):
-    return crash_lab(arch="arm64")
+# CI runs one arm64 crash (sysrq, idle, 512M: ~1 min of TCG plus a ~290 MB
+# download on a fresh machine); TSUBAKI_ARM64_MATRIX=1 runs every scenario,
+# workload and size of the proof (docs/LAB.md has the last run).
+_MATRIX = [("6.1", "sysrq", "idle", "512M")]
+if os.environ.get("TSUBAKI_ARM64_MATRIX"):
+    _MATRIX = [("6.1", s, w, m) for s in ("sysrq", "oom", "hung-task") for w in ("idle", "busy")
+               for m in ("512M", "2G")] + [("6.12", "sysrq", "idle", "512M"), ("6.12", "oom", "busy", "2G")]
+
+
+@pytest.fixture(scope="module", params=_MATRIX, ids=["-".join(p) for p in _MATRIX])
+def arm_crash(request, crash_lab):
+    kernel, scenario, workload, mem = request.param
+    return crash_lab(scenario=scenario, workload=workload, mem=mem, kernel=kernel, arch="arm64")
 
 
 @pytest.fixture(scope="module")
