@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -194,3 +195,18 @@ def test_page_classes_on_arm64_match_the_kernel_counters(arm_crash, tmp_path):
     free = prog["vm_zone_stat"][items["NR_FREE_PAGES"]].counter.value_()
     assert info["memory"]["dump_level"] == 31
     assert info["memory"]["pages"]["excluded"]["free"] == free, info["memory"]["pages"]
+
+
+def test_triage_groups_arm64_by_the_bug_not_the_reset_path(arm_crash, arm_tsd, real_crash, tmp_path):
+    """Triage of both architectures at once: the frames above panic() (the reset that stops the
+    lab's arm64 guests, pvpanic on x86_64) are plumbing, so the same bug is one group."""
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    shutil.copyfile(arm_tsd, dumps / "arm64.tsd")
+    import_vmcore(real_crash.vmcore, dumps / "x86_64.tsd")  # the default x86_64 crash: sysrq
+    groups = json.loads(cli("triage", dumps, "--format", "json", "--no-cache").stdout)
+    (arm_group,) = [g for g in groups if str(dumps / "arm64.tsd") in g["dumps"]]
+    callers = panic_callers(arm_crash.ground_truth["backtrace"])
+    assert arm_group["frames"] and callers[:len(arm_group["frames"])] == arm_group["frames"]
+    same_bug = arm_crash.manifest["scenario"] == real_crash.manifest["scenario"]
+    assert (str(dumps / "x86_64.tsd") in arm_group["dumps"]) is same_bug, groups
