@@ -374,9 +374,14 @@ def test_attaching_twice_is_a_clear_error(pair) -> None:
 def test_no_btf_in_the_dump_is_a_clear_error() -> None:
     prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
                                       drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
-    absent = drgn.SymbolIndex([])
-    with pytest.raises(SelfContainedError, match="CONFIG_DEBUG_INFO_BTF"):
-        read_btf(prog, absent)
+    init_task = drgn.Symbol("init_task", 0xFFFFFFFF82A0C940, 0, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT)
+    with pytest.raises(SelfContainedError, match="without CONFIG_DEBUG_INFO_BTF"):
+        read_btf(prog, drgn.SymbolIndex([init_task]))
+    # No data symbol at all: kallsyms lists functions only (Debian's arm64 kernels).
+    functions_only = drgn.SymbolIndex([
+        drgn.Symbol("panic", 0xFFFFFFFF81000000, 0x100, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.FUNC)])
+    with pytest.raises(SelfContainedError, match="functions only .built without CONFIG_KALLSYMS_ALL"):
+        read_btf(prog, functions_only)
     not_collected = drgn.SymbolIndex([
         drgn.Symbol("__start_BTF", 0xFFFFFFFF82000000, 0, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT),
         drgn.Symbol("__stop_BTF", 0xFFFFFFFF82400000, 0, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT),
