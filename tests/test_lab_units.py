@@ -528,3 +528,11 @@ def test_a_guest_that_panics_before_its_marker_is_booted_once_more(tmp_path, mon
         assert (out / "manifest.json").is_file()
     assert len(calls) == boots
     assert sum("booting the guest once more" in line for line in logged) == min(early_panics, 1)
+
+
+def test_foreign_architecture_gets_a_longer_panic_bound():
+    from tsubaki_forensics.lab.crash import _timeout_for
+
+    x86 = _timeout_for(512 * MIB, "idle", "tcg", arch.X86_64)
+    assert _timeout_for(512 * MIB, "idle", "tcg", arch.ARM64) == 4 * x86
+    assert _timeout_for(512 * MIB, "idle", "kvm", arch.X86_64) == x86 / 2
