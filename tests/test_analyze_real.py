@@ -192,7 +192,7 @@ def test_vmlinux_found_in_a_debug_directory_by_build_id(real_tsd, real_crash, tm
     link.parent.mkdir(parents=True)
     link.symlink_to(real_crash.vmlinux)
     with open_dump([real_tsd]) as dump:
-        bridged = program_from_dump(dump, debug_dirs=[tmp_path / "debug"], lab_cache=False)
+        bridged = program_from_dump(dump, debug_dirs=[tmp_path / "debug"])
         assert bridged.vmlinux.resolve() == link.resolve()  # drgn reports the real path
         assert bridged.prog["init_uts_ns"].name.release.string_().decode() == real_crash.ground_truth["kernel_release"]
 

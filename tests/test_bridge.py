@@ -68,9 +68,9 @@ def test_candidate_paths_by_build_id_and_release(tmp_path):
         shutil.copy(TRUE, path)
     extra = tmp_path / "plugin-vmlinux"
     shutil.copy(TRUE, extra)
-    found = candidate_paths(build_id, "6.1.0", extra=[extra, debug], debug_dirs=[debug], lab_cache=False)
+    found = candidate_paths(build_id, "6.1.0", extra=[extra, debug], debug_dirs=[debug])
     assert found == [extra, by_id, by_release]  # plugins first, no duplicates, only existing files
-    assert candidate_paths("00ff", "9.9", debug_dirs=[debug], lab_cache=False) == []
+    assert candidate_paths("00ff", "9.9", debug_dirs=[debug]) == []
 
 
 def test_debug_info_errors_name_build_id_and_release(tmp_path):
@@ -88,7 +88,7 @@ def test_program_without_matching_debug_info_is_a_debug_info_error(tmp_path):
         with pytest.raises(DebugInfoError, match="does not exist"):
             program_from_dump(dump, vmlinux=tmp_path / "nope")
         with pytest.raises(DebugInfoError, match=r"no vmlinux with debug info found for build id 0011223344556677, kernel 6\.1\.0-test"):
-            program_from_dump(dump, debug_dirs=[tmp_path], lab_cache=False)
+            program_from_dump(dump, debug_dirs=[tmp_path])
 
 
 def _tiny(tmp_path, notes=None):

@@ -26,11 +26,13 @@ from ..errors import PluginError, TsubakiError
 from ..sandbox import HOOK_TIMEOUT_S, plugin_call, stdout_to_stderr
 from . import builtin, hookspecs
 from .hookspecs import PROJECT_NAME
-from .specs import RendererFunction, RendererSpec, SourceSpec
+from .specs import DebugInfoSpec, RendererFunction, RendererSpec, SourceSpec
 
 if TYPE_CHECKING:
     import drgn
     import typer
+
+    from ..contracts.debuginfo import DebugInfoProvider
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -222,6 +224,17 @@ class Plugins:
 
             self._call_register(impl, register)
         return found
+
+    def debug_info_providers(self) -> list[DebugInfoProvider]:
+        """The debug-info chain (``tsubaki_register_debug_info``), in the order it is asked."""
+        found: dict[str, DebugInfoSpec] = {}
+        for impl in self._each_impl("tsubaki_register_debug_info"):
+
+            def register(provider: DebugInfoProvider, _p: str = impl.plugin_name) -> None:
+                self._add(found, "debug-info provider", DebugInfoSpec(provider, _p))
+
+            self._call_register(impl, register)
+        return [spec.provider for spec in sorted(found.values(), key=lambda s: s.provider.order)]
 
     @staticmethod
     def _call_register(impl: pluggy.HookImpl, register: Any) -> None:
