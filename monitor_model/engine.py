@@ -36,6 +36,7 @@ from tsubaki_forensics.contracts.events import EventKind
 from tsubaki_forensics.errors import SourceError, TsubakiError
 
 from .clock import MonitorClock
+from .kdump_run import run_kdump
 from .machine import EmulatedRam, IntervalSet, Machine, Region
 from .pages import KEPT, MonitorPages, PageBook
 from .policies import Policy, Step
@@ -219,9 +220,7 @@ def run_policy(
         params = replace(params, capture_boot_s=params.boot_s)
     book = book or PageBook(source)
     if policy.kdump_model:
-        from .kdump_run import run_kdump
-
-        return run_kdump(source, policy, params, output, book)
+        return run_kdump(source, policy, params, output, book, run_policy)
     run = _Run(source, policy, params, triage, progress, book)
     out_path = Path(output) if output is not None and policy.dumps else None
     try:

@@ -17,6 +17,7 @@ __all__ = [
     "DebugInfoError",
     "SourceError",
     "LabError",
+    "LiveError",
     "PluginError",
     "StorageError",
     "PageClassError",
@@ -71,6 +72,10 @@ class SourceError(TsubakiError):
 
 class LabError(TsubakiError):
     """The crash lab could not produce a crashed guest."""
+
+
+class LiveError(TsubakiError):
+    """The live guest or the live protocol failed (QEMU, agent, timeouts; ``tsubaki_forensics.live``)."""
 
 
 class PluginError(TsubakiError):
