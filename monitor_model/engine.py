@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tsubaki_forensics.contracts.events import EventKind
+from tsubaki_forensics.elfnotes import prstatus_notes
 from tsubaki_forensics.errors import SourceError, TsubakiError
 
 from .clock import MonitorClock
@@ -573,11 +574,7 @@ def _source_boot(source) -> float:
 
 def _count_cpus(notes: bytes | None) -> int:
     """CPUs of the crashed machine: one NT_PRSTATUS note each."""
-    if not notes:
-        return 0
-    from tsubaki_forensics.drgn_bridge.notes import NT_PRSTATUS, iter_notes
-
-    return sum(1 for n in iter_notes(bytes(notes)) if n.type == NT_PRSTATUS and n.name == b"CORE")
+    return len(prstatus_notes(notes))
 
 
 def _properties(source, policy: Policy, params: CollectParams, machine: Machine) -> dict:

@@ -40,7 +40,7 @@ from pathlib import Path
 import drgn
 
 from tsubaki_forensics.drgn_bridge import program_from_dump
-from tsubaki_forensics.drgn_bridge.notes import NT_PRSTATUS, iter_notes
+from tsubaki_forensics.elfnotes import prstatus_notes
 from tsubaki_forensics.errors import DebugInfoError, TsubakiError
 from tsubaki_forensics.plugin_system import get_plugins
 
@@ -276,9 +276,7 @@ def _crashed_stack(prog: drgn.Program) -> None:
 
 def _cpu_stacks(prog: drgn.Program, notes: bytes | None) -> None:
     """Each CPU's kernel stack, from the stack pointer in its PRSTATUS note."""
-    for note in iter_notes(bytes(notes or b"")):
-        if note.type != NT_PRSTATUS or note.name != b"CORE":
-            continue
+    for note in prstatus_notes(notes):
         off = _PR_REG + 8 * _RSP
         if len(note.desc) < off + 8:
             continue

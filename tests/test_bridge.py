@@ -41,7 +41,7 @@ def test_vmcoreinfo_fields():
 
 
 def test_notes_round_trip_and_truncation():
-    notes = [Note(b"VMCOREINFO", 0, b"OSRELEASE=x\n"), Note(b"CORE", 1, bytes(range(7)))]
+    notes = [Note("VMCOREINFO", 0, b"OSRELEASE=x\n"), Note("CORE", 1, bytes(range(7)))]
     blob = b"".join(encode_note(n) for n in notes)
     assert list(iter_notes(blob)) == notes
     with pytest.raises(FormatError, match="runs past the end"):
@@ -49,7 +49,7 @@ def test_notes_round_trip_and_truncation():
 
 
 def test_notes_only_core_is_a_valid_elf_core():
-    core = notes_only_core([Note(b"VMCOREINFO", 0, VMCOREINFO), Note(b"CORE", 1, bytes(336))], 62)
+    core = notes_only_core([Note("VMCOREINFO", 0, VMCOREINFO), Note("CORE", 1, bytes(336))], 62)
     elf = ELFFile(io.BytesIO(core))
     assert elf["e_type"] == "ET_CORE" and elf["e_machine"] == "EM_X86_64"
     (seg,) = list(elf.iter_segments())
@@ -104,7 +104,7 @@ def _tiny(tmp_path, notes=None):
 
 @pytest.mark.parametrize("with_registers", [False, True])
 def test_program_reads_through_the_dump(tmp_path, with_registers):
-    notes = encode_note(Note(b"CORE", 1, bytes(336))) if with_registers else None
+    notes = encode_note(Note("CORE", 1, bytes(336))) if with_registers else None
     with _tiny(tmp_path, notes) as dump:
         bridged = program_from_dump(dump, debug_info=False)
         prog = bridged.prog

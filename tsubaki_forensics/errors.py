@@ -19,6 +19,7 @@ __all__ = [
     "LabError",
     "LiveError",
     "PluginError",
+    "SizeError",
     "StorageError",
     "PageClassError",
 ]
@@ -76,6 +77,10 @@ class LabError(TsubakiError):
 
 class LiveError(TsubakiError):
     """The live guest or the live protocol failed (QEMU, agent, timeouts; ``tsubaki_forensics.live``)."""
+
+
+class SizeError(TsubakiError, ValueError):
+    """Not a size (``tsubaki_forensics.sizes.parse_size``: ``128M``, ``2G``, ``4096`` bytes)."""
 
 
 class PluginError(TsubakiError):

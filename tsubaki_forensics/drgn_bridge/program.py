@@ -26,12 +26,13 @@ import drgn
 from ..contracts.debuginfo import DebugInfoProvider, DebugInfoReport
 from ..contracts.dump import Dump, MemoryView
 from ..contracts.needs import Need
+from ..elfnotes import VMCOREINFO_NAME, VMCOREINFO_TYPE, Note, prstatus_notes
 from ..errors import ExcludedPageError, FormatError, NotCollectedError, TsubakiError
 from ..selfcontained import attach_selfcontained
 from ..selfcontained.provider import BtfProvider
 from .chain import attach_debug_info
 from .debuginfo import DEFAULT_DEBUG_DIRS, VmlinuxFiles, mismatch_error
-from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core
+from .notes import ELF_MACHINES, notes_only_core
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
 __all__ = ["BRIDGE_PROVIDERS", "DumpProgram", "program_from_dump", "segment_reader", "excluded_span"]
@@ -148,14 +149,14 @@ def program_from_dump(
     arch = _arch(dump)
     if arch not in _PLATFORMS:
         raise FormatError(f"architecture {arch!r} is not supported by the drgn bridge")
-    prstatus = [n for n in iter_notes(bytes(dump.notes or b"")) if n.type == NT_PRSTATUS and n.name == b"CORE"]
+    prstatus = prstatus_notes(dump.notes)
 
     if vmlinux is not None and not Path(vmlinux).is_file():  # fail before any set-up
         raise mismatch_error(Path(vmlinux), info.build_id, info.release)
 
     if prstatus:
         prog = drgn.Program()
-        notes = [Note(VMCOREINFO_NAME, 0, raw), *prstatus]
+        notes = [Note(VMCOREINFO_NAME, VMCOREINFO_TYPE, raw), *prstatus]
         fd = os.memfd_create("tsubaki-notes", os.MFD_CLOEXEC)
         try:
             os.write(fd, notes_only_core(notes, ELF_MACHINES[arch]))
