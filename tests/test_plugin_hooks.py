@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tsubaki_forensics.analysis import AnalysisContext, AnalysisResult, Need, run_analyses, select
+from tsubaki_forensics.analysis import AnalysisContext, AnalysisOption, AnalysisResult, Need, run_analyses, select
 from tsubaki_forensics.analysis.report import DumpSummary, Report
 from tsubaki_forensics.analysis.session import open_program
 from tsubaki_forensics.contracts import DebugInfoKind, DebugInfoReport
@@ -284,6 +284,59 @@ def test_register_analyses_rejects_unknown_needs(plugins, register):
     register(Plugin(), "needy")
     with pytest.raises(PluginError, match="telepathy"):
         plugins.analyses()
+
+
+def test_register_analyses_declares_options_that_analyze_offers(plugins, register, tiny_tsd, monkeypatch):
+    """An analysis's own option (pytest_addoption): ``analyze --depth 3`` reaches ``ctx.option("depth")``."""
+    from tsubaki_forensics.cli import analyze_commands
+
+    seen = []
+
+    def deep(ctx):
+        seen.append(dict(ctx.options))
+        return AnalysisResult("deep", "Deep", facts=(("depth", ctx.option("depth")),))
+
+    class Types:  # the tiny dump has no kernel: a provider that serves nothing, so the chain ends
+        name, description, order = "none", "no types at all", 1
+
+        def provide(self, request):
+            return DebugInfoReport(DebugInfoKind.BTF, self.name)
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            register("deep", deep, "goes deep", options=[AnalysisOption("depth", int, "how deep to go", min=0)])
+
+        @hookimpl
+        def tsubaki_register_debug_info(self, register):
+            register(Types())
+
+    register(Plugin(), "deep")
+    options = plugins.analysis_options()
+    assert options["depth"][1] == ["deep"] and options["depth"][0].flag == "--depth"
+    monkeypatch.setattr(analyze_commands, "get_plugins", lambda disable=(): plugins)
+    app = typer.Typer()
+    app.command("analyze")(analyze_commands.analyze_command(options))
+    app.command("other")(lambda: None)
+    assert "--depth" in CliRunner().invoke(app, ["analyze", "--help"]).output
+    result = CliRunner().invoke(app, ["analyze", str(tiny_tsd), "--only", "deep", "--depth", "3", "-q",
+                                      "--format", "json"])
+    assert seen == [{"depth": 3}], result.output
+    assert CliRunner().invoke(app, ["analyze", str(tiny_tsd), "--depth", "-1"]).exit_code == 2  # min=0
+
+
+def test_register_analyses_options_must_agree(plugins, register):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            register("a", lambda ctx: None, "a", options=[AnalysisOption("depth", int, "how deep")])
+            register("b", lambda ctx: None, "b", options=[AnalysisOption("depth", str, "how deep")])
+
+    register(Plugin(), "two")
+    with pytest.raises(PluginError, match="declares option --depth as str, analysis 'a' as int"):
+        plugins.analysis_options()
+    with pytest.raises(ValueError, match="needs a help text"):
+        AnalysisOption("depth", int, "")
 
 
 def test_hook_tsubaki_register_renderers(plugins, register):

@@ -126,10 +126,14 @@ def tsubaki_program_ready(prog: drgn.Program, dump: Any) -> None:
 def tsubaki_register_analyses(register: RegisterAnalysis) -> None:
     """Register analyses that ``analyze`` can run.
 
-    :param register: call ``register(name, function, description, needs)``;
+    :param register: call ``register(name, function, description, needs, options)``;
         ``function(ctx: AnalysisContext) -> AnalysisResult`` must not print;
         ``needs`` is an iterable of :class:`~tsubaki_forensics.analysis.Need`
-        (debug info, registers) checked before the function is called.
+        (debug info, registers) checked before the function is called;
+        ``options`` an iterable of
+        :class:`~tsubaki_forensics.analysis.AnalysisOption`: each becomes an
+        ``analyze --NAME`` option, read with ``ctx.option(NAME)`` (as
+        pytest's ``pytest_addoption``).
     """
 
 

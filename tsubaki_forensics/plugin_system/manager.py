@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from ..analysis.spec import AnalysisFunction, AnalysisSpec
+from ..contracts.analysis import AnalysisFunction, AnalysisOption, AnalysisSpec
 from ..contracts.needs import Need
 from ..errors import PluginError, TsubakiError
 from ..sandbox import HOOK_TIMEOUT_S, plugin_call, stdout_to_stderr
@@ -203,15 +203,37 @@ class Plugins:
                 function: AnalysisFunction,
                 description: str,
                 needs: Iterable[Need | str] = (),
+                options: Iterable[AnalysisOption] = (),
                 _p: str = impl.plugin_name,
             ) -> None:
                 try:
                     need_set = frozenset(Need(n) for n in needs)
                 except ValueError as e:
                     raise PluginError(f"plugin {_p!r}: analysis {name!r}: {e}") from e
-                self._add(found, "analysis", AnalysisSpec(name, function, description, need_set, _p))
+                spec = AnalysisSpec(name, function, description, need_set, _p, tuple(options))
+                self._add(found, "analysis", spec)
 
             self._call_register(impl, register)
+        return found
+
+    def analysis_options(self) -> dict[str, tuple[AnalysisOption, list[str]]]:
+        """Every option the analyses declare, by name, with the analyses that read it.
+
+        Two analyses may share an option only if they declare it alike (same
+        type): ``analyze`` has one ``--NAME`` for both.
+        """
+        found: dict[str, tuple[AnalysisOption, list[str]]] = {}
+        for spec in self.analyses().values():
+            for option in spec.options:
+                known = found.get(option.name)
+                if known is None:
+                    found[option.name] = (option, [spec.name])
+                elif known[0].type is not option.type:
+                    raise PluginError(f"plugin {spec.plugin!r}: analysis {spec.name!r} declares option "
+                                      f"{option.flag} as {option.type.__name__}, analysis {known[1][0]!r} "
+                                      f"as {known[0].type.__name__}")
+                else:
+                    known[1].append(spec.name)
         return found
 
     def renderers(self) -> dict[str, RendererSpec]:

@@ -16,7 +16,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..analysis.report import Report
     from ..contracts.debuginfo import DebugInfoProvider
-    from ..analysis.spec import AnalysisFunction, Need
+    from ..contracts.analysis import AnalysisFunction, AnalysisOption
+    from ..contracts.needs import Need
 
 __all__ = [
     "SourceFactory",
@@ -113,10 +114,11 @@ class RegisterSource(Protocol):
 
 
 class RegisterAnalysis(Protocol):
-    """``register(name, function, description, needs=())``."""
+    """``register(name, function, description, needs=(), options=())``."""
 
     def __call__(
-        self, name: str, function: AnalysisFunction, description: str, needs: Iterable[Need] = ()
+        self, name: str, function: AnalysisFunction, description: str, needs: Iterable[Need] = (),
+        options: Iterable[AnalysisOption] = (),
     ) -> None: ...
 
 
