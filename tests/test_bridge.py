@@ -155,3 +155,19 @@ def test_segment_reader_caches_whole_pages_and_falls_back_at_gaps():
     with pytest.raises(drgn.FaultError) as e:
         read_fn(0x17FC, 8, 0x17FC, True)
     assert e.value.address == 0x1800
+
+
+def test_symbol_pack_provider_passes_a_damaged_pack_on_to_the_next_provider():
+    """A damaged embedded pack is a DebugInfoError (the chain goes on to BTF), not the end of the run."""
+    from tsubaki_forensics.contracts import DebugInfoRequest
+    from tsubaki_forensics.symbolpack.provider import SymbolPackProvider
+
+    class Stub:
+        symbolpack = b"not a pack at all"
+
+    def request(dump):
+        return DebugInfoRequest(None, dump, "00ff", "6.1.0", (), lambda paths, name: None)
+
+    with pytest.raises(DebugInfoError, match="the dump's symbol pack is unusable"):
+        SymbolPackProvider().provide(request(Stub()))
+    assert SymbolPackProvider().provide(request(object())) is None  # no pack: nothing to offer
