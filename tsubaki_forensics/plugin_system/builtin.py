@@ -12,9 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ..drgn_bridge.debuginfo import VmlinuxFiles
-from ..lab.provider import LabKernels
-from ..selfcontained.provider import BtfProvider
 from .hookspecs import hookimpl
 from .specs import RegisterDebugInfo, RegisterRenderer
 
@@ -41,8 +38,14 @@ def tsubaki_register_debug_info(register: RegisterDebugInfo) -> None:
     """vmlinux files (debug directories), the crash lab's cache and the dump's own BTF.
 
     The embedded symbol pack registers itself the same way, through the
-    entry point ``symbol-pack`` (it sits above this layer).
+    entry point ``symbol-pack`` (it sits above this layer).  Imported here,
+    when a program is built, not when the CLI starts (drgn and the lab cost
+    0.1-0.3 s to import, and most commands never build a program).
     """
+    from ..drgn_bridge.debuginfo import VmlinuxFiles
+    from ..lab.provider import LabKernels
+    from ..selfcontained.provider import BtfProvider
+
     register(VmlinuxFiles())
     register(LabKernels())
     register(BtfProvider())
