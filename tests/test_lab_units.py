@@ -33,7 +33,7 @@ MIB = 1 << 20
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("512M", 512 * MIB), ("4G", 4096 * MIB), ("1.5G", 1536 * MIB), ("256MiB", 256 * MIB),
-     ("512", 512 * MIB), ("2gb", 2048 * MIB), (" 3072 M ", 3072 * MIB), (1 << 30, 1 << 30)],
+     (str(512 * MIB), 512 * MIB), ("2gb", 2048 * MIB), (" 3072 M ", 3072 * MIB), (1 << 30, 1 << 30)],
 )
 def test_parse_size_accepts_qemu_spellings(text, expected):
     assert parse_size(text) == expected
@@ -43,6 +43,12 @@ def test_parse_size_accepts_qemu_spellings(text, expected):
 def test_parse_size_rejects_with_a_clear_message(text):
     with pytest.raises(LabError, match="memory size"):
         parse_size(text)
+
+
+def test_a_bare_number_is_bytes_as_everywhere_not_qemus_mib():
+    """One size semantics in the project (tsubaki_forensics.sizes): ``512`` is refused with a hint."""
+    with pytest.raises(LabError, match=r"a bare number is bytes.*write 512M"):
+        parse_size("512")
 
 
 @given(st.integers(MIN_GUEST_MEM // MIB, MAX_GUEST_MEM // MIB))

@@ -354,7 +354,7 @@ def test_report_says_what_is_missing(pair) -> None:
     assert report.kernel_release == crash.ground_truth["kernel_release"]
     assert report.btf_types > 90_000 and report.btf_bytes > 4_000_000
     assert report.can_unwind and report.unwind.orc_entries > 300_000 and report.unwind.modules >= 1
-    text = "\n".join(report.lines())
+    text = "\n".join(report.debug_info().lines())
     for needle in ("file:line", "inline", "GLOBAL_TYPES", "flattens"):
         assert needle in text
     assert tuple(report.limitations) == LIMITATIONS
@@ -459,7 +459,7 @@ def test_partial_dump_without_orc_still_gives_types(real_crash) -> None:
     with _partial_program(real_crash, ("__start_orc_unwind_ip", "__stop_orc_unwind")) as prog:
         report = attach_selfcontained(prog)
         assert not report.can_unwind and "FaultError" in report.unwind_error
-        assert "unwinding: unavailable" in "\n".join(report.lines())
+        assert "unwinding: unavailable" in "\n".join(report.debug_info().lines())
         assert observe_tasks(prog) == [t["pid"] for t in real_crash.ground_truth["tasks"]]
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import drgn
 from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
+from ..contracts.debuginfo import DebugInfoKind, DebugInfoReport
 from ..errors import DebugInfoError
 from .btf import Btf, BtfError
 from .objects import GLOBAL_TYPES, BtfObjects
@@ -91,8 +92,8 @@ class SelfContainedReport:
         """Whether drgn can find the ORC tables (``stack_trace`` works)."""
         return self.unwind is not None
 
-    def lines(self) -> list[str]:
-        """Human-readable summary, for a renderer's notes."""
+    def summary(self) -> list[str]:
+        """What was served, one line each (the limitations are apart: :meth:`debug_info`)."""
         out = [
             f"self-contained: no vmlinux; types from the dump's BTF ({self.btf_types} types, {self.btf_bytes} bytes), "
             "symbols from its kallsyms",
@@ -102,7 +103,13 @@ class SelfContainedReport:
         ]
         if self.unwind is not None and self.unwind.modules_error:
             out.append(f"loadable modules: not listed ({self.unwind.modules_error}); their frames do not unwind")
-        return out + [f"limitation: {text}" for text in self.limitations]
+        return out
+
+    def debug_info(self, provider: str = "btf") -> DebugInfoReport:
+        """This report as the one the drgn bridge keeps (``DumpProgram.debug_info``);
+        its ``lines()`` are what a renderer prints."""
+        return DebugInfoReport(DebugInfoKind.BTF, provider, summary=tuple(self.summary()),
+                               limitations=tuple(self.limitations), details=self)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 
 import drgn
 
+from ..contracts.debuginfo import DebugInfoKind, DebugInfoReport
 from ..errors import DebugInfoError
 from .fileformat import SymbolPackError, decode_pack, encode_pack
 from .finders import PackObjects, PackTypes, image_base, kernel_offset, pack_symbols
@@ -113,14 +114,18 @@ class SymbolPackReport:
     finders: tuple[PackTypes, PackObjects] | None = field(default=None, repr=False, compare=False)
     frame_pointers: bool = False  # arm64: drgn unwinds by frame pointer, no tables needed
 
-    def lines(self) -> list[str]:
-        """Human-readable summary, for a renderer's notes."""
-        out = [f"symbol pack: no vmlinux; {self.types} types, {self.objects} globals/functions/constants and "
+    def summary(self) -> list[str]:
+        """What was served, one line each (the limitations are apart: :meth:`debug_info`)."""
+        return [f"symbol pack: no vmlinux; {self.types} types, {self.objects} globals/functions/constants and "
                f"{self.symbols} symbols from a pack of build id {self.build_id}",
                "unwinding: drgn's frame-pointer unwinder (arm64 kernels have no ORC)" if self.frame_pointers
                else f"unwinding: drgn's built-in ORC from the dump ({self.unwind.orc_entries} kernel entries)"
                if self.unwind is not None else f"unwinding: unavailable ({self.unwind_error})"]
-        return out + [f"limitation: {text}" for text in self.limitations]
+
+    def debug_info(self, provider: str = "symbol-pack") -> DebugInfoReport:
+        """This report as the one the drgn bridge keeps (``DumpProgram.debug_info``)."""
+        return DebugInfoReport(DebugInfoKind.SYMBOL_PACK, provider, summary=tuple(self.summary()),
+                               limitations=tuple(self.limitations), details=self)
 
 
 def _vmcoreinfo_build_id(text: str) -> str | None:
