@@ -16,6 +16,7 @@ from drgn.helpers.linux.printk import get_printk_records
 
 from tsubaki_forensics.analysis import (
     AnalysisContext,
+    AnalysisOption,
     AnalysisResult,
     Column,
     Completeness,
@@ -142,4 +143,5 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
 @hookimpl
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``dmesg``."""
-    register("dmesg", analyze, "the kernel log with timestamps and levels (crash's log)", needs=[Need.DEBUG_INFO])
+    register("dmesg", analyze, "the kernel log with timestamps and levels (crash's log)", needs=[Need.DEBUG_INFO],
+             options=[AnalysisOption("tail", int, "show only the last N log lines (text default: 50).", min=0)])

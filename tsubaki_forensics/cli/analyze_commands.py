@@ -8,9 +8,11 @@ failed; 1 bad input (one ``error:`` line).
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -20,6 +22,7 @@ from .output import check_format, format_option, print_error, print_json, print_
 
 if TYPE_CHECKING:
     from ..analysis.results import Status
+    from ..analysis.spec import AnalysisOption
     from ..plugin_system import Plugins
 
 __all__ = ["register", "EXIT_PARTIAL", "EXIT_FAILED", "exit_code", "check_dumps", "get_plugins"]
@@ -58,7 +61,7 @@ def _names(values: list[str] | None) -> list[str]:
 
 
 def get_plugins(disable: list[str]) -> Plugins:
-    """The process-wide plugins (imported here: ``--help`` of these commands loads none)."""
+    """The process-wide plugins (imported here: the help of these commands loads none but analyze's)."""
     from ..plugin_system import get_plugins as load
 
     return load(disable)
@@ -104,7 +107,6 @@ def analyze(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these analyses (comma-separated or repeated).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip these analyses.")] = None,
     format: Annotated[str, typer.Option("-f", "--format", metavar="{text,json,...}", callback=_check_renderer, help="Output format: text, json, or one a plugin adds (`plugins` lists them).")] = "text",
-    tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines (text default: 50).")] = None,
     full: Annotated[bool, typer.Option("--full", help="text: the whole kernel log, not its last 50 lines (JSON always has it all).")] = False,
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
@@ -112,6 +114,8 @@ def analyze(
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds each analysis may run before it is failed (0: no limit).")] = 300.0,
     strict: Annotated[bool, typer.Option("--strict", help="CI: the first failed analysis (raised, timed out, malformed result) ends the run with exit 5.")] = False,
     quiet: _Quiet = False,
+    *,
+    analysis_options: dict[str, Any] | None = None,
 ) -> None:
     """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
 
@@ -135,7 +139,7 @@ def analyze(
             plugins,
             only=_names(only),
             exclude=_names(exclude),
-            options={"tail": tail if tail is not None or full or format != "text" else TEXT_LOG_LINES},
+            options=_text_tail(dict(analysis_options or {}), full=full, text=format == "text"),
             progress=None if quiet else (lambda name: sys.stderr.write(f"running {name}\n")),
             timeout=timeout or None,
             strict=strict,
@@ -155,6 +159,50 @@ def analyze(
         # SystemExit, not typer.Exit: click returns typer.Exit's code from
         # app() in non-standalone mode, where cli/app.py does not look at it.
         sys.exit(code)
+
+
+def _text_tail(options: dict[str, Any], *, full: bool, text: bool) -> dict[str, Any]:
+    """Crash-style text ends with the log's last 50 lines unless ``--tail`` or ``--full`` says otherwise."""
+    if "tail" in options and options["tail"] is None and text and not full:
+        options["tail"] = TEXT_LOG_LINES
+    return options
+
+
+def _option_parameter(option: AnalysisOption, users: list[str]) -> inspect.Parameter:
+    """``analyze --NAME``, as an analysis declared it (``AnalysisOption``)."""
+    help_text = f"{', '.join(users)}: {option.help}"
+    if option.type is bool:
+        annotation: Any = Annotated[bool, typer.Option(option.flag, help=help_text)]
+        default: Any = False
+    else:
+        extra = {"min": option.min} if option.min is not None else {}
+        annotation = Annotated[Optional[option.type], typer.Option(option.flag, help=help_text, **extra)]
+        default = None
+    return inspect.Parameter(f"option_{option.name}", inspect.Parameter.KEYWORD_ONLY,
+                             default=default, annotation=annotation)
+
+
+def analyze_command(options: dict[str, tuple[AnalysisOption, list[str]]]) -> Callable[..., None]:
+    """``analyze`` with one ``--NAME`` per option the registered analyses declare.
+
+    typer reads a command's options from its signature, so the command is
+    :func:`analyze` behind a signature that adds them (pytest's
+    ``pytest_addoption``: the plugins' options join the core's).
+    """
+    base = inspect.signature(analyze, eval_str=True)
+    taken = {p.name for p in base.parameters.values()}
+    params = [p for p in base.parameters.values() if p.name != "analysis_options"]
+    added = {name: _option_parameter(option, users) for name, (option, users) in options.items()
+             if f"option_{name}" not in taken}
+
+    def command(**kwargs: Any) -> None:
+        given = {name: kwargs.pop(p.name) for name, p in added.items()}
+        analyze(**kwargs, analysis_options=given)
+
+    command.__signature__ = base.replace(parameters=[*params, *added.values()])  # type: ignore[attr-defined]
+    command.__doc__ = analyze.__doc__
+    command.__name__ = "analyze"
+    return command
 
 
 def check_dumps(paths: list[Path]) -> None:
@@ -282,8 +330,40 @@ def plugins_command(
             stdout.print(f"    {name:<16} {safe_text(spec.description)}  [{spec.plugin}]", markup=False)
 
 
+class _AnalyzeCommand:
+    """``analyze`` as typer sees it, built when typer first reads its signature.
+
+    Its options include those the loaded analyses declare, so building it
+    loads the plugins; listing the command (the root ``--help``) reads only
+    this docstring and loads none (issue 21).
+    """
+
+    __name__ = "analyze"
+    __doc__ = analyze.__doc__
+    __annotations__ = {}  # noqa: RUF012 - what typing.get_type_hints reads of a callable object
+
+    def __init__(self) -> None:
+        self._command: Callable[..., None] | None = None
+
+    def _build(self) -> Callable[..., None]:
+        if self._command is None:
+            try:
+                options = get_plugins(argv_disabled()).analysis_options()
+            except PluginError:  # a broken analysis plugin: ``analyze`` says so when it runs
+                options = {}
+            self._command = analyze_command(options)
+        return self._command
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return self._build().__signature__  # type: ignore[attr-defined]
+
+    def __call__(self, **kwargs: Any) -> None:
+        self._build()(**kwargs)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``analyze``, ``shell`` and ``plugins`` to ``app``."""
-    app.command("analyze")(analyze)
+    """Add ``analyze`` (with the options the analyses declare), ``shell`` and ``plugins`` to ``app``."""
+    app.command("analyze")(_AnalyzeCommand())
     app.command("shell", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(shell)
     app.command("plugins")(plugins_command)
