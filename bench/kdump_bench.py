@@ -122,8 +122,8 @@ def main() -> None:
              f"- Crash: {crash.vmcore} ({kernel}, {workload}, {mem}); `makedumpfile {args.options}`: "
              f"{sizes[0] / 2**20:.1f} MiB kdump-compressed, {sizes[1] / 2**20:.1f} MiB flattened (`-F`); "
              f"{kept} of {pages} pages kept",
-             "- peer: `python bench/analyze_peer.py FILE VMLINUX` (plain drgn, the same tasks + dmesg + panic "
-             "work, the file opened by drgn's libkdumpfile)\n",
+             "- peer: `python bench/analyze_peer.py FILE VMLINUX` (plain drgn doing the default analyze "
+             "run's work: sys, ps, dmesg, panic; the file opened by drgn's libkdumpfile)\n",
              "| | wall (s) | CPU (s) | peak RSS (MiB) |", "|---|---:|---:|---:|"]
     for name, (w, r, c) in med.items():
         lines.append(f"| {name} | {w:.3f} | {c:.3f} | {r / 2**20:.1f} |")
