@@ -30,7 +30,7 @@ from .debuginfo import DEFAULT_DEBUG_DIRS, candidate_paths, mismatch_error, need
 from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
-__all__ = ["DumpProgram", "program_from_dump", "segment_reader", "excluded_span"]
+__all__ = ["DumpProgram", "program_from_dump", "segment_reader", "excluded_span", "name_dump_file", "DUMPFILE_KEY"]
 
 _PLATFORMS = {
     "x86_64": drgn.Architecture.X86_64,
@@ -174,6 +174,31 @@ def program_from_dump(
         capabilities.add(Need.DEBUG_INFO)
         _add_module_symbols(prog)
     return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus), selfcontained)
+
+
+#: ``prog.config`` key holding the user's dump file(s), what crash's ``sys`` calls DUMPFILE.
+DUMPFILE_KEY = "tsubaki.dumpfile"
+
+
+def name_dump_file(prog: drgn.Program, paths: Iterable[object]) -> None:
+    """Make drgn's crash ``sys`` show the user's dump file(s) as DUMPFILE.
+
+    drgn prints ``prog.core_dump_path``, which here is the memfd of notes
+    (``/memfd:tsubaki-notes``), and a ``drgn.Program`` can neither be told
+    another path nor subclassed; so the program carries the path in its
+    config and drgn's DUMPFILE getter (``_sys._FIELDS``) is wrapped, once,
+    to prefer it.  Any other program still shows ``core_dump_path``.
+    """
+    from drgn.commands._crash import _sys
+
+    prog.config[DUMPFILE_KEY] = " ".join(map(str, paths))
+    for i, (name, append, getter) in enumerate(_sys._FIELDS):
+        if name == "DUMPFILE" and not getattr(getter, "_tsubaki", False):
+            def dumpfile(p: drgn.Program, _drgn=getter) -> Any:
+                return p.config.get(DUMPFILE_KEY) or _drgn(p)
+
+            dumpfile._tsubaki = True  # type: ignore[attr-defined]
+            _sys._FIELDS[i] = (name, append, dumpfile)
 
 
 def _describe_itself(prog: drgn.Program, dump: Dump, missing: DebugInfoError) -> Any:
