@@ -50,6 +50,7 @@ __all__ = [
     "frame_from_drgn",
     "read_backtrace",
     "format_location",
+    "exception_frames",
     "frames_tables",
     "panic_result",
     "analyze",
@@ -270,14 +271,28 @@ _REGISTER_COLUMNS = (
 )
 
 
+def exception_frames(frames: Sequence[Frame]) -> list[tuple[int, tuple[tuple[str, int], ...]]]:
+    """Pure: where crash's and drgn's ``bt`` print an exception frame's registers: before the
+    first frame (inline ones included) of each physical frame drgn marks interrupted, except
+    the innermost, whose registers are the CPU's own (drgn's segments after the first)."""
+    out = []
+    start = 0  # the first frame of the current physical frame's group (its inline callees first)
+    for i, f in enumerate(frames):
+        if f.inline:
+            continue
+        if start > 0 and f.registers:
+            out.append((start, f.registers))
+        start = i + 1
+    return out
+
+
 def frames_tables(name: str, title: str, bt: Backtrace) -> list[Table]:
     """The frames, and (``<name>_registers``) the registers saved where an exception or
-    interrupt entered the kernel: each frame after the first that drgn marks interrupted
-    (crash prints them as an exception frame before it)."""
+    interrupt entered the kernel, at the index crash prints them before (:func:`exception_frames`)."""
     rows = [(i, f.function, f.symbol, f.offset, f.pc, f.file, f.line, f.inline, f.sp, f.size, f.module, f.stack)
             for i, f in enumerate(bt.frames)]
     tables = [Table.build(name, title, _FRAME_COLUMNS, rows)]
-    registers = [(i, reg, value) for i, f in enumerate(bt.frames) if i > 0 for reg, value in f.registers]
+    registers = [(i, reg, value) for i, saved in exception_frames(bt.frames) for reg, value in saved]
     registers += [(len(bt.frames), reg, value) for reg, value in bt.user_registers]  # user space's, after the last frame
     if registers:
         tables.append(Table.build(f"{name}_registers", f"{title}: exception frames", _REGISTER_COLUMNS, registers))

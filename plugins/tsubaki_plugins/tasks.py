@@ -1,6 +1,9 @@
 """``tasks``: the task list, like crash's ``ps``.
 
 PPID is the parent process as ``ps(1)`` shows it (``real_parent->tgid``);
+``parent_pid`` is what crash's and drgn's ``ps`` print (``parent->pid``),
+which differs for the idle tasks of secondary CPUs (their ``parent`` is a
+copy of the forking task's, never set) and for traced tasks;
 "on CPU" is the task's own ``on_cpu`` flag, and a second table names the
 task each CPU was running (``cpu_curr``), idle tasks included.  The per-CPU
 idle tasks (PID 0, ``swapper/N``) are in no PID namespace, so the PID walk
@@ -67,6 +70,7 @@ class TaskRecord:
     vsz_kb: Value = None
     rss_kb: Value = None
     kthread: Value = None
+    parent_pid: Value = None  # crash's ps PPID: parent->pid
 
     @property
     def readable(self) -> bool:
@@ -124,6 +128,7 @@ def _read_task(nr: int, task: drgn.Object, memory: _Memory | None = None) -> Tas
         vsz_kb=read_value(lambda: task_vsize(task) // 1024),
         rss_kb=rss_kb,
         kthread=read_value(lambda: task_is_kthread(task)),
+        parent_pid=read_value(lambda: task.parent.pid.value_()),
     )
 
 
@@ -177,7 +182,8 @@ def _missing_task(record: TaskRecord) -> Missing:
 
 def _unreadable_task(nr: int, error: BaseException) -> TaskRecord:
     placeholder = placeholder_for(error)
-    return TaskRecord(nr, None, nr, placeholder, placeholder, placeholder, placeholder, placeholder)
+    return TaskRecord(nr, None, nr, placeholder, placeholder, placeholder, placeholder, placeholder,
+                      parent_pid=placeholder)
 
 
 def _present_cpus(prog: drgn.Program) -> list[int]:
@@ -251,6 +257,7 @@ _TASK_COLUMNS = (
     Column("vsz", "VSZ", int, "right"),  # KiB, as crash and ps(1) show it
     Column("rss", "RSS", int, "right"),  # KiB
     Column("kthread", "KTHREAD", bool),
+    Column("parent_pid", "PARENT", int, "right"),  # crash's ps PPID (parent->pid)
 )
 _CPU_COLUMNS = (
     Column("cpu", "CPU", int, "right"),
@@ -287,7 +294,7 @@ def tasks_result(
         else:
             crashed_row = not is_idle and crashed_pid is not None and r.pid == crashed_pid
         return (pid, r.ppid, r.cpu, r.address, r.state, r.on_cpu, crashed_row, r.comm,
-                r.mem_percent, r.vsz_kb, r.rss_kb, r.kthread)
+                r.mem_percent, r.vsz_kb, r.rss_kb, r.kthread, r.parent_pid)
 
     rows = [row(r) for r in sorted(records, key=lambda r: r.nr)]
     crashed_cpu_rows = []

@@ -200,6 +200,8 @@ def _ps_lines(*tables: Table) -> list[str]:
             comm = f"[{comm}]"
         mem = r.get("mem_percent")
         cells = [format_value(r.get(k), columns[k]) for k in _PS[:5]]
+        if "parent_pid" in r:  # crash's PPID is parent->pid (ppid: ps(1)'s real_parent->tgid)
+            cells[1] = format_value(r["parent_pid"])
         cells += [f"{mem:.1f}" if isinstance(mem, float) else format_value(mem),
                   format_value(r.get("vsz")), format_value(r.get("rss")), comm]
         rows.append([">" if r.get("on_cpu") is True else "", *cells])
@@ -265,6 +267,8 @@ def _result(console: Console, result: AnalysisResult) -> None:
             idle = by_name.get("idle") if table.name == "tasks" else None
             for line in _ps_lines(*((idle,) if idle is not None and set(_PS) <= {c.name for c in idle.columns} else ()), table):
                 console.print(Text(line))
+        elif not table.rows:
+            console.print(Text("  (none)"))
         else:
             console.print(_grid(table))
     for c in result.completeness:
