@@ -1,9 +1,10 @@
 """``modules``: the loaded kernel modules and their taint, like crash's ``mod`` and ``mod -t``.
 
 The figures are those of drgn's own crash ``mod`` command
-(``drgn.commands._crash._mod``): the modules drgn finds with
-``prog.loaded_modules()`` (vmlinux left out), each with its ``struct
-module`` address, the start of its text (``TEXT_BASE``), its size (the sum
+(``drgn.commands._crash._mod``): the kernel's modules (drgn's
+``for_each_module``; each as drgn's module object,
+``prog.linux_kernel_loadable_module``), each with its ``struct module``
+address, the start of its text (``TEXT_BASE``), its size (the sum
 of its address ranges) and the debug file drgn loaded for it, plus its taint
 letters (drgn's ``module_taints``, crash's ``mod -t``).  The kernel's own
 taint is the ``sys`` analysis's ``TAINT``; here the facts say how many
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import drgn
-from drgn.helpers.linux.module import module_taints
+from drgn.helpers.linux.module import for_each_module, module_taints
 
 from tsubaki_forensics.analysis import (
     AnalysisContext,
@@ -62,8 +63,17 @@ def _size(module: drgn.Module) -> int:
     return 0 if ranges is None else sum(end - start for start, end in ranges)
 
 
+def _drgn_module(prog: drgn.Program, obj: drgn.Object) -> drgn.Module:
+    """drgn's module for this ``struct module`` (its name, address ranges and debug file)."""
+    return prog.linux_kernel_loadable_module(obj, create=True)
+
+
 def read_modules(prog: drgn.Program) -> tuple[list[ModuleRecord], list[Missing], bool]:
     """Every loaded module in the kernel's list order (drgn's ``mod``).
+
+    The kernel's ``modules`` list is walked with drgn's ``for_each_module``
+    rather than ``prog.loaded_modules()``, which stops quietly (a logged
+    warning) at a module it cannot read: here the gap is reported.
 
     :returns: the records, what could not be read, and whether the module
         list was walked to its end.
@@ -71,21 +81,27 @@ def read_modules(prog: drgn.Program) -> tuple[list[ModuleRecord], list[Missing],
     records: list[ModuleRecord] = []
     missing: list[Missing] = []
     try:
-        for module, _ in prog.loaded_modules():
-            if not isinstance(module, drgn.RelocatableModule):
-                continue  # vmlinux
-            obj = read_value(lambda: module.object)
+        for obj in for_each_module(prog):
+            address = obj.value_()
+            module = read_value(lambda: _drgn_module(prog, obj))
+            if not isinstance(module, drgn.Module):
+                name = read_value(lambda: obj.name.string_().decode("utf-8", "backslashreplace"))
+                records.append(ModuleRecord(name if isinstance(name, str) else f"{address:#x}", address, module,
+                                            module, read_value(lambda: module_taints(obj))))
+                missing.append(Missing(records[-1].name, getattr(module, "address", None),
+                                       isinstance(module, NotCollected), "module"))
+                continue
             record = ModuleRecord(
                 name=module.name,
-                module=obj.value_() if isinstance(obj, drgn.Object) else obj,
+                module=address,
                 text_base=read_value(lambda: module.address),
                 size=read_value(lambda: _size(module)),
-                taints=read_value(lambda: module_taints(obj)) if isinstance(obj, drgn.Object) else obj,
+                taints=read_value(lambda: module_taints(obj)),
                 debug_file=module.debug_file_path,
             )
             records.append(record)
             if not record.readable:
-                bad = next(v for v in (record.module, record.text_base, record.size, record.taints) if is_placeholder(v))
+                bad = next(v for v in (record.text_base, record.size, record.taints) if is_placeholder(v))
                 missing.append(Missing(module.name, getattr(bad, "address", None), isinstance(bad, NotCollected),
                                        "module"))
     except READ_ERRORS as e:
