@@ -17,7 +17,7 @@ zero, ``SWAP`` full or absent, ``COMMITTED`` past the limit.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import drgn
 from drgn.helpers.linux.block import nr_blockdev_pages
@@ -44,6 +44,8 @@ from tsubaki_forensics.plugin_system import hookimpl
 
 __all__ = ["KMEM_ROWS", "Figure", "read_figures", "memory_result", "analyze"]
 
+T = TypeVar("T")
+
 
 class Figure(NamedTuple):
     """One row of ``kmem -i``: its label, pages, and the label of the total it is a share of."""
@@ -63,27 +65,37 @@ KMEM_ROWS: tuple[tuple[str, str | None], ...] = (
 )
 
 
+def _once(read: Callable[[], T]) -> Callable[[], T]:
+    """``read`` called at most once when it succeeds (several rows share one helper's answer)."""
+    done: list[T] = []
+
+    def get() -> T:
+        if not done:
+            done.append(read())
+        return done[0]
+
+    return get
+
+
 def _getters(prog: drgn.Program) -> dict[str, Callable[[], int]]:
-    """How drgn's ``kmem -i`` computes each row (a helper read once per group, shared below)."""
-    def cached() -> int:
-        return (global_node_page_state(prog["NR_FILE_PAGES"]) - total_swapcache_pages(prog)
-                - nr_blockdev_pages(prog))
-
-    def used() -> int:
-        return totalram_pages(prog) - nr_free_pages(prog)
-
+    """How drgn's ``kmem -i`` computes each row; each helper runs once for all the rows that use it."""
+    total = _once(lambda: totalram_pages(prog))
+    free = _once(lambda: nr_free_pages(prog))
+    buffers = _once(lambda: nr_blockdev_pages(prog))
+    huge = _once(lambda: hugetlb_total_usage(prog))
+    swap = _once(lambda: swap_total_usage(prog))
     return {
-        "TOTAL MEM": lambda: totalram_pages(prog),
-        "FREE": lambda: nr_free_pages(prog),
-        "USED": used,
-        "BUFFERS": lambda: nr_blockdev_pages(prog),
-        "CACHED": cached,
+        "TOTAL MEM": total,
+        "FREE": free,
+        "USED": lambda: total() - free(),
+        "BUFFERS": buffers,
+        "CACHED": lambda: (global_node_page_state(prog["NR_FILE_PAGES"]) - total_swapcache_pages(prog) - buffers()),
         "SLAB": lambda: slab_total_usage(prog).total_pages,
-        "TOTAL HUGE": lambda: hugetlb_total_usage(prog).pages,
-        "HUGE FREE": lambda: hugetlb_total_usage(prog).free_pages,
-        "TOTAL SWAP": lambda: swap_total_usage(prog).pages,
-        "SWAP USED": lambda: swap_total_usage(prog).used_pages,
-        "SWAP FREE": lambda: swap_total_usage(prog).free_pages,
+        "TOTAL HUGE": lambda: huge().pages,
+        "HUGE FREE": lambda: huge().free_pages,
+        "TOTAL SWAP": lambda: swap().pages,
+        "SWAP USED": lambda: swap().used_pages,
+        "SWAP FREE": lambda: swap().free_pages,
         "COMMIT LIMIT": lambda: vm_commit_limit(prog),
         "COMMITTED": lambda: vm_memory_committed(prog),
     }
