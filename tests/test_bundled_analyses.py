@@ -60,6 +60,8 @@ def test_memory_rows_shares_and_a_missing_figure():
     assert "        FREE         250      1000KB  25% of TOTAL MEM" in text
     assert "      CACHED  <not collected 0x5000>  <not collected 0x5000>  -" in text
     assert "\n\n  TOTAL HUGE" in text  # a blank line before each total, as crash groups them
+    row = _json(result)["analyses"][0]["tables"][0]["rows"][1]
+    assert row == {"item": "FREE", "pages": 250, "bytes": 1024000, "percent": 25.0, "of": "TOTAL MEM"}  # numbers
 
 
 @pytest.mark.parametrize("n,text", [(0, "0"), (44 * 1024, "44KB"), (469_800_000, "448.0MB"), (1 << 30, "1GB"),
@@ -114,6 +116,8 @@ def test_exception_frames_skip_the_cpus_own_registers_and_precede_inline_callees
     assert "asm_sysvec" in lines[marker - 1] and lines[marker + 1].startswith("    RIP: 0000000000000001")
     assert "(inline)" in lines[marker + 2] and "default_idle" in lines[marker + 2]
     assert text.count("RIP:") == 1
+    rows = _json(AnalysisResult("panic", "Panic", tables=tuple(tables)))["analyses"][0]["tables"][0]["rows"]
+    assert [r["stack"] for r in rows] == ["IRQ", "IRQ", "IRQ", "TASK", "TASK", "TASK"]
 
 
 def _task(pid, cpu, comm, address, state="S", kthread=False, parent=1):
