@@ -92,6 +92,11 @@ def test_runq_counts_and_an_unreadable_cpu():
     assert [(r["cpu"], r["rt_queued"], r["cfs_queued"]) for r in result.table("runq").dicts()] == [(0, 1, 1), (1, 0, 0)]
     assert [(t["class"], t["pid"]) for t in result.table("queued").dicts()] == [("RT", 15), ("CFS", 7)]
     assert (result.completeness[0].readable, result.completeness[0].complete) == (1, False)
+    text = _text(result)  # crash's runq layout: the queued tasks under their CPU
+    assert 'CPU 0 RUNQUEUE: ffff0000\n  CURRENT: PID: 12       TASK: ffff1000  COMMAND: "dd"\n  RT:\n' \
+           '     [  0] PID: 15       TASK: ffff2000  COMMAND: "migration/0"\n  CFS:\n' \
+           '     [120] PID: 7        TASK: ffff3000  COMMAND: "kworker/0:0"\n' in text
+    assert "CPU 1 RUNQUEUE: <not collected 0x7000>" in text and "Tasks waiting to run" not in text
 
 
 def _frame(pc, function, inline=False, registers=(), stack="TASK", sp=None):

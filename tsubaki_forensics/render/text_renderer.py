@@ -230,6 +230,36 @@ def _kmem_lines(table: Table) -> list[str]:
     return lines
 
 
+_RUNQ = {"cpu", "runqueue", "curr_pid", "curr_task", "curr_comm"}
+_QUEUED = {"cpu", "class", "prio", "pid", "task", "comm"}
+
+
+def _task_header(pid: object, task: object, comm: object, prio: object = None) -> str:
+    """crash's task header: ``[120] PID: 7        TASK: ffff...  COMMAND: "kworker/0:0"``."""
+    head = f"[{format_value(prio):>3}] " if prio is not None else ""
+    task_text = f"{task:x}" if isinstance(task, int) else format_value(task)
+    return f'{head}PID: {format_value(pid):<7}  TASK: {task_text}  COMMAND: "{format_value(comm)}"'
+
+
+def _runq_lines(runq: Table, queued: Table | None) -> list[str]:
+    """crash's ``runq``: each CPU's run queue, its current task, then the RT and CFS tasks waiting."""
+    waiting = queued.dicts() if queued is not None else []
+    lines: list[str] = []
+    for q in runq.dicts():
+        if lines:
+            lines.append("")
+        address = q.get("runqueue")
+        lines.append(f"CPU {q.get('cpu')} RUNQUEUE: " + (f"{address:x}" if isinstance(address, int) else format_value(address)))
+        lines.append("  CURRENT: " + _task_header(q.get("curr_pid"), q.get("curr_task"), q.get("curr_comm")))
+        for klass in ("RT", "CFS"):
+            tasks = [t for t in waiting if t.get("cpu") == q.get("cpu") and t.get("class") == klass]
+            lines.append(f"  {klass}:")
+            lines += [f"     {_task_header(t.get('pid'), t.get('task'), t.get('comm'), t.get('prio'))}" for t in tasks]
+            if not tasks:
+                lines.append("     [no tasks queued]")
+    return lines
+
+
 # crash's order: the sys summary, the panic and its backtraces, the blocked tasks' stacks,
 # then the tasks, run queues, memory and modules, then whatever plugins add, the kernel
 # log last (``analyze --full`` for all of it).
@@ -252,6 +282,8 @@ def _result(console: Console, result: AnalysisResult) -> None:
             continue  # shown inside its backtrace, where crash shows exception frames
         if table.name == "idle" and "tasks" in by_name:
             continue  # shown first in the task list, as crash's ps shows swapper/N
+        if table.name == "queued" and "runq" in by_name and _QUEUED <= {c.name for c in table.columns}:
+            continue  # shown under each CPU's run queue, as crash's runq does
         console.print(Text(f"\n  {safe_text(table.title)}"))
         names = {c.name for c in table.columns}
         if {"time", "level", "text"} <= names:
@@ -259,6 +291,11 @@ def _result(console: Console, result: AnalysisResult) -> None:
                 console.print(Text(line))
         elif {"function", "pc", "offset"} <= names:
             for line in _frames(table, by_name.get(f"{table.name}_registers")):
+                console.print(Text(line))
+        elif _RUNQ <= names:
+            queued = by_name.get("queued")
+            for line in _runq_lines(table, queued if queued is not None and _QUEUED <= {c.name for c in queued.columns}
+                                    else None):
                 console.print(Text(line))
         elif {"item", "pages", "bytes", "percent", "of"} <= names:
             for line in _kmem_lines(table):
