@@ -33,9 +33,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tsubaki_forensics.contracts.events import EventKind
+from tsubaki_forensics.elfnotes import prstatus_notes
 from tsubaki_forensics.errors import SourceError, TsubakiError
 
 from .clock import MonitorClock
+from .kdump_run import run_kdump
 from .machine import EmulatedRam, IntervalSet, Machine, Region
 from .pages import KEPT, MonitorPages, PageBook
 from .policies import Policy, Step
@@ -219,9 +221,7 @@ def run_policy(
         params = replace(params, capture_boot_s=params.boot_s)
     book = book or PageBook(source)
     if policy.kdump_model:
-        from .kdump_run import run_kdump
-
-        return run_kdump(source, policy, params, output, book)
+        return run_kdump(source, policy, params, output, book, run_policy)
     run = _Run(source, policy, params, triage, progress, book)
     out_path = Path(output) if output is not None and policy.dumps else None
     try:
@@ -286,7 +286,7 @@ class _Run:
                                    f"{props[key]!r}; resume with the same source and options")
         # The notice's first record: Linux's whole memory map and the dump
         # level, so any prefix of the dump knows what it should hold.
-        self.writer = TsdWriter(path, level=p.level, threads=p.threads,
+        self.writer = TsdWriter(path, level=p.level, threads=p.threads, arch=getattr(src, "arch", "x86_64"),
                                 dump_id=resume.dump_id if resume else None,
                                 producer=f"tsubaki-forensics collect ({self.policy.name})",
                                 memory_map=MemoryMap.from_ranges(
@@ -574,11 +574,7 @@ def _source_boot(source) -> float:
 
 def _count_cpus(notes: bytes | None) -> int:
     """CPUs of the crashed machine: one NT_PRSTATUS note each."""
-    if not notes:
-        return 0
-    from tsubaki_forensics.drgn_bridge.notes import NT_PRSTATUS, iter_notes
-
-    return sum(1 for n in iter_notes(bytes(notes)) if n.type == NT_PRSTATUS and n.name == b"CORE")
+    return len(prstatus_notes(notes))
 
 
 def _properties(source, policy: Policy, params: CollectParams, machine: Machine) -> dict:

@@ -26,6 +26,8 @@ level 1, with a note in the result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tsubaki_forensics.contracts.events import EventKind
@@ -34,7 +36,7 @@ from tsubaki_forensics.errors import TsubakiError
 from .kdumpfile import kdump_size
 from .machine import Machine
 from .pages import PageBook
-from .policies import Policy
+from .policies import Policy, TsubakiPolicy, region_step
 from .results import CollectParams, HandBack, RunResult
 from .storage import StorageDevice
 from .timeline import Timeline
@@ -42,8 +44,13 @@ from .timeline import Timeline
 __all__ = ["run_kdump"]
 
 
-def run_kdump(source, policy: Policy, params: CollectParams, output, book: PageBook) -> RunResult:
-    """The kdump policy's outcome (and its dump at ``output``, if given)."""
+def run_kdump(source, policy: Policy, params: CollectParams, output, book: PageBook,
+              run_policy: Callable[..., RunResult]) -> RunResult:
+    """The kdump policy's outcome (and its dump at ``output``, if given).
+
+    :param run_policy: the engine's ``run_policy``, which writes the ``.tsd``
+        (a callback: the engine calls this module, so it cannot import the engine).
+    """
     wall0 = time.perf_counter()
     machine = Machine.from_ranges(source.ranges, params.region_size, monitor_mem=params.monitor_mem)
     cpu, notes = params.cpu, []
@@ -81,7 +88,7 @@ def run_kdump(source, policy: Policy, params: CollectParams, output, book: PageB
     timeline.add(now + params.boot_s, EventKind.RESTART)
     out_path = Path(output) if output is not None else None
     if out_path is not None:
-        measured = _write_tsd(source, policy, params, out_path, book, level)
+        measured = _write_tsd(source, policy, params, out_path, book, level, run_policy)
     restart = now + params.boot_s
     ideal = params.capture_boot_s + params.storage.write_time(size.total) + params.boot_s
     regions = [{"index": r.index, "base": r.base, "bytes": r.nbytes, "file_bytes": None,
@@ -111,12 +118,8 @@ def _used(book: PageBook) -> int:
 
 
 def _write_tsd(source, policy: Policy, params: CollectParams, path: Path, book: PageBook,
-               level: int) -> float:
+               level: int, run_policy: Callable[..., RunResult]) -> float:
     """The same pages at the same level as a ``.tsd`` (what kdump keeps); its CPU seconds."""
-    from dataclasses import replace
-
-    from .engine import run_policy
-    from .policies import TsubakiPolicy, region_step
 
     class _Writer(TsubakiPolicy):  # the engine's writer, every region in address order
         name = policy.name

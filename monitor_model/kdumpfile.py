@@ -24,12 +24,12 @@ real tool on the same crash.
 from __future__ import annotations
 
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .pages import KEPT, ZERO, MonitorPages
+from .zlibsizes import PageZlibSizes
 
 STRUCT_PAGE_BITS = 2 | 4 | 8 | 16  # dump-level bits decided from the struct pages
 
@@ -40,42 +40,6 @@ DATA_HEADER = 16  # makedumpfile_data_header before every write of a flattened d
 DESC_BYTES = 24  # page_desc_t: offset, size, flags, page_flags
 CACHE_BYTES = 4096 << 4  # write cache of page data/descriptors (page_size << DEFAULT_ORDER)
 SUB_HEADER = 104  # struct kdump_sub_header (v6 fields) before the notes and VMCOREINFO
-_CHUNK = 8 << 20
-
-
-class PageZlibSizes:
-    """zlib level-1 compressed size of every page of a source (0: not computed)."""
-
-    def __init__(self, source, page_size: int = 4096) -> None:
-        self.source, self.page_size = source, page_size
-        end = max((s + n for s, n in source.ranges), default=0)
-        self.sizes = np.zeros(end // page_size, np.uint16)  # stored size: min(compressed, page)
-        self.done = np.zeros(end // page_size, bool)
-
-    def ensure(self, wanted: np.ndarray) -> None:
-        """Compute the sizes of the pfns in ``wanted`` (a boolean mask) not yet known."""
-        todo = wanted[: self.done.size] & ~self.done[: wanted.size]
-        if not todo.any():
-            return
-        page = self.page_size
-        per = _CHUNK // page
-        chunks = sorted({int(p) // per for p in np.flatnonzero(todo)})
-
-        def one(chunk: int) -> None:
-            lo = chunk * per
-            hi = min(lo + per, todo.size)
-            for start, length in self.source.ranges:  # read only what is present
-                a, b = max(lo, -(-start // page)), min(hi, (start + length) // page)
-                if a >= b or not todo[a:b].any():
-                    continue
-                data = memoryview(self.source.read(a * page, (b - a) * page))
-                for pfn in (np.flatnonzero(todo[a:b]) + a).tolist():
-                    off = (pfn - a) * page
-                    self.sizes[pfn] = min(page, len(zlib.compress(data[off: off + page], 1)))
-                self.done[a:b] |= todo[a:b]
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(one, chunks))
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ the emulation never holds a copy of guest memory and its RSS stays flat.
 from __future__ import annotations
 
 import bisect
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tsubaki_forensics.errors import SourceError, TsubakiError
+from tsubaki_forensics.sizes import parse_size
 
 __all__ = [
     "HOTPLUG_BLOCK",
@@ -39,22 +39,9 @@ __all__ = [
 HOTPLUG_BLOCK = 128 << 20
 """x86_64 ``memory_block_size_bytes()`` on a machine below 64 GiB."""
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str | int) -> int:
-    """Parse ``128M``, ``2G``, ``512KiB`` or a plain byte count (binary units)."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise TsubakiError(f"not a size: {text!r} (use e.g. 128M, 2G, 4096)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
 def parse_size_option(text: str, option: str) -> int:
-    """:func:`parse_size` for a command-line option: the error names ``option``."""
+    """:func:`~tsubaki_forensics.sizes.parse_size` (the project's one size parser, re-exported
+    here) for a command-line option: the error names ``option``."""
     try:
         return parse_size(text)
     except TsubakiError as e:

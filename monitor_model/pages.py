@@ -26,6 +26,8 @@ import numpy as np
 
 from tsubaki_forensics.errors import PageClassError, SourceError, TsubakiError
 
+from .zlibsizes import PageZlibSizes
+
 __all__ = ["MonitorPages", "PageBook", "classify_source", "ClassifierCache", "KEPT", "ZERO"]
 
 KEPT, ZERO = 0, 1  # PageClass values (tsubaki_forensics.pageclass.PageClass)
@@ -236,7 +238,5 @@ class PageBook:
     def zlib_sizes(self):
         """Per-page zlib sizes (for the kdump size model), shared by every kdump level."""
         if self._zlib is None:
-            from .kdumpfile import PageZlibSizes
-
             self._zlib = PageZlibSizes(self.source, self.at(1).page_size)
         return self._zlib

@@ -75,6 +75,7 @@ class MemorySource:
     vmcoreinfo: bytes | None = None
     notes: bytes | None = None
     properties: dict[str, str]
+    arch: str = "x86_64"  # the crashed machine's, as the .tsd header names it
 
     def read(self, paddr: int, size: int) -> bytes:
         raise NotImplementedError
@@ -101,6 +102,7 @@ class VmcoreSource(MemorySource):
         self.ranges = _segment_ranges(self._core.segments)
         self.vmcoreinfo = _bytes(self._core.vmcoreinfo)
         self.notes = _bytes(self._core.notes)
+        self.arch = self._core.arch
         self.properties = {"source": "vmcore", "vmcore": str(self.path), **(properties or {})}
 
     def read(self, paddr: int, size: int) -> bytes:
@@ -133,7 +135,8 @@ class RawImageSource(MemorySource):
     """A raw physical-memory image plus its sidecar JSON.
 
     Sidecar ``IMAGE.json``: ``{"ranges": [{"paddr", "length", "offset"}],
-    "vmcoreinfo": text, "notes_base64": str, "properties": {...}}``; without
+    "vmcoreinfo": text, "notes_base64": str, "arch": "x86_64" or "aarch64",
+    "properties": {...}}``; without
     ``ranges`` the whole file is physical memory from address 0.
 
     The sidecar is required: raw bytes alone say nothing of where they
@@ -181,6 +184,8 @@ class RawImageSource(MemorySource):
         self.vmcoreinfo = info.encode() if isinstance(info, str) else None
         notes = meta.get("notes_base64")
         self.notes = base64.b64decode(notes) if notes else None
+        if isinstance(meta.get("arch"), str):
+            self.arch = meta["arch"]
         self.properties = {"source": "raw", "image": str(self.path),
                            **{str(k): str(v) for k, v in (meta.get("properties") or {}).items()}}
 

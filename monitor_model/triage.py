@@ -40,8 +40,9 @@ from pathlib import Path
 import drgn
 
 from tsubaki_forensics.drgn_bridge import program_from_dump
-from tsubaki_forensics.drgn_bridge.notes import NT_PRSTATUS, iter_notes
+from tsubaki_forensics.elfnotes import prstatus_notes
 from tsubaki_forensics.errors import DebugInfoError, TsubakiError
+from tsubaki_forensics.plugin_system import get_plugins
 
 from .machine import IntervalSet
 from .policies import Step
@@ -139,8 +140,8 @@ def plan_triage(source, vmlinux: Path | None = None) -> TriagePlan:
     _self_contained(plan, memory, dump)
     try:
         try:
-            built = program_from_dump(dump, vmlinux=vmlinux)
-            if built.selfcontained is not None:  # no vmlinux: the bridge fell back to the dump's BTF
+            built = program_from_dump(dump, vmlinux=vmlinux, providers=get_plugins().debug_info_providers())
+            if built.vmlinux is None:  # no vmlinux: the chain fell back to a symbol pack or the dump's BTF
                 raise DebugInfoError("no vmlinux matches the dump")
             plan.debug_info = True
         except DebugInfoError as e:
@@ -222,8 +223,6 @@ FIRST_ANALYSES = ("dmesg", "panic", "tasks")  # what triage must give; sys (cras
 def _analyses():
     """The registered analyses, the log and the panic first: whatever a
     plugin analyses is what its triage needs, third-party plugins included."""
-    from tsubaki_forensics.plugin_system import get_plugins
-
     registered = get_plugins().analyses()
     names = [n for n in FIRST_ANALYSES if n in registered]
     names += [n for n in registered if n not in names]
@@ -277,9 +276,7 @@ def _crashed_stack(prog: drgn.Program) -> None:
 
 def _cpu_stacks(prog: drgn.Program, notes: bytes | None) -> None:
     """Each CPU's kernel stack, from the stack pointer in its PRSTATUS note."""
-    for note in iter_notes(bytes(notes or b"")):
-        if note.type != NT_PRSTATUS or note.name != b"CORE":
-            continue
+    for note in prstatus_notes(notes):
         off = _PR_REG + 8 * _RSP
         if len(note.desc) < off + 8:
             continue

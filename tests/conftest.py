@@ -45,12 +45,12 @@ def _progress(message: str) -> None:
 
 @pytest.fixture(scope="session")
 def crash_lab() -> Callable[..., CrashResult]:
-    """``crash_lab(scenario="sysrq", mem="512M", smp=2, workload="idle", kernel="6.1", ram_file=False)``."""
+    """``crash_lab(scenario="sysrq", mem="512M", smp=2, workload="idle", kernel="6.1", ram_file=False, arch="x86_64")``."""
     made: dict[CrashParams, CrashResult] = {}
 
     def make(scenario: str = "sysrq", mem: str = "512M", smp: int = 2, workload: str = "idle",
-             kernel: str = "6.1", ram_file: bool = False) -> CrashResult:
-        params = CrashParams(scenario, mem, smp, workload, kernel, ram_file).normalized()
+             kernel: str = "6.1", ram_file: bool = False, arch: str = "x86_64") -> CrashResult:
+        params = CrashParams(scenario, mem, smp, workload, kernel, ram_file, arch).normalized()
         if params not in made:
             made[params] = cached_crash(params, log=_progress)
         return made[params]

@@ -195,9 +195,28 @@ def test_vmlinux_found_in_a_debug_directory_by_build_id(real_tsd, real_crash, tm
     link.parent.mkdir(parents=True)
     link.symlink_to(real_crash.vmlinux)
     with open_dump([real_tsd]) as dump:
-        bridged = program_from_dump(dump, debug_dirs=[tmp_path / "debug"], lab_cache=False)
+        bridged = program_from_dump(dump, debug_dirs=[tmp_path / "debug"])
         assert bridged.vmlinux.resolve() == link.resolve()  # drgn reports the real path
         assert bridged.prog["init_uts_ns"].name.release.string_().decode() == real_crash.ground_truth["kernel_release"]
+
+
+def test_debug_info_chain_goes_on_after_a_file_that_does_not_match(real_tsd, real_crash, tmp_path):
+    """A wrong vmlinux found first is passed over; the next provider's (the crash lab's) is loaded."""
+    from tsubaki_forensics.drgn_bridge.chain import attach_debug_info
+    from tsubaki_forensics.drgn_bridge.debuginfo import VmlinuxFiles
+    from tsubaki_forensics.drgn_bridge import program_from_dump
+    from tsubaki_forensics.lab.provider import LabKernels
+    from tsubaki_forensics.tsd import open_dump
+
+    wrong = tmp_path / "debug" / "vmlinux"  # an ELF file of no kernel: drgn ignores it
+    wrong.parent.mkdir()
+    wrong.symlink_to(sys.executable)
+    with open_dump([real_tsd]) as dump:
+        built = program_from_dump(dump, debug_info=False)
+        report = attach_debug_info(built.prog, dump, built.info, [LabKernels(), VmlinuxFiles()],
+                                   search_paths=[tmp_path / "debug"])
+        assert report.provider == "lab-kernels" and report.vmlinux.resolve() == Path(real_crash.vmlinux).resolve()
+        assert built.prog["init_uts_ns"].name.release.string_().decode() == real_crash.ground_truth["kernel_release"]
 
 
 def test_self_contained_without_vmlinux(real_tsd, real_crash):

@@ -41,7 +41,7 @@ def test_vmcoreinfo_fields():
 
 
 def test_notes_round_trip_and_truncation():
-    notes = [Note(b"VMCOREINFO", 0, b"OSRELEASE=x\n"), Note(b"CORE", 1, bytes(range(7)))]
+    notes = [Note("VMCOREINFO", 0, b"OSRELEASE=x\n"), Note("CORE", 1, bytes(range(7)))]
     blob = b"".join(encode_note(n) for n in notes)
     assert list(iter_notes(blob)) == notes
     with pytest.raises(FormatError, match="runs past the end"):
@@ -49,7 +49,7 @@ def test_notes_round_trip_and_truncation():
 
 
 def test_notes_only_core_is_a_valid_elf_core():
-    core = notes_only_core([Note(b"VMCOREINFO", 0, VMCOREINFO), Note(b"CORE", 1, bytes(336))], 62)
+    core = notes_only_core([Note("VMCOREINFO", 0, VMCOREINFO), Note("CORE", 1, bytes(336))], 62)
     elf = ELFFile(io.BytesIO(core))
     assert elf["e_type"] == "ET_CORE" and elf["e_machine"] == "EM_X86_64"
     (seg,) = list(elf.iter_segments())
@@ -68,9 +68,9 @@ def test_candidate_paths_by_build_id_and_release(tmp_path):
         shutil.copy(TRUE, path)
     extra = tmp_path / "plugin-vmlinux"
     shutil.copy(TRUE, extra)
-    found = candidate_paths(build_id, "6.1.0", extra=[extra, debug], debug_dirs=[debug], lab_cache=False)
+    found = candidate_paths(build_id, "6.1.0", extra=[extra, debug], debug_dirs=[debug])
     assert found == [extra, by_id, by_release]  # plugins first, no duplicates, only existing files
-    assert candidate_paths("00ff", "9.9", debug_dirs=[debug], lab_cache=False) == []
+    assert candidate_paths("00ff", "9.9", debug_dirs=[debug]) == []
 
 
 def test_debug_info_errors_name_build_id_and_release(tmp_path):
@@ -88,7 +88,7 @@ def test_program_without_matching_debug_info_is_a_debug_info_error(tmp_path):
         with pytest.raises(DebugInfoError, match="does not exist"):
             program_from_dump(dump, vmlinux=tmp_path / "nope")
         with pytest.raises(DebugInfoError, match=r"no vmlinux with debug info found for build id 0011223344556677, kernel 6\.1\.0-test"):
-            program_from_dump(dump, debug_dirs=[tmp_path], lab_cache=False)
+            program_from_dump(dump, debug_dirs=[tmp_path])
 
 
 def _tiny(tmp_path, notes=None):
@@ -104,7 +104,7 @@ def _tiny(tmp_path, notes=None):
 
 @pytest.mark.parametrize("with_registers", [False, True])
 def test_program_reads_through_the_dump(tmp_path, with_registers):
-    notes = encode_note(Note(b"CORE", 1, bytes(336))) if with_registers else None
+    notes = encode_note(Note("CORE", 1, bytes(336))) if with_registers else None
     with _tiny(tmp_path, notes) as dump:
         bridged = program_from_dump(dump, debug_info=False)
         prog = bridged.prog
@@ -155,3 +155,19 @@ def test_segment_reader_caches_whole_pages_and_falls_back_at_gaps():
     with pytest.raises(drgn.FaultError) as e:
         read_fn(0x17FC, 8, 0x17FC, True)
     assert e.value.address == 0x1800
+
+
+def test_symbol_pack_provider_passes_a_damaged_pack_on_to_the_next_provider():
+    """A damaged embedded pack is a DebugInfoError (the chain goes on to BTF), not the end of the run."""
+    from tsubaki_forensics.contracts import DebugInfoRequest
+    from tsubaki_forensics.symbolpack.provider import SymbolPackProvider
+
+    class Stub:
+        symbolpack = b"not a pack at all"
+
+    def request(dump):
+        return DebugInfoRequest(None, dump, "00ff", "6.1.0", (), lambda paths, name: None)
+
+    with pytest.raises(DebugInfoError, match="the dump's symbol pack is unusable"):
+        SymbolPackProvider().provide(request(Stub()))
+    assert SymbolPackProvider().provide(request(object())) is None  # no pack: nothing to offer

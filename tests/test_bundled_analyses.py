@@ -184,3 +184,20 @@ def test_new_analyses_on_the_sample(tsubaki_sample_run_analysis, name):
     result = tsubaki_sample_run_analysis(name)
     assert result.status is Status.OK, (result.error, [c.summary() for c in result.completeness])
     assert result.tables and all(c.complete for c in result.completeness)
+
+
+def test_wall_clock_option_is_declared_with_crashs_short_flag(tsubaki_sample_path):
+    """``analyze -T`` (dmesg's declared option, crash's ``log -T``) adds wall_time to every row."""
+    import subprocess
+    import sys
+
+    from tsubaki_forensics.analysis import AnalysisOption
+
+    with pytest.raises(ValueError):
+        AnalysisOption("x", bool, "a flag", short="T")
+    run = subprocess.run([sys.executable, "-m", "tsubaki_forensics.cli.app", "analyze", str(tsubaki_sample_path), "-q",
+                          "--only", "dmesg", "-T", "--tail", "2", "-f", "json"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)["analyses"][0]["tables"][0]["rows"]
+    assert len(rows) == 2 and all(isinstance(r["wall_time"], str) and r["wall_time"] for r in rows)

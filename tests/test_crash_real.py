@@ -90,7 +90,7 @@ def trio(request, crash_lab, tmp_path_factory):
     plugins = get_plugins([])
     with_vmlinux = open_program([tsd], plugins, vmlinux=crash.vmlinux)
     selfcontained = open_program([tsd], plugins, self_contained=True)
-    assert selfcontained.program.selfcontained is not None
+    assert selfcontained.program.debug_info.kind == "btf"
     yield truth, CrashSession(with_vmlinux.program.prog), CrashSession(selfcontained.program.prog), (with_vmlinux, selfcontained)
     with_vmlinux.close()
     selfcontained.close()

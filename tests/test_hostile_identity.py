@@ -135,7 +135,7 @@ def test_build_id_and_release_cannot_leave_the_debug_dirs(tmp_path):
     (tmp_path / "evil.debug").write_bytes(b"x")  # reachable as .build-id/../../evil.debug
     (tmp_path / "evil").mkdir()
     (tmp_path / "evil" / "vmlinux").write_bytes(b"x")  # as lib/modules/../../../evil/vmlinux
-    found = candidate_paths("../../evil", "../../../evil", debug_dirs=[debug], lab_cache=False)
+    found = candidate_paths("../../evil", "../../../evil", debug_dirs=[debug])
     assert found == []
     assert safe_build_id("../../evil") is None and safe_release("../x") is None
     assert safe_release("6.1.0-57-cloud-amd64") == "6.1.0-57-cloud-amd64"
@@ -143,5 +143,5 @@ def test_build_id_and_release_cannot_leave_the_debug_dirs(tmp_path):
     good = "ab" + "c" * 38
     (debug / ".build-id" / "ab").mkdir()
     (debug / ".build-id" / "ab" / ("c" * 38 + ".debug")).write_bytes(b"x")
-    assert candidate_paths(good, None, debug_dirs=[debug], lab_cache=False) == [
+    assert candidate_paths(good, None, debug_dirs=[debug]) == [
         debug / ".build-id" / "ab" / ("c" * 38 + ".debug")]

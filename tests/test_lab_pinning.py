@@ -196,7 +196,7 @@ def test_offline_pin_uses_the_newest_cached_release_with_a_warning(archive, monk
     monkeypatch.setattr(kernel, "_apt_version", offline)
     assert kernel.ensure_kernel("6.1.0-90").release == OLDER_61
     assert f"warning: apt cannot resolve {GONE_61}; using cached {OLDER_61}" in capsys.readouterr().err
-    monkeypatch.setattr(kernel, "cached_releases", lambda series=None: [])
+    monkeypatch.setattr(kernel, "cached_releases", lambda series=None, flavour=None: [])
     with pytest.raises(LabError, match="apt does not know"):
         kernel.ensure_kernel("6.1.0-90")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib
 import json
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from tsubaki_forensics.errors import LabError
 from tsubaki_forensics.lab import CrashParams, get_scenario, get_workload, load_crash
-from tsubaki_forensics.lab import host, kernel, qemu
+from tsubaki_forensics.lab import arch, host, kernel, qemu
 from tsubaki_forensics.lab.cache import COMPLETE_MARKER, atomic_entry, cache_root, entry_is_complete
 from tsubaki_forensics.lab.ground_truth import backtrace_names, panic_callers, panic_entry, panic_message_from_dmesg
 from tsubaki_forensics.lab.initramfs import READY_LINE, CpioWriter, render_init
@@ -32,7 +33,7 @@ MIB = 1 << 20
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("512M", 512 * MIB), ("4G", 4096 * MIB), ("1.5G", 1536 * MIB), ("256MiB", 256 * MIB),
-     ("512", 512 * MIB), ("2gb", 2048 * MIB), (" 3072 M ", 3072 * MIB), (1 << 30, 1 << 30)],
+     (str(512 * MIB), 512 * MIB), ("2gb", 2048 * MIB), (" 3072 M ", 3072 * MIB), (1 << 30, 1 << 30)],
 )
 def test_parse_size_accepts_qemu_spellings(text, expected):
     assert parse_size(text) == expected
@@ -42,6 +43,12 @@ def test_parse_size_accepts_qemu_spellings(text, expected):
 def test_parse_size_rejects_with_a_clear_message(text):
     with pytest.raises(LabError, match="memory size"):
         parse_size(text)
+
+
+def test_a_bare_number_is_bytes_as_everywhere_not_qemus_mib():
+    """One size semantics in the project (tsubaki_forensics.sizes): ``512`` is refused with a hint."""
+    with pytest.raises(LabError, match=r"a bare number is bytes.*write 512M"):
+        parse_size("512")
 
 
 @given(st.integers(MIN_GUEST_MEM // MIB, MAX_GUEST_MEM // MIB))
@@ -229,10 +236,11 @@ def test_probe_sector_is_a_boot_sector():
 
 # --- QEMU failure paths without a guest ---------------------------------------------
 
-def test_qemu_missing_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(qemu, "QEMU", str(tmp_path / "no-such-qemu"))
-    spec = qemu.GuestSpec(bzimage=tmp_path / "bz", initrd=tmp_path / "rd", mem=512 * MIB, smp=1, workdir=tmp_path / "w")
-    with pytest.raises(LabError, match="not installed"):
+def test_qemu_missing_is_a_clear_error(tmp_path):
+    missing = dataclasses.replace(arch.X86_64, qemu=str(tmp_path / "no-such-qemu"), qemu_package="qemu-pkg")
+    spec = qemu.GuestSpec(bzimage=tmp_path / "bz", initrd=tmp_path / "rd", mem=512 * MIB, smp=1,
+                          workdir=tmp_path / "w", arch=missing)
+    with pytest.raises(LabError, match="not installed .Debian package qemu-pkg"):
         qemu.run_guest(spec)
 
 
@@ -244,6 +252,68 @@ def test_qemu_argv_has_the_crash_plumbing(tmp_path):
     for needed in ("-device pvpanic", "-device vmcoreinfo", "-action panic=pause", "-S", "-m 4G", "-smp 4",
                    f"mem-path={tmp_path / 'ram.bin'},share=on", "memory-backend=ram0"):
         assert needed in joined
+
+
+def test_arm64_argv_pauses_on_the_reset_that_panic_makes(tmp_path):
+    """Debian's arm64 kernels have no pvpanic: panic=-1 resets, -no-reboot + shutdown=pause keep the guest."""
+    spec = qemu.GuestSpec(bzimage=Path("/k"), initrd=Path("/i"), mem=2048 * MIB, smp=2, workdir=tmp_path,
+                          arch=arch.ARM64)
+    argv = qemu.qemu_argv(spec, tmp_path / "q.sock", tmp_path / "c.log")
+    joined = " ".join(argv)
+    assert argv[0] == "qemu-system-aarch64"
+    for needed in ("-machine virt", "-cpu max", "-no-reboot", "-action shutdown=pause", "-device vmcoreinfo",
+                   "console=ttyAMA0 panic=-1"):
+        assert needed in joined
+    assert "pvpanic" not in joined and "panic=pause" not in joined
+    x86 = " ".join(qemu.qemu_argv(qemu.GuestSpec(bzimage=Path("/k"), initrd=Path("/i"), mem=MIB, smp=1,
+                                                 workdir=tmp_path), tmp_path / "q", tmp_path / "c"))
+    assert "console=ttyS0 panic=-1" in x86 and "shutdown=pause" not in x86
+
+
+@pytest.mark.parametrize("guest, event, is_panic", [
+    ("x86_64", {"event": "GUEST_PANICKED", "data": {"action": "pause"}}, True),
+    ("x86_64", {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-reset"}}, False),
+    ("arm64", {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-reset"}}, True),
+    ("arm64", {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-shutdown"}}, False),
+    ("arm64", {"event": "RESET", "data": {"guest": True}}, False),
+])
+def test_panic_event_per_arch(guest, event, is_panic):
+    assert qemu._is_panic(event, arch.get_arch(guest)) is is_panic
+
+
+def test_arch_names_flavours_and_packages():
+    assert arch.get_arch("aarch64") is arch.ARM64 and arch.get_arch("amd64") is arch.X86_64
+    with pytest.raises(LabError, match="unknown guest architecture 'sparc'; choose one of x86_64, arm64"):
+        arch.get_arch("sparc")
+    assert arch.arch_of_flavour("cloud-arm64") is arch.ARM64
+    assert kernel.arch_of_release("6.1.0-57-cloud-arm64") is arch.ARM64
+    assert kernel.arch_of_release("6.12.118+deb12-amd64") is arch.X86_64
+    assert kernel.flavour_of_release("6.1.0-57-cloud-amd64") == "cloud-amd64"
+    # A foreign architecture's packages are qualified for apt on the amd64 host.
+    assert arch.ARM64.package("busybox-static") == "busybox-static:arm64"
+    assert arch.X86_64.package("busybox-static") == "busybox-static"
+    assert kernel.parse_depends("  Depends: linux-image-6.1.0-57-cloud-arm64:arm64\n") == "6.1.0-57-cloud-arm64"
+
+
+def test_arm64_refuses_the_nmi_scenario():
+    with pytest.raises(LabError, match="needs QMP inject-nmi, which the lab sends only to x86_64 guests, not arm64"):
+        CrashParams(scenario="nmi", arch="arm64").normalized()
+    assert CrashParams(scenario="sysrq", arch="aarch64").normalized().arch == "arm64"
+
+
+def test_cached_releases_filter_by_flavour(tmp_path, monkeypatch):
+    monkeypatch.setenv("TSUBAKI_CACHE_DIR", str(tmp_path / "tsk"))
+    for release in ("6.1.0-57-cloud-amd64", "6.1.0-57-cloud-arm64", "6.1.0-57-amd64"):
+        entry = kernel.kernels_dir() / release
+        entry.mkdir(parents=True)
+        (entry / ".complete").write_text("")
+        (entry / "kernel.json").write_text(json.dumps({
+            "series": "6.1", "release": release, "version": "1", "modules": [], "build_id": "",
+            "download_bytes": 0, "timings": {}}))
+    assert [k.release for k in kernel.cached_releases("6.1", "cloud-amd64")] == ["6.1.0-57-cloud-amd64"]
+    assert [(k.release, k.arch) for k in kernel.cached_releases("6.1", "cloud-arm64")] == \
+        [("6.1.0-57-cloud-arm64", "arm64")]
+    assert len(kernel.cached_releases("6.1")) == 3
 
 
 def test_console_tail_is_one_line(tmp_path):
@@ -464,3 +534,11 @@ def test_a_guest_that_panics_before_its_marker_is_booted_once_more(tmp_path, mon
         assert (out / "manifest.json").is_file()
     assert len(calls) == boots
     assert sum("booting the guest once more" in line for line in logged) == min(early_panics, 1)
+
+
+def test_foreign_architecture_gets_a_longer_panic_bound():
+    from tsubaki_forensics.lab.crash import _timeout_for
+
+    x86 = _timeout_for(512 * MIB, "idle", "tcg", arch.X86_64)
+    assert _timeout_for(512 * MIB, "idle", "tcg", arch.ARM64) == 4 * x86
+    assert _timeout_for(512 * MIB, "idle", "kvm", arch.X86_64) == x86 / 2

@@ -78,3 +78,47 @@ def test_the_protocols_describe_the_real_dumps_and_sources(tsubaki_sample_dump):
     with BytesSource(bytes(4096), vmcoreinfo=b"OSRELEASE=x\n") as source:
         assert isinstance(source, MemorySource)
     assert not isinstance(object(), Dump) and not isinstance(object(), MemorySource)
+
+
+def _function_level_imports(path: Path, module: str, package: str):
+    """(line, target) of every project import inside a function of ``path``."""
+    import ast
+
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            yield node.lineno, [target, *(f"{target}.{a.name}" for a in node.names)]
+
+
+def test_no_function_level_import_hides_a_cycle():
+    """Issue 17: an import inside a function must not be the one edge that closes a cycle.
+
+    For every ``from X import ...`` inside a function, the imported module
+    must not import (directly or not) the module doing the import.
+    """
+    import grimp
+
+    roots = {"tsubaki_forensics": ROOT / "tsubaki_forensics", "monitor_model": ROOT / "monitor_model",
+             "tsubaki_plugins": ROOT / "plugins" / "tsubaki_plugins"}
+    graph = grimp.build_graph(*roots, exclude_type_checking_imports=True)
+    cycles = []
+    for root, base in roots.items():
+        for path in sorted(base.rglob("*.py")):
+            parts = [root, *path.relative_to(base).with_suffix("").parts]
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+            for line, targets in _function_level_imports(path, module, package):
+                for target in targets:
+                    if target in graph.modules and target != module:
+                        chain = graph.find_shortest_chain(importer=target, imported=module)
+                        if chain:
+                            cycles.append(f"{module}:{line} -> {target} (back: {' -> '.join(chain)})")
+    assert cycles == []

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import io
+import shutil
+from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from tsubaki_forensics.analysis import AnalysisContext, AnalysisResult, Need, run_analyses, select
+from tsubaki_forensics.analysis import AnalysisContext, AnalysisOption, AnalysisResult, Need, run_analyses, select
 from tsubaki_forensics.analysis.report import DumpSummary, Report
 from tsubaki_forensics.analysis.session import open_program
-from tsubaki_forensics.errors import PluginError
+from tsubaki_forensics.contracts import DebugInfoKind, DebugInfoReport
+from tsubaki_forensics.errors import DebugInfoError, PluginError
 from tsubaki_forensics.plugin_system import Plugins, hookimpl
+from tsubaki_forensics.selfcontained.provider import BtfProvider
 from tsubaki_forensics.tsd import TsdWriter
 
 VMCOREINFO = (
     b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82000000\n"
     b"NUMBER(phys_base)=0\nKERNELOFFSET=0\nBUILD-ID=00112233445566778899\n"
 )
+
+TRUE = Path(shutil.which("true") or "/bin/true")  # an ELF file of no kernel's build
 
 
 @pytest.fixture
@@ -133,6 +139,96 @@ def test_hook_tsubaki_debug_info_paths(plugins, register, tmp_path):
     assert seen == [("abcd", "6.1.0")]
 
 
+def test_hook_tsubaki_register_debug_info(plugins, register, tiny_tsd):
+    """A third party's provider (a symbol server) takes its place in the chain by ``order``."""
+    seen = []
+
+    class SymbolServer:
+        name = "symbol-server"
+        description = "types from the company symbol server"
+        order = 500
+
+        def provide(self, request):
+            seen.append((request.build_id, request.release, [p.name for p in plugins.debug_info_providers()]))
+            # nothing on disk matches the tiny dump: offering a file is counted, not loaded
+            assert request.load_vmlinux([TRUE], self.name) is None
+            request.prog.register_type_finder("server", lambda prog, kind, name, filename: None, enable_index=0)
+            return DebugInfoReport(DebugInfoKind.SYMBOL_PACK, self.name, summary=("types from the server",))
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_debug_info(self, register):
+            register(SymbolServer())
+
+    register(Plugin(), "server")
+    opened = open_program([tiny_tsd], plugins)
+    try:
+        report = opened.program.debug_info
+        assert report.provider == "symbol-server" and Need.DEBUG_INFO in opened.program.capabilities
+        assert "server" in opened.program.prog.registered_type_finders()
+        assert report.lines() == ["types from the server"] and opened.program.vmlinux is None
+    finally:
+        opened.close()
+    # the dump's strings, and the chain in order: the built-ins around the plugin's
+    assert seen == [("00112233445566778899", "6.1.0-test", ["vmlinux-files", "lab-kernels", "symbol-server", "btf"])]
+
+
+def test_debug_info_chain_says_why_each_provider_declined(plugins, register, tiny_tsd):
+    class Refuses:
+        name, description, order = "refuses", "a provider whose file is of another build", 300
+
+        def provide(self, request):
+            assert request.load_vmlinux([TRUE], self.name) is None
+            raise DebugInfoError("the server's vmlinux is of another build")
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_debug_info(self, register):
+            register(Refuses())
+
+    register(Plugin(), "refuses")
+    with pytest.raises(DebugInfoError) as e:
+        open_program([tiny_tsd], plugins)
+    message = str(e.value)
+    assert message.startswith("no vmlinux with debug info found for build id 00112233445566778899")
+    assert "(1 candidate(s) did not match)" in message
+    assert "; and the server's vmlinux is of another build; and the dump cannot describe itself" in message
+
+
+def test_register_debug_info_validates(plugins, register):
+    class Bad:
+        name, description, order = "bad", "order is not a number", "first"
+
+        def provide(self, request):
+            return None
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_debug_info(self, register):
+            register(Bad())
+
+    register(Plugin(), "bad")
+    with pytest.raises(PluginError, match="order must be an int"):
+        plugins.debug_info_providers()
+
+
+def test_register_debug_info_rejects_a_second_btf(plugins, register):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_debug_info(self, register):
+            register(BtfProvider())
+
+    register(Plugin(), "twice")
+    with pytest.raises(PluginError, match="debug-info provider 'btf', already registered by 'builtin'"):
+        plugins.debug_info_providers()
+
+
+def test_symbol_pack_provider_comes_through_the_entry_point_group():
+    """Registered the way a third party's is (pyproject: ``symbol-pack``); a stale install misses it."""
+    chain = Plugins.load().debug_info_providers()
+    assert [p.name for p in chain] == ["vmlinux-files", "lab-kernels", "symbol-pack", "btf"]
+
+
 def test_hook_tsubaki_program_ready(plugins, register, tiny_tsd):
     calls = []
 
@@ -188,6 +284,59 @@ def test_register_analyses_rejects_unknown_needs(plugins, register):
     register(Plugin(), "needy")
     with pytest.raises(PluginError, match="telepathy"):
         plugins.analyses()
+
+
+def test_register_analyses_declares_options_that_analyze_offers(plugins, register, tiny_tsd, monkeypatch):
+    """An analysis's own option (pytest_addoption): ``analyze --depth 3`` reaches ``ctx.option("depth")``."""
+    from tsubaki_forensics.cli import analyze_commands
+
+    seen = []
+
+    def deep(ctx):
+        seen.append(dict(ctx.options))
+        return AnalysisResult("deep", "Deep", facts=(("depth", ctx.option("depth")),))
+
+    class Types:  # the tiny dump has no kernel: a provider that serves nothing, so the chain ends
+        name, description, order = "none", "no types at all", 1
+
+        def provide(self, request):
+            return DebugInfoReport(DebugInfoKind.BTF, self.name)
+
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            register("deep", deep, "goes deep", options=[AnalysisOption("depth", int, "how deep to go", min=0)])
+
+        @hookimpl
+        def tsubaki_register_debug_info(self, register):
+            register(Types())
+
+    register(Plugin(), "deep")
+    options = plugins.analysis_options()
+    assert options["depth"][1] == ["deep"] and options["depth"][0].flag == "--depth"
+    monkeypatch.setattr(analyze_commands, "get_plugins", lambda disable=(): plugins)
+    app = typer.Typer()
+    app.command("analyze")(analyze_commands.analyze_command(options))
+    app.command("other")(lambda: None)
+    assert "--depth" in CliRunner().invoke(app, ["analyze", "--help"]).output
+    result = CliRunner().invoke(app, ["analyze", str(tiny_tsd), "--only", "deep", "--depth", "3", "-q",
+                                      "--format", "json"])
+    assert seen == [{"depth": 3}], result.output
+    assert CliRunner().invoke(app, ["analyze", str(tiny_tsd), "--depth", "-1"]).exit_code == 2  # min=0
+
+
+def test_register_analyses_options_must_agree(plugins, register):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_analyses(self, register):
+            register("a", lambda ctx: None, "a", options=[AnalysisOption("depth", int, "how deep")])
+            register("b", lambda ctx: None, "b", options=[AnalysisOption("depth", str, "how deep")])
+
+    register(Plugin(), "two")
+    with pytest.raises(PluginError, match="declares option --depth as str, analysis 'a' as int"):
+        plugins.analysis_options()
+    with pytest.raises(ValueError, match="needs a help text"):
+        AnalysisOption("depth", int, "")
 
 
 def test_hook_tsubaki_register_renderers(plugins, register):

@@ -354,7 +354,7 @@ def test_report_says_what_is_missing(pair) -> None:
     assert report.kernel_release == crash.ground_truth["kernel_release"]
     assert report.btf_types > 90_000 and report.btf_bytes > 4_000_000
     assert report.can_unwind and report.unwind.orc_entries > 300_000 and report.unwind.modules >= 1
-    text = "\n".join(report.lines())
+    text = "\n".join(report.debug_info().lines())
     for needle in ("file:line", "inline", "GLOBAL_TYPES", "flattens"):
         assert needle in text
     assert tuple(report.limitations) == LIMITATIONS
@@ -374,9 +374,14 @@ def test_attaching_twice_is_a_clear_error(pair) -> None:
 def test_no_btf_in_the_dump_is_a_clear_error() -> None:
     prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
                                       drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
-    absent = drgn.SymbolIndex([])
-    with pytest.raises(SelfContainedError, match="CONFIG_DEBUG_INFO_BTF"):
-        read_btf(prog, absent)
+    init_task = drgn.Symbol("init_task", 0xFFFFFFFF82A0C940, 0, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT)
+    with pytest.raises(SelfContainedError, match="without CONFIG_DEBUG_INFO_BTF"):
+        read_btf(prog, drgn.SymbolIndex([init_task]))
+    # No data symbol at all: kallsyms lists functions only (Debian's arm64 kernels).
+    functions_only = drgn.SymbolIndex([
+        drgn.Symbol("panic", 0xFFFFFFFF81000000, 0x100, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.FUNC)])
+    with pytest.raises(SelfContainedError, match="functions only .built without CONFIG_KALLSYMS_ALL"):
+        read_btf(prog, functions_only)
     not_collected = drgn.SymbolIndex([
         drgn.Symbol("__start_BTF", 0xFFFFFFFF82000000, 0, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT),
         drgn.Symbol("__stop_BTF", 0xFFFFFFFF82400000, 0, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT),
@@ -454,7 +459,7 @@ def test_partial_dump_without_orc_still_gives_types(real_crash) -> None:
     with _partial_program(real_crash, ("__start_orc_unwind_ip", "__stop_orc_unwind")) as prog:
         report = attach_selfcontained(prog)
         assert not report.can_unwind and "FaultError" in report.unwind_error
-        assert "unwinding: unavailable" in "\n".join(report.lines())
+        assert "unwinding: unavailable" in "\n".join(report.debug_info().lines())
         assert observe_tasks(prog) == [t["pid"] for t in real_crash.ground_truth["tasks"]]
 
 

@@ -28,6 +28,7 @@ from tsubaki_forensics.selfcontained.verify import KERNEL_SPACE, base_name, obse
 from tsubaki_forensics.symbolpack import SymbolPackMismatch, attach_symbolpack, pack_from_dump, read_pack, write_pack
 from tsubaki_forensics.symbolpack.extract import build_pack, program_for_vmlinux
 from tsubaki_forensics.symbolpack.lookups import LOOKUP_OBJECTS
+from tsubaki_forensics.triage.scan import scan_dump
 from tsubaki_forensics.tsd import open_dump
 from tsubaki_forensics.vmcore.importer import import_vmcore
 
@@ -225,3 +226,7 @@ def test_analyze_uses_an_embedded_pack_when_no_vmlinux_is_found(crash61, dump61,
     assert "symbol pack: no vmlinux" in err
     (panic,) = [a for a in json.loads(out)["analyses"] if a["name"] == "panic"]
     assert crash61.ground_truth["panic_message"] in json.dumps(panic)
+    # triage names what the bridge used: the pack, not the dump's BTF (issue 17)
+    record = scan_dump("pack", [str(dump61), str(companion)], 0)
+    assert record["error"] is None and record["debug_info"] == "symbol pack"
+    assert crash61.ground_truth["panic_message"] in record["panic_message"]

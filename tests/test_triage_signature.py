@@ -20,6 +20,15 @@ SYSRQ_61 = ["pvpanic_panic_notify", "notifier_call_chain", "atomic_notifier_call
             "sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger", "pde_write", "proc_reg_write",
             "vfs_write", "ksys_write", "do_syscall_x64", "do_syscall_64", "entry_SYSCALL_64"]
 SYSRQ_612 = ["pvpanic_send_event.part.0", *SYSRQ_61[:-1]]
+# An arm64 guest stops in the reset panic=-1 makes (no pvpanic on Debian's arm64 kernels).
+SYSRQ_ARM64 = ["__arm_smccc_hvc", "psci_sys_reset", "notifier_call_chain", "atomic_notifier_call_chain",
+               "do_kernel_restart", "machine_restart", "machine_emergency_restart", "emergency_restart", "panic",
+               "sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger", "pde_write", "proc_reg_write",
+               "vfs_write", "ksys_write", "__do_sys_write", "__se_sys_write", "__arm64_sys_write",
+               "__invoke_syscall", "invoke_syscall", "el0_svc_common", "do_el0_svc", "el0_svc",
+               "el0t_64_sync_handler", "el0t_64_sync"]
+HUNG_ARM64 = ["__arm_smccc_hvc", "psci_sys_reset", "emergency_restart", "panic",
+              "check_hung_uninterruptible_tasks", "watchdog", "kthread", "ret_from_fork"]
 OOM_61 = ["pvpanic_panic_notify", "notifier_call_chain", "atomic_notifier_call_chain", "panic",
           "check_panic_on_oom", "out_of_memory", "__alloc_pages_may_oom", "__alloc_pages_slowpath",
           "__alloc_pages", "__folio_alloc"]
@@ -113,6 +122,8 @@ def test_clean_function(name, expected):
     "trace, expected",
     [
         (SYSRQ_61, ("sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger")),
+        (SYSRQ_ARM64, ("sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger")),
+        (HUNG_ARM64, ("check_hung_uninterruptible_tasks", "watchdog")),
         (OOM_61, ("check_panic_on_oom", "out_of_memory", "__alloc_pages_may_oom")),
         (NMI_61, ("nmi_panic", "unknown_nmi_error", "exc_nmi")),  # inline + .cold counted once; stop at asm_exc_nmi
         (HUNG_61, ("check_hung_uninterruptible_tasks", "watchdog")),  # stops at kthread

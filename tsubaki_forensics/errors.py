@@ -17,7 +17,9 @@ __all__ = [
     "DebugInfoError",
     "SourceError",
     "LabError",
+    "LiveError",
     "PluginError",
+    "SizeError",
     "StorageError",
     "PageClassError",
 ]
@@ -71,6 +73,14 @@ class SourceError(TsubakiError):
 
 class LabError(TsubakiError):
     """The crash lab could not produce a crashed guest."""
+
+
+class LiveError(TsubakiError):
+    """The live guest or the live protocol failed (QEMU, agent, timeouts; ``tsubaki_forensics.live``)."""
+
+
+class SizeError(TsubakiError, ValueError):
+    """Not a size (``tsubaki_forensics.sizes.parse_size``: ``128M``, ``2G``, ``4096`` bytes)."""
 
 
 class PluginError(TsubakiError):

@@ -24,6 +24,7 @@ from drgn.helpers.linux.timekeeping import ktime_get_coarse_ns, ktime_get_coarse
 
 from tsubaki_forensics.analysis import (
     AnalysisContext,
+    AnalysisOption,
     AnalysisResult,
     Column,
     Completeness,
@@ -181,4 +182,7 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
 @hookimpl
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``dmesg``."""
-    register("dmesg", analyze, "the kernel log with timestamps and levels (crash's log)", needs=[Need.DEBUG_INFO])
+    register("dmesg", analyze, "the kernel log with timestamps and levels (crash's log)", needs=[Need.DEBUG_INFO],
+             options=[AnalysisOption("tail", int, "show only the last N log lines (text default: 50).", min=0),
+                      AnalysisOption("wall_clock", bool, "each log line's wall-clock time (crash's log -T; JSON: "
+                                     "a wall_time column).", short="-T")])

@@ -186,10 +186,17 @@ def frame_from_drgn(frame: drgn.StackFrame, prog: drgn.Program | None = None, st
         file, line, _ = frame.source()
     except LookupError:
         pass
-    try:
-        sp = None if frame.is_inline else frame.sp
-    except LookupError:
-        sp = None
+    sp = None
+    if not frame.is_inline:
+        try:
+            sp = frame.sp
+        except LookupError:
+            # arm64 unwinds by frame pointer: above frame 0 drgn knows x29, not
+            # sp, and crash prints that frame address in the same column.
+            try:
+                sp = frame.register("fp")
+            except (LookupError, ValueError):
+                sp = None
     registers: tuple[tuple[str, int], ...] = ()
     if frame.interrupted:
         try:

@@ -18,11 +18,12 @@ from .results import (
     is_placeholder,
 )
 from .runner import run_analyses, select
-from .spec import AnalysisContext, AnalysisFunction, AnalysisSpec, Need
+from .spec import AnalysisContext, AnalysisFunction, AnalysisOption, AnalysisSpec, Need
 
 __all__ = [
     "AnalysisContext",
     "AnalysisFunction",
+    "AnalysisOption",
     "AnalysisResult",
     "AnalysisSpec",
     "Column",

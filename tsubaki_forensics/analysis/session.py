@@ -58,6 +58,7 @@ def open_program(
         extra = plugins.debug_info_paths(safe_build_id(info.build_id), safe_release(info.release))
         kwargs: dict[str, Any] = {
             "vmlinux": vmlinux,
+            "providers": plugins.debug_info_providers(),
             "extra_debug_paths": extra,
             "debug_info": debug_info,
             "self_contained": self_contained,
@@ -140,7 +141,6 @@ def analyze_dump(
     specs = select(plugins.analyses(), only, exclude)
     context = AnalysisContext(opened.program.prog, opened.dump, dict(options or {}), opened.program.capabilities)
     results = run_analyses(specs, context, progress, timeout=timeout, strict=strict)
-    warnings: tuple[str, ...] = ()
-    if opened.program.selfcontained is not None:  # say what the dump's own BTF cannot give
-        warnings = tuple(opened.program.selfcontained.lines())
+    debug_info = opened.program.debug_info  # say what a pack or the dump's own BTF cannot give
+    warnings = tuple(debug_info.lines()) if debug_info is not None else ()
     return Report(summarize(opened), tuple(results), warnings)

@@ -8,13 +8,16 @@ failed; 1 bad input (one ``error:`` line).
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..analysis.results import Status
+from ..analysis.spec import AnalysisOption
 from ..errors import PluginError, TsubakiError
 from ..plugin_system import get_plugins
 from . import output
@@ -93,15 +96,15 @@ def analyze(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these analyses (comma-separated or repeated).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip these analyses.")] = None,
     format: Annotated[str, typer.Option("-f", "--format", metavar="{text,json,...}", callback=_check_renderer, help="Output format: text, json, or one a plugin adds (`plugins` lists them).")] = "text",
-    tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="dmesg: show only the last N log lines (text default: 50).")] = None,
     full: Annotated[bool, typer.Option("--full", help="text: the whole kernel log, not its last 50 lines (JSON always has it all).")] = False,
-    wall_clock: Annotated[bool, typer.Option("-T", "--wall-clock", help="dmesg: each log line's wall-clock time (crash's log -T; JSON: a wall_time column).")] = False,
     debug_dir: _DebugDirs = None,
     self_contained: _SelfContained = False,
     disable: _Disable = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds each analysis may run before it is failed (0: no limit).")] = 300.0,
     strict: Annotated[bool, typer.Option("--strict", help="CI: the first failed analysis (raised, timed out, malformed result) ends the run with exit 5.")] = False,
     quiet: _Quiet = False,
+    *,
+    analysis_options: dict[str, Any] | None = None,
 ) -> None:
     """Analyse a dump: tasks, kernel log, panic backtrace, and plugin analyses.
 
@@ -125,8 +128,7 @@ def analyze(
             plugins,
             only=_names(only),
             exclude=_names(exclude),
-            options={"tail": tail if tail is not None or full or format != "text" else TEXT_LOG_LINES,
-                     "wall_clock": wall_clock or None},
+            options=_text_tail(dict(analysis_options or {}), full=full, text=format == "text"),
             progress=None if quiet else (lambda name: sys.stderr.write(f"running {name}\n")),
             timeout=timeout or None,
             strict=strict,
@@ -146,6 +148,51 @@ def analyze(
         # SystemExit, not typer.Exit: click returns typer.Exit's code from
         # app() in non-standalone mode, where cli/app.py does not look at it.
         sys.exit(code)
+
+
+def _text_tail(options: dict[str, Any], *, full: bool, text: bool) -> dict[str, Any]:
+    """Crash-style text ends with the log's last 50 lines unless ``--tail`` or ``--full`` says otherwise."""
+    if "tail" in options and options["tail"] is None and text and not full:
+        options["tail"] = TEXT_LOG_LINES
+    return options
+
+
+def _option_parameter(option: AnalysisOption, users: list[str]) -> inspect.Parameter:
+    """``analyze --NAME``, as an analysis declared it (``AnalysisOption``)."""
+    help_text = f"{', '.join(users)}: {option.help}"
+    flags = (option.flag, option.short) if option.short else (option.flag,)
+    if option.type is bool:
+        annotation: Any = Annotated[bool, typer.Option(*flags, help=help_text)]
+        default: Any = False
+    else:
+        extra = {"min": option.min} if option.min is not None else {}
+        annotation = Annotated[Optional[option.type], typer.Option(*flags, help=help_text, **extra)]
+        default = None
+    return inspect.Parameter(f"option_{option.name}", inspect.Parameter.KEYWORD_ONLY,
+                             default=default, annotation=annotation)
+
+
+def analyze_command(options: dict[str, tuple[AnalysisOption, list[str]]]) -> Callable[..., None]:
+    """``analyze`` with one ``--NAME`` per option the registered analyses declare.
+
+    typer reads a command's options from its signature, so the command is
+    :func:`analyze` behind a signature that adds them (pytest's
+    ``pytest_addoption``: the plugins' options join the core's).
+    """
+    base = inspect.signature(analyze, eval_str=True)
+    taken = {p.name for p in base.parameters.values()}
+    params = [p for p in base.parameters.values() if p.name != "analysis_options"]
+    added = {name: _option_parameter(option, users) for name, (option, users) in options.items()
+             if f"option_{name}" not in taken}
+
+    def command(**kwargs: Any) -> None:
+        given = {name: kwargs.pop(p.name) for name, p in added.items()}
+        analyze(**kwargs, analysis_options=given)
+
+    command.__signature__ = base.replace(parameters=[*params, *added.values()])  # type: ignore[attr-defined]
+    command.__doc__ = analyze.__doc__
+    command.__name__ = "analyze"
+    return command
 
 
 def check_dumps(paths: list[Path]) -> None:
@@ -274,7 +321,11 @@ def plugins_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``analyze``, ``shell`` and ``plugins`` to ``app``."""
-    app.command("analyze")(analyze)
+    """Add ``analyze`` (with the options the analyses declare), ``shell`` and ``plugins`` to ``app``."""
+    try:
+        options = get_plugins().analysis_options()
+    except PluginError:  # a broken analysis plugin: ``analyze`` says so when it runs
+        options = {}
+    app.command("analyze")(analyze_command(options))
     app.command("shell", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(shell)
     app.command("plugins")(plugins_command)

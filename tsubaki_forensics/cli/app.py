@@ -70,12 +70,14 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
     )
     app.callback()(_root)
-    for module in COMMAND_MODULES:
-        module.register(app)
-    # Plugins load once per process (--disable is read early, like pytest's -p no:NAME).
+    # Plugins load once per process, first (--disable is read early, like pytest's
+    # -p no:NAME): ``analyze`` takes the options their analyses declare.
     from ..plugin_system import disabled_from_argv, get_plugins
 
-    get_plugins(disabled_from_argv(sys.argv[1:] if argv is None else argv)).register_commands(app)
+    plugins = get_plugins(disabled_from_argv(sys.argv[1:] if argv is None else argv))
+    for module in COMMAND_MODULES:
+        module.register(app)
+    plugins.register_commands(app)
     add_examples(app)
     return app
 

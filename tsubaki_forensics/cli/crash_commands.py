@@ -71,8 +71,8 @@ def crash(
         for problem in getattr(opened.dump, "problems", ()):
             print_warning(str(problem))
         if not quiet:
-            if opened.program.selfcontained is not None:
-                for line in opened.program.selfcontained.lines():
+            if opened.program.debug_info is not None:
+                for line in opened.program.debug_info.lines():
                     print_warning(line)
         session = CrashSession(
             opened.program.prog,

@@ -14,15 +14,15 @@ from __future__ import annotations
 import datetime
 import enum
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator
 
 import typer
 
-from ..errors import TsubakiError
+from ..errors import SizeError, TsubakiError
 from ..safewrite import atomic_output, check_output
+from ..sizes import parse_size
 from ..vmcore.detect import require_tsd
 from . import output as cli_output
 from .output import format_option, print_json, safe_text
@@ -56,10 +56,11 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it ex
 
 
 def _size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*", text)
-    if not m:
-        raise typer.BadParameter(f"{text!r} is not a size such as 1M or 262144")
-    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+    """``--chunk-size``: the project's one size parser (a bare number is bytes)."""
+    try:
+        return parse_size(text)
+    except SizeError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _mib(n: int) -> str:
@@ -246,7 +247,7 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
     is the memory's lazy range sequence, not a dict per range (text output of
     a dump of a million records, issue 22)."""
     from ..vmcore.importer import vmcoreinfo_fields
-    from ..vmcore.notes import NT_PRSTATUS, iter_notes
+    from ..elfnotes import iter_notes, prstatus_notes
 
     mem = dump.memory
     ranges = mem.ranges()
@@ -272,7 +273,7 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
         "kernel_release": dump.properties.get("kernel_release") or info.get("OSRELEASE"),
         "vmcoreinfo_bytes": len(dump.vmcoreinfo or b""),
         "notes": {"bytes": len(dump.notes or b""), "count": len(notes),
-                  "prstatus": sum(1 for n in notes if n.name == "CORE" and n.type == NT_PRSTATUS)},
+                  "prstatus": len(prstatus_notes(dump.notes))},
         "properties": dump.properties,
         "memory": {
             # makedumpfile's -d level and its per-class page counts (docs/JSON.md);

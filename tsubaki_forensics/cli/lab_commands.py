@@ -48,6 +48,9 @@ def crash_command(
         "Debian kernel: a series, 6.1 or 6.12 (its newest ABI, resolved via apt), or a release to pin, "
         "e.g. 6.1.0-57 or 6.12.118+deb12 (the newest of its series if the archive no longer has it). "
         "TSUBAKI_LAB_KERNELS=6.1.0-57,... pins series-wide."))] = "6.1",
+    arch: Annotated[str, typer.Option(help=(
+        "Guest architecture: x86_64, or arm64 (Debian's cloud-arm64 kernel under qemu-system-aarch64 "
+        "-M virt, TCG; see docs/LAB.md)."))] = "x86_64",
     ram_file: Annotated[bool, typer.Option("--ram-file", help="Keep guest RAM in guest-ram.bin (memory-backend-file) for live collection.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the panic (default scales with RAM).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier crash in the same directory.")] = False,
@@ -63,7 +66,7 @@ def crash_command(
     if out is None:  # a usage error (exit 2), as when the option was required
         raise typer.BadParameter("missing: the directory to write the crash into", param_hint="'-o' / '--output'")
     result = crash(scenario, mem, smp, workload, kernel, out, ram_file=ram_file, timeout=timeout,
-                   force=force, log=_progress)
+                   force=force, log=_progress, arch=arch)
     m = result.manifest
     if fmt == "json":
         print_json(m)
@@ -72,7 +75,8 @@ def crash_command(
     requested = m["kernel"].get("requested", kernel)
     asked = "" if requested == m["kernel"]["release"] else f", requested {safe_text(requested)}"
     cli_output.stdout.print(f"kernel           {m['kernel']['release']} (build id {m['kernel']['build_id']}{asked})")
-    cli_output.stdout.print(f"scenario         {m['scenario']} / {m['workload']}, {m['mem']}, {m['smp']} vCPU, {m['accel']}")
+    cli_output.stdout.print(f"scenario         {m['scenario']} / {m['workload']}, {m['mem']}, {m['smp']} vCPU, "
+                            f"{m.get('arch', 'x86_64')}, {m['accel']}")
     cli_output.stdout.print(f"panic            {safe_text(m['panic_message'])}")
     cli_output.stdout.print(f"crashed          cpu {m['crashed_cpu']}, pid {m['crashed_pid']}")
     cli_output.stdout.print(f"backtrace        {' <- '.join(m['backtrace_top'])}")
@@ -84,11 +88,13 @@ def crash_command(
 @lab_app.command("kernel")
 def kernel_command(
     kernel: Annotated[str, typer.Argument(help="Debian kernel series (6.1, 6.12: its newest ABI) or release to pin (6.1.0-57).")] = "6.1",
+    arch: Annotated[str, typer.Option(help="Guest architecture: x86_64 or arm64.")] = "x86_64",
 ) -> None:
     """Fetch a kernel into the cache (bzImage, guest modules, DWARF vmlinux)."""
     from ..lab import ensure_kernel
+    from ..lab.arch import get_arch
 
-    art = ensure_kernel(kernel, log=_progress)
+    art = ensure_kernel(kernel, get_arch(arch).default_flavour, log=_progress)
     print_json(art.to_json())
 
 

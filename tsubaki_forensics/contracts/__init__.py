@@ -10,13 +10,21 @@ layer may depend on it without reaching sideways or up (docs/ARCHITECTURE.md,
 * :class:`MemoryRange`, :class:`MemoryView`, :class:`Dump`: what the drgn
   bridge, the analysis session and the hooks rely on in a reassembled dump.
 * :class:`MemorySource`: what ``collect`` reads guest memory from.
+* :class:`DebugInfoProvider`, :class:`DebugInfoRequest`, :class:`DebugInfoReport`,
+  :class:`DebugInfoKind`: the chain of places the kernel's debug info comes from.
+* :class:`AnalysisSpec`, :class:`AnalysisOption`, :class:`AnalysisContext`,
+  ``AnalysisFunction``: how an analysis is declared (with its own options) and what it gets.
 """
 
 from __future__ import annotations
 
+from .analysis import AnalysisContext, AnalysisFunction, AnalysisOption, AnalysisSpec
+from .debuginfo import DebugInfoKind, DebugInfoProvider, DebugInfoReport, DebugInfoRequest
 from .dump import Dump, MemoryRange, MemoryView
 from .events import EventKind
 from .needs import Need
 from .sources import MemorySource
 
-__all__ = ["Need", "EventKind", "MemoryRange", "MemoryView", "Dump", "MemorySource"]
+__all__ = ["Need", "EventKind", "MemoryRange", "MemoryView", "Dump", "MemorySource",
+           "DebugInfoKind", "DebugInfoProvider", "DebugInfoReport", "DebugInfoRequest",
+           "AnalysisContext", "AnalysisFunction", "AnalysisOption", "AnalysisSpec"]

@@ -1,13 +1,15 @@
-"""Where the kernel's debug info (a DWARF vmlinux) is looked for.
+"""Where a vmlinux file (the kernel's DWARF) is looked for: the ``vmlinux-files`` provider.
 
-Places, in order: ``--vmlinux PATH``, files and directories offered by
+Places, in order: files and directories offered by ``--debug-dir`` and by
 plugins (``tsubaki_debug_info_paths``), the standard debug directories
 (``/usr/lib/debug/.build-id/xx/yyyy.debug``, ``/usr/lib/debug/boot/vmlinux-RELEASE``,
-...), and the crash lab's kernel cache (only kernels whose recorded build id
-is the dump's).  drgn itself then loads the candidate whose GNU build id
-equals VMCOREINFO's ``BUILD-ID`` and ignores the others: a mismatched vmlinux
-gives wrong answers silently, which is worse than none.  pyelftools reads a
-file's build id only to word the error when nothing matched.
+...) and ``/boot/vmlinux-RELEASE``.  :class:`VmlinuxFiles` is the first
+provider of the debug-info chain (:mod:`.chain`; the crash lab's cache, a
+symbol pack and the dump's BTF are others, registered beside it).  drgn
+itself loads the candidate whose GNU build id equals VMCOREINFO's
+``BUILD-ID`` and ignores the others: a mismatched vmlinux gives wrong
+answers silently, which is worse than none.  pyelftools reads a file's build
+id only to word the error when nothing matched.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ..contracts.debuginfo import ORDER, DebugInfoReport, DebugInfoRequest
 from ..errors import DebugInfoError
 
-__all__ = ["DEFAULT_DEBUG_DIRS", "read_build_id", "candidate_paths", "safe_build_id", "safe_release", "needed",
-           "mismatch_error", "not_found_error"]
+__all__ = ["DEFAULT_DEBUG_DIRS", "VmlinuxFiles", "read_build_id", "candidate_paths", "safe_build_id", "safe_release",
+           "needed", "mismatch_error", "not_found_error"]
 
 DEFAULT_DEBUG_DIRS = (Path("/usr/lib/debug"),)
 
@@ -72,23 +75,11 @@ def _in_debug_dir(directory: Path, build_id: str | None, release: str | None) ->
     yield directory / "vmlinux"
 
 
-def _lab_cache(build_id: str | None) -> Iterator[Path]:
-    """vmlinux files of the crash lab's cached kernels with this build id (from kernel.json)."""
-    if not build_id:
-        return
-    from ..lab.kernel import cached_releases
-
-    for kernel in cached_releases():
-        if kernel.build_id == build_id:
-            yield kernel.vmlinux
-
-
 def candidate_paths(
     build_id: str | None,
     release: str | None,
     extra: Iterable[Path] = (),
     debug_dirs: Iterable[Path] = DEFAULT_DEBUG_DIRS,
-    lab_cache: bool = True,
 ) -> list[Path]:
     """Every existing file worth offering to drgn, in search order, without duplicates.
 
@@ -103,8 +94,6 @@ def candidate_paths(
             yield from (_in_debug_dir(p, build_id, release) if p.is_dir() else (p,))
         for d in debug_dirs:
             yield from _in_debug_dir(d, build_id, release)
-        if lab_cache:
-            yield from _lab_cache(build_id)
         if release:
             yield Path("/boot") / f"vmlinux-{release}"
 
@@ -114,15 +103,50 @@ def candidate_paths(
     return list(seen)
 
 
+class VmlinuxFiles:
+    """The ``vmlinux-files`` debug-info provider: :func:`candidate_paths` of the request's search paths.
+
+    Without a (plain hex) build id it offers nothing: only ``--vmlinux`` is
+    trusted then, never a guess by release name.
+    """
+
+    name = "vmlinux-files"
+    description = "vmlinux files in --debug-dir, plugin paths, /usr/lib/debug and /boot, matched by build id"
+    order = ORDER[name]
+
+    def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:
+        if request.build_id is None:
+            return None
+        paths = candidate_paths(request.build_id, request.release, request.search_paths, debug_dirs=())
+        return request.load_vmlinux(paths, self.name)
+
+
 def needed(build_id: str | None, release: str | None) -> str:
     """``build id X, kernel R``: what the dump needs, for error messages."""
     return f"build id {build_id or 'unknown'}, kernel {release or 'unknown'}"
 
 
-def mismatch_error(path: Path, build_id: str | None, release: str | None) -> DebugInfoError:
-    """``--vmlinux PATH`` is not the crashed kernel's."""
+def elf_arch(path: Path) -> str | None:
+    """``x86_64``, ``aarch64``... of an ELF file (the dumps' spelling), ``None`` when not ELF."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            machine = ELFFile(f)["e_machine"]
+    except (OSError, ELFError, ValueError):
+        return None
+    return {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}.get(machine, str(machine).removeprefix("EM_").lower())
+
+
+def mismatch_error(path: Path, build_id: str | None, release: str | None, arch: str | None = None) -> DebugInfoError:
+    """``--vmlinux PATH`` is not the crashed kernel's (named by architecture first: the likeliest mix-up)."""
     if not path.is_file():
         return DebugInfoError(f"--vmlinux {path} does not exist (the dump needs {needed(build_id, release)})")
+    theirs = elf_arch(path)
+    if arch and theirs and theirs != arch:
+        return DebugInfoError(f"--vmlinux {path} is an {theirs} kernel; the dump is of an {arch} kernel "
+                              f"({needed(build_id, release)})")
     found = read_build_id(path)
     return DebugInfoError(f"--vmlinux {path} has build id {found or 'none'}; the dump needs {needed(build_id, release)}")
 

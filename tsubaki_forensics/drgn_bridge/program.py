@@ -16,21 +16,31 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import drgn
 
+from ..contracts.debuginfo import DebugInfoProvider, DebugInfoReport
 from ..contracts.dump import Dump, MemoryView
 from ..contracts.needs import Need
-from ..errors import DebugInfoError, ExcludedPageError, FormatError, NotCollectedError, TsubakiError
-from .debuginfo import DEFAULT_DEBUG_DIRS, candidate_paths, mismatch_error, needed, not_found_error
-from .notes import ELF_MACHINES, NT_PRSTATUS, VMCOREINFO_NAME, Note, iter_notes, notes_only_core
+from ..elfnotes import VMCOREINFO_NAME, VMCOREINFO_TYPE, Note, prstatus_notes
+from ..errors import ExcludedPageError, FormatError, NotCollectedError, TsubakiError
+from ..selfcontained import attach_selfcontained
+from ..selfcontained.provider import BtfProvider
+from .chain import attach_debug_info
+from .debuginfo import DEFAULT_DEBUG_DIRS, VmlinuxFiles, mismatch_error
+from .notes import ELF_MACHINES, notes_only_core
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
-__all__ = ["DumpProgram", "program_from_dump", "segment_reader", "excluded_span", "name_dump_file", "DUMPFILE_KEY"]
+__all__ = ["BRIDGE_PROVIDERS", "DumpProgram", "program_from_dump", "segment_reader", "excluded_span", "name_dump_file",
+           "DUMPFILE_KEY"]
+
+#: The chain when the caller gives none: the debug-info providers the bridge
+#: owns (the crash lab's cache and symbol packs come from the plugin hook).
+BRIDGE_PROVIDERS: tuple[DebugInfoProvider, ...] = (VmlinuxFiles(), BtfProvider())
 
 _PLATFORMS = {
     "x86_64": drgn.Architecture.X86_64,
@@ -48,7 +58,8 @@ class DumpProgram:
     vmlinux: Path | None
     capabilities: frozenset[Need]
     cpus_with_registers: int
-    selfcontained: Any = None  # a SelfContainedReport when types came from the dump's BTF
+    #: where the types and symbols came from (``None``: no debug info was asked for)
+    debug_info: DebugInfoReport | None = None
 
 
 #: Pages kept by the bridge's own small cache (4 MiB of 4 KiB pages).
@@ -107,9 +118,9 @@ def program_from_dump(
     dump: Dump,
     *,
     vmlinux: Path | None = None,
+    providers: Sequence[DebugInfoProvider] | None = None,
     extra_debug_paths: Iterable[Path] = (),
     debug_dirs: Iterable[Path] = DEFAULT_DEBUG_DIRS,
-    lab_cache: bool = True,
     debug_info: bool = True,
     self_contained: bool = False,
 ) -> DumpProgram:
@@ -117,13 +128,19 @@ def program_from_dump(
 
     :param dump: a :class:`~tsubaki_forensics.contracts.Dump` (``.vmcoreinfo``,
         ``.notes``, ``.memory``; ``.header.arch`` when it has one).
-    :param debug_info: load vmlinux (``False``: memory and symbols only).
+    :param vmlinux: the user's vmlinux: that file or a :class:`DebugInfoError`.
+    :param providers: the debug-info chain (``Plugins.debug_info_providers()``:
+        vmlinux files, the crash lab's cache, an embedded symbol pack, the
+        dump's BTF, a plugin's); default: the bridge's own two, vmlinux files
+        and the dump's BTF.
+    :param extra_debug_paths: files or directories searched before ``debug_dirs``.
+    :param debug_info: load debug info (``False``: memory and symbols only).
     :param self_contained: no vmlinux: take types, symbols and the unwinder
         from the BTF, kallsyms and ORC tables inside the dump
         (:mod:`tsubaki_forensics.selfcontained`; its limitations are listed
-        in ``DumpProgram.selfcontained``).
+        in ``DumpProgram.debug_info``).
     :raises FormatError: the dump has no VMCOREINFO.
-    :raises DebugInfoError: no vmlinux matches the dump's build id.
+    :raises DebugInfoError: no provider has debug info for the dump.
     """
     raw = dump.vmcoreinfo
     if not raw:
@@ -133,14 +150,14 @@ def program_from_dump(
     arch = _arch(dump)
     if arch not in _PLATFORMS:
         raise FormatError(f"architecture {arch!r} is not supported by the drgn bridge")
-    prstatus = [n for n in iter_notes(bytes(dump.notes or b"")) if n.type == NT_PRSTATUS and n.name == b"CORE"]
+    prstatus = prstatus_notes(dump.notes)
 
     if vmlinux is not None and not Path(vmlinux).is_file():  # fail before any set-up
-        raise mismatch_error(Path(vmlinux), info.build_id, info.release)
+        raise mismatch_error(Path(vmlinux), info.build_id, info.release, arch)
 
     if prstatus:
         prog = drgn.Program()
-        notes = [Note(VMCOREINFO_NAME, 0, raw), *prstatus]
+        notes = [Note(VMCOREINFO_NAME, VMCOREINFO_TYPE, raw), *prstatus]
         fd = os.memfd_create("tsubaki-notes", os.MFD_CLOEXEC)
         try:
             os.write(fd, notes_only_core(notes, ELF_MACHINES[arch]))
@@ -155,25 +172,18 @@ def program_from_dump(
         prog.set_linux_kernel_custom(raw, False)
 
     capabilities = {Need.REGISTERS} if prstatus else set()
-    vmlinux_path = selfcontained = None
-    if self_contained:
-        from ..selfcontained import attach_selfcontained
-
-        selfcontained = attach_selfcontained(prog)  # SelfContainedError is a DebugInfoError
-        capabilities.add(Need.DEBUG_INFO)
-        _add_module_symbols(prog)
+    report = None
+    if self_contained:  # the dump's BTF and nothing else (SelfContainedError is a DebugInfoError)
+        report = attach_selfcontained(prog).debug_info(BtfProvider.name)
     elif debug_info:
-        try:
-            vmlinux_path = _load_kernel_debug_info(prog, info, vmlinux, extra_debug_paths, debug_dirs, lab_cache)
-        except DebugInfoError as missing:
-            if vmlinux is not None:  # an explicit vmlinux that does not fit stays an error
-                raise
-            # No vmlinux anywhere: the dump can usually describe itself (BTF,
-            # kallsyms and ORC are inside every full dump of a modern kernel).
-            selfcontained = _describe_itself(prog, dump, missing)
+        chain = BRIDGE_PROVIDERS if providers is None else providers
+        report = attach_debug_info(prog, dump, info, chain, vmlinux=vmlinux,
+                                   search_paths=[*extra_debug_paths, *debug_dirs])
+    if report is not None:
         capabilities.add(Need.DEBUG_INFO)
         _add_module_symbols(prog)
-    return DumpProgram(prog, info, vmlinux_path, frozenset(capabilities), len(prstatus), selfcontained)
+    return DumpProgram(prog, info, report.vmlinux if report is not None else None, frozenset(capabilities),
+                       len(prstatus), report)
 
 
 #: ``prog.config`` key holding the user's dump file(s), what crash's ``sys`` calls DUMPFILE.
@@ -199,56 +209,6 @@ def name_dump_file(prog: drgn.Program, paths: Iterable[object]) -> None:
 
             dumpfile._tsubaki = True  # type: ignore[attr-defined]
             _sys._FIELDS[i] = (name, append, dumpfile)
-
-
-def _describe_itself(prog: drgn.Program, dump: Dump, missing: DebugInfoError) -> Any:
-    """No vmlinux: serve drgn from what the dump carries, or explain both failures.
-
-    A symbol pack embedded in the dump (``symbols pack``/``symbols attach``)
-    wins, since it was cut from the kernel's own DWARF; otherwise the
-    kernel's BTF, kallsyms and ORC tables that every full dump contains.
-    """
-    from ..selfcontained import SelfContainedError, attach_selfcontained
-    from ..symbolpack import attach_symbolpack, pack_from_dump
-
-    pack = pack_from_dump(dump)
-    if pack is not None:
-        return attach_symbolpack(prog, pack)
-    try:
-        return attach_selfcontained(prog)
-    except SelfContainedError as e:
-        raise DebugInfoError(f"{missing}; and the dump cannot describe itself: {e}") from e
-
-
-def _load_kernel_debug_info(
-    prog: drgn.Program,
-    info: VmcoreInfo,
-    vmlinux: Path | None,
-    extra: Iterable[Path],
-    debug_dirs: Iterable[Path],
-    lab_cache: bool,
-) -> Path:
-    """Offer drgn the candidates; it loads the one whose build id matches the kernel's."""
-    if vmlinux is not None:
-        paths = [Path(vmlinux)]
-    elif info.build_id is None:
-        raise not_found_error(None, info.release, 0)
-    else:
-        paths = candidate_paths(info.build_id, info.release, extra, debug_dirs, lab_cache)
-    if paths:
-        try:
-            prog.load_debug_info(paths)
-        except drgn.MissingDebugInfoError as e:
-            raise DebugInfoError(f"drgn could not load debug info ({e}); the dump needs {needed(info.build_id, info.release)}") from e
-    try:
-        debug_file = prog.main_module().debug_file_path
-    except LookupError:  # no kernel module created: nothing was offered
-        debug_file = None
-    if debug_file is None:
-        if vmlinux is not None:
-            raise mismatch_error(Path(vmlinux), info.build_id, info.release)
-        raise not_found_error(info.build_id, info.release, len(paths))
-    return Path(debug_file)
 
 
 def _add_module_symbols(prog: drgn.Program) -> None:

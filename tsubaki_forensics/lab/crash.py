@@ -21,10 +21,12 @@ from .. import __version__
 from ..errors import LabError
 from .cache import atomic_entry, cache_root, entry_is_complete, entry_lock
 from .ground_truth import compute_ground_truth
-from .host import ensure_host_tools, find_static_busybox, probe_accelerator
+from .arch import ARCHES, HOST_ARCH, GuestArch, get_arch
+from .busybox import guest_busybox
+from .host import ensure_host_tools, probe_accelerator
 from .initramfs import MARKER_PREFIX, build_initramfs
 from .debpkg import select_modules
-from .kernel import GUEST_MODULES, KernelArtifacts, ensure_kernel
+from .kernel import KernelArtifacts, ensure_kernel
 from .pinning import series_of
 from .qemu import GuestSpec, console_tail, run_guest
 from .scenarios import get_scenario
@@ -53,19 +55,34 @@ class CrashParams:
     workload: str = "idle"
     kernel: str = "6.1"  # a series (its newest ABI, or TSUBAKI_LAB_KERNELS's pin) or a release
     ram_file: bool = False
+    arch: str = "x86_64"  # the guest architecture (lab.arch); the kernel is its cloud flavour
 
     def normalized(self) -> CrashParams:
         """Validated, with the memory size in canonical spelling.
 
-        :raises LabError: unknown scenario/workload, bad size or CPU count.
+        :raises LabError: unknown scenario/workload/architecture, bad size or CPU count,
+            or a scenario the architecture cannot run.
         """
-        get_scenario(self.scenario)
+        arch = get_arch(self.arch)
+        trigger = get_scenario(self.scenario).qmp_trigger
+        if trigger and trigger[0] not in arch.qmp_commands:
+            able = ", ".join(a.name for a in ARCHES.values() if trigger[0] in a.qmp_commands)
+            raise LabError(f"scenario {self.scenario} needs QMP {trigger[0]}, which the lab sends "
+                           f"only to {able} guests, not {arch.name}")
         get_workload(self.workload)
         series_of(str(self.kernel).strip())
         if not 1 <= int(self.smp) <= 8:
             raise LabError(f"--smp {self.smp} is out of range (1..8)")
         return CrashParams(self.scenario, format_size(parse_size(self.mem)), int(self.smp),
-                           self.workload, str(self.kernel).strip(), bool(self.ram_file))
+                           self.workload, str(self.kernel).strip(), bool(self.ram_file), arch.name)
+
+    @property
+    def guest_arch(self) -> GuestArch:
+        return get_arch(self.arch)
+
+    @property
+    def flavour(self) -> str:
+        return self.guest_arch.default_flavour
 
     def key(self, release: str) -> str:
         ram = "-ramfile" if self.ram_file else ""
@@ -109,16 +126,22 @@ def load_crash(directory: Path) -> CrashResult:
     )
 
 
-def _timeout_for(mem: int, workload: str, accel: str) -> float:
-    """A generous bound on boot-to-panic: TCG boots 512M in ~5-10 s, busy fills scale with RAM."""
+def _timeout_for(mem: int, workload: str, accel: str, arch: GuestArch = HOST_ARCH) -> float:
+    """A generous bound on boot-to-panic: TCG boots 512M in ~5-10 s, busy fills scale with RAM.
+
+    A foreign architecture is emulated instruction by instruction: on a loaded
+    2-core host an arm64 OOM of 512 MiB took 97 s to panic (x86_64 TCG: 6 s).
+    """
     gib = mem / (1 << 30)
     bound = 90 + 30 * gib + (120 * gib if workload == "busy" else 0)
+    if arch != HOST_ARCH:
+        return 4 * bound
     return bound if accel == "tcg" else bound / 2
 
 
-def _qemu_version() -> str:
+def _qemu_version(arch: GuestArch = HOST_ARCH) -> str:
     try:
-        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+        out = subprocess.run([arch.qemu, "--version"], capture_output=True, text=True).stdout
     except OSError:
         return ""
     return out.splitlines()[0] if out else ""
@@ -136,15 +159,17 @@ def crash(
     timeout: float | None = None,
     force: bool = False,
     log=None,
+    arch: str = "x86_64",
 ) -> CrashResult:
     """Boot a Debian kernel, panic it by ``scenario`` and save everything in ``out_dir``.
 
     :param kernel: a series (``6.1``: its newest ABI) or a pinned release
         (``6.1.0-57``); the manifest records the request and the release used.
     :param force: replace ``out_dir`` when it holds an earlier crash.
+    :param arch: the guest architecture, ``x86_64`` or ``arm64`` (TCG on an x86_64 host).
     :raises LabError: any step failed; nothing is left at ``out_dir`` then.
     """
-    params = CrashParams(scenario, mem, smp, workload, kernel, ram_file).normalized()
+    params = CrashParams(scenario, mem, smp, workload, kernel, ram_file, arch).normalized()
     return _crash(params, Path(out_dir), None, timeout=timeout, force=force, log=log)
 
 
@@ -158,9 +183,9 @@ def _crash(params: CrashParams, out_dir: Path, kern: KernelArtifacts | None, *,
             raise LabError(f"{out_dir} exists and is not a crash-lab directory; choose another -o")
         if not force:
             raise LabError(f"{out_dir} already holds a crash; pass --force to replace it")
-    ensure_host_tools(["qemu-system-x86_64", "busybox"])
+    ensure_host_tools([params.guest_arch.qemu])
     t_start = time.monotonic()
-    kern = kern or ensure_kernel(params.kernel, log=log)
+    kern = kern or ensure_kernel(params.kernel, params.flavour, log=log)
     t_kernel = time.monotonic() - t_start
     with atomic_entry(out_dir) as tmp:
         try:
@@ -184,21 +209,20 @@ def _crash_into(tmp: Path, params: CrashParams, kern: KernelArtifacts, timeout: 
     scenario = get_scenario(params.scenario)
     workload = get_workload(params.workload)
     mem = parse_size(params.mem)
-    busybox = find_static_busybox()
-    if busybox is None:
-        raise LabError("no statically linked busybox found; install busybox-static")
+    arch = params.guest_arch
+    busybox = guest_busybox(arch, log)
     marker = f"{MARKER_PREFIX} scenario={scenario.name} workload={workload.name} run={secrets.token_hex(4)}"
     initrd = tmp / "initramfs.cpio"
-    modules = select_modules(kern.modules, GUEST_MODULES + scenario.modules)
+    modules = select_modules(kern.modules, arch.guest_modules + scenario.modules)
     initrd_size = build_initramfs(initrd, busybox, modules, scenario, workload, marker)
-    accel = probe_accelerator(kern.bzimage)
+    accel = probe_accelerator(kern.bzimage) if arch == HOST_ARCH else "tcg"
     spec = GuestSpec(
         bzimage=kern.bzimage, initrd=initrd, mem=mem, smp=params.smp, workdir=tmp, accel=accel,
         ram_file=tmp / RAM_FILE if params.ram_file else None,
         qmp_trigger=scenario.qmp_trigger, ready_line=scenario.armed_line,
-        timeout=timeout or _timeout_for(mem, workload.name, accel),
+        timeout=timeout or _timeout_for(mem, workload.name, accel, arch), arch=arch,
     )
-    log(f"booting {kern.release} ({format_size(mem)}, {params.smp} vCPU, {accel}), scenario {scenario.name}, workload {workload.name}")
+    log(f"booting {kern.release} ({arch.name}, {format_size(mem)}, {params.smp} vCPU, {accel}), scenario {scenario.name}, workload {workload.name}")
     run = run_guest(spec)
     log(f"panicked after {run.timings['boot_to_panic_s']:.1f} s; dump took {run.timings['dump_s']:.1f} s")
     initrd.unlink()
@@ -233,7 +257,8 @@ def _crash_into(tmp: Path, params: CrashParams, kern: KernelArtifacts, timeout: 
         "smp": params.smp,
         "marker": marker,
         "accel": accel,
-        "qemu": _qemu_version(),
+        "arch": arch.name,
+        "qemu": _qemu_version(arch),
         "qemu_argv": run.argv,
         "panic_event": run.panic_event,
         "kernel": {
@@ -279,7 +304,7 @@ def cached_crash(params: CrashParams | None = None, *, log=None, **kwargs) -> Cr
     (a series and a pin that resolve to the same release share it).
     """
     params = (params or CrashParams(**kwargs)).normalized()
-    kern = ensure_kernel(params.kernel, log=log)
+    kern = ensure_kernel(params.kernel, params.flavour, log=log)
     entry = cache_root() / "crashes" / params.key(kern.release)
     if _is_current(entry):
         return load_crash(entry)

@@ -17,7 +17,7 @@ __all__ = ["compute_ground_truth", "panic_message_from_dmesg", "backtrace_names"
            "PANIC_PREFIX"]
 
 PANIC_PREFIX = "Kernel panic - not syncing: "
-# x86_64 kernel addresses are in the upper half; the first lower-half pc ends the kernel stack.
+# Kernel text is in the upper half (x86_64 and arm64 alike); the first lower-half pc ends the kernel stack.
 _KERNEL_SPACE = 0xFFFF800000000000
 _MAX_FRAMES = 128
 
@@ -161,10 +161,11 @@ def compute_ground_truth(vmcore: Path, vmlinux: Path) -> dict:
     }
 
 
-# struct elf_prstatus on x86_64: pr_reg (user_regs_struct) starts at 112; its
-# first 21 registers are laid out as struct pt_regs.
+# struct elf_prstatus on 64-bit Linux: pr_reg starts at 112; its first registers
+# are laid out as struct pt_regs (x86_64: 21 of user_regs_struct; arm64: regs[31],
+# sp, pc, pstate).
 _PR_REG_OFFSET = 112
-_PT_REGS_SIZE = 21 * 8
+_PT_REGS_WORDS = {"X86_64": 21, "AARCH64": 34}
 
 
 def _prstatus_regs(prog, vmcore: Path, cpu: int):
@@ -175,9 +176,13 @@ def _prstatus_regs(prog, vmcore: Path, cpu: int):
     with open(vmcore, "rb") as f:
         notes = [n["n_desc"] for seg in ELFFile(f).iter_segments() if seg["p_type"] == "PT_NOTE"
                  for n in seg.iter_notes() if n["n_type"] == "NT_PRSTATUS"]
-    if cpu >= len(notes) or len(notes[cpu]) < _PR_REG_OFFSET + _PT_REGS_SIZE:
+    words = _PT_REGS_WORDS.get(prog.platform.arch.name)
+    if words is None:
+        raise LabError(f"no pt_regs layout known for {prog.platform.arch.name}")
+    size = words * 8
+    if cpu >= len(notes) or len(notes[cpu]) < _PR_REG_OFFSET + size:
         raise LabError(f"{vmcore.name} has no usable NT_PRSTATUS note for CPU {cpu}")
-    raw = notes[cpu][_PR_REG_OFFSET:_PR_REG_OFFSET + _PT_REGS_SIZE]
+    raw = notes[cpu][_PR_REG_OFFSET:_PR_REG_OFFSET + size]
     return drgn.Object.from_bytes_(prog, "struct pt_regs", raw)
 
 

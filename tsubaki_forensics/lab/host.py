@@ -29,6 +29,7 @@ __all__ = [
 # command -> Debian package that provides it
 HOST_TOOLS: dict[str, str] = {
     "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
     "busybox": "busybox-static",
     "objcopy": "binutils",
     "dpkg-deb": "dpkg",

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..errors import LabError
 from .cache import atomic_entry, cache_root, entry_is_complete, entry_lock
 from .debpkg import extract_image, extract_vmlinux, load_order, read_build_id
+from .arch import X86_64, GuestArch, arch_of_flavour
 from .host import ensure_host_tools, run_tool
 from .pinning import FLAVOURS, KernelRequest, parse_kernel_request
 
@@ -42,13 +43,15 @@ __all__ = [
     "cached_releases",
     "DownloadError",
     "OPTIONAL_MODULES",
+    "arch_of_release",
+    "ensure_apt_arch",
 ]
 
-# Without pvpanic there is no GUEST_PANICKED; without qemu_fw_cfg no VMCOREINFO in the dump.
-GUEST_MODULES = ("pvpanic", "pvpanic-mmio", "qemu_fw_cfg")
+# The x86_64 guest's (each architecture's are in :mod:`.arch`).
+GUEST_MODULES = X86_64.guest_modules
 # Cached too, loaded only by the scenarios that need them (loop: a frozen ext2 image).
 OPTIONAL_MODULES = ("loop",)
-_RELEASE_RE = re.compile(r"^\s*Depends:\s*linux-image-(\S+?)(?:-unsigned)?\s*$")
+_RELEASE_RE = re.compile(r"^\s*Depends:\s*linux-image-(\S+?)(?:-unsigned)?(?::[a-z0-9]+)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class KernelArtifacts:
     timings: dict[str, float] = field(default_factory=dict)
     # What the caller asked for: the series ("6.1": its newest) or a pinned release.
     requested: str = ""
+    arch: str = "x86_64"  # the guest architecture (lab.arch), from the flavour
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -75,8 +79,7 @@ class KernelArtifacts:
 
 def meta_package(series: str, flavour: str = "cloud-amd64") -> str:
     """Name of the meta package that tracks the newest ABI of ``series``."""
-    if flavour not in FLAVOURS:
-        raise LabError(f"unknown kernel flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
+    arch_of_flavour(flavour)  # validates
     if series == "6.1":
         return f"linux-image-{flavour}"
     if re.fullmatch(r"\d+\.\d+", series):
@@ -106,7 +109,9 @@ def apt_update() -> None:
 
 def resolve_release(series: str, flavour: str = "cloud-amd64", *, update: bool = False) -> str:
     """Current Debian release string of ``series`` (e.g. ``6.1.0-56-cloud-amd64``)."""
-    meta = meta_package(series, flavour)
+    arch = arch_of_flavour(flavour)
+    ensure_apt_arch(arch)
+    meta = arch.package(meta_package(series, flavour))
     if update:
         apt_update()
     proc = subprocess.run(
@@ -142,11 +147,63 @@ def _download(packages: list[str], dest: Path) -> list[Path]:
             raise DownloadError(str(e)) from e
     debs = []
     for pkg in packages:
-        found = sorted(dest.glob(f"{glob.escape(pkg)}_*.deb"))
+        found = sorted(dest.glob(f"{glob.escape(pkg.split(':')[0])}_*.deb"))
         if not found:
             raise LabError(f"apt-get download left no .deb for {pkg}")
         debs.append(found[0])
     return debs
+
+
+def _wanted_modules(arch: GuestArch) -> tuple[str, ...]:
+    return arch.guest_modules + OPTIONAL_MODULES
+
+
+def flavour_of_release(release: str) -> str:
+    """The flavour a full release name ends in (``6.1.0-57-cloud-arm64`` -> ``cloud-arm64``).
+
+    :raises LabError: the name ends in no flavour the lab knows.
+    """
+    for flavour in sorted(FLAVOURS, key=len, reverse=True):  # "-cloud-arm64" before "-arm64"
+        if release.endswith("-" + flavour):
+            return flavour
+    raise LabError(f"kernel release {release!r} names no flavour the lab boots ({', '.join(FLAVOURS)})")
+
+
+def arch_of_release(release: str) -> GuestArch:
+    """The architecture of a full release name (``6.1.0-57-cloud-arm64`` -> arm64)."""
+    return arch_of_flavour(flavour_of_release(release))
+
+
+def ensure_apt_arch(arch: GuestArch) -> None:
+    """Make apt know ``arch``'s packages (a foreign architecture on this host), once.
+
+    ``dpkg --add-architecture`` only widens which package lists apt fetches;
+    nothing of the foreign architecture is installed.
+
+    :raises LabError: apt lacks the architecture and we are not root.
+    """
+    if arch.package("x") == "x":
+        return
+    have = run_tool(["dpkg", "--print-foreign-architectures"], what="dpkg").stdout.split()
+    if arch.deb_arch in have:
+        return
+    if os.geteuid() != 0:
+        raise LabError(f"apt does not fetch {arch.deb_arch} packages here; as root run: "
+                       f"dpkg --add-architecture {arch.deb_arch} && apt-get update")
+    run_tool(["dpkg", "--add-architecture", arch.deb_arch], what=f"dpkg --add-architecture {arch.deb_arch}")
+    apt_update()
+
+
+def _has_debug_relocations(vmlinux: Path) -> bool:
+    """Whether the -dbg vmlinux carries ``.rela.debug_*`` sections (x86_64's do: ~2/3 of its size)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(vmlinux, "rb") as f:
+            return any(sec.name.startswith(".rela.debug") for sec in ELFFile(f).iter_sections())
+    except (OSError, ELFError) as e:
+        raise LabError(f"the -dbg vmlinux {vmlinux.name} is not a readable ELF file: {e}") from e
 
 
 def kernels_dir() -> Path:
@@ -160,6 +217,7 @@ def _load_cached(entry: Path) -> KernelArtifacts:
         bzimage=entry / "bzImage", vmlinux=entry / "vmlinux",
         modules=[entry / "modules" / m for m in meta["modules"]],
         build_id=meta["build_id"], download_bytes=meta["download_bytes"], timings=meta["timings"],
+        arch=meta.get("arch") or arch_of_release(meta["release"]).name,
     )
 
 
@@ -168,15 +226,16 @@ def _release_key(release: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", release)]
 
 
-def cached_releases(series: str | None = None) -> list[KernelArtifacts]:
-    """Every complete kernel in the cache (optionally of one series), oldest first."""
+def cached_releases(series: str | None = None, flavour: str | None = None) -> list[KernelArtifacts]:
+    """Every complete kernel in the cache (optionally of one series and flavour), oldest first."""
     root = kernels_dir()
     found = []
     if root.is_dir():
         for entry in sorted(root.iterdir(), key=lambda p: _release_key(p.name)):
             if entry_is_complete(entry) and (entry / "kernel.json").is_file():
                 art = _load_cached(entry)
-                if series is None or art.series == series:
+                if (series is None or art.series == series) and \
+                        (flavour is None or flavour_of_release(art.release) == flavour):
                     found.append(art)
     return found
 
@@ -188,8 +247,10 @@ class DownloadError(LabError):
 def in_archive(release: str) -> bool:
     """Whether apt still offers both packages the lab needs of ``release`` (image and ``-dbg``)."""
     try:
+        arch = arch_of_release(release)
+        ensure_apt_arch(arch)
         for suffix in ("unsigned", "dbg"):
-            _apt_version(f"linux-image-{release}-{suffix}")
+            _apt_version(arch.package(f"linux-image-{release}-{suffix}"))
     except LabError:
         return False
     return True
@@ -255,7 +316,7 @@ def _ensure_kernel(request: KernelRequest, log, warn) -> KernelArtifacts:
     try:
         release = choose_release(request, warn)
     except LabError:
-        cached = cached_releases(request.series)
+        cached = cached_releases(request.series, request.flavour)
         if cached:
             (warn if request.pinned else log)(
                 f"apt cannot resolve {request}; using cached {cached[-1].release}")
@@ -279,7 +340,7 @@ def _usable(entry: Path) -> bool:
         have = set(json.loads((entry / "kernel.json").read_text())["modules"])
     except (OSError, ValueError, KeyError):
         return False
-    return {f"{m.replace('-', '_')}.ko" for m in GUEST_MODULES + OPTIONAL_MODULES} <= have
+    return {f"{m.replace('-', '_')}.ko" for m in _wanted_modules(arch_of_release(entry.name))} <= have
 
 
 def _fetch(series: str, flavour: str, release: str, entry: Path, log) -> None:
@@ -287,7 +348,8 @@ def _fetch(series: str, flavour: str, release: str, entry: Path, log) -> None:
     log(f"downloading Debian kernel {release} (image + debug info, once)")
     timings: dict[str, float] = {}
     with atomic_entry(entry) as tmp:
-        packages = [f"linux-image-{release}-unsigned", f"linux-image-{release}-dbg"]
+        arch = arch_of_flavour(flavour)
+        packages = [arch.package(f"linux-image-{release}-{suffix}") for suffix in ("unsigned", "dbg")]
         version = _apt_version(packages[0])
         dl = tmp / "download"
         dl.mkdir()
@@ -296,7 +358,7 @@ def _fetch(series: str, flavour: str, release: str, entry: Path, log) -> None:
         timings["download_s"] = time.monotonic() - t0
         download_bytes = sum(d.stat().st_size for d in debs)
         t0 = time.monotonic()
-        wanted = {m.replace("-", "_") for m in GUEST_MODULES + OPTIONAL_MODULES}
+        wanted = {m.replace("-", "_") for m in _wanted_modules(arch)}
         _, modules = extract_image(debs[0], release, tmp, wanted)
         timings["extract_image_s"] = time.monotonic() - t0
         t0 = time.monotonic()
@@ -305,13 +367,16 @@ def _fetch(series: str, flavour: str, release: str, entry: Path, log) -> None:
         shutil.rmtree(dl)
         timings["extract_vmlinux_s"] = time.monotonic() - t0
         t0 = time.monotonic()
-        run_tool(["objcopy", "--remove-relocations=*", str(fat), str(tmp / "vmlinux")],
-                 what="slimming vmlinux with objcopy", timeout=900)
-        fat.unlink()
+        if _has_debug_relocations(fat):
+            run_tool(["objcopy", "--remove-relocations=*", str(fat), str(tmp / "vmlinux")],
+                     what="slimming vmlinux with objcopy", timeout=900)
+            fat.unlink()
+        else:  # arm64's -dbg vmlinux carries none (and the host's objcopy cannot read it)
+            fat.rename(tmp / "vmlinux")
         timings["objcopy_s"] = time.monotonic() - t0
         order = load_order(modules)
         meta = {
-            "series": series, "release": release, "version": version, "flavour": flavour,
+            "series": series, "release": release, "version": version, "flavour": flavour, "arch": arch.name,
             "modules": [p.name for p in order], "build_id": read_build_id(tmp / "vmlinux"),
             "download_bytes": download_bytes, "timings": timings,
             "packages": packages,

@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import LabError
+from .arch import ARCHES
 
 __all__ = ["KernelRequest", "PIN_ENV", "FLAVOURS", "parse_kernel_request", "env_pins", "series_of"]
 
 PIN_ENV = "TSUBAKI_LAB_KERNELS"
-FLAVOURS = ("cloud-amd64", "amd64")
+FLAVOURS = tuple(f for arch in ARCHES.values() for f in arch.flavours)
 _SERIES_RE = re.compile(r"^(\d+)\.(\d+)$")
 # 6.1.0-57, 6.12.118+deb12, 6.1.0-57-cloud-amd64: MAJOR.MINOR.PATCH then Debian's ABI suffix.
 _RELEASE_RE = re.compile(r"^(\d+)\.(\d+)\.\d+(?:[-+][0-9A-Za-z.+~-]*)?$")

@@ -1,8 +1,11 @@
 """Boot a guest under QEMU, wait for its panic over QMP, save its memory.
 
-QEMU starts paused (``-S``) so the GUEST_PANICKED listener is registered
-before the guest can run; ``-action panic=pause`` keeps the crashed guest
-for ``dump-guest-memory``.  Every wait is bounded, and a failure carries the
+QEMU starts paused (``-S``) so the panic listener is registered before the
+guest can run.  An x86_64 guest reports its panic through pvpanic
+(``GUEST_PANICKED``, ``-action panic=pause``); an arm64 guest, whose Debian
+kernels have no pvpanic, resets from ``panic()`` and ``-no-reboot -action
+shutdown=pause`` keeps it paused (see :mod:`.arch`).  Either way the crashed
+guest stays for ``dump-guest-memory``.  Every wait is bounded, and a failure carries the
 tail of the guest console so the reason is visible in one message.
 """
 
@@ -17,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LabError
+from .arch import X86_64, GuestArch
 from .sizes import format_size
 
 __all__ = ["GuestSpec", "GuestRun", "run_guest", "qemu_argv", "console_tail"]
 
-QEMU = "qemu-system-x86_64"
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class GuestSpec:
     smp: int
     workdir: Path
     accel: str = "tcg"
-    cmdline: str = "console=ttyS0 panic=-1 loglevel=6"
+    cmdline: str | None = None  # default: the arch's console, panic=-1 loglevel=6
     ram_file: Path | None = None
     qmp_trigger: tuple[str, dict] | None = None
     ready_line: str = ""
@@ -47,6 +50,11 @@ class GuestSpec:
     # More dump-guest-memory formats of the same paused guest (e.g. "kdump-zlib"),
     # written as vmcore.<format> after the ELF one; used by bench/lab_dump.py.
     extra_dumps: tuple[str, ...] = ()
+    arch: GuestArch = X86_64
+
+    @property
+    def kernel_cmdline(self) -> str:
+        return self.cmdline or f"console={self.arch.console} panic=-1 loglevel=6"
 
 
 @dataclass
@@ -62,15 +70,21 @@ class GuestRun:
 
 def qemu_argv(spec: GuestSpec, qmp_socket: Path, console: Path) -> list[str]:
     """The QEMU command line of a lab guest."""
-    machine = "pc"
+    arch = spec.arch
+    machine = arch.machine
     argv = [
-        QEMU, "-accel", spec.accel, "-nodefaults", "-display", "none", "-no-reboot", "-S",
+        arch.qemu, "-accel", spec.accel, "-nodefaults", "-display", "none", "-no-reboot", "-S",
         "-m", format_size(spec.mem), "-smp", str(spec.smp),
-        "-kernel", str(spec.bzimage), "-initrd", str(spec.initrd), "-append", spec.cmdline,
-        "-serial", f"file:{console}",
-        "-device", "pvpanic", "-device", "vmcoreinfo", "-action", "panic=pause",
-        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        "-kernel", str(spec.bzimage), "-initrd", str(spec.initrd), "-append", spec.kernel_cmdline,
+        "-serial", f"file:{console}", "-device", "vmcoreinfo",
     ]
+    if arch.cpu:
+        argv += ["-cpu", arch.cpu]
+    if arch.panic_device:
+        argv += ["-device", arch.panic_device, "-action", "panic=pause"]
+    else:  # panic=-1 resets from panic(); -no-reboot turns the reset into a shutdown, kept paused
+        argv += ["-action", "shutdown=pause"]
+    argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     if spec.ram_file is not None:
         argv += [
             "-object",
@@ -119,8 +133,15 @@ def _stderr(proc: subprocess.Popen) -> str:
     return " | ".join(err.strip().splitlines()[-3:]) or "no message"
 
 
+def _is_panic(event: dict, arch: GuestArch) -> bool:
+    """Whether a QMP event is the guest's panic as ``arch`` reports it."""
+    if arch.panic_device:
+        return event["event"] == "GUEST_PANICKED"
+    return event["event"] == "SHUTDOWN" and (event.get("data") or {}).get("reason") == "guest-reset"
+
+
 async def _watch(qmp, spec: GuestSpec, proc: subprocess.Popen, console: Path) -> dict:
-    """Run the guest until GUEST_PANICKED; act on the ready line when the scenario needs the host."""
+    """Run the guest until it panics; act on the ready line when the scenario needs the host."""
     triggered = spec.qmp_trigger is None
     deadline = time.monotonic() + spec.timeout
     ready_at: float | None = None
@@ -132,12 +153,11 @@ async def _watch(qmp, spec: GuestSpec, proc: subprocess.Popen, console: Path) ->
             except asyncio.TimeoutError:
                 event = None
             if event is not None:
-                if event["event"] == "GUEST_PANICKED":
+                if _is_panic(event, spec.arch):
                     return dict(event)
-                raise LabError(
-                    f"guest {event['event'].lower()} without a GUEST_PANICKED event "
-                    f"(was pvpanic loaded?): {console_tail(console)}"
-                )
+                how = ("a GUEST_PANICKED event (was pvpanic loaded?)" if spec.arch.panic_device
+                       else "the reset that panic=-1 makes")
+                raise LabError(f"guest {event['event'].lower()} without {how}: {console_tail(console)}")
             if proc.poll() is not None:
                 raise LabError(f"QEMU exited (status {proc.returncode}) before the guest panicked: {console_tail(console)}")
             if (not triggered or (spec.panic_window is not None and ready_at is None)) \
@@ -194,7 +214,7 @@ async def _run(spec: GuestSpec) -> GuestRun:
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except FileNotFoundError as e:
-        raise LabError(f"{QEMU} is not installed (Debian package qemu-system-x86)") from e
+        raise LabError(f"{spec.arch.qemu} is not installed (Debian package {spec.arch.qemu_package})") from e
     qmp = QMPClient("tsubaki-lab")
     quit_sent = False
     try:

@@ -1,21 +1,20 @@
-"""Guest memory sizes as people write them (``512M``, ``4G``, ``1.5GiB``).
+"""Guest memory sizes for the crash lab (``512M``, ``4G``, ``1.5GiB``): range and canonical spelling.
 
-QEMU's ``-m`` reads a bare number as MiB; we do the same so that a size a
-user copies from a QEMU command line means the same thing here.  Sizes are
-normalised to a canonical spelling because they are part of cache keys.
+The parsing is the project's one size parser (:mod:`tsubaki_forensics.sizes`:
+binary units, **a bare number is bytes**).  ``qemu -m 512`` means MiB, so a
+bare number here is refused with a hint (``write 512M``) rather than taken as
+512 bytes or silently read as MiB.  Sizes are normalised to a canonical
+spelling because they are part of cache keys.
 """
 
 from __future__ import annotations
 
-import re
-
-from ..errors import LabError
+from ..errors import LabError, SizeError
+from ..sizes import parse_size as parse_bytes
 
 __all__ = ["parse_size", "format_size", "MIN_GUEST_MEM", "MAX_GUEST_MEM"]
 
 KIB = 1024
-_UNITS = {"": KIB * KIB, "b": 1, "k": KIB, "m": KIB**2, "g": KIB**3, "t": KIB**4}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 # A Debian cloud kernel with our initramfs needs ~100 MiB to reach the panic;
 # the upper bound only guards against typos (64G of TCG guest is never meant).
@@ -24,18 +23,18 @@ MAX_GUEST_MEM = 32 * KIB**3
 
 
 def parse_size(text: str | int) -> int:
-    """Return ``text`` in bytes; a bare number is MiB as in ``qemu -m``.
+    """Return ``text`` in bytes (:func:`tsubaki_forensics.sizes.parse_size`), checked for a guest.
 
-    :raises LabError: unparsable, not a whole number of MiB, or out of range.
+    :raises LabError: unparsable, a bare number (bytes: too small, say ``512M``),
+        not a whole number of MiB, or out of range.
     """
-    if isinstance(text, int):
-        value = text
-    else:
-        m = _SIZE_RE.match(text)
-        if not m:
-            raise LabError(f"cannot read memory size {text!r}: use e.g. 512M, 2G, 4GiB")
-        number, unit = m.groups()
-        value = int(float(number) * _UNITS[unit.lower()])
+    try:
+        value = parse_bytes(text)
+    except SizeError:
+        raise LabError(f"cannot read memory size {text!r}: use e.g. 512M, 2G, 4GiB") from None
+    if isinstance(text, str) and text.strip().isdigit() and value < MIN_GUEST_MEM:
+        raise LabError(f"memory size {text!r} is {value} bytes (a bare number is bytes, unlike qemu -m): "
+                       f"write {text.strip()}M for MiB")
     if value % KIB**2:
         raise LabError(f"memory size {text!r} is not a whole number of MiB")
     if not MIN_GUEST_MEM <= value <= MAX_GUEST_MEM:

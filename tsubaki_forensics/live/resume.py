@@ -22,7 +22,7 @@ from pathlib import Path
 from ..contracts.events import EventKind
 from ..tsd import open_dump
 from .layout import Layout
-from .vm import LiveError
+from ..errors import LiveError
 
 __all__ = ["STATE_FILE", "ResumeState", "resume_state", "reconcile", "write_state", "read_state",
            "AttachedProcess"]

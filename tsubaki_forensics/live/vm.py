@@ -15,16 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import TsubakiError
+from ..errors import LiveError, TsubakiError
 from ..lab.qemu import console_tail
 from .guest import HELLO, build_initramfs, qemu_argv
 from .layout import Layout
+from .resume import AttachedProcess, read_state, write_state
 
 __all__ = ["LiveError", "LiveGuest"]
-
-
-class LiveError(TsubakiError):
-    """The live guest or the live protocol failed (QEMU, agent, timeouts)."""
 
 
 _HELLO_RE = re.compile(r"tsk-agent hello boot=(\S+) block=([0-9a-fA-F]+)")
@@ -83,8 +80,6 @@ class LiveGuest:
         devices = await self.qmp.execute("query-memory-devices")
         addrs = {d["data"]["memdev"].rsplit("/", 1)[-1]: d["data"]["addr"] for d in devices}
         self.layout.dimm_addrs = [addrs[f"dimm{i}"] for i in range(self.layout.dimms)]
-        from .resume import write_state
-
         write_state(self.workdir, pid=self.proc.pid, qmp=qmp_sock, agent=agent_sock,
                     console=self.console, layout=self.layout, smp=self.smp)
         await self.qmp.execute("cont")
@@ -96,8 +91,6 @@ class LiveGuest:
         :raises LiveError: no state, QEMU gone, or its sockets do not answer.
         """
         from qemu.qmp import QMPClient
-
-        from .resume import AttachedProcess, read_state
 
         state = read_state(Path(workdir))
         layout = Layout(base=state["base"], dimm_size=state["dimm_size"], dimms=state["dimms"],

@@ -2,7 +2,8 @@
 
 Only the defaults live here: reassembling with
 :func:`tsubaki_forensics.tsd.open_dump` (tried last, so a plugin can take
-over) and the text and JSON renderers.
+over), the debug-info providers of the layers below (vmlinux files, the
+crash lab's kernel cache, the dump's BTF) and the text and JSON renderers.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .hookspecs import hookimpl
-from .specs import RegisterRenderer
+from .specs import RegisterDebugInfo, RegisterRenderer
 
-__all__ = ["BUILTIN_NAME", "tsubaki_reassemble", "tsubaki_register_renderers"]
+__all__ = ["BUILTIN_NAME", "tsubaki_reassemble", "tsubaki_register_debug_info", "tsubaki_register_renderers"]
 
 BUILTIN_NAME = "builtin"
 
@@ -30,6 +31,24 @@ def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
     if paths and all(Path(p).exists() for p in paths) and not is_tsd(paths[0]):
         return open_foreign(paths)
     return open_dump(paths)
+
+
+@hookimpl
+def tsubaki_register_debug_info(register: RegisterDebugInfo) -> None:
+    """vmlinux files (debug directories), the crash lab's cache and the dump's own BTF.
+
+    The embedded symbol pack registers itself the same way, through the
+    entry point ``symbol-pack`` (it sits above this layer).  Imported here,
+    when a program is built, not when the CLI starts (drgn and the lab cost
+    0.1-0.3 s to import, and most commands never build a program).
+    """
+    from ..drgn_bridge.debuginfo import VmlinuxFiles
+    from ..lab.provider import LabKernels
+    from ..selfcontained.provider import BtfProvider
+
+    register(VmlinuxFiles())
+    register(LabKernels())
+    register(BtfProvider())
 
 
 def _render_text(report: Any, out: IO[str]) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import drgn
     import typer
 
-    from .specs import RegisterAnalysis, RegisterRenderer, RegisterSource
+    from .specs import RegisterAnalysis, RegisterDebugInfo, RegisterRenderer, RegisterSource
 
 __all__ = ["PROJECT_NAME", "hookspec", "hookimpl"]
 
@@ -75,12 +75,28 @@ def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
 
 
 @hookspec
+def tsubaki_register_debug_info(register: RegisterDebugInfo) -> None:
+    """Register places the kernel's debug info may come from (the debug-info chain).
+
+    :param register: call ``register(provider)`` once per
+        :class:`~tsubaki_forensics.contracts.DebugInfoProvider`: an object
+        with ``name``, ``description``, ``order`` (lower is asked first; the
+        built-in ones: vmlinux files 100, the crash lab's cache 200, an
+        embedded symbol pack 800, the dump's BTF 900) and
+        ``provide(request) -> DebugInfoReport | None``.  The drgn bridge asks
+        the providers in order until one attaches debug info; ``--vmlinux``
+        bypasses the chain.  Names are unique across plugins.
+    """
+
+
+@hookspec
 def tsubaki_debug_info_paths(build_id: str | None, release: str | None) -> list[Path]:
     """Offer vmlinux files or debug directories to search for the kernel's debug info.
 
-    Called before the default places (``--vmlinux``, ``/usr/lib/debug``,
-    the crash lab's cache) are searched; a candidate is used only when its
-    build id matches the dump.
+    The built-in ``vmlinux-files`` provider searches them before
+    ``/usr/lib/debug``; a candidate is used only when its build id matches
+    the dump.  (A provider, ``tsubaki_register_debug_info``, can do more:
+    fetch a file, or attach other debug info.)
 
     :param build_id: the kernel's build id from VMCOREINFO (hex), if any.
     :param release: the kernel release (``OSRELEASE``), if any.
@@ -110,10 +126,14 @@ def tsubaki_program_ready(prog: drgn.Program, dump: Any) -> None:
 def tsubaki_register_analyses(register: RegisterAnalysis) -> None:
     """Register analyses that ``analyze`` can run.
 
-    :param register: call ``register(name, function, description, needs)``;
+    :param register: call ``register(name, function, description, needs, options)``;
         ``function(ctx: AnalysisContext) -> AnalysisResult`` must not print;
         ``needs`` is an iterable of :class:`~tsubaki_forensics.analysis.Need`
-        (debug info, registers) checked before the function is called.
+        (debug info, registers) checked before the function is called;
+        ``options`` an iterable of
+        :class:`~tsubaki_forensics.analysis.AnalysisOption`: each becomes an
+        ``analyze --NAME`` option, read with ``ctx.option(NAME)`` (as
+        pytest's ``pytest_addoption``).
     """
 
 

@@ -20,17 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from ..analysis.spec import AnalysisFunction, AnalysisSpec
+from ..contracts.analysis import AnalysisFunction, AnalysisOption, AnalysisSpec
 from ..contracts.needs import Need
 from ..errors import PluginError, TsubakiError
 from ..sandbox import HOOK_TIMEOUT_S, plugin_call, stdout_to_stderr
 from . import builtin, hookspecs
 from .hookspecs import PROJECT_NAME
-from .specs import RendererFunction, RendererSpec, SourceSpec
+from .specs import DebugInfoSpec, RendererFunction, RendererSpec, SourceSpec
 
 if TYPE_CHECKING:
     import drgn
     import typer
+
+    from ..contracts.debuginfo import DebugInfoProvider
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -201,15 +203,37 @@ class Plugins:
                 function: AnalysisFunction,
                 description: str,
                 needs: Iterable[Need | str] = (),
+                options: Iterable[AnalysisOption] = (),
                 _p: str = impl.plugin_name,
             ) -> None:
                 try:
                     need_set = frozenset(Need(n) for n in needs)
                 except ValueError as e:
                     raise PluginError(f"plugin {_p!r}: analysis {name!r}: {e}") from e
-                self._add(found, "analysis", AnalysisSpec(name, function, description, need_set, _p))
+                spec = AnalysisSpec(name, function, description, need_set, _p, tuple(options))
+                self._add(found, "analysis", spec)
 
             self._call_register(impl, register)
+        return found
+
+    def analysis_options(self) -> dict[str, tuple[AnalysisOption, list[str]]]:
+        """Every option the analyses declare, by name, with the analyses that read it.
+
+        Two analyses may share an option only if they declare it alike (same
+        type): ``analyze`` has one ``--NAME`` for both.
+        """
+        found: dict[str, tuple[AnalysisOption, list[str]]] = {}
+        for spec in self.analyses().values():
+            for option in spec.options:
+                known = found.get(option.name)
+                if known is None:
+                    found[option.name] = (option, [spec.name])
+                elif known[0].type is not option.type:
+                    raise PluginError(f"plugin {spec.plugin!r}: analysis {spec.name!r} declares option "
+                                      f"{option.flag} as {option.type.__name__}, analysis {known[1][0]!r} "
+                                      f"as {known[0].type.__name__}")
+                else:
+                    known[1].append(spec.name)
         return found
 
     def renderers(self) -> dict[str, RendererSpec]:
@@ -222,6 +246,17 @@ class Plugins:
 
             self._call_register(impl, register)
         return found
+
+    def debug_info_providers(self) -> list[DebugInfoProvider]:
+        """The debug-info chain (``tsubaki_register_debug_info``), in the order it is asked."""
+        found: dict[str, DebugInfoSpec] = {}
+        for impl in self._each_impl("tsubaki_register_debug_info"):
+
+            def register(provider: DebugInfoProvider, _p: str = impl.plugin_name) -> None:
+                self._add(found, "debug-info provider", DebugInfoSpec(provider, _p))
+
+            self._call_register(impl, register)
+        return [spec.provider for spec in sorted(found.values(), key=lambda s: s.provider.order)]
 
     @staticmethod
     def _call_register(impl: pluggy.HookImpl, register: Any) -> None:

@@ -15,7 +15,9 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..analysis.report import Report
-    from ..analysis.spec import AnalysisFunction, Need
+    from ..contracts.debuginfo import DebugInfoProvider
+    from ..contracts.analysis import AnalysisFunction, AnalysisOption
+    from ..contracts.needs import Need
 
 __all__ = [
     "SourceFactory",
@@ -25,6 +27,8 @@ __all__ = [
     "RegisterSource",
     "RegisterAnalysis",
     "RegisterRenderer",
+    "RegisterDebugInfo",
+    "DebugInfoSpec",
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -78,6 +82,27 @@ class RendererSpec:
         _check("renderer", self.name, self.function, self.description)
 
 
+@dataclass(frozen=True)
+class DebugInfoSpec:
+    """A debug-info provider and the plugin that registered it (checked once, here)."""
+
+    provider: DebugInfoProvider
+    plugin: str = "?"
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def __post_init__(self) -> None:
+        p = self.provider
+        for attr in ("name", "description", "order", "provide"):
+            if not hasattr(p, attr):
+                raise TypeError(f"debug-info provider {p!r} lacks {attr!r}")
+        _check("debug-info provider", p.name, p.provide, p.description)
+        if not isinstance(p.order, int) or isinstance(p.order, bool):
+            raise TypeError(f"debug-info provider {p.name!r}: order must be an int, not {p.order!r}")
+
+
 class RegisterSource(Protocol):
     """``register(name, factory, description)`` or ``register(source_type)``.
 
@@ -89,11 +114,18 @@ class RegisterSource(Protocol):
 
 
 class RegisterAnalysis(Protocol):
-    """``register(name, function, description, needs=())``."""
+    """``register(name, function, description, needs=(), options=())``."""
 
     def __call__(
-        self, name: str, function: AnalysisFunction, description: str, needs: Iterable[Need] = ()
+        self, name: str, function: AnalysisFunction, description: str, needs: Iterable[Need] = (),
+        options: Iterable[AnalysisOption] = (),
     ) -> None: ...
+
+
+class RegisterDebugInfo(Protocol):
+    """``register(provider)``: a :class:`~tsubaki_forensics.contracts.DebugInfoProvider`."""
+
+    def __call__(self, provider: DebugInfoProvider) -> None: ...
 
 
 class RegisterRenderer(Protocol):

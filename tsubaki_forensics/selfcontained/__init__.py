@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import drgn
 from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
+from ..contracts.debuginfo import DebugInfoKind, DebugInfoReport
 from ..errors import DebugInfoError
 from .btf import Btf, BtfError
 from .objects import GLOBAL_TYPES, BtfObjects
@@ -91,8 +92,8 @@ class SelfContainedReport:
         """Whether drgn can find the ORC tables (``stack_trace`` works)."""
         return self.unwind is not None
 
-    def lines(self) -> list[str]:
-        """Human-readable summary, for a renderer's notes."""
+    def summary(self) -> list[str]:
+        """What was served, one line each (the limitations are apart: :meth:`debug_info`)."""
         out = [
             f"self-contained: no vmlinux; types from the dump's BTF ({self.btf_types} types, {self.btf_bytes} bytes), "
             "symbols from its kallsyms",
@@ -102,7 +103,13 @@ class SelfContainedReport:
         ]
         if self.unwind is not None and self.unwind.modules_error:
             out.append(f"loadable modules: not listed ({self.unwind.modules_error}); their frames do not unwind")
-        return out + [f"limitation: {text}" for text in self.limitations]
+        return out
+
+    def debug_info(self, provider: str = "btf") -> DebugInfoReport:
+        """This report as the one the drgn bridge keeps (``DumpProgram.debug_info``);
+        its ``lines()`` are what a renderer prints."""
+        return DebugInfoReport(DebugInfoKind.BTF, provider, summary=tuple(self.summary()),
+                               limitations=tuple(self.limitations), details=self)
 
 
 @dataclass
@@ -124,6 +131,11 @@ def read_btf(prog: drgn.Program, symbols) -> Btf:  # type: ignore[no-untyped-def
         start = symbols(prog, "__start_BTF", None, True)
         stop = symbols(prog, "__stop_BTF", None, True)
         if not start or not stop:
+            if not symbols(prog, "init_task", None, True):
+                # Functions only: no data symbol has an address (Debian's arm64 kernels).
+                raise SelfContainedError("the kernel's kallsyms lists functions only (built without "
+                                         "CONFIG_KALLSYMS_ALL), so neither its BTF nor its variables can be "
+                                         "found; a vmlinux or a symbol pack (symbols pack) is needed")
             raise SelfContainedError("the kernel has no BTF (kallsyms has no __start_BTF/__stop_BTF): "
                                      "it was built without CONFIG_DEBUG_INFO_BTF; a vmlinux is needed")
         return Btf(prog.read(start[0].address, stop[0].address - start[0].address))

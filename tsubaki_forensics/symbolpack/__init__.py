@@ -21,9 +21,10 @@ from typing import Any
 
 import drgn
 
+from ..contracts.debuginfo import DebugInfoKind, DebugInfoReport
 from ..errors import DebugInfoError
 from .fileformat import SymbolPackError, decode_pack, encode_pack
-from .finders import PackObjects, PackTypes, kernel_offset, pack_symbols
+from .finders import PackObjects, PackTypes, image_base, kernel_offset, pack_symbols
 
 __all__ = [
     "DUMP_PROPERTY",
@@ -111,14 +112,20 @@ class SymbolPackReport:
     unwind_error: str | None
     limitations: tuple[str, ...] = LIMITATIONS
     finders: tuple[PackTypes, PackObjects] | None = field(default=None, repr=False, compare=False)
+    frame_pointers: bool = False  # arm64: drgn unwinds by frame pointer, no tables needed
 
-    def lines(self) -> list[str]:
-        """Human-readable summary, for a renderer's notes."""
-        out = [f"symbol pack: no vmlinux; {self.types} types, {self.objects} globals/functions/constants and "
+    def summary(self) -> list[str]:
+        """What was served, one line each (the limitations are apart: :meth:`debug_info`)."""
+        return [f"symbol pack: no vmlinux; {self.types} types, {self.objects} globals/functions/constants and "
                f"{self.symbols} symbols from a pack of build id {self.build_id}",
-               f"unwinding: drgn's built-in ORC from the dump ({self.unwind.orc_entries} kernel entries)"
+               "unwinding: drgn's frame-pointer unwinder (arm64 kernels have no ORC)" if self.frame_pointers
+               else f"unwinding: drgn's built-in ORC from the dump ({self.unwind.orc_entries} kernel entries)"
                if self.unwind is not None else f"unwinding: unavailable ({self.unwind_error})"]
-        return out + [f"limitation: {text}" for text in self.limitations]
+
+    def debug_info(self, provider: str = "symbol-pack") -> DebugInfoReport:
+        """This report as the one the drgn bridge keeps (``DumpProgram.debug_info``)."""
+        return DebugInfoReport(DebugInfoKind.SYMBOL_PACK, provider, summary=tuple(self.summary()),
+                               limitations=tuple(self.limitations), details=self)
 
 
 def _vmcoreinfo_build_id(text: str) -> str | None:
@@ -157,17 +164,19 @@ def attach_symbolpack(prog: drgn.Program, pack: dict[str, Any]) -> SymbolPackRep
     have = _vmcoreinfo_build_id(prog["VMCOREINFO"].string_().decode(errors="replace"))
     if have and want != have:
         raise SymbolPackMismatch(f"the symbol pack is of build id {want}; the dump's kernel is {have}")
-    offset = kernel_offset(prog)
+    offset, base = kernel_offset(prog), image_base(prog)
     types = PackTypes(prog, pack)
-    objects = PackObjects(prog, pack, types, offset)
-    symbols = pack_symbols(pack, offset)
+    objects = PackObjects(prog, pack, types, offset, base)
+    symbols = pack_symbols(pack, offset, base)
     prog.register_symbol_finder(FINDER_NAME, symbols.index, enable_index=-1)
     prog.register_type_finder(FINDER_NAME, types.find, enable_index=-1)
     prog.register_object_finder(FINDER_NAME, objects.find, enable_index=-1)
     unwind = unwind_error = None
-    try:
-        unwind = enable_orc(prog, symbols.index)
-    except (LookupError, ValueError, drgn.FaultError) as e:
-        unwind_error = f"{type(e).__name__}: {e}"
+    frame_pointers = prog.platform.arch == drgn.Architecture.AARCH64
+    if not frame_pointers:
+        try:
+            unwind = enable_orc(prog, symbols.index)
+        except (LookupError, ValueError, drgn.FaultError) as e:
+            unwind_error = f"{type(e).__name__}: {e}"
     return SymbolPackReport(want, len(pack["types"]), len(pack["objects"]), symbols.count, offset,
-                            unwind, unwind_error, finders=(types, objects))
+                            unwind, unwind_error, finders=(types, objects), frame_pointers=frame_pointers)

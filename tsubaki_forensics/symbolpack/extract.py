@@ -20,9 +20,11 @@ from typing import Any
 
 import drgn
 
-from ..drgn_bridge.debuginfo import read_build_id
+from ..drgn_bridge.debuginfo import elf_arch, read_build_id
 from ..errors import DebugInfoError
 from .lookups import LOOKUP_OBJECTS, LOOKUP_TYPES
+
+_ARCHES = {"x86_64": drgn.Architecture.X86_64, "aarch64": drgn.Architecture.AARCH64}
 
 __all__ = ["build_pack", "program_for_vmlinux", "TypeEncoder"]
 
@@ -44,8 +46,11 @@ def program_for_vmlinux(vmlinux: Path) -> tuple[drgn.Program, str]:
     build_id = read_build_id(vmlinux)
     if not build_id:
         raise DebugInfoError(f"{vmlinux} has no build id (not a kernel vmlinux?)")
-    platform = drgn.Platform(drgn.Architecture.X86_64,
-                             drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    machine = _ARCHES.get(elf_arch(vmlinux) or "")
+    if machine is None:
+        raise DebugInfoError(f"{vmlinux} is a {elf_arch(vmlinux) or 'non-ELF'} file; symbol packs are cut "
+                             f"from x86_64 and aarch64 kernels")
+    platform = drgn.Platform(machine, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     prog = drgn.Program(platform)
     info = (f"OSRELEASE=unknown\nPAGESIZE=4096\nBUILD-ID={build_id}\nSYMBOL(swapper_pg_dir)=ffffffff82000000\n"
             "NUMBER(phys_base)=0\nKERNELOFFSET=0\n")

@@ -22,9 +22,13 @@ import drgn
 
 from ..errors import DebugInfoError
 
-__all__ = ["KERNEL_MAP", "PackTypes", "PackObjects", "kernel_offset", "pack_symbols", "relocate"]
+__all__ = ["KERNEL_MAP", "PackTypes", "PackObjects", "image_base", "kernel_offset", "pack_symbols", "relocate"]
 
 KERNEL_MAP = 0xFFFFFFFF80000000  # x86_64 __START_KERNEL_map: link addresses of the kernel image
+# Where each architecture links its kernel image: x86_64's __START_KERNEL_map;
+# arm64 links the image in the upper VA half (KIMAGE_VADDR, above the modules
+# area), and per-CPU offsets are small numbers below either.
+_IMAGE_BASE = {drgn.Architecture.X86_64: KERNEL_MAP, drgn.Architecture.AARCH64: 0xFFFF800000000000}
 C = drgn.Language.C
 _KINDS = {"f": drgn.SymbolKind.FUNC, "o": drgn.SymbolKind.OBJECT, "u": drgn.SymbolKind.UNKNOWN,
           "t": drgn.SymbolKind.TLS}
@@ -43,9 +47,20 @@ def kernel_offset(prog: drgn.Program) -> int:
     return int(m.group(1), 16) if m else 0
 
 
-def relocate(address: int, offset: int) -> int:
-    """A link-time address as it is in the running kernel."""
-    return address + offset if address >= KERNEL_MAP else address
+def image_base(prog: drgn.Program) -> int:
+    """The lowest link-time address of the kernel image on ``prog``'s architecture.
+
+    :raises DebugInfoError: an architecture symbol packs do not support yet.
+    """
+    try:
+        return _IMAGE_BASE[prog.platform.arch]
+    except KeyError:
+        raise DebugInfoError(f"symbol packs do not support {prog.platform.arch.name} dumps") from None
+
+
+def relocate(address: int, offset: int, base: int = KERNEL_MAP) -> int:
+    """A link-time address as it is in the running kernel (image addresses move by KASLR's offset)."""
+    return address + offset if address >= base else address
 
 
 class PackTypes:
@@ -120,10 +135,12 @@ class PackTypes:
 class PackObjects:
     """Globals, functions and constants of one pack (``register_object_finder`` callback: :meth:`find`)."""
 
-    def __init__(self, prog: drgn.Program, pack: dict[str, Any], types: PackTypes, offset: int) -> None:
+    def __init__(self, prog: drgn.Program, pack: dict[str, Any], types: PackTypes, offset: int,
+                 base: int = KERNEL_MAP) -> None:
         self.objects: dict[str, list[Any]] = pack["objects"]
         self.types = types
         self.offset = offset
+        self.base = base
         self.answered: dict[str, str] = {}
 
     def find(self, prog: drgn.Program, name: str, flags: drgn.FindObjectFlags, filename: str | None) -> drgn.Object | None:
@@ -138,7 +155,7 @@ class PackObjects:
         self.answered[name] = kind
         if kind == "c":
             return drgn.Object(prog, self.types.ref(ref), value=value)
-        return drgn.Object(prog, self.types.ref(ref), address=relocate(value, self.offset))
+        return drgn.Object(prog, self.types.ref(ref), address=relocate(value, self.offset, self.base))
 
 
 @dataclass(frozen=True)
@@ -147,12 +164,12 @@ class _Symbols:
     count: int
 
 
-def pack_symbols(pack: dict[str, Any], offset: int) -> _Symbols:
+def pack_symbols(pack: dict[str, Any], offset: int, base: int = KERNEL_MAP) -> _Symbols:
     """The pack's symbol table, relocated, as a drgn ``SymbolIndex`` (a symbol finder)."""
     table = pack["symbols"]
     symbols, address = [], 0
     for name, delta, size, kind, binding in zip(table["names"], table["address_deltas"], table["sizes"],
                                                 table["kinds"], table["bindings"]):
         address += delta
-        symbols.append(drgn.Symbol(name, relocate(address, offset), size, _BINDINGS[binding], _KINDS[kind]))
+        symbols.append(drgn.Symbol(name, relocate(address, offset, base), size, _BINDINGS[binding], _KINDS[kind]))
     return _Symbols(drgn.SymbolIndex(symbols), len(symbols))

@@ -130,8 +130,8 @@ def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: Scan
         try:
             report = analyze_dump(opened, plugins, only=["panic"])
             crash_time = _crash_time(opened.program.prog)
-            debug_info = "self-contained (BTF)" if opened.program.selfcontained is not None else (
-                str(opened.program.vmlinux) if opened.program.vmlinux else None)
+            used = opened.program.debug_info  # the vmlinux path, "symbol pack" or "self-contained (BTF)"
+            debug_info = used.label if used is not None else None
         finally:
             opened.close()
     except Exception as e:  # one bad dump is a record, not the end of the run

@@ -57,6 +57,13 @@ _PLUMBING = frozenset({
     "page_fault_oops", "kernelmode_fixup_or_oops", "no_context",
     "__bad_area_nosemaphore", "bad_area_nosemaphore", "do_kern_addr_fault", "do_user_addr_fault",
     "handle_page_fault", "fixup_exception",
+    # arm64: the reset panic=-1 makes (where the lab's arm64 guests stop: their
+    # kernels have no pvpanic), kdump's kexec, and the oops/BUG paths.
+    "__arm_smccc_hvc", "__arm_smccc_smc", "psci_sys_reset", "do_kernel_restart", "machine_restart",
+    "machine_emergency_restart", "emergency_restart", "machine_kexec",
+    "arm64_notify_die", "do_mem_abort", "el1_abort", "__do_kernel_fault", "do_page_fault",
+    "do_translation_fault", "do_bad_area", "die_kernel_fault", "bug_handler", "call_el1_break_hook",
+    "brk_handler", "do_debug_exception", "el1_dbg", "el1h_64_sync_handler", "el1h_64_sync",
 })
 _PLUMBING_PREFIXES = ("pvpanic_", "asm_exc_")
 
@@ -65,8 +72,11 @@ _ENTRY = frozenset({
     "do_syscall_64", "do_syscall_x64", "do_syscall_32_irqs_on", "x64_sys_call", "ia32_sys_call",
     "do_int80_syscall_32", "do_fast_syscall_32", "__do_fast_syscall_32",
     "kthread", "cpu_startup_entry", "start_secondary", "rest_init", "arch_call_rest_init",
+    # arm64 syscall and boot entry
+    "invoke_syscall", "__invoke_syscall", "el0_svc_common", "do_el0_svc", "secondary_start_kernel",
 })
-_ENTRY_PREFIXES = ("entry_", "asm_", "ret_from_fork", "secondary_startup", "start_kernel", "x86_64_start")
+_ENTRY_PREFIXES = ("entry_", "asm_", "ret_from_fork", "secondary_startup", "start_kernel", "x86_64_start",
+                   "el0t_", "el0_svc")
 
 _CLONE_SUFFIX = re.compile(r"(?:\.(?:cold|part|constprop|isra|llvm|lto_priv|localalias)(?:\.\d+)?)+$")
 

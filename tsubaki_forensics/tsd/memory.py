@@ -24,10 +24,12 @@ import zstandard
 
 from ..errors import ConflictError, ExcludedPageError, FormatError, NotCollectedError
 from . import records as R
+from .problems import Problem
 from .records import RecordType as T
 
 if TYPE_CHECKING:
-    from .reader import Problem, RecordInfo, TsdFile
+    from .reader import TsdFile
+    from .table import RecordInfo
 
 __all__ = ["PhysicalMemory", "Range", "RangeList", "DEFAULT_CACHE_BYTES"]
 
@@ -166,8 +168,6 @@ class PhysicalMemory:
             else:
                 self._overlap_skipped += 1
                 if self._overlap_skipped == 1:
-                    from .reader import Problem
-
                     f = self.files[src.file]
                     self.problems.append(Problem(
                         f.name, src.rec.offset,
@@ -345,8 +345,6 @@ class PhysicalMemory:
             why = str(e).split(": ", 1)[-1] if str(e).startswith(f.name) else str(e)
             msg = (f"physical address {addr:#x} is in a damaged record "
                    f"({f.name} offset {src.rec.offset}: {why})")
-            from .reader import Problem
-
             self.problems.append(Problem(f.name, src.rec.offset, why))
             self._bad[key] = msg
             raise NotCollectedError(addr, msg) from None
@@ -408,8 +406,6 @@ class PhysicalMemory:
         out[at:] = lit[pos:]
         if bad:
             if key not in self._bad_pages:
-                from .reader import Problem
-
                 self.problems.append(Problem(
                     self.files[src.file].name, src.rec.offset,
                     f"{len(bad)} page reference(s) of this record cannot be resolved; "

@@ -24,6 +24,8 @@ import numpy as np
 from ..errors import ConflictError, FormatError
 from . import records as R
 from .completeness import Completeness, measure
+from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
+from .problems import Problem
 from .records import RecordType as T
 from .table import RECORD_DTYPE, RecordInfo, RecordTable, TableBuilder
 
@@ -37,18 +39,6 @@ _RESYNC_BLOCK = 1 << 20
 # reports where (docs/RELIABILITY.md).
 RESYNC_WORK_FACTOR = 2
 RESYNC_WORK_MIN = 64 << 20
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong or missing in a file, with where it starts."""
-
-    path: str
-    offset: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: offset {self.offset}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -404,8 +394,6 @@ class Dump:
     """
 
     def __init__(self, files: list[TsdFile], *, cache_bytes: int | None = None) -> None:
-        from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
-
         if not files:
             raise FormatError("no dump files given")
         # Any order in, one order out: oldest file first, ties by name.

@@ -1,0 +1,124 @@
+"""Where the kernel's types and symbols come from: one chain of debug-info providers.
+
+A dump alone gives drgn memory and VMCOREINFO; names and types need debug
+info.  It can come from several places: a vmlinux file (debug directories,
+``--debug-dir``, plugin paths), the crash lab's kernel cache, a symbol pack
+embedded in the dump, the dump's own BTF and kallsyms, or a third party's
+server (debuginfod, a company symbol store).  Each is a
+:class:`DebugInfoProvider` registered through the
+``tsubaki_register_debug_info`` hook (the built-in ones too); the drgn bridge
+asks them in :attr:`~DebugInfoProvider.order` until one attaches debug info
+and returns its :class:`DebugInfoReport`.  The bridge knows none of them by
+name, so it never imports the lab or the symbol packs.
+
+This module imports only the standard library: ``prog`` is a
+``drgn.Program`` and ``dump`` a :class:`~tsubaki_forensics.contracts.Dump`,
+typed loosely so that the bottom layer does not import drgn.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "ORDER"]
+
+
+class DebugInfoKind(enum.StrEnum):
+    """What kind of debug info was attached (values appear in JSON: never rename)."""
+
+    VMLINUX = "vmlinux"  # the kernel's DWARF, from a vmlinux file whose build id matched
+    SYMBOL_PACK = "symbol-pack"  # a pack cut from that DWARF (``symbols pack``), embedded in the dump
+    BTF = "btf"  # the dump's own BTF, kallsyms and ORC tables (self-contained, no vmlinux)
+
+
+#: Conventional :attr:`DebugInfoProvider.order` values of the built-in providers.
+#: Lower runs first; a DWARF vmlinux beats a pack, a pack beats BTF.  A provider
+#: that fetches a vmlinux (debuginfod) fits between ``lab-kernels`` and ``symbol-pack``.
+ORDER = {"vmlinux-files": 100, "lab-kernels": 200, "symbol-pack": 800, "btf": 900}
+
+
+@dataclass(frozen=True)
+class DebugInfoReport:
+    """What one provider attached to the program (``DumpProgram.debug_info``).
+
+    :param kind: vmlinux DWARF, symbol pack or the dump's BTF.
+    :param provider: the name of the provider that attached it.
+    :param vmlinux: the file drgn loaded (kind ``VMLINUX`` only).
+    :param summary: what was served, one line each (empty for a vmlinux: nothing to warn about).
+    :param limitations: what this kind cannot give compared with DWARF.
+    :param passed_over: why earlier providers that had something did not
+        attach it (``symbol-pack: ...``), one line each.
+    :param details: the provider's own record (``SelfContainedReport``,
+        ``SymbolPackReport``...), for statistics and tests; never rendered.
+    """
+
+    kind: DebugInfoKind
+    provider: str
+    vmlinux: Path | None = None
+    summary: tuple[str, ...] = ()
+    limitations: tuple[str, ...] = ()
+    passed_over: tuple[str, ...] = ()
+    details: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """A few words for a report column: the vmlinux path, ``symbol pack`` or ``self-contained (BTF)``."""
+        if self.kind is DebugInfoKind.VMLINUX:
+            return str(self.vmlinux) if self.vmlinux is not None else f"vmlinux ({self.provider})"
+        return "symbol pack" if self.kind is DebugInfoKind.SYMBOL_PACK else "self-contained (BTF)"
+
+    def lines(self) -> list[str]:
+        """What was passed over, the summary and every limitation, for a renderer's notes
+        (empty for a vmlinux found first)."""
+        return [*(f"not used: {text}" for text in self.passed_over), *self.summary,
+                *(f"limitation: {text}" for text in self.limitations)]
+
+
+@dataclass
+class DebugInfoRequest:
+    """What a provider gets: the program to serve and what identifies the kernel.
+
+    :param prog: the ``drgn.Program`` with memory, VMCOREINFO and registers
+        set up and no debug info yet.
+    :param dump: the dump it was built from (a symbol pack rides in it).
+    :param build_id: VMCOREINFO's ``BUILD-ID`` if it is lowercase hex, else ``None``.
+    :param release: ``OSRELEASE`` if it is a plain release name, else ``None``
+        (both come from the crashed machine: never build a path from anything else).
+    :param search_paths: vmlinux files or debug directories to search
+        (``--debug-dir``, ``tsubaki_debug_info_paths``, then ``/usr/lib/debug``).
+    :param load_vmlinux: ``load_vmlinux(paths, provider)`` offers files to drgn,
+        which loads the one whose build id is the kernel's; the report, or
+        ``None`` when none matched.  Use it rather than loading DWARF yourself.
+    """
+
+    prog: Any
+    dump: Any
+    build_id: str | None
+    release: str | None
+    search_paths: tuple[Path, ...]
+    load_vmlinux: Callable[[Sequence[Path], str], DebugInfoReport | None]
+
+
+@runtime_checkable
+class DebugInfoProvider(Protocol):
+    """One place debug info may come from (registered with ``tsubaki_register_debug_info``).
+
+    ``provide`` returns a report once it has attached debug info to
+    ``request.prog`` (the chain stops), ``None`` when it has nothing for this
+    kernel, or raises :class:`~tsubaki_forensics.errors.DebugInfoError` when
+    what it has does not fit (a pack of another build, no BTF in the dump).
+    After ``None`` or an error the next provider is asked; an error's reason
+    is kept: in the report's ``passed_over`` if a later provider attaches,
+    else in the final error.  ``provide`` must leave ``prog`` untouched when
+    it does not attach.
+    """
+
+    name: str
+    description: str
+    order: int
+
+    def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None: ...
