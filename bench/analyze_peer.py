@@ -1,9 +1,11 @@
-"""The peer of the analyze benchmark: plain drgn doing tasks + dmesg + panic on the ELF vmcore.
+"""The peer of the analyze benchmark: plain drgn doing the bundled analyses on the ELF vmcore.
 
 Same work as ``tsubaki-forensics analyze`` (every task's pid, ppid, comm,
-state, cpu, on_cpu; every printk record; the panic message; the crashed
-thread's and every other CPU's backtrace with names and source lines), with
-drgn's own core-dump path and nothing of ours in between.
+state, cpu, on_cpu, RSS and VSZ, the idle tasks; every printk record; the
+panic message; the crashed thread's and every other CPU's backtrace with
+names and source lines; crash's sys figures; the loaded modules with their
+taint; the kmem -i figures; every CPU's run queue; the D-state tasks'
+backtraces), with drgn's own core-dump path and nothing of ours in between.
 
     python bench/analyze_peer.py VMCORE VMLINUX
 """
@@ -20,6 +22,8 @@ from drgn.helpers.linux.panic import panic_message
 from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.sched import cpu_curr, task_cpu, task_state_to_char
+
+from analyze_peer_figures import crash_figures
 
 __all__ = ["main"]
 
@@ -51,7 +55,9 @@ def main(vmcore: str, vmlinux: str) -> dict:
     panic_cpu = prog["panic_cpu"].counter.value_()
     crashed = _frames(prog.crashed_thread().stack_trace())
     others = {cpu: _frames(prog.stack_trace(cpu_curr(prog, cpu))) for cpu in for_each_present_cpu(prog) if cpu != panic_cpu}
-    return {"tasks": len(tasks), "log": len(log), "message": message.decode(), "frames": len(crashed), "cpus": len(others)}
+    figures = crash_figures(prog, _frames)
+    return {"tasks": len(tasks), "log": len(log), "message": message.decode(), "frames": len(crashed), "cpus": len(others),
+            **figures}
 
 
 if __name__ == "__main__":
