@@ -244,7 +244,7 @@ def test_makedumpfile_elf_output_faults_where_pages_were_left_out(crash_lab, tmp
     """``makedumpfile -E -d 31`` marks left-out pages as p_memsz beyond p_filesz:
     analyze on it reads what the file holds and faults (never zeros) on the rest."""
     from tsubaki_forensics.errors import NotCollectedError
-    from tsubaki_forensics.vmcore.detect import open_foreign
+    from tsubaki_forensics.vmcore.foreign import open_foreign
 
     crash = crash_lab(kernel="6.1")
     proc, out = tmp_path / "vmcore.proc", tmp_path / "e.elf"

@@ -23,13 +23,9 @@ BUILTIN_NAME = "builtin"
 def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
     """Open the ``.tsd`` files of one dump (the format's own reader), or one
     ELF vmcore or makedumpfile file (detected by magic, docs/FORMATS.md)."""
-    from ..tsd import open_dump
-    from ..vmcore.detect import is_tsd, open_foreign
+    from ..vmcore.foreign import open_any
 
-    paths = list(paths)
-    if paths and all(Path(p).exists() for p in paths) and not is_tsd(paths[0]):
-        return open_foreign(paths)
-    return open_dump(paths)
+    return open_any(list(paths))
 
 
 def _render_text(report: Any, out: IO[str]) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, NotCollectedError
+from ..errors import ExcludedPageError, FormatError, NotCollectedError
 from .elf import stat_dump_file
 from .flattened import FlatIndex, Gap, is_flattened
 
@@ -298,10 +298,10 @@ class KdumpFile:
     def _index(self, pfn: int) -> int:
         i = int(np.searchsorted(self.dumped_pfns, pfn))
         if i >= len(self.dumped_pfns) or self.dumped_pfns[i] != pfn:
-            raise NotCollectedError(pfn * self.page_size,
-                                    f"physical {pfn * self.page_size:#x} was excluded by the "
-                                    f"producer (makedumpfile -d {self.header.dump_level})"
-                                    if 0 <= pfn < self.header.max_mapnr and self.valid[pfn] else None)
+            if 0 <= pfn < self.header.max_mapnr and self.valid[pfn]:  # left out on purpose, not lost
+                raise ExcludedPageError(pfn * self.page_size, f"excluded by the producer "
+                                                              f"(makedumpfile -d {self.header.dump_level})")
+            raise NotCollectedError(pfn * self.page_size)
         return i
 
     def read_page(self, pfn: int) -> bytes:

@@ -1,0 +1,140 @@
+"""``inspect``, ``verify`` and ``export`` open kdump, flattened and ELF files directly
+(one opening path: vmcore/foreign.py), on files the tests build (kdump_synth).
+
+makedumpfile's own output of real crashes: test_kdump_real.py and
+test_foreign_real.py.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from tsubaki_forensics.errors import ExcludedPageError
+from tsubaki_forensics.tsd import open_dump
+from tsubaki_forensics.tsd.records import PageClass
+from tsubaki_forensics.vmcore import ElfVmcore
+from tsubaki_forensics.vmcore.foreign import open_any
+from tsubaki_forensics.vmcore.kdump import DISK_DUMP_HEADER
+from tsubaki_forensics.vmcore.verify import verify_any
+
+from _cli import run_cli
+from kdump_synth import PS, build_kdump, flatten, sample_memory
+
+VALID, DUMPED, CONTENTS = sample_memory()
+RAW = build_kdump(VALID, DUMPED, CONTENTS, codec="zlib")
+EXCLUDED_PAGES = int((VALID & ~DUMPED).sum())
+
+
+def _desc_offset(blob: bytes) -> int:
+    """Where the page descriptors start, from the file's own header."""
+    fields = DISK_DUMP_HEADER.unpack_from(blob)
+    sub_hdr_size, bitmap_blocks = fields[7], fields[8]
+    return (1 + sub_hdr_size + bitmap_blocks) * PS
+
+
+def test_desc_offset_reads_the_header():
+    sub_hdr, blocks = 2, 2  # kdump_synth: VMCOREINFO and notes fit one block after the sub header
+    assert _desc_offset(RAW) == (1 + sub_hdr + blocks) * PS
+    off, size, flags, _ = struct.unpack_from("<qIIQ", RAW, _desc_offset(RAW))
+    assert off == _desc_offset(RAW) + 24 * int(DUMPED.sum()) and 0 < size <= PS and flags == 1
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_inspect_json_counts_excluded_apart_from_missing(tmp_path, flat):
+    path = tmp_path / "dump.202612030000"
+    path.write_bytes(flatten(RAW) if flat else RAW)
+    d = json.loads(run_cli("inspect", path, "--format", "json").stdout)
+    m = d["memory"]
+    assert d["format"].startswith("kdump-flattened" if flat else "kdump-compressed")
+    assert d["status"] == "complete" and m["missing_bytes"] == 0
+    assert m["excluded_bytes"] == EXCLUDED_PAGES * PS
+    assert m["present_bytes"] == int(DUMPED.sum()) * PS
+    assert m["pages"]["excluded"]["unknown"] == EXCLUDED_PAGES
+    text = run_cli("inspect", path).stdout
+    assert text.startswith("status         COMPLETE") and "excluded by the dump level" in text
+
+
+def test_verify_sound_cut_and_damaged(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(RAW)
+    assert verify_any([path]).status == "ok"
+    run = run_cli("verify", path)
+    assert f"{int(DUMPED.sum())} of {int(DUMPED.sum())} dumped pages decompress" in run.stdout
+    assert f"{EXCLUDED_PAGES} pages excluded by the producer" in run.stdout
+
+    cut = tmp_path / "cut"
+    cut.write_bytes(RAW[:len(RAW) - 3 * PS])  # inside the page data
+    r = verify_any([cut])
+    assert r.status == "incomplete" and not r.damage and r.completeness.missing_bytes > 0
+    run = run_cli("verify", cut, ok=False)
+    assert run.returncode == 4 and "cut short" in run.stdout and "Traceback" not in run.stderr
+
+    base = _desc_offset(RAW)
+    for i, patch, words in [(3, lambda o, s, f: (16, s, f), "overlap the headers"),
+                            (5, lambda o, s, f: (o, PS + 1, f), "size is not"),
+                            (7, lambda o, s, f: (o, s, 0x40), "no known codec"),
+                            (2, lambda o, s, f: (1 << 40, s, f), "outside the file")]:
+        bad = bytearray(RAW)
+        o, s, f, pf = struct.unpack_from("<qIIQ", bad, base + 24 * i)
+        struct.pack_into("<qIIQ", bad, base + 24 * i, *patch(o, s, f), pf)
+        p = tmp_path / f"bad{i}"
+        p.write_bytes(bytes(bad))
+        r = verify_any([p])
+        assert r.status == "damaged" and any(words in x.message for x in r.damage), r.problems
+        pfn = int(np.flatnonzero(DUMPED)[i])
+        assert any(f"{pfn:#x}" in x.message for x in r.damage)
+        run = run_cli("verify", p, ok=False)
+        assert run.returncode == 2 and "Traceback" not in run.stderr
+
+    # page data that does not decompress: named with its address, the rest read
+    bad = bytearray(RAW)
+    o, s, f, _ = struct.unpack_from("<qIIQ", bad, base + 24 * 2)  # a text page: zlib-compressed
+    bad[o:o + s] = bytes(s)
+    p = tmp_path / "baddata"
+    p.write_bytes(bytes(bad))
+    r = verify_any([p])
+    pfn = int(np.flatnonzero(DUMPED)[2])
+    assert f == 1
+    assert r.status == "damaged" and [x.offset for x in r.damage] == [pfn * PS]
+    assert "does not decompress" in r.damage[0].message
+    assert r.completeness.missing_bytes == PS
+
+
+def test_export_kdump_directly_then_import_keeps_excluded(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(flatten(RAW, seed=7))
+    elf = tmp_path / "out.elf"
+    run_cli("export", path, "-o", elf)
+    with ElfVmcore(elf) as e:
+        for pfn, page in CONTENTS.items():
+            assert e.read(pfn * PS, PS) == page
+        held = {a // PS + i for a, n, _ in e.ranges() for i in range(n // PS)}
+        assert held == set(CONTENTS)
+    assert verify_any([elf]).status == "ok"
+    run_cli("import", elf, "-o", tmp_path / "d.tsd")
+    with open_dump([tmp_path / "d.tsd"]) as d:
+        assert d.completeness().complete is True
+        assert sum(r.length for r in d.excluded) == EXCLUDED_PAGES * PS
+        assert {r.cls for r in d.excluded} == {PageClass.UNKNOWN}
+
+
+def test_open_any_reads_excluded_as_excluded(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(RAW)
+    with open_any([path]) as dump:
+        assert dump.completeness().complete is True
+        with pytest.raises(ExcludedPageError):
+            dump.memory.read(31 * PS, 8)
+        assert dump.dump_id.startswith("kdump-")
+
+
+def test_mixed_tsd_and_kdump_is_one_line(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(RAW)
+    run_cli("import", path, "-o", tmp_path / "d.tsd")
+    run = run_cli("inspect", tmp_path / "d.tsd", path, ok=False)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "not one dump" in run.stderr
