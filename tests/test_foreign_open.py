@@ -138,3 +138,47 @@ def test_mixed_tsd_and_kdump_is_one_line(tmp_path):
     run_cli("import", path, "-o", tmp_path / "d.tsd")
     run = run_cli("inspect", tmp_path / "d.tsd", path, ok=False)
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and "not one dump" in run.stderr
+
+
+def _elf_with_tail(tmp_path):
+    """An ELF vmcore (no TSUBAKI note) whose last PT_LOAD lacks its last 2 pages in
+    the file (p_memsz beyond p_filesz), as makedumpfile -E writes left-out pages."""
+    from elftools.elf.elffile import ELFFile
+
+    from tsubaki_forensics.vmcore import write_elf_vmcore
+    from tsubaki_forensics.vmcore.notes import build_note
+
+    from kdump_synth import VMCOREINFO
+
+    path = tmp_path / "dump"
+    path.write_bytes(RAW)
+    elf = tmp_path / "e.elf"
+    with open_any([path]) as dump:
+        write_elf_vmcore(elf, dump.memory, VMCOREINFO, build_note("VMCOREINFO", 0, VMCOREINFO),
+                         arch="x86_64", page_size=PS)
+    with open(elf, "rb") as f:
+        e = ELFFile(f)
+        loads = [(i, s) for i, s in enumerate(e.iter_segments()) if s["p_type"] == "PT_LOAD"]
+        i, last = loads[-1]
+        at = e["e_phoff"] + i * e["e_phentsize"] + 32  # p_filesz of a 64-bit program header
+    blob = bytearray(elf.read_bytes())
+    struct.pack_into("<Q", blob, at, last["p_filesz"] - 2 * PS)
+    elf.write_bytes(bytes(blob))
+    tail = last["p_paddr"] + last["p_filesz"] - 2 * PS
+    return elf, tail
+
+
+def test_elf_tails_import_as_excluded_not_zero(tmp_path):
+    elf, tail = _elf_with_tail(tmp_path)
+    with open_any([elf]) as dump:
+        assert [(r.paddr, r.length) for r in dump.excluded] == [(tail, 2 * PS)]
+        with pytest.raises(ExcludedPageError):
+            dump.memory.read(tail, 8)
+    run_cli("import", elf, "-o", tmp_path / "e.tsd")
+    with open_dump([tmp_path / "e.tsd"]) as d:
+        assert [(r.paddr, r.length, r.cls) for r in d.excluded] == [(tail, 2 * PS, PageClass.UNKNOWN)]
+        assert d.completeness().complete is True and d.memory_map.dump_level == 31
+        assert "unknown" in d.properties["dump_level"]
+        with pytest.raises(ExcludedPageError):
+            d.memory.read(tail, 8)
+        assert d.memory.read(tail - PS, PS) == CONTENTS[tail // PS - 1]

@@ -38,10 +38,6 @@ from .unwrap import WRAPPERS, unwrap
 __all__ = ["open_any", "open_foreign", "ForeignDump", "ForeignProblem", "ForeignFile",
            "ForeignHeader", "foreign_identity", "foreign_dump_id", "tsd_or_kind"]
 
-#: makedumpfile -E does not record its dump level; a level with every bit is
-#: what "some pages were left out, which ones the file does not say" needs
-#: (format 1.4 writes EXCLUDED runs only at a level above 1).
-ELF_LEFT_OUT_LEVEL = 31
 _SAMPLE = 1 << 20  # bytes hashed at each end of a file for its identity
 
 
@@ -224,10 +220,12 @@ def foreign_dump_id(kind: str, reader: Any, paths: list[Path]) -> str:
         return f"{kind}-{paths[0].name}"
 
 
-def foreign_identity(path: Path) -> tuple[str, str]:
-    """``(dump id, content identity)`` of a dump file that is not a ``.tsd``, for
-    ``triage``'s grouping: opened only as far as the header (a wrapped file is
-    not decompressed: each is a dump of its own).
+def foreign_identity(path: Path) -> tuple[str, str, int]:
+    """``(dump id, content identity, written at ns)`` of a dump file that is not a
+    ``.tsd``, for ``triage``'s grouping: opened only as far as the header (a
+    wrapped file is not decompressed: each is a dump of its own).  The time is
+    the one in the file (makedumpfile's header), the same for every copy; 0
+    where the format has none (ELF).
 
     :raises FormatError: not a dump this tool reads.
     """
@@ -235,12 +233,12 @@ def foreign_identity(path: Path) -> tuple[str, str]:
     kind = sniff(path)
     identity = _sample_hash(path)
     if kind in WRAPPERS or kind == "elf":
-        return f"{kind}-{identity[:24]}", identity
+        return f"{kind}-{identity[:24]}", identity, 0
     if kind in ("kdump", "flattened"):
         from .kdump import KdumpFile
 
         with KdumpFile(path) as k:
-            return foreign_dump_id(kind, k, [path]), identity
+            return foreign_dump_id(kind, k, [path]), identity, k.header.timestamp_ns
     raise unsupported(path, kind)
 
 
@@ -315,7 +313,7 @@ def open_foreign(paths: list[Path]) -> ForeignDump:
 def _open_elf(path: Path) -> ForeignDump:
     from .elf import ElfVmcore
     from .filter_note import parse_filter_note, strip_filter_note
-    from .importer import vmcoreinfo_fields
+    from .importer import ELF_LEFT_OUT_LEVEL, vmcoreinfo_fields
 
     core = ElfVmcore(path)
     try:
