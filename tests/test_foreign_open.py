@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from tsubaki_forensics.errors import ExcludedPageError
+from tsubaki_forensics.errors import ExcludedPageError, NotCollectedError
 from tsubaki_forensics.tsd import open_dump
 from tsubaki_forensics.tsd.records import PageClass
 from tsubaki_forensics.vmcore import ElfVmcore
@@ -182,3 +182,28 @@ def test_elf_tails_import_as_excluded_not_zero(tmp_path):
         with pytest.raises(ExcludedPageError):
             d.memory.read(tail, 8)
         assert d.memory.read(tail - PS, PS) == CONTENTS[tail // PS - 1]
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_collect_takes_a_kdump_file_as_its_source(tmp_path, wrap):
+    """``collect``'s source registry opens kdump files by magic (the ``kdump`` source):
+    the dump it writes holds every page the file kept, and nothing it left out."""
+    import gzip
+
+    from monitor_model.sources import DumpFileSource, open_source
+
+    path = tmp_path / ("dump.gz" if wrap else "dump")
+    path.write_bytes(gzip.compress(flatten(RAW)) if wrap else flatten(RAW))
+    src = open_source(str(path))
+    try:
+        assert isinstance(src, DumpFileSource) and src.vmcoreinfo.startswith(b"OSRELEASE=")
+        assert sum(n for _, n in src.ranges) == int(DUMPED.sum()) * PS
+    finally:
+        src.close()
+    out = tmp_path / "c.tsd"
+    run_cli("collect", path, "-o", out, "--region-size", "16K", "--reboot-mem", "64K", "--no-fsync")
+    with open_dump([out]) as d:
+        for pfn, page in CONTENTS.items():
+            assert d.memory.read(pfn * PS, PS) == page
+        with pytest.raises(NotCollectedError):  # left out by the file: never collected as zeros
+            d.memory.read(31 * PS, 8)
