@@ -19,7 +19,7 @@ __all__ = ["sniff", "UNDERSTOOD", "is_tsd", "require_tsd", "import_any", "unsupp
 
 UNDERSTOOD = ("understood formats: .tsd; ELF vmcore (/proc/vmcore, QEMU dump-guest-memory, "
               "makedumpfile -E); makedumpfile kdump-compressed (-c, -l, -p, -z) and "
-              "flattened (-F); any of those but .tsd in gzip, bzip2, xz or lz4")
+              "flattened (-F); LiME (LiME, AVML uncompressed); any of those but .tsd in gzip, bzip2, xz or lz4")
 _MAGICS = [
     (b"\x89TSD\r\n\x1a\n", "tsd"),
     (b"\x7fELF", "elf"),
@@ -32,9 +32,9 @@ _MAGICS = [
     (b"\x04\x22\x4d\x18", "lz4"),
     (b"EMiL", "lime"),
 ]
-_NOT_YET = {"lime": "a LiME memory image", "diskdump": "an old diskdump file"}
+_NOT_YET = {"diskdump": "an old diskdump file"}
 #: Kinds every command opens (wrapped ones once decompressed).
-DUMP_KINDS = ("tsd", "elf", "kdump", "flattened")
+DUMP_KINDS = ("tsd", "elf", "kdump", "flattened", "lime")
 _ET_CORE = 4
 
 
@@ -147,7 +147,7 @@ def import_any(source: Path | list[Path], output: Path, **options: Any):
     if kind in WRAPPERS:
         inner, problem = unwrap(source, kind)
         try:
-            if sniff(inner) not in ("elf", "kdump", "flattened"):
+            if sniff(inner) not in ("elf", "kdump", "flattened", "lime"):
                 raise unsupported(f"{source} (decompressed)", sniff(inner), "an ELF vmcore or kdump file")
             warn = options.get("warn")
             if problem and warn:
@@ -169,6 +169,15 @@ def import_any(source: Path | list[Path], output: Path, **options: Any):
         for key in ("min_zero_pages", "fallback_level_1", "warn"):
             options.pop(key, None)
         return import_kdump(source, output, **options)
+    if kind == "lime":
+        from .lime import import_lime
+
+        for key in ("dump_level", "min_zero_pages", "fallback_level_1", "warn"):
+            if key == "dump_level" and options.get(key) not in (None, 0, 1):
+                raise FormatError(f"{source}: --dump-level needs VMCOREINFO and struct pages; "
+                                  f"import a LiME image at level 1")
+            options.pop(key, None)
+        return import_lime(source, output, **options)
     if kind == "tsd":
         raise FormatError(f"{source}: already a .tsd dump (nothing to import)")
     raise unsupported(source, kind, "an ELF vmcore or kdump file")

@@ -232,7 +232,7 @@ def foreign_identity(path: Path) -> tuple[str, str, int]:
     path = Path(path)
     kind = sniff(path)
     identity = _sample_hash(path)
-    if kind in WRAPPERS or kind == "elf":
+    if kind in WRAPPERS or kind in ("elf", "lime"):
         return f"{kind}-{identity[:24]}", identity, 0
     if kind in ("kdump", "flattened"):
         from .kdump import KdumpFile
@@ -290,7 +290,7 @@ def open_foreign(paths: list[Path]) -> ForeignDump:
         inner, problem = unwrap(path, kind)
         try:
             inner_kind = sniff(inner)
-            if inner_kind not in ("elf", "kdump", "flattened"):
+            if inner_kind not in ("elf", "kdump", "flattened", "lime"):
                 raise unsupported(f"{path} (decompressed)", inner_kind)
             dump = open_foreign([inner])
         finally:
@@ -307,7 +307,31 @@ def open_foreign(paths: list[Path]) -> ForeignDump:
         return _open_elf(path)
     if kind in ("kdump", "flattened"):
         return _open_kdump(paths)
+    if kind == "lime":
+        return _open_lime(path)
     raise unsupported(path, kind)
+
+
+def _open_lime(path: Path) -> ForeignDump:
+    from .importer import vmcoreinfo_fields
+    from .lime import LimeFile
+
+    img = LimeFile(path)
+    try:
+        missing = [(a, n, "not in the LiME file (cut short)") for a, n in img.missing_ranges()]
+        props = {"source_bytes": str(img.file_size)}
+        release = vmcoreinfo_fields(img.vmcoreinfo).get("OSRELEASE")
+        if release:
+            props["kernel_release"] = release
+        header = ForeignHeader(img.arch, img.page_size, "LiME (version 1)",
+                               "LiME or AVML (VMCOREINFO found in memory)" if img.vmcoreinfo
+                               else "LiME or AVML", _mtime_ns(path))
+        return ForeignDump([path], "lime", img, _Memory(img, img.ranges(), missing), header,
+                           MemoryMap.from_ranges(img.memory_ranges()), [], list(img.problems),
+                           props, img.vmcoreinfo, None)
+    except BaseException:
+        img.close()
+        raise
 
 
 def _open_elf(path: Path) -> ForeignDump:

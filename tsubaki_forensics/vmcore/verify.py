@@ -96,7 +96,7 @@ def verify_foreign(paths: list[Path], *,
 
     report = ForeignVerifyReport()
     with open_foreign(paths) as dump:
-        if dump.kind == "elf-vmcore":
+        if dump.kind in ("elf-vmcore", "lime"):  # memory as it lies in the file: every byte read
             _verify_elf(dump, report)
         else:
             _verify_kdump(dump, report, progress)
