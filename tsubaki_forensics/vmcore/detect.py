@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import FormatError
 from .unwrap import WRAPPERS, unwrap
 
-__all__ = ["sniff", "UNDERSTOOD", "is_tsd", "require_tsd", "import_any", "unsupported", "DUMP_KINDS"]
+__all__ = ["sniff", "UNDERSTOOD", "is_dump_file", "import_any", "unsupported", "DUMP_KINDS"]
 
 UNDERSTOOD = ("understood formats: .tsd; ELF vmcore (/proc/vmcore, QEMU dump-guest-memory, "
               "makedumpfile -E); makedumpfile kdump-compressed (-c, -l, -p, -z) and "
@@ -75,13 +75,6 @@ def is_dump_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def is_tsd(path: str | os.PathLike[str]) -> bool:
-    try:
-        return sniff(path) == "tsd"
-    except FormatError:
-        return False
-
-
 def unsupported(path: str | os.PathLike[str], kind: str, wanted: str = "a dump") -> FormatError:
     """The one-line error for a file of a format no reader here takes.
 
@@ -97,29 +90,6 @@ def unsupported(path: str | os.PathLike[str], kind: str, wanted: str = "a dump")
     else:
         what = f"{_NOT_YET.get(kind, kind)}, which this tool does not read yet"
     return FormatError(f"{path}: {what}; {UNDERSTOOD}")
-
-
-_LABELS = {"elf": "an ELF vmcore", "kdump": "a makedumpfile kdump-compressed file",
-           "flattened": "a makedumpfile flattened (-F) file"}
-
-
-def require_tsd(paths: list[Path]) -> None:
-    """For commands that read ``.tsd`` only: a file of another format is one line
-    saying what it is and how to use it (never ``bad magic``).
-
-    Missing files are left to the ``.tsd`` reader's own message.
-    """
-    for p in paths:
-        if not Path(p).exists():
-            continue
-        kind = sniff(p)
-        if kind == "tsd":
-            continue
-        if kind in _LABELS:
-            raise FormatError(f"{p}: {_LABELS[kind]}, not a .tsd: `tsubaki-forensics import {p} "
-                              f"-o {Path(p).name}.tsd` converts it (analyze and shell open it "
-                              f"directly)")
-        raise unsupported(p, kind, "a .tsd dump")
 
 
 def import_any(source: Path | list[Path], output: Path, **options: Any):
