@@ -257,3 +257,45 @@ def test_lime_opens_imports_exports_and_cuts(tmp_path):
         p.write_bytes(bytes(bad))
         run = run_cli("inspect", p, ok=False)
         assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+
+
+def _span(blob: bytes) -> int:
+    """Bytes up to the end of the page descriptors (headers, bitmaps, descriptors)."""
+    return _desc_offset(blob) + 24 * int(DUMPED.sum())
+
+
+from hypothesis import given  # noqa: E402  (the fuzz part of this file)
+from hypothesis import strategies as st  # noqa: E402
+
+from test_fuzz_tsd import fuzz_settings  # noqa: E402
+
+FLAT = flatten(RAW, seed=3, rewrite_header=False)
+
+
+@pytest.mark.parametrize("blob", [RAW, FLAT], ids=["kdump", "flattened"])
+@fuzz_settings(60)
+@given(data=st.data())
+def test_fuzz_verify_and_open_any_on_cut_and_flipped_files(tmp_path_factory, blob, data):
+    """verify and the one opening path on cut files and on bit flips in headers,
+    bitmaps and descriptors: a one-line TsubakiError, or a report whose cut and
+    damage are named; never another exception (a traceback) or a hang."""
+    from tsubaki_forensics.errors import TsubakiError
+
+    raw = bytearray(blob[:data.draw(st.integers(1, len(blob)))] if data.draw(st.booleans()) else blob)
+    for _ in range(data.draw(st.integers(0, 3))):
+        if len(raw):
+            raw[data.draw(st.integers(0, min(len(raw), _span(RAW) + 4096) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    p = tmp_path_factory.mktemp("fz") / "dump"
+    p.write_bytes(bytes(raw))
+    try:
+        r = verify_any([p])
+    except TsubakiError as e:
+        assert "\n" not in str(e)
+        return
+    assert r.status in ("ok", "damaged", "incomplete")
+    assert all("\n" not in x.message for x in r.problems)
+    if r.status == "ok":
+        assert r.completeness.complete is True
+    with open_any([p]) as dump:
+        c = dump.completeness()
+        assert c.missing_bytes <= r.completeness.missing_bytes
