@@ -397,7 +397,7 @@ def _open_kdump(paths: list[Path]) -> ForeignDump:
                                            f"{k.header.header_version})",
                                f"makedumpfile -d {k.header.dump_level}"
                                + (f", --split into {len(paths)}" if len(paths) > 1 else ""),
-                               _mtime_ns(paths[0]))
+                               k.header.timestamp_ns or _mtime_ns(paths[0]))  # makedumpfile's own time
         props = kdump_properties(k, [p.name for p in paths])
         return ForeignDump(paths, label, k, mem, header, memory_map, excluded, list(k.problems),
                            props, k.vmcoreinfo, k.notes)
