@@ -130,6 +130,9 @@ def test_open_any_reads_excluded_as_excluded(tmp_path):
         with pytest.raises(ExcludedPageError):
             dump.memory.read(31 * PS, 8)
         assert dump.dump_id.startswith("kdump-")
+    from tsubaki_forensics.vmcore.foreign import foreign_identity
+
+    assert foreign_identity(path)[0] == dump.dump_id  # triage and inspect name it alike
 
 
 def test_mixed_tsd_and_kdump_is_one_line(tmp_path):
@@ -299,3 +302,36 @@ def test_fuzz_verify_and_open_any_on_cut_and_flipped_files(tmp_path_factory, blo
     with open_any([p]) as dump:
         c = dump.completeness()
         assert c.missing_bytes <= r.completeness.missing_bytes
+
+
+def test_triage_discovery_finds_dump_files_by_magic_and_groups_split_sets(tmp_path):
+    """A /var/crash-like directory: a --split set, a plain kdump file and a copy of
+    it, a gzipped flattened file, a LiME image, dmesg text and a vmlinux-like ELF.
+    Every dump is found by magic; the split files are one dump; the copy is a copy."""
+    import gzip
+    import shutil
+
+    from tsubaki_forensics.triage.discover import find_files, group_dumps
+
+    d = tmp_path / "crash"
+    (d / "202612030000").mkdir(parents=True)
+    for i, (a, b) in enumerate([(0, 17), (17, 45), (45, len(VALID))]):
+        (d / "202612030000" / f"dump.part{i}").write_bytes(
+            build_kdump(VALID, DUMPED, CONTENTS, codec="lzo", split=(a, b)))
+    (d / "dump.plain").write_bytes(RAW)
+    shutil.copy(d / "dump.plain", d / "copy-of-plain")
+    (d / "dump.gz").write_bytes(gzip.compress(flatten(RAW)))
+    (d / "mem.lime").write_bytes(lime_image([(0, bytes(PS))]))
+    (d / "dmesg.202612030000").write_text("[    0.000000] Linux version\n")
+    (d / "vmlinux").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00" + bytes(46))  # ET_EXEC
+    files = find_files([str(d)])
+    assert sorted(p.name for p in files) == ["copy-of-plain", "dump.gz", "dump.part0", "dump.part1",
+                                             "dump.part2", "dump.plain", "mem.lime"]
+    dumps, bad = group_dumps(files)
+    assert not bad and len(dumps) == 4
+    split = next(x for x in dumps if x.dump_id.startswith("kdump-split-"))
+    assert sorted(p.rsplit("/", 1)[1] for p in split.parts) == ["dump.part0", "dump.part1", "dump.part2"]
+    plain = next(x for x in dumps if any(p.endswith("dump.plain") for p in x.paths))
+    assert len(plain.paths) == 2 and len(plain.parts) == 1  # the copy is the same dump
+    with open_any([d / "202612030000" / f"dump.part{i}" for i in (2, 0, 1)]) as dump:
+        assert dump.dump_id == split.dump_id

@@ -38,6 +38,7 @@ from .unwrap import WRAPPERS, unwrap
 __all__ = ["open_any", "open_foreign", "ForeignDump", "ForeignProblem", "ForeignFile",
            "ForeignHeader", "foreign_identity", "foreign_dump_id", "tsd_or_kind"]
 
+_MAGIC_KIND = {"kdump-compressed": "kdump", "kdump-flattened": "flattened", "elf-vmcore": "elf"}
 _SAMPLE = 1 << 20  # bytes hashed at each end of a file for its identity
 
 
@@ -145,7 +146,7 @@ class ForeignDump:
         self.problems = [ForeignProblem(str(self.path), p) for p in problems]
         self.properties = {"source": kind, "source_name": ",".join(p.name for p in paths),
                            **properties}
-        self.dump_id = foreign_dump_id(kind, reader, paths)
+        self.dump_id = foreign_dump_id(_MAGIC_KIND.get(kind, kind), reader, paths)  # as triage names it
         self.events: list = []
         self._completeness: Completeness | None = None
 
