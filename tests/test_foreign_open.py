@@ -253,13 +253,14 @@ def test_lime_opens_imports_exports_and_cuts(tmp_path):
     run = run_cli("verify", cut, ok=False)
     assert run.returncode == 4
     # damaged headers: one line each
-    for pos, value in [(0, b"XXXX"), (4, b"\x02\0\0\0"), (4, b"\x07\0\0\0"), (32 + len(low), b"\0\0\0\0")]:
+    for pos, value in [(0, b"XXXX"), (0, b"AVML"), (4, b"\x07\0\0\0"), (32 + len(low), b"\0\0\0\0")]:
         bad = bytearray(blob)
         bad[pos:pos + len(value)] = value
         p = tmp_path / f"bad{pos}-{value[0]}"
         p.write_bytes(bytes(bad))
         run = run_cli("inspect", p, ok=False)
         assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+        assert value != b"AVML" or "avml-convert" in run.stderr
 
 
 def _span(blob: bytes) -> int:

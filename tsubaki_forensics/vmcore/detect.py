@@ -31,8 +31,10 @@ _MAGICS = [
     (b"\xfd7zXZ\0", "xz"),
     (b"\x04\x22\x4d\x18", "lz4"),
     (b"EMiL", "lime"),
+    (b"AVML", "avml"),  # AVML's compressed image (snappy-framed ranges)
 ]
-_NOT_YET = {"diskdump": "an old diskdump file"}
+_NOT_YET = {"diskdump": "an old diskdump file",
+            "avml": "AVML's compressed image (`avml-convert` writes it as uncompressed LiME)"}
 #: Kinds every command opens (wrapped ones once decompressed).
 DUMP_KINDS = ("tsd", "elf", "kdump", "flattened", "lime")
 _ET_CORE = 4

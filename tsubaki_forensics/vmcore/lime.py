@@ -5,8 +5,8 @@ Why here, read by hand: the format is one 32-byte header per physical range
 address, 8 reserved bytes) followed by the range's bytes, and no library on
 PyPI reads it for us.  Every header is checked against the file before its
 range is believed; a file cut inside a range keeps what it holds and names
-the rest missing.  AVML's compressed variant (version 2, snappy-framed
-ranges) is refused in one line.
+the rest missing.  AVML's compressed variant (its own magic ``AVML``,
+version 2, snappy-framed ranges) is refused in one line by ``detect``.
 
 A LiME image carries no VMCOREINFO and no registers.  The running kernel
 keeps its VMCOREINFO as an ELF note in its own memory (``vmcoreinfo_note``);
@@ -76,9 +76,6 @@ class LimeFile:
             magic, version, start, last = LIME_HEADER.unpack_from(self._mm, pos)
             if magic != LIME_MAGIC:
                 raise FormatError(f"{self.path}: no LiME range header at byte {pos} (magic {magic:#x})")
-            if version == 2:
-                raise FormatError(f"{self.path}: AVML's compressed LiME (version 2), which this tool "
-                                  f"does not read yet; `avml-convert` writes the uncompressed form")
             if version != 1:
                 raise FormatError(f"{self.path}: LiME version {version} at byte {pos} (1 is known)")
             if last < start or start <= last_end:
