@@ -361,7 +361,7 @@ def _open_elf(path: Path) -> ForeignDump:
             memory_map, excluded = filtered[0], sorted(filtered[1] + excluded, key=lambda r: r.paddr)
         else:
             memory_map = MemoryMap.from_ranges(
-                [(a, n) for a, n, _ in core.ranges()],
+                [(a, n) for a, n, _ in core.ranges()] + core.cut_off,
                 dump_level=ELF_LEFT_OUT_LEVEL if tails else DUMP_LEVEL_ZERO_AS_RECORDS)
         props = {"source_bytes": str(core.file_size)}
         if info.get("OSRELEASE"):
@@ -373,8 +373,9 @@ def _open_elf(path: Path) -> ForeignDump:
                                _mtime_ns(path),
                                Endian.LITTLE if core.little_endian else Endian.BIG)
         reader = _HeldOnly(core, held)
-        return ForeignDump([path], "elf-vmcore", reader, _Memory(reader, held, []), header,
-                           memory_map, excluded, [], props, core.vmcoreinfo, notes)
+        missing = [(a, n, "not in the ELF file (cut short)") for a, n in core.cut_off if n > 0]
+        return ForeignDump([path], "elf-vmcore", reader, _Memory(reader, held, missing), header,
+                           memory_map, excluded, list(core.problems), props, core.vmcoreinfo, notes)
     except BaseException:
         core.close()
         raise

@@ -162,7 +162,7 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         if tails and not dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS and filtered is None:
             dump_level = ELF_LEFT_OUT_LEVEL  # -E records no level; any level above 1 says "left out"
             props["dump_level"] = "unknown (makedumpfile -E: p_memsz beyond p_filesz)"
-        memory_map = MemoryMap.from_ranges(((start, length) for start, length, _ in ranges),
+        memory_map = MemoryMap.from_ranges([(start, length) for start, length, _ in ranges] + core.cut_off,
                                            dump_level=dump_level)
         if filtered is not None:
             memory_map = filtered[0]
@@ -201,6 +201,12 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                         if progress:
                             progress(done, total)
                 done += start + length - file_end  # p_memsz beyond p_filesz: excluded above
+            for paddr, length in core.cut_off:  # a file cut short: what it lacks is missing
+                if length > 0:
+                    w.write_missing(paddr, length, "not in the ELF file (cut short)")
+            if core.problems and warn:
+                warn(f"{os.fspath(source)}: {core.problems[0]}"
+                     + (f" (and {len(core.problems) - 1} more segments)" if len(core.problems) > 1 else ""))
             stats = w.stats
             dump_id = str(w.dump_id)
             dedup_pages = w.dedup_pages

@@ -105,6 +105,8 @@ def verify_foreign(paths: list[Path], *,
 
 def _verify_elf(dump: Any, report: ForeignVerifyReport) -> None:
     mem = dump.memory
+    for p in dump.problems:  # an ELF or LiME file cut short: what it lacks is missing
+        report.cut.append(Problem(str(dump.path), dump.files[0].size, p))
     for r in mem.ranges():  # every held byte readable (an I/O error names its place)
         for a in range(r.start, r.start + r.length, 64 << 20):
             try:
