@@ -23,7 +23,6 @@ import typer
 from ..errors import SizeError, TsubakiError
 from ..safewrite import atomic_output, check_output
 from ..sizes import parse_size
-from ..vmcore.detect import require_tsd
 from . import output as cli_output
 from .output import format_option, print_json, safe_text
 
@@ -51,6 +50,8 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
+DUMPS_HELP = ("The file(s) of one dump: .tsd, ELF vmcore, makedumpfile kdump-compressed or flattened "
+              "(also in gzip/bzip2/xz/lz4), or every file of a --split set; told apart by magic.")
 FormatOpt = Annotated[str, format_option()]  # checked like every command's --format (one line, exit 1)
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")]
 
@@ -183,7 +184,7 @@ def _gap_lines(completeness: Any) -> list[str]:
 
 
 def export_cmd(
-    dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
+    dumps: Annotated[list[Path], typer.Argument(help=DUMPS_HELP)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ELF vmcore to write.")],
     force: ForceOpt = False,
     fmt: FormatOpt = "text",
@@ -195,13 +196,13 @@ def export_cmd(
     zeros).  Refused, with nothing written, when the dump holds no memory or
     no VMCOREINFO (no reader could use the ELF).
     """
-    from ..tsd import open_dump
     from ..vmcore import write_elf_vmcore
     from ..vmcore.export import check_exportable
 
+    from ..vmcore.foreign import open_any
+
     _check_output(output, force, *dumps)
-    require_tsd(dumps)
-    with open_dump(dumps) as dump:
+    with open_any(dumps) as dump:  # .tsd, ELF, kdump, flattened, split, wrapped: vmcore/foreign.py
         completeness = dump.completeness()
         check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
                          what=", ".join(str(p) for p in dumps))
@@ -264,7 +265,7 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
         "status": c.status,
         "complete": c.complete,
         "dump_id": str(dump.dump_id),
-        "format": f"{h.major}.{h.minor}",
+        "format": getattr(h, "format", None) or f"{h.major}.{h.minor}",  # a foreign file names its own
         "arch": h.arch, "page_size": h.page_size, "endian": h.endian.name.lower(),
         "producer": h.producer,
         "created": datetime.datetime.fromtimestamp(h.created_ns / 1e9, datetime.UTC).isoformat(),
@@ -367,6 +368,9 @@ def _print_inspect(d: dict[str, Any]) -> None:
              f"vmcoreinfo     {d['vmcoreinfo_bytes']} bytes; notes: {d['notes']['count']} "
              f"({d['notes']['prstatus']} NT_PRSTATUS)"]
     for f in d["files"]:
+        if not d["format"][:1].isdigit():  # not a .tsd: no records, no footer to speak of
+            lines.append(f"file           {safe_text(f['path'])}: {f['bytes']} bytes")
+            continue
         lines.append(f"file           {safe_text(f['path'])}: {f['bytes']} bytes, "
                      f"{f['memory_records']} memory/zero/missing records, "
                      f"{'closed (footer)' if f['footer'] else 'NO FOOTER (recovered by scan)'}")
@@ -420,14 +424,13 @@ def _print_inspect(d: dict[str, Any]) -> None:
 
 
 def inspect_cmd(
-    dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
+    dumps: Annotated[list[Path], typer.Argument(help=DUMPS_HELP)],
     fmt: FormatOpt = "text",
 ) -> None:
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
-    from ..tsd import open_dump
+    from ..vmcore.foreign import open_any
 
-    require_tsd(dumps)
-    with open_dump(dumps) as dump:
+    with open_any(dumps) as dump:  # any format, by magic (vmcore/foreign.py)
         d = _describe(dump, range_dicts=fmt == OutputFormat.json)
     if fmt == OutputFormat.json:
         print_json(d)
@@ -438,7 +441,7 @@ def inspect_cmd(
 # --- verify -------------------------------------------------------------------
 
 def verify_cmd(
-    dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
+    dumps: Annotated[list[Path], typer.Argument(help=DUMPS_HELP)],
     fmt: FormatOpt = "text",
 ) -> None:
     """Check every record and measure completeness against the memory map.
@@ -450,12 +453,11 @@ def verify_cmd(
     is sound but memory is missing (a file cut short, or ranges of the map
     not in the dump); 1 the files could not be read as a dump at all.
     """
-    from ..tsd.verify import verify_dump
+    from ..vmcore.verify import verify_any
 
-    require_tsd(dumps)
     update, stop = _progress("verify")
     try:
-        report = verify_dump(dumps, progress=update)
+        report = verify_any(dumps, progress=update)  # .tsd: tsd/verify.py; others: vmcore/verify.py
     finally:
         stop()
     c = report.completeness
@@ -470,6 +472,9 @@ def verify_cmd(
         print_json(data)
     else:
         for f in report.files:
+            if getattr(f, "format", None):  # not a .tsd (vmcore/verify.py): its own summary
+                typer.echo(f"{safe_text(f.path)}: {f.size} bytes, {f.format}: {f.summary}")
+                continue
             index = {True: "index matches", False: "index BAD", None: "no index"}[f.index_matches]
             typer.echo(f"{safe_text(f.path)}: {f.size} bytes, {f.memory_records} MEMORY records decompressed, "
                        f"{'footer' if f.has_footer else 'NO FOOTER'}, {index}")

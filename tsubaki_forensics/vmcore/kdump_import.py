@@ -26,7 +26,7 @@ from .importer import ImportResult, vmcoreinfo_fields
 from ..errors import NotCollectedError
 from .kdump import PageDamage, open_kdump
 
-__all__ = ["import_kdump"]
+__all__ = ["import_kdump", "kdump_properties"]
 
 BATCH = 8 << 20
 
@@ -41,6 +41,24 @@ def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
     return [(int(pfns[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
+def kdump_properties(k: Any, names: list[str]) -> dict[str, str]:
+    """The properties of a kdump file (set): what ``import`` and ``inspect`` show."""
+    info = vmcoreinfo_fields(k.vmcoreinfo)
+    props = {"source": "kdump-flattened" if k.flattened else "kdump-compressed",
+             "source_name": ",".join(names),
+             "source_bytes": str(k.file_size),
+             "kdump_header_version": str(k.header.header_version),
+             "kdump_codecs": ",".join(sorted(k.codecs())) or "none"}
+    if k.header.dump_level is not None:
+        props["kdump_dump_level"] = str(k.header.dump_level)
+    if k.header.incomplete:
+        props["kdump_incomplete"] = "1"
+    release = info.get("OSRELEASE") or k.header.release
+    if release:
+        props["kernel_release"] = release
+    return props
+
+
 def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLike[str], *,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                  threads: int = 2, progress: Callable[[int, int], None] | None = None,
@@ -51,19 +69,7 @@ def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLik
     sources = list(source) if isinstance(source, (list, tuple)) else [source]
     with open_kdump(sources) as k:
         ps = k.page_size
-        info = vmcoreinfo_fields(k.vmcoreinfo)
-        props = {"source": "kdump-flattened" if k.flattened else "kdump-compressed",
-                 "source_name": ",".join(os.path.basename(os.fspath(p)) for p in sources),
-                 "source_bytes": str(k.file_size),
-                 "kdump_header_version": str(k.header.header_version),
-                 "kdump_codecs": ",".join(sorted(k.codecs())) or "none"}
-        if k.header.dump_level is not None:
-            props["kdump_dump_level"] = str(k.header.dump_level)
-        if k.header.incomplete:
-            props["kdump_incomplete"] = "1"
-        release = info.get("OSRELEASE") or k.header.release
-        if release:
-            props["kernel_release"] = release
+        props = kdump_properties(k, [os.path.basename(os.fspath(p)) for p in sources])
         excluded = k.excluded_ranges()
         dump_level = k.header.dump_level if k.header.dump_level is not None else 1
         if not excluded:
