@@ -24,7 +24,7 @@ from ..errors import SizeError, TsubakiError
 from ..safewrite import atomic_output, check_output
 from ..sizes import parse_size
 from . import output as cli_output
-from .output import format_option, print_json, safe_text
+from .output import JsonStream, format_option, print_json, safe_text
 
 __all__ = ["register", "OutputFormat", "VerifyFailed", "VerifyIncomplete", "EXIT_DAMAGED",
            "EXIT_INCOMPLETE"]
@@ -244,9 +244,10 @@ def export_cmd(
 # --- inspect ------------------------------------------------------------------
 
 def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
-    """What ``inspect`` shows.  With ``range_dicts`` False, ``memory.ranges``
-    is the memory's lazy range sequence, not a dict per range (text output of
-    a dump of a million records, issue 22)."""
+    """What ``inspect`` shows.  With ``range_dicts`` (JSON), ``memory.ranges``,
+    ``missing`` and ``missing_records`` are :class:`JsonStream`\ s whose dicts
+    are made as they are written; without, ``ranges`` is the memory's lazy
+    range sequence (text).  A dump of a million records: issue 22."""
     from ..vmcore.importer import vmcoreinfo_fields
     from ..elfnotes import iter_notes, prstatus_notes
 
@@ -261,6 +262,7 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
     from ..tsd.pages import page_counts
 
     pages = page_counts(dump.memory_map, ranges, dump.excluded, h.page_size)
+    gaps = ({"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason} for g in c.gaps)
     return {
         "status": c.status,
         "complete": c.complete,
@@ -299,17 +301,28 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
             if dump.memory_map is not None else None,
             "outside_map_bytes": c.outside_map_bytes,
             "compression_ratio": round(present / file_bytes, 3) if file_bytes else None,
-            "ranges": [{"start": r.start, "length": r.length, "kind": r.kind} for r in ranges]
-            if range_dicts else ranges,
-            "missing": [{"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason}
-                        for g in c.gaps],
-            "missing_records": [{"start": a, "length": n, "reason": why}
-                                for a, n, why in mem.missing_reasons()],
+            # every present range, in address order; streamed (a million: issue 22)
+            "ranges": JsonStream(_range_dicts(ranges)) if range_dicts else ranges,
+            "missing": JsonStream(gaps) if range_dicts else list(gaps),
+            "missing_records": JsonStream({"start": a, "length": n, "reason": why}
+                                          for a, n, why in mem.missing_reasons()),
         },
         "events": [{"time_s": e.time_s, "kind": e.kind, "fields": e.fields} for e in dump.events],
         "problems": [{"path": p.path, "offset": p.offset, "message": p.message}
                      for p in dump.problems],
     }
+
+
+def _range_dicts(ranges: Any) -> Iterator[dict[str, Any]]:
+    """``{"start", "length", "kind"}`` per present range, made as they are
+    written: from the numpy columns of a RangeList, else from Range objects."""
+    if not hasattr(ranges, "starts"):
+        yield from ({"start": r.start, "length": r.length, "kind": r.kind} for r in ranges)
+        return
+    for k in range(0, len(ranges.starts), 4096):
+        yield from ({"start": a, "length": b - a + 1, "kind": "zero" if z else "data"}
+                    for a, b, z in zip(ranges.starts[k:k + 4096].tolist(), ranges.lasts[k:k + 4096].tolist(),
+                                       ranges.zero[k:k + 4096].tolist()))
 
 
 def _spans(ranges: Any) -> Iterator[tuple[int, int, int]]:
