@@ -14,17 +14,19 @@ import errno
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..errors import PageClassError
-from ..pageclass import PageClassification, PageClassifier
 from ..tsd import MemoryMap, TsdWriter, WriteStats
 from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, PageClass
 from .filter_note import parse_filter_note, strip_filter_note
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .elf import ElfVmcore
+
+if TYPE_CHECKING:  # the page classifier needs drgn: imported only for a dump level above 1
+    from ..pageclass import PageClassification
 
 __all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents", "ELF_LEFT_OUT_LEVEL"]
 
@@ -134,6 +136,8 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         elif dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
             if dedup:
                 raise PageClassError("--dedup does not combine with a dump level above 1 yet", None)
+            from ..pageclass import PageClassifier
+
             try:
                 classification = PageClassifier(core, core.vmcoreinfo, arch=core.arch).classify(dump_level)
             except PageClassError as e:
