@@ -39,6 +39,19 @@ def measure(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[float, float
     return wall, cpu, {a["name"]: a["seconds"] for a in json.loads(out)["analyses"]}
 
 
+def _absent_plugins(tree: Path) -> list[str]:
+    """Installed entry points (this checkout's) whose module the earlier tree does not have: disabled there."""
+    from importlib.metadata import entry_points
+
+    absent = []
+    for ep in entry_points(group="tsubaki_forensics"):
+        parts = ep.value.split(":")[0].split(".")
+        if not any((tree / base / Path(*parts)).with_suffix(".py").exists() or (tree / base / Path(*parts)).is_dir()
+                   for base in ("", "plugins")):
+            absent.append(ep.name)
+    return absent
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", required=True, help="The earlier commit to compare with.")
@@ -63,23 +76,27 @@ def main() -> None:
         cmd = [sys.executable, "-m", "tsubaki_forensics.cli.app", "analyze", str(tsd), "--vmlinux", str(vmlinux), "--format", "json"]
         envs = {
             "this checkout": (dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'plugins'}"), str(ROOT)),
-            f"ref {args.ref}": (dict(os.environ, PYTHONPATH=f"{old}:{old / 'plugins'}"), str(old)),
+            f"ref {args.ref}": (dict(os.environ, PYTHONPATH=f"{old}:{old / 'plugins'}",
+                                     TSUBAKI_DISABLE_PLUGINS=",".join(_absent_plugins(old))), str(old)),
         }
         runs: dict[str, list] = {k: [] for k in envs}
         for _ in range(args.runs):
             for name, (env, cwd) in envs.items():
                 runs[name].append(measure(cmd, env, cwd))
+    # every analysis either side ran, in the order of the first run that has it ("-": not run)
+    names = list(dict.fromkeys(a for rows in runs.values() for a in rows[0][2]))
     lines = [f"Command: `python bench/analyze_ref_bench.py --ref {args.ref} --runs {args.runs}` "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}); "
              f"`analyze {tsd.name} --vmlinux ... --format json`, medians of {args.runs} interleaved runs.", "",
-             "| code | wall s | CPU s | tasks s | panic s | dmesg s |", "|---|---|---|---|---|---|"]
+             "| code | wall s | CPU s | " + " | ".join(f"{a} s" for a in names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
     medians = {}
     for name, rows in runs.items():
         med = lambda xs: statistics.median(xs)  # noqa: E731
-        per = {a: med([r[2][a] for r in rows]) for a in ("tasks", "panic", "dmesg")}
+        per = {a: f"{med([r[2][a] for r in rows]):.4f}" if a in rows[0][2] else "-" for a in names}
         medians[name] = (med([r[0] for r in rows]), med([r[1] for r in rows]))
-        lines.append(f"| {name} | {medians[name][0]:.3f} | {medians[name][1]:.3f} | {per['tasks']:.4f} | "
-                     f"{per['panic']:.4f} | {per['dmesg']:.4f} |")
+        lines.append(f"| {name} | {medians[name][0]:.3f} | {medians[name][1]:.3f} | "
+                     + " | ".join(per[a] for a in names) + " |")
     (new_wall, new_cpu), (old_wall, old_cpu) = medians.values()
     lines += ["", f"Ratio this/ref: wall {new_wall / old_wall:.3f}x, CPU {new_cpu / old_cpu:.3f}x."]
     text = "\n".join(lines) + "\n"

@@ -1,21 +1,26 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of every reader of untrusted bytes.
 
 Targets: ``elf`` (ElfVmcore: header, program headers, notes, reads),
+``kdump`` (KdumpFile: makedumpfile's kdump-compressed format and its
+flattened form, headers, bitmaps, page descriptors, page codecs),
 ``tsd`` (open by footer and by scan, read what it claims, verify),
 ``symbolpack`` (decode_pack) and ``json`` (limits.load_json, which every
-JSON reader goes through).  There is no kdump-compressed reader in the
-project (makedumpfile output is only written by the lab), so no kdump target.
+JSON reader goes through).
 
 The seed corpus comes from a real lab crash (the cached default crash, made
 on first use): a prefix of its vmcore and a small ELF exported from its
-first pages with its real notes and VMCOREINFO; prefixes of its ``.tsd``
+first pages with its real notes and VMCOREINFO; prefixes of Debian's
+``makedumpfile -c -d 31`` and ``-F -l -d 31`` output for it (made at run
+time from a /proc/vmcore-style copy, as the lab does); prefixes of its ``.tsd``
 import; a symbol pack cut from its vmlinux down to a few entries; plus the
-tests' synthetic samples.  A crash is any exception that is not a
+tests' synthetic samples (a small kdump file built by tests/kdump_synth.py,
+plain and flattened, with each page codec).  A crash is any exception that is not a
 ``TsubakiError`` (one-line message checked), or RSS past ``-rss_limit_mb``.
 
     python bench/fuzz_atheris.py --runs 250000            # every target, in turn
     python bench/fuzz_atheris.py --target tsd --runs 1000 # one target
     python bench/fuzz_atheris.py --target elf=150000 --target json=350000
+    python bench/fuzz_atheris.py --target kdump=1000000@900   # at most 15 minutes
 
 Each target runs in its own child (libFuzzer exits when done); the parent
 reads libFuzzer's final stats, counts crash-* artifacts, measures each
@@ -39,7 +44,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("elf", "tsd", "tsd-records", "symbolpack", "symbolpack-fixed", "json")
+TARGETS = ("elf", "kdump", "tsd", "tsd-records", "symbolpack", "symbolpack-fixed", "json")
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
@@ -62,12 +67,13 @@ def _harness(target: str):
         from tsubaki_forensics.tsd import records as R
         from tsubaki_forensics.tsd.verify import verify_dump
         from tsubaki_forensics.vmcore import ElfVmcore
+        from tsubaki_forensics.vmcore.kdump import KdumpFile
 
     import uuid
 
     import xxhash
 
-    scratch = SCRATCH / f"tsubaki-fuzz-{os.getpid()}.{ 'elf' if target == 'elf' else 'tsd'}"
+    scratch = SCRATCH / f"tsubaki-fuzz-{os.getpid()}.{target}"
     header = R.pack_file_header(R.FileHeader(uuid.UUID(int=7), "x86_64", 4096, R.Endian.LITTLE, "fuzz", 1))
 
     def to_file(data: bytes) -> Path:
@@ -83,6 +89,25 @@ def _harness(target: str):
                     except NotCollectedError as e:
                         _one_line(e)
                 _ = v.vmcoreinfo, v.notes
+        except TsubakiError as e:
+            _one_line(e)
+
+    def kdump(data: bytes) -> None:
+        """Plain or flattened (told apart by magic, as every command does)."""
+        try:
+            with KdumpFile(to_file(data)) as k:
+                [str(p) for p in k.problems]
+                _ = (k.vmcoreinfo, k.notes, k.memory_ranges(), k.present_ranges(), k.missing_ranges(),
+                     k.excluded_ranges(), k.codecs())
+                for pfn in k.dumped_pfns[:16].tolist():
+                    try:
+                        k.read_page(pfn)
+                    except NotCollectedError as e:
+                        _one_line(e)
+                    except TsubakiError as e:  # one damaged page: the others still read
+                        _one_line(e)
+                for start, length in k.present_ranges()[:4]:
+                    k.read(start, min(length, 3 * k.page_size))
         except TsubakiError as e:
             _one_line(e)
 
@@ -143,7 +168,7 @@ def _harness(target: str):
         except TsubakiError as e:
             _one_line(e)
 
-    return {"elf": elf, "tsd": tsd, "tsd-records": tsd_records, "symbolpack": symbolpack,
+    return {"elf": elf, "kdump": kdump, "tsd": tsd, "tsd-records": tsd_records, "symbolpack": symbolpack,
             "symbolpack-fixed": symbolpack_fixed, "json": json_}[target], scratch
 
 
@@ -177,10 +202,14 @@ def build_corpus(directory: Path) -> dict[str, Path]:
     dirs = {t: directory / t for t in TARGETS}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
+    crash = None
+    if not any(dirs["kdump"].iterdir()):
+        crash = cached_crash(log=lambda m: print(m, file=sys.stderr))
+        kdump_seeds(dirs["kdump"], crash.vmcore)
     if all(any(dirs[t].iterdir()) for t in ("elf", "tsd", "symbolpack", "json")):
         _derived(dirs)  # seeds already made from the crash: reuse them
         return dirs
-    crash = cached_crash(log=lambda m: print(m, file=sys.stderr))
+    crash = crash or cached_crash(log=lambda m: print(m, file=sys.stderr))
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
         tmp = Path(tmp)
         raw = crash.vmcore.read_bytes() if crash.vmcore.stat().st_size < (1 << 20) else \
@@ -236,6 +265,40 @@ def build_corpus(directory: Path) -> dict[str, Path]:
         (dirs["tsd"] / "sample").write_bytes(build_sample(Path(tmp) / "s.tsd"))
     _derived(dirs)
     return dirs
+
+
+def kdump_seeds(directory: Path, vmcore: Path, *, prefix: int = 256 << 10) -> None:
+    """Seeds for the kdump target: makedumpfile's real output for ``vmcore``
+    (``-c -d 31`` and flattened ``-F -l -d 31``, cut to their first ``prefix``
+    bytes: headers, VMCOREINFO, notes, bitmaps and the first descriptors and
+    pages) and small synthetic files holding every page codec."""
+    from tsubaki_forensics.lab.makedumpfile import _tool
+    from tsubaki_forensics.vmcore.export import copy_as_proc_vmcore
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kdump_synth import build_kdump, flatten, sample_memory
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
+        proc = Path(tmp) / "vmcore.proc"
+        copy_as_proc_vmcore(vmcore, proc)
+        for name, options in (("real-c-d31", ["-c"]), ("real-flat-l-d31", ["-F", "-l"])):
+            args = [_tool(), *options, "-d", "31", str(proc)]
+            if "-F" in options:
+                run = subprocess.run(args, capture_output=True)
+                out = run.stdout
+            else:
+                run = subprocess.run([*args, str(Path(tmp) / name)], capture_output=True)
+                out = (Path(tmp) / name).read_bytes() if run.returncode == 0 else b""
+            if run.returncode != 0:
+                raise RuntimeError(f"makedumpfile {' '.join(options)} failed: {run.stderr[-300:]!r}")
+            (directory / name).write_bytes(out[:prefix])
+    valid, dumped, contents = sample_memory(64)  # 64 pages: a hole, excluded runs, zero pages
+    for codec in ("zlib", "lzo", "snappy", "zstd", "none"):
+        blob = build_kdump(valid, dumped, contents, codec=codec)
+        (directory / f"synth-{codec}").write_bytes(blob)
+    (directory / "synth-flat").write_bytes(flatten(build_kdump(valid, dumped, contents), piece=3000))
+    (directory / "synth-incomplete").write_bytes(build_kdump(valid, dumped, contents, incomplete_after=4))
 
 
 def _derived(dirs: dict[str, Path]) -> None:
@@ -322,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", action="append", metavar="NAME[=RUNS]",
-                    help=f"one of {', '.join(TARGETS)}, optionally with its own execution count")
+    ap.add_argument("--target", action="append", metavar="NAME[=RUNS[@SECONDS]]",
+                    help=f"one of {', '.join(TARGETS)}, optionally with its own execution count "
+                         f"and time limit")
     ap.add_argument("--runs", type=int, default=250_000, help="executions per target")
     ap.add_argument("--corpus", type=Path, default=SCRATCH / "tsubaki-fuzz-corpus")
     ap.add_argument("--artifacts", type=Path, default=ROOT / "bench" / "fuzz-artifacts")
@@ -337,10 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in a.target or TARGETS:
         target, _, runs = spec.partition("=")
+        runs, _, seconds = runs.partition("@")
         if target not in TARGETS:
             ap.error(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
         row = run_target(target, dirs[target], int(runs or a.runs), a.artifacts, a.rss_limit_mb, a.max_len,
-                         a.seconds)
+                         int(seconds or a.seconds))
         print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
         rows.append(row)
     write_report(rows, "python bench/fuzz_atheris.py " + " ".join(argv), a.report)

@@ -6,6 +6,10 @@ third-party plugin would, so the plugin path is exercised on every run.
 
 * ``vmcore``: an ELF vmcore (QEMU ``dump-guest-memory``, kdump ``/proc/vmcore``),
   read with :class:`tsubaki_forensics.vmcore.ElfVmcore`.
+* ``kdump``: makedumpfile's kdump-compressed or flattened file, or any dump
+  file in gzip/bzip2/xz/lz4, opened as every command opens it
+  (:func:`tsubaki_forensics.vmcore.foreign.open_foreign`, by magic); the
+  pages its dump level left out are not in ``ranges``.
 * ``lab``: a crash-lab scenario (``lab``, ``lab:sysrq``,
   ``lab:sysrq,mem=2G,workload=busy``): a real Debian kernel panicked under
   QEMU by :mod:`tsubaki_forensics.lab`; the default source of ``collect``.
@@ -33,6 +37,7 @@ __all__ = [
     "MemorySource",
     "VmcoreSource",
     "RawImageSource",
+    "DumpFileSource",
     "container_kind",
     "BytesSource",
     "SOURCE_TYPES",
@@ -50,9 +55,9 @@ _ELF_MAGIC = b"\x7fELF"
 # as bytes, which would give a dump of headers and compressed pages.
 _CONTAINER_MAGICS = (
     (0, _ELF_MAGIC, "an ELF file (use --source-type vmcore)"),
-    (0, b"KDUMP   ", "a makedumpfile kdump-compressed dump"),
+    (0, b"KDUMP   ", "a makedumpfile kdump-compressed dump (use --source-type kdump)"),
     (0, b"DISKDUMP", "a diskdump-compressed dump"),
-    (0, b"makedumpfile", "a makedumpfile flattened dump"),
+    (0, b"makedumpfile", "a makedumpfile flattened dump (use --source-type kdump)"),
     (0, b"\x89TSD\r\n\x1a\n", "a .tsd dump already (analyze or inspect it)"),
 )
 
@@ -129,6 +134,39 @@ class VmcoreSource(MemorySource):
         close = getattr(self._core, "close", None)
         if close:
             close()
+
+
+class DumpFileSource(MemorySource):
+    """A kdump-compressed, flattened or wrapped dump file: the pages it holds."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from tsubaki_forensics.vmcore.foreign import open_foreign
+
+        self.path = Path(path)
+        self.name = str(self.path)
+        self._dump = open_foreign([self.path])
+        self.ranges = _segment_ranges([(r.start, r.length) for r in self._dump.memory.ranges()])
+        self.vmcoreinfo = _bytes(self._dump.vmcoreinfo)
+        self.notes = _bytes(self._dump.notes)
+        self.properties = {**self._dump.properties, "source": "kdump", "dump": str(self.path)}
+
+    def read(self, paddr: int, size: int) -> bytes:
+        try:
+            return self._dump.memory.read(paddr, size)
+        except NotCollectedError as e:
+            raise SourceError(f"{self.path}: {e}") from None
+
+    def close(self) -> None:
+        self._dump.close()
+
+
+def _probe_dump_file(spec: str) -> bool:
+    from tsubaki_forensics.vmcore.detect import is_dump_file, sniff
+
+    try:
+        return is_dump_file(spec) and sniff(spec) not in ("elf", "tsd")
+    except TsubakiError:
+        return False
 
 
 class RawImageSource(MemorySource):
@@ -359,6 +397,8 @@ def _probe_raw(spec: str) -> bool:
 SOURCE_TYPES = (
     SourceType("vmcore", "an ELF vmcore (QEMU dump-guest-memory, kdump /proc/vmcore)",
                VmcoreSource, _probe_elf),
+    SourceType("kdump", "makedumpfile's kdump-compressed or flattened file, or a dump in "
+               "gzip/bzip2/xz/lz4 (by magic)", DumpFileSource, _probe_dump_file),
     SourceType("lab", "a crash-lab scenario: lab[:SCENARIO][,mem=512M][,smp=2][,workload=idle|busy]",
                open_lab, lambda spec: spec == "lab" or spec.startswith("lab:")),
     SourceType("raw", "a raw memory image with a sidecar IMAGE.json (ranges, vmcoreinfo, notes)",

@@ -177,3 +177,47 @@ def test_a_dump_still_being_written(full, real_crash, tmp_path):
     for analysis in doc["analyses"]:
         if analysis["status"] != "ok":
             assert analysis["error"] or any(not c["complete"] for c in analysis["completeness"])
+
+
+def test_dropping_pages_of_modules_memory_and_run_queues(full, real_crash, tmp_path):
+    """modules, memory (kmem -i) and runq on a dump without a module's struct, the node vmstat
+    counters and one CPU's run queue: each names what is missing, and every value still shown
+    is the complete dump's (nothing guessed)."""
+    from drgn.helpers.linux.sched import cpu_rq
+
+    path, prog = full
+    plugins = Plugins.load()
+    names = ["modules", "memory", "runq"]
+    opened = open_program([path], plugins, vmlinux=real_crash.vmlinux)
+    try:
+        before = {r.name: r for r in analyze_dump(opened, plugins, only=names).results}
+    finally:
+        opened.close()
+    module = before["modules"].table("modules").dicts()[0]
+    last_cpu = before["runq"].table("runq").dicts()[-1]["cpu"]
+    dropped = {
+        _phys(prog, module["module"]),
+        _phys(prog, prog["vm_node_stat"].address_),
+        _phys(prog, cpu_rq(prog, last_cpu).value_()),
+    }
+    opened = open_program([_without(path, tmp_path / "holes.tsd", dropped)], plugins, vmlinux=real_crash.vmlinux)
+    try:
+        after = {r.name: r for r in analyze_dump(opened, plugins, only=names).results}
+    finally:
+        opened.close()
+    for name in names:
+        result = after[name]
+        assert result.status is Status.PARTIAL, (name, [c.summary() for c in result.completeness])
+        assert any(m.not_collected and m.address is not None for c in result.completeness for m in c.missing)
+        for table in result.tables:
+            full_rows = {tuple(r.values())[:2]: r for r in before[name].table(table.name).dicts()}
+            for row in table.dicts():
+                key = tuple(row.values())[:2]
+                if key in full_rows:  # every value is the complete dump's, or says it was not collected
+                    for k, v in row.items():
+                        assert v == full_rows[key][k] or isinstance(v, NotCollected), (name, k, v)
+    assert after["modules"].completeness[0].total is None  # the list is cut where the struct was dropped
+    cached = {r["item"]: r for r in after["memory"].table("kmem").dicts()}["CACHED"]
+    assert isinstance(cached["pages"], NotCollected)
+    (runq,) = after["runq"].completeness
+    assert runq.readable == runq.total - 1 and all(str(last_cpu) in m.what for m in runq.missing)

@@ -18,8 +18,9 @@ from _cli import CLI
 
 from tsubaki_forensics.analysis import Status
 from tsubaki_forensics.analysis.session import analyze_dump, open_program
-from tsubaki_forensics.lab.ground_truth import panic_callers
+from tsubaki_forensics.lab.ground_truth import panic_callers, panic_entry
 from tsubaki_forensics.plugin_system import Plugins
+from tsubaki_forensics.triage.signature import clean_function
 from tsubaki_forensics.vmcore.importer import import_vmcore
 
 pytestmark = pytest.mark.realkernel
@@ -206,7 +207,10 @@ def test_triage_groups_arm64_by_the_bug_not_the_reset_path(arm_crash, arm_tsd, r
     import_vmcore(real_crash.vmcore, dumps / "x86_64.tsd")  # the default x86_64 crash: sysrq
     groups = json.loads(cli("triage", dumps, "--format", "json", "--no-cache").stdout)
     (arm_group,) = [g for g in groups if str(dumps / "arm64.tsd") in g["dumps"]]
-    callers = panic_callers(arm_crash.ground_truth["backtrace"])
-    assert arm_group["frames"] and callers[:len(arm_group["frames"])] == arm_group["frames"]
+    # The signature starts right below panic(): the frames after the ground truth's panic entry.
+    backtrace = arm_crash.ground_truth["backtrace"]
+    below_panic = [clean_function(name) for name in backtrace[panic_entry(backtrace) + 1:]]
+    frames = arm_group["frames"]
+    assert frames and below_panic[:len(frames)] == frames, (frames, backtrace)
     same_bug = arm_crash.manifest["scenario"] == real_crash.manifest["scenario"]
     assert (str(dumps / "x86_64.tsd") in arm_group["dumps"]) is same_bug, groups

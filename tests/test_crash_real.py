@@ -103,6 +103,9 @@ def test_same_text_as_drgn_on_the_elf(trio):
         assert expected.strip(), line
         assert _without(_run_ours(vml, line), "DUMPFILE") == _without(expected, "DUMPFILE"), line
         assert _without(_run_ours(own, line), "DUMPFILE", "KERNEL") == _without(expected, "DUMPFILE", "KERNEL"), line
+        if line == "sys":  # the dump file the user gave, not the bridge's notes memfd
+            for session, opened in zip((vml, own), trio[3]):
+                assert f"DUMPFILE: {opened.paths[0]}" in _run_ours(session, line)
 
 
 def test_bt_frames_equal_drgn_on_the_elf(trio):

@@ -16,7 +16,8 @@ import pytest
 from tsubaki_forensics.errors import FormatError, NotCollectedError
 from tsubaki_forensics.tsd import open_dump
 from tsubaki_forensics.tsd.records import PageClass
-from tsubaki_forensics.vmcore.detect import import_any, open_foreign, sniff
+from tsubaki_forensics.vmcore.detect import import_any, sniff
+from tsubaki_forensics.vmcore.foreign import open_foreign
 from tsubaki_forensics.vmcore.kdump import KdumpFile
 from tsubaki_forensics.vmcore.kdump_import import import_kdump
 

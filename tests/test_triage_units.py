@@ -73,7 +73,7 @@ def test_discovery_groups_by_dump_id(tmp_path):
 
 
 def test_discovery_refuses_what_matches_nothing(tmp_path):
-    with pytest.raises(TsubakiError, match="no .tsd files"):
+    with pytest.raises(TsubakiError, match="no dump files"):
         find_files([str(tmp_path / "nothing-*.tsd")])
 
 
@@ -185,7 +185,7 @@ def test_a_dead_worker_fails_only_its_dump():
 
 def test_cli_bad_input(tmp_path, capsys):
     assert main(["triage", str(tmp_path / "missing"), "--no-cache"]) == 1
-    assert "no .tsd files" in capsys.readouterr().err
+    assert "no dump files" in capsys.readouterr().err
     tiny_dump(tmp_path / "a.tsd", uuid.uuid4())
     assert main(["triage", str(tmp_path), "--format", "yaml", "--no-cache"]) == 1
     assert "unknown format 'yaml'" in capsys.readouterr().err

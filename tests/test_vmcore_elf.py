@@ -76,15 +76,18 @@ def test_import_export_round_trip_is_bit_for_bit(tmp_path):
     segs = sample_memory()
     qemu_style_elf(src, segs, sample_notes(), memsz_extra=2 * PAGE)
     res = import_vmcore(src, tsd, chunk_size=4 * PAGE)
-    assert res.stats.raw_bytes == sum(len(d) for _, d in segs) + 2 * PAGE
+    # p_memsz beyond p_filesz is what makedumpfile -E left out: excluded (issue 18), never zeros
+    assert res.stats.raw_bytes == sum(len(d) for _, d in segs)
+    assert res.excluded_bytes == 2 * PAGE
     with open_dump(tsd) as dump:
         assert dump.properties["kernel_release"] == "6.1.0-test"
         write_elf_vmcore(out, dump.memory, dump.vmcoreinfo, dump.notes)
     with ElfVmcore(src) as a, ElfVmcore(out) as b:
         assert b.notes == a.notes and b.vmcoreinfo == a.vmcoreinfo
-        for start, length, _ in a.ranges():
+        held = [(s, min(s + n, seg.paddr + seg.size) - s) for s, n, seg in a.ranges()]
+        for start, length in held:
             assert b.read(start, length) == a.read(start, length)
-        assert [(s, n) for s, n, _ in b.ranges()] == [(s, n) for s, n, _ in a.ranges()]
+        assert [(s, n) for s, n, _ in b.ranges()] == held
 
 
 def test_export_layout_is_proc_vmcore_style(tmp_path):
@@ -149,12 +152,25 @@ def test_bad_inputs_are_one_line_errors(tmp_path, content, match):
     assert "\n" not in str(exc.value)
 
 
-def test_truncated_vmcore_is_named(tmp_path):
+def test_truncated_vmcore_reads_to_the_cut(tmp_path):
+    """A copy of /proc/vmcore that ran out of space (issue 18): what the file holds
+    reads, the rest of each PT_LOAD is named missing (never zeros)."""
     path = tmp_path / "cut.elf"
     qemu_style_elf(path, sample_memory(), sample_notes())
+    full = ElfVmcore(path)
+    whole = [(a, n) for a, n, _ in full.ranges()]
+    original = {a: full.read(a, n) for a, n in whole}
+    full.close()
     path.write_bytes(path.read_bytes()[:20000])
-    with pytest.raises(FormatError, match="truncated vmcore"):
-        ElfVmcore(path)
+    with ElfVmcore(path) as core:
+        assert core.cut_off and core.problems and "cut short" in core.problems[0]
+        held = sum(s.size for s in core.segments)
+        assert held + sum(n for _, n in core.cut_off) == sum(n for _, n in whole)
+        for a, n, _ in core.ranges():
+            base = max(x for x in original if x <= a)
+            assert core.read(a, n) == original[base][a - base:a - base + n]
+        with pytest.raises(NotCollectedError):
+            core.read(core.cut_off[-1][0], 8)
 
 
 def test_not_a_core_and_directory(tmp_path):

@@ -1,4 +1,5 @@
-"""The bundled analyses of tsubaki-forensics: ``sys``, ``tasks``, ``dmesg`` and ``panic``.
+"""The bundled analyses of tsubaki-forensics: ``sys``, ``panic``, ``blocked``, ``tasks``, ``runq``, ``memory``,
+``modules`` and ``dmesg``.
 
 Each module is a pluggy plugin registered through the ``tsubaki_forensics``
 entry-point group, exactly like a third-party package's, so the third-party

@@ -4,15 +4,23 @@ Extraction is drgn's ``get_printk_records``; it is all-or-nothing, so when a
 page of the printk ring was not collected the result says which address is
 missing and lists no lines rather than guessing at a partial log.  Turning
 records into lines (seconds, level, text, ``--tail``) is pure.
+
+Option ``wall_clock`` (``analyze -T``, crash's ``log -T``) adds each line's
+wall-clock time, computed as drgn's ``get_dmesg(timestamps="human")`` does:
+boot time = coarse real time minus coarse monotonic time, plus the record's
+timestamp, in the local time zone; like dmesg's, it is only right for lines
+printed since the last suspend/resume.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import drgn
 from drgn.helpers.linux.printk import get_printk_records
+from drgn.helpers.linux.timekeeping import ktime_get_coarse_ns, ktime_get_coarse_real_ns
 
 from tsubaki_forensics.analysis import (
     AnalysisContext,
@@ -23,11 +31,13 @@ from tsubaki_forensics.analysis import (
     Missing,
     Need,
     Table,
+    Value,
 )
-from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for
+from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for, read_value
 from tsubaki_forensics.plugin_system import hookimpl
 
-__all__ = ["LogLine", "LEVEL_NAMES", "read_log", "log_lines", "tail", "dmesg_result", "analyze"]
+__all__ = ["LogLine", "LEVEL_NAMES", "read_log", "read_boot_time_ns", "wall_clock", "log_lines", "tail", "dmesg_result",
+           "analyze"]
 
 #: syslog levels as ``printk`` uses them (include/linux/kern_levels.h)
 LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
@@ -42,6 +52,7 @@ class LogLine:
     text: str
     seq: int | None = None
     caller: str | None = None  # "T123" (task) or "C1" (CPU) as printk's caller id
+    ns: int | None = None  # the record's own timestamp (nanoseconds since boot)
 
 
 def _caller(tid: int | None, cpu: int | None) -> str | None:
@@ -68,6 +79,7 @@ def log_lines(records: Iterable[object]) -> list[LogLine]:
                 text=text,
                 seq=r.seq,  # type: ignore[attr-defined]
                 caller=_caller(r.caller_tid, r.caller_cpu),  # type: ignore[attr-defined]
+                ns=r.timestamp,  # type: ignore[attr-defined]
             )
         )
     return out
@@ -102,6 +114,18 @@ def read_log(prog: drgn.Program) -> tuple[list[LogLine] | None, list[Missing]]:
     return lines, []
 
 
+def read_boot_time_ns(prog: drgn.Program) -> Value:
+    """Wall-clock time of boot in nanoseconds since the epoch (as drgn's ``log -T``), or a placeholder."""
+    return read_value(lambda: ktime_get_coarse_real_ns(prog).value_() - ktime_get_coarse_ns(prog).value_())
+
+
+def wall_clock(boot_ns: int, line: LogLine) -> str | None:
+    """Pure: a line's wall-clock time as crash's and drgn's ``log -T`` print it
+    (``Fri Dec  4 12:11:29 UTC 2026``, local time zone)."""
+    ns = line.ns if line.ns is not None else round(line.time * 1e9)
+    return datetime.fromtimestamp((boot_ns + ns) // 1_000_000_000).astimezone().strftime("%a %b %e %T %Z %Y")
+
+
 _COLUMNS = (
     Column("time", "TIME", float, "right"),
     Column("level", "LEVEL", int, "right"),
@@ -110,8 +134,16 @@ _COLUMNS = (
 )
 
 
-def dmesg_result(lines: list[LogLine] | None, missing: Sequence[Missing], tail_n: int | None = None) -> AnalysisResult:
-    """Pure: the ``dmesg`` result; ``lines`` is ``None`` when the ring was not readable."""
+_WALL = Column("wall_time", "WALL CLOCK", str)
+
+
+def dmesg_result(lines: list[LogLine] | None, missing: Sequence[Missing], tail_n: int | None = None,
+                 boot_ns: Value = None) -> AnalysisResult:
+    """Pure: the ``dmesg`` result; ``lines`` is ``None`` when the ring was not readable.
+
+    ``boot_ns`` (wall-clock option): adds a ``wall_time`` column, a
+    placeholder in every row when boot time could not be read.
+    """
     if lines is None:
         return AnalysisResult(
             name="dmesg",
@@ -121,27 +153,36 @@ def dmesg_result(lines: list[LogLine] | None, missing: Sequence[Missing], tail_n
             notes=("drgn reads the printk ring as a whole; no line is shown rather than a guessed partial log",),
         )
     shown = tail(lines, tail_n)
-    rows = [(line.time, line.level, line.caller, line.text) for line in shown]
-    facts = [("records", len(lines))]
+    columns: tuple[Column, ...] = _COLUMNS
+    rows: list[tuple[Value, ...]] = [(line.time, line.level, line.caller, line.text) for line in shown]
+    if boot_ns is not None:
+        columns = (*_COLUMNS, _WALL)
+        rows = [(*row, wall_clock(boot_ns, line) if isinstance(boot_ns, int) else boot_ns)
+                for row, line in zip(rows, shown)]
+    facts: list[tuple[str, Value]] = [("records", len(lines))]
     if tail_n is not None:
         facts.append(("shown", len(shown)))
     return AnalysisResult(
         name="dmesg",
         title="Kernel log",
         facts=tuple(facts),
-        tables=(Table.build("log", "Kernel log", _COLUMNS, rows),),
+        tables=(Table.build("log", "Kernel log", columns, rows),),
         completeness=(Completeness("log records", len(lines), len(lines), tuple(missing)),),
     )
 
 
 def analyze(ctx: AnalysisContext) -> AnalysisResult:
-    """Read the printk ring of ``ctx.prog``; option ``tail`` keeps the last N lines."""
+    """Read the printk ring of ``ctx.prog``; option ``tail`` keeps the last N lines, ``wall_clock``
+    adds wall-clock times."""
     lines, missing = read_log(ctx.prog)
-    return dmesg_result(lines, missing, ctx.option("tail"))
+    boot_ns = read_boot_time_ns(ctx.prog) if ctx.option("wall_clock") else None
+    return dmesg_result(lines, missing, ctx.option("tail"), boot_ns)
 
 
 @hookimpl
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``dmesg``."""
     register("dmesg", analyze, "the kernel log with timestamps and levels (crash's log)", needs=[Need.DEBUG_INFO],
-             options=[AnalysisOption("tail", int, "show only the last N log lines (text default: 50).", min=0)])
+             options=[AnalysisOption("tail", int, "show only the last N log lines (text default: 50).", min=0),
+                      AnalysisOption("wall_clock", bool, "each log line's wall-clock time (crash's log -T; JSON: "
+                                     "a wall_time column).", short="-T")])

@@ -6,7 +6,10 @@ Extraction uses drgn: the printk records (shared with ``dmesg``), ``panic_cpu``,
 frames into rows and cut the trace at the first user-space address: drgn
 may unwind on past the kernel entry into hundreds of bogus ``0x0`` frames.
 A stack page that was not collected is reported, since drgn ends a trace
-quietly where it cannot read.
+quietly where it cannot read.  Each frame says which stack it ran on
+(task, IRQ, softirq, NMI, exception), as drgn's ``kernel_stack_trace``
+classifies the segments of a trace, so the text shows crash's
+``--- <IRQ stack> ---`` markers where the trace crosses stacks.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 import drgn
 from drgn.helpers.linux.cpumask import for_each_present_cpu
 from drgn.helpers.linux.sched import cpu_curr
+from drgn.helpers.linux.stack import kernel_stack_trace
 
 from tsubaki_forensics.analysis import (
     AnalysisContext,
@@ -46,6 +50,8 @@ __all__ = [
     "frame_from_drgn",
     "read_backtrace",
     "format_location",
+    "exception_frames",
+    "frames_tables",
     "panic_result",
     "analyze",
 ]
@@ -73,6 +79,7 @@ class Frame:
     sp: int | None = None
     module: str | None = None  # a loadable module's name (crash's ``[pvpanic]``); None in vmlinux
     registers: tuple[tuple[str, int], ...] = ()  # an interrupted frame's saved registers (exception frames)
+    stack: str | None = None  # the stack it ran on (drgn's StackKind name: TASK, IRQ, SOFTIRQ, NMI, EXCEPTION)
 
 
 @dataclass(frozen=True)
@@ -160,8 +167,9 @@ def _module_of(prog: drgn.Program | None, frame: drgn.StackFrame) -> str | None:
     return None if isinstance(module, drgn.MainModule) else module.name
 
 
-def frame_from_drgn(frame: drgn.StackFrame, prog: drgn.Program | None = None) -> Frame:
-    """Extraction: one ``drgn.StackFrame`` as a :class:`Frame` (``prog``: to name its module)."""
+def frame_from_drgn(frame: drgn.StackFrame, prog: drgn.Program | None = None, stack: str | None = None) -> Frame:
+    """Extraction: one ``drgn.StackFrame`` as a :class:`Frame` (``prog``: to name its module;
+    ``stack``: the kind of stack it ran on)."""
     pc = frame.pc
     name = frame.name  # None where there is no DWARF (module functions)
     symbol_name = offset = size = None
@@ -196,7 +204,16 @@ def frame_from_drgn(frame: drgn.StackFrame, prog: drgn.Program | None = None) ->
         except (LookupError, ValueError):
             registers = ()
     return Frame(pc, name, symbol_name, offset, size, file, line, frame.is_inline, frame.interrupted, sp,
-                 _module_of(prog, frame), registers)
+                 _module_of(prog, frame), registers, stack)
+
+
+def _unwind(prog: drgn.Program, task: drgn.Object) -> list[tuple[drgn.StackFrame, str | None]]:
+    """The task's frames, each with the kind of stack it ran on (drgn's ``kernel_stack_trace``);
+    without a classification (an architecture drgn does not segment) the plain trace."""
+    try:
+        return [(f, segment.kind.name) for segment in kernel_stack_trace(prog, task).segments for f in segment.frames]
+    except READ_ERRORS:
+        return [(f, None) for f in prog.stack_trace(task)]
 
 
 def _stack_gaps(prog: drgn.Program, task: drgn.Object) -> list[Missing]:
@@ -219,12 +236,13 @@ def _stack_gaps(prog: drgn.Program, task: drgn.Object) -> list[Missing]:
 def read_backtrace(
     prog: drgn.Program, task: drgn.Object, cpu: Value, trace: Iterable[drgn.StackFrame] | None = None
 ) -> Backtrace:
-    """Extraction: the kernel frames of ``task`` (``trace`` if already unwound)."""
+    """Extraction: the kernel frames of ``task`` (``trace`` if already unwound; else with their stacks)."""
     pid = read_value(lambda: task.pid.value_())
     comm = read_value(lambda: task.comm.string_().decode("utf-8", "backslashreplace"))
     missing = _stack_gaps(prog, task)
     try:
-        frames = [frame_from_drgn(f, prog) for f in (trace if trace is not None else prog.stack_trace(task))]
+        unwound = [(f, None) for f in trace] if trace is not None else _unwind(prog, task)
+        frames = [frame_from_drgn(f, prog, kind) for f, kind in unwound]
     except READ_ERRORS as e:
         return Backtrace(cpu, pid, comm, (), 0, (*missing, missing_for(f"registers or stack of pid {pid}", e)))
     kept, dropped = kernel_frames(frames, _address_size(prog))
@@ -249,6 +267,7 @@ _FRAME_COLUMNS = (
     Column("sp", "SP", int, fmt="address"),
     Column("size", "SIZE", int, "right", "hex"),
     Column("module", "MODULE", str),
+    Column("stack", "STACK", str),
 )
 
 
@@ -259,14 +278,28 @@ _REGISTER_COLUMNS = (
 )
 
 
-def _frames_tables(name: str, title: str, bt: Backtrace) -> list[Table]:
+def exception_frames(frames: Sequence[Frame]) -> list[tuple[int, tuple[tuple[str, int], ...]]]:
+    """Pure: where crash's and drgn's ``bt`` print an exception frame's registers: before the
+    first frame (inline ones included) of each physical frame drgn marks interrupted, except
+    the innermost, whose registers are the CPU's own (drgn's segments after the first)."""
+    out = []
+    start = 0  # the first frame of the current physical frame's group (its inline callees first)
+    for i, f in enumerate(frames):
+        if f.inline:
+            continue
+        if start > 0 and f.registers:
+            out.append((start, f.registers))
+        start = i + 1
+    return out
+
+
+def frames_tables(name: str, title: str, bt: Backtrace) -> list[Table]:
     """The frames, and (``<name>_registers``) the registers saved where an exception or
-    interrupt entered the kernel: each frame after the first that drgn marks interrupted
-    (crash prints them as an exception frame before it)."""
-    rows = [(i, f.function, f.symbol, f.offset, f.pc, f.file, f.line, f.inline, f.sp, f.size, f.module)
+    interrupt entered the kernel, at the index crash prints them before (:func:`exception_frames`)."""
+    rows = [(i, f.function, f.symbol, f.offset, f.pc, f.file, f.line, f.inline, f.sp, f.size, f.module, f.stack)
             for i, f in enumerate(bt.frames)]
     tables = [Table.build(name, title, _FRAME_COLUMNS, rows)]
-    registers = [(i, reg, value) for i, f in enumerate(bt.frames) if i > 0 for reg, value in f.registers]
+    registers = [(i, reg, value) for i, saved in exception_frames(bt.frames) for reg, value in saved]
     registers += [(len(bt.frames), reg, value) for reg, value in bt.user_registers]  # user space's, after the last frame
     if registers:
         tables.append(Table.build(f"{name}_registers", f"{title}: exception frames", _REGISTER_COLUMNS, registers))
@@ -286,14 +319,14 @@ def panic_result(
     if crashed is not None:
         facts += [("crashed pid", crashed.pid), ("crashed command", crashed.comm)]
         title = f"Backtrace of the crashed task: PID {crashed.pid} ({crashed.comm}) on CPU {crashed.cpu}"
-        tables += _frames_tables("backtrace", title, crashed)
+        tables += frames_tables("backtrace", title, crashed)
         all_missing += crashed.missing
         traced += bool(crashed.frames) and not crashed.missing
         if crashed.user_frames_dropped:
             notes.append(f"crashed task: stopped at the first user-space address ({crashed.user_frames_dropped} frame(s) after it not shown)")
     for bt in others:
         title = f"CPU {bt.cpu}: PID {bt.pid} ({bt.comm})"
-        tables += _frames_tables(f"cpu{bt.cpu}", title, bt)
+        tables += frames_tables(f"cpu{bt.cpu}", title, bt)
         all_missing += bt.missing
         traced += bool(bt.frames) and not bt.missing
     return AnalysisResult(
@@ -320,9 +353,8 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
     panic_cpu = read_value(lambda: prog["panic_cpu"].counter.value_())
     crashed = None
     try:
-        thread = prog.crashed_thread()
-        task = thread.object
-        crashed = read_backtrace(prog, task, panic_cpu, thread.stack_trace())
+        task = prog.crashed_thread().object
+        crashed = read_backtrace(prog, task, panic_cpu)  # the panic CPU's saved registers, as the thread's trace
     except READ_ERRORS as e:
         missing.append(missing_for("crashed thread", e))
     others = []

@@ -1,8 +1,14 @@
 """``tasks``: the task list, like crash's ``ps``.
 
 PPID is the parent process as ``ps(1)`` shows it (``real_parent->tgid``);
+``parent_pid`` is what crash's and drgn's ``ps`` print (``parent->pid``),
+which differs for the idle tasks of secondary CPUs (their ``parent`` is a
+copy of the forking task's, never set) and for traced tasks;
 "on CPU" is the task's own ``on_cpu`` flag, and a second table names the
-task each CPU was running (``cpu_curr``), idle tasks included.
+task each CPU was running (``cpu_curr``), idle tasks included.  The per-CPU
+idle tasks (PID 0, ``swapper/N``) are in no PID namespace, so the PID walk
+never meets them: a third table, ``idle``, lists one per present CPU with the
+task table's columns (crash's ``ps`` shows them first).
 
 Extraction walks the PID IDR with drgn's ``idr_for_each`` and ``pid_task``
 (what ``for_each_task`` does) but keeps each PID number, so a task whose
@@ -23,7 +29,7 @@ from drgn.helpers.linux.idr import idr_for_each
 from drgn.helpers.linux.kthread import task_is_kthread
 from drgn.helpers.linux.mm import task_rss, task_vsize, totalram_pages
 from drgn.helpers.linux.pid import pid_task
-from drgn.helpers.linux.sched import cpu_curr, task_cpu, task_state_to_char
+from drgn.helpers.linux.sched import cpu_curr, idle_task, task_cpu, task_state_to_char
 
 from tsubaki_forensics.analysis import (
     AnalysisContext,
@@ -40,7 +46,8 @@ from tsubaki_forensics.analysis import (
 from tsubaki_forensics.analysis.guard import READ_ERRORS, missing_for, placeholder_for, read_value
 from tsubaki_forensics.plugin_system import hookimpl
 
-__all__ = ["TaskRecord", "CpuRecord", "read_tasks", "read_cpus", "crashed_pid", "tasks_result", "analyze"]
+__all__ = ["TaskRecord", "CpuRecord", "read_tasks", "read_idle_tasks", "read_cpus", "crashed_pid", "tasks_result",
+           "analyze"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class TaskRecord:
     vsz_kb: Value = None
     rss_kb: Value = None
     kthread: Value = None
+    parent_pid: Value = None  # crash's ps PPID: parent->pid
 
     @property
     def readable(self) -> bool:
@@ -120,7 +128,11 @@ def _read_task(nr: int, task: drgn.Object, memory: _Memory | None = None) -> Tas
         vsz_kb=read_value(lambda: task_vsize(task) // 1024),
         rss_kb=rss_kb,
         kthread=read_value(lambda: task_is_kthread(task)),
+        parent_pid=read_value(lambda: task.parent.pid.value_()),
     )
+
+
+_CACHE_KEY = "tsubaki_plugins.tasks.records"
 
 
 def read_tasks(prog: drgn.Program) -> tuple[list[TaskRecord], list[Missing], bool]:
@@ -128,7 +140,11 @@ def read_tasks(prog: drgn.Program) -> tuple[list[TaskRecord], list[Missing], boo
 
     :returns: the records, what could not be read, and whether the PID walk
         reached its end (``False``: some PIDs may be absent from the list).
+        A complete walk is kept in ``prog.cache`` for ``blocked``.
     """
+    cached = prog.cache.get(_CACHE_KEY)
+    if cached is not None:
+        return list(cached), [], True
     records: list[TaskRecord] = []
     missing: list[Missing] = []
     memory = _memory(prog)
@@ -151,6 +167,8 @@ def read_tasks(prog: drgn.Program) -> tuple[list[TaskRecord], list[Missing], boo
     except READ_ERRORS as e:
         missing.append(missing_for("PID tree (init_pid_ns.idr)", e))
         return records, missing, False
+    if not missing:  # a walk with gaps is not kept: memory may be added to the program and the walk retried
+        prog.cache[_CACHE_KEY] = tuple(records)
     return records, missing, True
 
 
@@ -164,7 +182,37 @@ def _missing_task(record: TaskRecord) -> Missing:
 
 def _unreadable_task(nr: int, error: BaseException) -> TaskRecord:
     placeholder = placeholder_for(error)
-    return TaskRecord(nr, None, nr, placeholder, placeholder, placeholder, placeholder, placeholder)
+    return TaskRecord(nr, None, nr, placeholder, placeholder, placeholder, placeholder, placeholder,
+                      parent_pid=placeholder)
+
+
+def _present_cpus(prog: drgn.Program) -> list[int]:
+    return list(for_each_present_cpu(prog))
+
+
+def read_idle_tasks(prog: drgn.Program) -> tuple[list[TaskRecord], list[Missing]]:
+    """The idle task (``swapper/N``, PID 0) of each present CPU, in CPU order (drgn's ``idle_task``).
+
+    Present, not online, for the reason :func:`read_cpus` gives.
+    """
+    records: list[TaskRecord] = []
+    missing: list[Missing] = []
+    try:
+        cpus = _present_cpus(prog)
+    except READ_ERRORS as e:
+        return records, [missing_for("present CPU mask", e)]
+    memory = _memory(prog)
+    for cpu in cpus:
+        try:
+            record = _read_task(0, idle_task(prog, cpu), memory)
+        except READ_ERRORS as e:
+            missing.append(missing_for(f"idle task of CPU {cpu}", e))
+            records.append(_unreadable_task(0, e))
+            continue
+        records.append(record)
+        if not record.readable:
+            missing.append(_missing_task(record))
+    return records, missing
 
 
 def read_cpus(prog: drgn.Program) -> tuple[list[CpuRecord], list[Missing]]:
@@ -176,7 +224,7 @@ def read_cpus(prog: drgn.Program) -> tuple[list[CpuRecord], list[Missing]]:
     cpus: list[CpuRecord] = []
     missing: list[Missing] = []
     try:
-        online = list(for_each_present_cpu(prog))
+        online = _present_cpus(prog)
     except READ_ERRORS as e:
         return cpus, [missing_for("present CPU mask", e)]
     for cpu in online:
@@ -209,6 +257,7 @@ _TASK_COLUMNS = (
     Column("vsz", "VSZ", int, "right"),  # KiB, as crash and ps(1) show it
     Column("rss", "RSS", int, "right"),  # KiB
     Column("kthread", "KTHREAD", bool),
+    Column("parent_pid", "PARENT", int, "right"),  # crash's ps PPID (parent->pid)
 )
 _CPU_COLUMNS = (
     Column("cpu", "CPU", int, "right"),
@@ -225,6 +274,9 @@ def tasks_result(
     crashed: Value,
     missing: Sequence[Missing],
     walk_complete: bool,
+    idle: Sequence[TaskRecord] = (),
+    idle_missing: Sequence[Missing] = (),
+    crashed_address: Value = None,
 ) -> AnalysisResult:
     """Pure: the ``tasks`` result from what extraction read.
 
@@ -232,16 +284,19 @@ def tasks_result(
     (``panic_cpu``'s task).
     """
     crashed_pid = crashed if isinstance(crashed, int) else None
-    rows = []
-    for r in sorted(records, key=lambda r: r.nr):
+
+    def row(r: TaskRecord, is_idle: bool = False) -> tuple[Value, ...]:
         # The PID number from the IDR (struct pid) names the task even when
         # its task_struct was not collected.
         pid = r.nr if is_placeholder(r.pid) else r.pid
-        rows.append(
-            (pid, r.ppid, r.cpu, r.address, r.state,
-             r.on_cpu, crashed_pid is not None and r.pid == crashed_pid, r.comm,
-             r.mem_percent, r.vsz_kb, r.rss_kb, r.kthread)
-        )
+        if isinstance(crashed_address, int):  # the task itself: every idle task has PID 0
+            crashed_row = r.address == crashed_address
+        else:
+            crashed_row = not is_idle and crashed_pid is not None and r.pid == crashed_pid
+        return (pid, r.ppid, r.cpu, r.address, r.state, r.on_cpu, crashed_row, r.comm,
+                r.mem_percent, r.vsz_kb, r.rss_kb, r.kthread, r.parent_pid)
+
+    rows = [row(r) for r in sorted(records, key=lambda r: r.nr)]
     crashed_cpu_rows = []
     for c in cpus:
         is_crashed = crashed_pid is not None and c.pid == crashed_pid
@@ -258,8 +313,14 @@ def tasks_result(
         tables=(
             Table.build("tasks", "Tasks", _TASK_COLUMNS, rows),
             Table.build("cpus", "Running on each CPU", _CPU_COLUMNS, crashed_cpu_rows),
+            Table.build("idle", "Idle task of each CPU", _TASK_COLUMNS, [row(r, True) for r in idle]),
         ),
-        completeness=(Completeness("tasks", readable, len(records) if walk_complete else None, tuple(missing)),),
+        completeness=(
+            Completeness("tasks", readable, len(records) if walk_complete else None, tuple(missing)),
+            # total unknown only when not even the CPU mask could be read
+            *((Completeness("idle tasks", sum(1 for r in idle if r.readable),
+                            len(idle) if idle else None, tuple(idle_missing)),) if idle or idle_missing else ()),
+        ),
         notes=tuple(notes),
     )
 
@@ -268,10 +329,13 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
     """Read the tasks and CPUs of ``ctx.prog`` and build the result."""
     records, missing, complete = read_tasks(ctx.prog)
     cpus, cpu_missing = read_cpus(ctx.prog)
-    return tasks_result(records, cpus, crashed_pid(ctx.prog), [*missing, *cpu_missing], complete)
+    idle, idle_missing = read_idle_tasks(ctx.prog)
+    crashed_task = read_value(lambda: ctx.prog.crashed_thread().object.value_())
+    return tasks_result(records, cpus, crashed_pid(ctx.prog), [*missing, *cpu_missing], complete, idle, idle_missing,
+                        crashed_task)
 
 
 @hookimpl
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``tasks``."""
-    register("tasks", analyze, "task list with state, CPU and the crashed task (crash's ps)", needs=[Need.DEBUG_INFO])
+    register("tasks", analyze, "task list with state, CPU, memory and the crashed task, idle tasks included (crash's ps)", needs=[Need.DEBUG_INFO])

@@ -14,7 +14,7 @@ from typing import Any
 import drgn
 
 from ..drgn_bridge.debuginfo import safe_build_id, safe_release
-from ..drgn_bridge.program import DumpProgram, program_from_dump
+from ..drgn_bridge.program import DumpProgram, name_dump_file, program_from_dump
 from ..drgn_bridge.vmcoreinfo import parse_vmcoreinfo
 from ..errors import FormatError, TsubakiError
 from ..plugin_system.manager import Plugins
@@ -75,6 +75,7 @@ def open_program(
             # drgn refuses: one line naming the files, not a traceback.
             raise FormatError(f"{', '.join(map(str, paths))}: drgn cannot use this dump: "
                               f"{type(e).__name__}: {e}") from None
+        name_dump_file(program.prog, paths)  # crash's sys DUMPFILE: the user's file, not the notes memfd
         plugins.program_ready(program.prog, dump)
     except BaseException:
         close = getattr(dump, "close", None)

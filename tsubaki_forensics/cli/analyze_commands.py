@@ -171,12 +171,13 @@ def _text_tail(options: dict[str, Any], *, full: bool, text: bool) -> dict[str, 
 def _option_parameter(option: AnalysisOption, users: list[str]) -> inspect.Parameter:
     """``analyze --NAME``, as an analysis declared it (``AnalysisOption``)."""
     help_text = f"{', '.join(users)}: {option.help}"
+    flags = (option.flag, option.short) if option.short else (option.flag,)
     if option.type is bool:
-        annotation: Any = Annotated[bool, typer.Option(option.flag, help=help_text)]
+        annotation: Any = Annotated[bool, typer.Option(*flags, help=help_text)]
         default: Any = False
     else:
         extra = {"min": option.min} if option.min is not None else {}
-        annotation = Annotated[Optional[option.type], typer.Option(option.flag, help=help_text, **extra)]
+        annotation = Annotated[Optional[option.type], typer.Option(*flags, help=help_text, **extra)]
         default = None
     return inspect.Parameter(f"option_{option.name}", inspect.Parameter.KEYWORD_ONLY,
                              default=default, annotation=annotation)

@@ -24,7 +24,7 @@ from ..errors import SizeError, TsubakiError
 from ..safewrite import atomic_output, check_output
 from ..sizes import parse_size
 from . import output as cli_output
-from .output import format_option, print_json, safe_text
+from .output import JsonStream, format_option, print_json, safe_text
 
 __all__ = ["register", "OutputFormat", "VerifyFailed", "VerifyIncomplete", "EXIT_DAMAGED",
            "EXIT_INCOMPLETE"]
@@ -50,6 +50,8 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
+DUMPS_HELP = ("The file(s) of one dump: .tsd, ELF vmcore, makedumpfile kdump-compressed or flattened "
+              "(also in gzip/bzip2/xz/lz4), or every file of a --split set; told apart by magic.")
 FormatOpt = Annotated[str, format_option()]  # checked like every command's --format (one line, exit 1)
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")]
 
@@ -182,7 +184,7 @@ def _gap_lines(completeness: Any) -> list[str]:
 
 
 def export_cmd(
-    dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
+    dumps: Annotated[list[Path], typer.Argument(help=DUMPS_HELP)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ELF vmcore to write.")],
     force: ForceOpt = False,
     fmt: FormatOpt = "text",
@@ -194,14 +196,13 @@ def export_cmd(
     zeros).  Refused, with nothing written, when the dump holds no memory or
     no VMCOREINFO (no reader could use the ELF).
     """
-    from ..tsd import open_dump
     from ..vmcore import write_elf_vmcore
-    from ..vmcore.detect import require_tsd
     from ..vmcore.export import check_exportable
 
+    from ..vmcore.foreign import open_any
+
     _check_output(output, force, *dumps)
-    require_tsd(dumps)
-    with open_dump(dumps) as dump:
+    with open_any(dumps) as dump:  # .tsd, ELF, kdump, flattened, split, wrapped: vmcore/foreign.py
         completeness = dump.completeness()
         check_exportable(dump.memory, dump.vmcoreinfo, dump.notes,
                          what=", ".join(str(p) for p in dumps))
@@ -243,9 +244,10 @@ def export_cmd(
 # --- inspect ------------------------------------------------------------------
 
 def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
-    """What ``inspect`` shows.  With ``range_dicts`` False, ``memory.ranges``
-    is the memory's lazy range sequence, not a dict per range (text output of
-    a dump of a million records, issue 22)."""
+    """What ``inspect`` shows.  With ``range_dicts`` (JSON), ``memory.ranges``,
+    ``missing`` and ``missing_records`` are :class:`JsonStream`\ s whose dicts
+    are made as they are written; without, ``ranges`` is the memory's lazy
+    range sequence (text).  A dump of a million records: issue 22."""
     from ..vmcore.importer import vmcoreinfo_fields
     from ..elfnotes import iter_notes, prstatus_notes
 
@@ -260,11 +262,12 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
     from ..tsd.pages import page_counts
 
     pages = page_counts(dump.memory_map, ranges, dump.excluded, h.page_size)
+    gaps = ({"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason} for g in c.gaps)
     return {
         "status": c.status,
         "complete": c.complete,
         "dump_id": str(dump.dump_id),
-        "format": f"{h.major}.{h.minor}",
+        "format": getattr(h, "format", None) or f"{h.major}.{h.minor}",  # a foreign file names its own
         "arch": h.arch, "page_size": h.page_size, "endian": h.endian.name.lower(),
         "producer": h.producer,
         "created": datetime.datetime.fromtimestamp(h.created_ns / 1e9, datetime.UTC).isoformat(),
@@ -298,17 +301,28 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
             if dump.memory_map is not None else None,
             "outside_map_bytes": c.outside_map_bytes,
             "compression_ratio": round(present / file_bytes, 3) if file_bytes else None,
-            "ranges": [{"start": r.start, "length": r.length, "kind": r.kind} for r in ranges]
-            if range_dicts else ranges,
-            "missing": [{"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason}
-                        for g in c.gaps],
-            "missing_records": [{"start": a, "length": n, "reason": why}
-                                for a, n, why in mem.missing_reasons()],
+            # every present range, in address order; streamed (a million: issue 22)
+            "ranges": JsonStream(_range_dicts(ranges)) if range_dicts else ranges,
+            "missing": JsonStream(gaps) if range_dicts else list(gaps),
+            "missing_records": JsonStream({"start": a, "length": n, "reason": why}
+                                          for a, n, why in mem.missing_reasons()),
         },
         "events": [{"time_s": e.time_s, "kind": e.kind, "fields": e.fields} for e in dump.events],
         "problems": [{"path": p.path, "offset": p.offset, "message": p.message}
                      for p in dump.problems],
     }
+
+
+def _range_dicts(ranges: Any) -> Iterator[dict[str, Any]]:
+    """``{"start", "length", "kind"}`` per present range, made as they are
+    written: from the numpy columns of a RangeList, else from Range objects."""
+    if not hasattr(ranges, "starts"):
+        yield from ({"start": r.start, "length": r.length, "kind": r.kind} for r in ranges)
+        return
+    for k in range(0, len(ranges.starts), 4096):
+        yield from ({"start": a, "length": b - a + 1, "kind": "zero" if z else "data"}
+                    for a, b, z in zip(ranges.starts[k:k + 4096].tolist(), ranges.lasts[k:k + 4096].tolist(),
+                                       ranges.zero[k:k + 4096].tolist()))
 
 
 def _spans(ranges: Any) -> Iterator[tuple[int, int, int]]:
@@ -367,6 +381,9 @@ def _print_inspect(d: dict[str, Any]) -> None:
              f"vmcoreinfo     {d['vmcoreinfo_bytes']} bytes; notes: {d['notes']['count']} "
              f"({d['notes']['prstatus']} NT_PRSTATUS)"]
     for f in d["files"]:
+        if not d["format"][:1].isdigit():  # not a .tsd: no records, no footer to speak of
+            lines.append(f"file           {safe_text(f['path'])}: {f['bytes']} bytes")
+            continue
         lines.append(f"file           {safe_text(f['path'])}: {f['bytes']} bytes, "
                      f"{f['memory_records']} memory/zero/missing records, "
                      f"{'closed (footer)' if f['footer'] else 'NO FOOTER (recovered by scan)'}")
@@ -420,15 +437,13 @@ def _print_inspect(d: dict[str, Any]) -> None:
 
 
 def inspect_cmd(
-    dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
+    dumps: Annotated[list[Path], typer.Argument(help=DUMPS_HELP)],
     fmt: FormatOpt = "text",
 ) -> None:
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
-    from ..tsd import open_dump
-    from ..vmcore.detect import require_tsd
+    from ..vmcore.foreign import open_any
 
-    require_tsd(dumps)
-    with open_dump(dumps) as dump:
+    with open_any(dumps) as dump:  # any format, by magic (vmcore/foreign.py)
         d = _describe(dump, range_dicts=fmt == OutputFormat.json)
     if fmt == OutputFormat.json:
         print_json(d)
@@ -439,7 +454,7 @@ def inspect_cmd(
 # --- verify -------------------------------------------------------------------
 
 def verify_cmd(
-    dumps: Annotated[list[Path], typer.Argument(help="The .tsd file(s) of one dump.")],
+    dumps: Annotated[list[Path], typer.Argument(help=DUMPS_HELP)],
     fmt: FormatOpt = "text",
 ) -> None:
     """Check every record and measure completeness against the memory map.
@@ -451,13 +466,11 @@ def verify_cmd(
     is sound but memory is missing (a file cut short, or ranges of the map
     not in the dump); 1 the files could not be read as a dump at all.
     """
-    from ..tsd.verify import verify_dump
-    from ..vmcore.detect import require_tsd
+    from ..vmcore.verify import verify_any
 
-    require_tsd(dumps)
     update, stop = _progress("verify")
     try:
-        report = verify_dump(dumps, progress=update)
+        report = verify_any(dumps, progress=update)  # .tsd: tsd/verify.py; others: vmcore/verify.py
     finally:
         stop()
     c = report.completeness
@@ -472,6 +485,9 @@ def verify_cmd(
         print_json(data)
     else:
         for f in report.files:
+            if getattr(f, "format", None):  # not a .tsd (vmcore/verify.py): its own summary
+                typer.echo(f"{safe_text(f.path)}: {f.size} bytes, {f.format}: {f.summary}")
+                continue
             index = {True: "index matches", False: "index BAD", None: "no index"}[f.index_matches]
             typer.echo(f"{safe_text(f.path)}: {f.size} bytes, {f.memory_records} MEMORY records decompressed, "
                        f"{'footer' if f.has_footer else 'NO FOOTER'}, {index}")

@@ -32,6 +32,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "tsubaki-forensics analyze dump.tsd",
         "tsubaki-forensics analyze dump.tsd -q -f json --only panic",
         "tsubaki-forensics analyze dump.tsd --vmlinux vmlinux-6.1.0-57-amd64 --tail 50",
+        "tsubaki-forensics analyze dump.tsd --only blocked,memory,dmesg -T",
     ),
     "shell": (
         "tsubaki-forensics shell dump.tsd",

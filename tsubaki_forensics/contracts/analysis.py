@@ -66,12 +66,14 @@ class AnalysisOption:
     :param type: ``int``, ``float``, ``str`` or ``bool`` (a flag).
     :param help: one line for ``analyze --help``.
     :param min: the smallest value accepted (numbers only).
+    :param short: a one-letter alias (``-T``), as the crash command the option mirrors has it.
     """
 
     name: str
     type: type = str
     help: str = ""
     min: float | None = None
+    short: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name.replace("_", "-")):
@@ -80,6 +82,9 @@ class AnalysisOption:
             raise TypeError(f"option {self.name!r}: type must be one of int, float, str, bool")
         if not isinstance(self.help, str) or not self.help.strip():
             raise ValueError(f"option {self.name!r} needs a help text")
+        if self.short is not None and not (isinstance(self.short, str) and len(self.short) == 2
+                                           and self.short[0] == "-" and self.short[1].isalpha()):
+            raise ValueError(f"option {self.name!r}: short must be '-' and one letter, not {self.short!r}")
 
     @property
     def flag(self) -> str:

@@ -35,7 +35,8 @@ from .debuginfo import DEFAULT_DEBUG_DIRS, VmlinuxFiles, mismatch_error
 from .notes import ELF_MACHINES, notes_only_core
 from .vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
-__all__ = ["BRIDGE_PROVIDERS", "DumpProgram", "program_from_dump", "segment_reader", "excluded_span"]
+__all__ = ["BRIDGE_PROVIDERS", "DumpProgram", "program_from_dump", "segment_reader", "excluded_span", "name_dump_file",
+           "DUMPFILE_KEY"]
 
 #: The chain when the caller gives none: the debug-info providers the bridge
 #: owns (the crash lab's cache and symbol packs come from the plugin hook).
@@ -203,6 +204,31 @@ def program_from_dump(
         _add_module_symbols(prog)
     return DumpProgram(prog, info, report.vmlinux if report is not None else None, frozenset(capabilities),
                        len(prstatus), report)
+
+
+#: ``prog.config`` key holding the user's dump file(s), what crash's ``sys`` calls DUMPFILE.
+DUMPFILE_KEY = "tsubaki.dumpfile"
+
+
+def name_dump_file(prog: drgn.Program, paths: Iterable[object]) -> None:
+    """Make drgn's crash ``sys`` show the user's dump file(s) as DUMPFILE.
+
+    drgn prints ``prog.core_dump_path``, which here is the memfd of notes
+    (``/memfd:tsubaki-notes``), and a ``drgn.Program`` can neither be told
+    another path nor subclassed; so the program carries the path in its
+    config and drgn's DUMPFILE getter (``_sys._FIELDS``) is wrapped, once,
+    to prefer it.  Any other program still shows ``core_dump_path``.
+    """
+    from drgn.commands._crash import _sys
+
+    prog.config[DUMPFILE_KEY] = " ".join(map(str, paths))
+    for i, (name, append, getter) in enumerate(_sys._FIELDS):
+        if name == "DUMPFILE" and not getattr(getter, "_tsubaki", False):
+            def dumpfile(p: drgn.Program, _drgn=getter) -> Any:
+                return p.config.get(DUMPFILE_KEY) or _drgn(p)
+
+            dumpfile._tsubaki = True  # type: ignore[attr-defined]
+            _sys._FIELDS[i] = (name, append, dumpfile)
 
 
 def _add_module_symbols(prog: drgn.Program) -> None:

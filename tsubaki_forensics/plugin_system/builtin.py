@@ -1,9 +1,11 @@
 """The core's own hook implementations, registered like any plugin.
 
 Only the defaults live here: reassembling with
-:func:`tsubaki_forensics.tsd.open_dump` (tried last, so a plugin can take
-over), the debug-info providers of the layers below (vmlinux files, the
-crash lab's kernel cache, the dump's BTF) and the text and JSON renderers.
+:func:`tsubaki_forensics.vmcore.foreign.open_any` (``.tsd`` files through
+the format's own reader, ELF, kdump, flattened, split, LiME and wrapped
+files by magic; tried last, so a plugin can take over), the debug-info
+providers of the layers below (vmlinux files, the crash lab's kernel cache,
+the dump's BTF) and the text and JSON renderers.
 """
 
 from __future__ import annotations
@@ -22,15 +24,11 @@ BUILTIN_NAME = "builtin"
 
 @hookimpl(trylast=True)
 def tsubaki_reassemble(paths: Sequence[Path]) -> Any | None:
-    """Open the ``.tsd`` files of one dump (the format's own reader), or one
-    ELF vmcore or makedumpfile file (detected by magic, docs/FORMATS.md)."""
-    from ..tsd import open_dump
-    from ..vmcore.detect import is_tsd, open_foreign
+    """Open the files of one dump, whatever their format (the one opening path
+    every command uses, docs/FORMATS.md)."""
+    from ..vmcore.foreign import open_any
 
-    paths = list(paths)
-    if paths and all(Path(p).exists() for p in paths) and not is_tsd(paths[0]):
-        return open_foreign(paths)
-    return open_dump(paths)
+    return open_any(list(paths))
 
 
 @hookimpl

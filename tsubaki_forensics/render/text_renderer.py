@@ -20,7 +20,19 @@ from ..analysis.report import Report
 from ..analysis.results import AnalysisResult, Column, Status, Table, Value, is_placeholder
 from .safe import safe_text
 
-__all__ = ["format_value", "render"]
+__all__ = ["format_value", "binary_units", "render"]
+
+
+def binary_units(n: int) -> str:
+    """A byte count as crash's ``kmem -i`` prints it: ``469.8MB``, ``44KB``, ``0`` (units of 1024)."""
+    if n == 0:
+        return "0"
+    value, prefix = float(n), ""
+    for prefix in ("", "K", "M", "G", "T", "P", "E"):
+        if abs(value) < 1024:
+            break
+        value /= 1024
+    return f"{value:.0f}{prefix}B" if value.is_integer() else f"{value:.1f}{prefix}B"
 
 
 def format_value(value: Value, column: Column | None = None) -> str:
@@ -33,6 +45,8 @@ def format_value(value: Value, column: Column | None = None) -> str:
         return "yes" if value else ""
     if column is not None and column.fmt in ("hex", "address") and isinstance(value, int):
         return f"{value:x}"
+    if column is not None and column.fmt == "bytes" and isinstance(value, int):
+        return binary_units(value)
     if isinstance(value, float):
         return f"{value:.6f}"
     return safe_text(value)
@@ -95,11 +109,14 @@ def _grid(table: Table) -> RichTable:
 
 def _log_lines(table: Table) -> list[str]:
     """dmesg's and crash ``log``'s own format: ``[    2.694986] text``, the caller id
-    (``[T112]``) after the time when the kernel recorded one, no level word."""
+    (``[T112]``) after the time when the kernel recorded one, no level word; with a
+    ``wall_time`` column (``log -T``), ``[Fri Dec  4 12:11:29 UTC 2026] text``."""
     out = []
     for line in table.dicts():
         t, caller, text = line.get("time"), line.get("caller"), line.get("text")
         stamp = f"[{t:12.6f}]" if isinstance(t, float) else f"[{format_value(t)}]"
+        if "wall_time" in line:  # log -T: the wall-clock time instead of seconds since boot
+            stamp = f"[{format_value(line['wall_time'])}]"
         if isinstance(caller, str) and caller:
             stamp += f" [{safe_text(caller)}]"
         body = safe_text(text, keep_newlines=True) if isinstance(text, str) else format_value(text)
@@ -126,16 +143,21 @@ def _register_lines(saved: dict[str, object]) -> list[str]:
     return ["    " + "  ".join(cells[i:i + 3]) for i in range(0, len(cells), 3)]
 
 
+#: Stacks crash and drgn's ``bt`` close with a ``--- <IRQ stack> ---`` line (drgn's StackKind names).
+_SEPARATE_STACKS = ("IRQ", "SOFTIRQ", "NMI", "EXCEPTION")
+
+
 def _frames(table: Table, registers: Table | None = None) -> list[str]:
     """crash's ``bt`` lines: ``#0 [SP] func+off/size at PC [module]``, ``(inline)`` frames, file: line,
-    and the saved registers of each exception frame before the frame it interrupted."""
+    the saved registers of each exception frame before the frame it interrupted, and
+    ``--- <IRQ stack> ---`` where the trace leaves an IRQ, softirq, NMI or exception stack."""
     saved: dict[object, dict[str, object]] = {}
     for r in registers.dicts() if registers is not None else ():
         saved.setdefault(r.get("index"), {})[str(r.get("register"))] = r.get("value")
     rows = table.dicts()
     width = max((len(f"{f['sp']:x}") for f in rows if isinstance(f.get("sp"), int)), default=16)
     out = []
-    for f in rows:
+    for n, f in enumerate(rows):
         function, symbol, offset, size, pc = (f.get(k) for k in ("function", "symbol", "offset", "size", "pc"))
         module = f" [{safe_text(f['module'])}]" if isinstance(f.get("module"), str) else ""
         index = f"#{f.get('index')}"
@@ -155,6 +177,9 @@ def _frames(table: Table, registers: Table | None = None) -> list[str]:
             out.append(f"{index:>3} [{sp_text}] {safe_text(where)} at {pc_text}{module}")
         if f.get("file") is not None:
             out.append(f"    {format_value(f.get('file'))}: {format_value(f.get('line'))}")
+        stack = f.get("stack")
+        if stack in _SEPARATE_STACKS and (n + 1 == len(rows) or rows[n + 1].get("stack") != stack):
+            out.append(f"--- <{stack} stack> ---")  # the trace leaves an interrupt/exception stack here
     if len(rows) in saved:  # the registers user space entered the kernel with
         out.extend(_register_lines(saved[len(rows)]))
     return out or ["  (no frames)"]
@@ -163,17 +188,20 @@ def _frames(table: Table, registers: Table | None = None) -> list[str]:
 _PS = ("pid", "ppid", "cpu", "task", "state", "mem_percent", "vsz", "rss", "comm")
 
 
-def _ps_lines(table: Table) -> list[str]:
-    """crash's ``ps``: ``>`` marks a task on a CPU, kernel threads in brackets, %MEM VSZ RSS (KiB)."""
-    columns = {c.name: c for c in table.columns}
+def _ps_lines(*tables: Table) -> list[str]:
+    """crash's ``ps``: ``>`` marks a task on a CPU, kernel threads in brackets, %MEM VSZ RSS (KiB);
+    the rows of every table in turn (the idle tasks first, as crash lists them)."""
+    columns = {c.name: c for c in tables[0].columns}
     header = ("", "PID", "PPID", "CPU", "TASK", "ST", "%MEM", "VSZ", "RSS", "COMM")
     rows = []
-    for r in table.dicts():
+    for r in (row for table in tables for row in table.dicts()):
         comm = format_value(r.get("comm"))
         if r.get("kthread") is True:
             comm = f"[{comm}]"
         mem = r.get("mem_percent")
         cells = [format_value(r.get(k), columns[k]) for k in _PS[:5]]
+        if "parent_pid" in r:  # crash's PPID is parent->pid (ppid: ps(1)'s real_parent->tgid)
+            cells[1] = format_value(r["parent_pid"])
         cells += [f"{mem:.1f}" if isinstance(mem, float) else format_value(mem),
                   format_value(r.get("vsz")), format_value(r.get("rss")), comm]
         rows.append([">" if r.get("on_cpu") is True else "", *cells])
@@ -187,9 +215,55 @@ def _ps_lines(table: Table) -> list[str]:
     return lines
 
 
-# crash's order: the sys summary, the panic and its backtraces, then the tasks, then
-# whatever plugins add, the kernel log last (``analyze --full`` for all of it).
-_ORDER = {"sys": -1, "panic": 0, "tasks": 1, "dmesg": 99}
+def _kmem_lines(table: Table) -> list[str]:
+    """crash's ``kmem -i``: label, pages, size, and the share of its total; a blank line before each total."""
+    columns = {c.name: c for c in table.columns}
+    lines = [f"{'':>12}  {'PAGES':>10}  {'TOTAL':>10}  PERCENTAGE"]
+    for i, r in enumerate(table.dicts()):
+        if i and r.get("of") is None:
+            lines.append("")
+        pct = r.get("percent")
+        share = (f"{pct:.0f}% of {safe_text(r['of'])}" if isinstance(pct, float) and isinstance(r.get("of"), str)
+                 else "----" if r.get("of") is None else format_value(pct))
+        lines.append(f"{safe_text(r.get('item')):>12}  {format_value(r.get('pages')):>10}  "
+                     f"{format_value(r.get('bytes'), columns['bytes']):>10}  {share}")
+    return lines
+
+
+_RUNQ = {"cpu", "runqueue", "curr_pid", "curr_task", "curr_comm"}
+_QUEUED = {"cpu", "class", "prio", "pid", "task", "comm"}
+
+
+def _task_header(pid: object, task: object, comm: object, prio: object = None) -> str:
+    """crash's task header: ``[120] PID: 7        TASK: ffff...  COMMAND: "kworker/0:0"``."""
+    head = f"[{format_value(prio):>3}] " if prio is not None else ""
+    task_text = f"{task:x}" if isinstance(task, int) else format_value(task)
+    return f'{head}PID: {format_value(pid):<7}  TASK: {task_text}  COMMAND: "{format_value(comm)}"'
+
+
+def _runq_lines(runq: Table, queued: Table | None) -> list[str]:
+    """crash's ``runq``: each CPU's run queue, its current task, then the RT and CFS tasks waiting."""
+    waiting = queued.dicts() if queued is not None else []
+    lines: list[str] = []
+    for q in runq.dicts():
+        if lines:
+            lines.append("")
+        address = q.get("runqueue")
+        lines.append(f"CPU {q.get('cpu')} RUNQUEUE: " + (f"{address:x}" if isinstance(address, int) else format_value(address)))
+        lines.append("  CURRENT: " + _task_header(q.get("curr_pid"), q.get("curr_task"), q.get("curr_comm")))
+        for klass in ("RT", "CFS"):
+            tasks = [t for t in waiting if t.get("cpu") == q.get("cpu") and t.get("class") == klass]
+            lines.append(f"  {klass}:")
+            lines += [f"     {_task_header(t.get('pid'), t.get('task'), t.get('comm'), t.get('prio'))}" for t in tasks]
+            if not tasks:
+                lines.append("     [no tasks queued]")
+    return lines
+
+
+# crash's order: the sys summary, the panic and its backtraces, the blocked tasks' stacks,
+# then the tasks, run queues, memory and modules, then whatever plugins add, the kernel
+# log last (``analyze --full`` for all of it).
+_ORDER = {"sys": -1, "panic": 0, "blocked": 1, "tasks": 2, "runq": 3, "memory": 4, "modules": 5, "dmesg": 99}
 
 
 def _result(console: Console, result: AnalysisResult) -> None:
@@ -206,6 +280,10 @@ def _result(console: Console, result: AnalysisResult) -> None:
     for table in result.tables:
         if table.name.endswith("_registers") and table.name.removesuffix("_registers") in by_name:
             continue  # shown inside its backtrace, where crash shows exception frames
+        if table.name == "idle" and "tasks" in by_name:
+            continue  # shown first in the task list, as crash's ps shows swapper/N
+        if table.name == "queued" and "runq" in by_name and _QUEUED <= {c.name for c in table.columns}:
+            continue  # shown under each CPU's run queue, as crash's runq does
         console.print(Text(f"\n  {safe_text(table.title)}"))
         names = {c.name for c in table.columns}
         if {"time", "level", "text"} <= names:
@@ -214,9 +292,20 @@ def _result(console: Console, result: AnalysisResult) -> None:
         elif {"function", "pc", "offset"} <= names:
             for line in _frames(table, by_name.get(f"{table.name}_registers")):
                 console.print(Text(line))
-        elif set(_PS) <= names:
-            for line in _ps_lines(table):
+        elif _RUNQ <= names:
+            queued = by_name.get("queued")
+            for line in _runq_lines(table, queued if queued is not None and _QUEUED <= {c.name for c in queued.columns}
+                                    else None):
                 console.print(Text(line))
+        elif {"item", "pages", "bytes", "percent", "of"} <= names:
+            for line in _kmem_lines(table):
+                console.print(Text(line))
+        elif set(_PS) <= names:
+            idle = by_name.get("idle") if table.name == "tasks" else None
+            for line in _ps_lines(*((idle,) if idle is not None and set(_PS) <= {c.name for c in idle.columns} else ()), table):
+                console.print(Text(line))
+        elif not table.rows:
+            console.print(Text("  (none)"))
         else:
             console.print(_grid(table))
     for c in result.completeness:

@@ -77,7 +77,7 @@ def failed_record(dump_id: str, parts: Sequence[str], created_ns: int, error: st
         "frames": [],
         **_signature_fields(signature),
         "crash_time": None,
-        "dumped_at": iso_utc(created_ns / 1e9),
+        "dumped_at": iso_utc(created_ns / 1e9) if created_ns else None,  # 0: the file says not (ELF)
         "debug_info": None,
         "completeness": {"status": "failed", "complete": False, "details": [reason]},
         "error": reason,
@@ -167,7 +167,7 @@ def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: Scan
         "frames": [f or "?" for f in frames],
         **_signature_fields(signature),
         "crash_time": iso_utc(crash_time),
-        "dumped_at": iso_utc(created_ns / 1e9),
+        "dumped_at": iso_utc(created_ns / 1e9) if created_ns else None,  # 0: the file says not (ELF)
         "debug_info": debug_info,
         "completeness": {"status": status, "complete": status == "ok" and not details, "details": details},
         "error": None,

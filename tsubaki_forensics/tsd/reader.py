@@ -192,13 +192,16 @@ class TsdFile:
                 self._decode(hdr, payload)
             except FormatError as e:
                 self._problem(off, str(e).split(": ", 1)[-1])
+        # Column by column, without a filtered copy of the entries when every
+        # entry is memory (a million records: the INDEX alone is 32 MB).
+        every = bool(memory.all())
         rows = np.zeros(int(memory.sum()), RECORD_DTYPE)
-        sel = entries[memory]
         for name in ("type", "flags", "offset", "paddr", "length"):
-            rows[name] = sel[name]
-        rows["size"] = (ends - offsets)[memory]
+            rows[name] = entries[name] if every else entries[name][memory]
+        sizes = np.subtract(ends, offsets, out=ends)
+        rows["size"] = sizes if every else sizes[memory]
         rows["sequence"] = -1
-        del sel, ends, entries
+        del sizes, ends, entries, offsets, types, flags, ipayload
         if len(self._builder):  # MISSING records: into file order
             rows = np.concatenate([rows, self._builder.table().rows])
             rows = rows[np.argsort(rows["offset"], kind="stable")]
@@ -333,8 +336,10 @@ class TsdFile:
             self.events.append(Event(kind, time_s, fields))
         elif t == T.EXCLUDED:
             self.excluded.extend(R.unpack_excluded(payload, self.header.page_size))
-        elif t in (T.INDEX, T.END):
-            (R.unpack_index if t == T.INDEX else R.unpack_end)(payload)
+        elif t == T.INDEX:  # checked as an array: no object per entry (a million records, issue 22)
+            R.unpack_index_array(payload)
+        elif t == T.END:
+            R.unpack_end(payload)
         elif hdr.flags & R.RecordFlags.MUST_UNDERSTAND:
             raise FormatError(f"record of unknown type {t} must be understood by the reader")
 

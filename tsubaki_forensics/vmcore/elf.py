@@ -134,7 +134,21 @@ class ElfVmcore:
         segs: list[Segment] = []
         notes: list[bytes] = []
         note_bytes = 0
+        #: (paddr, length) of PT_LOAD data past the end of a file cut short: missing
+        self.cut_off: list[tuple[int, int]] = []
+        self.problems: list[str] = []
         for p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz in _rows(phdrs):
+            if p_type == _PT_LOAD and p_offset + p_filesz > size and p_paddr + max(p_filesz, p_memsz) <= 1 << 64:
+                # A copy of /proc/vmcore that ran out of space: keep what is there,
+                # name the rest missing (never zeros: p_memsz is cut with it)
+                held = max(0, size - p_offset)
+                self.cut_off.append((p_paddr + held, max(p_filesz, p_memsz) - held))
+                self.problems.append(f"the file ends at {size}, inside the PT_LOAD for physical "
+                                     f"{p_paddr:#x}: {max(p_filesz, p_memsz) - held} bytes of it "
+                                     f"missing (cut short)")
+                if not held:
+                    continue
+                p_filesz = p_memsz = held
             if p_offset + p_filesz > size:
                 raise FormatError(
                     f"{self.path}: {_PT_NAMES.get(p_type, p_type)} at file offset {p_offset} needs "

@@ -14,19 +14,25 @@ import errno
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..errors import PageClassError
-from ..pageclass import PageClassification, PageClassifier
 from ..tsd import MemoryMap, TsdWriter, WriteStats
 from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, PageClass
 from .filter_note import parse_filter_note, strip_filter_note
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from .elf import ElfVmcore
 
-__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents"]
+if TYPE_CHECKING:  # the page classifier needs drgn: imported only for a dump level above 1
+    from ..pageclass import PageClassification
+
+__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents", "ELF_LEFT_OUT_LEVEL"]
+
+#: makedumpfile -E does not record its dump level; the pages it left out are
+#: written as EXCLUDED runs, which format 1.4 allows only at a level above 1.
+ELF_LEFT_OUT_LEVEL = 31
 
 WINDOW = 64 << 20  # progress granularity; the writer pipelines chunks within it
 
@@ -130,6 +136,8 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         elif dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
             if dedup:
                 raise PageClassError("--dedup does not combine with a dump level above 1 yet", None)
+            from ..pageclass import PageClassifier
+
             try:
                 classification = PageClassifier(core, core.vmcoreinfo, arch=core.arch).classify(dump_level)
             except PageClassError as e:
@@ -152,18 +160,28 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         done = 0
         # The notice first: what the dump should hold (every PT_LOAD), so any
         # prefix of the output knows its total (FORMAT.md §4.3, §7.4).
-        memory_map = MemoryMap.from_ranges(((start, length) for start, length, _ in ranges),
+        # makedumpfile -E marks the pages its dump level left out as p_memsz beyond
+        # p_filesz: excluded by the producer (class UNKNOWN, format 1.4), never zeros
+        tails, ragged = _left_out(ranges, page_size)
+        if tails and not dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS and filtered is None:
+            dump_level = ELF_LEFT_OUT_LEVEL  # -E records no level; any level above 1 says "left out"
+            props["dump_level"] = "unknown (makedumpfile -E: p_memsz beyond p_filesz)"
+        memory_map = MemoryMap.from_ranges([(start, length) for start, length, _ in ranges] + core.cut_off,
                                            dump_level=dump_level)
         if filtered is not None:
             memory_map = filtered[0]
-        if dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS:
+        if dump_level & ~DUMP_LEVEL_ZERO_AS_RECORDS and "dump_level" not in props:
             props["dump_level"] = str(dump_level)
         with TsdWriter(output, arch=core.arch, page_size=page_size, chunk_size=chunk_size,
                        level=level, threads=threads, memory_map=memory_map, **extra) as w:
             w.write_metadata(vmcoreinfo=core.vmcoreinfo, notes=notes or None,
                              properties=props)
-            for run in filtered[1] if filtered is not None else ():
-                w.write_excluded(run.paddr, run.length, run.cls)
+            runs = [(r.paddr, r.length, r.cls) for r in (filtered[1] if filtered is not None else ())]
+            for paddr, length, cls in sorted(runs + [(a, n, PageClass.UNKNOWN) for a, n in tails]):
+                w.write_excluded(paddr, length, cls)
+            for paddr, length in ragged:
+                w.write_missing(paddr, length, "left out by the ELF's producer (p_memsz beyond "
+                                               "p_filesz), not whole pages")
             for start, length, seg in ranges:
                 file_end = min(start + length, seg.paddr + seg.size)
                 base = seg.offset - seg.paddr  # file offset = paddr + base
@@ -172,9 +190,7 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                     done += file_end - start
                     if progress:
                         progress(done, total)
-                    if file_end < start + length:
-                        w.write_zero(file_end, start + length - file_end)
-                        done += start + length - file_end
+                    done += start + length - file_end  # the tail: excluded above
                     continue
                 for off, n, is_data in file_extents(core.fileno(), start + base, file_end - start,
                                                     min_hole=chunk_size):
@@ -188,9 +204,13 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                         done += step
                         if progress:
                             progress(done, total)
-                if file_end < start + length:  # p_memsz beyond p_filesz reads as zero
-                    w.write_zero(file_end, start + length - file_end)
-                    done += start + length - file_end
+                done += start + length - file_end  # p_memsz beyond p_filesz: excluded above
+            for paddr, length in core.cut_off:  # a file cut short: what it lacks is missing
+                if length > 0:
+                    w.write_missing(paddr, length, "not in the ELF file (cut short)")
+            if core.problems and warn:
+                warn(f"{os.fspath(source)}: {core.problems[0]}"
+                     + (f" (and {len(core.problems) - 1} more segments)" if len(core.problems) > 1 else ""))
             stats = w.stats
             dump_id = str(w.dump_id)
             dedup_pages = w.dedup_pages
@@ -199,6 +219,22 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
     return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
                         time.perf_counter() - t0, os.path.getsize(output), nseg, dedup_pages,
                         dump_level, excluded_bytes, fallback, classify_seconds)
+
+
+def _left_out(ranges: list, page_size: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The ``p_memsz`` tails beyond ``p_filesz`` as (whole pages, ragged edges)."""
+    whole, ragged = [], []
+    for start, length, seg in ranges:
+        a, b = max(start, seg.paddr + seg.size), start + length
+        if a >= b:
+            continue
+        pa, pb = -(-a // page_size) * page_size, b // page_size * page_size
+        if pa < pb:
+            whole.append((pa, pb - pa))
+            ragged += [(x, y - x) for x, y in ((a, pa), (pb, b)) if y > x]
+        else:
+            ragged.append((a, b - a))
+    return whole, ragged
 
 
 def _write_classified(w: TsdWriter, fd: int, base: int, start: int, end: int,

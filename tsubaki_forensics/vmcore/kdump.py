@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, NotCollectedError
+from ..errors import ExcludedPageError, FormatError, NotCollectedError
 from .elf import stat_dump_file
 from .flattened import FlatIndex, Gap, is_flattened
 
@@ -87,6 +87,7 @@ class KdumpHeader:
     split: bool
     start_pfn: int
     end_pfn: int
+    timestamp_ns: int = 0  # when makedumpfile wrote it (its gettimeofday), 0 if unset
 
     @property
     def incomplete(self) -> bool:
@@ -153,7 +154,7 @@ class KdumpFile:
             self.problems.extend(flat.problems)
         src = self._src = _Source(self._mm, flat, self.file_size)
         raw = src.read(0, DISK_DUMP_HEADER.size)
-        (sig, version, uts, _sec, _usec, status, block_size, sub_hdr_size, bitmap_blocks,
+        (sig, version, uts, sec, usec, status, block_size, sub_hdr_size, bitmap_blocks,
          max_mapnr32, _total, _dev, _written, _cpu, nr_cpus) = DISK_DUMP_HEADER.unpack(raw)
         if sig != KDUMP_SIGNATURE:
             raise FormatError(f"{where}: not a kdump-compressed file (signature {sig!r})")
@@ -182,7 +183,8 @@ class KdumpFile:
         utsname = [uts[i * 65:(i + 1) * 65].split(b"\0")[0].decode("ascii", "replace") for i in range(6)]
         self.header = KdumpHeader(version, utsname[2], utsname[4], status, block_size,
                                   sub_hdr_size, bitmap_blocks, max_mapnr, nr_cpus, phys_base,
-                                  dump_level if version >= 1 else None, is_split, start_pfn, end_pfn)
+                                  dump_level if version >= 1 else None, is_split, start_pfn, end_pfn,
+                                  max(0, sec) * 10**9 + max(0, min(usec, 999_999)) * 1000)
         self.page_size = block_size
         self.arch = MACHINES.get(utsname[4], utsname[4] or "x86_64")
         self.vmcoreinfo = self._meta(version >= 3, off_info, size_info, "VMCOREINFO")
@@ -298,10 +300,10 @@ class KdumpFile:
     def _index(self, pfn: int) -> int:
         i = int(np.searchsorted(self.dumped_pfns, pfn))
         if i >= len(self.dumped_pfns) or self.dumped_pfns[i] != pfn:
-            raise NotCollectedError(pfn * self.page_size,
-                                    f"physical {pfn * self.page_size:#x} was excluded by the "
-                                    f"producer (makedumpfile -d {self.header.dump_level})"
-                                    if 0 <= pfn < self.header.max_mapnr and self.valid[pfn] else None)
+            if 0 <= pfn < self.header.max_mapnr and self.valid[pfn]:  # left out on purpose, not lost
+                raise ExcludedPageError(pfn * self.page_size, f"excluded by the producer "
+                                                              f"(makedumpfile -d {self.header.dump_level})")
+            raise NotCollectedError(pfn * self.page_size)
         return i
 
     def read_page(self, pfn: int) -> bytes:

@@ -8,14 +8,14 @@ say which class each page was), written first, so every reader tells them
 from lost pages.  Pages the file should hold and does not (cut short,
 INCOMPLETE) become MISSING records with the reason; a page that does not
 decompress becomes a MISSING record naming the damage.  Pages are batched
-into runs so the writer compresses on its threads.
+into runs (in one reused buffer) so the writer compresses on its threads.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from .importer import ImportResult, vmcoreinfo_fields
 from ..errors import NotCollectedError
 from .kdump import PageDamage, open_kdump
 
-__all__ = ["import_kdump"]
+__all__ = ["import_kdump", "kdump_properties"]
 
 BATCH = 8 << 20
 
@@ -41,6 +41,24 @@ def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
     return [(int(pfns[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
+def kdump_properties(k: Any, names: list[str]) -> dict[str, str]:
+    """The properties of a kdump file (set): what ``import`` and ``inspect`` show."""
+    info = vmcoreinfo_fields(k.vmcoreinfo)
+    props = {"source": "kdump-flattened" if k.flattened else "kdump-compressed",
+             "source_name": ",".join(names),
+             "source_bytes": str(k.file_size),
+             "kdump_header_version": str(k.header.header_version),
+             "kdump_codecs": ",".join(sorted(k.codecs())) or "none"}
+    if k.header.dump_level is not None:
+        props["kdump_dump_level"] = str(k.header.dump_level)
+    if k.header.incomplete:
+        props["kdump_incomplete"] = "1"
+    release = info.get("OSRELEASE") or k.header.release
+    if release:
+        props["kernel_release"] = release
+    return props
+
+
 def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLike[str], *,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                  threads: int = 2, progress: Callable[[int, int], None] | None = None,
@@ -51,19 +69,7 @@ def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLik
     sources = list(source) if isinstance(source, (list, tuple)) else [source]
     with open_kdump(sources) as k:
         ps = k.page_size
-        info = vmcoreinfo_fields(k.vmcoreinfo)
-        props = {"source": "kdump-flattened" if k.flattened else "kdump-compressed",
-                 "source_name": ",".join(os.path.basename(os.fspath(p)) for p in sources),
-                 "source_bytes": str(k.file_size),
-                 "kdump_header_version": str(k.header.header_version),
-                 "kdump_codecs": ",".join(sorted(k.codecs())) or "none"}
-        if k.header.dump_level is not None:
-            props["kdump_dump_level"] = str(k.header.dump_level)
-        if k.header.incomplete:
-            props["kdump_incomplete"] = "1"
-        release = info.get("OSRELEASE") or k.header.release
-        if release:
-            props["kernel_release"] = release
+        props = kdump_properties(k, [os.path.basename(os.fspath(p)) for p in sources])
         excluded = k.excluded_ranges()
         dump_level = k.header.dump_level if k.header.dump_level is not None else 1
         if not excluded:
@@ -74,6 +80,9 @@ def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLik
         total = len(kept) * ps
         done = 0
         extra: dict = {"dedup": True} if dedup else {}
+        # One buffer for every batch: write_memory returns once the batch is
+        # written, so the next batch reuses it (no growing bytearray per batch).
+        batch = memoryview(bytearray(BATCH // ps * ps))
         with TsdWriter(output, arch=k.arch, page_size=ps, chunk_size=chunk_size, level=level,
                        threads=threads, memory_map=memory_map, **extra) as w:
             w.write_metadata(vmcoreinfo=k.vmcoreinfo, notes=k.notes or None, properties=props)
@@ -91,22 +100,23 @@ def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLik
                         pos = stop
                         continue
                     stop = min(end, pos + BATCH // ps)
-                    buf, first = bytearray(), pos
+                    fill, first = 0, pos  # pages of ``batch`` filled, from pfn ``first``
                     while pos < stop and present[pos]:
                         try:
                             page = k.read_page(pos)
                         except (PageDamage, NotCollectedError) as e:  # flush, name the damage
-                            if buf:
-                                w.write_memory(first * ps, buf)
+                            if fill:
+                                w.write_memory(first * ps, batch[:fill * ps])
                             why = f"damaged in the kdump file: {e}" if isinstance(e, PageDamage) \
                                 else f"not in the kdump file: {e}"
                             w.write_missing(pos * ps, ps, why)
-                            buf, first = bytearray(), pos + 1
+                            fill, first = 0, pos + 1
                         else:
-                            buf += page
+                            batch[fill * ps:(fill + 1) * ps] = page
+                            fill += 1
                         pos += 1
-                    if buf:
-                        w.write_memory(first * ps, buf)
+                    if fill:
+                        w.write_memory(first * ps, batch[:fill * ps])
                     if progress:
                         progress(done + (pos - pfn) * ps, total)
                 done += count * ps

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import FormatError
 
-__all__ = ["WRAPPERS", "unwrap"]
+__all__ = ["WRAPPERS", "unwrap", "peek"]
 
 WRAPPERS = ("gzip", "bzip2", "xz", "lz4")
 COPY = 64 << 10  # a stream that breaks loses at most this much of what decompressed
@@ -36,6 +36,15 @@ def _open(path: Path, kind: str):
     import lz4.frame
 
     return lz4.frame.open(path, "rb")
+
+
+def peek(path: str | os.PathLike[str], kind: str, size: int = 16) -> bytes:
+    """The first ``size`` decompressed bytes (for telling what a wrapped file holds)."""
+    try:
+        with _open(Path(path), kind) as src:
+            return src.read(size)
+    except (EOFError, OSError, lzma.LZMAError, RuntimeError, ValueError):
+        return b""
 
 
 def unwrap(path: str | os.PathLike[str], kind: str) -> tuple[Path, str | None]:
