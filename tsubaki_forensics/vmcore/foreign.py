@@ -250,9 +250,10 @@ def tsd_or_kind(path: Path) -> str:
     return "tsd" if kind == "unknown" and Path(path).suffix == ".tsd" else kind
 
 
-def open_any(paths: list[str | os.PathLike[str]] | tuple) -> Any:
+def open_any(paths: list[str | os.PathLike[str]] | tuple, *, cache_bytes: int | None = None) -> Any:
     """Open the files of one dump, whatever their format (by magic).
 
+    :param cache_bytes: the ``.tsd`` reader's decompressed-chunk LRU (default: its own).
     :returns: the ``.tsd`` reader's ``Dump`` or a :class:`ForeignDump`.
     :raises FormatError: one line: a missing file, a format not read here,
         or ``.tsd`` files mixed with others.
@@ -264,7 +265,7 @@ def open_any(paths: list[str | os.PathLike[str]] | tuple) -> Any:
         raise FormatError("no dump file given")
     kinds = [tsd_or_kind(p) for p in paths]
     if all(k == "tsd" for k in kinds):
-        return open_dump(paths)
+        return open_dump(paths, cache_bytes=cache_bytes)
     if "tsd" in kinds:
         raise FormatError(f"{', '.join(map(str, paths))}: .tsd files and files of other formats "
                           f"are not one dump")
