@@ -5,12 +5,13 @@ command's module is imported, and its typer functions turned into click
 commands, only when that command runs or a help lists it.  Plugins load
 only when a command needs them, when the command name is not a built-in
 one, or when the root help lists commands and a plugin from another
-distribution is installed (the bundled plugins add no commands).
+distribution is installed (the bundled plugins add no commands);
+``analyze --help`` loads them, for the options their analyses declare.
 tests/test_cli_startup.py checks the table below against what each module
 registers, and that light commands import no drgn, numpy, rich or
 zstandard.  Help is click's plain text (``rich_markup_mode=None``): rich's
-panels cost ~50-90 ms of import and rendering, a third of the budget
-(docs/BENCHMARKS.md, "Start-up").
+panels cost ~50-90 ms of import and rendering, most of the budget
+(docs/BENCHMARKS.md, "Start-up and analyze speed").
 """
 
 from __future__ import annotations
