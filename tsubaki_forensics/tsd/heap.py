@@ -26,19 +26,21 @@ def reuse_chunk_sized_blocks() -> None:
     Why: every compressed frame is a new ``bytes`` that python-zstandard
     allocates at ``ZSTD_compressBound(run)`` (8 MiB for a default chunk) and
     shrinks; it cannot compress into a buffer of ours without changing the
-    frames (its streaming API ends a frame with an extra empty block, so the
-    output would no longer be byte for byte that of ``compress``).  Above the
+    frames (``stream_reader().readinto()`` writes into a caller's buffer but
+    cuts the blocks differently: 4,408,541 vs 4,409,804 bytes for one 8 MiB
+    chunk, so the ``.tsd`` would no longer be byte for byte the same).  Above the
     mmap threshold each such block is a fresh mapping that the kernel zeroes
     page by page (one minor fault per 4 KiB written) and unmaps at ``free``:
     measured with the threshold pinned at 1 MiB, 186k faults for a busy 2 GiB
-    crash (a third of its pages) and 334k for a busy 4 GiB one, and 1-4 s of
+    crash (a third of its pages) and 334k for a busy 4 GiB one, and 1-3 s of
     system time.  With blocks up to :data:`HEAP_BLOCK_LIMIT` from the heap and
     :data:`HEAP_KEEP` of free top kept (not trimmed after every free), the
-    same few heap pages are reused for every frame: 29k faults for either
-    crash, a third of the system time.  Both values are set explicitly, which
+    same few heap pages are reused for every frame: 29k and 34k faults
+    (3-6% of the input pages), half the system time.  Both values are set explicitly, which
     also stops glibc's dynamic threshold from drifting (the creeping RSS an
-    earlier revision pinned the threshold against): peak RSS 128 MiB for 2 GiB
-    and 132 MiB for 4 GiB (docs/BENCHMARKS.md, "import pipeline").  A no-op
+    earlier revision pinned the threshold against): peak RSS 124 MiB for
+    512 MiB to 136 MiB for 4 GiB, +20-25 MiB of kept heap (docs/BENCHMARKS.md,
+    "Import pipeline").  A no-op
     where the C library has no ``mallopt`` (musl) or ``ctypes`` cannot load it.
 
     ``export`` calls it too: each chunk it decompresses is a new 8 MiB
