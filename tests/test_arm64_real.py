@@ -167,6 +167,15 @@ def test_collect_of_an_arm64_crash_is_the_captured_memory(arm_crash, tmp_path):
     assert _memory(elf) == _memory(arm_crash.vmcore)
 
 
+def test_collect_compare_models_kdump_at_level_31_on_arm64(arm_crash, tmp_path):
+    """kdump's level 31 and the triage policy read arm64's page tables and struct pages."""
+    proc = cli("collect", arm_crash.vmcore, "--compare", "-o", tmp_path / "c.tsd", "-f", "json")
+    policies = json.loads(proc.stdout)["policies"]
+    assert policies["kdump"]["dump_level"] == 31 and policies["kdump"]["pages"]["kept"] > 0
+    assert policies["tsubaki"]["restart_s"] < policies["kdump"]["restart_s"]
+    assert "address" not in proc.stderr and "modelled at level 1" not in proc.stderr, proc.stderr
+
+
 def test_page_classes_on_arm64_match_the_kernel_counters(arm_crash, tmp_path):
     """Dump level 31 reads arm64's vmemmap from VMCOREINFO; its free pages are the kernel's own count."""
     import drgn
