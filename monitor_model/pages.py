@@ -126,7 +126,7 @@ class ClassifierCache:
         key = id(source)
         if key not in self._by_source:
             memory = _SourceMemory(source)  # its bulk reads drop the mapped pages: RSS stays flat
-            self._by_source[key] = PageClassifier(memory, source.vmcoreinfo)
+            self._by_source[key] = PageClassifier(memory, source.vmcoreinfo, arch=getattr(source, "arch", "x86_64"))
         return self._by_source[key]
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import drgn
 
@@ -116,10 +117,9 @@ class _TracedMemory:
 class _SourceDump:
     """Just enough of a ``Dump`` for :func:`program_from_dump`."""
 
-    class header:  # noqa: N801 - attribute namespace
-        arch = "x86_64"
-
     def __init__(self, source, memory: _TracedMemory) -> None:
+        # The bridge reads ``header.arch`` (the crashed machine's: x86_64, aarch64).
+        self.header = SimpleNamespace(arch=getattr(source, "arch", "x86_64"))
         self.vmcoreinfo = source.vmcoreinfo
         self.notes = source.notes
         self.memory = memory

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from _analysis import analyze_file, result_named
 
 from tsubaki_forensics.analysis import Status
-from tsubaki_forensics.analysis.session import analyze_dump, open_program
 from tsubaki_forensics.lab import get_scenario
 from tsubaki_forensics.lab.ground_truth import panic_callers, panic_entry
-from tsubaki_forensics.plugin_system import Plugins
 from tsubaki_forensics.vmcore.importer import import_vmcore
 
 pytestmark = pytest.mark.realkernel
@@ -32,17 +31,7 @@ def real_tsd(real_crash, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(real_tsd, real_crash):
-    plugins = Plugins.load()
-    opened = open_program([real_tsd], plugins, vmlinux=real_crash.vmlinux)
-    try:
-        return analyze_dump(opened, plugins, only=["tasks", "dmesg", "panic"])
-    finally:
-        opened.close()
-
-
-def _result(report, name):
-    (r,) = [r for r in report.results if r.name == name]
-    return r
+    return analyze_file(real_tsd, real_crash.vmlinux, ["tasks", "dmesg", "panic"])
 
 
 def test_every_analysis_is_complete(report, real_crash):
@@ -56,7 +45,7 @@ def test_every_analysis_is_complete(report, real_crash):
 
 def test_tasks_match_ground_truth(report, real_crash):
     gt = real_crash.ground_truth
-    result = _result(report, "tasks")
+    result = result_named(report, "tasks")
     rows = result.table("tasks").dicts()
     ours = [{k: r[k] for k in ("pid", "ppid", "comm", "state", "cpu", "on_cpu")} for r in rows]
     assert ours == sorted(gt["tasks"], key=lambda t: t["pid"])
@@ -67,13 +56,13 @@ def test_tasks_match_ground_truth(report, real_crash):
 
 
 def test_dmesg_matches_ground_truth(report, real_crash):
-    rows = _result(report, "dmesg").table("log").dicts()
+    rows = result_named(report, "dmesg").table("log").dicts()
     assert [{"time": r["time"], "level": r["level"], "text": r["text"]} for r in rows] == real_crash.ground_truth["dmesg"]
 
 
 def test_panic_matches_ground_truth(report, real_crash):
     gt = real_crash.ground_truth
-    result = _result(report, "panic")
+    result = result_named(report, "panic")
     assert result.fact("panic message") == "Kernel panic - not syncing: " + gt["panic_message"]
     assert result.fact("panicking CPU") == gt["crashed_cpu"]
     assert result.fact("crashed pid") == gt["crashed_pid"]

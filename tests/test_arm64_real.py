@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
-from _cli import CLI
+from _analysis import analyze_file, result_named
+from _cli import run_cli
 
 from tsubaki_forensics.analysis import Status
-from tsubaki_forensics.analysis.session import analyze_dump, open_program
 from tsubaki_forensics.lab.ground_truth import panic_callers, panic_entry
-from tsubaki_forensics.plugin_system import Plugins
 from tsubaki_forensics.triage.signature import clean_function
 from tsubaki_forensics.vmcore.importer import import_vmcore
 
@@ -27,10 +25,7 @@ pytestmark = pytest.mark.realkernel
 
 
 def cli(*args, ok=True):
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=900)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_cli(*args, ok=ok, timeout=900)
 
 
 # CI runs one arm64 crash (sysrq, idle, 512M: ~1 min of TCG plus a ~290 MB
@@ -89,29 +84,19 @@ def _memory(elf_path):
 
 @pytest.fixture(scope="module")
 def report(arm_tsd, arm_crash):
-    plugins = Plugins.load()
-    opened = open_program([arm_tsd], plugins, vmlinux=arm_crash.vmlinux)
-    try:
-        return analyze_dump(opened, plugins, only=["tasks", "dmesg", "panic"])
-    finally:
-        opened.close()
-
-
-def _result(report, name):
-    (r,) = [r for r in report.results if r.name == name]
-    return r
+    return analyze_file(arm_tsd, arm_crash.vmlinux, ["tasks", "dmesg", "panic"])
 
 
 def test_analyze_equals_ground_truth(report, arm_crash):
     gt = arm_crash.ground_truth
     assert [(r.name, r.status) for r in report.results] == [
         ("tasks", Status.OK), ("dmesg", Status.OK), ("panic", Status.OK)]
-    tasks = _result(report, "tasks").table("tasks").dicts()
+    tasks = result_named(report, "tasks").table("tasks").dicts()
     assert [{k: r[k] for k in ("pid", "ppid", "comm", "state", "cpu", "on_cpu")} for r in tasks] == \
         sorted(gt["tasks"], key=lambda t: t["pid"])
-    log = _result(report, "dmesg").table("log").dicts()
+    log = result_named(report, "dmesg").table("log").dicts()
     assert [{"time": r["time"], "level": r["level"], "text": r["text"]} for r in log] == gt["dmesg"]
-    panic = _result(report, "panic")
+    panic = result_named(report, "panic")
     assert panic.fact("panic message") == "Kernel panic - not syncing: " + gt["panic_message"]
     assert (panic.fact("panicking CPU"), panic.fact("crashed pid")) == (gt["crashed_cpu"], gt["crashed_pid"])
     frames = panic.table("backtrace").dicts()
@@ -180,6 +165,15 @@ def test_collect_of_an_arm64_crash_is_the_captured_memory(arm_crash, tmp_path):
     assert verified["ok"], verified["problems"]
     cli("export", out, "-o", elf)
     assert _memory(elf) == _memory(arm_crash.vmcore)
+
+
+def test_collect_compare_models_kdump_at_level_31_on_arm64(arm_crash, tmp_path):
+    """kdump's level 31 and the triage policy read arm64's page tables and struct pages."""
+    proc = cli("collect", arm_crash.vmcore, "--compare", "-o", tmp_path / "c.tsd", "-f", "json")
+    policies = json.loads(proc.stdout)["policies"]
+    assert policies["kdump"]["dump_level"] == 31 and policies["kdump"]["pages"]["kept"] > 0
+    assert policies["tsubaki"]["restart_s"] < policies["kdump"]["restart_s"]
+    assert "address" not in proc.stderr and "modelled at level 1" not in proc.stderr, proc.stderr
 
 
 def test_page_classes_on_arm64_match_the_kernel_counters(arm_crash, tmp_path):

@@ -90,6 +90,25 @@ def test_import_export_round_trip_is_bit_for_bit(tmp_path):
         assert [(s, n) for s, n, _ in b.ranges()] == held
 
 
+def test_export_reads_through_one_chunk_and_gives_the_cache_back(tmp_path):
+    """A sequential export keeps one chunk decoded, not the reader's whole LRU,
+    writes the same bytes, and leaves the dump's cache budget as it found it."""
+    src, tsd, out = tmp_path / "qemu.elf", tmp_path / "d.tsd", tmp_path / "out.elf"
+    segs = sample_memory()
+    qemu_style_elf(src, segs, sample_notes())
+    import_vmcore(src, tsd, chunk_size=4 * PAGE)
+    with open_dump(tsd) as dump:
+        budget = dump.memory.cache_bytes
+        write_elf_vmcore(out, dump.memory, dump.vmcoreinfo, dump.notes)
+        assert dump.memory.cache_bytes == budget
+        assert len(dump.memory._cache) == 1  # only the chunk being copied
+        chunks = dump.memory.decompressed
+    assert chunks > 1
+    with ElfVmcore(src) as a, ElfVmcore(out) as b:
+        for start, length, _ in a.ranges():
+            assert b.read(start, length) == a.read(start, length)
+
+
 def test_export_layout_is_proc_vmcore_style(tmp_path):
     src, tsd, out = tmp_path / "qemu.elf", tmp_path / "d.tsd", tmp_path / "out.elf"
     qemu_style_elf(src, sample_memory(), sample_notes())

@@ -40,6 +40,7 @@ import zstandard
 from .. import __version__
 from ..errors import StorageError
 from . import records as R
+from .heap import reuse_chunk_sized_blocks
 
 __all__ = ["TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES"]
 
@@ -360,52 +361,6 @@ def _pack(view: memoryview, plan: list[tuple], page_size: int, level: int, windo
     return pieces, time.thread_time() - t0
 
 
-_heap_tuned = False
-
-# glibc <malloc.h> mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: Blocks up to this size come from the heap (a compressed frame of a chunk up
-#: to 16 MiB, a pread buffer); larger ones are mapped and unmapped each time.
-HEAP_BLOCK_LIMIT = 16 << 20
-#: Free memory a heap keeps at its top instead of giving it back to the kernel.
-HEAP_KEEP = 32 << 20
-
-
-def _reuse_chunk_sized_blocks() -> None:
-    """Let glibc serve chunk-sized blocks from the heap and keep them, once per process.
-
-    Why: every compressed frame is a new ``bytes`` that python-zstandard
-    allocates at ``ZSTD_compressBound(run)`` (8 MiB for a default chunk) and
-    shrinks; it cannot compress into a buffer of ours without changing the
-    frames (its streaming API ends a frame with an extra empty block, so the
-    output would no longer be byte for byte that of ``compress``).  Above the
-    mmap threshold each such block is a fresh mapping that the kernel zeroes
-    page by page (one minor fault per 4 KiB written) and unmaps at ``free``:
-    measured with the threshold pinned at 1 MiB, 186k faults for a busy 2 GiB
-    crash (a third of its pages) and 334k for a busy 4 GiB one, and 1-4 s of
-    system time.  With blocks up to :data:`HEAP_BLOCK_LIMIT` from the heap and
-    :data:`HEAP_KEEP` of free top kept (not trimmed after every free), the
-    same few heap pages are reused for every frame: 29k faults for either
-    crash, a third of the system time.  Both values are set explicitly, which
-    also stops glibc's dynamic threshold from drifting (the creeping RSS an
-    earlier revision pinned the threshold against): peak RSS 128 MiB for 2 GiB
-    and 132 MiB for 4 GiB (docs/BENCHMARKS.md, "import pipeline").  A no-op
-    where the C library has no ``mallopt`` (musl) or ``ctypes`` cannot load it.
-    """
-    global _heap_tuned
-    if _heap_tuned:
-        return
-    _heap_tuned = True
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (ImportError, OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
-    mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP)
-
-
 class TsdWriter:
     """Write one ``.tsd`` file of a dump (FORMAT.md).
 
@@ -480,7 +435,7 @@ class TsdWriter:
         self._sequence = 0
         self._pending_zero: tuple[int, int] | None = None
         self._call_stats: WriteStats | None = None
-        _reuse_chunk_sized_blocks()
+        reuse_chunk_sized_blocks()
         self._pool = ThreadPoolExecutor(self.threads, "tsd-zstd") if self.threads > 1 else None
         self._closed = False
         self._broken = False

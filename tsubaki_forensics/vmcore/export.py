@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..contracts.dump import MemoryView
 from ..errors import FormatError, StorageError
+from ..tsd.heap import reuse_chunk_sized_blocks
 from ..tsd.memory import Range
 from .elf import ElfVmcore
 from .notes import VMCOREINFO_NAME, VMCOREINFO_TYPE, build_note, iter_notes
@@ -115,6 +116,14 @@ def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinf
                            PN_XNUM if xnum else nph, SECTION_HEADER.size if xnum else 0, 1 if xnum else 0, 0)
     total = sum(r.length for _, _, parts in layout for r in parts if r.kind == "data")
     done = 0
+    # The copy reads every chunk once, in order: a read cache (a .tsd's 128 MiB
+    # chunk LRU) would only hold chunks never read again, each a new block.
+    # Each chunk is decompressed into a new block: reuse the heap for those
+    # (docs/BENCHMARKS.md, issue 21: a busy 1 GiB dump, RSS 210 -> 83 MiB).
+    reuse_chunk_sized_blocks()
+    cache_bytes = getattr(memory, "cache_bytes", None)
+    if isinstance(cache_bytes, int):
+        memory.cache_bytes = 0  # type: ignore[attr-defined]  # the LRU keeps the chunk in use
     try:
         with open(Path(path), "wb") as f:
             f.write(ehdr + b"".join(phdrs) + blob)
@@ -135,6 +144,9 @@ def write_elf_vmcore(path: str | os.PathLike[str], memory: MemoryLike, vmcoreinf
             f.truncate(size)
     except OSError as e:
         raise StorageError(f"writing {path}: {e.strerror or e}") from None
+    finally:
+        if isinstance(cache_bytes, int):
+            memory.cache_bytes = cache_bytes  # type: ignore[attr-defined]
     return size
 
 
