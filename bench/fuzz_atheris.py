@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -342,15 +343,19 @@ def run_target(target: str, corpus: Path, runs: int, artifacts: Path, rss_mb: in
         p = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
+        for leftover in SCRATCH.glob(f"tsubaki-fuzz-{p.pid}.*"):  # libFuzzer exits past the child's finally
+            leftover.unlink(missing_ok=True)
         log.seek(0)
         text = log.read().decode("utf-8", "replace")
     seconds = time.monotonic() - start
     stats = {k: int(v) for k, v in _STAT.findall(text)}
     new = sorted(p.name for p in artifacts.iterdir() if p.name not in before)
     tail = "\n".join(text.splitlines()[-40:]) if p.returncode else ""
+    kept = len(list(work.iterdir()))
+    shutil.rmtree(work, ignore_errors=True)  # libFuzzer's working corpus (in RAM under /dev/shm)
     return {"target": target, "runs": stats.get("number_of_executed_units", 0), "seconds": round(seconds, 1),
             "exit": p.returncode, "crashes": new, "peak_rss_mib": usage.ru_maxrss // 1024,
-            "libfuzzer_peak_rss_mb": stats.get("peak_rss_mb"), "coverage_corpus": len(list(work.iterdir())),
+            "libfuzzer_peak_rss_mb": stats.get("peak_rss_mb"), "coverage_corpus": kept,
             "tail": tail}
 
 

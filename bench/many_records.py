@@ -4,7 +4,7 @@ Why: a dump of a million tiny ZERO (or DATA) records is a 96 MB file; each
 record used to become several Python objects, so ``inspect`` peaked at 12x the
 file.  This builds such files with :class:`TsdWriter` (records 4 KiB long with
 4 KiB gaps, so the writer cannot coalesce them), then runs ``inspect``,
-``verify`` and open+completeness+ranges each in a child process and reports
+``inspect --format json``, ``verify`` and open+completeness+ranges each in a child process and reports
 its peak RSS (``os.wait4``) and wall time, median of ``--repeat`` runs.
 
     python bench/many_records.py --n 100000 --n 1000000 [--kind zero --kind data]
@@ -63,7 +63,8 @@ def _cli() -> list[str]:
 def measure(path: str, repeat: int) -> dict[str, tuple[float, int, int]]:
     """Per operation: (median seconds, max peak RSS, exit status)."""
     cli = _cli()
-    ops = {"inspect": [*cli, "inspect", path], "verify": [*cli, "verify", path],
+    ops = {"inspect": [*cli, "inspect", path], "inspect --format json": [*cli, "inspect", "--format", "json", path],
+           "verify": [*cli, "verify", path],
            "open+completeness": [sys.executable, "-c", _OPEN, path]}
     out = {}
     for name, argv in ops.items():
@@ -89,7 +90,7 @@ def main() -> None:
                   f"rc {runs[-1][0]}", flush=True)
         return
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
-        print(f"{'kind':5} {'records':>9} {'file MB':>8}  {'operation':18} {'seconds':>8} {'peak MiB':>9} rc")
+        print(f"{'kind':5} {'records':>9} {'file MB':>8}  {'operation':21} {'seconds':>8} {'peak MiB':>9} rc")
         for kind in a.kind or ["zero"]:
             for n in a.n or [100_000, 1_000_000]:
                 path = os.path.join(tmp, f"{kind}-{n}.tsd")
@@ -100,7 +101,7 @@ def main() -> None:
                                 os.path.dirname(os.path.abspath(__file__)), path, str(n), kind], check=True)
                 size = os.path.getsize(path)
                 for op, (sec, rss, rc) in measure(path, a.repeat).items():
-                    print(f"{kind:5} {n:>9} {size / 1e6:>8.1f}  {op:18} {sec:>8.2f} {rss / (1 << 20):>9.0f} {rc}",
+                    print(f"{kind:5} {n:>9} {size / 1e6:>8.1f}  {op:21} {sec:>8.2f} {rss / (1 << 20):>9.0f} {rc}",
                           flush=True)
                 os.unlink(path)
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tsubaki_forensics.tsd import TsdWriter, open_dump
 from tsubaki_forensics.tsd import completeness as C
 from tsubaki_forensics.tsd.memory import Range
+from tsubaki_forensics.tsd.records import MemoryMap
 
 from _budget import BUDGET, run_cli
 
@@ -82,6 +83,31 @@ def test_verify_of_a_million_zero_records_stays_under_the_budget(million_zero):
     assert run.peak_rss < BUDGET, f"peak RSS {run.peak_rss >> 20} MiB >= {BUDGET >> 20} MiB"
 
 
+def test_a_million_holes_in_the_memory_map_stay_under_the_budget(tmp_path):
+    # a hostile map: it lists the whole span, the records hold every other
+    # page, so completeness finds a million gaps (inspect peaked at 0.9 GiB:
+    # a Gap object, a tuple and a dict or line each; now gaps.GapList)
+    path = tmp_path / "holes.tsd"
+    with TsdWriter(path, producer="test", threads=0,
+                   memory_map=MemoryMap.from_ranges([(0, N * STRIDE)], dump_level=31)) as w:
+        for i in range(N):
+            w.write_zero(i * STRIDE, LENGTH)
+    run = run_cli("inspect", path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.peak_rss < BUDGET, f"peak RSS {run.peak_rss >> 20} MiB >= {BUDGET >> 20} MiB"
+    missing = [ln for ln in run.stdout.splitlines() if ln.startswith("  missing ")]
+    assert len(missing) == N and "INCOMPLETE" in run.stdout.splitlines()[0]
+    assert missing[-1].split()[1] == f"{(N - 1) * STRIDE + LENGTH:#014x}-{N * STRIDE:#014x}"
+    # the zero pages are counted from the numpy columns too (dump level 31 has bit 1)
+    assert f"zero {N}" in run.stdout
+    run = run_cli("verify", "--format", "json", path, timeout=600)
+    assert run.returncode == 4, run.stderr[-2000:]  # incomplete, every record sound
+    assert run.peak_rss < BUDGET, f"peak RSS {run.peak_rss >> 20} MiB >= {BUDGET >> 20} MiB"
+    c = json.loads(run.stdout)["completeness"]
+    assert len(c["gaps"]) == N and c["missing_bytes"] == N * (STRIDE - LENGTH)
+    assert c["gaps"][0] == {"start": LENGTH, "length": STRIDE - LENGTH, "kind": "absent", "reason": ""}
+
+
 def test_records_ranges_and_completeness_keep_their_api(tmp_path):
     path = tmp_path / "few.tsd"
     with TsdWriter(path, producer="test", threads=0) as w:
@@ -119,3 +145,29 @@ def test_vectorised_interval_algebra_matches_the_plain_one(xs, ys):
     assert C._np_size(raw) == C._size(x)
     assert C._np_overlap(y, raw) == C._size(C._intersect(x, y))
     assert C._np_minus(y, raw) == C._subtract(y, x)
+
+
+_page = st.integers(0, 40).map(lambda p: p * 1024)  # quarter pages: pieces that straddle pages
+
+
+@given(st.lists(st.tuples(_page, st.integers(1, 12).map(lambda n: n * 1024), st.booleans()), max_size=12),
+       st.lists(st.tuples(_page, st.integers(1, 20).map(lambda n: n * 1024)), min_size=1, max_size=3),
+       st.lists(st.tuples(_page, st.integers(1, 8).map(lambda n: n * 1024)), max_size=3))
+def test_zero_page_count_from_columns_matches_the_plain_one(pieces, mapped, excluded):
+    # page_counts on a RangeList (numpy, no object per range) == on Range objects
+    from tsubaki_forensics.tsd.memory import RangeList
+    from tsubaki_forensics.tsd.pages import page_counts
+    from tsubaki_forensics.tsd.records import ExcludedRange, MemoryMap, PageClass
+
+    ranges, pos = [], 0
+    for gap, length, zero in pieces:  # disjoint, sorted, like PhysicalMemory.ranges()
+        pos += gap
+        ranges.append(Range(pos, length, "zero" if zero else "data"))
+        pos += length
+    cols = RangeList(np.array([r.start for r in ranges], np.uint64),
+                     np.array([r.start + r.length - 1 for r in ranges], np.uint64),
+                     np.array([r.kind == "zero" for r in ranges], bool))
+    mm = MemoryMap.from_ranges(mapped, dump_level=31)
+    ex = C._merge((a, a + n) for a, n in excluded)
+    runs = [ExcludedRange(a, b - a, PageClass.FREE) for a, b in ex]
+    assert page_counts(mm, cols, runs, 4096) == page_counts(mm, ranges, runs, 4096)

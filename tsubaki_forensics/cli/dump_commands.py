@@ -173,14 +173,21 @@ def import_cmd(
 
 # --- export -------------------------------------------------------------------
 
-def _gap_lines(completeness: Any) -> list[str]:
-    """One line per range the dump should hold and does not."""
-    out = []
+def _gap_lines(completeness: Any) -> Iterator[str]:
+    """One line per range the dump should hold and does not, made as they are written."""
     for g in completeness.gaps:
         why = f"MISSING record: {safe_text(g.reason)}" if g.kind == "unreadable" else \
             "no record of it in the dump"
-        out.append(f"missing: physical {g.start:#x}-{g.end:#x} ({_mib(g.length)}, {why})")
-    return out
+        yield f"missing: physical {g.start:#x}-{g.end:#x} ({_mib(g.length)}, {why})"
+
+
+def _completeness_json(c: Any) -> dict[str, Any]:
+    """``Completeness.to_json()`` with its gaps written as a stream (a million
+    holes in a hostile map: no dict per gap held at once, issue 22)."""
+    d = c.to_json(gaps=False)
+    d["gaps"] = JsonStream({"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason}
+                           for g in c.gaps)
+    return d
 
 
 def export_cmd(
@@ -223,7 +230,7 @@ def export_cmd(
         data = {"dump_id": str(dump.dump_id), "output": str(output), "file_bytes": size,
                 "present_bytes": dump.memory.present_bytes,
                 "missing_bytes": completeness.missing_bytes, "ranges": len(ranges),
-                "complete": completeness.complete, "completeness": completeness.to_json(),
+                "complete": completeness.complete, "completeness": _completeness_json(completeness),
                 "problems": [str(p) for p in dump.problems]}
     for line in _gap_lines(completeness):
         sys.stderr.write(line + "\n")
@@ -303,7 +310,7 @@ def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
             "compression_ratio": round(present / file_bytes, 3) if file_bytes else None,
             # every present range, in address order; streamed (a million: issue 22)
             "ranges": JsonStream(_range_dicts(ranges)) if range_dicts else ranges,
-            "missing": JsonStream(gaps) if range_dicts else list(gaps),
+            "missing": JsonStream(gaps) if range_dicts else gaps,
             "missing_records": JsonStream({"start": a, "length": n, "reason": why}
                                           for a, n, why in mem.missing_reasons()),
         },
@@ -422,10 +429,13 @@ def _print_inspect(d: dict[str, Any]) -> None:
         if len(lines) >= 4096:
             typer.echo("\n".join(lines))
             lines = []
-    for r in m["missing"]:
+    for r in m["missing"]:  # a million gaps (a hostile map): written as they come too
         why = r["reason"] if r["kind"] == "unreadable" else "not in the dump"
         lines.append(f"  missing      {r['start']:#014x}-{r['start'] + r['length']:#014x}  "
                      f"{_mib(r['length'])}" + (f" ({safe_text(why)})" if why else ""))
+        if len(lines) >= 4096:
+            typer.echo("\n".join(lines))
+            lines = []
     for e in d["events"]:
         fields = " ".join(f"{k}={safe_text(v)}" for k, v in e["fields"].items())
         lines.append(f"event {e['time_s']:9.3f}s {safe_text(e['kind'])} {fields}".rstrip())
@@ -476,7 +486,7 @@ def verify_cmd(
     c = report.completeness
     data = {"ok": report.ok, "status": report.status,
             "complete": c.complete if c is not None else False,
-            "completeness": c.to_json() if c is not None else None,
+            "completeness": _completeness_json(c) if c is not None else None,
             "files": [vars(f) for f in report.files],
             "problems": [{"path": p.path, "offset": p.offset, "message": p.message,
                           "damage": p in report.damage}

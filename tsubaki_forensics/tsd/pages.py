@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .completeness import _intersect, _merge, _subtract
+import numpy as np
+
+from .completeness import _intersect, _locate, _merge, _np_merge, _subtract
 from .records import DUMP_LEVEL_ZERO_AS_RECORDS, ExcludedRange, MemoryMap, PageClass
 
 __all__ = ["page_counts", "EXCLUDED_KEYS"]
@@ -25,6 +27,28 @@ EXCLUDED_KEYS = tuple(c.key for c in PageClass if c not in (PageClass.KEPT, Page
 
 def _pages(intervals: Iterable[tuple[int, int]], page_size: int) -> int:
     return sum(max(0, b // page_size - -(-a // page_size)) for a, b in intervals)
+
+
+def _np_pages(x: tuple[np.ndarray, np.ndarray], pairs: list[tuple[int, int]], page_size: int) -> int:
+    """Whole pages of each piece of the merged set ``x`` (first, inclusive
+    last) clipped to the disjoint, sorted half-open ``pairs``: as
+    :func:`_pages` of their intersection, with no object per piece."""
+    pairs = [(a, b) for a, b in pairs if a < b]
+    if not pairs or not len(x[0]):
+        return 0
+    a, bl, i, j = _locate(pairs, x)
+    n = (j - i).astype(np.int64)
+    if not n.sum():
+        return 0
+    which = np.repeat(np.arange(len(pairs)), n)  # the pair of each clipped piece
+    k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(i, n).astype(np.int64)
+    first = np.maximum(x[0][k], a[which])
+    last = np.minimum(x[1][k], bl[which])
+    ps = np.uint64(page_size)
+    # floor((last + 1) / ps) - ceil(first / ps), without last + 1 overflowing at 2^64 - 1
+    hi = (last // ps + (last % ps == ps - np.uint64(1))).astype(np.int64)
+    lo = (first // ps + (first % ps != 0)).astype(np.int64)
+    return int(np.maximum(hi - lo, 0).sum())
 
 
 def page_counts(memory_map: MemoryMap | None, ranges: list, excluded: list[ExcludedRange],
@@ -45,8 +69,13 @@ def page_counts(memory_map: MemoryMap | None, ranges: list, excluded: list[Exclu
         counts[r.cls.key] += _pages(inside, page_size)
         left_out.append((r.paddr, r.end))
     if memory_map.dump_level & DUMP_LEVEL_ZERO_AS_RECORDS:
-        zero = _merge((r.start, r.start + r.length) for r in ranges if r.kind == "zero")
-        zero = _subtract(_intersect(zero, mapped), _merge(left_out))
-        counts["zero"] += _pages(zero, page_size)
+        if hasattr(ranges, "starts"):  # a RangeList: numpy columns (a million ZERO records, issue 22)
+            z = ranges.zero
+            counts["zero"] += _np_pages(_np_merge(ranges.starts[z], ranges.lasts[z]),
+                                        _subtract(mapped, _merge(left_out)), page_size)
+        else:
+            zero = _merge((r.start, r.start + r.length) for r in ranges if r.kind == "zero")
+            zero = _subtract(_intersect(zero, mapped), _merge(left_out))
+            counts["zero"] += _pages(zero, page_size)
     total = _pages(mapped, page_size)
     return {"total": total, "kept": total - sum(counts.values()), "excluded": counts}
