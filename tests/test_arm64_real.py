@@ -70,16 +70,32 @@ def test_import_inspect_verify_export_round_trip(arm_crash, arm_tsd, tmp_path):
     out = tmp_path / "export.elf"
     cli("export", arm_tsd, "-o", out)
     assert _memory(out) == _memory(arm_crash.vmcore)
+    out.unlink()  # as large as the guest's RAM: the matrix would keep one per crash
 
 
 def _memory(elf_path):
-    """{physical address: bytes} of every PT_LOAD of an ELF vmcore."""
+    """{physical address: (size, sha256)} of every PT_LOAD of an ELF vmcore, read in 8 MiB pieces."""
+    import hashlib
+
     from elftools.elf.elffile import ELFFile
 
+    out = {}
     with open(elf_path, "rb") as f:
         elf = ELFFile(f)
         assert elf["e_machine"] == "EM_AARCH64"
-        return {seg["p_paddr"]: seg.data() for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"}
+        loads = [(s["p_paddr"], s["p_offset"], s["p_filesz"], s["p_memsz"])
+                 for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+        for paddr, offset, filesz, memsz in loads:
+            digest, done = hashlib.sha256(), 0
+            f.seek(offset)
+            while done < filesz:
+                piece = f.read(min(8 << 20, filesz - done))
+                assert piece, f"{elf_path} ends inside the segment at {paddr:#x}"
+                digest.update(piece)
+                done += len(piece)
+            digest.update(bytes(memsz - filesz))  # a tail past p_filesz reads as zeros
+            out[paddr] = (memsz, digest.hexdigest())
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +181,8 @@ def test_collect_of_an_arm64_crash_is_the_captured_memory(arm_crash, tmp_path):
     assert verified["ok"], verified["problems"]
     cli("export", out, "-o", elf)
     assert _memory(elf) == _memory(arm_crash.vmcore)
+    elf.unlink()
+    out.unlink()
 
 
 def test_collect_compare_models_kdump_at_level_31_on_arm64(arm_crash, tmp_path):
