@@ -1,13 +1,16 @@
 """What the bundled analyses look up by name: the roots of a symbol pack.
 
-Measured by :mod:`.record` while ``dmesg``, ``panic`` and ``tasks`` (plus the
-drgn bridge's module set-up and drgn's helpers under them) ran with the
-DWARF vmlinux on seven real crashes: Debian 6.1.0-56 (oom, sysrq, hung-task,
-nmi) and 6.12.117 (sysrq, oom, hung-task), all 512 MiB, 2 vCPUs::
+Measured by :mod:`.record` while every bundled analysis (plus the drgn
+bridge's module set-up and drgn's helpers under them) ran with the DWARF
+vmlinux on real crashes: first ``dmesg``, ``panic`` and ``tasks`` on Debian
+6.1.0-56 (oom, sysrq, hung-task, nmi) and 6.12.117 (sysrq, oom, hung-task);
+then all of them, with ``sys``, ``modules``, ``memory``, ``blocked`` and
+``runq``, on 6.1.0-57 and 6.12.118 (oom, sysrq, hung-task, nmi), all 512 MiB,
+2 vCPUs; the lists are the union::
 
     python -m tsubaki_forensics.symbolpack.record DUMP.tsd VMLINUX [DUMP VMLINUX ...]
 
-11 type names, 16 object names and 4 symbol names were asked for.
+18 type names, 52 object names and 4 symbol names were asked for.
 Symbols are not listed: a pack carries the whole ELF symbol table (frames
 are named from it).  :data:`EXTRA_OBJECTS` adds the globals drgn's helpers
 read that these runs did not reach (the self-contained route's
@@ -30,6 +33,13 @@ RECORDED_TYPES: tuple[str, ...] = (
     'struct xa_node',
     'struct pid',
     'struct task_struct',
+    'struct inode',
+    'struct cpu_entry_area',
+    'struct sched_entity',
+    'char',
+    'time64_t',
+    'u64',
+    'struct inactive_task_frame',
 )
 
 RECORDED_OBJECTS: tuple[str, ...] = (
@@ -49,6 +59,42 @@ RECORDED_OBJECTS: tuple[str, ...] = (
     'init_pid_ns',
     'task_state_array',
     'MOD_TEXT',
+    '_totalram_pages',
+    'MM_FILEPAGES',
+    'MM_ANONPAGES',
+    'MM_SWAPENTS',
+    'MM_SHMEMPAGES',
+    'NR_FREE_PAGES',
+    'vm_zone_stat',
+    'blockdev_superblock',
+    'NR_FILE_PAGES',
+    'vm_node_stat',
+    'NR_SWAPCACHE',
+    'NR_SLAB_RECLAIMABLE_B',
+    'NR_SLAB_UNRECLAIMABLE_B',
+    'hstates',
+    'hugetlb_max_hstate',
+    'SWP_USED',
+    'SWP_WRITEOK',
+    'swap_info',
+    'nr_swapfiles',
+    'total_swap_pages',
+    'nr_swap_pages',
+    'sysctl_overcommit_kbytes',
+    'sysctl_overcommit_ratio',
+    'vm_committed_as',
+    '__cpu_online_mask',
+    '_cea_offset',
+    'hardirq_stack_ptr',
+    '__cpu_possible_mask',
+    'VMCOREINFO',
+    'timekeeper_data',
+    'tk_core',
+    'avenrun',
+    'init_uts_ns',
+    'UTS_RELEASE',
+    'tainted_mask',
+    'pcpu_hot',
 )
 
 EXTRA_OBJECTS: tuple[str, ...] = (
