@@ -77,6 +77,7 @@ class SelfContainedReport:
     limitations: tuple[str, ...] = LIMITATIONS
     table_globals: tuple[str, ...] = tuple(sorted(GLOBAL_TYPES))
     finders: SelfContained | None = field(default=None, repr=False, compare=False)
+    frame_pointers: bool = False  # arm64: drgn unwinds by frame pointer, no ORC needed
 
     def object_sources(self) -> dict[str, str]:
         """Every global, function or constant served so far, and where its type came from:
@@ -89,8 +90,8 @@ class SelfContainedReport:
 
     @property
     def can_unwind(self) -> bool:
-        """Whether drgn can find the ORC tables (``stack_trace`` works)."""
-        return self.unwind is not None
+        """Whether ``stack_trace`` works: drgn found the ORC tables, or unwinds by frame pointer (arm64)."""
+        return self.unwind is not None or self.frame_pointers
 
     def summary(self) -> list[str]:
         """What was served, one line each (the limitations are apart: :meth:`debug_info`)."""
@@ -99,6 +100,7 @@ class SelfContainedReport:
             "symbols from its kallsyms",
             f"unwinding: drgn's built-in ORC from the dump ({self.unwind.orc_entries} kernel entries, "
             f"{self.unwind.modules} loadable modules)" if self.unwind is not None
+            else "unwinding: drgn's frame-pointer unwinder (arm64 kernels have no ORC)" if self.frame_pointers
             else f"unwinding: unavailable ({self.unwind_error})",
         ]
         if self.unwind is not None and self.unwind.modules_error:
@@ -190,11 +192,13 @@ def attach_selfcontained(prog: drgn.Program) -> SelfContainedReport:
 
     clock = time.perf_counter()
     unwind = unwind_error = None
-    try:
-        unwind = enable_orc(prog, symbols)
-    except (LookupError, ValueError, drgn.FaultError) as e:
-        unwind_error = f"{type(e).__name__}: {e}"
+    frame_pointers = prog.platform.arch == drgn.Architecture.AARCH64
+    if not frame_pointers:
+        try:
+            unwind = enable_orc(prog, symbols)
+        except (LookupError, ValueError, drgn.FaultError) as e:
+            unwind_error = f"{type(e).__name__}: {e}"
     seconds["orc"] = time.perf_counter() - clock
     return SelfContainedReport(_release(prog), len(btf.data), len(btf) - 1, objects.var_count,
                                unwind, unwind_error, seconds,
-                               finders=SelfContained(btf, types, objects, symbols))
+                               finders=SelfContained(btf, types, objects, symbols), frame_pointers=frame_pointers)
