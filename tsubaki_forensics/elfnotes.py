@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 __all__ = [
+    "ARCH_BY_MACHINE",
     "NOTE_HEADER",
     "NT_PRSTATUS",
     "CORE_NAME",
@@ -35,6 +36,10 @@ __all__ = [
     "build_note",
     "prstatus_notes",
 ]
+
+#: ELF ``e_machine`` (pyelftools' names) -> the architecture as dumps name it.
+ARCH_BY_MACHINE = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i386",
+                   "EM_PPC64": "ppc64", "EM_S390": "s390x", "EM_RISCV": "riscv64"}
 
 NOTE_HEADER = struct.Struct("<III")  # namesz, descsz, type
 NT_PRSTATUS = 1  # struct elf_prstatus: one per CPU, named "CORE"

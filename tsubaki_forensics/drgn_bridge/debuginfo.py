@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..contracts.debuginfo import ORDER, DebugInfoReport, DebugInfoRequest
+from ..elfnotes import ARCH_BY_MACHINE
 from ..errors import DebugInfoError
 
 __all__ = ["DEFAULT_DEBUG_DIRS", "VmlinuxFiles", "read_build_id", "candidate_paths", "safe_build_id", "safe_release",
@@ -136,7 +137,7 @@ def elf_arch(path: Path) -> str | None:
             machine = ELFFile(f)["e_machine"]
     except (OSError, ELFError, ValueError):
         return None
-    return {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}.get(machine, str(machine).removeprefix("EM_").lower())
+    return ARCH_BY_MACHINE.get(machine, str(machine).removeprefix("EM_").lower())
 
 
 def mismatch_error(path: Path, build_id: str | None, release: str | None, arch: str | None = None) -> DebugInfoError:

@@ -42,7 +42,8 @@ __all__ = ["BRIDGE_PROVIDERS", "DumpProgram", "program_from_dump", "segment_read
 #: owns (the crash lab's cache and symbol packs come from the plugin hook).
 BRIDGE_PROVIDERS: tuple[DebugInfoProvider, ...] = (VmlinuxFiles(), BtfProvider())
 
-_PLATFORMS = {
+#: the architecture as dumps name it -> drgn's (the bridge, page classes and packs use it)
+ARCHITECTURES = {
     "x86_64": drgn.Architecture.X86_64,
     "aarch64": drgn.Architecture.AARCH64,
     "arm64": drgn.Architecture.AARCH64,
@@ -168,7 +169,7 @@ def program_from_dump(
     raw = bytes(raw)
     info = parse_vmcoreinfo(raw)
     arch = _arch(dump)
-    if arch not in _PLATFORMS:
+    if arch not in ARCHITECTURES:
         raise FormatError(f"architecture {arch!r} is not supported by the drgn bridge")
     prstatus = prstatus_notes(dump.notes)
 
@@ -187,7 +188,7 @@ def program_from_dump(
         _add_segments(prog, dump.memory, _page_size(dump, info))
     else:
         flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
-        prog = drgn.Program(drgn.Platform(_PLATFORMS[arch], flags))
+        prog = drgn.Program(drgn.Platform(ARCHITECTURES[arch], flags))
         _add_segments(prog, dump.memory, _page_size(dump, info))
         prog.set_linux_kernel_custom(raw, False)
 

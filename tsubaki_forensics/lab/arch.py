@@ -42,15 +42,8 @@ class GuestArch:
     panic_device: str | None  # a QEMU device that reports the panic, or None (reset-pause)
     guest_modules: tuple[str, ...]  # modules /init loads before the workload
     busybox_package: str  # Debian package holding the guest's static busybox
-    # struct elf_prstatus: pr_reg starts at 112 on every 64-bit Linux; how many
-    # 8-byte registers of it are laid out as this architecture's struct pt_regs.
-    pt_regs_words: int
     # QMP commands that exist only on some architectures (scenario triggers).
     qmp_commands: frozenset[str] = frozenset()
-
-    @property
-    def panic_event(self) -> str:
-        return "GUEST_PANICKED" if self.panic_device else "SHUTDOWN"
 
     def package(self, name: str) -> str:
         """An apt package name of this architecture, qualified when it is not the host's."""
@@ -63,13 +56,13 @@ X86_64 = GuestArch(
     panic_device="pvpanic",
     # Without pvpanic there is no GUEST_PANICKED; without qemu_fw_cfg no VMCOREINFO in the dump.
     guest_modules=("pvpanic", "pvpanic-mmio", "qemu_fw_cfg"),
-    busybox_package="busybox-static", pt_regs_words=21, qmp_commands=frozenset({"inject-nmi"}),
+    busybox_package="busybox-static", qmp_commands=frozenset({"inject-nmi"}),
 )
 ARM64 = GuestArch(
     name="arm64", deb_arch="arm64", default_flavour="cloud-arm64", flavours=("cloud-arm64", "arm64"),
     qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", machine="virt", cpu="max", console="ttyAMA0",
     panic_device=None, guest_modules=("qemu_fw_cfg",),
-    busybox_package="busybox-static", pt_regs_words=34,  # regs[31], sp, pc, pstate
+    busybox_package="busybox-static",
 )
 ARCHES: dict[str, GuestArch] = {a.name: a for a in (X86_64, ARM64)}
 _ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "aarch64": "arm64"}

@@ -20,12 +20,10 @@ from typing import Any, Protocol
 
 import drgn
 
-from ..drgn_bridge.program import excluded_span, segment_reader
+from ..drgn_bridge.program import ARCHITECTURES, excluded_span, segment_reader
 
 __all__ = ["PhysicalReader", "PresentRange", "present_ranges", "kernel_program"]
 
-_PLATFORMS = {"x86_64": drgn.Architecture.X86_64, "aarch64": drgn.Architecture.AARCH64,
-              "arm64": drgn.Architecture.AARCH64}
 
 
 class PhysicalReader(Protocol):
@@ -73,7 +71,7 @@ def kernel_program(memory: PhysicalReader, vmcoreinfo: bytes, *, arch: str = "x8
     and ``KERNELOFFSET``/``phys_base`` for KASLR).
     """
     flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
-    prog = drgn.Program(drgn.Platform(_PLATFORMS[arch], flags))
+    prog = drgn.Program(drgn.Platform(ARCHITECTURES[arch], flags))
     reader = segment_reader(memory.read, page_size)
     span = excluded_span(memory)  # a .tsd of a level above 1: reads there name the class
     if span is not None:

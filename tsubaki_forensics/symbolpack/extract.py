@@ -21,10 +21,9 @@ from typing import Any
 import drgn
 
 from ..drgn_bridge.debuginfo import elf_arch, read_build_id
+from ..drgn_bridge.program import ARCHITECTURES
 from ..errors import DebugInfoError
 from .lookups import LOOKUP_OBJECTS, LOOKUP_TYPES
-
-_ARCHES = {"x86_64": drgn.Architecture.X86_64, "aarch64": drgn.Architecture.AARCH64}
 
 __all__ = ["build_pack", "program_for_vmlinux", "TypeEncoder"]
 
@@ -46,7 +45,7 @@ def program_for_vmlinux(vmlinux: Path) -> tuple[drgn.Program, str]:
     build_id = read_build_id(vmlinux)
     if not build_id:
         raise DebugInfoError(f"{vmlinux} has no build id (not a kernel vmlinux?)")
-    machine = _ARCHES.get(elf_arch(vmlinux) or "")
+    machine = ARCHITECTURES.get(elf_arch(vmlinux) or "")
     if machine is None:
         raise DebugInfoError(f"{vmlinux} is a {elf_arch(vmlinux) or 'non-ELF'} file; symbol packs are cut "
                              f"from x86_64 and aarch64 kernels")

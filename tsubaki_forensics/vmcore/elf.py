@@ -21,13 +21,12 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import FormatError, NotCollectedError
+from ..elfnotes import ARCH_BY_MACHINE
 from ..limits import MAX_NOTE_BYTES, check_count
 from .notes import VMCOREINFO_NAME, iter_notes
 
 __all__ = ["ElfVmcore", "Segment", "ARCH_BY_MACHINE", "stat_dump_file"]
 
-ARCH_BY_MACHINE = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i386",
-                   "EM_PPC64": "ppc64", "EM_S390": "s390x", "EM_RISCV": "riscv64"}
 
 #: Most program headers a vmcore may have (real ones: tens; an export of a
 #: fragmented dump: tens of thousands).  Bounds the Segment objects built.
