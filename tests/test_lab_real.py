@@ -197,8 +197,9 @@ def test_default_crash_memory_holds_the_written_file(real_crash):
 
 def test_manifest_describes_the_files(real_crash):
     m = real_crash.manifest
-    assert m["params"] == {"scenario": "sysrq", "mem": "512M", "smp": 2, "workload": "idle",
-                           "kernel": "6.1", "ram_file": False}
+    # Crashes cached before guests had an architecture were all x86_64.
+    assert {"arch": "x86_64", **m["params"]} == {"scenario": "sysrq", "mem": "512M", "smp": 2, "workload": "idle",
+                                                 "kernel": "6.1", "ram_file": False, "arch": "x86_64"}
     assert m["kernel"]["requested"] in ("6.1", env_pins().get("6.1"))
     assert m["files"]["vmcore"]["bytes"] == real_crash.vmcore.stat().st_size
     assert sum(size for _, size, _ in _loads(real_crash.vmcore)) >= m["mem_bytes"]
