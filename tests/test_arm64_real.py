@@ -15,6 +15,7 @@ import shutil
 import pytest
 from _analysis import analyze_file, result_named
 from _cli import run_cli
+from _free_pages import buddy_free_pages
 
 from tsubaki_forensics.analysis import Status
 from tsubaki_forensics.lab.ground_truth import panic_callers, panic_entry
@@ -216,22 +217,11 @@ def test_collect_compare_models_kdump_at_level_31_on_arm64(arm_crash, tmp_path):
 
 def test_page_classes_on_arm64_match_the_kernel_counters(arm_crash, tmp_path):
     """Dump level 31 reads arm64's vmemmap from VMCOREINFO; its free pages are those on the buddy
-    allocator's free lists, counted by drgn walking them (``NR_FREE_PAGES`` lags by per-CPU deltas)."""
-    import drgn
-    from drgn.helpers.linux.list import list_count_nodes
-    from drgn.helpers.linux.mmzone import for_each_online_pgdat
-
+    allocator's free lists, counted by drgn walking them (tests/_free_pages.py)."""
     out = tmp_path / "d31.tsd"
     cli("import", arm_crash.vmcore, "-d", "31", "-o", out)
     info = json.loads(cli("inspect", out, "--format", "json").stdout)
-    prog = drgn.Program()
-    prog.set_core_dump(str(arm_crash.vmcore))
-    prog.load_debug_info([str(arm_crash.vmlinux)])
-    free = 0
-    for pgdat in for_each_online_pgdat(prog):
-        for zone in pgdat.node_zones[:int(pgdat.nr_zones)]:
-            for order, area in enumerate(zone.free_area):
-                free += sum(list_count_nodes(head.address_of_()) for head in area.free_list) << order
+    free = buddy_free_pages(arm_crash.vmcore, arm_crash.vmlinux)
     assert info["memory"]["dump_level"] == 31
     assert info["memory"]["pages"]["excluded"]["free"] == free, info["memory"]["pages"]
 

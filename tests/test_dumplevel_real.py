@@ -6,7 +6,8 @@ when user, cache and free pages go), makedumpfile's own ``--message-level
 31`` report on 6.1 (``inspect``'s per-class counts must equal it, with the
 pages above its ``max_mapnr`` that we keep, docs/FILTER.md difference 1,
 taken from our classifier on the same ELF), and on 6.12, which Debian's
-makedumpfile predates, the kernel's own ``NR_FREE_PAGES`` read with drgn.
+makedumpfile predates, the kernel's own free lists walked by drgn
+(tests/_free_pages.py).
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import shutil
 import drgn
 import pytest
 from _cli import run_cli
+from _free_pages import buddy_free_pages
 
 from tsubaki_forensics.lab.makedumpfile import makedumpfile_counts
 from tsubaki_forensics.pageclass import PageClassifier, kernel_program
 from tsubaki_forensics.tsd import open_dump
 from tsubaki_forensics.tsd.records import PageClass
 from tsubaki_forensics.vmcore import ElfVmcore
-
-from test_pageclass_real import nr_free_pages
 
 pytestmark = pytest.mark.realkernel
 CLASSES = ("zero", "cache", "cache_private", "user", "free", "hwpoison", "offline")
@@ -113,7 +113,7 @@ def test_6_1_inspect_counts_equal_makedumpfile_report(imported, tmp_path, worklo
 def test_6_12_free_pages_equal_the_kernels_count(imported):
     crash, _, l31 = imported("6.12", "busy", "1G")
     pages = json.loads(cli("inspect", l31, "--format", "json").stdout)["memory"]["pages"]
-    assert pages["excluded"]["free"] == nr_free_pages(crash)
+    assert pages["excluded"]["free"] == buddy_free_pages(crash.vmcore, crash.vmlinux)
 
 
 def test_drgn_read_of_an_excluded_user_page_names_its_class(imported):

@@ -2,10 +2,10 @@
 
 Expectations come from the same crash at run time: makedumpfile's own report
 (on a /proc/vmcore-style copy, which it accepts) and, on 6.12, the kernel's
-``vm_zone_stat[NR_FREE_PAGES]`` read with drgn and the DWARF vmlinux.  We
-compare below makedumpfile's ``max_mapnr`` (the end of the last section that
-has struct pages): makedumpfile neither counts nor writes the pages above it
-(QEMU's BIOS ROM), while we keep them (docs/FILTER.md).
+own free lists walked by drgn with the DWARF vmlinux (tests/_free_pages.py).
+We compare below makedumpfile's ``max_mapnr`` (the end of the last section
+that has struct pages): makedumpfile neither counts nor writes the pages above
+it (QEMU's BIOS ROM), while we keep them (docs/FILTER.md).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import re
 import shutil
 from pathlib import Path
 
-import drgn
 import numpy as np
 import pytest
+from _free_pages import buddy_free_pages
 
 from tsubaki_forensics.lab.makedumpfile import makedumpfile_counts
 from tsubaki_forensics.errors import PageClassError
@@ -104,14 +104,7 @@ def test_excluded_runs_rebuild_the_classes(real_crash):
     assert sum(run.count for run in r.excluded_runs()) == r.total - r.kept
 
 
-# -- 6.12: free pages equal the kernel's own count; the rest is makedumpfile 1.7.2's age -------
-
-def nr_free_pages(crash) -> int:
-    prog = drgn.Program()
-    prog.set_core_dump(crash.vmcore)
-    prog.load_debug_info([crash.vmlinux])
-    return prog["vm_zone_stat"][prog["NR_FREE_PAGES"]].counter.value_()
-
+# -- 6.12: free pages equal the kernel's own free lists; the rest is makedumpfile 1.7.2's age -------
 
 def as_makedumpfile_1_7_2_reads_it(vmcoreinfo: bytes) -> str:
     """The VMCOREINFO as makedumpfile 1.7.2 understands it (docs/FILTER.md, "6.12").
@@ -127,11 +120,11 @@ def as_makedumpfile_1_7_2_reads_it(vmcoreinfo: bytes) -> str:
 
 
 @pytest.mark.parametrize("workload,mem", [("idle", "512M"), ("busy", "1G")])
-def test_6_12_free_pages_equal_nr_free_pages(crash_lab, workload, mem):
+def test_6_12_free_pages_equal_the_buddy_free_lists(crash_lab, workload, mem):
     crash = crash_lab(kernel="6.12", workload=workload, mem=mem)
     with ElfVmcore(crash.vmcore) as vmcore:
         r = PageClassifier(vmcore, vmcore.vmcoreinfo).classify(16)
-    assert r.counts()["free"] == nr_free_pages(crash)
+    assert r.counts()["free"] == buddy_free_pages(crash.vmcore, crash.vmlinux)
     assert int((np.int64(1) << r.free_blocks[:, 1]).sum()) == r.counts()["free"]  # whole blocks
 
 
