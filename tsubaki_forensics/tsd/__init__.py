@@ -1,7 +1,8 @@
 """The ``.tsd`` dump format: chunked, zstd-compressed, append-only, self-checking.
 
 The specification is ``docs/FORMAT.md``; :mod:`.records` holds its byte
-layouts, :mod:`.writer` appends records, :mod:`.reader` opens files (via the
+layouts, :mod:`.writer` appends records (framing in :mod:`.framing`, chunking
+and compression in :mod:`.encode`, page dedup in :mod:`.dedup`), :mod:`.reader` opens files (via the
 footer's index, or by scanning a file whose writer died), and :mod:`.memory`
 reassembles physical memory from one or several files of one dump;
 :mod:`.verify` checks every byte of a dump.
