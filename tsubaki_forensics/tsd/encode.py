@@ -11,8 +11,8 @@ Why it looks like this:
 * Jobs are pure functions of their input: a job returns its
   :class:`~.framing.Piece` s and the CPU time it took, and
   :class:`Pipeline` hands them back in submission order, so the output is
-  byte-for-byte the same whatever the scheduling.  Only ``threads + 1`` jobs
-  are in flight, so memory use is flat.
+  byte-for-byte the same whatever the scheduling.  A bounded number of jobs
+  is in flight, so memory use is flat.
 * File jobs read their own chunks (``pread`` into a per-thread buffer), so
   reading, zero detection and compression all run in parallel and no page
   of the source stays mapped.
@@ -26,7 +26,7 @@ import collections
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -38,7 +38,7 @@ from . import records as R
 from .framing import EXCLUDED, Piece
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES", "FILE_BATCH",
+    "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES", "FILE_BATCH", "RESULTS_PER_THREAD",
     "Encoding", "Run", "FileBatch", "Job", "Pipeline",
     "compressor", "runs", "read_exact", "chunks", "file_batches",
     "encode_chunk", "encode_file", "encode_file_pages",
@@ -54,6 +54,8 @@ DEFAULT_LEVEL = 3
 DEFAULT_MIN_ZERO_PAGES = 1
 # File jobs hand workers this many bytes of whole chunks per job.
 FILE_BATCH = 4 << 20
+# Jobs queued, running or finished but not yet written, per worker thread (Pipeline).
+RESULTS_PER_THREAD = 3
 
 
 @dataclass(frozen=True)
@@ -289,8 +291,16 @@ def encode_file_pages(fd: int, batch: FileBatch, classes: Any,
 
 class Pipeline:
     """Run jobs on ``threads`` worker threads (none: on the caller's thread)
-    and hand each job's result to ``finish`` in submission order, with at
-    most ``threads + 1`` jobs in flight."""
+    and hand each job's result to ``finish`` in submission order.
+
+    Why the two limits: jobs take from 2 ms (a zero chunk) to 200 ms (a busy
+    one), so a queue that only refills when the *oldest* job is written lets
+    a worker idle behind one slow chunk (measured: workers busy 82% of a
+    busy 2 GiB import).  Here a new job is submitted as soon as *any* job
+    ends, keeping ``threads + 1`` jobs queued or running; finished results
+    wait for the slow one, at most :data:`RESULTS_PER_THREAD` ``x threads``
+    jobs in all, each holding only its compressed output (memory stays flat).
+    """
 
     def __init__(self, threads: int) -> None:
         self.threads = max(0, threads)
@@ -301,13 +311,26 @@ class Pipeline:
             for fn, args in jobs:
                 finish(*fn(*args))
             return
-        inflight: collections.deque[Future] = collections.deque()
+        pending: collections.deque[Future] = collections.deque()  # submission order
+        running: set[Future] = set()  # queued or running
+        cap = RESULTS_PER_THREAD * self.threads
+
+        def drain_head() -> None:
+            while pending and pending[0].done():
+                finish(*pending.popleft().result())
+
         for fn, args in jobs:
-            inflight.append(self.pool.submit(fn, *args))
-            if len(inflight) > self.threads:
-                finish(*inflight.popleft().result())
-        while inflight:
-            finish(*inflight.popleft().result())
+            fut = self.pool.submit(fn, *args)
+            pending.append(fut)
+            running.add(fut)
+            while True:
+                running = {f for f in running if not f.done()}
+                drain_head()
+                if len(running) <= self.threads and len(pending) < cap:
+                    break
+                wait(running or (pending[0],), return_when=FIRST_COMPLETED)
+        while pending:
+            finish(*pending.popleft().result())
 
     def shutdown(self) -> None:
         """Wait for running jobs and end the threads (idempotent)."""
