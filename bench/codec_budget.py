@@ -44,12 +44,12 @@ import xxhash
 import zstandard
 from machine_info import cpu_model
 
-from tsubaki_forensics.tsd.writer import (
+from tsubaki_forensics.tsd.encode import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_LEVEL,
     DEFAULT_MIN_ZERO_PAGES,
-    _runs,
 )
+from tsubaki_forensics.tsd.encode import runs as _runs
 from tsubaki_forensics.vmcore.elf import ElfVmcore
 from tsubaki_forensics.vmcore.importer import vmcoreinfo_fields
 
@@ -75,7 +75,7 @@ def log(msg: str) -> None:
 
 
 def compressors(levels: list[int], window_log: int) -> dict[int, zstandard.ZstdCompressor]:
-    """The writer's compressor (``writer._compressor``) for each level."""
+    """The writer's compressor (``encode.compressor``) for each level."""
     out = {}
     for level in levels:
         params = zstandard.ZstdCompressionParameters.from_level(
@@ -87,7 +87,7 @@ def compressors(levels: list[int], window_log: int) -> dict[int, zstandard.ZstdC
 
 def file_chunks(core: ElfVmcore, chunk: int):
     """(paddr, file offset, length) of every file-backed chunk, cut at multiples
-    of ``chunk`` in physical address space like ``TsdWriter._chunks``; also
+    of ``chunk`` in physical address space like ``encode.chunks``; also
     yields (paddr, None, length) for p_memsz beyond p_filesz (zero, no work)."""
     for start, length, seg in core.ranges():
         file_end = min(start + length, seg.paddr + seg.size)
@@ -123,7 +123,7 @@ def classify(ratio: float) -> str:
 
 def compress_chunk(view: memoryview, data_runs: list[tuple[int, int]],
                    cctxs: dict[int, zstandard.ZstdCompressor], order: list[int]) -> tuple[dict, dict]:
-    """Each data run as its own frame (as ``writer._encode`` does), RAW if zstd
+    """Each data run as its own frame (as ``encode.encode_chunk`` does), RAW if zstd
     does not shrink it; CPU seconds and output bytes per level."""
     cpu, out = {}, {}
     for level in order:
@@ -589,7 +589,7 @@ def render(args: argparse.Namespace, res: dict, budgets: dict, levels: list[int]
              (f"- load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load[0])}, after "
              f"{'/'.join(f'{x:.2f}' for x in load[1])}; the machine is shared; {minutes:.1f} min; "
              f"medians of {args.repeats} rotated rounds per dump"),
-             ("- ours, in-process, one thread, `time.thread_time`: `writer._runs` (the zero-page scan) and, per "
+             ("- ours, in-process, one thread, `time.thread_time`: `encode.runs` (the zero-page scan) and, per "
              "8 MiB chunk, each non-zero run as its own zstd frame with the writer's parameters "
              "(`from_level(L, source_size=1<<23, window_log=23)`), RAW when zstd does not shrink it; "
              "Python start-up excluded. Peers under GNU time (`%e %U %S`), page cache warmed before each run; "

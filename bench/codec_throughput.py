@@ -78,13 +78,13 @@ def measure(vmcore_path: Path, sample: int, repeats: int) -> dict:
     """Seconds and bytes of every measured step (medians)."""
     from tsubaki_forensics.pageclass import PageClassifier
     from tsubaki_forensics.pageclass.rules import classify_struct_pages
-    from tsubaki_forensics.tsd.writer import _compressor
+    from tsubaki_forensics.tsd.encode import compressor
     from tsubaki_forensics.vmcore import ElfVmcore
 
     with ElfVmcore(vmcore_path) as v:
         data = _sample(v, sample)
         ram = sum(n for _, n, *_ in v.ranges())
-        cctx = _compressor(3, 23)
+        cctx = compressor(3, 23)
         view = memoryview(data)
         out = {"sample_bytes": len(data), "ram_bytes": ram}
 

@@ -26,7 +26,7 @@ from monitor_model.storage import get_profile
 from tsubaki_forensics.cli.app import main
 from tsubaki_forensics.errors import NotCollectedError, SourceError
 from tsubaki_forensics.tsd import open_dump
-from tsubaki_forensics.tsd import writer as writer_module
+from tsubaki_forensics.tsd import framing as writer_module  # the records' file is opened and synced there
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = 4 * MiB

@@ -159,14 +159,14 @@ def test_write_file_range_with_dedup_matches_write_memory(tmp_path):
 
 def test_a_hash_collision_is_caught_by_comparing_bytes(tmp_path, monkeypatch):
     """Every page hashes alike: only byte-equal pages may become references."""
-    import tsubaki_forensics.tsd.writer as W
+    import tsubaki_forensics.tsd.dedup as D
 
     class FakeXX:
         @staticmethod
         def xxh3_128_intdigest(b):
             return 0 if not any(b) else 7
 
-    monkeypatch.setattr(W, "xxhash", FakeXX)
+    monkeypatch.setattr(D, "xxhash", FakeXX)
     rng = random.Random(3)
     a, b = rng.randbytes(PAGE), rng.randbytes(PAGE)
     data = a + b + bytes(PAGE) + b + a + rng.randbytes(PAGE) + a

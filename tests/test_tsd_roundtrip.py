@@ -128,9 +128,9 @@ def test_zero_pages_become_zero_records_and_coalesce(tmp_path):
        file_off=st.integers(0, 5000), batch_pages=st.sampled_from([1, 3, 64]), threads=st.sampled_from([0, 2]))
 def test_write_file_range_matches_write_memory(tmp_path, monkeypatch, seed, paddr_pages, paddr_extra,
                                                file_off, batch_pages, threads):
-    import tsubaki_forensics.tsd.writer as W
+    import tsubaki_forensics.tsd.encode as E
 
-    monkeypatch.setattr(W, "FILE_BATCH", batch_pages * PAGE)
+    monkeypatch.setattr(E, "FILE_BATCH", batch_pages * PAGE)
     rng = random.Random(seed)
     image = b"".join(rng.choice([bytes(PAGE), rng.randbytes(PAGE), b"\x42" * PAGE]) for _ in range(20))
     image = image[: rng.randrange(1, len(image))]
