@@ -19,7 +19,6 @@ import json
 import re
 from typing import Any
 
-import numpy as np
 import zstandard
 
 from .errors import FormatError
@@ -57,6 +56,8 @@ def json_cost(data: bytes | str) -> tuple[int, int]:
     CPython spends on it.  Linear time; the working copies are bounded by
     ``len(data)`` and a 4 MiB chunk.
     """
+    import numpy as np  # only here: a symbol pack's small JSON must not pull numpy into analyze (issue 21)
+
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if b'"' in raw:
         bare, strings = _STRING.subn(b"", raw)
