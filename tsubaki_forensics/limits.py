@@ -46,6 +46,8 @@ _KEEP = bytes(range(256)).translate(None, b"[]{}")  # every byte but brackets
 # allocator slack): an empty dict/list in a list, a scalar value, a string.
 _CONTAINER_COST, _VALUE_COST, _STRING_COST = 96, 48, 64
 _CHUNK = 1 << 20
+#: Up to this many brackets a Python loop is cheaper than importing numpy.
+_SMALL_BRACKETS = 1 << 16
 
 
 def json_cost(data: bytes | str) -> tuple[int, int]:
@@ -56,8 +58,6 @@ def json_cost(data: bytes | str) -> tuple[int, int]:
     CPython spends on it.  Linear time; the working copies are bounded by
     ``len(data)`` and a 4 MiB chunk.
     """
-    import numpy as np  # only here: a symbol pack's small JSON must not pull numpy into analyze (issue 21)
-
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if b'"' in raw:
         bare, strings = _STRING.subn(b"", raw)
@@ -67,6 +67,17 @@ def json_cost(data: bytes | str) -> tuple[int, int]:
     brackets = bare.translate(None, _KEEP)
     del bare
     containers, depth, level = 0, 0, 0
+    if len(brackets) <= _SMALL_BRACKETS:  # a dump's properties, a symbol pack's tables: no numpy (issue 21)
+        for c in brackets:
+            if c in _OPEN:
+                containers += 1
+                level += 1
+                depth = max(depth, level)
+            else:
+                level -= 1
+        brackets = b""
+    else:
+        import numpy as np
     for at in range(0, len(brackets), _CHUNK):
         b = np.frombuffer(brackets, np.uint8, min(_CHUNK, len(brackets) - at), at)
         step = np.where((b == 0x5B) | (b == 0x7B), 1, -1).astype(np.int32)
