@@ -19,7 +19,6 @@ import json
 import re
 from typing import Any
 
-import numpy as np
 import zstandard
 
 from .errors import FormatError
@@ -47,6 +46,8 @@ _KEEP = bytes(range(256)).translate(None, b"[]{}")  # every byte but brackets
 # allocator slack): an empty dict/list in a list, a scalar value, a string.
 _CONTAINER_COST, _VALUE_COST, _STRING_COST = 96, 48, 64
 _CHUNK = 1 << 20
+#: Up to this many brackets a Python loop is cheaper than importing numpy.
+_SMALL_BRACKETS = 1 << 16
 
 
 def json_cost(data: bytes | str) -> tuple[int, int]:
@@ -66,6 +67,17 @@ def json_cost(data: bytes | str) -> tuple[int, int]:
     brackets = bare.translate(None, _KEEP)
     del bare
     containers, depth, level = 0, 0, 0
+    if len(brackets) <= _SMALL_BRACKETS:  # a dump's properties, a symbol pack's tables: no numpy (issue 21)
+        for c in brackets:
+            if c in _OPEN:
+                containers += 1
+                level += 1
+                depth = max(depth, level)
+            else:
+                level -= 1
+        brackets = b""
+    else:
+        import numpy as np
     for at in range(0, len(brackets), _CHUNK):
         b = np.frombuffer(brackets, np.uint8, min(_CHUNK, len(brackets) - at), at)
         step = np.where((b == 0x5B) | (b == 0x7B), 1, -1).astype(np.int32)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "ORDER"]
+__all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "DeferredProvider", "ORDER",
+           "DESCRIPTION"]
 
 
 class DebugInfoKind(enum.StrEnum):
@@ -39,6 +40,14 @@ class DebugInfoKind(enum.StrEnum):
 #: Lower runs first; a DWARF vmlinux beats a pack, a pack beats BTF.  A provider
 #: that fetches a vmlinux (debuginfod) fits between ``lab-kernels`` and ``symbol-pack``.
 ORDER = {"vmlinux-files": 100, "lab-kernels": 200, "symbol-pack": 800, "btf": 900}
+#: What each built-in provider serves (its ``description``), here so that the
+#: built-in plugin registers them by name without importing them (:class:`DeferredProvider`).
+DESCRIPTION = {
+    "vmlinux-files": "vmlinux files in --debug-dir, plugin paths, /usr/lib/debug and /boot, matched by build id",
+    "lab-kernels": "vmlinux files of the crash lab's cached Debian kernels, by build id",
+    "symbol-pack": "a symbol pack embedded in the dump (symbols attach, collect --symbols)",
+    "btf": "the dump's own BTF types, kallsyms and ORC tables (Linux >= 6.0, no vmlinux)",
+}
 
 
 @dataclass(frozen=True)
@@ -122,3 +131,35 @@ class DebugInfoProvider(Protocol):
     order: int
 
     def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None: ...
+
+
+class DeferredProvider:
+    """A provider whose module is imported only when the chain first asks it.
+
+    Why: the crash lab (asyncio, tarfile, QEMU plumbing) and the dump's BTF
+    reader cost ~50 ms to import, and ``analyze --vmlinux`` (or a vmlinux
+    found in a debug directory) never asks them (issue 21).  ``target`` is
+    ``"package.module:Class"``; the class is built with no arguments.
+    """
+
+    def __init__(self, target: str, name: str, description: str, order: int) -> None:
+        self.target = target
+        self.name = name
+        self.description = description
+        self.order = order
+        self._provider: DebugInfoProvider | None = None
+
+    def load(self) -> DebugInfoProvider:
+        """The real provider (imported on first use)."""
+        if self._provider is None:
+            import importlib
+
+            module, _, attr = self.target.partition(":")
+            self._provider = getattr(importlib.import_module(module), attr)()
+        return self._provider
+
+    def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:
+        return self.load().provide(request)
+
+    def __repr__(self) -> str:
+        return f"DeferredProvider({self.target!r})"

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..contracts.debuginfo import ORDER, DebugInfoReport, DebugInfoRequest
+from ..contracts.debuginfo import DESCRIPTION, ORDER, DebugInfoReport, DebugInfoRequest
 from ..elfnotes import ARCH_BY_MACHINE
 from ..errors import DebugInfoError
 
@@ -112,7 +112,7 @@ class VmlinuxFiles:
     """
 
     name = "vmlinux-files"
-    description = "vmlinux files in --debug-dir, plugin paths, /usr/lib/debug and /boot, matched by build id"
+    description = DESCRIPTION[name]
     order = ORDER[name]
 
     def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:

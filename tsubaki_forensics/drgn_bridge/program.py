@@ -23,13 +23,11 @@ from typing import Any
 
 import drgn
 
-from ..contracts.debuginfo import DebugInfoProvider, DebugInfoReport
+from ..contracts.debuginfo import DESCRIPTION, ORDER, DebugInfoProvider, DebugInfoReport, DeferredProvider
 from ..contracts.dump import Dump, MemoryView
 from ..contracts.needs import Need
 from ..elfnotes import VMCOREINFO_NAME, VMCOREINFO_TYPE, Note, prstatus_notes
 from ..errors import ExcludedPageError, FormatError, NotCollectedError, TsubakiError
-from ..selfcontained import attach_selfcontained
-from ..selfcontained.provider import BtfProvider
 from .chain import attach_debug_info
 from .debuginfo import DEFAULT_DEBUG_DIRS, VmlinuxFiles, mismatch_error
 from .notes import ELF_MACHINES, notes_only_core
@@ -40,7 +38,11 @@ __all__ = ["BRIDGE_PROVIDERS", "DumpProgram", "program_from_dump", "segment_read
 
 #: The chain when the caller gives none: the debug-info providers the bridge
 #: owns (the crash lab's cache and symbol packs come from the plugin hook).
-BRIDGE_PROVIDERS: tuple[DebugInfoProvider, ...] = (VmlinuxFiles(), BtfProvider())
+#: (The BTF reader is imported only when the chain reaches it: issue 21.)
+BRIDGE_PROVIDERS: tuple[DebugInfoProvider, ...] = (
+    VmlinuxFiles(),
+    DeferredProvider("tsubaki_forensics.selfcontained.provider:BtfProvider", "btf", DESCRIPTION["btf"], ORDER["btf"]),
+)
 
 #: the architecture as dumps name it -> drgn's (the bridge, page classes and packs use it)
 ARCHITECTURES = {
@@ -195,7 +197,9 @@ def program_from_dump(
     capabilities = {Need.REGISTERS} if prstatus else set()
     report = None
     if self_contained:  # the dump's BTF and nothing else (SelfContainedError is a DebugInfoError)
-        report = attach_selfcontained(prog).debug_info(BtfProvider.name)
+        from ..selfcontained import attach_selfcontained
+
+        report = attach_selfcontained(prog).debug_info("btf")
     elif debug_info:
         chain = BRIDGE_PROVIDERS if providers is None else providers
         report = attach_debug_info(prog, dump, info, chain, vmlinux=vmlinux,

@@ -10,7 +10,7 @@ offered, and drgn still checks the file's own build id.
 
 from __future__ import annotations
 
-from ..contracts.debuginfo import ORDER, DebugInfoReport, DebugInfoRequest
+from ..contracts.debuginfo import DESCRIPTION, ORDER, DebugInfoReport, DebugInfoRequest
 from .kernel import cached_releases
 
 __all__ = ["LabKernels"]
@@ -20,7 +20,7 @@ class LabKernels:
     """Offer drgn the cached lab kernels' vmlinux files with the dump's build id."""
 
     name = "lab-kernels"
-    description = "vmlinux files of the crash lab's cached Debian kernels, by build id"
+    description = DESCRIPTION[name]
     order = ORDER[name]
 
     def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:

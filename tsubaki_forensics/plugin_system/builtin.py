@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from ..contracts.debuginfo import DESCRIPTION, ORDER, DeferredProvider
 from .hookspecs import hookimpl
 from .specs import RegisterDebugInfo, RegisterRenderer
 
@@ -44,15 +45,16 @@ def tsubaki_register_debug_info(register: RegisterDebugInfo) -> None:
     The embedded symbol pack registers itself the same way, through the
     entry point ``symbol-pack`` (it sits above this layer).  Imported here,
     when a program is built, not when the CLI starts (drgn and the lab cost
-    0.1-0.3 s to import, and most commands never build a program).
+    0.1-0.3 s to import, and most commands never build a program); the lab's
+    and the BTF provider only when the chain reaches them (``--vmlinux`` or a
+    vmlinux in a debug directory never does: issue 21).
     """
     from ..drgn_bridge.debuginfo import VmlinuxFiles
-    from ..lab.provider import LabKernels
-    from ..selfcontained.provider import BtfProvider
 
     register(VmlinuxFiles())
-    register(LabKernels())
-    register(BtfProvider())
+    for name, target in (("lab-kernels", "tsubaki_forensics.lab.provider:LabKernels"),
+                         ("btf", "tsubaki_forensics.selfcontained.provider:BtfProvider")):
+        register(DeferredProvider(target, name, DESCRIPTION[name], ORDER[name]))
 
 
 def _render_text(report: Any, out: IO[str]) -> None:

@@ -7,7 +7,7 @@ plugin registers it; ``analyze --self-contained`` uses it alone.
 
 from __future__ import annotations
 
-from ..contracts.debuginfo import ORDER, DebugInfoReport, DebugInfoRequest
+from ..contracts.debuginfo import DESCRIPTION, ORDER, DebugInfoReport, DebugInfoRequest
 from . import SelfContainedError, attach_selfcontained
 
 __all__ = ["BtfProvider"]
@@ -17,7 +17,7 @@ class BtfProvider:
     """Serve drgn the dump's own BTF, kallsyms and ORC (:func:`attach_selfcontained`)."""
 
     name = "btf"
-    description = "the dump's own BTF types, kallsyms and ORC tables (Linux >= 6.0, no vmlinux)"
+    description = DESCRIPTION[name]
     order = ORDER[name]
 
     def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:

@@ -11,7 +11,7 @@ packs sit above the plugin system, so the built-in plugin cannot import them.
 
 from __future__ import annotations
 
-from ..contracts.debuginfo import ORDER, DebugInfoReport, DebugInfoRequest
+from ..contracts.debuginfo import DESCRIPTION, ORDER, DebugInfoReport, DebugInfoRequest
 from ..errors import DebugInfoError
 from ..plugin_system.hookspecs import hookimpl
 from ..plugin_system.specs import RegisterDebugInfo
@@ -25,7 +25,7 @@ class SymbolPackProvider:
     """Serve drgn the symbol pack the dump carries (:func:`attach_symbolpack`), if any."""
 
     name = "symbol-pack"
-    description = "a symbol pack embedded in the dump (symbols attach, collect --symbols)"
+    description = DESCRIPTION[name]
     order = ORDER[name]
 
     def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Iterable, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from .records import MemoryMap
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Completeness", "Gap", "GapList", "measure", "LOWER_BOUND_PROPERTY"]
 
@@ -193,11 +194,13 @@ def _size(x: list[tuple[int, int]]) -> int:
 # A set is (first bytes, last bytes) uint64 arrays, sorted, disjoint, never
 # touching; last bytes are inclusive because 2^64 does not fit.
 
-_Set = tuple[np.ndarray, np.ndarray]
+_Set = tuple["np.ndarray", "np.ndarray"]
 
 
 def _np_merge(starts: np.ndarray, lasts: np.ndarray) -> _Set:
     """Sort and merge overlapping or touching inclusive ranges."""
+    import numpy as np
+
     if not len(starts):
         return starts.astype(np.uint64), lasts.astype(np.uint64)
     if not (starts[1:] >= starts[:-1]).all():
@@ -214,6 +217,8 @@ def _np_merge(starts: np.ndarray, lasts: np.ndarray) -> _Set:
 
 
 def _np_size(x: _Set) -> int:
+    import numpy as np
+
     spans = x[1] - x[0]  # their sum stays below 2^64: the ranges are disjoint
     return int(spans.sum(dtype=np.uint64)) + len(spans) if len(spans) else 0
 
@@ -221,6 +226,8 @@ def _np_size(x: _Set) -> int:
 def _locate(pairs: list[tuple[int, int]], x: _Set) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For half-open ``pairs``: their first and last bytes, and the ranges of
     ``x`` that meet each, as index bounds ``i <= k < j``."""
+    import numpy as np
+
     a = np.array([p[0] for p in pairs], np.uint64)
     bl = np.array([p[1] - 1 for p in pairs], np.uint64)
     i = np.searchsorted(x[1], a, "left")
@@ -230,6 +237,8 @@ def _locate(pairs: list[tuple[int, int]], x: _Set) -> tuple[np.ndarray, np.ndarr
 
 def _np_overlap(pairs: list[tuple[int, int]], x: _Set) -> int:
     """Bytes of ``x`` inside the disjoint, sorted half-open ``pairs``."""
+    import numpy as np
+
     pairs = [(a, b) for a, b in pairs if a < b]
     if not pairs or not len(x[0]):
         return 0
@@ -255,6 +264,8 @@ def _np_minus(pairs: list[tuple[int, int]], x: _Set) -> list[tuple[int, int]]:
 
 def _np_minus_arrays(pairs: list[tuple[int, int]], x: _Set) -> _Set:
     """:func:`_np_minus` as sorted (first, inclusive last) uint64 arrays."""
+    import numpy as np
+
     pairs = [(a, b) for a, b in pairs if a < b]
     if not pairs:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
@@ -301,6 +312,8 @@ def _np_minus_arrays(pairs: list[tuple[int, int]], x: _Set) -> _Set:
 
 def _present_sets(memory: _MemoryLike) -> tuple[_Set, _Set]:
     """(present, data) of ``memory`` as merged numpy sets."""
+    import numpy as np
+
     arrays = getattr(memory, "range_arrays", None)
     if arrays is not None:
         starts, lasts, zero = arrays()
@@ -334,6 +347,46 @@ def _gaps(absent: list[tuple[int, int]], recorded: list[tuple[int, int, str]]) -
     return tuple(sorted(out, key=lambda g: g.start))
 
 
+def _present_lists(memory: _MemoryLike, expected: list[tuple[int, int]]
+                   ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """(present, data) of a small dump as merged half-open lists, without numpy
+    (issue 21), or None: a big one, or ``expected`` not sorted and disjoint
+    (only the numpy path measures a crafted, overlapping memory map)."""
+    lists = getattr(memory, "range_lists", None)
+    cols = lists() if lists is not None else None
+    if cols is None or any(expected[k][1] > expected[k + 1][0] for k in range(len(expected) - 1)):
+        return None
+    starts, lasts, zero = cols
+    present = _merge((a, b + 1) for a, b in zip(starts, lasts))
+    data = _merge((a, b + 1) for a, b, z in zip(starts, lasts, zero) if not z)
+    return present, data
+
+
+def _measure_lists(sets: tuple[list[tuple[int, int]], list[tuple[int, int]]], memory_map: MemoryMap | None,
+                   properties: dict[str, str] | None, truncated: bool, left_out: list[tuple[int, int]],
+                   recorded: list[tuple[int, int, str]], mapped: list[tuple[int, int]],
+                   planned: list[tuple[int, int]], expected: list[tuple[int, int]]) -> Completeness:
+    """:func:`measure` over plain interval lists (a small dump): the same figures
+    as the numpy sets give (tests/test_tsd_completeness_paths.py compares them)."""
+    present, data = sets
+    if memory_map is None:
+        return _no_map(_size(present), _size(data), _subtract(_merge((a, a + n) for a, n, _ in recorded), present),
+                       properties, truncated, left_out, recorded)
+    expected_nz = [(a, b) for a, b in expected if a < b]
+    data_in = _size(_intersect(expected_nz, data))
+    present_in = _size(_intersect(expected_nz, present))
+    absent = _subtract(expected_nz, present)
+    if not recorded and len(absent) > LAZY_GAPS:  # a million holes: no object per gap
+        import numpy as np
+
+        gaps: tuple[Gap, ...] | GapList = GapList(np.array([a for a, _ in absent], np.uint64),
+                                                  np.array([b - 1 for _, b in absent], np.uint64))
+    else:
+        gaps = _gaps(absent, recorded)
+    return _with_map(memory_map, _size(expected), present_in, data_in, _size(present), gaps, mapped, planned,
+                     truncated)
+
+
 def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[str, str] | None = None,
             *, truncated: bool = False, excluded: Iterable = ()) -> Completeness:
     """Completeness of ``memory`` (a :class:`~.memory.PhysicalMemory`) against ``memory_map``.
@@ -345,41 +398,60 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
         left out on purpose, so neither expected nor missing.
     """
     left_out = _merge((r.paddr, r.paddr + r.length) for r in excluded)
-    present, data = _present_sets(memory)
     recorded = memory.missing_reasons()
-    if memory_map is not None:
-        mapped = [(a, a + n) for a, n in memory_map.ranges]
-        planned = _merge([(a, a + n) for a, n, _ in memory_map.excluded] + left_out)
-        expected = _subtract(mapped, planned)
-        data_in = _np_overlap(expected, data)
-        present_in = _np_overlap(expected, present)
-        want = _size(expected)
-        absent_s, absent_l = _np_minus_arrays(expected, present)
-        missing = want - present_in
-        complete = missing == 0
-        if not recorded and len(absent_s) > LAZY_GAPS:  # a million holes: no object per gap
-            gaps: tuple[Gap, ...] | GapList = GapList(absent_s, absent_l)
-        else:
-            gaps = _gaps([(g, h + 1) for g, h in zip(absent_s.tolist(), absent_l.tolist())], recorded)
-        percent = 100.0 if complete else _floor_percent(present_in, want)
-        if complete:
-            reason = (f"every byte of the {_mib(want)} the memory map asks for is present "
-                      f"(dump level {memory_map.dump_level})")
-        else:
-            reason = (f"{_mib(present_in)} of the {_mib(want)} the memory map asks for "
-                      f"{'is' if present_in == 1 else 'are'} present; {_mib(missing)} missing "
-                      f"in {len(gaps)} range(s)")
-        return Completeness(
-            has_map=True, dump_level=memory_map.dump_level, map_bytes=memory_map.total_bytes,
-            excluded_bytes=_size(_intersect(mapped, planned)), expected_bytes=want,
-            present_bytes=present_in, data_bytes=data_in, zero_bytes=present_in - data_in,
-            missing_bytes=missing, missing_exact=True,
-            outside_map_bytes=_np_size(present) - present_in, complete=complete,
-            percent=percent, at_most_percent=None, lower_bound_bytes=None,
-            truncated=truncated, reason=reason, gaps=gaps)
-    # No map (a file written before format 1.3): the total is unknown.
-    present_n, data_n = _np_size(present), _np_size(data)
-    failed = _subtract(_np_minus(_merge((a, a + n) for a, n, _ in recorded), present), left_out)
+    mapped = [(a, a + n) for a, n in memory_map.ranges] if memory_map is not None else []
+    planned = _merge([(a, a + n) for a, n, _ in memory_map.excluded] + left_out) if memory_map is not None else []
+    expected = _subtract(mapped, planned)
+    small = _present_lists(memory, expected)
+    if small is not None:
+        return _measure_lists(small, memory_map, properties, truncated, left_out, recorded, mapped, planned,
+                              expected)
+    present, data = _present_sets(memory)
+    if memory_map is None:
+        return _no_map(_np_size(present), _np_size(data), _np_minus(_merge((a, a + n) for a, n, _ in recorded), present),
+                       properties, truncated, left_out, recorded)
+    data_in = _np_overlap(expected, data)
+    present_in = _np_overlap(expected, present)
+    absent_s, absent_l = _np_minus_arrays(expected, present)
+    if not recorded and len(absent_s) > LAZY_GAPS:  # a million holes: no object per gap
+        gaps: tuple[Gap, ...] | GapList = GapList(absent_s, absent_l)
+    else:
+        gaps = _gaps([(g, h + 1) for g, h in zip(absent_s.tolist(), absent_l.tolist())], recorded)
+    return _with_map(memory_map, _size(expected), present_in, data_in, _np_size(present), gaps, mapped, planned,
+                     truncated)
+
+
+def _with_map(memory_map: MemoryMap, want: int, present_in: int, data_in: int, present_all: int,
+              gaps: tuple[Gap, ...] | GapList, mapped: list[tuple[int, int]], planned: list[tuple[int, int]],
+              truncated: bool) -> Completeness:
+    """The figures measured against a memory map, said as :class:`Completeness`."""
+    missing = want - present_in
+    complete = missing == 0
+    percent = 100.0 if complete else _floor_percent(present_in, want)
+    if complete:
+        reason = (f"every byte of the {_mib(want)} the memory map asks for is present "
+                  f"(dump level {memory_map.dump_level})")
+    else:
+        reason = (f"{_mib(present_in)} of the {_mib(want)} the memory map asks for "
+                  f"{'is' if present_in == 1 else 'are'} present; {_mib(missing)} missing "
+                  f"in {len(gaps)} range(s)")
+    return Completeness(
+        has_map=True, dump_level=memory_map.dump_level, map_bytes=memory_map.total_bytes,
+        excluded_bytes=_size(_intersect(mapped, planned)), expected_bytes=want,
+        present_bytes=present_in, data_bytes=data_in, zero_bytes=present_in - data_in,
+        missing_bytes=missing, missing_exact=True,
+        outside_map_bytes=present_all - present_in, complete=complete,
+        percent=percent, at_most_percent=None, lower_bound_bytes=None,
+        truncated=truncated, reason=reason, gaps=gaps)
+
+
+def _no_map(present_n: int, data_n: int, unread: list[tuple[int, int]], properties: dict[str, str] | None,
+            truncated: bool, left_out: list[tuple[int, int]], recorded: list[tuple[int, int, str]]) -> Completeness:
+    """No map (a file written before format 1.3): the total is unknown.
+
+    :param unread: what MISSING records name and no record supplies.
+    """
+    failed = _subtract(unread, left_out)
     gaps = _gaps(failed, recorded)
     known_missing = _size(failed)
     lower = _lower_bound(properties or {})

@@ -7,7 +7,9 @@ while it stays in a byte-bounded LRU.  Records from several files are merged
 into disjoint pieces here; where two records overlap, the bytes must be
 identical or the dump is refused with a :class:`ConflictError` naming both.
 Pieces are numpy columns, not objects, so that a dump of a million tiny
-records stays within the memory budget (issue 22, docs/RELIABILITY.md).
+records stays within the memory budget (issue 22, docs/RELIABILITY.md); a
+dump of small record tables (every real one) keeps them as plain lists and
+never imports numpy (50-80 ms and 12-17 MiB of ``analyze``, issue 21).
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import collections
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import zstandard
 
 from ..errors import ConflictError, ExcludedPageError, FormatError, NotCollectedError
@@ -28,6 +29,8 @@ from .problems import Problem
 from .records import RecordType as T
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .reader import TsdFile
     from .table import RecordInfo
 
@@ -110,6 +113,70 @@ class PhysicalMemory:
         self._ref_budget: int | None = None  # bytes of sources left to decode (see _decode)
         self.decompressed = 0  # records decompressed so far (for tests and stats)
         self._recorded_missing: list[tuple[int, int, str]] = []
+        self._overlap_work = 0
+        self._overlap_budget = max(OVERLAP_CHECK_MIN, 8 * sum(getattr(f, "size", 0) for f in files))
+        self._overlap_skipped = 0
+        self._piece_cache: dict[int, _Piece] = {}
+        self._hot: tuple[int, int, _Piece | None] = (1, 0, None)  # the last piece read
+        self._range_arrays: tuple[Any, Any, Any] | None = None
+        small = all(getattr(f.records, "tuples", None) is not None for f in files) and \
+            sum(len(f.records) for f in files) <= _PIECE_CACHE
+        overlaps = self._small_pieces() if small else self._numpy_pieces()
+        # Overlaps are compared in order, each against the pieces before it
+        # (all of which are known: later pieces start past what they cover).
+        for a, end, prev, file, row in overlaps:
+            src = _Source(file, self.files[file].records[row])
+            if self._overlap_work <= self._overlap_budget:
+                self._check_overlap(src, a, min(end, prev + 1))
+            else:
+                self._overlap_skipped += 1
+                if self._overlap_skipped == 1:
+                    f = self.files[src.file]
+                    self.problems.append(Problem(
+                        f.name, src.rec.offset,
+                        f"overlapping records not compared: over {self._overlap_budget} bytes "
+                        f"already decompressed to check overlaps (possible decompression "
+                        f"bomb); the earlier record's bytes are used"))
+
+    def _small_pieces(self) -> list[tuple[int, int, int, int, int]]:
+        """:meth:`_numpy_pieces` for small tables, as lists: the same pieces, no numpy."""
+        cols = []
+        for i, f in enumerate(self.files):
+            for row, t in enumerate(f.records.tuples):
+                typ, paddr, length = t[0], t[5], t[6]
+                if typ == T.MISSING:
+                    self._recorded_missing.append((paddr, length, f.missing_reasons.get((paddr, length), "")))
+                elif length > 0:  # first byte, last byte (inclusive; a crafted range ends at 2^64), ...
+                    cols.append((paddr, paddr + min(length - 1, _U64 - paddr), typ == T.ZERO, t[2], i, row))
+        if any(cols[k][0] >= cols[k + 1][0] for k in range(len(cols) - 1)):  # as np.lexsort there
+            cols.sort(key=lambda c: (c[0], not c[2], c[4], c[3]))
+        starts, lasts, zeros, files, rows = [], [], [], [], []
+        overlaps = []
+        covered = -1  # last byte so far
+        for k, (paddr, last, zero, _, file, row) in enumerate(cols):
+            if k and paddr <= covered:
+                overlaps.append((paddr, last + 1, covered, file, row))
+                if covered >= last:
+                    continue  # wholly covered by earlier pieces
+                start = covered + 1
+            else:
+                start = paddr
+            starts.append(start)
+            lasts.append(last)
+            zeros.append(zero)
+            files.append(file)
+            rows.append(row)
+            covered = max(covered, last)
+        self._pstart, self._plast, self._pzero, self._pfile, self._prow = starts, lasts, zeros, files, rows
+        self._starts_list, self._lasts_list = starts, lasts
+        return overlaps
+
+    def _numpy_pieces(self) -> list[tuple[int, int, int, int, int]]:
+        """Pieces as numpy columns; the overlaps to compare as (start, end, last byte
+        covered before, file, row)."""
+        import numpy as np
+
+        files = self.files
         # Pieces are numpy columns, not objects (issue 22: a million ZERO
         # records): first byte, last byte (inclusive: 2^64 does not fit),
         # file, row in that file's record table, ZERO or not.
@@ -141,9 +208,6 @@ class PhysicalMemory:
         del covered
         overlap = np.zeros(len(last), bool)
         overlap[1:] = paddr[1:] <= prev[1:]
-        self._overlap_work = 0
-        self._overlap_budget = max(OVERLAP_CHECK_MIN, 8 * sum(getattr(f, "size", 0) for f in files))
-        self._overlap_skipped = 0
         keep = ~overlap | (prev < last)
         start = np.where(overlap & keep, prev + np.uint64(1), paddr)
         self._pstart = np.ascontiguousarray(start[keep])
@@ -151,29 +215,13 @@ class PhysicalMemory:
         self._pzero = np.ascontiguousarray(zero[keep])
         self._pfile = np.ascontiguousarray(file[keep])
         self._prow = np.ascontiguousarray(row[keep])
-        self._piece_cache: dict[int, _Piece] = {}
         # Real dumps have hundreds to thousands of pieces: a bisect over a
         # list beats a numpy call on drgn's hot path (issue 22 bench).
         self._starts_list = self._pstart.tolist() if len(self._pstart) <= _PIECE_CACHE else None
         self._lasts_list = self._plast.tolist() if self._starts_list is not None else None
-        self._hot: tuple[int, int, _Piece | None] = (1, 0, None)  # the last piece read
-        self._range_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # Overlaps are compared in order, each against the pieces before it
-        # (all of which are known: later pieces start past what they cover).
-        for k in np.flatnonzero(overlap).tolist():
-            a, end = int(paddr[k]), int(last[k]) + 1
-            src = _Source(int(file[k]), self.files[int(file[k])].records[int(row[k])])
-            if self._overlap_work <= self._overlap_budget:
-                self._check_overlap(src, a, min(end, int(prev[k]) + 1))
-            else:
-                self._overlap_skipped += 1
-                if self._overlap_skipped == 1:
-                    f = self.files[src.file]
-                    self.problems.append(Problem(
-                        f.name, src.rec.offset,
-                        f"overlapping records not compared: over {self._overlap_budget} bytes "
-                        f"already decompressed to check overlaps (possible decompression "
-                        f"bomb); the earlier record's bytes are used"))
+        k = np.flatnonzero(overlap)
+        return list(zip(paddr[k].tolist(), [b + 1 for b in last[k].tolist()], prev[k].tolist(),
+                        file[k].tolist(), row[k].tolist()))
 
     def _piece(self, i: int) -> _Piece:
         """Piece ``i`` as an object (built on demand, a bounded few kept)."""
@@ -193,6 +241,8 @@ class PhysicalMemory:
             return i if i >= 0 and paddr <= self._lasts_list[i] else -1
         if not 0 <= paddr < _U64 + 1:
             return -1
+        import numpy as np  # only a big table has no lists (issue 22)
+
         i = int(self._pstart.searchsorted(np.uint64(paddr), "right")) - 1
         if i < 0 or paddr > int(self._plast[i]):
             return -1
@@ -203,6 +253,12 @@ class PhysicalMemory:
         and zero (bool), merged and sorted; for callers that must not build
         an object per range (completeness of a dump of a million records)."""
         if self._range_arrays is None:
+            import numpy as np
+
+            if isinstance(self._pstart, list):
+                s, l, z = self.range_lists()
+                self._range_arrays = (np.array(s, np.uint64), np.array(l, np.uint64), np.array(z, bool))
+                return self._range_arrays
             s, l, z = self._pstart, self._plast, self._pzero
             joined = np.zeros(len(s), bool)  # piece i continues piece i-1
             joined[1:] = ((s[1:] - l[:-1]) == 1) & (z[1:] == z[:-1])
@@ -214,10 +270,28 @@ class PhysicalMemory:
             self._range_arrays = (s[first], l[lastidx], z[first])
         return self._range_arrays
 
+    def range_lists(self) -> tuple[list[int], list[int], list[bool]] | None:
+        """:meth:`range_arrays` as plain lists when the pieces are lists (a small
+        dump: no numpy, issue 21), else None."""
+        if not isinstance(self._pstart, list):
+            return None
+        starts: list[int] = []
+        lasts: list[int] = []
+        zeros: list[bool] = []
+        for s, l, z in zip(self._pstart, self._plast, self._pzero):
+            if starts and s - lasts[-1] == 1 and z == zeros[-1]:  # continues the range before
+                lasts[-1] = l
+            else:
+                starts.append(s)
+                lasts.append(l)
+                zeros.append(z)
+        return starts, lasts, zeros
+
     # -- describing ---------------------------------------------------------------
     def ranges(self) -> list[Range]:
         """Present memory, merged and sorted; kind "data" or "zero"."""
-        return RangeList(*self.range_arrays())
+        lists = self.range_lists()
+        return RangeList(*(lists if lists is not None else self.range_arrays()))
 
     def missing_ranges(self) -> list[Range]:
         """Ranges recorded as MISSING that no other record of the dump supplies."""
@@ -255,7 +329,7 @@ class PhysicalMemory:
         pos = a
         i = max(self._find_before(a), 0)
         j = self._find_before(b - 1) + 1
-        for ps, pl in zip(self._pstart[i:j].tolist(), self._plast[i:j].tolist()):
+        for ps, pl in zip(_pylist(self._pstart[i:j]), _pylist(self._plast[i:j])):
             if pl + 1 > pos:
                 if ps > pos:
                     gaps.append((pos, ps))
@@ -266,10 +340,14 @@ class PhysicalMemory:
 
     @property
     def present_bytes(self) -> int:
+        if isinstance(self._pstart, list):
+            return sum(self._plast) - sum(self._pstart) + len(self._pstart)
         return _total(self._pstart, self._plast)
 
     @property
     def zero_bytes(self) -> int:
+        if isinstance(self._pstart, list):
+            return sum(l - s + 1 for s, l, z in zip(self._pstart, self._plast, self._pzero) if z)
         return _total(self._pstart[self._pzero], self._plast[self._pzero])
 
     def __contains__(self, paddr: int) -> bool:
@@ -282,6 +360,8 @@ class PhysicalMemory:
         paddr = min(max(paddr, -1), _U64)
         if paddr < 0:
             return -1
+        import numpy as np
+
         return int(self._pstart.searchsorted(np.uint64(paddr), "right")) - 1
 
     # -- reading ------------------------------------------------------------------
@@ -533,25 +613,53 @@ class PhysicalMemory:
 class RangeList(Sequence):
     """What :meth:`PhysicalMemory.ranges` returns: a read-only sequence of
     :class:`Range` over numpy columns, built one at a time as a caller looks
-    (a dump of a million records must not cost a million objects)."""
+    (a dump of a million records must not cost a million objects).
 
-    __slots__ = ("starts", "lasts", "zero")
+    The columns may be given as lists (a small dump, issue 21); ``starts``,
+    ``lasts`` and ``zero`` are numpy arrays all the same, built on first use.
+    """
 
-    def __init__(self, starts: np.ndarray, lasts: np.ndarray, zero: np.ndarray) -> None:
-        self.starts, self.lasts, self.zero = starts, lasts, zero
+    __slots__ = ("_cols", "_arrays")
+
+    def __init__(self, starts: np.ndarray | list[int], lasts: np.ndarray | list[int],
+                 zero: np.ndarray | list[bool]) -> None:
+        self._cols = (starts, lasts, zero)
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if not isinstance(starts, list):
+            self._arrays = self._cols
+
+    def _numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            import numpy as np
+
+            self._arrays = (np.array(self._cols[0], np.uint64), np.array(self._cols[1], np.uint64),
+                            np.array(self._cols[2], bool))
+        return self._arrays
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self._numpy()[0]
+
+    @property
+    def lasts(self) -> np.ndarray:
+        return self._numpy()[1]
+
+    @property
+    def zero(self) -> np.ndarray:
+        return self._numpy()[2]
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return len(self._cols[0])
 
     def __getitem__(self, i):
+        s, l, z = self._cols
         if isinstance(i, slice):
-            return [Range(a, b - a + 1, "zero" if z else "data") for a, b, z in
-                    zip(self.starts[i].tolist(), self.lasts[i].tolist(), self.zero[i].tolist())]
-        return Range(int(self.starts[i]), int(self.lasts[i]) - int(self.starts[i]) + 1,
-                     "zero" if self.zero[i] else "data")
+            return [Range(a, b - a + 1, "zero" if zz else "data") for a, b, zz in
+                    zip(_pylist(s[i]), _pylist(l[i]), _pylist(z[i]))]
+        return Range(int(s[i]), int(l[i]) - int(s[i]) + 1, "zero" if z[i] else "data")
 
     def __iter__(self):
-        for k in range(0, len(self.starts), 4096):
+        for k in range(0, len(self), 4096):
             yield from self[k:k + 4096]
 
     def __eq__(self, other: object) -> bool:
@@ -563,8 +671,15 @@ class RangeList(Sequence):
         return repr(list(self)) if len(self) <= 16 else f"RangeList({len(self)} ranges)"
 
 
+def _pylist(column: Any) -> list:
+    """A column slice as a list of Python ints/bools (numpy array or list)."""
+    return column if isinstance(column, list) else column.tolist()
+
+
 def _total(starts: np.ndarray, lasts: np.ndarray) -> int:
     """Bytes in disjoint inclusive ranges, exactly (the sum may reach 2^64)."""
+    import numpy as np
+
     spans = lasts - starts  # each < 2^64, and their sum too: they are disjoint
     return int(spans.sum(dtype=np.uint64)) + len(spans) if len(spans) else 0
 

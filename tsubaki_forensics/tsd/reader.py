@@ -19,15 +19,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConflictError, FormatError
 from . import records as R
 from .completeness import Completeness, measure
 from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
 from .problems import Problem
 from .records import RecordType as T
-from .table import RECORD_DTYPE, RecordInfo, RecordTable, TableBuilder
+from .table import SMALL_TABLE, RecordInfo, RecordTable, TableBuilder, record_dtype
 
 __all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file", "merge_excluded"]
 
@@ -152,6 +150,10 @@ class TsdFile:
         if len(ipayload) >= R.INDEX_PREFIX.size and R.INDEX_PREFIX.unpack_from(ipayload)[0] > \
                 (index_offset - self.data_start) // R.RECORD_HEADER_SIZE:
             return self._bad_index(index_offset, "INDEX lists more records than fit before it")
+        if len(ipayload) >= R.INDEX_PREFIX.size and R.INDEX_PREFIX.unpack_from(ipayload)[0] <= SMALL_TABLE:
+            return self._small_index(index_offset, ipayload, count)
+        import numpy as np  # a big INDEX only (issue 22); small ones need no numpy (issue 21)
+
         try:
             entries = R.unpack_index_array(ipayload)
         except FormatError as e:
@@ -195,7 +197,7 @@ class TsdFile:
         # Column by column, without a filtered copy of the entries when every
         # entry is memory (a million records: the INDEX alone is 32 MB).
         every = bool(memory.all())
-        rows = np.zeros(int(memory.sum()), RECORD_DTYPE)
+        rows = np.zeros(int(memory.sum()), record_dtype())
         for name in ("type", "flags", "offset", "paddr", "length"):
             rows[name] = entries[name] if every else entries[name][memory]
         sizes = np.subtract(ends, offsets, out=ends)
@@ -207,6 +209,52 @@ class TsdFile:
             rows = rows[np.argsort(rows["offset"], kind="stable")]
         self._builder = None
         self._table = RecordTable(rows)
+        self.has_footer = True
+        self.index_offset = index_offset
+        self.record_count = count
+        return True
+
+    def _small_index(self, index_offset: int, ipayload: memoryview, count: int) -> bool:
+        """:meth:`_load_from_footer` for an INDEX of at most :data:`SMALL_TABLE`
+        entries: the same checks, messages and table, as tuples and without numpy."""
+        try:
+            entries = R.unpack_index_tuples(ipayload)  # (type, flags, offset, paddr, length)
+        except FormatError as e:
+            return self._bad_index(index_offset, str(e))
+        if entries:
+            if entries[0][2] != self.data_start:
+                return self._bad_index(index_offset, f"INDEX entry 0 points to offset {entries[0][2]}, "
+                                                     f"expected {self.data_start} (entries must tile the file)")
+            ends = [e[2] for e in entries[1:]] + [index_offset]
+            for i, (e, end) in enumerate(zip(entries, ends)):
+                if end <= e[2]:  # loops, overlaps, gaps and offsets outside the file all end here
+                    return self._bad_index(index_offset, f"INDEX entry {i} points to offset {e[2]}, "
+                                                         f"expected {e[2]} (entries must tile the file)")
+        elif self.data_start != index_offset:
+            return self._bad_index(index_offset, f"INDEX entries end at offset {self.data_start}, "
+                                                 f"not at the INDEX")
+        else:
+            ends = []
+        decoded = (T.METADATA, T.EVENT, T.MISSING, T.EXCLUDED)
+        memory = tuple(t for t in R.MEMORY_TYPES if t != T.MISSING)
+        must = int(R.RecordFlags.MUST_UNDERSTAND)
+        self._builder = TableBuilder()
+        rows = []
+        for (typ, flags, off, paddr, length), end in zip(entries, ends):
+            if typ in memory:
+                rows.append((typ, flags, off, end - off, -1, paddr, length))
+            elif typ in decoded:
+                try:
+                    hdr, payload = self.read_record(off)
+                    self._decode(hdr, payload)
+                except FormatError as e:
+                    self._problem(off, str(e).split(": ", 1)[-1])
+            elif flags & must:
+                self._problem(off, f"record of unknown type {typ} must be understood")
+        if len(self._builder):  # MISSING records: into file order (a stable sort, as the numpy path)
+            rows = sorted(rows + self._builder.table().tuples, key=lambda t: t[2])
+        self._builder = None
+        self._table = RecordTable(tuples=rows)
         self.has_footer = True
         self.index_offset = index_offset
         self.record_count = count

@@ -38,7 +38,7 @@ __all__ = [
     "pack_memory", "unpack_memory", "pack_dedup", "unpack_dedup", "pack_range", "unpack_range",
     "pack_missing", "unpack_missing", "pack_metadata", "unpack_metadata",
     "pack_memory_map", "unpack_memory_map",
-    "pack_event", "unpack_event", "pack_index", "unpack_index", "unpack_index_array", "pack_end", "unpack_end",
+    "pack_event", "unpack_event", "pack_index", "unpack_index", "unpack_index_tuples", "unpack_index_array", "pack_end", "unpack_end",
 ]
 
 # --- §2 File header -------------------------------------------------------
@@ -646,6 +646,16 @@ def unpack_index(payload: memoryview) -> list[IndexEntry]:
     if INDEX_PREFIX.size + count * INDEX_ENTRY.size != len(payload):
         raise FormatError(f"INDEX declares {count} entries but holds {len(payload)} bytes")
     return [IndexEntry(*t) for t in INDEX_ENTRY.iter_unpack(payload[INDEX_PREFIX.size:])]
+
+
+def unpack_index_tuples(payload: memoryview) -> list[tuple[int, int, int, int, int]]:
+    """The INDEX entries as (type, flags, offset, paddr, length) tuples: for
+    small files, where importing numpy would cost more than the table (issue 21)."""
+    _need(payload, INDEX_PREFIX.size, "INDEX")
+    (count,) = INDEX_PREFIX.unpack_from(payload)
+    if INDEX_PREFIX.size + count * INDEX_ENTRY.size != len(payload):
+        raise FormatError(f"INDEX declares {count} entries but holds {len(payload)} bytes")
+    return list(INDEX_ENTRY.iter_unpack(payload[INDEX_PREFIX.size:]))
 
 
 def unpack_index_array(payload: memoryview):

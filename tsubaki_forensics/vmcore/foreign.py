@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ExcludedPageError, FormatError
 from ..tsd import MemoryMap
 from ..tsd.completeness import Completeness, measure
@@ -86,9 +84,8 @@ class _Memory:
     def __init__(self, reader: Any, present: list[tuple[int, int]],
                  missing: list[tuple[int, int, str]]) -> None:
         self._reader = reader
-        starts = np.array([a for a, _ in present], np.uint64)
-        self._ranges = RangeList(starts, starts + np.array([n - 1 for _, n in present], np.uint64),
-                                 np.zeros(len(present), bool))  # the .tsd reader's lazy sequence
+        # the .tsd reader's lazy sequence, over lists: numpy only if a caller asks for its columns
+        self._ranges = RangeList([a for a, _ in present], [a + n - 1 for a, n in present], [False] * len(present))
         self._missing = missing
         self.present_bytes = sum(n for _, n in present)
         self.zero_bytes = 0
