@@ -8,6 +8,11 @@ they are *saved* (written and flushed).  The policy acts through the
 ``ctx.hand_back(region)``.  The engine records every hand-back with the
 durable file offset at that moment, so a policy that hands memory back too
 early is caught (``strict`` engines refuse it outright).
+
+The order of the calls is :func:`.protocol.protocol`, and both monitors run
+it: the emulation (``collect``, :mod:`.engine`) and the live monitor on a
+real QEMU guest (``monitor --policy NAME``, ``tsubaki_forensics/live``), so
+a policy written here works in both.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "KdumpPolicy",
     "KdumpFullPolicy",
     "RebootOnlyPolicy",
+    "DumpThenResetPolicy",
     "TsubakiPolicy",
     "TriagePolicy",
     "POLICIES",
@@ -138,6 +144,19 @@ class RebootOnlyPolicy(Policy):
         ctx.reboot(ctx.machine.regions)
 
 
+class DumpThenResetPolicy(Policy):
+    """Today's practice without a capture kernel: the monitor dumps every
+    region in address order at the dump level, then Linux reboots in all its
+    memory.  The live monitor's ``--order dump-then-reset``; in ``collect`` the
+    bound a kdump would reach with no capture-kernel boot and no makedumpfile."""
+
+    name = "dump-then-reset"
+    description = "dump every region in address order, then reboot (no capture kernel)"
+
+    def on_finished(self, ctx: Context) -> None:
+        ctx.reboot(ctx.machine.regions)
+
+
 class TsubakiPolicy(Policy):
     """The paper's order: the struct pages (at a level that reads them), the
     reboot regions, reboot, then the rest, cheapest to save first, handing
@@ -182,7 +201,8 @@ class TriagePolicy(TsubakiPolicy):
 
 
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (KdumpPolicy, KdumpFullPolicy, RebootOnlyPolicy, TsubakiPolicy, TriagePolicy)
+    cls.name: cls for cls in (KdumpPolicy, KdumpFullPolicy, RebootOnlyPolicy, DumpThenResetPolicy,
+                              TsubakiPolicy, TriagePolicy)
 }
 
 

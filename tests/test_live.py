@@ -49,16 +49,16 @@ def _hold_last_dimm(monkeypatch, until):
     """
     from tsubaki_forensics.live import monitor
 
-    real = monitor._Run.save
+    real = monitor._Run.write
     held = []
 
-    async def save(self, piece):
+    async def write(self, step, todo):
         dimms = self.layout.dimm_pieces()
-        if not held and dimms and piece.name == dimms[-1].name:
-            held.append(piece.name)
+        if not held and dimms and self.label(step) == dimms[-1].name:
+            held.append(step.label)
             await until(self)
-        await real(self, piece)
-    monkeypatch.setattr(monitor._Run, "save", save)
+        await real(self, step, todo)
+    monkeypatch.setattr(monitor._Run, "write", write)
 
 
 def _reference_copy(guest, dest: Path):
