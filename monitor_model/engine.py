@@ -95,7 +95,7 @@ class Monitor(Books):
         self.pages: MonitorPages | None = None  # every page's class at the dump level
         self.record: Callable[..., None] | None = None  # EVENT records into the dump
 
-    def event(self, time: float, kind: str, **fields) -> None:
+    def event(self, time: float, kind: EventKind, **fields) -> None:
         """An event on the timeline, and in the dump as it happens (a dump cut
         short still tells when Linux got which memory)."""
         self.timeline.add(time, kind, **fields)

@@ -73,6 +73,7 @@ class Policy:
     capture_boot = False  # True: a capture kernel boots before the dump (kdump)
     reboots_early = False  # True: reboots in a subset of regions (the monitor chooses them)
     kdump_model = False  # True: makedumpfile in a capture kernel (monitor_model/kdump_run.py)
+    plans_triage = False  # True: its steps ask ctx.triage_steps() (a driver may plan them ahead)
 
     def level(self, params) -> int | None:
         """The makedumpfile dump level this policy dumps at (None: it dumps nothing)."""
@@ -192,6 +193,7 @@ class TriagePolicy(TsubakiPolicy):
     allow a triage report; then as :class:`TsubakiPolicy`."""
 
     name = "tsubaki-triage"
+    plans_triage = True
     description = "triage data first (page tables, kernel data, printk, crashed stack), then as tsubaki"
 
     def steps(self, ctx: Context) -> list[Step]:

@@ -257,3 +257,49 @@ def test_resume_reads_the_earlier_file_with_the_emulations_reader(guest, tmp_pat
             off = start - piece.file_base
             assert whole.memory.read(start, length) == data[off:off + length], piece.name
     assert {p.name for p in result.pieces if p.online_s is not None} == {"dimm0", "dimm1"}
+
+
+def test_triage_policy_saves_what_the_planner_found_first(guest, tmp_path):
+    """``tsubaki-triage`` live: the planner reads the paused guest's memory (a
+    :class:`GuestMemory`, as the drgn planner does) and its ranges, in base RAM and in a DIMM,
+    are saved before anything else; the rest as ``tsubaki``."""
+    from monitor_model.policies import Step
+    from tsubaki_forensics.live.memory import GuestMemory
+
+    dimm1 = guest.layout.dimm_pieces()[1].ranges[0][0]
+    seen = []
+
+    def planner(memory: GuestMemory):
+        seen.append(memory.read(8 * MiB, 16))  # the crashed kernel's bytes, before any reset
+        return [Step("triage: a stack", ((dimm1 + 8 * MiB, 64 << 10),)),
+                Step("triage: kernel data", ((16 * MiB, 2 * MiB),))], ["a note"]
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    out = tmp_path / "live.tsd"
+    said: list[str] = []
+    asyncio.run(run_protocol(guest, out, LiveParams(policy="tsubaki-triage", fsync=False), time.time(),
+                             on_panic=_panic(guest, ref), triage=planner, progress=said.append))
+    assert seen == [(ref / "base.ram").read_bytes()[8 * MiB:8 * MiB + 16]]
+    assert "triage: a note" in said
+    dump = _assert_dump_is_the_panic(guest, out, ref)
+    order = [e.fields["step"] for e in dump.events if e.kind == "saved"]
+    assert order == ["triage: a stack", "triage: kernel data", "base", "dimm0", "dimm1"]
+
+
+def test_guest_memory_reads_across_pieces_and_refuses_holes(guest):
+    from tsubaki_forensics.errors import SourceError
+    from tsubaki_forensics.live.memory import GuestMemory
+
+    mem = GuestMemory(guest.layout, vmcoreinfo=VMCOREINFO, notes=None)
+    try:
+        base = guest.layout.base_path().read_bytes()
+        assert mem.read(8 * MiB, 4096) == base[8 * MiB:8 * MiB + 4096]
+        d0, d1 = (p.ranges[0][0] for p in guest.layout.dimm_pieces())
+        tail = guest.layout.dimm_path(0).read_bytes()[-4096:]
+        head = guest.layout.dimm_path(1).read_bytes()[:4096]
+        assert mem.read(d1 - 4096, 8192) == tail + head  # DIMMs are adjacent: one read spans two files
+        with pytest.raises(SourceError):
+            mem.read(0xA0000, 16)  # the legacy hole is not guest memory
+    finally:
+        mem.close()

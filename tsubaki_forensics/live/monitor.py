@@ -59,13 +59,14 @@ from ..contracts.events import EventKind
 from ..tsd import MemoryMap, TsdWriter
 from .guest import READY_MARKER
 from .layout import Layout, Piece
-from .notice import fetch_notice
+from .memory import GuestMemory
+from .notice import Notice, fetch_notice
 from .resume import ResumeState
 from .throttle import PacedDevice
 from .vm import LiveError, LiveGuest
 
 __all__ = ["LIVE_POLICIES", "ORDERS", "LiveParams", "LiveResult", "PieceTimes", "bring_online",
-           "live_machine", "live_policy", "run_protocol"]
+           "live_machine", "live_policy", "plan_triage_steps", "run_protocol"]
 
 WRITE_BATCH = 32 << 20  # bytes per write_file_range call: the pacing and progress unit
 
@@ -177,7 +178,9 @@ class _Run:
         self.pieces = self.layout.pieces()
         self.machine = live_machine(self.layout, cpus=getattr(guest, "smp", 2))
         # the guest's firmware and kernel boot in the base RAM: the reboot set, whatever the policy
-        self.books = Books(self.machine, reboot_set=[self.machine.regions[0]])
+        self.triage_plan: list[Step] = []  # planned ahead (the planner is slow) for policies that ask
+        self.books = Books(self.machine, reboot_set=[self.machine.regions[0]],
+                           triage=lambda: self.triage_plan)
         self.ready: asyncio.Task | None = None
         self.hello: asyncio.Future | None = None
         self.second: asyncio.Task | None = None
@@ -200,7 +203,7 @@ class _Run:
         self.times = {p.name: PieceTimes(p.name, p.ranges[0][0], p.nbytes) for p in self.pieces}
         self.result.pieces = list(self.times.values())
         self.closed = False
-        self._events: list[tuple[str, float, dict]] = []
+        self._events: list[tuple[EventKind, float, dict]] = []
         self._step_start = 0
 
     def now(self) -> float:
@@ -213,7 +216,7 @@ class _Run:
     def label(self, step: Step) -> str:
         return self.pieces[step.region].name if step.region is not None else step.label
 
-    def event(self, kind: str, **fields) -> float:
+    def event(self, kind: EventKind, **fields) -> float:
         """An EVENT record now (until the dump is closed; later ones are in the result only).
 
         The writer is not thread-safe and its batches run on worker threads, so
@@ -229,7 +232,7 @@ class _Run:
             self.writer.write_event(kind, t, **fields)
         self._events.clear()
 
-    async def notice(self) -> None:
+    async def notice(self) -> Notice:
         notice = await fetch_notice(self.guest)
         layout = self.layout
         self.writer.write_metadata(vmcoreinfo=notice.vmcoreinfo, notes=notice.notes, properties={
@@ -241,6 +244,23 @@ class _Run:
         self.writer.write_event(EventKind.PANIC_NOTICE, 0.0, cpus=getattr(self.guest, "smp", 2))
         await self._flush()
         self.result.notice_s = self.event(EventKind.NOTICE_SAVED)
+        return notice
+
+    async def plan_triage(self, notice: Notice, planner, say) -> None:
+        """Find the triage data on the paused guest's memory (``tsubaki-triage``): before the
+        protocol starts, in a thread, while nothing of the guest has changed yet."""
+        memory = GuestMemory(self.layout, vmcoreinfo=notice.vmcoreinfo, notes=notice.notes)
+        began = time.monotonic()
+        try:
+            steps, notes = await asyncio.to_thread(planner, memory)
+        finally:
+            memory.close()
+        for note in notes:
+            say(f"triage: {note}")
+        self.triage_plan = list(steps)
+        planned = sum(n for step in steps for _, n in step.ranges)
+        say(f"triage planned in {time.monotonic() - began:.1f} s: {len(steps)} steps, "
+            f"{planned >> 10} KiB first")
 
     async def _flush(self) -> int:
         self._drain()
@@ -410,11 +430,22 @@ class _Run:
         self.result.dump_complete_s = self.now()
 
 
+def plan_triage_steps(memory: GuestMemory) -> tuple[list[Step], list[str]]:
+    """The emulation's triage planner (drgn runs the analyses and records the pages they read)
+    on the paused guest: its steps and notes."""
+    from monitor_model.triage import plan_triage  # drgn and every analysis: only when asked
+
+    plan = plan_triage(memory)
+    return plan.steps(), list(plan.notes)
+
+
 async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic_wall: float,
                        *, on_panic: Callable[[], None] | None = None,
                        progress: Callable[[str], None] | None = None,
                        resume: ResumeState | None = None,
-                       policy: Policy | None = None) -> LiveResult:
+                       policy: Policy | None = None,
+                       triage: Callable[[GuestMemory], tuple[list[Step], list[str]]] = plan_triage_steps,
+                       ) -> LiveResult:
     """Handle one panic of ``guest`` (already paused by pvpanic) and write ``output``.
 
     :param panic_wall: the wall-clock time QEMU stamped on GUEST_PANICKED.
@@ -424,6 +455,8 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
         monitor): the new file gets the same dump id and only what is missing.
     :param policy: a policy object to run instead of ``params.policy`` (one
         that is not registered: a plugin's, a test's).
+    :param triage: plans the triage steps for a policy that asks for them
+        (``plans_triage``): steps and notes, from the paused guest's memory.
     :raises LiveError: QEMU, agent or boot failures, a policy that cannot run
         live (the dump written so far stays valid).
     :raises HandbackSafetyError: the policy would have given the guest memory
@@ -436,9 +469,13 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
     run = _Run(guest, Path(output), params, policy, panic_wall, resume)
     try:
         if resume is None:
-            await run.notice()
+            notice = await run.notice()
             say(f"notice saved at {run.result.notice_s:.2f} s; policy {policy.name}")
+            if policy.plans_triage:
+                await run.plan_triage(notice, triage, say)
         else:
+            if policy.plans_triage:  # the guest may run already: its memory is no longer the crash's
+                say("resuming: no triage planned (the earlier file holds what the first run planned)")
             kept = run.books.resume(resume.ranges)
             run.event(EventKind.RESUMED, previous=resume.name, bytes=kept, saved=sorted(resume.saved),
                       handed=sorted(resume.handed))
