@@ -303,3 +303,13 @@ def test_guest_memory_reads_across_pieces_and_refuses_holes(guest):
             mem.read(0xA0000, 16)  # the legacy hole is not guest memory
     finally:
         mem.close()
+
+
+def test_monitor_cli_takes_a_policy_and_refuses_kdump_in_one_line():
+    from _cli import run_cli
+
+    bad = run_cli("monitor", "--policy", "kdump", ok=False)
+    assert bad.returncode != 0 and "tsubaki" in bad.stderr and "dump-then-reset" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    old = run_cli("monitor", "--order", "no-such", ok=False)  # the old option name still parses
+    assert old.returncode != 0 and "--policy 'no-such'" in old.stderr

@@ -487,7 +487,8 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
             if isinstance(action, StepSaved) and action.step.region is not None:
                 say(f"{run.label(action.step)} saved at {run.times[run.label(action.step)].saved_s or 0:.2f} s")
             elif isinstance(action, Reboot):
-                say(f"resetting the guest at {run.result.reset_s:.2f} s")
+                say(f"{'attached to the guest reset before' if run.reset_before else 'guest reset'} "
+                    f"at {run.result.reset_s:.2f} s")
         run.queue.put_nowait(None)
         await run.close()
         say(f"dump complete at {run.result.dump_complete_s:.2f} s ({run.result.bytes_written} bytes)")
