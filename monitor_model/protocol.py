@@ -49,27 +49,23 @@ Ranges = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
-class WriteStep:
-    """Write the records of ``todo`` (the parts of ``step`` not written before)."""
+class _StepAction:
+    """An action on ``step``; ``todo``: its parts not written before this run reached it."""
 
     step: Step
     todo: Ranges
 
 
-@dataclass(frozen=True)
-class FlushStep:
+class WriteStep(_StepAction):
+    """Write the records of ``todo``."""
+
+
+class FlushStep(_StepAction):
     """Make what :class:`WriteStep` wrote durable (flush, fsync)."""
 
-    step: Step
-    todo: Ranges
 
-
-@dataclass(frozen=True)
-class StepSaved:
+class StepSaved(_StepAction):
     """``step`` is durable and the books say so: record it (a ``saved`` event)."""
-
-    step: Step
-    todo: Ranges
 
 
 @dataclass(frozen=True)
