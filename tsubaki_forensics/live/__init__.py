@@ -10,7 +10,7 @@ guest in it while its DIMMs stay offline, dumps the DIMMs and hands each back
 """
 
 from .layout import Layout, Piece, plan_layout
-from .monitor import LIVE_POLICIES, ORDERS, LiveParams, LiveResult, run_protocol
+from .monitor import LIVE_POLICIES, LiveParams, LiveResult, run_protocol
 from .session import GuestConfig, collect_panic, normal_operation, open_guest
 from .vm import LiveError, LiveGuest
 
@@ -22,7 +22,6 @@ __all__ = [
     "LiveGuest",
     "LiveParams",
     "LiveResult",
-    "ORDERS",
     "Piece",
     "collect_panic",
     "normal_operation",

@@ -21,9 +21,11 @@ One machine region per piece: region 0 is the base RAM (the reboot set: the
 guest can boot nowhere else), region ``i + 1`` is DIMM ``i``.  ``tsubaki``
 saves the base, resets, then saves each DIMM and hands it back as saved;
 ``dump-then-reset`` is today's practice (everything, then the reset, then all
-memory at once).  Every policy that runs on the monitor's own writer runs here
-(:data:`LIVE_POLICIES`); kdump's capture kernel and makedumpfile are a model
-of ``collect`` only.  A policy that would give the guest memory whose dump is
+memory at once); ``tsubaki-triage`` first runs the emulation's drgn planner
+on the paused guest's RAM files (:mod:`.memory`) and saves what it found
+before anything else.  Every policy that runs on the monitor's own writer runs
+here (:data:`LIVE_POLICIES`); kdump's capture kernel and makedumpfile are a
+model of ``collect`` only.  A policy that would give the guest memory whose dump is
 not durable is stopped before the guest gets it (``HandbackSafetyError``).
 
 Times are wall-clock seconds since QEMU stamped the panic event.  Each step
@@ -65,7 +67,7 @@ from .resume import ResumeState
 from .throttle import PacedDevice
 from .vm import LiveError, LiveGuest
 
-__all__ = ["LIVE_POLICIES", "ORDERS", "LiveParams", "LiveResult", "PieceTimes", "bring_online",
+__all__ = ["LIVE_POLICIES", "LiveParams", "LiveResult", "PieceTimes", "bring_online",
            "live_machine", "live_policy", "plan_triage_steps", "run_protocol"]
 
 WRITE_BATCH = 32 << 20  # bytes per write_file_range call: the pacing and progress unit
@@ -78,8 +80,6 @@ def _runs_live(cls: type[Policy]) -> bool:
 
 LIVE_POLICIES: tuple[str, ...] = tuple(name for name, cls in POLICIES.items() if _runs_live(cls))
 """The policies of :mod:`monitor_model.policies` the live monitor runs (``--policy``)."""
-
-ORDERS = LIVE_POLICIES  # the name of ``--order`` days (tsubaki, dump-then-reset): kept for importers
 
 
 def live_policy(policy: str | Policy) -> Policy:
