@@ -188,14 +188,29 @@ def test_reboot_only_runs_live_and_saves_the_notice_only(guest, tmp_path):
     assert all(s == "online" for s in asyncio.run(guest.block_states()).values())
 
 
-def test_a_new_policy_runs_live_as_in_the_emulation(guest, tmp_path):
-    """A policy defined here, registered nowhere: the DIMMs in reverse address order."""
-    class Reverse(TsubakiPolicy):
-        name = "tsubaki-reverse"
+class Reverse(TsubakiPolicy):
+    """A policy registered nowhere: the reboot set, then the rest in reverse address order."""
 
-        def steps(self, ctx):
-            first, *rest = super().steps(ctx)
-            return [first, *reversed(rest)]
+    name = "tsubaki-reverse"
+
+    def steps(self, ctx):
+        first = len(ctx.reboot_set)
+        plan = super().steps(ctx)
+        return plan[:first] + plan[first:][::-1]
+
+
+def test_a_new_policy_runs_live_as_in_the_emulation(guest, tmp_path):
+    """The same policy object runs in ``collect``'s emulation and on the (fake) live guest."""
+    from monitor_model.engine import CollectParams, run_policy
+    from monitor_model.sources import BytesSource
+    from monitor_model.storage import get_profile
+
+    source = BytesSource(os.urandom(MiB) + bytes(3 * MiB), vmcoreinfo=VMCOREINFO, name="small")
+    params = CollectParams(region_size=MiB, reboot_mem=MiB, reboot_choice="low", boot_s=1.0, fsync=False,
+                           threads=1, storage=get_profile("unlimited"))
+    emulated = run_policy(source, Reverse(), params, tmp_path / "emulated.tsd")
+    assert [s["label"] for s in emulated.steps] == ["region 0", "region 3", "region 2", "region 1"]
+    assert emulated.unsafe_handbacks == [] and emulated.policy == "tsubaki-reverse"
 
     ref = tmp_path / "ref"
     ref.mkdir()
