@@ -264,6 +264,7 @@ def test_resume_reads_the_earlier_file_with_the_emulations_reader(guest, tmp_pat
     params = LiveParams(policy=state.policy, fsync=False)
     result = asyncio.run(run_protocol(guest, rest, params, state.panic_wall, resume=state))
     assert guest.resets == 1  # attached to the running guest, never reset twice
+    assert not any(e.kind == "reboot_start" for e in open_dump([rest]).events)
     whole = open_dump([first, rest])
     assert whole.dump_id == state.dump_id and any(e.kind == "resumed" for e in whole.events)
     for piece in guest.layout.pieces():

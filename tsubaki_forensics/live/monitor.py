@@ -337,11 +337,11 @@ class _Run:
         # guest runs again: a monitor killed after the reset and resumed would
         # otherwise not know the base RAM is Linux's now, and save it again
         # from memory the rebooted kernel has rewritten.
-        self.result.reset_s = self.event(EventKind.REBOOT_START, regions=[self.name(r) for r in regions])
-        await self._flush()
-        if self.reset_before:
+        if self.reset_before:  # an earlier monitor reset it (QEMU says so, resume.reconcile): never twice
             await self.attach_running()
         else:
+            self.result.reset_s = self.event(EventKind.REBOOT_START, regions=[self.name(r) for r in regions])
+            await self._flush()
             await self.reset()
         self.handing = asyncio.create_task(self.hand_back(self.queue))
         for region in regions:
