@@ -46,7 +46,7 @@ async def one_guest(mem: int, storages: list[str], fill_mib: int, work: Path, re
             for rep, storage in ((rep, s) for rep in range(repeat) for s in storages):
                 for order in ("tsubaki", "dump-then-reset"):
                     out = work / f"{mem >> 20}M-{storage.replace(':', '_')}-{order}-{rep}.tsd"
-                    r = await collect_panic(guest, out, LiveParams(order=order, storage=get_profile(storage), threads=threads),
+                    r = await collect_panic(guest, out, LiveParams(policy=order, storage=get_profile(storage), threads=threads),
                                             progress=lambda m: print(f"  {order}: {m}", file=sys.stderr))
                     rows.append({"mem": mem, "fill_mib": fill_mib, "storage_spec": storage, "rep": rep,
                                  "smp": smp, "threads": threads,

@@ -20,7 +20,11 @@
 5. Closing writes the index; the timeline gets Linux's memory demand and the
    stalls it causes.
 
-kdump is not run here: :mod:`.kdump_run` models makedumpfile in a capture kernel.
+The order of 3-4 (the policy's steps and decisions) is not written here:
+:func:`.protocol.protocol` yields it as actions, and this module is its
+emulated driver (:meth:`_Run.perform`), as ``tsubaki_forensics/live/monitor.py``
+is its live one.  kdump is not run here: :mod:`.kdump_run` models
+makedumpfile in a capture kernel.
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from tsubaki_forensics.contracts.events import EventKind
@@ -38,9 +41,10 @@ from tsubaki_forensics.errors import SourceError, TsubakiError
 
 from .clock import MonitorClock
 from .kdump_run import run_kdump
-from .machine import EmulatedRam, IntervalSet, Machine, Region
+from .machine import EmulatedRam, Machine, Region
 from .pages import KEPT, MonitorPages, PageBook
 from .policies import Policy, Step
+from .protocol import Action, Books, FlushStep, Give, Reboot, StepSaved, WriteStep, protocol
 from .results import (
     DEFAULT_BOOT_S,
     REBOOT_CHOICES,
@@ -49,6 +53,7 @@ from .results import (
     HandbackSafetyError,
     RunResult,
 )
+from .resume import Resume
 from .storage import StorageDevice
 from .timeline import DemandModel, Timeline, stall_intervals
 
@@ -67,100 +72,50 @@ __all__ = [
 READ_SIZE = 8 << 20
 
 
-@dataclass(frozen=True)
-class Resume:
-    """What a previous, interrupted file of the dump already holds."""
-
-    name: str
-    dump_id: uuid.UUID
-    ranges: tuple[tuple[int, int], ...]  # physical ranges with sound records (data or zero)
-    properties: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> Resume:
-        """Read ``path`` (scanned: it usually has no footer)."""
-        from tsubaki_forensics.tsd import open_dump
-
-        with open_dump(path) as dump:
-            ranges = tuple((r.start, r.length) for r in dump.memory.ranges())
-            return cls(str(path), dump.dump_id, ranges, tuple(sorted(dump.properties.items())))
-
-
-class Monitor:
-    """The running monitor: the :class:`~.policies.Context` policies act through."""
+class Monitor(Books):
+    """The emulated monitor: the protocol's books (:class:`~.protocol.Books`,
+    the :class:`~.policies.Context` policies act through) plus the emulated
+    clock, RAM, storage and timeline that carry out its decisions."""
 
     def __init__(self, machine: Machine, ram: EmulatedRam, params: CollectParams,
                  timeline: Timeline, device: StorageDevice, triage: Callable[[], list[Step]]):
-        self.machine = machine
+        super().__init__(machine, reboot_set=machine.reboot_regions(params.reboot_mem),  # may be re-chosen
+                         triage=triage)
         self.ram = ram
         self.params = params
         self.timeline = timeline
         self.device = device
-        self.reboot_set = machine.reboot_regions(params.reboot_mem)  # may be re-chosen
-        self.rebooted = False
-        self.handed_back: set[int] = set()
         self.handbacks: list[HandBack] = []
-        self.written = IntervalSet()
-        self.saved = IntervalSet()
         self.records_end: dict[int, int] = {}
         self.now = 0.0
         self.reboot_at: float | None = None
-        self._triage = triage
         self._seed = 0
         self.notice_bytes = 0
         self.dumps = True  # False: the policy dumps nothing, so nothing can be unsafe
         self.pages: MonitorPages | None = None  # every page's class at the dump level
         self.record: Callable[..., None] | None = None  # EVENT records into the dump
 
-    def event(self, time: float, kind: str, **fields) -> None:
+    def event(self, time: float, kind: EventKind, **fields) -> None:
         """An event on the timeline, and in the dump as it happens (a dump cut
         short still tells when Linux got which memory)."""
         self.timeline.add(time, kind, **fields)
         if self.record is not None:
             self.record(kind, time, **fields)
 
-    # -- Context -------------------------------------------------------------
-    def region_saved(self, region: Region) -> bool:
-        """Every byte of the region is durable in the dump."""
-        return all(self.saved.covers(s, n) for s, n in region.ranges)
-
-    def region_cost(self, region: Region) -> int:
-        """Bytes that must be written before Linux may use ``region`` (kept,
-        non-zero pages at the dump level); all of it when nothing is classified."""
-        if self.pages is None:
-            return region.nbytes
-        return sum(self.pages.write_bytes(s, n) for s, n in region.ranges)
-
-    def first_steps(self) -> list[Step]:
-        """The struct pages the classification read: saved before anything else."""
-        if self.pages is None or not self.pages.struct_pages:
-            return []
-        return [Step("struct pages", self.pages.struct_pages)]
-
-    def triage_steps(self) -> list[Step]:
-        """Triage steps for this source (see :mod:`.triage`)."""
-        return self._triage()
-
-    def reboot(self, regions: list[Region]) -> None:
+    # -- carrying out the policy's decisions (protocol.Reboot, protocol.Give) --
+    def start_linux(self, regions: tuple[Region, ...]) -> None:
         """Linux starts booting in ``regions`` now."""
-        if self.rebooted:
-            raise TsubakiError("Linux was already rebooted")
-        self.rebooted = True
         self.reboot_at = self.now
         self.event(self.now, EventKind.REBOOT_START, regions=[r.index for r in regions])
         for region in regions:
             self._give(region, EventKind.REBOOT)
         self.event(self.now + self.params.boot_s, EventKind.RESTART)
 
-    def hand_back(self, region: Region) -> None:
-        """Give ``region`` to Linux now (memory hot-add)."""
-        if not self.rebooted:
-            raise TsubakiError("cannot hand memory back before Linux reboots")
+    def give(self, region: Region) -> None:
+        """``region`` is Linux's now (memory hot-add)."""
         self._give(region, EventKind.HAND_BACK)
 
-    def _give(self, region: Region, how: str) -> None:
-        if region.index in self.handed_back:
-            raise TsubakiError(f"{region} was already given to Linux")
+    def _give(self, region: Region, how: EventKind) -> None:
         complete = all(self.written.covers(s, n) for s, n in region.ranges)
         record = HandBack(
             time=self.now,
@@ -175,7 +130,6 @@ class Monitor:
             raise HandbackSafetyError(
                 f"{region} given to Linux ({how}) at {self.now:.3f} s before its dump was durable"
             )
-        self.handed_back.add(region.index)
         self._seed += 1
         for start, length in region.ranges:
             self.ram.overwrite(start, length, seed=self._seed)
@@ -229,11 +183,8 @@ def run_policy(
             run.open(out_path, resume)
         run.classify()
         run.choose_reboot_regions()
-        policy.on_start(run.monitor)
-        for step in policy.steps(run.monitor) if run.writer is not None else []:
-            run.step(step)
-        policy.on_finished(run.monitor)
-        run.check_all_given()
+        for action in protocol(policy, run.monitor, dump=run.writer is not None, resumed=run.resumed):
+            run.perform(action)
         run.close()
     finally:
         if run.writer is not None:
@@ -263,6 +214,7 @@ class _Run:
                                lambda: triage(machine) if triage else [])
         self.monitor.dumps = policy.dumps
         self.resumed = False
+        self._before = self._offset = 0  # file offsets around the step being written
         self.writer = None
         self.cpu_total = 0.0
         self.used = 0
@@ -313,12 +265,7 @@ class _Run:
         storage already); a region they cover whole is safe to hand back."""
         monitor = self.monitor
         self.resumed = True
-        kept = 0
-        for start, length in resume.ranges:
-            for s, n in _clip(self.machine, start, length):
-                monitor.written.add(s, n)
-                monitor.saved.add(s, n)
-                kept += n
+        kept = monitor.resume(resume.ranges)
         for region in self.machine.regions:
             if monitor.region_saved(region):
                 monitor.records_end[region.index] = offset
@@ -358,17 +305,26 @@ class _Run:
                               write_bytes=sum(monitor.region_cost(r) for r in monitor.reboot_set))
         self.clock.cpu_free_at = monitor.now
 
-    def step(self, step: Step) -> None:
-        """Dump one step: read, compress and write, let the policy see it
-        written, flush, let the policy see it saved."""
+    def perform(self, action: Action) -> None:
+        """Carry out one action of the protocol (:mod:`.protocol`) on the emulated machine."""
+        monitor = self.monitor
+        if isinstance(action, WriteStep):
+            self._write_step(action.step, action.todo)
+        elif isinstance(action, FlushStep):
+            self.writer.flush(durable=self.params.fsync)
+            monitor.now = self.device.flush(monitor.now)
+        elif isinstance(action, StepSaved):
+            self._saved_step(action.step, action.todo)
+        elif isinstance(action, Reboot):
+            monitor.start_linux(action.regions)
+        elif isinstance(action, Give):
+            monitor.give(action.region)
+        else:  # pragma: no cover - a new action without a driver
+            raise TypeError(f"unknown protocol action {action!r}")
+
+    def _write_step(self, step: Step, todo: tuple[tuple[int, int], ...]) -> None:
+        """Read, compress and write a step's pieces; the device model times it."""
         monitor, writer, device = self.monitor, self.writer, self.device
-        todo = [piece for s, n in step.ranges for piece in monitor.written.subtract_from(s, n)]
-        if not todo and not self.resumed:
-            # written already (by the struct-page or triage steps): still saved,
-            # so the policy must hear of it (else a region whose pages an
-            # earlier step wrote, or that the level left out, is never given back)
-            self.policy.on_saved(monitor, step)
-            return
         measured, kept = 0.0, 0
         for start, length in todo:
             cpu, nbytes = self._write(start, length)
@@ -377,29 +333,28 @@ class _Run:
         self.cpu_total += measured
         modelled = self.params.cpu.zstd_s(kept)
         self.cpu_model_s += modelled
-        before = device.written
+        self._before = before = device.written
         offset = writer.flush(durable=False)
         monitor.now = device.write(offset - before, monitor.now,
                                    cpu_s=self.clock.cost(modelled, measured),
                                    pieces=-(-sum(n for _, n in todo) // READ_SIZE))
-        for region in _regions_of(self.machine, todo):
+        self._offset = offset
+        for region in _regions_of(self.machine, list(todo)):
             monitor.records_end[region.index] = offset
-            self.regions[region.index]["file_bytes"] += _share(region, todo, offset - before)
-        self.policy.on_written(monitor, step)
-        writer.flush(durable=self.params.fsync)
-        monitor.now = device.flush(monitor.now)
-        for start, length in todo:
-            monitor.saved.add(start, length)
+            self.regions[region.index]["file_bytes"] += _share(region, list(todo), offset - before)
+
+    def _saved_step(self, step: Step, todo: tuple[tuple[int, int], ...]) -> None:
+        """The step is durable: the timeline, the step and region rows, the EVENT record."""
+        monitor, offset, before = self.monitor, self._offset, self._before
         self.timeline.save(monitor.now, offset - before)
         self.timeline.add(monitor.now, EventKind.SAVED, step=step.label, bytes=offset - before)
         self.steps.append({"label": step.label, "memory_bytes": sum(n for _, n in todo),
                            "file_end": offset, "saved_s": round(monitor.now, 6)})
-        writer.write_event(EventKind.SAVED, monitor.now, step=step.label)
+        self.writer.write_event(EventKind.SAVED, monitor.now, step=step.label)
         for region in self.machine.regions:
             row = self.regions[region.index]
             if row["saved_s"] is None and monitor.region_saved(region):
                 row["saved_s"] = round(monitor.now, 6)
-        self.policy.on_saved(monitor, step)
 
     def _write(self, start: int, length: int) -> tuple[float, int]:
         """Read a range from the emulated RAM into the writer, the pages the
@@ -429,14 +384,7 @@ class _Run:
                     nonzero += stats.raw_bytes - stats.zero_bytes
             if self.progress:
                 self.progress(size)
-        self.monitor.written.add(start, length)
         return cpu, nonzero
-
-    def check_all_given(self) -> None:
-        """Every policy must end with Linux owning all its memory."""
-        missing = len(self.machine.regions) - len(self.monitor.handed_back)
-        if missing:
-            raise TsubakiError(f"policy {self.policy.name} never gave {missing} region(s) back to Linux")
 
     def close(self) -> None:
         """Compute the stalls, write the timeline events and the index, close."""
@@ -542,17 +490,6 @@ def _regions_of(machine: Machine, ranges: list[tuple[int, int]]) -> list[Region]
             seen[region.index] = region
             pos = region.base + region.size
     return list(seen.values())
-
-
-def _clip(machine: Machine, start: int, length: int) -> list[tuple[int, int]]:
-    """The parts of [start, start+length) that are Linux memory of ``machine``."""
-    out = []
-    for region in machine.regions:
-        for s, n in region.ranges:
-            a, b = max(s, start), min(s + n, start + length)
-            if a < b:
-                out.append((a, b - a))
-    return out
 
 
 def _share(region: Region, ranges: list[tuple[int, int]], nbytes: int) -> int:

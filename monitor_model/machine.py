@@ -194,7 +194,7 @@ class Machine:
     def region_of(self, paddr: int) -> Region | None:
         """The region containing ``paddr``, if any."""
         i = bisect.bisect_right(self._by_base, paddr) - 1
-        if i >= 0 and paddr < self.regions[i].base + self.region_size:
+        if i >= 0 and paddr < self.regions[i].base + self.regions[i].size:
             return self.regions[i]
         return None
 

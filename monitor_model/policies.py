@@ -8,6 +8,11 @@ they are *saved* (written and flushed).  The policy acts through the
 ``ctx.hand_back(region)``.  The engine records every hand-back with the
 durable file offset at that moment, so a policy that hands memory back too
 early is caught (``strict`` engines refuse it outright).
+
+The order of the calls is :func:`.protocol.protocol`, and both monitors run
+it: the emulation (``collect``, :mod:`.engine`) and the live monitor on a
+real QEMU guest (``monitor --policy NAME``, ``tsubaki_forensics/live``), so
+a policy written here works in both.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "KdumpPolicy",
     "KdumpFullPolicy",
     "RebootOnlyPolicy",
+    "DumpThenResetPolicy",
     "TsubakiPolicy",
     "TriagePolicy",
     "POLICIES",
@@ -67,6 +73,7 @@ class Policy:
     capture_boot = False  # True: a capture kernel boots before the dump (kdump)
     reboots_early = False  # True: reboots in a subset of regions (the monitor chooses them)
     kdump_model = False  # True: makedumpfile in a capture kernel (monitor_model/kdump_run.py)
+    plans_triage = False  # True: its steps ask ctx.triage_steps() (a driver may plan them ahead)
 
     def level(self, params) -> int | None:
         """The makedumpfile dump level this policy dumps at (None: it dumps nothing)."""
@@ -138,6 +145,19 @@ class RebootOnlyPolicy(Policy):
         ctx.reboot(ctx.machine.regions)
 
 
+class DumpThenResetPolicy(Policy):
+    """Today's practice without a capture kernel: the monitor dumps every
+    region in address order at the dump level, then Linux reboots in all its
+    memory.  The live monitor's ``--order dump-then-reset``; in ``collect`` the
+    bound a kdump would reach with no capture-kernel boot and no makedumpfile."""
+
+    name = "dump-then-reset"
+    description = "dump every region in address order, then reboot (no capture kernel)"
+
+    def on_finished(self, ctx: Context) -> None:
+        ctx.reboot(ctx.machine.regions)
+
+
 class TsubakiPolicy(Policy):
     """The paper's order: the struct pages (at a level that reads them), the
     reboot regions, reboot, then the rest, cheapest to save first, handing
@@ -173,6 +193,7 @@ class TriagePolicy(TsubakiPolicy):
     allow a triage report; then as :class:`TsubakiPolicy`."""
 
     name = "tsubaki-triage"
+    plans_triage = True
     description = "triage data first (page tables, kernel data, printk, crashed stack), then as tsubaki"
 
     def steps(self, ctx: Context) -> list[Step]:
@@ -182,7 +203,8 @@ class TriagePolicy(TsubakiPolicy):
 
 
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (KdumpPolicy, KdumpFullPolicy, RebootOnlyPolicy, TsubakiPolicy, TriagePolicy)
+    cls.name: cls for cls in (KdumpPolicy, KdumpFullPolicy, RebootOnlyPolicy, DumpThenResetPolicy,
+                              TsubakiPolicy, TriagePolicy)
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tsubaki_forensics.contracts.events import EventKind
 from tsubaki_forensics.errors import TsubakiError
 
 from .cpu import DEFAULT_CPU, CpuModel
@@ -75,7 +76,7 @@ class HandBack:
 
     time: float
     region: int
-    how: str  # EventKind.REBOOT or EventKind.HAND_BACK ("reboot" or "hand-back")
+    how: EventKind  # EventKind.REBOOT or EventKind.HAND_BACK ("reboot" or "hand-back" on disk)
     durable_offset: int  # file bytes durable at that time
     records_end: int | None  # file offset after the region's last record; None: not written
     complete: bool  # every byte of the region was written

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tsubaki_forensics.contracts.events import EventKind
+
 __all__ = ["Event", "Timeline", "DemandModel", "stall_intervals"]
 
 
@@ -20,7 +22,7 @@ class Event:
     """One point of the timeline (emulated seconds since the panic)."""
 
     time: float
-    kind: str
+    kind: EventKind  # a StrEnum: compares equal to its on-disk string
     fields: dict = field(default_factory=dict)
 
 
@@ -32,7 +34,7 @@ class Timeline:
     owned: list[tuple[float, int]] = field(default_factory=lambda: [(0.0, 0)])
     saved: list[tuple[float, int]] = field(default_factory=lambda: [(0.0, 0)])
 
-    def add(self, time: float, kind: str, **fields) -> Event:
+    def add(self, time: float, kind: EventKind, **fields) -> Event:
         """Record an event."""
         event = Event(time, kind, fields)
         self.events.append(event)
@@ -46,11 +48,11 @@ class Timeline:
         """``nbytes`` more of the dump file are durable."""
         self.saved.append((time, self.saved[-1][1] + nbytes))
 
-    def first(self, kind: str) -> Event | None:
+    def first(self, kind: EventKind | str) -> Event | None:
         """The first event of a kind."""
         return next((e for e in self.events if e.kind == kind), None)
 
-    def of_kind(self, kind: str) -> list[Event]:
+    def of_kind(self, kind: EventKind | str) -> list[Event]:
         """All events of a kind, in order."""
         return [e for e in self.events if e.kind == kind]
 

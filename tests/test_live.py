@@ -49,16 +49,16 @@ def _hold_last_dimm(monkeypatch, until):
     """
     from tsubaki_forensics.live import monitor
 
-    real = monitor._Run.save
+    real = monitor._Run.write
     held = []
 
-    async def save(self, piece):
+    async def write(self, step, todo):
         dimms = self.layout.dimm_pieces()
-        if not held and dimms and piece.name == dimms[-1].name:
-            held.append(piece.name)
+        if not held and dimms and self.label(step) == dimms[-1].name:
+            held.append(step.label)
             await until(self)
-        await real(self, piece)
-    monkeypatch.setattr(monitor._Run, "save", save)
+        await real(self, step, todo)
+    monkeypatch.setattr(monitor._Run, "write", write)
 
 
 def _reference_copy(guest, dest: Path):
@@ -226,3 +226,43 @@ def test_live_monitor_killed_then_resumed(tmp_path):
         data = ref[f"dimm{i}.ram"]
         assert whole.memory.read(addr, len(data)) == data, f"dimm{i} differs from the panic"
     assert any(e.kind == "resumed" for e in whole.events)
+
+
+def test_live_triage_policy_runs_on_a_real_guest(tmp_path):
+    """A policy the live monitor did not have before issue 17 (it knew two hard-wired orders):
+    ``tsubaki-triage`` runs live through the same protocol loop and policy class as ``collect``.
+    Its drgn planner reads the paused guest's RAM files; what it found is saved before the base
+    RAM, and the finished dump is still the memory at the panic, byte for byte."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    out = tmp_path / "triage.tsd"
+    said: list[str] = []
+    guest = open_guest(GuestConfig(mem=512 << 20, base=256 << 20, dimm_size=128 << 20, smp=2),
+                       tmp_path / "work")
+
+    async def scenario():
+        async with guest:
+            await normal_operation(guest, fill_mib=64)
+            result = await collect_panic(guest, out, LiveParams(policy="tsubaki-triage"),
+                                         on_panic=_reference_copy(guest, ref), progress=said.append)
+            return result, await guest.block_states()
+
+    try:
+        result, states = asyncio.run(scenario())
+    finally:
+        remove_ram(guest)
+
+    assert result.order == "tsubaki-triage" and all(s == "online" for s in states.values())
+    assert any(m.startswith("triage planned") for m in said), said
+    dump = open_dump([out])
+    assert dump.problems == [] and dump.properties["live.order"] == "tsubaki-triage"
+    saved = [e.fields["step"] for e in dump.events if e.kind == "saved"]
+    first = saved.index("base")
+    assert first > 0 and all(s.startswith("triage: ") for s in saved[:first]), saved
+    assert any("printk" in s or "dmesg" in s for s in saved[:first]), saved  # the kernel log is triage data
+    assert [s for s in saved if not s.startswith("triage: ")] == [p.name for p in guest.layout.pieces()]
+    for piece in guest.layout.pieces():
+        data = (ref / piece.path.name).read_bytes()
+        for start, length in piece.ranges:
+            off = start - piece.file_base
+            assert dump.memory.read(start, length) == data[off:off + length], piece.name

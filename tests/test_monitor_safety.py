@@ -112,7 +112,7 @@ def _check_cuts(result, source, params, path, tmp_path, cuts):
     return {t: _lost_at(result, source, params, path, tmp_path, t) for t in times}
 
 
-@pytest.mark.parametrize("name", ["kdump", "tsubaki", "tsubaki-triage"])
+@pytest.mark.parametrize("name", ["kdump", "dump-then-reset", "tsubaki", "tsubaki-triage"])
 @SETTINGS
 @given(case=machines())
 def test_correct_policies_never_lose_evidence(tmp_path_factory, name, case):

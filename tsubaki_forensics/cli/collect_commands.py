@@ -33,7 +33,7 @@ def collect(
              "lab:sysrq,mem=2G,workload=busy. Default: the crash lab's default scenario.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Dump file to write (.tsd).")] = Path("dump.tsd"),
     policy: Annotated[str, typer.Option(
-        help="kdump, kdump-full, reboot-only, tsubaki or tsubaki-triage.")] = "tsubaki",
+        help="kdump, kdump-full, reboot-only, dump-then-reset, tsubaki or tsubaki-triage.")] = "tsubaki",
     dump_level: Annotated[int, typer.Option(
         "--dump-level", "-d", min=0, max=31,
         help="makedumpfile's -d bits for tsubaki and tsubaki-triage: 1 zero, 2 non-private cache, "

@@ -36,8 +36,9 @@ def monitor(
                                                 "a multiple of 128M).")] = "128M",
     smp: Annotated[int, typer.Option(help="Guest vCPUs.")] = 2,
     kernel: Annotated[str, typer.Option(help="Debian kernel series from the crash lab (6.1, 6.12).")] = "6.1",
-    order: Annotated[str, typer.Option(help="tsubaki: base RAM, reset, then the DIMMs handed back as "
-                                            "saved; dump-then-reset: everything first (today's practice).")] = "tsubaki",
+    order: Annotated[str, typer.Option("--policy", "--order", help="A policy of collect that runs live "
+                                            "(tsubaki: base RAM, reset, then the DIMMs handed back as saved; "
+                                            "dump-then-reset: everything first, today's practice; reboot-only; ...).")] = "tsubaki",
     storage: Annotated[str, typer.Option(help="Pace the writes to a device profile of the emulation "
                                               "(unlimited, sd-uhs1, emmc, ... or custom:...).")] = "unlimited",
     fill: Annotated[str, typer.Option(help="Before the panic, fill this much guest memory with "
@@ -66,12 +67,12 @@ def monitor(
     from monitor_model.storage import get_profile
 
     from ..live import GuestConfig, LiveParams
-    from ..live.monitor import ORDERS
+    from ..live.monitor import LIVE_POLICIES
 
     if fmt not in ("text", "json"):
         raise TsubakiError(f"--format {fmt!r}: use text or json")
-    if order not in ORDERS:
-        raise TsubakiError(f"--order {order!r}: use one of {', '.join(ORDERS)}")
+    if order not in LIVE_POLICIES:
+        raise TsubakiError(f"--policy {order!r}: use one of {', '.join(LIVE_POLICIES)}")
     if smp < 1 or smp > 8:
         raise TsubakiError(f"--smp {smp}: use 1..8")
     if dump_level > 1:  # said, never silently ignored: the dump records level 1, what it holds
@@ -79,7 +80,7 @@ def monitor(
                       "`collect -d` models the filtered monitor (docs/LIVE.md)")
     config = GuestConfig(mem=_size(mem, "--mem"), base=_size(base, "--base"),
                          dimm_size=_size(dimm_size, "--dimm-size"), smp=smp, kernel=kernel)
-    params = LiveParams(order=order, storage=get_profile(storage), level=level, threads=threads)
+    params = LiveParams(policy=order, storage=get_profile(storage), level=level, threads=threads)
     fill_mib = _size(fill, "--fill") >> 20
     if fill_mib > (config.mem >> 20) * 3 // 4:
         raise TsubakiError(f"--fill {fill}: at most three quarters of --mem")
@@ -154,7 +155,7 @@ async def _resume(paths: list[Path], params, output: Path, work: Path):
     try:
         state = await reconcile(guest, state)
         say(f"attached to QEMU pid {guest.proc.pid}; dump {state.dump_id}")
-        params = replace(params, order=state.order)
+        params = replace(params, policy=state.policy)
         first = await run_protocol(guest, output, params, state.panic_wall, progress=say, resume=state)
         return await follow_panics(guest, first, output, params, progress=say)
     finally:

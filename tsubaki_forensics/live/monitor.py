@@ -1,19 +1,32 @@
-"""The live monitor: the Tsubaki protocol on a real panicked guest.
+"""The live monitor: the Tsubaki protocol on a real panicked guest, driven by the same policies as ``collect``.
 
 After GUEST_PANICKED (our SMC) the guest is paused inside its panic
-notifier.  The monitor
+notifier.  The monitor stores the panic notice (registers, VMCOREINFO;
+:mod:`.notice`) and flushes it; then it runs a policy of
+:mod:`monitor_model.policies` through the one protocol loop
+(:func:`monitor_model.protocol.protocol`) that the emulation runs too.  This
+module is only its live *driver*: each action the loop yields is done for real.
 
-1. stores the panic notice (registers, VMCOREINFO; :mod:`.notice`) and flushes;
-2. ``tsubaki`` order: saves the **base RAM** (the reboot region) from its
-   host file and flushes it, then resets the guest (QMP ``system_reset`` +
-   ``cont``): firmware and kernel boot in the base RAM only, the DIMMs stay
-   offline (``memhp_default_state=offline``);
-3. keeps dumping the DIMMs, each from its own file, and **hands each one back**
-   once it is durable: the guest agent onlines its memory blocks;
-4. closes the dump (INDEX + END) and checks that every block is online.
+* a step (ranges of guest-physical memory) is written from the guest's RAM
+  files (``TsdWriter.write_file_range``), paced to a storage profile, and
+  flushed (fsync); its ``saved`` EVENT names the piece (``base``, ``dimm3``);
+* *reboot*: the guest is reset (QMP ``system_reset`` + ``cont``): firmware
+  and kernel boot in the base RAM only, the DIMMs stay offline
+  (``memhp_default_state=offline``); DIMMs the policy reboots in as well are
+  onlined once the rebooted guest's agent is up;
+* *hand back*: the agent onlines the DIMM's memory blocks (in batches, once
+  the rebooted guest's agent said hello).
 
-``dump-then-reset`` is today's practice on the same guest: every piece
-first, then the reset, then all memory at once.
+One machine region per piece: region 0 is the base RAM (the reboot set: the
+guest can boot nowhere else), region ``i + 1`` is DIMM ``i``.  ``tsubaki``
+saves the base, resets, then saves each DIMM and hands it back as saved;
+``dump-then-reset`` is today's practice (everything, then the reset, then all
+memory at once); ``tsubaki-triage`` first runs the emulation's drgn planner
+on the paused guest's RAM files (:mod:`.memory`) and saves what it found
+before anything else.  Every policy that runs on the monitor's own writer runs
+here (:data:`LIVE_POLICIES`); kdump's capture kernel and makedumpfile are a
+model of ``collect`` only.  A policy that would give the guest memory whose dump is
+not durable is stopped before the guest gets it (``HandbackSafetyError``).
 
 Times are wall-clock seconds since QEMU stamped the panic event.  Each step
 is also an EVENT record in the dump as it happens, so a dump cut short by a
@@ -29,28 +42,63 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from monitor_model.machine import Machine, Region
+from monitor_model.policies import POLICIES, Policy, Step, get_policy
+from monitor_model.protocol import (
+    Action,
+    Books,
+    FlushStep,
+    Give,
+    Reboot,
+    StepSaved,
+    WriteStep,
+    protocol,
+)
+from monitor_model.results import HandbackSafetyError
 from monitor_model.storage import PROFILES, StorageProfile
 
 from ..contracts.events import EventKind
 from ..tsd import MemoryMap, TsdWriter
 from .guest import READY_MARKER
-from .layout import Piece
+from .layout import Layout, Piece
+from .memory import GuestMemory
+from .notice import Notice, fetch_notice
 from .resume import ResumeState
-from .notice import fetch_notice
 from .throttle import PacedDevice
 from .vm import LiveError, LiveGuest
 
-__all__ = ["ORDERS", "LiveParams", "LiveResult", "PieceTimes", "run_protocol", "bring_online"]
+__all__ = ["LIVE_POLICIES", "LiveParams", "LiveResult", "PieceTimes", "bring_online",
+           "live_machine", "live_policy", "plan_triage_steps", "run_protocol"]
 
-ORDERS = ("tsubaki", "dump-then-reset")
 WRITE_BATCH = 32 << 20  # bytes per write_file_range call: the pacing and progress unit
+
+
+def _runs_live(cls: type[Policy]) -> bool:
+    """The live monitor is the monitor itself: no capture kernel, no makedumpfile model."""
+    return not (cls.kdump_model or cls.capture_boot)
+
+
+LIVE_POLICIES: tuple[str, ...] = tuple(name for name, cls in POLICIES.items() if _runs_live(cls))
+"""The policies of :mod:`monitor_model.policies` the live monitor runs (``--policy``)."""
+
+
+def live_policy(policy: str | Policy) -> Policy:
+    """The policy object for ``policy`` (a name or an object, e.g. a plugin's or a test's).
+
+    :raises TsubakiError: unknown name; :raises LiveError: a policy the live monitor cannot run.
+    """
+    obj = get_policy(policy) if isinstance(policy, str) else policy
+    if not _runs_live(type(obj)):
+        raise LiveError(f"policy {obj.name!r} models kdump's capture kernel and makedumpfile; the live "
+                        f"monitor runs the monitor's own policies: {', '.join(LIVE_POLICIES)}")
+    return obj
 
 
 @dataclass
 class LiveParams:
     """How the monitor dumps."""
 
-    order: str = "tsubaki"
+    policy: str = "tsubaki"  # a name of LIVE_POLICIES (run_protocol also takes a Policy object)
     storage: StorageProfile = PROFILES["unlimited"]
     level: int = 3
     threads: int = 2
@@ -74,7 +122,7 @@ class PieceTimes:
 class LiveResult:
     """One panic handled: seconds since the panic event."""
 
-    order: str
+    order: str  # the policy run (the field's name is the JSON key of earlier releases)
     output: str
     storage: str
     memory_bytes: int
@@ -96,6 +144,20 @@ class LiveResult:
         return asdict(self)
 
 
+def live_machine(layout: Layout, cpus: int = 2) -> Machine:
+    """The guest as the protocol sees it: one region per piece, the base RAM first.
+
+    A region is what the guest gets back at once: the base RAM (rebooted in)
+    or one DIMM (onlined block by block, but as one unit).
+    """
+    regions = []
+    for i, piece in enumerate(layout.pieces()):
+        start = piece.ranges[0][0]
+        end = piece.ranges[-1][0] + piece.ranges[-1][1]
+        regions.append(Region(i, start, end - start, piece.ranges))
+    return Machine(regions=regions, region_size=layout.dimm_size, cpus=cpus)
+
+
 def _blocks_arg(pieces: list[Piece]) -> str:
     return " ".join(str(b) for p in pieces for b in p.blocks)
 
@@ -107,32 +169,54 @@ async def bring_online(guest: LiveGuest, pieces: list[Piece]) -> None:
 
 
 class _Run:
-    def __init__(self, guest: LiveGuest, output: Path, params: LiveParams, t0: float,
-                 dump_id: str | None = None) -> None:
-        self.guest, self.params, self.t0 = guest, params, t0
+    """One panic: the writer, the books of the protocol, the guest's side of its actions."""
+
+    def __init__(self, guest: LiveGuest, output: Path, params: LiveParams, policy: Policy, t0: float,
+                 resume: ResumeState | None = None) -> None:
+        self.guest, self.params, self.policy, self.t0 = guest, params, policy, t0
         self.layout = guest.layout
+        self.pieces = self.layout.pieces()
+        self.machine = live_machine(self.layout, cpus=getattr(guest, "smp", 2))
+        # the guest's firmware and kernel boot in the base RAM: the reboot set, whatever the policy
+        self.triage_plan: list[Step] = []  # planned ahead (the planner is slow) for policies that ask
+        self.books = Books(self.machine, reboot_set=[self.machine.regions[0]],
+                           triage=lambda: self.triage_plan)
         self.ready: asyncio.Task | None = None
         self.hello: asyncio.Future | None = None
         self.second: asyncio.Task | None = None
+        self.handing: asyncio.Task | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()
+        # the real world an earlier monitor left (resume): a guest already reset, DIMMs already online
+        self.reset_before = bool(resume and resume.rebooted)
+        self.online_before = frozenset(resume.handed) if resume else frozenset()
         # The notice's first record: the guest's whole memory map (base RAM
         # and every DIMM) and the dump level, so any prefix knows its total.
-        self.writer = TsdWriter(output, dump_id=dump_id, level=params.level, threads=params.threads,
-                                producer=f"tsubaki-forensics monitor ({params.order}, live)",
+        self.writer = TsdWriter(output, dump_id=resume.dump_id if resume else None, level=params.level,
+                                threads=params.threads,
+                                producer=f"tsubaki-forensics monitor ({policy.name}, live)",
                                 memory_map=MemoryMap.from_ranges(
-                                    r for p in self.layout.pieces() for r in p.ranges))
+                                    r for p in self.pieces for r in p.ranges))
         self.device = PacedDevice(params.storage, t0)
-        self.result = LiveResult(order=params.order, output=str(output), storage=params.storage.name,
-                                 memory_bytes=sum(p.nbytes for p in self.layout.pieces()),
-                                 base_bytes=self.layout.base_piece().nbytes)
-        self.times = {p.name: PieceTimes(p.name, p.ranges[0][0], p.nbytes) for p in self.layout.pieces()}
+        self.result = LiveResult(order=policy.name, output=str(output), storage=params.storage.name,
+                                 memory_bytes=sum(p.nbytes for p in self.pieces),
+                                 base_bytes=self.pieces[0].nbytes)
+        self.times = {p.name: PieceTimes(p.name, p.ranges[0][0], p.nbytes) for p in self.pieces}
         self.result.pieces = list(self.times.values())
         self.closed = False
-        self._events: list[tuple[str, float, dict]] = []
+        self._events: list[tuple[EventKind, float, dict]] = []
+        self._step_start = 0
 
     def now(self) -> float:
         return time.time() - self.t0
 
-    def event(self, kind: str, **fields) -> float:
+    def name(self, region: Region) -> str:
+        """The piece a region is (``base``, ``dimm3``): what the EVENT records say."""
+        return self.pieces[region.index].name
+
+    def label(self, step: Step) -> str:
+        return self.pieces[step.region].name if step.region is not None else step.label
+
+    def event(self, kind: EventKind, **fields) -> float:
         """An EVENT record now (until the dump is closed; later ones are in the result only).
 
         The writer is not thread-safe and its batches run on worker threads, so
@@ -148,18 +232,35 @@ class _Run:
             self.writer.write_event(kind, t, **fields)
         self._events.clear()
 
-    async def notice(self) -> None:
+    async def notice(self) -> Notice:
         notice = await fetch_notice(self.guest)
         layout = self.layout
         self.writer.write_metadata(vmcoreinfo=notice.vmcoreinfo, notes=notice.notes, properties={
-            "live.order": self.params.order, "live.storage": self.params.storage.name,
+            "live.order": self.policy.name, "live.storage": self.params.storage.name,
             "live.base": layout.base, "live.dimm_size": layout.dimm_size, "live.dimms": layout.dimms,
             "live.dimm_addrs": ",".join(hex(a) for a in layout.dimm_addrs),
             "collect.memory_bytes": self.result.memory_bytes, "live.panic_wall": repr(self.t0),
         })
-        self.writer.write_event(EventKind.PANIC_NOTICE, 0.0, cpus=self.guest.smp)
+        self.writer.write_event(EventKind.PANIC_NOTICE, 0.0, cpus=getattr(self.guest, "smp", 2))
         await self._flush()
         self.result.notice_s = self.event(EventKind.NOTICE_SAVED)
+        return notice
+
+    async def plan_triage(self, notice: Notice, planner, say) -> None:
+        """Find the triage data on the paused guest's memory (``tsubaki-triage``): before the
+        protocol starts, in a thread, while nothing of the guest has changed yet."""
+        memory = GuestMemory(self.layout, vmcoreinfo=notice.vmcoreinfo, notes=notice.notes)
+        began = time.monotonic()
+        try:
+            steps, notes = await asyncio.to_thread(planner, memory)
+        finally:
+            memory.close()
+        for note in notes:
+            say(f"triage: {note}")
+        self.triage_plan = list(steps)
+        planned = sum(n for step in steps for _, n in step.ranges)
+        say(f"triage planned in {time.monotonic() - began:.1f} s: {len(steps)} steps, "
+            f"{planned >> 10} KiB first")
 
     async def _flush(self) -> int:
         self._drain()
@@ -167,37 +268,103 @@ class _Run:
         await self.device.flushed()
         return offset
 
-    async def save(self, piece: Piece) -> None:
-        """Dump one piece from its host file, flush, mark it saved."""
-        before = self.writer.bytes_written
-        fd = os.open(piece.path, os.O_RDONLY)
-        try:
-            for start, length in piece.ranges:
-                for pos in range(start, start + length, WRITE_BATCH):
-                    n = min(WRITE_BATCH, start + length - pos)
-                    self._drain()
-                    mark = self.writer.bytes_written
-                    await asyncio.to_thread(self.writer.write_file_range, pos, fd,
-                                            pos - piece.file_base, n)
-                    await self.device.wrote(self.writer.bytes_written - mark)
-        finally:
-            os.close(fd)
-        await self._flush()
-        times = self.times[piece.name]
-        times.file_bytes = self.writer.bytes_written - before
-        times.saved_s = self.event(EventKind.SAVED, step=piece.name, bytes=times.file_bytes)
+    # -- the protocol's actions ------------------------------------------------
+    async def perform(self, action: Action) -> None:
+        """Carry out one action of :func:`monitor_model.protocol.protocol` on the guest."""
+        if isinstance(action, WriteStep):
+            await self.write(action.step, action.todo)
+        elif isinstance(action, FlushStep):
+            await self._flush()
+        elif isinstance(action, StepSaved):
+            self.saved(action.step)
+        elif isinstance(action, Reboot):
+            await self.reboot(action.regions)
+        elif isinstance(action, Give):
+            self.give(action.region)
+        else:  # pragma: no cover - a new action without a driver
+            raise TypeError(f"unknown protocol action {action!r}")
 
+    async def write(self, step: Step, todo) -> None:
+        """Dump ``todo`` (guest-physical ranges) from the RAM files of the pieces holding them."""
+        self._step_start = self.writer.bytes_written
+        for start, length in todo:
+            for piece, pos, n in self._in_pieces(start, length):
+                fd = os.open(piece.path, os.O_RDONLY)
+                try:
+                    for at in range(pos, pos + n, WRITE_BATCH):
+                        size = min(WRITE_BATCH, pos + n - at)
+                        self._drain()
+                        mark = self.writer.bytes_written
+                        await asyncio.to_thread(self.writer.write_file_range, at, fd,
+                                                at - piece.file_base, size)
+                        await self.device.wrote(self.writer.bytes_written - mark)
+                finally:
+                    os.close(fd)
+
+    def _in_pieces(self, start: int, length: int):
+        """``(piece, paddr, length)`` for the parts of a range that are guest memory."""
+        for piece in self.pieces:
+            for s, n in piece.ranges:
+                a, b = max(s, start), min(s + n, start + length)
+                if a < b:
+                    yield piece, a, b - a
+
+    def saved(self, step: Step) -> None:
+        """The step is durable: its EVENT, and the times of the pieces it completed."""
+        nbytes = self.writer.bytes_written - self._step_start
+        t = self.event(EventKind.SAVED, step=self.label(step), bytes=nbytes)
+        if step.region is not None:
+            self.times[self.label(step)].file_bytes += nbytes
+        for region in self.machine.regions:
+            times = self.times[self.name(region)]
+            if times.saved_s is None and self.books.region_saved(region):
+                times.saved_s = t
+
+    def _check_durable(self, region: Region, how: str) -> None:
+        if self.policy.dumps and not self.books.region_saved(region):
+            raise HandbackSafetyError(f"policy {self.policy.name} would give the guest {self.name(region)} "
+                                      f"({how}) before its dump is durable; stopped before it did")
+
+    async def reboot(self, regions: tuple[Region, ...]) -> None:
+        """Reboot the guest in the base RAM; DIMMs it reboots in too are onlined once it is up."""
+        if not any(r.index == 0 for r in regions):
+            raise LiveError(f"policy {self.policy.name} reboots in "
+                            f"{', '.join(self.name(r) for r in regions) or 'nothing'}, but the guest "
+                            "can only boot in its base RAM")
+        for region in regions:
+            self._check_durable(region, "reboot")
+        # The base's "saved" and this "reboot_start" must be durable before the
+        # guest runs again: a monitor killed after the reset and resumed would
+        # otherwise not know the base RAM is Linux's now, and save it again
+        # from memory the rebooted kernel has rewritten.
+        if self.reset_before:  # an earlier monitor reset it (QEMU says so, resume.reconcile): never twice
+            await self.attach_running()
+        else:
+            self.result.reset_s = self.event(EventKind.REBOOT_START, regions=[self.name(r) for r in regions])
+            await self._flush()
+            await self.reset()
+        self.handing = asyncio.create_task(self.hand_back(self.queue))
+        for region in regions:
+            if region.index != 0:  # a DIMM: the rebooted kernel sees it offline until onlined
+                self._online(region)
+
+    def give(self, region: Region) -> None:
+        """Hand a saved DIMM back: queued for the agent (it onlines in batches once the guest is up)."""
+        self._check_durable(region, "hand-back")
+        if self.handing is not None and self.handing.done():
+            self.handing.result()  # raises the agent's error
+        self._online(region)
+
+    def _online(self, region: Region) -> None:
+        if self.name(region) not in self.online_before:  # an earlier monitor handed it back already
+            self.queue.put_nowait(self.pieces[region.index])
+
+    # -- the guest ---------------------------------------------------------------
     async def reset(self) -> None:
         """Reboot the guest in the base RAM; the console is watched from here on."""
         guest = self.guest
         guest.drop_agent_state()
         self.console_from = guest.console_size()
-        # The base's "saved" and this "reboot_start" must be durable before the
-        # guest runs again: a monitor killed after the reset and resumed would
-        # otherwise not know the base RAM is Linux's now, and save it again
-        # from memory the rebooted kernel has rewritten.
-        self.result.reset_s = self.event(EventKind.REBOOT_START, regions=["base"])
-        await self._flush()
         await guest.execute("system_reset")
         await guest.execute("cont")
         self.watch_second_panic()
@@ -231,7 +398,7 @@ class _Run:
         return None
 
     async def hand_back(self, queue: asyncio.Queue) -> None:
-        """Online each saved DIMM as soon as the rebooted guest's agent is up."""
+        """Online each queued DIMM as soon as the rebooted guest's agent is up."""
         hello = await self._unless_panicked(self.hello)
         if hello is None:
             return
@@ -263,10 +430,22 @@ class _Run:
         self.result.dump_complete_s = self.now()
 
 
+def plan_triage_steps(memory: GuestMemory) -> tuple[list[Step], list[str]]:
+    """The emulation's triage planner (drgn runs the analyses and records the pages they read)
+    on the paused guest: its steps and notes."""
+    from monitor_model.triage import plan_triage  # drgn and every analysis: only when asked
+
+    plan = plan_triage(memory)
+    return plan.steps(), list(plan.notes)
+
+
 async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic_wall: float,
                        *, on_panic: Callable[[], None] | None = None,
                        progress: Callable[[str], None] | None = None,
-                       resume: ResumeState | None = None) -> LiveResult:
+                       resume: ResumeState | None = None,
+                       policy: Policy | None = None,
+                       triage: Callable[[GuestMemory], tuple[list[Step], list[str]]] = plan_triage_steps,
+                       ) -> LiveResult:
     """Handle one panic of ``guest`` (already paused by pvpanic) and write ``output``.
 
     :param panic_wall: the wall-clock time QEMU stamped on GUEST_PANICKED.
@@ -274,64 +453,47 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
         the memory here to compare the dump against).
     :param resume: what the earlier file(s) of this dump hold (a restarted
         monitor): the new file gets the same dump id and only what is missing.
-    :raises LiveError: QEMU, agent or boot failures (the dump written so far stays valid).
+    :param policy: a policy object to run instead of ``params.policy`` (one
+        that is not registered: a plugin's, a test's).
+    :param triage: plans the triage steps for a policy that asks for them
+        (``plans_triage``): steps and notes, from the paused guest's memory.
+    :raises LiveError: QEMU, agent or boot failures, a policy that cannot run
+        live (the dump written so far stays valid).
+    :raises HandbackSafetyError: the policy would have given the guest memory
+        whose dump was not durable (stopped before the guest got it).
     """
-    if params.order not in ORDERS:
-        raise LiveError(f"unknown order {params.order!r}; choose one of {', '.join(ORDERS)}")
+    policy = live_policy(policy if policy is not None else params.policy)
     say = progress or (lambda msg: None)
     if on_panic is not None:
         on_panic()
-    run = _Run(guest, Path(output), params, panic_wall, dump_id=resume.dump_id if resume else None)
-    layout = guest.layout
-    dimms = layout.dimm_pieces()
-    saved = resume.saved if resume else frozenset()
-    handed = resume.handed if resume else frozenset()
-    queue: asyncio.Queue = asyncio.Queue()
-    handing: asyncio.Task | None = None
+    run = _Run(guest, Path(output), params, policy, panic_wall, resume)
     try:
         if resume is None:
-            await run.notice()
-            say(f"notice saved at {run.result.notice_s:.2f} s")
+            notice = await run.notice()
+            say(f"notice saved at {run.result.notice_s:.2f} s; policy {policy.name}")
+            if policy.plans_triage:
+                await run.plan_triage(notice, triage, say)
         else:
-            run.event(EventKind.RESUMED, saved=sorted(saved), handed=sorted(handed))
+            if policy.plans_triage:  # the guest may run already: its memory is no longer the crash's
+                say("resuming: no triage planned (the earlier file holds what the first run planned)")
+            kept = run.books.resume(resume.ranges)
+            run.event(EventKind.RESUMED, previous=resume.name, bytes=kept, saved=sorted(resume.saved),
+                      handed=sorted(resume.handed))
             await run._flush()
-            say(f"resuming: saved {sorted(saved) or 'nothing'}, rebooted {resume.rebooted}")
-        if params.order == "tsubaki":
-            if "base" not in saved:
-                await run.save(layout.base_piece())
-                say(f"base RAM saved at {run.times['base'].saved_s:.2f} s; resetting the guest")
-            if resume is not None and resume.rebooted:
-                await run.attach_running()
-            else:
-                await run.reset()
-            handing = asyncio.create_task(run.hand_back(queue))
-            for piece in dimms:
-                if piece.name in saved:
-                    if piece.name not in handed:
-                        queue.put_nowait(piece)
-                    continue
-                await run.save(piece)
-                say(f"{piece.name} saved at {run.times[piece.name].saved_s:.2f} s")
-                queue.put_nowait(piece)
-                if handing.done():
-                    handing.result()  # raises the agent's error
-            queue.put_nowait(None)
-            await run.close()
-        else:
-            for piece in [layout.base_piece(), *dimms]:
-                if piece.name not in saved:
-                    await run.save(piece)
-                    say(f"{piece.name} saved at {run.times[piece.name].saved_s:.2f} s")
-            await run.close()
-            if resume is not None and resume.rebooted:
-                await run.attach_running()
-            else:
-                await run.reset()
-            for piece in [*(d for d in dimms if d.name not in handed), None]:
-                queue.put_nowait(piece)
-            handing = asyncio.create_task(run.hand_back(queue))
+            say(f"resuming ({policy.name}): {kept >> 20} MiB saved before, "
+                f"rebooted {resume.rebooted}, handed back {sorted(resume.handed) or 'nothing'}")
+        for action in protocol(policy, run.books, dump=policy.dumps):
+            await run.perform(action)
+            if isinstance(action, StepSaved) and action.step.region is not None:
+                say(f"{run.label(action.step)} saved at {run.times[run.label(action.step)].saved_s or 0:.2f} s")
+            elif isinstance(action, Reboot):
+                say(f"{'attached to the guest reset before' if run.reset_before else 'guest reset'} "
+                    f"at {run.result.reset_s:.2f} s")
+        run.queue.put_nowait(None)
+        await run.close()
         say(f"dump complete at {run.result.dump_complete_s:.2f} s ({run.result.bytes_written} bytes)")
-        await handing
+        if run.handing is not None:
+            await run.handing
         if run.ready is not None and (run.result.panicked_again_s is None or run.ready.done()):
             run.result.ready_s = await run.ready - panic_wall
             run.result.boot_s = run.result.ready_s - run.result.reset_s
@@ -346,7 +508,7 @@ async def run_protocol(guest: LiveGuest, output: Path, params: LiveParams, panic
         run.result.all_online_s = max([run.result.agent_s] + [t.online_s or 0 for t in run.times.values()])
         return run.result
     finally:
-        for task in (handing, run.ready, run.hello, run.second):
+        for task in (run.handing, run.ready, run.hello, run.second):
             if task is not None and not task.done():
                 task.cancel()
         run.writer.close()

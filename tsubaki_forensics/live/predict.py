@@ -3,9 +3,11 @@
 The live dump is itself a memory source: :class:`DumpSource` serves its
 ranges to :func:`monitor_model.engine.run_policy`, which replays the protocol
 with the same region size (128 MiB DIMMs), the same reboot memory (the base
-RAM, lowest regions), the same storage profile and the measured boot time.
-``dump-then-reset`` maps to the emulation's ``kdump`` with no capture-kernel
-boot (the live monitor dumps directly; there is no second kernel).
+RAM, lowest regions), the same storage profile and the measured boot time,
+and **the same policy**: the live monitor runs the emulation's policy classes
+(``dump-then-reset`` included; it used to be predicted by ``kdump`` with no
+capture-kernel boot, which models makedumpfile at ``-d 31``, not what the
+live monitor writes).
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from monitor_model.storage import StorageProfile
 from ..tsd import open_dump
 
 __all__ = ["DumpSource", "Prediction", "predict"]
-
-POLICY_OF_ORDER = {"tsubaki": "tsubaki", "dump-then-reset": "kdump"}
 
 
 class DumpSource:
@@ -60,7 +60,7 @@ class Prediction:
 def predict(dump: Path, ranges: list[tuple[int, int]], order: str, *, storage: StorageProfile,
             reboot_mem: int, boot_s: float, region_size: int = 128 << 20,
             cpu_scale: float | None = 1.0) -> Prediction:
-    """Run the emulation of ``order`` on the memory of ``dump``.
+    """Run the emulation of policy ``order`` (the one the live monitor ran) on the memory of ``dump``.
 
     :param cpu_scale: put the compression CPU time the emulation measures on its
         timeline (1.0: this host's core), as the live monitor pays it for real.
@@ -70,7 +70,7 @@ def predict(dump: Path, ranges: list[tuple[int, int]], order: str, *, storage: S
     source = DumpSource(dump, ranges)
     try:
         with tempfile.TemporaryDirectory(prefix="tsk-predict-") as tmp:
-            r = run_policy(source, get_policy(POLICY_OF_ORDER[order]), params, Path(tmp) / "p.tsd")
+            r = run_policy(source, get_policy(order), params, Path(tmp) / "p.tsd")
     finally:
         source.close()
     return Prediction(r.policy, r.restart_s, r.full_memory_s, r.dump_complete_s or 0.0, r.reboot_start_s)

@@ -3,11 +3,11 @@
 QEMU outlives a killed monitor, and so do its QMP and agent sockets (QEMU
 goes back to listening when a client vanishes).  At start the monitor
 writes ``WORKDIR/live.json`` (QEMU's pid, the sockets, the memory layout);
-a restarted monitor reads it, attaches, reads the earlier ``.tsd`` to learn
-what was saved, reset and handed back (its EVENT records), and writes a new
-file of the **same dump id** with the rest.  ``open_dump([old, new])``
-reads them as one dump; a piece cut short in the old file is dumped whole
-again (same bytes: the guest never had it).
+a restarted monitor reads it, attaches, reads the earlier ``.tsd`` with the reader ``collect
+--resume-from`` uses (:class:`monitor_model.resume.Resume`: the memory it
+holds, and from its EVENT records what was reset and handed back), and runs
+the same policy into a new file of the **same dump id** with only the memory
+the earlier file lacks.  ``open_dump([old, new])`` reads them as one dump.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from ..contracts.events import EventKind
-from ..tsd import open_dump
+from monitor_model.resume import Resume
+
 from .layout import Layout
 from ..errors import LiveError
 
@@ -95,15 +95,13 @@ class AttachedProcess:
 
 
 @dataclass(frozen=True)
-class ResumeState:
-    """What the earlier file(s) of a dump say happened."""
+class ResumeState(Resume):
+    """What the earlier file(s) of a live dump hold and say happened (the
+    emulation's :class:`~monitor_model.resume.Resume`, read by the same reader),
+    and when the guest panicked and which policy ran."""
 
-    dump_id: str
-    panic_wall: float
-    order: str
-    saved: frozenset[str]      # pieces whose "saved" event is in the file
-    handed: frozenset[str]     # DIMMs the guest acknowledged
-    rebooted: bool
+    panic_wall: float = 0.0
+    policy: str = "tsubaki"
 
 
 def resume_state(paths: list[Path]) -> ResumeState:
@@ -111,19 +109,12 @@ def resume_state(paths: list[Path]) -> ResumeState:
 
     :raises LiveError: not a live dump (no ``live.panic_wall`` property).
     """
-    dump = open_dump([Path(p) for p in paths])
-    props = dump.properties
-    if "live.panic_wall" not in props:
+    found = Resume.from_files([Path(p) for p in paths])
+    wall = found.property("live.panic_wall")
+    if wall is None:
         raise LiveError(f"{paths[0]} is not a live dump (no live.panic_wall property)")
-    events = dump.events
-    return ResumeState(
-        dump_id=str(dump.dump_id),
-        panic_wall=float(props["live.panic_wall"]),
-        order=props.get("live.order", "tsubaki"),
-        saved=frozenset(e.fields.get("step") for e in events if e.kind == EventKind.SAVED),
-        handed=frozenset(e.fields.get("region") for e in events if e.kind == EventKind.HAND_BACK),
-        rebooted=any(e.kind == EventKind.REBOOT_START for e in events),
-    )
+    return ResumeState(**{f.name: getattr(found, f.name) for f in fields(Resume)},
+                       panic_wall=float(wall), policy=found.property("live.order") or "tsubaki")
 
 
 async def reconcile(guest, state: ResumeState) -> ResumeState:
