@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..analysis.report import Report
+    from ..contracts.report import Report
     from ..contracts.debuginfo import DebugInfoProvider
     from ..contracts.analysis import AnalysisFunction, AnalysisOption
     from ..contracts.needs import Need
