@@ -17,6 +17,9 @@ layer may depend on it without reaching sideways or up (docs/ARCHITECTURE.md,
 * :mod:`.results` and :mod:`.report`: what an analysis returns (``AnalysisResult``,
   ``Table``, placeholders) and the whole ``analyze`` answer (``Report``): the
   renderers read only these, so ``render/`` sits below the plugin system.
+* :mod:`.collect`, :mod:`.inspect`, :mod:`.triage`: the typed results of those
+  commands (``CollectSummary``, ``DumpDescription``, ``TriageRecord`` and
+  ``SignatureGroup``), built in each command's own layer, rendered in ``render/``.
 """
 
 from __future__ import annotations
