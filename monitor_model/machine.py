@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tsubaki_forensics.errors import SourceError, TsubakiError
-from tsubaki_forensics.sizes import parse_size
+from tsubaki_forensics.sizes import format_size, parse_size  # format_size re-exported (its old home)
 
 __all__ = [
     "HOTPLUG_BLOCK",
@@ -39,6 +39,7 @@ __all__ = [
 HOTPLUG_BLOCK = 128 << 20
 """x86_64 ``memory_block_size_bytes()`` on a machine below 64 GiB."""
 
+
 def parse_size_option(text: str, option: str) -> int:
     """:func:`~tsubaki_forensics.sizes.parse_size` (the project's one size parser, re-exported
     here) for a command-line option: the error names ``option``."""
@@ -46,15 +47,6 @@ def parse_size_option(text: str, option: str) -> int:
         return parse_size(text)
     except TsubakiError as e:
         raise TsubakiError(f"{option}: {e}") from None
-
-
-def format_size(n: float) -> str:
-    """Human-readable binary size, e.g. ``1.5 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 class IntervalSet:

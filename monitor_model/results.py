@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tsubaki_forensics.contracts.collect import PolicyOutcome, RegionOutcome, SaveStep, TimelineEvent
 from tsubaki_forensics.contracts.events import EventKind
+from tsubaki_forensics.contracts.inspect import PageCounts
 from tsubaki_forensics.errors import TsubakiError
 
 from .cpu import DEFAULT_CPU, CpuModel
@@ -128,36 +130,43 @@ class RunResult:
         """Hand-backs that happened before the region's dump was durable."""
         return [h for h in self.handbacks if not h.safe]
 
+    def outcome(self) -> PolicyOutcome:
+        """The typed outcome the renderers print (``render/collect.py``; docs/COLLECT.md)."""
+        return PolicyOutcome(
+            policy=self.policy,
+            storage=self.storage,
+            source=self.source,
+            output=str(self.output) if self.output else None,
+            memory_bytes=self.memory_bytes,
+            used_bytes=self.used_bytes,
+            boot_s=self.boot_s,
+            reboot_start_s=self.reboot_start_s,
+            dump_level=self.dump_level,
+            restart_s=self.restart_s,
+            full_memory_s=self.full_memory_s,
+            dump_complete_s=self.dump_complete_s,
+            stall_s=self.stall_s,
+            bytes_written=self.bytes_written,
+            ideal_restart_s=self.ideal_restart_s,
+            cpu_compress_s=self.cpu_compress_s,
+            cpu_model_s=self.cpu_model_s,
+            pages=None if self.pages is None else PageCounts(
+                self.pages["total"], self.pages["kept"], self.pages["excluded"]),
+            notes=tuple(self.notes),
+            wall_s=self.wall_s,
+            unsafe_handbacks=len(self.unsafe_handbacks),
+            regions=tuple(RegionOutcome(r["index"], r["base"], r["bytes"], r["file_bytes"], r["saved_s"],
+                                        r["given_s"]) for r in self.regions),
+            steps=tuple(SaveStep(s["label"], s["memory_bytes"], s["file_end"], s["saved_s"])
+                        for s in self.steps),
+            events=tuple(TimelineEvent(e.time, e.kind, e.fields) for e in self.timeline.events),
+        )
+
     def to_json(self) -> dict:
-        """The documented JSON summary (docs/COLLECT.md)."""
-        return {
-            "policy": self.policy,
-            "storage": self.storage,
-            "source": self.source,
-            "output": str(self.output) if self.output else None,
-            "memory_bytes": self.memory_bytes,
-            "used_bytes": self.used_bytes,
-            "boot_s": _r(self.boot_s),
-            "reboot_start_s": _r(self.reboot_start_s),
-            "dump_level": self.dump_level,
-            "restart_s": _r(self.restart_s),
-            "full_memory_s": _r(self.full_memory_s),
-            "dump_complete_s": _r(self.dump_complete_s),
-            "stall_s": _r(self.stall_s),
-            "bytes_written": self.bytes_written,
-            "ideal_restart_s": _r(self.ideal_restart_s),
-            "cpu_compress_s": _r(self.cpu_compress_s),
-            "cpu_model_s": _r(self.cpu_model_s),
-            "pages": self.pages,
-            "notes": self.notes,
-            "wall_s": _r(self.wall_s),
-            "unsafe_handbacks": len(self.unsafe_handbacks),
-            "regions": self.regions,
-            "steps": self.steps,
-            "events": [
-                {"time_s": _r(e.time), "kind": e.kind, **e.fields} for e in self.timeline.events
-            ],
-        }
+        """The documented JSON summary (docs/COLLECT.md), as ``collect --format json`` prints it."""
+        from tsubaki_forensics.render.collect import outcome_json
+
+        return outcome_json(self.outcome())
 
 
 def _r(value: float | None) -> float | None:

@@ -15,13 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from tsubaki_forensics.contracts.collect import CollectSettings, CollectSummary, StorageSummary
+
 from .engine import CollectParams, Resume, RunResult, run_policy
 from .pages import PageBook
 from .policies import get_policy
 from .resume_check import verify_resume
 from .triage import TriagePlan, plan_triage
 
-__all__ = ["collect", "summary_json", "COMPARE_ORDER"]
+__all__ = ["collect", "summarize", "COMPARE_ORDER"]
 
 COMPARE_ORDER = ("reboot-only", "kdump", "kdump-full", "tsubaki", "tsubaki-triage")
 
@@ -72,42 +74,37 @@ def collect(
     return results
 
 
-def summary_json(results: Sequence[RunResult], params: CollectParams, source) -> dict:
-    """The documented ``--format json`` document (docs/COLLECT.md)."""
-    baseline = next((r for r in results if r.policy == "kdump"), None)
-    policies = {}
-    for r in results:
-        row = r.to_json()
-        if baseline is not None and r.restart_s > 0:
-            row["restart_speedup_vs_kdump"] = round(baseline.restart_s / r.restart_s, 3)
-        policies[r.policy] = row
+def summarize(results: Sequence[RunResult], params: CollectParams, source) -> CollectSummary:
+    """The typed summary of one run (rendered by ``render/collect.py``: text, or the
+    ``--format json`` document of docs/COLLECT.md)."""
     storage = params.storage
-    return {
-        "source": getattr(source, "name", "?"),
-        "memory_bytes": results[0].memory_bytes if results else None,
-        "storage": {
-            "name": storage.name,
-            "bandwidth_Bps": None if storage.bandwidth == float("inf") else storage.bandwidth,
-            "write_latency_s": storage.write_latency,
-            "granularity": storage.granularity,
-            "flush_latency_s": storage.flush_latency,
-        },
-        "params": {
-            "region_size": params.region_size,
-            "reboot_mem": params.reboot_mem,
-            "boot_s": results[0].boot_s if results else params.boot_s,
-            "capture_boot_s": params.capture_boot_s if params.capture_boot_s is not None
+    return CollectSummary(
+        source=getattr(source, "name", "?"),
+        memory_bytes=results[0].memory_bytes if results else None,
+        storage=StorageSummary(
+            name=storage.name,
+            bandwidth_Bps=None if storage.bandwidth == float("inf") else storage.bandwidth,
+            write_latency_s=storage.write_latency,
+            granularity=storage.granularity,
+            flush_latency_s=storage.flush_latency,
+            description=storage.describe(),
+        ),
+        settings=CollectSettings(
+            region_size=params.region_size,
+            reboot_mem=params.reboot_mem,
+            boot_s=results[0].boot_s if results else params.boot_s,
+            capture_boot_s=params.capture_boot_s if params.capture_boot_s is not None
             else (results[0].boot_s if results else None),
-            "reboot_regions": params.reboot_choice,
-            "monitor_mem": params.monitor_mem,
-            "scan_bandwidth_Bps": params.scan_bandwidth,
-            "cpu_scale": params.cpu_scale,
-            "demand_rate_Bps": params.demand_rate,
-            "boot_footprint": params.boot_footprint,
-            "zstd_level": params.level,
-            "dump_level": params.dump_level,
-            "kdump_level": params.kdump_level,
-            "cpu": params.cpu.to_json(),
-        },
-        "policies": policies,
-    }
+            reboot_regions=params.reboot_choice,
+            monitor_mem=params.monitor_mem,
+            scan_bandwidth_Bps=params.scan_bandwidth,
+            cpu_scale=params.cpu_scale,
+            demand_rate_Bps=params.demand_rate,
+            boot_footprint=params.boot_footprint,
+            zstd_level=params.level,
+            dump_level=params.dump_level,
+            kdump_level=params.kdump_level,
+            cpu=params.cpu.to_json(),
+        ),
+        outcomes=tuple(r.outcome() for r in results),
+    )

@@ -191,18 +191,18 @@ def test_triage_groups_tsd_elf_and_kdump_files_by_signature(kdump_files, crash_l
     shutil.copy(k612, directory / "dump.202612030002")
     (directory / "dmesg.202612030000").write_text("not a dump\n")
     run = triage([str(directory)], jobs=2)
-    paths = sorted(r["path"].rsplit("/", 1)[1] for r in run.records)
+    paths = sorted(r.path.rsplit("/", 1)[1] for r in run.records)
     assert paths == ["a.tsd", "dump.202612030000", "dump.202612030001", "dump.202612030002", "vmcore"]
     assert not run.unreadable
     sig = {k: make_signature(c.ground_truth["panic_message"], c.ground_truth["backtrace"]).key
            for k, c in (("6.1", c61), ("6.12", c612))}
-    got = {r["path"].rsplit("/", 1)[1]: r for r in run.records}
+    got = {r.path.rsplit("/", 1)[1]: r for r in run.records}
     for name in ("a.tsd", "vmcore", "dump.202612030000", "dump.202612030001"):
-        assert got[name]["error"] is None and got[name]["signature"] == sig["6.1"], got[name]
-        assert got[name]["kernel_release"] == c61.ground_truth["kernel_release"]
-    assert got["dump.202612030002"]["signature"] == sig["6.12"]
-    assert got["dump.202612030002"]["kernel_release"] == c612.ground_truth["kernel_release"]
-    assert len({r["dump_id"] for r in run.records}) == 5
+        assert got[name].error is None and got[name].signature == sig["6.1"], got[name]
+        assert got[name].kernel_release == c61.ground_truth["kernel_release"]
+    assert got["dump.202612030002"].signature == sig["6.12"]
+    assert got["dump.202612030002"].kernel_release == c612.ground_truth["kernel_release"]
+    assert len({r.dump_id for r in run.records}) == 5
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

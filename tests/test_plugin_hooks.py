@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ from typer.testing import CliRunner
 from tsubaki_forensics.analysis import AnalysisContext, AnalysisOption, AnalysisResult, Need, run_analyses, select
 from tsubaki_forensics.analysis.report import DumpSummary, Report
 from tsubaki_forensics.analysis.session import open_program
-from tsubaki_forensics.contracts import DebugInfoKind, DebugInfoReport
-from tsubaki_forensics.errors import DebugInfoError, PluginError
+from tsubaki_forensics.contracts import DebugInfoKind, DebugInfoProvider, DebugInfoReport
+from tsubaki_forensics.contracts.debuginfo import DEBUG_INFO_TIMEOUT_S, TIMEOUT_ENV, provider_time_limit
+from tsubaki_forensics.errors import DebugInfoError, PluginError, TsubakiError
 from tsubaki_forensics.plugin_system import Plugins, hookimpl
 from tsubaki_forensics.selfcontained.provider import BtfProvider
 from tsubaki_forensics.tsd import TsdWriter
@@ -193,6 +196,142 @@ def test_debug_info_chain_says_why_each_provider_declined(plugins, register, tin
     assert message.startswith("no vmlinux with debug info found for build id 00112233445566778899")
     assert "(1 candidate(s) did not match)" in message
     assert "; and the server's vmlinux is of another build; and the dump cannot describe itself" in message
+
+
+class _Attaches:
+    """A provider that serves every dump (after the misbehaving one)."""
+
+    name, description, order = "fallback", "types from a fallback server", 500
+
+    def provide(self, request):
+        return DebugInfoReport(DebugInfoKind.SYMBOL_PACK, self.name, summary=("types from the fallback",))
+
+
+class _Hangs:
+    """A symbol server that never answers: only the time limit ends it (then the test fails)."""
+
+    name, description, order = "hangs", "a symbol server on a dead network", 300
+
+    def __init__(self, swallow=False):
+        self.swallow = swallow
+
+    def provide(self, request):
+        for _ in range(600):  # 5 minutes
+            try:
+                time.sleep(0.5)
+            except BaseException:
+                if not self.swallow:
+                    raise
+                break  # swallowed the interruption: returns late (ignoring it for 30 s ends the process)
+        return DebugInfoReport(DebugInfoKind.SYMBOL_PACK, self.name)  # late: must not be used
+
+
+def _chain_plugin(*providers, timeout=None):
+    class Plugin:
+        @hookimpl
+        def tsubaki_register_debug_info(self, register):
+            for provider in providers:
+                if timeout is None or provider.name == "fallback":
+                    register(provider)
+                else:
+                    register(provider, timeout=timeout)
+
+    return Plugin()
+
+
+def _debug_info(tiny_tsd, plugins):
+    opened = open_program([tiny_tsd], plugins)
+    try:
+        return opened.program.debug_info
+    finally:
+        opened.close()
+
+
+def test_a_hanging_provider_is_passed_over_at_its_time_limit(plugins, register, tiny_tsd):
+    """A provider that hangs costs its time limit, is one line naming its plugin, and the chain goes on."""
+    register(_chain_plugin(_Hangs(), _Attaches(), timeout=1), "deadnet")
+    report = _debug_info(tiny_tsd, plugins)
+    assert report.provider == "fallback"
+    assert report.passed_over == ("plugin 'deadnet' (debug-info provider 'hangs') ran past its 1 s time limit",)
+    assert report.lines()[0] == "not used: " + report.passed_over[0]
+
+
+def test_a_provider_that_swallows_the_interruption_is_not_used(plugins, register, tiny_tsd):
+    register(_chain_plugin(_Hangs(swallow=True), _Attaches(), timeout=1), "stubborn")
+    report = _debug_info(tiny_tsd, plugins)
+    assert report.provider == "fallback"
+    assert report.passed_over == ("plugin 'stubborn' (debug-info provider 'hangs') ran past its 1 s time limit "
+                                  "(and ignored the interruption)",)
+
+
+def test_a_raising_provider_is_one_line_and_the_chain_goes_on(plugins, register, tiny_tsd):
+    class Raises:
+        name, description, order = "raises", "a symbol server client with a bug", 300
+
+        def provide(self, request):
+            raise RuntimeError("connection reset\nsecond line")
+
+    class Exits(Raises):
+        name, order = "exits", 301
+
+        def provide(self, request):
+            sys.exit(3)
+
+    register(_chain_plugin(Raises(), Exits(), _Attaches()), "buggy")
+    report = _debug_info(tiny_tsd, plugins)
+    assert report.provider == "fallback"
+    assert report.passed_over == (
+        "plugin 'buggy' (debug-info provider 'raises') raised RuntimeError: connection reset",
+        "plugin 'buggy' (debug-info provider 'exits') called sys.exit(3)",
+    )
+
+
+def test_the_lines_are_in_the_error_when_no_provider_attaches(plugins, register, tiny_tsd):
+    register(_chain_plugin(_Hangs(), timeout=1), "deadnet")
+    with pytest.raises(DebugInfoError) as e:
+        open_program([tiny_tsd], plugins)
+    message = str(e.value)
+    assert message.startswith("no vmlinux with debug info found for build id 00112233445566778899")
+    assert "; and plugin 'deadnet' (debug-info provider 'hangs') ran past its 1 s time limit; and " in message
+    assert "\n" not in message
+
+
+def test_the_users_time_limit_wins(plugins, register, tiny_tsd, monkeypatch):
+    """``TSUBAKI_DEBUG_INFO_TIMEOUT`` applies to every provider, over what one declared."""
+    monkeypatch.setenv(TIMEOUT_ENV, "1")
+    register(_chain_plugin(_Hangs(), _Attaches(), timeout=600), "deadnet")
+    report = _debug_info(tiny_tsd, plugins)
+    assert report.passed_over == ("plugin 'deadnet' (debug-info provider 'hangs') ran past its 1 s time limit",)
+    monkeypatch.setenv(TIMEOUT_ENV, "soon")
+    with pytest.raises(TsubakiError, match=f"^{TIMEOUT_ENV}='soon': give the seconds"):
+        open_program([tiny_tsd], plugins)
+
+
+def test_provider_time_limit():
+    """Pure: the user's variable, else what the provider declared, else the documented default."""
+    assert provider_time_limit(None, {}) == DEBUG_INFO_TIMEOUT_S == 120.0
+    assert provider_time_limit(600, {}) == 600
+    assert provider_time_limit(0, {}) is None  # 0: no limit
+    assert provider_time_limit(600, {TIMEOUT_ENV: "2.5"}) == 2.5
+    assert provider_time_limit(None, {TIMEOUT_ENV: "0"}) is None
+    for bad in ("-1", "nan", "inf", "x"):
+        with pytest.raises(TsubakiError):
+            provider_time_limit(None, {TIMEOUT_ENV: bad})
+
+
+def test_register_debug_info_checks_the_time_limit(plugins, register):
+    register(_chain_plugin(_Attaches(), _Hangs(), timeout=-1), "negative")
+    with pytest.raises(PluginError, match="timeout must be seconds >= 0"):
+        plugins.debug_info_providers()
+
+
+def test_the_chain_knows_each_providers_plugin_and_limit(plugins, register):
+    register(_chain_plugin(_Attaches(), _Hangs(), timeout=30), "mine")
+    chain = plugins.debug_info_providers()
+    assert [(p.name, p.plugin, p.timeout) for p in chain] == [
+        ("vmlinux-files", "builtin", None), ("lab-kernels", "builtin", None), ("hangs", "mine", 30),
+        ("fallback", "mine", None), ("btf", "builtin", None)]
+    assert all(isinstance(p, DebugInfoProvider) for p in chain)
 
 
 def test_register_debug_info_validates(plugins, register):

@@ -10,6 +10,8 @@ our analysis).
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import io
 import json
@@ -78,28 +80,28 @@ def linked_copy(directory: Path, target: Path) -> Path:
 
 
 def by_signature(records):
-    return {g.signature: sorted(r["dump_id"] for r in g.records) for g in group_records(records)}
+    return {g.signature: sorted(r.dump_id for r in g.records) for g in group_records(records)}
 
 
 def test_groups_follow_scenarios(fleet):
     directory, crashes, _, _, _, run = fleet
     assert run.engine == "local" and run.workers == 2 and not run.unreadable
     assert len(run.records) == len(FLEET) and len(run.analysed) == len(FLEET)  # the copy is not a dump of its own
-    records = {Path(r["path"]).stem: r for r in run.records}
+    records = {Path(r.path).stem: r for r in run.records}
     copy = records.get("copy-of-sysrq-idle-61") or records["sysrq-idle-61"]
-    assert sorted(Path(p).name for p in copy["paths"]) == ["copy-of-sysrq-idle-61.tsd", "sysrq-idle-61.tsd"]
+    assert sorted(Path(p).name for p in copy.paths) == ["copy-of-sysrq-idle-61.tsd", "sysrq-idle-61.tsd"]
     for name, crash in crashes.items():
-        rec = next(r for r in run.records if str(directory / f"{name}.tsd") in r["paths"])
-        assert rec["error"] is None and rec["completeness"]["status"] == "ok", rec
-        assert rec["signature"] == expected_signature(crash), name
-        assert rec["kernel_release"] == crash.ground_truth["kernel_release"]
-        assert rec["crashed_pid"] == crash.ground_truth["crashed_pid"]
+        rec = next(r for r in run.records if str(directory / f"{name}.tsd") in r.paths)
+        assert rec.error is None and rec.completeness.status == "ok", rec
+        assert rec.signature == expected_signature(crash), name
+        assert rec.kernel_release == crash.ground_truth["kernel_release"]
+        assert rec.crashed_pid == crash.ground_truth["crashed_pid"]
         # The kernel's own clock at the panic, against QEMU's host-clock stamp on the same
         # panic (GUEST_PANICKED): they differ by the guest's clock skew only, not by how long
         # the lab took afterwards to dump and write its manifest (issue 23).
         stamp = crash.manifest["panic_event"]["timestamp"]
         made = dt.datetime.fromtimestamp(stamp["seconds"] + stamp["microseconds"] / 1e6, dt.timezone.utc)
-        seen = dt.datetime.fromisoformat(rec["crash_time"].replace("Z", "+00:00"))
+        seen = dt.datetime.fromisoformat(rec.crash_time.replace("Z", "+00:00"))
         assert abs((seen - made).total_seconds()) < 60, (name, seen, made)
     groups = group_records(run.records)
     assert sorted(g.count for g in groups) == [1, 1, 3]
@@ -123,8 +125,8 @@ def test_cache_analyses_only_new_dumps(fleet, tmp_path):
         os.link(late, growing / late.name)
         grown = triage([str(growing)], jobs=2, cache=cache)
         assert len(grown.analysed) == 1 and len(grown.cached) == len(FLEET)
-        new = next(r for r in grown.records if r["dump_id"] == grown.analysed[0])
-        assert new["path"] == str(growing / late.name) and new["signature"] == expected_signature(late_crash)
+        new = next(r for r in grown.records if r.dump_id == grown.analysed[0])
+        assert new.path == str(growing / late.name) and new.signature == expected_signature(late_crash)
         shutil.copy(late, growing / "copy-of-late.tsd")  # a copy: same dump id, same files: nothing to do
         copied = triage([str(growing)], jobs=2, cache=cache)
         assert copied.analysed == [] and len(copied.records) == len(FLEET) + 1
@@ -158,7 +160,7 @@ def test_json_and_jsonl_outputs(fleet, tmp_path):
     rc, out = run_cli(["triage", *common, "--format", "jsonl"])
     lines = [json.loads(line) for line in out.splitlines()]
     assert rc == 0 and len(lines) == len(FLEET)
-    assert sorted(x["dump_id"] for x in lines) == sorted(r["dump_id"] for r in first.records)
+    assert sorted(x["dump_id"] for x in lines) == sorted(r.dump_id for r in first.records)
     assert all(x["signature"] and x["kernel_release"] and x["paths"] for x in lines)
 
 
@@ -169,9 +171,8 @@ def test_dask_local_cluster_gives_the_same_groups(fleet):
         run = triage([str(directory)], dask=cluster.scheduler_address, cache=None)
     assert run.engine == "dask" and run.workers == 2 and len(run.analysed) == len(FLEET)
     assert by_signature(run.records) == by_signature(first.records)
-    strip = ("seconds",)
-    assert [{k: v for k, v in r.items() if k not in strip} for r in run.records] == [
-        {k: v for k, v in r.items() if k not in strip} for r in first.records]
+    assert [dataclasses.replace(r, seconds=0.0) for r in run.records] == [
+        dataclasses.replace(r, seconds=0.0) for r in first.records]
 
 
 class _Sections(HTMLParser):

@@ -17,7 +17,7 @@ from tsubaki_forensics.triage.cache import ResultCache, options_key
 from tsubaki_forensics.triage.discover import find_files, group_dumps
 from tsubaki_forensics.triage.report import group_records, groups_json, render_html, render_jsonl, render_text
 from tsubaki_forensics.triage.run import triage
-from tsubaki_forensics.triage.scan import RECORD_VERSION, failed_record
+from tsubaki_forensics.triage.scan import RECORD_VERSION, as_record, failed_record
 from tsubaki_forensics.triage.signature import make_signature
 from tsubaki_forensics.tsd import TsdWriter
 
@@ -32,7 +32,8 @@ def tiny_dump(path, dump_id, fill=1):
     return path
 
 
-def record(dump_id, message, frames, *, release="6.1.0", time="2026-01-01T00:00:00Z", complete=True, path=None):
+def raw_record(dump_id, message, frames, *, release="6.1.0", time="2026-01-01T00:00:00Z", complete=True, path=None):
+    """A record as a worker returns it and the cache stores it: plain JSON data."""
     sig = make_signature(message, frames)
     path = path or f"/fleet/{dump_id}.tsd"
     return {
@@ -43,6 +44,11 @@ def record(dump_id, message, frames, *, release="6.1.0", time="2026-01-01T00:00:
         "completeness": {"status": "ok" if complete else "partial", "complete": complete, "details": []},
         "error": None,
     }
+
+
+def record(*args, **kwargs):
+    """The typed record the run hands to grouping and rendering."""
+    return as_record(raw_record(*args, **kwargs))
 
 
 SYSRQ = ["panic", "sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger", "entry_SYSCALL_64"]
@@ -79,7 +85,7 @@ def test_discovery_refuses_what_matches_nothing(tmp_path):
 
 def test_cache_hit_needs_same_files_and_options(tmp_path):
     with ResultCache(tmp_path / "c.sqlite") as cache:
-        rec = record("id1", "x", SYSRQ)
+        rec = raw_record("id1", "x", SYSRQ)
         cache.put("id1", "1:10", options_key({"depth": 3}), rec)
         assert cache.get("id1", "1:10", options_key({"depth": 3})) == rec
         assert cache.get("id1", "1:10,2:20", options_key({"depth": 3})) is None  # the dump gained a file
@@ -102,13 +108,14 @@ def test_grouping_counts_times_kernels_representative():
         record("d2", "Kernel panic - not syncing: sysrq triggered crash", SYSRQ, release="6.12.0", time="2026-01-02T00:00:00Z"),
         record("d3", "Kernel panic - not syncing: sysrq triggered crash", SYSRQ, time="2026-01-01T00:00:00Z", complete=False),
         record("d4", "Kernel panic - not syncing: Out of memory", OOM),
-        failed_record("d5", ["/fleet/d5.tsd"], 0, "no VMCOREINFO in the dump") | {"paths": ["/fleet/d5.tsd"], "path": "/fleet/d5.tsd"},
+        as_record(failed_record("d5", ["/fleet/d5.tsd"], 0, "no VMCOREINFO in the dump")
+                  | {"paths": ["/fleet/d5.tsd"], "path": "/fleet/d5.tsd"}),
     ]
     groups = group_records(records)
     assert [g.count for g in groups] == [3, 1, 1]
     sysrq = groups[0]
-    assert [r["dump_id"] for r in sysrq.records] == ["d3", "d2", "d1"]  # earliest first
-    assert sysrq.representative["dump_id"] == "d2"  # the complete one
+    assert [r.dump_id for r in sysrq.records] == ["d3", "d2", "d1"]  # earliest first
+    assert sysrq.representative.dump_id == "d2"  # the complete one
     assert (sysrq.first_seen, sysrq.last_seen) == ("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z")
     assert sysrq.kernel_releases == ["6.1.0", "6.12.0"]
     assert groups[-1].failed and groups[-1].signature.startswith("<analysis failed: no VMCOREINFO")
@@ -162,7 +169,7 @@ def test_unanalysable_dumps_become_failed_groups(tmp_path):
     with ResultCache(tmp_path / "c.sqlite") as cache:
         run = triage([str(tmp_path)], jobs=2, cache=cache)
         assert len(run.analysed) == 2 and len(cache) == 0
-    assert all(r["error"] and r["signature"].startswith("<analysis failed") for r in run.records)
+    assert all(r.error and r.signature.startswith("<analysis failed") for r in run.records)
     assert len(group_records(run.records)) == 1
 
 
@@ -228,3 +235,17 @@ def test_unreadable_files_are_in_every_output(tmp_path, capsys, fmt):
         for path, reason in reasons.items():
             assert path in shown or os.path.basename(path) in shown
             assert " ".join(reason.split()) in shown, (reason, shown)
+
+
+def test_a_typed_record_renders_back_to_the_workers_record():
+    """``--format jsonl`` prints each dump's record as the worker made it: the typed record loses nothing."""
+    from tsubaki_forensics.render.triage import record_json
+    from tsubaki_forensics.triage.scan import unreadable_record
+
+    failed = failed_record("d5", ["/fleet/d5.tsd"], 10**18, "no VMCOREINFO") | {"paths": ["/fleet/d5.tsd"],
+                                                                              "path": "/fleet/d5.tsd"}
+    unreadable = unreadable_record("/fleet/junk.tsd", "/fleet/junk.tsd: not a .tsd dump")
+    for raw in (failed, unreadable):
+        typed = as_record(raw)
+        assert record_json(typed) == raw
+        assert typed.unreadable == bool(raw.get("unreadable")) and typed.completeness.complete is False

@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from .errors import SizeError
 
-__all__ = ["parse_size", "SizeError", "UNITS"]
+__all__ = ["parse_size", "format_size", "SizeError", "UNITS"]
 
 #: bytes per unit letter ("" and "b": bytes)
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -46,3 +46,12 @@ def parse_size(text: str | int) -> int:
     if value != value.to_integral_value():
         raise SizeError(f"not a size: {text!r} is not a whole number of bytes")
     return int(value)
+
+
+def format_size(n: float) -> str:
+    """Human-readable binary size, e.g. ``1.5 GiB`` (the inverse of :func:`parse_size`, one decimal)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover

@@ -1,20 +1,27 @@
-"""What an analysis returns: typed tables and facts, never printed text.
+"""What an analysis returns (re-exported from the bottom layer).
 
-Analyses hand these to the renderers (:mod:`tsubaki_forensics.render`), which
-own all output (volatility3's ``TreeGrid`` idea).  A value that could not be
-read is a typed placeholder (:class:`NotCollected` when the memory is not in
-the dump, :class:`Unreadable` for any other reason), so a partial dump gives
-a partial answer that says what is missing instead of a crash or a blank.
-Every result carries a :class:`Completeness` that says how much of what it
-needed was present.
+The types live in :mod:`tsubaki_forensics.contracts.results`: the renderers
+(``render/``) read them and sit below the plugin system, which sits below
+this layer (docs/ARCHITECTURE.md, "Layers").  This module, their old home,
+re-exports them: plugins import them from here and from
+``tsubaki_forensics.analysis``.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Union
+from ..contracts.results import (
+    AnalysisResult,
+    Column,
+    Completeness,
+    Missing,
+    NotCollected,
+    Placeholder,
+    Status,
+    Table,
+    Unreadable,
+    Value,
+    is_placeholder,
+)
 
 __all__ = [
     "NotCollected",
@@ -29,216 +36,3 @@ __all__ = [
     "AnalysisResult",
     "is_placeholder",
 ]
-
-
-@dataclass(frozen=True)
-class NotCollected:
-    """The value lives in physical memory that the dump does not contain.
-
-    :param address: first missing physical or virtual address, as drgn
-        reported it (``drgn.FaultError.address``).
-    """
-
-    address: int | None = None
-    #: Why the dump lacks it when that was on purpose: "excluded by dump level 31
-    #: (user data)" (format 1.4); None: lost or never collected.
-    excluded: str | None = None
-
-    def __str__(self) -> str:
-        how = self.excluded or "not collected"
-        if self.address is None:
-            return f"<{how}>"
-        return f"<{how} {self.address:#x}>"
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """The value could not be read for a reason other than missing memory."""
-
-    reason: str
-
-    def __str__(self) -> str:
-        return f"<unreadable: {self.reason}>"
-
-
-Placeholder = Union[NotCollected, Unreadable]
-Value = Union[int, float, str, bool, None, NotCollected, Unreadable]
-
-
-def is_placeholder(value: object) -> bool:
-    """True for :class:`NotCollected` and :class:`Unreadable`."""
-    return isinstance(value, (NotCollected, Unreadable))
-
-
-@dataclass(frozen=True)
-class Column:
-    """One typed column: ``kind`` is the Python type of its non-placeholder values.
-
-    ``fmt`` is a hint for renderers: ``"address"`` for an address (hex in
-    text, a ``"0x..."`` string in JSON, where a 64-bit number is not safe),
-    ``"hex"`` for another number shown in hex (an offset, a size; a JSON
-    number).
-    """
-
-    name: str
-    title: str
-    kind: type = str
-    align: str = "left"
-    fmt: str | None = None
-
-
-@dataclass(frozen=True)
-class Table:
-    """A titled grid of typed rows; each cell is a :data:`Value`.
-
-    Rows are checked against the columns when the table is built so that a
-    renderer never meets a value it cannot place.
-    """
-
-    name: str
-    title: str
-    columns: tuple[Column, ...]
-    rows: tuple[tuple[Value, ...], ...]
-
-    def __post_init__(self) -> None:
-        width = len(self.columns)
-        for row in self.rows:
-            if len(row) != width:
-                raise ValueError(f"table {self.name}: row {row!r} has {len(row)} cells, expected {width}")
-            for column, cell in zip(self.columns, row):
-                if cell is None or is_placeholder(cell):
-                    continue
-                if column.kind is float and isinstance(cell, int) and not isinstance(cell, bool):
-                    continue
-                if not isinstance(cell, column.kind):
-                    raise TypeError(
-                        f"table {self.name}: column {column.name} wants {column.kind.__name__}, "
-                        f"got {type(cell).__name__} {cell!r}"
-                    )
-
-    @classmethod
-    def build(cls, name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Value]]) -> Table:
-        """Build a table from any sequences (converted to tuples)."""
-        return cls(name, title, tuple(columns), tuple(tuple(r) for r in rows))
-
-    def column(self, name: str) -> list[Value]:
-        """All the values of one column, in row order."""
-        index = [c.name for c in self.columns].index(name)
-        return [row[index] for row in self.rows]
-
-    def dicts(self) -> list[dict[str, Value]]:
-        """Rows as ``{column name: value}`` dictionaries."""
-        names = [c.name for c in self.columns]
-        return [dict(zip(names, row)) for row in self.rows]
-
-
-@dataclass(frozen=True)
-class Missing:
-    """One thing an analysis needed and could not read.
-
-    :param what: what it is, in the words of the analysis (``"30"`` in
-        group ``"pid"``, ``"printk ring"``).
-    :param address: the first missing address, when known.
-    """
-
-    what: str
-    address: int | None = None
-    not_collected: bool = True
-    group: str | None = None  # "pid": several are summarised as "pids 30, 31 ..."
-    excluded: str | None = None  # "excluded by dump level 31 (user data)": on purpose
-
-    def __str__(self) -> str:
-        what = f"{self.group} {self.what}" if self.group else self.what
-        where = f" at {self.address:#x}" if self.address is not None else ""
-        how = self.excluded or ("not collected" if self.not_collected else "unreadable")
-        return f"{what}{where} {how}"
-
-
-@dataclass(frozen=True)
-class Completeness:
-    """How much of what an analysis needed was present.
-
-    ``readable`` of ``total`` ``unit`` could be read; ``missing`` lists the
-    rest.  ``total`` is ``None`` when the analysis cannot know how many there
-    should have been (for example when the list that counts them is lost).
-    """
-
-    unit: str
-    readable: int
-    total: int | None
-    missing: tuple[Missing, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing and self.total is not None and self.readable == self.total
-
-    def summary(self) -> str:
-        """One line, e.g. ``tasks: 55 of 57 readable; pid 30, pid 31 not collected``."""
-        total = "?" if self.total is None else str(self.total)
-        line = f"{self.unit}: {self.readable} of {total} readable"
-        if self.missing:
-            line += "; " + "; ".join(_group_missing(self.missing))
-        return line
-
-
-def _group_missing(missing: Sequence[Missing]) -> list[str]:
-    """Group ``pid 30 not collected``, ``pid 31 not collected`` into ``pids 30, 31 not collected``."""
-    groups: dict[tuple[str, bool], list[str]] = {}
-    singles: list[str] = []
-    for item in missing:
-        if item.group and not item.excluded:
-            groups.setdefault((item.group, item.not_collected), []).append(item.what)
-        else:
-            singles.append(str(item))
-    out = []
-    for (head, not_collected), tails in groups.items():
-        how = "not collected" if not_collected else "unreadable"
-        noun = head if len(tails) == 1 else head + "s"
-        out.append(f"{noun} {', '.join(tails)} {how}")
-    return out + singles
-
-
-class Status(str, enum.Enum):
-    """How an analysis ended: the runner records one per analysis."""
-
-    OK = "ok"  # everything it needed was present
-    PARTIAL = "partial"  # it ran; some of what it needed was missing
-    FAILED = "failed"  # it raised; ``error`` says why
-    SKIPPED = "skipped"  # a need (debug info, registers) was not met
-
-
-@dataclass(frozen=True)
-class AnalysisResult:
-    """Everything one analysis found.
-
-    :param facts: ordered ``(name, value)`` pairs, the headline of the result
-        (``panic message``, ``panicking CPU``).
-    :param tables: the grids (tasks, log lines, frames).
-    :param completeness: one entry per kind of thing it needed.
-    :param notes: remarks for the reader (why something is absent).
-    """
-
-    name: str
-    title: str
-    facts: tuple[tuple[str, Value], ...] = ()
-    tables: tuple[Table, ...] = ()
-    completeness: tuple[Completeness, ...] = ()
-    notes: tuple[str, ...] = ()
-    status: Status = Status.OK
-    error: str | None = None
-    seconds: float = 0.0
-    extra: dict[str, object] = field(default_factory=dict, compare=False)
-
-    def fact(self, name: str) -> Value:
-        """The value of one fact; ``KeyError`` if the analysis did not give it."""
-        for key, value in self.facts:
-            if key == name:
-                return value
-        raise KeyError(name)
-
-    def table(self, name: str) -> Table:
-        """One table by name; ``KeyError`` if absent."""
-        for table in self.tables:
-            if table.name == name:
-                return table
-        raise KeyError(name)

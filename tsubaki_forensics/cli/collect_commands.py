@@ -2,12 +2,14 @@
 
 The command parses options into the emulation's parameters and hands over
 to :func:`monitor_model.session.collect`; progress goes to stderr, the
-summary (text table or ``--format json``) to stdout.  docs/COLLECT.md
+summary (``summarize``: a typed ``CollectSummary``, rendered by
+``render/collect.py`` as a text table or ``--format json``) to stdout.  docs/COLLECT.md
 explains the model, the parameters and the JSON.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -80,7 +82,7 @@ def collect(
     """Emulate the Tsubaki monitor: dump region by region, reboot early, hand memory back."""
     from monitor_model.engine import CollectParams, check_params
     from monitor_model.policies import POLICIES
-    from monitor_model.session import COMPARE_ORDER, collect as run_collect, summary_json
+    from monitor_model.session import COMPARE_ORDER, collect as run_collect, summarize
     from monitor_model.sources import open_source
     from monitor_model.storage import get_profile
 
@@ -155,10 +157,13 @@ def collect(
             from monitor_model.plot import plot_timeline
 
             plot_timeline(results, plot)
+        from ..render import collect as render_collect
+
+        summary = summarize(results, params, src)
         if fmt == "json":
-            print_json(summary_json(results, params, src))
+            print_json(render_collect.summary_json(summary))
         else:
-            _print_table(results, src, params, plot)
+            render_collect.render_text(summary, sys.stdout, plot=plot, warn=print_warning)
     finally:
         src.close()
 
@@ -176,44 +181,6 @@ def _symbol_pack(path: Path, src) -> bytes:
     except SymbolPackMismatch as e:
         raise SymbolPackMismatch(f"--symbols {path}: {e}") from None
     return path.read_bytes()
-
-
-def _print_table(results, src, params, plot: Path | None) -> None:
-    from rich.table import Table
-
-    from monitor_model.machine import format_size
-
-    baseline = next((r for r in results if r.policy == "kdump"), None)
-    table = Table(title=f"collect: {safe_text(src.name)} ({format_size(results[0].memory_bytes)}, "
-                        f"{params.storage.describe()})")
-    table.add_column("policy", no_wrap=True, min_width=14)
-    table.add_column("-d", justify="right", no_wrap=True)
-    for col in ("restart", "full mem", "complete", "stall", "MiB", "vs kdump"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for r in results:
-        ratio = f"{baseline.restart_s / r.restart_s:.2f}x" if baseline and r.restart_s else "-"
-        table.add_row(
-            r.policy, "-" if r.dump_level is None else str(r.dump_level), f"{r.restart_s:.2f}", f"{r.full_memory_s:.2f}",
-            "never" if r.dump_complete_s is None else f"{r.dump_complete_s:.2f}",
-            f"{r.stall_s:.2f}", f"{r.bytes_written / (1 << 20):.1f}", ratio,
-        )
-    cli_output.stdout.print(table)
-    for r in results:
-        for note in r.notes:
-            print_warning(note)
-    first = results[0]
-    if first.output:
-        cli_output.stdout.print("seconds of emulated time since the panic; MiB written to the dump; "
-                     "vs kdump = how many times sooner the service restarts")
-        cli_output.stdout.print(f"dump: {first.output} ({first.policy}); boot {first.boot_s:.2f} s, "
-                     f"ideal restart {first.ideal_restart_s:.2f} s, compression CPU "
-                     f"{first.cpu_compress_s:.2f} s (real, this host), CPU on the timeline "
-                     f"{first.cpu_model_s:.2f} s")
-    if baseline is not None:
-        cli_output.stdout.print(f"kdump = kdump-tools' default: capture kernel with nr_cpus=1 running "
-                                f"makedumpfile -F -c -d {baseline.dump_level} (modelled, docs/COLLECT.md)")
-    if plot is not None:
-        cli_output.stdout.print(f"timeline plot: {plot}")
 
 
 def register(app: typer.Typer) -> None:

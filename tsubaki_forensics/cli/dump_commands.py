@@ -11,7 +11,6 @@ so scripts can tell the three apart from "could not run" (1).
 
 from __future__ import annotations
 
-import datetime
 import enum
 import os
 import sys
@@ -250,215 +249,21 @@ def export_cmd(
 
 # --- inspect ------------------------------------------------------------------
 
-def _describe(dump: Any, *, range_dicts: bool = True) -> dict[str, Any]:
-    """What ``inspect`` shows.  With ``range_dicts`` (JSON), ``memory.ranges``,
-    ``missing`` and ``missing_records`` are :class:`JsonStream`\ s whose dicts
-    are made as they are written; without, ``ranges`` is the memory's lazy
-    range sequence (text).  A dump of a million records: issue 22."""
-    from ..vmcore.importer import vmcoreinfo_fields
-    from ..elfnotes import iter_notes, prstatus_notes
-
-    mem = dump.memory
-    ranges = mem.ranges()
-    c = dump.completeness()
-    present = mem.present_bytes
-    file_bytes = sum(f.size for f in dump.files)
-    info = vmcoreinfo_fields(dump.vmcoreinfo)
-    notes = list(iter_notes(dump.notes)) if dump.notes else []
-    h = dump.header
-    from ..tsd.pages import page_counts
-
-    pages = page_counts(dump.memory_map, ranges, dump.excluded, h.page_size)
-    gaps = ({"start": g.start, "length": g.length, "kind": g.kind, "reason": g.reason} for g in c.gaps)
-    return {
-        "status": c.status,
-        "complete": c.complete,
-        "dump_id": str(dump.dump_id),
-        "format": getattr(h, "format", None) or f"{h.major}.{h.minor}",  # a foreign file names its own
-        "arch": h.arch, "page_size": h.page_size, "endian": h.endian.name.lower(),
-        "producer": h.producer,
-        "created": datetime.datetime.fromtimestamp(h.created_ns / 1e9, datetime.UTC).isoformat(),
-        "files": [{"path": f.name, "bytes": f.size, "footer": f.has_footer,
-                   "memory_records": len(f.records)} for f in dump.files],
-        "kernel_release": dump.properties.get("kernel_release") or info.get("OSRELEASE"),
-        "vmcoreinfo_bytes": len(dump.vmcoreinfo or b""),
-        "notes": {"bytes": len(dump.notes or b""), "count": len(notes),
-                  "prstatus": len(prstatus_notes(dump.notes))},
-        "properties": dump.properties,
-        "memory": {
-            # makedumpfile's -d level and its per-class page counts (docs/JSON.md);
-            # None for files without a memory map (before 1.3)
-            "dump_level": dump.memory_map.dump_level if dump.memory_map is not None else None,
-            "pages": pages,
-            "excluded_bytes": c.excluded_bytes,
-            "present_bytes": present, "data_bytes": present - mem.zero_bytes,
-            "zero_bytes": mem.zero_bytes,
-            # measured against the memory map (FORMAT.md §7.4); without a map
-            # (before 1.3) the total is unknown: percent null, reason says why
-            "expected_bytes": c.expected_bytes, "missing_bytes": c.missing_bytes,
-            "missing_bytes_exact": c.missing_exact,
-            "completeness_percent": c.percent, "complete": c.complete,
-            "completeness_at_most_percent": c.at_most_percent,
-            "completeness_reason": c.reason,
-            "memory_map": {"dump_level": dump.memory_map.dump_level,
-                           "ranges": [{"start": a, "length": n} for a, n in dump.memory_map.ranges],
-                           "excluded": [{"start": a, "length": n, "level_bit": b}
-                                        for a, n, b in dump.memory_map.excluded],
-                           "bytes": dump.memory_map.total_bytes}
-            if dump.memory_map is not None else None,
-            "outside_map_bytes": c.outside_map_bytes,
-            "compression_ratio": round(present / file_bytes, 3) if file_bytes else None,
-            # every present range, in address order; streamed (a million: issue 22)
-            "ranges": JsonStream(_range_dicts(ranges)) if range_dicts else ranges,
-            "missing": JsonStream(gaps) if range_dicts else gaps,
-            "missing_records": JsonStream({"start": a, "length": n, "reason": why}
-                                          for a, n, why in mem.missing_reasons()),
-        },
-        "events": [{"time_s": e.time_s, "kind": e.kind, "fields": e.fields} for e in dump.events],
-        "problems": [{"path": p.path, "offset": p.offset, "message": p.message}
-                     for p in dump.problems],
-    }
-
-
-def _range_dicts(ranges: Any) -> Iterator[dict[str, Any]]:
-    """``{"start", "length", "kind"}`` per present range, made as they are
-    written: from the numpy columns of a RangeList, else from Range objects."""
-    if not hasattr(ranges, "starts"):
-        yield from ({"start": r.start, "length": r.length, "kind": r.kind} for r in ranges)
-        return
-    for k in range(0, len(ranges.starts), 4096):
-        yield from ({"start": a, "length": b - a + 1, "kind": "zero" if z else "data"}
-                    for a, b, z in zip(ranges.starts[k:k + 4096].tolist(), ranges.lasts[k:k + 4096].tolist(),
-                                       ranges.zero[k:k + 4096].tolist()))
-
-
-def _spans(ranges: Any) -> Iterator[tuple[int, int, int]]:
-    """Contiguous present spans as (start, end, zero bytes), for a short text view."""
-    if hasattr(ranges, "starts"):  # a RangeList: numpy columns, one span at a time
-        yield from _array_spans(ranges)
-        return
-    out: list[list[int]] = []
-    for r in ranges:
-        end = r["start"] + r["length"]
-        zero = r["length"] if r["kind"] == "zero" else 0
-        if out and out[-1][1] == r["start"]:
-            out[-1][1] = end
-            out[-1][2] += zero
-        else:
-            out.append([r["start"], end, zero])
-    yield from (tuple(x) for x in out)  # type: ignore[misc]
-
-
-def _array_spans(ranges: Any) -> Iterator[tuple[int, int, int]]:
-    import numpy as np
-
-    s, last, zero = ranges.starts, ranges.lasts, ranges.zero
-    if not len(s):
-        return
-    first = np.flatnonzero(np.concatenate(([True], (s[1:] - last[:-1]) != 1)))
-    ends = np.append(first[1:], len(s)) - 1
-    zbytes = np.where(zero, last - s, 0).astype(np.uint64)
-    zcount = zero.astype(np.int64)
-    for k in range(0, len(first), 4096):
-        f, e = first[k:k + 4096], ends[k:k + 4096]
-        lo, hi = int(f[0]), int(e[-1]) + 1  # reduceat sums up to the next index, the last to the end
-        zb = np.add.reduceat(zbytes[lo:hi], f - lo).tolist()
-        zc = np.add.reduceat(zcount[lo:hi], f - lo).tolist()
-        yield from ((a, b + 1, z + c) for a, b, z, c in zip(s[f].tolist(), last[e].tolist(), zb, zc))
-
-
-def _status_line(d: dict[str, Any]) -> str:
-    """The first line of ``inspect``: COMPLETE, INCOMPLETE or UNKNOWN, and why."""
-    m = d["memory"]
-    word = {"complete": "COMPLETE", "incomplete": "INCOMPLETE", "unknown": "UNKNOWN completeness"}
-    text = f"status         {word[d['status']]}: {safe_text(m['completeness_reason'])}"
-    if any(not f["footer"] for f in d["files"]):
-        text += "; file not closed (no footer)"
-    return text
-
-
-def _print_inspect(d: dict[str, Any]) -> None:
-    m = d["memory"]
-    lines = [_status_line(d),
-             f"dump id        {d['dump_id']}",
-             f"format         {d['format']}, {d['arch']}, {d['endian']}-endian, "
-             f"page size {d['page_size']}",
-             f"producer       {safe_text(d['producer'])}, created {d['created']}",
-             f"kernel         {safe_text(d['kernel_release'] or 'unknown')}",
-             f"vmcoreinfo     {d['vmcoreinfo_bytes']} bytes; notes: {d['notes']['count']} "
-             f"({d['notes']['prstatus']} NT_PRSTATUS)"]
-    for f in d["files"]:
-        if not d["format"][:1].isdigit():  # not a .tsd: no records, no footer to speak of
-            lines.append(f"file           {safe_text(f['path'])}: {f['bytes']} bytes")
-            continue
-        lines.append(f"file           {safe_text(f['path'])}: {f['bytes']} bytes, "
-                     f"{f['memory_records']} memory/zero/missing records, "
-                     f"{'closed (footer)' if f['footer'] else 'NO FOOTER (recovered by scan)'}")
-    for k, v in sorted(d["properties"].items()):
-        lines.append(f"property       {safe_text(k)} = {safe_text(v)}")
-    if m["memory_map"] is not None:
-        mm = m["memory_map"]
-        lines.append(f"memory map     {_mib(mm['bytes'])} in {len(mm['ranges'])} ranges, dump level "
-                     f"{mm['dump_level']}" + (f", {len(mm['excluded'])} excluded ranges"
-                                              if mm["excluded"] else ""))
-    else:
-        lines.append("memory map     none (written before format 1.3): the total is unknown")
-    if m["pages"] is not None:
-        pg = m["pages"]
-        parts = ", ".join(f"{k} {v}" for k, v in pg["excluded"].items() if v)
-        lines.append(f"pages          {pg['total']} total, {pg['kept']} kept at dump level "
-                     f"{m['dump_level']}" + (f"; excluded: {parts}" if parts else ""))
-    if m["completeness_percent"] is not None:
-        share = f"complete {m['completeness_percent']}%"
-    elif m["completeness_at_most_percent"] is not None:
-        share = f"complete: unknown, at most {m['completeness_at_most_percent']}%"
-    else:
-        share = "complete: unknown"
-    missing = (f"{_mib(m['missing_bytes'])} missing" if m["missing_bytes_exact"]
-               else f"{_mib(m['missing_bytes'])} known missing")
-    lines.append(f"memory         {_mib(m['present_bytes'])} present ({_mib(m['data_bytes'])} data, "
-                 f"{_mib(m['zero_bytes'])} zero), "
-                 + (f"{_mib(m['excluded_bytes'])} excluded by the dump level, " if m["excluded_bytes"] else "")
-                 + f"{missing}; {share}; "
-                 f"ratio {m['compression_ratio']}x")
-    typer.echo("\n".join(lines))
-    lines = []
-    for start, end, zero in _spans(m["ranges"]):  # a million spans: written as they come
-        lines.append(f"  present      {start:#014x}-{end:#014x}  {_mib(end - start)} "
-                     f"({_mib(zero)} zero)")
-        if len(lines) >= 4096:
-            typer.echo("\n".join(lines))
-            lines = []
-    for r in m["missing"]:  # a million gaps (a hostile map): written as they come too
-        why = r["reason"] if r["kind"] == "unreadable" else "not in the dump"
-        lines.append(f"  missing      {r['start']:#014x}-{r['start'] + r['length']:#014x}  "
-                     f"{_mib(r['length'])}" + (f" ({safe_text(why)})" if why else ""))
-        if len(lines) >= 4096:
-            typer.echo("\n".join(lines))
-            lines = []
-    for e in d["events"]:
-        fields = " ".join(f"{k}={safe_text(v)}" for k, v in e["fields"].items())
-        lines.append(f"event {e['time_s']:9.3f}s {safe_text(e['kind'])} {fields}".rstrip())
-    for p in d["problems"]:
-        lines.append(f"problem        {safe_text(p['path'])} offset {p['offset']}: "
-                     f"{safe_text(p['message'])}")
-    if lines:
-        typer.echo("\n".join(lines))
-
-
 def inspect_cmd(
     dumps: Annotated[list[Path], typer.Argument(help=DUMPS_HELP)],
     fmt: FormatOpt = "text",
 ) -> None:
     """Show header, metadata, ranges present/zero/missing, completeness and events."""
+    from ..render import inspect as render_inspect
+    from ..vmcore.describe import describe_dump
     from ..vmcore.foreign import open_any
 
     with open_any(dumps) as dump:  # any format, by magic (vmcore/foreign.py)
-        d = _describe(dump, range_dicts=fmt == OutputFormat.json)
+        description = describe_dump(dump)
     if fmt == OutputFormat.json:
-        print_json(d)
+        render_inspect.render_json(description, sys.stdout)
     else:
-        _print_inspect(d)
+        render_inspect.render_text(description, sys.stdout)
 
 
 # --- verify -------------------------------------------------------------------

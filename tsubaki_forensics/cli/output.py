@@ -8,11 +8,11 @@ renderers and triage need it, and they sit below the CLI) and is re-exported her
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..render.json_stream import JsonStream, write_json  # JsonStream re-exported (its old home)
 from ..render.safe import safe_text  # re-exported: the CLI modules and plugins import it from here
 
 if TYPE_CHECKING:
@@ -51,63 +51,12 @@ def print_warning(message: str) -> None:
     sys.stderr.write(f"warning: {safe_text(message)}\n")
 
 
-class JsonStream:
-    """A JSON array written item by item, one compact item per line.
-
-    Why: ``inspect --format json`` of a dump of a million records lists a
-    million ranges; building them as one list of dicts and one string cost
-    1.2 GiB (issue 22).  Put a ``JsonStream`` as a value of a dict handed to
-    :func:`print_json`: its items are made (by the iterable) and written a
-    few thousand at a time.
-    """
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: Iterable[Any]) -> None:
-        self.items = items
-
-
 def print_json(data: Any) -> None:
-    """Machine-readable output on stdout (never rich-formatted).
+    """Machine-readable output on stdout (never rich-formatted): :func:`..render.json_stream.write_json`.
 
     Indented by 2 like ``json.dumps(indent=2)``; a :class:`JsonStream`
     anywhere under nested dicts is written as it is produced."""
-    if not _has_stream(data):
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-        return
-    for chunk in _stream(data, 0):
-        sys.stdout.write(chunk)
-    sys.stdout.write("\n")
-
-
-def _has_stream(o: Any) -> bool:
-    return isinstance(o, JsonStream) or (isinstance(o, dict) and any(map(_has_stream, o.values())))
-
-
-def _stream(o: Any, level: int) -> Iterator[str]:
-    pad = "\n" + "  " * level
-    if isinstance(o, JsonStream):
-        inner = pad + "  "
-        batch: list[str] = []
-        first = True
-        for item in o.items:
-            batch.append(json.dumps(item, default=str))
-            if len(batch) >= 4096:
-                yield ("[" if first else ",") + inner + ("," + inner).join(batch)
-                batch, first = [], False
-        if batch:
-            yield ("[" if first else ",") + inner + ("," + inner).join(batch)
-            first = False
-        yield "[]" if first else pad + "]"
-    elif isinstance(o, dict) and _has_stream(o):
-        sep = "{"
-        for key, value in o.items():
-            yield f"{sep}{pad}  {json.dumps(str(key))}: "
-            yield from _stream(value, level + 1)
-            sep = ","
-        yield pad + "}" if sep == "," else "{}"
-    else:  # no stream inside: as json.dumps would, re-indented (JSON strings hold no raw newline)
-        yield json.dumps(o, indent=2, sort_keys=False, default=str).replace("\n", pad)
+    write_json(data, sys.stdout)
 
 
 #: The formats every data-printing command takes (some add more: triage's jsonl, html).

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import TsubakiError
 from ..safewrite import atomic_output, check_output
 from .output import format_option, print_warning, safe_text
+
+if TYPE_CHECKING:
+    from ..contracts.triage import TriageRecord
 
 __all__ = ["register", "EXIT_SOME_FAILED"]
 
@@ -53,7 +56,8 @@ def triage(
 ) -> None:
     """Group many dumps by crash signature: counts, first/last seen, kernels, one representative each."""
     from ..triage.cache import ResultCache, default_cache_path
-    from ..triage.report import RENDERERS, group_records
+    from ..render.triage import RENDERERS
+    from ..triage.report import group_records
     from ..triage.run import triage as run_triage
 
     if format not in RENDERERS:
@@ -73,9 +77,9 @@ def triage(
         "debug_dirs": sorted(str(p.resolve()) for p in debug_dir or ()),
     }
 
-    def progress(done: int, total: int, record: dict) -> None:
-        what = record.get("error") or record.get("signature")
-        sys.stderr.write(f"[{done}/{total}] {safe_text(record['parts'][0])}: {safe_text(what)}\n")
+    def progress(done: int, total: int, record: TriageRecord) -> None:
+        what = record.error or record.signature
+        sys.stderr.write(f"[{done}/{total}] {safe_text(record.parts[0] if record.parts else '?')}: {safe_text(what)}\n")
 
     store = ResultCache(cache_file or default_cache_path()) if cache else None
     try:
@@ -100,7 +104,7 @@ def triage(
     else:
         RENDERERS[format](groups, sys.stdout)
         sys.stdout.flush()
-    if run.unreadable or any(r.get("error") for r in run.records):
+    if run.unreadable or any(r.error for r in run.records):
         sys.exit(EXIT_SOME_FAILED)
 
 

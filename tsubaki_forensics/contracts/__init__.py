@@ -14,6 +14,12 @@ layer may depend on it without reaching sideways or up (docs/ARCHITECTURE.md,
   :class:`DebugInfoKind`: the chain of places the kernel's debug info comes from.
 * :class:`AnalysisSpec`, :class:`AnalysisOption`, :class:`AnalysisContext`,
   ``AnalysisFunction``: how an analysis is declared (with its own options) and what it gets.
+* :mod:`.results` and :mod:`.report`: what an analysis returns (``AnalysisResult``,
+  ``Table``, placeholders) and the whole ``analyze`` answer (``Report``): the
+  renderers read only these, so ``render/`` sits below the plugin system.
+* :mod:`.collect`, :mod:`.inspect`, :mod:`.triage`: the typed results of those
+  commands (``CollectSummary``, ``DumpDescription``, ``TriageRecord`` and
+  ``SignatureGroup``), built in each command's own layer, rendered in ``render/``.
 """
 
 from __future__ import annotations

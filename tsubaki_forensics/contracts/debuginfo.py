@@ -19,13 +19,16 @@ typed loosely so that the bottom layer does not import drgn.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import TsubakiError
+
 __all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "DeferredProvider", "ORDER",
-           "DESCRIPTION"]
+           "DESCRIPTION", "RegisteredProvider", "DEBUG_INFO_TIMEOUT_S", "TIMEOUT_ENV", "provider_time_limit"]
 
 
 class DebugInfoKind(enum.StrEnum):
@@ -163,3 +166,66 @@ class DeferredProvider:
 
     def __repr__(self) -> str:
         return f"DeferredProvider({self.target!r})"
+
+
+#: Seconds one provider's ``provide`` may run before the chain gives up on it
+#: and asks the next (a debuginfod client on a dead network, a symbol server
+#: that never answers).  The built-in providers take < 5 s (drgn indexing a
+#: Debian vmlinux on a shared 2-core machine); a download of a ~500 MB vmlinux
+#: at 10 MB/s fits.  A provider declares its own with ``register(provider,
+#: timeout=SECONDS)``; the user's :data:`TIMEOUT_ENV` wins over both.
+DEBUG_INFO_TIMEOUT_S = 120.0
+#: ``TSUBAKI_DEBUG_INFO_TIMEOUT=SECONDS`` (``0``: no limit) for every provider.
+TIMEOUT_ENV = "TSUBAKI_DEBUG_INFO_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class RegisteredProvider:
+    """A provider as the chain runs it: with the plugin that registered it
+    (named when it raises or hangs) and the time limit it declared.
+
+    It is a :class:`DebugInfoProvider` itself (``name``, ``description``,
+    ``order`` and ``provide`` are the provider's).
+
+    :param timeout: seconds ``provide`` may run; ``None``: the default
+        (:data:`DEBUG_INFO_TIMEOUT_S`); ``0``: no limit.
+    """
+
+    provider: DebugInfoProvider
+    plugin: str | None = None
+    timeout: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    @property
+    def description(self) -> str:
+        return self.provider.description
+
+    @property
+    def order(self) -> int:
+        return self.provider.order
+
+    def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:
+        return self.provider.provide(request)
+
+
+def provider_time_limit(declared: float | None, environ: Mapping[str, str] = os.environ) -> float | None:
+    """The seconds a provider may run: the user's :data:`TIMEOUT_ENV`, else what
+    it declared, else :data:`DEBUG_INFO_TIMEOUT_S`; ``None``: no limit.
+
+    :raises TsubakiError: the variable is not a number of seconds >= 0.
+    """
+    text = environ.get(TIMEOUT_ENV, "").strip()
+    if text:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0 or seconds == float("inf"):
+            raise TsubakiError(f"{TIMEOUT_ENV}={text!r}: give the seconds a debug-info provider "
+                               f"may run (0: no limit)")
+    else:
+        seconds = DEBUG_INFO_TIMEOUT_S if declared is None else declared
+    return seconds or None

@@ -7,6 +7,13 @@ plugin adds.  The bridge knows them only as
 :class:`~tsubaki_forensics.contracts.DebugInfoProvider`, so it imports
 neither the lab nor the symbol packs.  ``--vmlinux`` is not a provider: the
 user named the file, so it is that file or an error, never a fallback.
+
+Each provider runs as plugin code (:func:`~tsubaki_forensics.sandbox.plugin_call`,
+the mechanism of the hooks and analyses): its stdout goes to stderr, and it
+has a time limit (:func:`~tsubaki_forensics.contracts.debuginfo.provider_time_limit`,
+120 s by default).  One that hangs past it or raises is one line naming its
+plugin in the report's ``passed_over`` (``not used: plugin 'x' (debug-info
+provider 'y') ran past its 120 s time limit``), and the next is asked.
 """
 
 from __future__ import annotations
@@ -17,10 +24,17 @@ from pathlib import Path
 
 import drgn
 
-from ..contracts.debuginfo import DebugInfoKind, DebugInfoProvider, DebugInfoReport, DebugInfoRequest
+from ..contracts.debuginfo import (
+    DebugInfoKind,
+    DebugInfoProvider,
+    DebugInfoReport,
+    DebugInfoRequest,
+    RegisteredProvider,
+    provider_time_limit,
+)
 from ..contracts.dump import Dump
-from ..errors import DebugInfoError
-from ..sandbox import stdout_to_stderr
+from ..errors import DebugInfoError, TsubakiError
+from ..sandbox import plugin_call
 from .debuginfo import mismatch_error, needed, not_found_error, safe_build_id, safe_release
 from .vmcoreinfo import VmcoreInfo
 
@@ -82,12 +96,29 @@ def attach_debug_info(
     passed_over: list[str] = []
     for provider in sorted(providers, key=lambda p: p.order):
         try:
-            with stdout_to_stderr():  # provider code never writes to the report
-                report = provider.provide(request)
-        except DebugInfoError as e:
+            report = _ask(provider, request)
+        except DebugInfoError as e:  # it has something that does not fit, or it raised or hung
             passed_over.append(str(e))
             continue
         if report is not None:
             return dataclasses.replace(report, passed_over=(*passed_over, *report.passed_over))
     missing = not_found_error(info.build_id, info.release, load.tried)
     raise DebugInfoError("; and ".join([str(missing), *passed_over]))
+
+
+def _ask(provider: DebugInfoProvider, request: DebugInfoRequest) -> DebugInfoReport | None:
+    """``provider.provide(request)`` as plugin code: stdout kept clean and
+    time-limited; a raise, a hang or ``sys.exit`` a one-line :class:`DebugInfoError`
+    naming the plugin (``?`` for a provider handed to the bridge directly)."""
+    entry = provider if isinstance(provider, RegisteredProvider) else RegisteredProvider(provider)
+    plugin, what = entry.plugin or "?", f"debug-info provider {provider.name!r}"
+    limit = provider_time_limit(entry.timeout)  # a bad TSUBAKI_DEBUG_INFO_TIMEOUT is an error of its own
+    try:
+        return plugin_call(plugin, what, entry.provide, request, timeout=limit)
+    except DebugInfoError:
+        raise
+    except TsubakiError as e:  # plugin_call's PluginError, or the project's own error passed through
+        text = " ".join(str(e).split()) or type(e).__name__
+        if not text.startswith(f"plugin {plugin!r} ({what})"):
+            text = f"plugin {plugin!r} ({what}) raised {type(e).__name__}: {text}"
+        raise DebugInfoError(text) from e

@@ -86,6 +86,10 @@ def tsubaki_register_debug_info(register: RegisterDebugInfo) -> None:
         ``provide(request) -> DebugInfoReport | None``.  The drgn bridge asks
         the providers in order until one attaches debug info; ``--vmlinux``
         bypasses the chain.  Names are unique across plugins.
+        ``register(provider, timeout=SECONDS)`` gives ``provide`` more (or
+        less) than the default 120 s (``0``: no limit); one that runs past
+        it or raises is passed over with one line naming the plugin
+        (docs/PLUGINS.md, section 5).
     """
 
 

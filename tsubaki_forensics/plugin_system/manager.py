@@ -249,16 +249,18 @@ class Plugins:
             self._call_register(impl, register)
         return found
 
-    def debug_info_providers(self) -> list[DebugInfoProvider]:
+    def debug_info_providers(self) -> list[DebugInfoSpec]:
         """The debug-info chain (``tsubaki_register_debug_info``), in the order it is asked."""
         found: dict[str, DebugInfoSpec] = {}
         for impl in self._each_impl("tsubaki_register_debug_info"):
 
-            def register(provider: DebugInfoProvider, _p: str = impl.plugin_name) -> None:
-                self._add(found, "debug-info provider", DebugInfoSpec(provider, _p))
+            def register(provider: DebugInfoProvider, timeout: float | None = None,
+                         _p: str = impl.plugin_name) -> None:
+                self._add(found, "debug-info provider", DebugInfoSpec(provider, _p, timeout))
 
             self._call_register(impl, register)
-        return [spec.provider for spec in sorted(found.values(), key=lambda s: s.provider.order)]
+        # each with its plugin and time limit: the chain names the plugin of one that hangs or raises
+        return sorted(found.values(), key=lambda s: s.order)
 
     @staticmethod
     def _call_register(impl: pluggy.HookImpl, register: Any) -> None:

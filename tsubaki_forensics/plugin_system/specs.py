@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from ..contracts.debuginfo import RegisteredProvider
+
 if TYPE_CHECKING:
-    from ..analysis.report import Report
+    from ..contracts.report import Report
     from ..contracts.debuginfo import DebugInfoProvider
     from ..contracts.analysis import AnalysisFunction, AnalysisOption
     from ..contracts.needs import Need
@@ -83,15 +85,10 @@ class RendererSpec:
 
 
 @dataclass(frozen=True)
-class DebugInfoSpec:
-    """A debug-info provider and the plugin that registered it (checked once, here)."""
-
-    provider: DebugInfoProvider
-    plugin: str = "?"
-
-    @property
-    def name(self) -> str:
-        return self.provider.name
+class DebugInfoSpec(RegisteredProvider):
+    """A debug-info provider, the plugin that registered it and its time limit
+    (checked once, here); the chain runs it as a
+    :class:`~tsubaki_forensics.contracts.debuginfo.RegisteredProvider`."""
 
     def __post_init__(self) -> None:
         p = self.provider
@@ -101,6 +98,10 @@ class DebugInfoSpec:
         _check("debug-info provider", p.name, p.provide, p.description)
         if not isinstance(p.order, int) or isinstance(p.order, bool):
             raise TypeError(f"debug-info provider {p.name!r}: order must be an int, not {p.order!r}")
+        t = self.timeout
+        if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t < float("inf")):
+            raise TypeError(f"debug-info provider {p.name!r}: timeout must be seconds >= 0 "
+                            f"(0: no limit), not {t!r}")
 
 
 class RegisterSource(Protocol):
@@ -123,9 +124,10 @@ class RegisterAnalysis(Protocol):
 
 
 class RegisterDebugInfo(Protocol):
-    """``register(provider)``: a :class:`~tsubaki_forensics.contracts.DebugInfoProvider`."""
+    """``register(provider, timeout=None)``: a :class:`~tsubaki_forensics.contracts.DebugInfoProvider`
+    and the seconds its ``provide`` may run (``None``: the default, 120 s; ``0``: no limit)."""
 
-    def __call__(self, provider: DebugInfoProvider) -> None: ...
+    def __call__(self, provider: DebugInfoProvider, timeout: float | None = None) -> None: ...
 
 
 class RegisterRenderer(Protocol):

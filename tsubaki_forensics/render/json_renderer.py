@@ -18,8 +18,8 @@ import json
 import re
 from typing import IO, Any
 
-from ..analysis.report import Report
-from ..analysis.results import AnalysisResult, Completeness, NotCollected, Table, Unreadable, Value
+from ..contracts.report import Report
+from ..contracts.results import AnalysisResult, Completeness, NotCollected, Table, Unreadable, Value
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "value_to_json", "report_to_json", "render", "snake_case", "address_to_json"]
 

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from ..analysis.report import Report
-from ..analysis.results import AnalysisResult, Column, Status, Table, Value, is_placeholder
+from ..contracts.report import Report
+from ..contracts.results import AnalysisResult, Column, Status, Table, Value, is_placeholder
 from .safe import safe_text
 
 __all__ = ["format_value", "binary_units", "render"]

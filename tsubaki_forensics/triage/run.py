@@ -23,17 +23,18 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..contracts.triage import TriageRecord
 from ..errors import TsubakiError
 from .cache import ResultCache, options_key
 from .discover import DumpFiles, Unreadable, find_files, group_dumps
-from .scan import failed_record, scan_dump, unreadable_record
+from .scan import as_record, failed_record, scan_dump, unreadable_record
 
 __all__ = ["TriageRun", "triage", "default_jobs"]
 
-Progress = Callable[[int, int, dict[str, Any]], None]
+Progress = Callable[[int, int, TriageRecord], None]
 
 
 def default_jobs() -> int:
@@ -48,14 +49,14 @@ def default_jobs() -> int:
 class TriageRun:
     """What one triage run found and did.
 
-    :param records: one per dump (sorted by dump id), each with ``paths``
-        (every file of the dump, copies included) and ``path`` (the first);
-        then one per unreadable file (:func:`~.scan.unreadable_record`), so
-        every report names them with their error.
+    :param records: one :class:`TriageRecord` per dump (sorted by dump id),
+        each with ``paths`` (every file of the dump, copies included) and
+        ``path`` (the first); then one per unreadable file
+        (:func:`~.scan.unreadable_record`), so every report names them with their error.
     :param analysed: dump ids analysed in this run; ``cached`` those reused.
     """
 
-    records: list[dict[str, Any]]
+    records: list[TriageRecord]
     unreadable: list[Unreadable]
     analysed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
@@ -148,14 +149,11 @@ def triage(
             records[d.dump_id] = record
             run.analysed.append(d.dump_id)
             if progress is not None:
-                progress(done, len(pending), record)
-    for d in dumps:
-        record = dict(records[d.dump_id])
-        record["paths"] = list(d.paths)
-        record["path"] = d.paths[0]
-        run.records.append(record)
+                progress(done, len(pending), as_record(record))
+    for d in dumps:  # plain data from the workers and the cache: typed from here on
+        run.records.append(replace(as_record(records[d.dump_id]), paths=tuple(d.paths), path=d.paths[0]))
     for bad in unreadable:  # never cached: the file may be fixed or finish growing
         reason = bad.reason if bad.path in bad.reason else f"{bad.path}: {bad.reason}"
-        run.records.append(unreadable_record(bad.path, reason))
+        run.records.append(as_record(unreadable_record(bad.path, reason)))
     run.seconds = time.perf_counter() - t0
     return run

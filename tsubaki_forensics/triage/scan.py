@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ..contracts.triage import TriageCompleteness, TriageRecord
 from .signature import DEFAULT_DEPTH, Signature, make_signature, normalize_message
 
-__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "unreadable_record", "iso_utc"]
+__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "unreadable_record", "iso_utc", "as_record"]
 
 #: Bumped when the fields of a record change; older cached records are redone.
 RECORD_VERSION = 1
@@ -173,3 +174,38 @@ def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: Scan
         "error": None,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def as_record(data: dict[str, Any]) -> TriageRecord:
+    """The typed record of a worker's (or the cache's) plain record.
+
+    Records cross process boundaries (Dask, the local pool) and the SQLite
+    cache as JSON data; the run turns each into a :class:`TriageRecord`
+    before it is grouped and rendered.
+    """
+    c = data.get("completeness") or {}
+    return TriageRecord(
+        version=data.get("version", RECORD_VERSION),
+        dump_id=data.get("dump_id"),
+        parts=tuple(data.get("parts") or ()),
+        signature=data["signature"],
+        signature_id=data["signature_id"],
+        normalized_message=data["normalized_message"],
+        signature_frames=tuple(data.get("signature_frames") or ()),
+        completeness=TriageCompleteness(c.get("status", "failed"), bool(c.get("complete", False)),
+                                        tuple(c.get("details") or ())),
+        kernel_release=data.get("kernel_release"),
+        build_id=data.get("build_id"),
+        panic_message=data.get("panic_message"),
+        crashed_pid=data.get("crashed_pid"),
+        crashed_command=data.get("crashed_command"),
+        frames=tuple(data.get("frames") or ()),
+        crash_time=data.get("crash_time"),
+        dumped_at=data.get("dumped_at"),
+        debug_info=data.get("debug_info"),
+        error=data.get("error"),
+        seconds=data.get("seconds", 0.0),
+        unreadable=bool(data.get("unreadable")),
+        paths=tuple(data.get("paths") or ()),
+        path=data.get("path"),
+    )
