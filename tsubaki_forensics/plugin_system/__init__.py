@@ -10,8 +10,9 @@ start-up (:mod:`.discovery`), do not pay for the analysis layer they pull in.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from .hookspecs import PROJECT_NAME, hookimpl, hookspec
 
 if TYPE_CHECKING:
@@ -59,15 +60,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def sources() -> dict[str, SourceSpec]:

@@ -10,6 +10,7 @@ reassembles physical memory from one or several files of one dump;
 
 from __future__ import annotations
 
+from ..lazy import lazy_exports
 from .records import MemoryMap
 
 # Each side loads only what it uses (issue 21): the writer pulls in numpy
@@ -26,15 +27,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

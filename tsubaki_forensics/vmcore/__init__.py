@@ -8,7 +8,9 @@ drgn opens and makedumpfile accepts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .elf import ElfVmcore, Segment
@@ -21,15 +23,7 @@ _LAZY = {"ElfVmcore": "elf", "Segment": "elf", "write_elf_vmcore": "export",
          "Note": "notes", "iter_notes": "notes", "build_note": "notes"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["ElfVmcore", "Segment", "write_elf_vmcore", "Note", "iter_notes", "build_note"]
