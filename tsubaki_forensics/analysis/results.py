@@ -9,30 +9,7 @@ re-exports them: plugins import them from here and from
 
 from __future__ import annotations
 
-from ..contracts.results import (
-    AnalysisResult,
-    Column,
-    Completeness,
-    Missing,
-    NotCollected,
-    Placeholder,
-    Status,
-    Table,
-    Unreadable,
-    Value,
-    is_placeholder,
-)
+from ..contracts import results as _results
+from ..contracts.results import *  # noqa: F403  (the same names, re-exported)
 
-__all__ = [
-    "NotCollected",
-    "Unreadable",
-    "Placeholder",
-    "Value",
-    "Column",
-    "Table",
-    "Missing",
-    "Completeness",
-    "Status",
-    "AnalysisResult",
-    "is_placeholder",
-]
+__all__ = list(_results.__all__)
