@@ -218,7 +218,7 @@ def test_html_report_renders_in_chromium(fleet, tmp_path):
     text = " ".join(parsed.text)
     for g in groups:
         assert g.message in text and all(f in text for f in g.frames)
-        assert g.representative["path"] in text
+        assert g.representative.path in text
 
 
 @pytest.mark.parametrize("kernel", ["6.1", "6.12"])

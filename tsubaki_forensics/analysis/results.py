@@ -10,6 +10,6 @@ re-exports them: plugins import them from here and from
 from __future__ import annotations
 
 from ..contracts import results as _results
-from ..contracts.results import *  # noqa: F403 (the re-export is the point)
+from ..contracts.results import *  # noqa: F403  (the same names, re-exported)
 
 __all__ = list(_results.__all__)
