@@ -23,6 +23,7 @@ caller may reuse its buffer.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -54,6 +55,12 @@ __all__ = ["TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DE
            "FILE_BATCH"]
 
 _BIG_ENDIAN = frozenset({"ppc64", "s390x", "sparc64", "mips64"})
+# While the worker threads run, the GIL changes hands at every zstd frame,
+# pread and record write.  With CPython's 5 ms switch interval a thread that
+# wants it back waits on a timed futex behind a holder the OS has preempted;
+# 0.5 ms cut the system time of a busy 2 GiB import from 1.0-1.5 s to
+# 0.6-0.9 s and its wall by ~5% on the loaded 2-core machine (docs/BENCHMARKS.md).
+_SWITCH_INTERVAL = 0.0005
 
 
 class TsdWriter(RecordFile):
@@ -234,6 +241,9 @@ class TsdWriter(RecordFile):
             raise ValueError(f"physical range {paddr:#x}+{length:#x} out of bounds")
         t0 = time.perf_counter()
         stats = self._call_stats = WriteStats(raw_bytes=length)
+        switch = sys.getswitchinterval()
+        if self._pipeline.pool is not None and switch > _SWITCH_INTERVAL:
+            sys.setswitchinterval(_SWITCH_INTERVAL)
         try:
             if source is not None:
                 assert self._dedup is not None
@@ -244,6 +254,7 @@ class TsdWriter(RecordFile):
                 self._pipeline.run(jobs, self._finish)
         finally:
             self._call_stats = None
+            sys.setswitchinterval(switch)
         stats.wall_seconds = time.perf_counter() - t0
         self.stats.raw_bytes += stats.raw_bytes
         self.stats.compress_seconds += stats.compress_seconds
