@@ -6,7 +6,7 @@ three analyses), interleaved, N times each; wall time and peak RSS
 written to docs/benchmarks/analyze.md.
 
     python bench/analyze_bench.py [--runs 7] [--vmcore V --vmlinux L] [--out docs/benchmarks/analyze.md]
-    python bench/analyze_bench.py --lab-crashes all [--runs 5] [--out docs/benchmarks/analyze_scenarios.md]
+    python bench/analyze_bench.py --lab-crashes all [--runs 5] [--ref main] [--out docs/benchmarks/analyze_scenarios.md]
 
 Without --vmcore the crash lab's default crash (sysrq, 512M, 2 vCPUs) is used.
 ``--lab-crashes`` measures every cached lab crash named (``RELEASE/KEY``,
@@ -93,38 +93,72 @@ def _lab_crashes(spec: str) -> list[tuple[str, Path, Path]]:
     return out
 
 
+def _before_tree(ref: str, tmp: str) -> tuple[Path, str]:
+    """A detached worktree of ``ref`` (the *before* code), byte-compiled; and its short hash."""
+    tree = Path(tmp) / "before"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+    _compile_sources(tree)
+    rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    return tree, rev
+
+
 def scenarios(args: argparse.Namespace) -> None:
-    """One row per lab crash: ours (CLI on the imported .tsd) vs the peer on the ELF, interleaved."""
+    """One row per lab crash: ours (CLI on the imported .tsd) vs the peer on the ELF, interleaved;
+    with ``--ref``, also the CLI of that git ref (*before*) in the same interleaving."""
     from tsubaki_forensics.vmcore.importer import import_vmcore
 
     crashes = _lab_crashes(args.lab_crashes)
     rows_md = []
     ratios = []
-    for name, vmcore, vmlinux in crashes:
-        with tempfile.TemporaryDirectory() as tmp:
-            tsd = Path(tmp) / "crash.tsd"
-            import_vmcore(vmcore, tsd)
-            commands = {
-                "ours": [sys.executable, "-m", "tsubaki_forensics.cli.app", "analyze", str(tsd), "--vmlinux",
-                         str(vmlinux), "--format", "json"],
-                "peer": [sys.executable, str(ROOT / "bench" / "analyze_peer.py"), str(vmcore), str(vmlinux)],
-            }
-            for argv in commands.values():
-                subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # analyze exits 4 on partial
-            runs: dict[str, list] = {k: [] for k in commands}
-            for _ in range(args.runs):
-                for k, argv in commands.items():
-                    runs[k].append(_measure_any(argv))
-        med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in runs.items()}
-        o, p = med["ours"], med["peer"]
-        ratios.append((o[0] / p[0], o[2] / p[2], o[1] / p[1]))
-        rows_md.append(f"| {name} | {o[0]:.3f} | {p[0]:.3f} | **{o[0] / p[0]:.2f}x** | {o[2]:.3f} | {p[2]:.3f} | "
-                       f"{o[2] / p[2]:.2f}x | {o[1] / 2**20:.0f} | {p[1] / 2**20:.0f} | {o[1] / p[1]:.2f}x |")
+    before_ratios = []
+    keep = tempfile.TemporaryDirectory(prefix="tsubaki-analyze-") if args.ref else None
+    before, rev = _before_tree(args.ref, keep.name) if keep else (None, "")
+    # python -m puts the working directory first on sys.path: run every command from a neutral one
+    cwd = tempfile.gettempdir()
+    try:
+        for name, vmcore, vmlinux in crashes:
+            with tempfile.TemporaryDirectory() as tmp:
+                tsd = Path(tmp) / "crash.tsd"
+                import_vmcore(vmcore, tsd)
+                analyze = [sys.executable, "-m", "tsubaki_forensics.cli.app", "analyze", str(tsd), "--vmlinux",
+                           str(vmlinux), "--format", "json"]
+                commands = {"ours": (analyze, None),
+                            "peer": ([sys.executable, str(ROOT / "bench" / "analyze_peer.py"), str(vmcore),
+                                      str(vmlinux)], None)}
+                if before is not None:
+                    commands["before"] = (analyze, dict(os.environ, PYTHONPATH=os.pathsep.join(
+                        [str(before), str(before / "plugins")])))
+                for argv, env in commands.values():  # analyze exits 4 on partial
+                    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+                runs: dict[str, list] = {k: [] for k in commands}
+                for _ in range(args.runs):
+                    for k, (argv, env) in commands.items():
+                        runs[k].append(_measure_any(argv, env=env, cwd=cwd))
+            med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in runs.items()}
+            o, p = med["ours"], med["peer"]
+            ratios.append((o[0] / p[0], o[2] / p[2], o[1] / p[1]))
+            row = (f"| {name} | {o[0]:.3f} | {p[0]:.3f} | **{o[0] / p[0]:.2f}x** | {o[2]:.3f} | {p[2]:.3f} | "
+                   f"{o[2] / p[2]:.2f}x | {o[1] / 2**20:.0f} | {p[1] / 2**20:.0f} | {o[1] / p[1]:.2f}x |")
+            if "before" in med:
+                b = med["before"]
+                before_ratios.append((b[0] / p[0], b[2] / p[2], b[1] / p[1]))
+                row += f" {b[0] / p[0]:.2f}x / {b[2] / p[2]:.2f}x / {b[1] / p[1]:.2f}x |"
+            rows_md.append(row)
+            print(row, flush=True)
+    finally:
+        if keep is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
+            keep.cleanup()
     load = os.getloadavg()[0]
+    ref_opt = f" --ref {args.ref}" if args.ref else ""
+    header = ("| crash | ours wall s | peer wall s | wall ratio | ours CPU s | peer CPU s | CPU ratio | ours RSS MiB | "
+              "peer RSS MiB | RSS ratio |" + (f" before ({args.ref} at {rev}): wall / CPU / RSS ratio |" if rev else ""))
     text = "\n".join([
         "# Benchmark: analyze on every lab scenario\n",
-        f"Command: `python bench/analyze_bench.py --lab-crashes {args.lab_crashes} --runs {args.runs}` (whole "
-        f"processes, ours and the peer interleaved, {args.runs} runs each after one warm-up; medians).\n",
+        f"Command: `python bench/analyze_bench.py --lab-crashes {args.lab_crashes} --runs {args.runs}{ref_opt}` "
+        f"(whole processes, ours{', before' if rev else ''} and the peer interleaved, {args.runs} runs each after "
+        "one warm-up; medians).\n",
         f"- Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux "
         f"{platform.release()}; load average at the end {load:.2f} (shared machine: wall is inflated and "
         "noisy under load, CPU much less)",
@@ -133,24 +167,27 @@ def scenarios(args: argparse.Namespace) -> None:
         "- peer: `python bench/analyze_peer.py VMCORE VMLINUX` (plain drgn on the ELF vmcore doing the same "
         "work with drgn's own helpers)",
         "- Target (issue 21): <= 1.2x wall and <= 1.2x peak RSS on every scenario.\n",
-        "| crash | ours wall s | peer wall s | wall ratio | ours CPU s | peer CPU s | CPU ratio | ours RSS MiB | "
-        "peer RSS MiB | RSS ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        header,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if rev else ""),
         *rows_md,
         "",
         f"Ratios over the {len(ratios)} crashes: wall {min(r[0] for r in ratios):.2f}-{max(r[0] for r in ratios):.2f}x, "
         f"CPU {min(r[1] for r in ratios):.2f}-{max(r[1] for r in ratios):.2f}x, "
         f"RSS {min(r[2] for r in ratios):.2f}-{max(r[2] for r in ratios):.2f}x." if ratios else "No cached crash found.",
+        (f"Before ({args.ref} at {rev}), same run: wall {min(r[0] for r in before_ratios):.2f}-"
+         f"{max(r[0] for r in before_ratios):.2f}x, CPU {min(r[1] for r in before_ratios):.2f}-"
+         f"{max(r[1] for r in before_ratios):.2f}x, RSS {min(r[2] for r in before_ratios):.2f}-"
+         f"{max(r[2] for r in before_ratios):.2f}x." if before_ratios else ""),
     ]) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
 
 
-def _measure_any(argv: list[str]) -> tuple[float, int, float]:
+def _measure_any(argv: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[float, int, float]:
     """:func:`measure` for a command whose exit code 4 (partial results) is a normal outcome."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -159,8 +196,8 @@ def _measure_any(argv: list[str]) -> tuple[float, int, float]:
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
-def _compile_sources() -> None:
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(ROOT / d) for d in
+def _compile_sources(tree: Path = ROOT) -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(tree / d) for d in
                     ("tsubaki_forensics", "monitor_model", "plugins"))], check=True, stdout=subprocess.DEVNULL)
 
 
@@ -170,6 +207,7 @@ def main() -> None:
     ap.add_argument("--vmcore", type=Path)
     ap.add_argument("--vmlinux", type=Path)
     ap.add_argument("--lab-crashes", help="RELEASE/KEY,... of cached lab crashes, or 'all'")
+    ap.add_argument("--ref", help="with --lab-crashes: also run the CLI of this git ref (before), interleaved")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     _compile_sources()

@@ -55,6 +55,9 @@ def test_light_commands_import_nothing_heavy(args):
     assert run.stdout
     assert not modules & HEAVY, f"{' '.join(args)} imported {sorted(modules & HEAVY)}"
     assert "tsubaki_forensics.plugin_system.manager" not in modules, "plugins loaded for a help line"
+    # nor the plugin machinery or the number tower (a few ms each, of a 0.15 s budget)
+    assert not modules & {"pluggy", "decimal", "importlib.metadata"}, sorted(modules & {"pluggy", "decimal",
+                                                                                    "importlib.metadata"})
     if args[0] in ("--version", "-V"):
         assert "typer" not in modules and "typing" not in modules, sorted(modules)
 

@@ -11,6 +11,7 @@ ranges, completeness and bytes.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import uuid
@@ -128,3 +129,52 @@ def test_reading_a_small_dump_does_not_import_numpy(tmp_path):
     run = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"
+
+
+# -- big records decoded as far as reads ask (memory._Prefix, issue 21) --------------------
+
+def test_a_big_record_is_decoded_only_as_far_as_reads_ask(tmp_path):
+    from tsubaki_forensics.tsd import memory as M
+
+    size = 3 << 20
+    # compressible about 2x (zstd, not RAW), then zero pages
+    data = random.Random(1).randbytes(size // 2).translate(bytes(i & 15 for i in range(256))) + bytes(size // 2)
+    path = tmp_path / "big.tsd"
+    w = TsdWriter(path, threads=0, dump_id=uuid.uuid4())
+    w.write_metadata(vmcoreinfo=INFO)
+    w.write_memory(0x100000, data)
+    w.close()
+    with open_dump(path) as dump:
+        mem = dump.memory
+        assert mem.read(0x100000, PAGE) == data[:PAGE]
+        (entry,) = mem._cache.values()
+        assert isinstance(entry, M._Prefix) and len(entry.out) < M.PREFIX_LIMIT + M.PREFIX_STEP
+        assert mem.read(0x100000 + 100_000, 5000) == data[100_000:105_000]  # still a prefix
+        assert isinstance(next(iter(mem._cache.values())), M._Prefix)
+        far = size // 2 - PAGE  # the last page of the MEMORY record (ZERO pages follow)
+        assert mem.read(0x100000 + far, PAGE) == data[far:far + PAGE]  # far: the whole record, once
+        (entry,) = mem._cache.values()
+        assert isinstance(entry, bytes) and entry == data[:size // 2] and mem.decompressed == 1
+        assert mem.read(0x100000 + size - PAGE, PAGE) == bytes(PAGE)
+        assert mem.read(0x100000 + 7, 3 * PAGE) == data[7:7 + 3 * PAGE]
+
+
+def test_a_prefix_checks_the_frame_like_a_whole_decode():
+    import zstandard
+
+    from tsubaki_forensics.errors import FormatError
+    from tsubaki_forensics.tsd import memory as M
+
+    data = bytes(range(256)) * 8192  # 2 MiB
+    frame = zstandard.ZstdCompressor(level=3).compress(data)
+    p = M._Prefix(memoryview(frame), len(data))
+    p.extend(PAGE)
+    assert p.out[:PAGE] == data[:PAGE]
+    p.extend(len(data))
+    assert bytes(p.out) == data and p.dec is None
+    with pytest.raises(FormatError, match="not exactly one complete zstd frame"):
+        M._Prefix(memoryview(frame + b"junk"), len(data)).extend(len(data))
+    with pytest.raises(FormatError, match="gave"):
+        M._Prefix(memoryview(frame[:-100]), len(data)).extend(len(data))
+    with pytest.raises(FormatError, match="content size"):
+        M._Prefix(memoryview(frame), len(data) + 1)

@@ -18,7 +18,6 @@ and whole-MiB checks).  It sits in the bottom layer: it imports only ``errors``.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 
 from .errors import SizeError
 
@@ -42,6 +41,8 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise SizeError(f"not a size: {text!r} (use e.g. 128M, 2G, 4096)")
     number, unit, byte = m.groups()
+    from decimal import Decimal  # here: the root --help imports this module (issue 21)
+
     value = Decimal(number) * UNITS[(unit or byte or "").lower()]
     if value != value.to_integral_value():
         raise SizeError(f"not a size: {text!r} is not a whole number of bytes")

@@ -5,7 +5,9 @@ Core code uses :func:`get_plugins` (or :func:`sources`) and never calls
 
 The manager and the spec types are imported on first use (PEP 562): a
 plugin module that only needs :data:`hookimpl`, and the command line's
-start-up (:mod:`.discovery`), do not pay for the analysis layer they pull in.
+start-up (:mod:`.discovery`), do not pay for the analysis layer they pull in;
+nor does the root ``--help`` pay for pluggy (issue 21): the markers come from
+:mod:`.hookspecs` when first asked for.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..lazy import lazy_exports
-from .hookspecs import PROJECT_NAME, hookimpl, hookspec
+from .names import PROJECT_NAME
 
 if TYPE_CHECKING:
+    from .hookspecs import hookimpl, hookspec
     from .manager import (
         DISABLE_ENV,
         ENTRY_POINT_GROUP,
@@ -47,6 +50,8 @@ __all__ = [
 
 
 _LAZY = {
+    "hookimpl": "hookspecs",
+    "hookspec": "hookspecs",
     "DISABLE_ENV": "manager",
     "ENTRY_POINT_GROUP": "manager",
     "PluginInfo": "manager",

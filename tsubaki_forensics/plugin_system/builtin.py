@@ -21,12 +21,14 @@ from .specs import RegisterDebugInfo, RegisterRenderer
 __all__ = ["BUILTIN_NAME", "tsubaki_reassemble", "tsubaki_register_debug_info", "tsubaki_register_renderers"]
 
 BUILTIN_NAME = "builtin"
-#: The chunk LRU of a .tsd opened for drgn (analyze, shell, crash, triage): two
+#: The chunk LRU of a .tsd opened for drgn (analyze, shell, crash, triage): three
 #: full 8 MiB chunks.  drgn's hot pages are cached in front of it by the bridge,
 #: so a bigger LRU only holds chunks no read comes back to: on the lab's 512 MiB
 #: and busy 2 GiB crashes 16 MiB instead of 128 MiB cut analyze's peak RSS by
-#: 9-17 MiB for 4-7 more decompressions out of ~60, no measurable CPU (issue 21).
-PROGRAM_CHUNK_CACHE = 16 << 20
+#: 9-17 MiB for 4-7 more decompressions out of ~60 (issue 21).  24 MiB: the
+#: hung-task crash decoded 10 records twice at 16 (30 MiB of zstd output; 20 MiB
+#: at 24, no gain beyond), for at most 8 MiB more peak RSS.
+PROGRAM_CHUNK_CACHE = 24 << 20
 
 
 @hookimpl(trylast=True)

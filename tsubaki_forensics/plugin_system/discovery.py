@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Iterable
 
-from .hookspecs import PROJECT_NAME
+from .names import PROJECT_NAME
 
 __all__ = ["OWN_DISTRIBUTION", "foreign_entry_points"]
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from .names import PROJECT_NAME
+
 if TYPE_CHECKING:
     import drgn
     import typer
@@ -23,9 +25,6 @@ if TYPE_CHECKING:
     from .specs import RegisterAnalysis, RegisterDebugInfo, RegisterRenderer, RegisterSource
 
 __all__ = ["PROJECT_NAME", "hookspec", "hookimpl"]
-
-#: pluggy project name; also the entry-point group.
-PROJECT_NAME = "tsubaki_forensics"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

@@ -46,6 +46,13 @@ OVERLAP_CHECK_MIN = 1 << 30
 # most 64x its length, and at least this many bytes (see PhysicalMemory._decode).
 REF_BUDGET_MIN = 256 << 20
 _U64 = (1 << 64) - 1
+#: zstd records of at least this many bytes are decoded as far as reads ask (:class:`_Prefix`).
+PREFIX_MIN = 1 << 20
+#: ... as long as the reads stay within this many bytes of its start; beyond, it is
+#: decoded whole, in one shot (streaming all of a record costs 3-4x more).
+PREFIX_LIMIT = 256 << 10
+#: Bytes of output beyond what is needed that the decoder is fed for (a zstd block).
+PREFIX_STEP = 128 << 10
 _PIECE_CACHE = 1 << 14
 
 
@@ -401,40 +408,78 @@ class PhysicalMemory:
         if p.zero:
             return bytes(b - a)
         base = p.src.rec.paddr
-        data = self._chunk(p.src, a)
+        data = self._chunk(p.src, a, b)
         if self._bad_pages:
             bad = self._bad_pages.get((p.src.file, p.src.rec.offset))
             if bad:
                 for lo, hi, msg in bad:
                     if lo < b and a < hi:
                         raise NotCollectedError(max(a, lo), msg)
+        if type(data) is bytearray:  # a record decoded so far (_Prefix): answer immutable bytes
+            return bytes(data[a - base:b - base])
         return data[a - base:b - base]
 
-    def _chunk(self, src: _Source, addr: int) -> bytes:
+    def _chunk(self, src: _Source, addr: int, end: int | None = None) -> bytes | bytearray:
+        """The decoded bytes of ``src``'s record, at least up to physical ``end``
+        (None: all of them); a damaged record is a :class:`NotCollectedError`."""
         key = (src.file, src.rec.offset)
         data = self._cache.get(key)
         if data is not None:
             self._cache.move_to_end(key)
-            return data
+            return self._grow(src, addr, data, end) if type(data) is _Prefix else data
         if key in self._bad:
             raise NotCollectedError(addr, self._bad[key])
-        f = self.files[src.file]
         try:
-            data = self._decode(src)
+            data = self._decode(src, prefix=end is not None)
         except FormatError as e:
-            why = str(e).split(": ", 1)[-1] if str(e).startswith(f.name) else str(e)
-            msg = (f"physical address {addr:#x} is in a damaged record "
-                   f"({f.name} offset {src.rec.offset}: {why})")
-            self.problems.append(Problem(f.name, src.rec.offset, why))
-            self._bad[key] = msg
-            raise NotCollectedError(addr, msg) from None
+            raise self._damaged(src, addr, e) from None
         self.decompressed += 1
         self._cache[key] = data
-        self._cached += len(data)
+        self._cached += data.cost if type(data) is _Prefix else len(data)
+        self._evict()
+        return self._grow(src, addr, data, end) if type(data) is _Prefix else data
+
+    def _grow(self, src: _Source, addr: int, part: _Prefix, end: int | None) -> bytes | bytearray:
+        """``part`` decoded up to physical ``end`` (None: to its end), keeping the LRU's count:
+        streamed while the reads stay in its first :data:`PREFIX_LIMIT` bytes, else the
+        whole record in one shot (3-4x faster than streaming all of it), replacing ``part``."""
+        need = part.length if end is None else min(end - src.rec.paddr, part.length)
+        if len(part.out) >= need:
+            return part.out
+        key = (src.file, src.rec.offset)
+        before = part.cost
+        try:
+            if need <= PREFIX_LIMIT:
+                part.extend(need)
+                data: bytes | bytearray = part.out
+            else:
+                data = _unzstd(part.src, part.length)
+        except FormatError as e:
+            self._cached -= before
+            del self._cache[key]
+            raise self._damaged(src, addr, e) from None
+        if data is part.out:
+            self._cached += part.cost - before
+        else:
+            self._cache[key] = data
+            self._cached += len(data) - before
+        self._evict()
+        return data
+
+    def _damaged(self, src: _Source, addr: int, e: FormatError) -> NotCollectedError:
+        """Record ``src`` as damaged (one problem, later reads fail alike) and say so for ``addr``."""
+        f = self.files[src.file]
+        why = str(e).split(": ", 1)[-1] if str(e).startswith(f.name) else str(e)
+        msg = (f"physical address {addr:#x} is in a damaged record "
+               f"({f.name} offset {src.rec.offset}: {why})")
+        self.problems.append(Problem(f.name, src.rec.offset, why))
+        self._bad[(src.file, src.rec.offset)] = msg
+        return NotCollectedError(addr, msg)
+
+    def _evict(self) -> None:
         while self._cached > self.cache_bytes and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
-            self._cached -= len(old)
-        return data
+            self._cached -= old.cost if type(old) is _Prefix else len(old)
 
     def _read_memory(self, file: int, rec: RecordInfo) -> R.Memory:
         """Read and check one MEMORY record's prefix (FORMAT.md §4.1, §5)."""
@@ -447,9 +492,16 @@ class PhysicalMemory:
                               f"index says {rec.paddr:#x}+{rec.length:#x}")
         return m
 
-    def _decode(self, src: _Source) -> bytes:
-        """Read, check and decompress one MEMORY record; resolve its references."""
+    def _decode(self, src: _Source, prefix: bool = False) -> bytes | _Prefix:
+        """Read, check and decompress one MEMORY record; resolve its references.
+
+        :param prefix: a big zstd record may come back as a :class:`_Prefix`,
+            decoded only as far as reads ask (the caller grows it): drgn often
+            reads a page or two at the start of an 8 MiB record and nothing else.
+        """
         m = self._read_memory(src.file, src.rec)
+        if prefix and m.codec == R.Codec.ZSTD and m.length >= PREFIX_MIN:
+            return _Prefix(m.data, m.length)
         if m.codec != R.Codec.ZSTD_DEDUP:
             return decode_memory(m)
         page_size = self.files[src.file].header.page_size
@@ -702,14 +754,70 @@ def decode_dedup(m: R.Memory, page_size: int) -> tuple[list[tuple[int, int]], by
     return refs, _unzstd(frame, m.length - len(refs) * page_size)
 
 
-def _unzstd(data: memoryview, length: int) -> bytes:
-    """Exactly one zstd frame of exactly ``length`` bytes (§4.1, §5)."""
+def _frame_size(data: memoryview, length: int) -> None:
+    """The frame header must declare ``length`` bytes (then libzstd stops any frame producing more)."""
     try:
         size = zstandard.frame_content_size(data)
     except zstandard.ZstdError as e:
         raise FormatError(f"not a zstd frame: {e}") from None
     if size != length:
         raise FormatError(f"zstd frame content size {size} differs from declared length {length}")
+
+
+class _Prefix:
+    """A big zstd MEMORY record decoded only as far as reads have asked.
+
+    Why: drgn often wants one page of a record (the first page of an 8 MiB
+    chunk of kernel data) and decoding the whole record cost 4-16 ms per
+    first touch; on the lab's 512 MiB crash two of the four biggest records
+    analyze decodes are read only in their first 32 KiB (issue 21).  The
+    frame is fed to a streaming decoder a little at a time, up to
+    :data:`PREFIX_LIMIT` (:meth:`PhysicalMemory._grow` decodes the record
+    whole beyond that); the checks of :func:`_unzstd` (declared size,
+    exactly one complete frame) are made up front and when the end is reached.
+    """
+
+    __slots__ = ("src", "pos", "out", "length", "dec")
+
+    def __init__(self, data: memoryview, length: int) -> None:
+        _frame_size(data, length)
+        self.src, self.pos, self.out, self.length = data, 0, bytearray(), length
+        self.dec: Any = zstandard.ZstdDecompressor().decompressobj()
+
+    @property
+    def cost(self) -> int:
+        """What it holds, for the LRU's count: the bytes so far, and while
+        decoding the frame and the decoder's copy of its output (its window)."""
+        return len(self.out) + (len(self.src) + len(self.out) if self.dec is not None else 0)
+
+    def extend(self, need: int) -> None:
+        """Decode at least ``need`` bytes (all of them once ``need`` is the length)."""
+        src, out = self.src, self.out
+        while len(out) < need:
+            if self.pos >= len(src) or self.dec.eof:
+                raise FormatError(f"zstd frame gave {len(out)} bytes, declared {self.length}")
+            # the compressed bytes for what is still needed, at the record's mean ratio, plus about a block
+            n = (need - len(out) + PREFIX_STEP) * len(src) // self.length + 512
+            try:
+                out += self.dec.decompress(src[self.pos:self.pos + n])
+            except zstandard.ZstdError as e:
+                raise FormatError(f"zstd frame does not decompress: {e}") from None
+            self.pos += n
+            if len(out) > self.length:
+                raise FormatError(f"zstd frame gave more than the declared {self.length} bytes")
+        if len(out) == self.length and self.dec is not None:
+            if not self.dec.eof:
+                out += self.dec.decompress(src[self.pos:])  # the frame's end (its checksum, if any)
+                self.pos = len(src)
+            if not self.dec.eof or self.dec.unused_data or self.pos < len(src) or len(out) != self.length:
+                raise FormatError("MEMORY payload is not exactly one complete zstd frame")
+            self.dec = None  # done: drop the decoder's window and the frame
+            self.src = memoryview(b"")
+
+
+def _unzstd(data: memoryview, length: int) -> bytes:
+    """Exactly one zstd frame of exactly ``length`` bytes (§4.1, §5)."""
+    _frame_size(data, length)
     try:
         # The frame header's content size was checked against the declared
         # length (<= MAX_CHUNK), and libzstd stops on any frame that produces

@@ -19,7 +19,6 @@ does not (cut short, INCOMPLETE) are missing with the reason.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +188,8 @@ def _mtime_ns(path: Path) -> int:
 
 def _sample_hash(path: Path) -> str:
     """BLAKE2b-128 of the size and the first and last MiB: equal for byte copies."""
+    import hashlib  # here: OpenSSL's start-up is 5-7 ms of every .tsd opened (issue 21)
+
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -206,6 +207,8 @@ def foreign_dump_id(kind: str, reader: Any, paths: list[Path]) -> str:
     by its content (so a copy is the same dump)."""
     header = getattr(reader, "header", None)
     if getattr(header, "split", False):
+        import hashlib
+
         h = hashlib.blake2b(digest_size=12)
         h.update(repr((header.header_version, header.release, header.max_mapnr,
                        header.dump_level)).encode())
