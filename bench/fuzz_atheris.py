@@ -47,6 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("elf", "kdump", "tsd", "tsd-records", "symbolpack", "symbolpack-fixed", "json")
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+#: Coverage corpora and the run ledger, kept across runs and sessions (beside the lab's cache).
+KEEP = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tsubaki-forensics" / "fuzz-corpus"
 
 
 # -- the child: one target under libFuzzer ---------------------------------------------
@@ -57,10 +59,50 @@ def _one_line(e: BaseException) -> None:
         raise AssertionError(f"not a one-line error: {type(e).__name__}: {text!r}")
 
 
-def _harness(target: str):
+#: What each target instruments (atheris traces every line, branch and
+#: comparison of these, ~8x the cost of plain Python): the parser under test
+#: and the helpers it checks input with.  Everything else runs at full speed:
+#: the completeness algebra and memory layer of ``.tsd`` (numpy set
+#: operations on what the parser produced, where atheris's comparison tracing
+#: also kept objects alive: docs/RELIABILITY.md), the error classes, the
+#: writer used to frame inputs, and pyelftools' ``construct`` (it parses a
+#: fixed-size ELF header: the program headers and notes are ours).
+INSTRUMENT = {
+    "elf": ("tsubaki_forensics.vmcore.elf", "tsubaki_forensics.elfnotes", "tsubaki_forensics.vmcore.notes",
+            "tsubaki_forensics.limits", "elftools.elf.elffile"),
+    "kdump": ("tsubaki_forensics.vmcore.kdump", "tsubaki_forensics.vmcore.flattened"),
+    "tsd": ("tsubaki_forensics.tsd.reader", "tsubaki_forensics.tsd.records", "tsubaki_forensics.tsd.table",
+            "tsubaki_forensics.tsd.verify", "tsubaki_forensics.limits"),
+    "symbolpack": ("tsubaki_forensics.symbolpack.fileformat", "tsubaki_forensics.limits"),
+    "json": ("tsubaki_forensics.limits",),
+}
+INSTRUMENT["tsd-records"] = INSTRUMENT["tsd"]
+INSTRUMENT["symbolpack-fixed"] = INSTRUMENT["symbolpack"]
+
+
+def _not_instrumented(target: str) -> list[str]:
+    """Every module of the instrumented packages but the target's own (atheris's
+    ``include`` takes whole top-level packages; ``exclude`` names modules)."""
+    import importlib.util
+
+    keep = set(INSTRUMENT[target])
+    names = []
+    for top in ("tsubaki_forensics", "elftools"):  # found on disk: importing them here would skip the hooks
+        base = Path(importlib.util.find_spec(top).submodule_search_locations[0])
+        for path in base.rglob("*.py"):
+            parts = [top, *path.relative_to(base).with_suffix("").parts]
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return [n for n in names if n not in keep]
+
+
+def _harness(target: str, *, instrument: bool = True):
+    import contextlib
+
     import atheris
 
-    with atheris.instrument_imports(include=["tsubaki_forensics", "elftools"]):
+    hooks = atheris.instrument_imports(include=["tsubaki_forensics", "elftools"],
+                                       exclude=_not_instrumented(target)) if instrument else contextlib.nullcontext()
+    with hooks:
         from tsubaki_forensics.errors import NotCollectedError, TsubakiError
         from tsubaki_forensics.limits import load_json
         from tsubaki_forensics.symbolpack.fileformat import HEADER, decode_pack
@@ -77,8 +119,11 @@ def _harness(target: str):
     scratch = SCRATCH / f"tsubaki-fuzz-{os.getpid()}.{target}"
     header = R.pack_file_header(R.FileHeader(uuid.UUID(int=7), "x86_64", 4096, R.Endian.LITTLE, "fuzz", 1))
 
+    fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)  # one file, rewritten in place
+
     def to_file(data: bytes) -> Path:
-        scratch.write_bytes(data)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
         return scratch
 
     def elf(data: bytes) -> None:
@@ -115,20 +160,21 @@ def _harness(target: str):
     def tsd(data: bytes) -> None:
         path = to_file(data)
         try:
-            with open_file(path) as f:
-                [str(p) for p in f.problems]
-        except TsubakiError as e:
-            _one_line(e)
-        try:
             with open_dump(path) as dump:
+                [str(p) for f in dump.files for p in f.problems]
                 _ = dump.properties, dump.events, dump.completeness()
                 for r in dump.memory.ranges()[:16]:
                     try:
                         dump.memory.read(r.start, min(r.length, 1 << 16))
                     except NotCollectedError as e:
                         _one_line(e)
-        except TsubakiError as e:
+        except TsubakiError as e:  # refused as a dump: what does the file reader make of it?
             _one_line(e)
+            try:
+                with open_file(path) as f:
+                    [str(p) for p in f.problems]
+            except TsubakiError as e:
+                _one_line(e)
         try:
             [str(p) for p in verify_dump([path]).problems]
         except TsubakiError as e:
@@ -329,11 +375,19 @@ def _as_chunks(raw: bytes) -> bytes:
 _STAT = re.compile(r"stat::(\w+):\s*(\d+)")
 
 
-def run_target(target: str, corpus: Path, runs: int, artifacts: Path, rss_mb: int, max_len: int,
-               seconds: int = 0) -> dict:
+def run_target(target: str, seeds: Path, runs: int, artifacts: Path, rss_mb: int, max_len: int,
+               seconds: int = 0, keep: Path | None = None) -> dict:
+    """One libFuzzer run of ``target``.  With ``keep``, the inputs that found new
+    coverage stay in ``keep/<target>`` and are replayed first by the next run,
+    so coverage (and the execution count in the ledger) accumulates."""
     artifacts.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"fuzz-{target}-", dir=SCRATCH))
-    args = [str(work), str(corpus), f"-runs={runs}", f"-rss_limit_mb={rss_mb}", f"-max_len={max_len}",
+    if keep is not None:
+        work = keep / target
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"fuzz-{target}-", dir=SCRATCH))
+    kept_before = len(list(work.iterdir()))
+    args = [str(work), str(seeds), f"-runs={runs}", f"-rss_limit_mb={rss_mb}", f"-max_len={max_len}",
             f"-artifact_prefix={artifacts}/{target}-", "-print_final_stats=1", "-timeout=30",
             "-close_fd_mask=1", *([f"-max_total_time={seconds}"] if seconds else [])]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", target, "--", *args]
@@ -352,20 +406,56 @@ def run_target(target: str, corpus: Path, runs: int, artifacts: Path, rss_mb: in
     new = sorted(p.name for p in artifacts.iterdir() if p.name not in before)
     tail = "\n".join(text.splitlines()[-40:]) if p.returncode else ""
     kept = len(list(work.iterdir()))
-    shutil.rmtree(work, ignore_errors=True)  # libFuzzer's working corpus (in RAM under /dev/shm)
+    if keep is None:
+        shutil.rmtree(work, ignore_errors=True)  # libFuzzer's working corpus (in RAM under /dev/shm)
     return {"target": target, "runs": stats.get("number_of_executed_units", 0), "seconds": round(seconds, 1),
             "exit": p.returncode, "crashes": new, "peak_rss_mib": usage.ru_maxrss // 1024,
             "libfuzzer_peak_rss_mb": stats.get("peak_rss_mb"), "coverage_corpus": kept,
-            "tail": tail}
+            "corpus_before": kept_before, "tail": tail}
+
+
+def _commit() -> str:
+    run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return run.stdout.strip() or "?"
+
+
+def record(ledger: Path, row: dict) -> None:
+    """Append one run to the ledger (one JSON object a line): the figures the
+    cumulative report sums, kept beside the corpus across sessions."""
+    entry = {k: v for k, v in row.items() if k != "tail"}
+    entry.update(date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), commit=_commit(),
+                 python=platform.python_version())
+    with open(ledger, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def summary(ledger: Path) -> str:
+    """Cumulative figures per target from the ledger, as a Markdown table."""
+    totals: dict[str, dict] = {}
+    for line in ledger.read_text().splitlines() if ledger.exists() else []:
+        r = json.loads(line)
+        t = totals.setdefault(r["target"], {"runs": 0, "executions": [], "seconds": 0.0, "crashes": 0,
+                                           "peak": 0, "corpus": 0})
+        t["runs"] += 1
+        t["executions"].append(r["runs"])
+        t["seconds"] += r["seconds"]
+        t["crashes"] += len(r["crashes"]) + (1 if r["exit"] not in (0, None) and not r["crashes"] else 0)
+        t["peak"] = max(t["peak"], r["peak_rss_mib"])
+        t["corpus"] = r["coverage_corpus"]
+    lines = ["| target | runs | executions (each run) | executions in all | seconds | crashes | "
+             "peak RSS (MiB) | corpus kept |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for name, t in totals.items():
+        each = ", ".join(f"{n:,}" for n in t["executions"])
+        lines.append(f"| {name} | {t['runs']} | {each} | **{sum(t['executions']):,}** | {t['seconds']:.0f} | "
+                     f"{t['crashes']} | {t['peak']} | {t['corpus']} |")
+    return "\n".join(lines)
 
 
 def write_report(rows: list[dict], command: str, path: Path) -> None:
     total = sum(r["runs"] for r in rows)
     lines = [
-        "# Coverage-guided fuzzing (atheris)",
-        "",
         f"`{command}` — {time.strftime('%Y-%m-%d', time.gmtime())}, {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs shared, `nice -n 19`.",
+        f"{os.cpu_count()} CPUs shared.",
         "",
         "| target | executions | seconds | exec/s | crashes | peak RSS (MiB) | corpus kept |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -384,6 +474,35 @@ def write_report(rows: list[dict], command: str, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def profile(target: str, seeds: Path, count: int) -> None:
+    """The harness without instrumentation over mutated seeds, under cProfile:
+    where an execution's time goes, apart from atheris's tracing."""
+    import cProfile
+    import pstats
+    import random
+
+    test, scratch = _harness(target, instrument=False)
+    inputs = [p.read_bytes() for p in sorted(seeds.iterdir())]
+    rng = random.Random(1)
+    cases = []
+    for _ in range(count):
+        b = bytearray(rng.choice(inputs))
+        for _ in range(4):
+            if b:
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        cases.append(bytes(b[:rng.choice([len(b), 1 << 12, 1 << 16])]))
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    for data in cases:
+        test(data)
+    prof.disable()
+    print(f"{target}: {(time.perf_counter() - t) / count * 1e6:.0f} us per execution uninstrumented "
+          f"(under cProfile)")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+    scratch.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -394,15 +513,28 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"one of {', '.join(TARGETS)}, optionally with its own execution count "
                          f"and time limit")
     ap.add_argument("--runs", type=int, default=250_000, help="executions per target")
-    ap.add_argument("--corpus", type=Path, default=SCRATCH / "tsubaki-fuzz-corpus")
+    ap.add_argument("--corpus", type=Path, default=SCRATCH / "tsubaki-fuzz-corpus", help="the seeds")
+    ap.add_argument("--keep", type=Path, default=KEEP,
+                    help="where each target's coverage corpus and the run ledger persist (default "
+                         "%(default)s); 'none' for a throw-away corpus")
     ap.add_argument("--artifacts", type=Path, default=ROOT / "bench" / "fuzz-artifacts")
     ap.add_argument("--seconds", type=int, default=0, help="stop each target after this long (libFuzzer "
                                                               "-max_total_time), whichever comes first")
     ap.add_argument("--rss-limit-mb", type=int, default=512)
     ap.add_argument("--max-len", type=int, default=1 << 18)
-    ap.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "fuzz_atheris.md")
+    ap.add_argument("--report", type=Path, help="also write this run's table here (Markdown)")
+    ap.add_argument("--summary", action="store_true", help="print the ledger's cumulative figures and exit")
+    ap.add_argument("--profile", metavar="TARGET", help="profile TARGET's harness uninstrumented and exit")
     a = ap.parse_args(argv)
+    keep = None if str(a.keep) == "none" else a.keep
+    ledger = (keep or SCRATCH) / "runs.jsonl"
+    if a.summary:
+        print(summary(ledger))
+        return 0
     dirs = build_corpus(a.corpus)
+    if a.profile:
+        profile(a.profile, dirs[a.profile], a.runs if a.runs != 250_000 else 300)
+        return 0
     rows = []
     for spec in a.target or TARGETS:
         target, _, runs = spec.partition("=")
@@ -410,10 +542,15 @@ def main(argv: list[str] | None = None) -> int:
         if target not in TARGETS:
             ap.error(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
         row = run_target(target, dirs[target], int(runs or a.runs), a.artifacts, a.rss_limit_mb, a.max_len,
-                         int(seconds or a.seconds))
+                         int(seconds or a.seconds), keep)
         print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
+        if keep is not None:
+            record(ledger, row)
         rows.append(row)
-    write_report(rows, "python bench/fuzz_atheris.py " + " ".join(argv), a.report)
+    if a.report:
+        write_report(rows, "python bench/fuzz_atheris.py " + " ".join(argv), a.report)
+    if keep is not None:
+        print(summary(ledger))
     return 1 if any(r["crashes"] for r in rows) else 0
 
 

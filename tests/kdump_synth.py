@@ -121,3 +121,22 @@ def flatten(kdump: bytes, *, piece: int = 5000, seed: int = 0, rewrite_header: b
         out += struct.pack(">qq", off, len(blob)) + blob
     out += struct.pack(">qq", -1, -1)
     return bytes(out)
+
+
+def write_claimed_machine(path, pfns: int) -> None:
+    """A kdump header claiming ``pfns`` page frames, its two bitmaps of full
+    length as a sparse file (all bits zero but pfn 0's memory bit), no pages:
+    a few KiB on disk that name a machine of ``pfns * 4 KiB``."""
+    bitmap_bytes = -(-pfns // 8 // PS) * PS
+    bitmap_blocks = 2 * bitmap_bytes // PS
+    uts = b"".join(f.ljust(65, b"\0") for f in (b"Linux", b"x", b"6.1.0", b"#1", b"x86_64", b""))
+    head = DISK_DUMP_HEADER.pack(b"KDUMP   ", 6, uts, 0, 0, 0, PS, 1, bitmap_blocks, 0, 0, 0, 0, 0, 1)
+    sub = KDUMP_SUB_HEADER.pack(0, 31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, pfns, pfns)
+    with open(path, "wb") as f:
+        f.write(head)
+        f.seek(PS)
+        f.write(sub)
+        f.seek(2 * PS)
+        f.write(b"\x01")
+        f.truncate(2 * PS + 2 * bitmap_bytes)
+

@@ -58,6 +58,9 @@ MACHINES = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 MAX_BLOCK_SIZE = 1 << 16          # page sizes up to 64 KiB
 MAX_PFNS = 1 << 36                # 256 TiB of 4 KiB pages: bounds a crafted max_mapnr
 MAX_META = 64 << 20               # VMCOREINFO or notes larger than this are damage
+RANK_BLOCK = 4096                 # pfns per rank entry (8 bytes per 4096 pfns: 1/512 of the bitmap's bits)
+SLICE_PFNS = 1 << 23              # pfns unpacked at a time (8 MiB of bools, 1 MiB of bitmap)
+assert SLICE_PFNS % RANK_BLOCK == 0
 
 
 def is_kdump(head: bytes) -> bool:
@@ -97,8 +100,8 @@ class KdumpHeader:
 class _Source:
     """Bytes of the logical kdump file: the file itself or a flattened stream."""
 
-    def __init__(self, mm, flat: FlatIndex | None, file_size: int) -> None:
-        self.mm, self.flat = mm, flat
+    def __init__(self, mm, flat: FlatIndex | None, file_size: int, fd: int = -1) -> None:
+        self.mm, self.flat, self.fd = mm, flat, fd
         self.size = flat.size if flat else file_size
 
     def covered(self, offset: int, length: int) -> bool:
@@ -114,6 +117,21 @@ class _Source:
             return self.mm[offset:offset + length]
         parts = self.flat.locate(offset, length)
         return b"".join(self.mm[a:a + n] for a, n in parts)
+
+    def read_unmapped(self, offset: int, length: int) -> bytes:
+        """:meth:`read` by ``pread``, not through the mapping: a scan over a large
+        region (the bitmaps) leaves no pages mapped in the process behind it.
+
+        :raises Gap: the bytes are not all in the file (cut short)."""
+        if self.fd < 0:
+            return self.read(offset, length)
+        if self.flat is None:
+            if offset < 0 or offset + length > self.size:
+                raise Gap(max(offset, self.size))
+            parts = [(offset, length)]
+        else:
+            parts = self.flat.locate(offset, length)
+        return b"".join(os.pread(self.fd, n, a) for a, n in parts)
 
 
 class KdumpFile:
@@ -152,7 +170,7 @@ class KdumpFile:
         flat = FlatIndex(self._mm, where) if self.flattened else None
         if flat is not None:
             self.problems.extend(flat.problems)
-        src = self._src = _Source(self._mm, flat, self.file_size)
+        src = self._src = _Source(self._mm, flat, self.file_size, self._file.fileno())
         raw = src.read(0, DISK_DUMP_HEADER.size)
         (sig, version, uts, sec, usec, status, block_size, sub_hdr_size, bitmap_blocks,
          max_mapnr32, _total, _dev, _written, _cpu, nr_cpus) = DISK_DUMP_HEADER.unpack(raw)
@@ -193,23 +211,134 @@ class KdumpFile:
             self.problems.append("makedumpfile marked the file INCOMPLETE (it ran out of space): "
                                  "pages it did not write are missing")
         # Bitmaps: 1st = pages of memory, 2nd = pages dumped (bit pfn%8 of byte pfn//8).
+        # Kept in the file, read a slice at a time (never one byte per pfn for
+        # the whole machine): a crafted max_mapnr costs time, not memory.
         half = bitmap_blocks * block_size // 2
         base = (1 + sub_hdr_size) * block_size
-        bitmaps = src.read(base, 2 * half)
-        bits = np.unpackbits(np.frombuffer(bitmaps, np.uint8), bitorder="little")
-        self.valid = bits[:max_mapnr].astype(bool)
-        self.dumped = bits[half * 8:half * 8 + max_mapnr].astype(bool)
-        if self.header.split:
-            outside = np.ones(max_mapnr, bool)
-            outside[start_pfn:end_pfn] = False
-            self.dumped &= ~outside
-        if np.any(self.dumped & ~self.valid):
-            self.problems.append("the 2nd bitmap dumps pages the 1st bitmap does not have "
-                                 "(damaged bitmaps?): they are read as memory")
-            self.valid |= self.dumped
-        self.dumped_pfns = np.flatnonzero(self.dumped)
+        if not src.covered(base, 2 * half):
+            raise Gap(min(src.size, base + 2 * half))
+        self._bitmap = {"valid": base, "dumped": base + half}
+        self._valid_or_dumped = False  # the 1st bitmap lacks dumped pages: OR them in
+        self._blk: tuple | None = None   # the last rank block looked at (sequential reads)
+        counts = []
+        for lo, dumped in self._slices("dumped"):
+            valid = self._mask("valid", lo, lo + len(dumped))
+            if not self._valid_or_dumped and np.any(dumped & ~valid):
+                self.problems.append("the 2nd bitmap dumps pages the 1st bitmap does not have "
+                                     "(damaged bitmaps?): they are read as memory")
+                self._valid_or_dumped = True
+            pad = -len(dumped) % RANK_BLOCK
+            if pad:
+                dumped = np.concatenate((dumped, np.zeros(pad, bool)))
+            counts.append(np.count_nonzero(dumped.reshape(-1, RANK_BLOCK), axis=1))
+        #: dumped pages before each rank block (the descriptor index of its first dumped pfn)
+        self._rank = np.concatenate(([0], np.cumsum(np.concatenate(counts)))).astype(np.int64)
+        #: how many pages the 2nd bitmap dumps (each has a descriptor, in pfn order)
+        self.dumped_count = int(self._rank[-1])
         self._desc_base = base + 2 * half
         self._load_descriptors()
+
+    # -- bitmaps, a slice at a time ------------------------------------------------
+
+    def _mask(self, which: str, lo: int, hi: int) -> np.ndarray:
+        """Bits ``lo:hi`` (pfns, within max_mapnr) of a bitmap as bools, after the
+        reader's corrections: a split file dumps only its own pfn range; pages
+        dumped but not in the 1st bitmap count as memory."""
+        if hi <= lo:
+            return np.zeros(0, bool)
+        a, b = lo >> 3, (hi + 7) >> 3
+        raw = np.frombuffer(self._src.read_unmapped(self._bitmap[which] + a, b - a), np.uint8)
+        bits = np.unpackbits(raw, bitorder="little")[lo - a * 8:hi - a * 8].astype(bool)
+        if which == "dumped" and self.header.split:
+            bits[:max(0, min(hi, self.header.start_pfn) - lo)] = False
+            bits[max(0, self.header.end_pfn - lo):] = False
+        elif which == "valid" and self._valid_or_dumped:
+            bits |= self._mask("dumped", lo, hi)
+        return bits
+
+    def _slices(self, which: str, step: int | None = None):
+        """(first pfn, bools) over the whole bitmap, ``step`` pfns at a time."""
+        step = step or SLICE_PFNS
+        for lo in range(0, self.header.max_mapnr, step):
+            yield lo, self._mask(which, lo, min(lo + step, self.header.max_mapnr))
+
+    def _kind_slices(self, kind: str, step: int | None = None, ok: np.ndarray | None = None):
+        """(first pfn, bools) of one kind of page: memory, excluded, present or missing
+        (present: its descriptor index ``i`` has ``ok[i]``; by default, its data is in the file)."""
+        for lo, dumped in self._slices("dumped", step):
+            hi = lo + len(dumped)
+            if kind == "memory":
+                yield lo, self._mask("valid", lo, hi)
+            elif kind == "excluded":
+                yield lo, self._mask("valid", lo, hi) & ~dumped
+            else:
+                idx = np.flatnonzero(dumped)
+                first = int(self._rank[lo // RANK_BLOCK])  # lo is a multiple of RANK_BLOCK
+                held = self._present_at(first + np.arange(len(idx)), ok)
+                mask = np.zeros(len(dumped), bool)
+                mask[idx[held if kind == "present" else ~held]] = True
+                yield lo, mask
+
+    def _present_at(self, i: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+        """Whether the dumped pages of descriptor indices ``i`` are in the file
+        (or have ``present[i]``; indices past it are not)."""
+        present = self._present if present is None else present
+        ok = i < len(present)
+        ok[ok] = present[i[ok]]
+        return ok
+
+    def runs_by_index(self, ok: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(paddr, length) runs of the dumped pages whose descriptor index ``i``
+        has ``ok[i]``, and of the others (``verify``: sound / damaged or missing)."""
+        return (self._runs_of(self._kind_slices("present", ok=ok)),
+                self._runs_of(self._kind_slices("missing", ok=ok)))
+
+    def pfn_slices_by_index(self, ok: np.ndarray):
+        """The pfns of dumped pages whose descriptor index ``i`` has ``ok[i]``, in
+        order, one array per slice of the bitmap."""
+        for lo, mask in self._kind_slices("present", ok=ok):
+            yield lo + np.flatnonzero(mask)
+
+    def pfns_at(self, indices: list[int]) -> list[int]:
+        """The pfns of dumped pages by descriptor index (a rank lookup each)."""
+        out = []
+        for i in indices:
+            block = int(np.searchsorted(self._rank, i, side="right")) - 1
+            lo = block * RANK_BLOCK
+            bits = np.flatnonzero(self._mask("dumped", lo, min(lo + RANK_BLOCK, self.header.max_mapnr)))
+            out.append(lo + int(bits[i - int(self._rank[block])]))
+        return out
+
+    def dumped_pfn_slices(self, step: int | None = None):
+        """The dumped pfns in order, one array per ``step`` pfns of the bitmap."""
+        for lo, dumped in self._slices("dumped", step):
+            yield lo + np.flatnonzero(dumped)
+
+    @property
+    def dumped_pfns(self) -> np.ndarray:
+        """Every dumped pfn (8 bytes each: made on first use, for the commands
+        that walk the whole dump; the reader itself never builds it)."""
+        if self._dumped_pfns is None:
+            parts = list(self.dumped_pfn_slices())
+            self._dumped_pfns = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._dumped_pfns
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Per pfn: memory (1st bitmap, corrected); one byte per pfn, made on use."""
+        return self._whole("memory")
+
+    @property
+    def dumped(self) -> np.ndarray:
+        """Per pfn: dumped (2nd bitmap); one byte per pfn, made on use."""
+        return self._whole("dumped")
+
+    def _whole(self, kind: str) -> np.ndarray:
+        out = np.zeros(self.header.max_mapnr, bool)
+        source = self._slices("dumped") if kind == "dumped" else self._kind_slices(kind)
+        for lo, bits in source:
+            out[lo:lo + len(bits)] = bits
+        return out
 
     def _meta(self, has: bool, offset: int, size: int, what: str) -> bytes | None:
         if not has or offset <= 0 or size <= 0:
@@ -224,7 +353,8 @@ class KdumpFile:
             return None
 
     def _load_descriptors(self) -> None:
-        n = len(self.dumped_pfns)
+        self._dumped_pfns: np.ndarray | None = None
+        n = self.dumped_count
         avail = max(0, (self._src.size - self._desc_base) // PAGE_DESC.itemsize)
         count = min(n, avail)
         raw = b""
@@ -235,7 +365,7 @@ class KdumpFile:
             except Gap as e:
                 count = (e.offset - self._desc_base) // PAGE_DESC.itemsize
         self.desc = np.frombuffer(raw, PAGE_DESC, count) if count > 0 else np.zeros(0, PAGE_DESC)
-        present = np.zeros(n, bool)
+        present = np.zeros(count, bool)  # per descriptor read; those past it are missing
         if count:
             d = self.desc
             ok = (d["offset"] > 0) & (d["size"] > 0) & (d["size"] <= self.page_size)
@@ -260,51 +390,84 @@ class KdumpFile:
 
     def _runs(self, mask: np.ndarray) -> list[tuple[int, int]]:
         """(paddr, length) runs of the pfns set in ``mask``."""
-        if not mask.any():
-            return []
-        m = np.concatenate(([False], mask, [False])).astype(np.int8)
-        edges = np.flatnonzero(np.diff(m))
+        return self._runs_of([(0, mask)])
+
+    def _runs_of(self, slices) -> list[tuple[int, int]]:
+        """(paddr, length) runs of the pfns set in (first pfn, bools) slices, in order."""
         ps = self.page_size
-        return [(int(a) * ps, int(b - a) * ps) for a, b in zip(edges[::2], edges[1::2])]
+        runs: list[tuple[int, int]] = []
+        open_at = None  # first pfn of a run still going at the end of the last slice
+        end = 0
+        for lo, mask in slices:
+            end = lo + len(mask)
+            if not mask.any():
+                if open_at is not None:
+                    runs.append((open_at * ps, (lo - open_at) * ps))
+                    open_at = None
+                continue
+            m = np.concatenate(([False], mask, [False])).astype(np.int8)
+            edges = (np.flatnonzero(np.diff(m)) + lo).tolist()
+            starts, stops = edges[::2], edges[1::2]
+            if open_at is not None:
+                if starts[0] == lo:
+                    starts[0] = open_at
+                else:
+                    runs.append((open_at * ps, (lo - open_at) * ps))
+                open_at = None
+            if stops[-1] == end:
+                open_at = starts.pop()
+                stops.pop()
+            runs.extend((a * ps, (b - a) * ps) for a, b in zip(starts, stops))
+        if open_at is not None:
+            runs.append((open_at * ps, (end - open_at) * ps))
+        return runs
 
     def present_mask(self) -> np.ndarray:
-        """Per pfn: the page's data is in the file."""
-        mask = np.zeros(self.header.max_mapnr, bool)
-        mask[self.dumped_pfns[self._present]] = True
-        return mask
+        """Per pfn: the page's data is in the file (one byte per pfn, made on use)."""
+        return self._whole("present")
 
     def memory_ranges(self) -> list[tuple[int, int]]:
         """The machine's memory (1st bitmap) as (paddr, length) runs."""
-        return self._runs(self.valid)
+        return self._runs_of(self._kind_slices("memory"))
 
     def excluded_ranges(self) -> list[tuple[int, int]]:
         """Memory the producer's dump level left out (1st bitmap, not the 2nd)."""
-        if self.header.split:
-            mask = self.valid & ~self.dumped
-            mask[:self.header.start_pfn] = False
-            mask[self.header.end_pfn:] = False
-            return self._runs(mask)
-        return self._runs(self.valid & ~self.dumped)
+        runs = self._runs_of(self._kind_slices("excluded"))
+        if self.header.split:  # a split file names only its own range's exclusions
+            a, b = self.header.start_pfn * self.page_size, self.header.end_pfn * self.page_size
+            runs = [(max(s, a), min(s + n, b) - max(s, a)) for s, n in runs if s < b and s + n > a]
+        return runs
 
     def present_ranges(self) -> list[tuple[int, int]]:
-        return self._runs(self.present_mask())
+        return self._runs_of(self._kind_slices("present"))
 
     def missing_ranges(self) -> list[tuple[int, int]]:
         """Dumped pages whose data the file does not hold (cut short, INCOMPLETE)."""
-        mask = np.zeros(self.header.max_mapnr, bool)
-        mask[self.dumped_pfns[~self._present]] = True
-        return self._runs(mask)
+        return self._runs_of(self._kind_slices("missing"))
 
     # -- reading ----------------------------------------------------------------
 
     def _index(self, pfn: int) -> int:
-        i = int(np.searchsorted(self.dumped_pfns, pfn))
-        if i >= len(self.dumped_pfns) or self.dumped_pfns[i] != pfn:
-            if 0 <= pfn < self.header.max_mapnr and self.valid[pfn]:  # left out on purpose, not lost
+        """The descriptor index of dumped page ``pfn`` (its rank in the 2nd bitmap)."""
+        if not 0 <= pfn < self.header.max_mapnr:
+            raise NotCollectedError(pfn * self.page_size)
+        block = pfn // RANK_BLOCK
+        if self._blk is None or self._blk[0] != block:  # sequential reads stay in one block
+            lo = block * RANK_BLOCK
+            hi = min(lo + RANK_BLOCK, self.header.max_mapnr)
+            dumped = self._mask("dumped", lo, hi)
+            before = np.cumsum(dumped) - dumped + self._rank[block]
+            self._blk = (block, lo, dumped, before, None)
+        _, lo, dumped, before, valid = self._blk
+        if not dumped[pfn - lo]:
+            if valid is None:
+                valid = self._mask("valid", lo, lo + len(dumped))
+                self._blk = self._blk[:4] + (valid,)
+            if valid[pfn - lo]:  # left out on purpose, not lost
                 raise ExcludedPageError(pfn * self.page_size, f"excluded by the producer "
                                                               f"(makedumpfile -d {self.header.dump_level})")
             raise NotCollectedError(pfn * self.page_size)
-        return i
+        return int(before[pfn - lo])
 
     def read_page(self, pfn: int) -> bytes:
         """The page ``pfn``.
@@ -313,7 +476,7 @@ class KdumpFile:
         :raises PageDamage: its descriptor or data does not decode.
         """
         i = self._index(pfn)
-        if not self._present[i]:
+        if i >= len(self._present) or not self._present[i]:
             raise NotCollectedError(pfn * self.page_size,
                                     f"physical {pfn * self.page_size:#x} is missing from the "
                                     f"kdump file (cut short or INCOMPLETE)")
@@ -468,7 +631,10 @@ class KdumpSet:
         return mask
 
     _runs = KdumpFile._runs
-    memory_ranges = KdumpFile.memory_ranges
+    _runs_of = KdumpFile._runs_of
+
+    def memory_ranges(self) -> list[tuple[int, int]]:
+        return self._runs(self.valid)
 
     def excluded_ranges(self) -> list[tuple[int, int]]:
         return self._runs(self.valid & ~self.dumped)

@@ -124,6 +124,8 @@ def _verify_elf(dump: Any, report: ForeignVerifyReport) -> None:
 
 def _verify_kdump(dump: Any, report: ForeignVerifyReport,
                   progress: Callable[[int, int], None] | None) -> None:
+    """Per file, one flag per page descriptor (sound so far), never one per pfn
+    of the machine: a header claiming a huge machine costs time, not memory."""
     from .foreign import _Memory
     from .kdump import PageDamage
 
@@ -131,7 +133,7 @@ def _verify_kdump(dump: Any, report: ForeignVerifyReport,
     files = getattr(k, "files", [k])
     ps = k.page_size
     bad_pfns: list[int] = []
-    lost = np.zeros(k.header.max_mapnr, bool)  # dumped pages the file cannot give
+    sound: dict[int, np.ndarray] = {}  # id(file) -> per descriptor: data in the file, sound so far
     for f in files:
         where = str(f.path)
         for p in f.problems:
@@ -139,53 +141,74 @@ def _verify_kdump(dump: Any, report: ForeignVerifyReport,
                 continue  # said precisely below, per descriptor
             (report.damage if "damaged" in p or "absurd" in p else report.cut).append(Problem(where, 0, p))
         damaged, absent, unwritten = _check_descriptors(f)
-        for i, why in damaged:
-            lost[f.dumped_pfns[i]] = True
-        for _, why in _group(f, damaged):
+        ok = f._present.copy()  # descriptors past the table's readable end are not in it: missing
+        ok[[i for i, _ in damaged]] = False
+        for why in _group(f, damaged):
             report.damage.append(Problem(where, 0, why))
-        n = len(f.dumped_pfns)
-        lost[f.dumped_pfns[n - absent:]] = True
-        lost[f.dumped_pfns[unwritten]] = True
+        n = f.dumped_count
+        ok[unwritten] = False
+        sound[id(f)] = ok
         cut = absent + len(unwritten)
         if cut:
             what = ("never written (makedumpfile marked the file INCOMPLETE)" if f.header.incomplete
                     else "the file ends before their descriptors or data (cut short)")
             report.cut.append(Problem(where, f.file_size, f"{cut} of {n} dumped pages missing: {what}"))
-    present = np.flatnonzero(k.present_mask() & ~lost)
-    total = len(present)
-    for done, pfn in enumerate(present.tolist()):
-        try:
-            k.read_page(pfn)
-        except PageDamage as e:
-            bad_pfns.append(pfn)
-            if len(bad_pfns) <= _LIST:
-                report.damage.append(Problem(str(k.path), pfn * ps, str(e)))
-        if progress and done % 4096 == 0:
-            progress(done * ps, total * ps)
+    total = sum(int(np.count_nonzero(ok)) for ok in sound.values())
+    done = 0
+    for f in files:
+        ok = sound[id(f)]
+        for pfns in f.pfn_slices_by_index(ok.copy()):
+            for pfn in pfns.tolist():
+                try:
+                    f.read_page(pfn)
+                except PageDamage as e:
+                    bad_pfns.append(pfn)
+                    ok[f._index(pfn)] = False
+                    if len(bad_pfns) <= _LIST:
+                        report.damage.append(Problem(str(f.path), pfn * ps, str(e)))
+                if progress and done % 4096 == 0:
+                    progress(done * ps, total * ps)
+                done += 1
     if len(bad_pfns) > _LIST:
         report.damage.append(Problem(str(k.path), 0, f"... and {len(bad_pfns) - _LIST} more pages "
                                                      f"that do not decompress"))
-    lost[bad_pfns] = True
-    good = k.present_mask() & ~lost
-    missing = [(a, n, "damaged or not in the kdump file") for a, n in k._runs(k.dumped & ~good)]
-    mem = _Memory(k, k._runs(good), missing)
+    good_runs: list[tuple[int, int]] = []
+    bad_runs: list[tuple[int, int]] = []
+    for f in files:
+        good, bad = f.runs_by_index(sound[id(f)])
+        good_runs += good
+        bad_runs += bad
+    missing = [(a, n, "damaged or not in the kdump file") for a, n in _merge(bad_runs)]
+    mem = _Memory(k, _merge(good_runs), missing)
     report.completeness = measure(mem, dump.memory_map, dump.properties, excluded=dump.excluded)
     excluded = sum(r.length for r in dump.excluded) // ps
+    lost = 0
     for f in files:
+        good = int(np.count_nonzero(sound[id(f)]))
+        lost += f.dumped_count - good
         report.files.append(ForeignFileReport(
-            str(f.path), f.file_size, dump.header.format, int(np.count_nonzero(good[f.dumped_pfns])),
-            summary=f"{int(np.count_nonzero(good[f.dumped_pfns]))} of {len(f.dumped_pfns)} dumped "
-                    f"pages decompress to {ps} bytes"))
+            str(f.path), f.file_size, dump.header.format, good,
+            summary=f"{good} of {f.dumped_count} dumped pages decompress to {ps} bytes"))
     report.files[-1].summary += (f"; {excluded} pages excluded by the producer (makedumpfile -d "
-                                 f"{k.header.dump_level}), {int(np.count_nonzero(k.dumped & ~good))} "
-                                 f"missing or damaged")
+                                 f"{k.header.dump_level}), {lost} missing or damaged")
+
+
+def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Runs of several files of a --split set (each its own pfn range), sorted, touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, n in sorted(runs):
+        if out and out[-1][0] + out[-1][1] == a:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((a, n))
+    return out
 
 
 def _check_descriptors(f: Any) -> tuple[list[tuple[int, str]], int, np.ndarray]:
     """Damaged descriptors (index, why) of one kdump file, how many descriptors
     the table lacks at its end, and the indices whose data the file lacks
     (cut short, INCOMPLETE)."""
-    n = len(f.dumped_pfns)
+    n = f.dumped_count
     d = f.desc
     count = len(d)
     size = f._src.size
@@ -240,11 +263,11 @@ def _group(f: Any, damaged: list[tuple[int, str]]):
     """One problem line per reason: the first pfns named, the rest counted."""
     by: dict[str, list[int]] = {}
     for i, why in damaged:
-        by.setdefault(why, []).append(int(f.dumped_pfns[i]))
-    for why, pfns in by.items():
-        named = ", ".join(f"{p:#x}" for p in pfns[:8])
-        more = f" and {len(pfns) - 8} more" if len(pfns) > 8 else ""
-        yield pfns, f"damaged page descriptor for pfn {named}{more}: {why}"
+        by.setdefault(why, []).append(i)
+    for why, indices in by.items():
+        named = ", ".join(f"{p:#x}" for p in f.pfns_at(indices[:8]))
+        more = f" and {len(indices) - 8} more" if len(indices) > 8 else ""
+        yield f"damaged page descriptor for pfn {named}{more}: {why}"
 
 
 def _mib(n: int) -> str:
