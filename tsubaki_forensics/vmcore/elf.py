@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from elftools.elf.elffile import ELFFile
 from ..errors import FormatError, NotCollectedError
 from ..elfnotes import ARCH_BY_MACHINE
 from ..limits import MAX_NOTE_BYTES, check_count
+from .mapped import MappedDumpFile, stat_dump_file
 from .notes import VMCOREINFO_NAME, iter_notes
 
 __all__ = ["ElfVmcore", "Segment", "ARCH_BY_MACHINE", "stat_dump_file"]
@@ -77,30 +77,13 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
-def stat_dump_file(path: str | os.PathLike[str], what: str) -> os.stat_result:
-    """``os.stat`` of a dump a reader is about to open, as one-line errors: missing,
-    unreadable, a directory, or empty (``what`` names the format, e.g. "an ELF vmcore")."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except OSError as e:
-        raise FormatError(f"{path}: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise FormatError(f"{path}: is a directory, not {what}")
-    if st.st_size == 0:
-        raise FormatError(f"{path}: empty file, not {what}")
-    return st
-
-
-class ElfVmcore:
+class ElfVmcore(MappedDumpFile):
     """An ELF core file of a whole machine's physical memory."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         st = stat_dump_file(path, "an ELF vmcore")
         self._file = open(self.path, "rb")
-        self._mm: mmap.mmap | None = None
         try:
             self._parse(st.st_size)
         except BaseException:
@@ -128,7 +111,7 @@ class ElfVmcore:
             raise FormatError(f"{self.path}: malformed ELF header: {e}") from None
         self.arch = ARCH_BY_MACHINE.get(machine, str(machine))
         self.file_size = size
-        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._map()
         phdrs = self._program_headers(phnum, phoff, phentsize, size)
         segs: list[Segment] = []
         notes: list[bytes] = []
@@ -269,18 +252,3 @@ class ElfVmcore:
     def fileno(self) -> int:
         """The open vmcore's file descriptor (for ``TsdWriter.write_file_range``)."""
         return self._file.fileno()
-
-    def close(self) -> None:
-        if self._mm is not None:
-            try:
-                self._mm.close()
-            except BufferError:  # a view is still alive; the GC will unmap it
-                pass
-            self._mm = None
-        self._file.close()
-
-    def __enter__(self) -> ElfVmcore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

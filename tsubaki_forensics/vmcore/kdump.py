@@ -23,7 +23,6 @@ What a page is, from the file alone:
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import zlib
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExcludedPageError, FormatError, NotCollectedError
-from .elf import stat_dump_file
+from .mapped import MappedDumpFile, stat_dump_file
 from .flattened import FlatIndex, Gap, is_flattened
 
 __all__ = ["KdumpFile", "KdumpSet", "open_kdump", "KdumpHeader", "KDUMP_SIGNATURE", "is_kdump", "PageDamage"]
@@ -134,7 +133,7 @@ class _Source:
         return b"".join(os.pread(self.fd, n, a) for a, n in parts)
 
 
-class KdumpFile:
+class KdumpFile(MappedDumpFile):
     """A kdump-compressed file (or its flattened form), page by page.
 
     :ivar header: :class:`KdumpHeader`.
@@ -148,7 +147,7 @@ class KdumpFile:
         self.path = Path(path)
         st = stat_dump_file(path, "a kdump file")
         self._file = open(self.path, "rb")
-        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._map()
         self.file_size = st.st_size
         self.problems: list[str] = []
         try:
@@ -540,20 +539,6 @@ class KdumpFile:
         flags = set(np.unique(self.desc["flags"] & 0x27).tolist()) if len(self.desc) else set()
         return {CODECS.get(f, "none" if f == 0 else hex(f)) for f in flags}
 
-    def close(self) -> None:
-        mm, self._mm = getattr(self, "_mm", None), None
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass
-        self._file.close()
-
-    def __enter__(self) -> KdumpFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class KdumpSet:

@@ -17,13 +17,12 @@ can use the image.  Without it the image still imports (memory only).
 from __future__ import annotations
 
 import bisect
-import mmap
 import os
 import struct
 from pathlib import Path
 
 from ..errors import FormatError, NotCollectedError
-from .elf import stat_dump_file
+from .mapped import MappedDumpFile, stat_dump_file
 
 __all__ = ["LimeFile", "LIME_MAGIC", "LIME_HEADER", "find_vmcoreinfo", "import_lime"]
 
@@ -33,7 +32,7 @@ MAX_RANGES = 1 << 16
 _MAX_INFO = 1 << 16
 
 
-class LimeFile:
+class LimeFile(MappedDumpFile):
     """A LiME image: ``ranges()`` held, ``missing_ranges()`` cut off, ``read()``.
 
     :ivar vmcoreinfo: found in the image's memory, or ``None``.
@@ -51,7 +50,7 @@ class LimeFile:
         self.file_size = st.st_size
         self._file = open(self.path, "rb")
         try:
-            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            self._map()
             self.problems: list[str] = []
             self._held: list[tuple[int, int, int]] = []  # paddr, length, file offset
             self._missing: list[tuple[int, int]] = []
@@ -119,20 +118,6 @@ class LimeFile:
             pos = stop
         return b"".join(parts)
 
-    def close(self) -> None:
-        mm, self._mm = getattr(self, "_mm", None), None
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass
-        self._file.close()
-
-    def __enter__(self) -> LimeFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def find_vmcoreinfo(image: LimeFile) -> bytes | None:
