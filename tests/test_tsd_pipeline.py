@@ -50,3 +50,20 @@ def test_no_threads_runs_every_job_on_the_callers_thread_in_order():
     pipe.run(((lambda i: ([i], 0.0), (i,)) for i in range(5)),
              lambda pieces, cpu: seen.append((pieces[0], threading.get_ident() == caller)))
     assert seen == [(i, True) for i in range(5)]
+
+
+def test_the_writer_loads_neither_the_reader_nor_drgn():
+    """``import`` needs the writer only: the reader's modules (record table, memory
+    reassembly, completeness) and drgn stay unloaded (issue 21, start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import tsubaki_forensics.tsd.writer, tsubaki_forensics.vmcore.importer; "
+            "print(' '.join(sorted(m for m in sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert "tsubaki_forensics.tsd.writer" in loaded
+    unwanted = {"tsubaki_forensics.tsd.reader", "tsubaki_forensics.tsd.memory",
+                "tsubaki_forensics.tsd.completeness", "tsubaki_forensics.tsd.table",
+                "drgn", "tsubaki_forensics.pageclass"}
+    assert not loaded & unwanted

@@ -58,8 +58,9 @@ _BIG_ENDIAN = frozenset({"ppc64", "s390x", "sparc64", "mips64"})
 # While the worker threads run, the GIL changes hands at every zstd frame,
 # pread and record write.  With CPython's 5 ms switch interval a thread that
 # wants it back waits on a timed futex behind a holder the OS has preempted;
-# 0.5 ms cut the system time of a busy 2 GiB import from 1.0-1.5 s to
-# 0.6-0.9 s and its wall by ~5% on the loaded 2-core machine (docs/BENCHMARKS.md).
+# 0.5 ms cut the system time of a busy 2 GiB import from 0.8-1.5 s to
+# 0.6-1.2 s and its wall by a median 12% in adjacent runs on the loaded 2-core
+# machine (docs/BENCHMARKS.md, "Second pass").
 _SWITCH_INTERVAL = 0.0005
 
 
