@@ -125,4 +125,5 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``blocked``."""
     register("blocked", analyze, "tasks in uninterruptible sleep (D) with their backtraces, the evidence of a "
-             "hung task (crash's foreach UN bt)", needs=[Need.DEBUG_INFO])
+             "hung task (crash's foreach UN bt)", needs=[Need.DEBUG_INFO],
+             facts=["blocked", "tasks_looked_at"])

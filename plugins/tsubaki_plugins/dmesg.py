@@ -185,4 +185,5 @@ def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     register("dmesg", analyze, "the kernel log with timestamps and levels (crash's log)", needs=[Need.DEBUG_INFO],
              options=[AnalysisOption("tail", int, "show only the last N log lines (text default: 50).", min=0),
                       AnalysisOption("wall_clock", bool, "each log line's wall-clock time (crash's log -T; JSON: "
-                                     "a wall_time column).", short="-T")])
+                                     "a wall_time column).", short="-T")],
+             facts=["records", "shown"])

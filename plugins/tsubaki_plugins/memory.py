@@ -151,4 +151,5 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``memory``."""
     register("memory", analyze, "memory summary: total, free, used, buffers, cached, slab, huge pages, swap, "
-             "commit (crash's kmem -i)", needs=[Need.DEBUG_INFO])
+             "commit (crash's kmem -i)", needs=[Need.DEBUG_INFO],
+             facts=["page_size"])

@@ -148,4 +148,4 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``modules``."""
     register("modules", analyze, "loaded modules: address, text base, size, taint letters (crash's mod, mod -t)",
-             needs=[Need.DEBUG_INFO])
+             needs=[Need.DEBUG_INFO], facts=["modules", "tainted_modules"])

@@ -42,6 +42,7 @@ from tsubaki_forensics.plugin_system import hookimpl
 from .dmesg import LogLine, read_log
 
 __all__ = [
+    "PANIC_FACTS",
     "Frame",
     "Backtrace",
     "panic_message_from_log",
@@ -55,6 +56,9 @@ __all__ = [
     "panic_result",
     "analyze",
 ]
+
+#: The facts ``panic`` gives, by key (``fact_key`` of their names): triage reads them.
+PANIC_FACTS = ("panic_message", "panicking_cpu", "crashed_pid", "crashed_command")
 
 
 @dataclass(frozen=True)
@@ -383,4 +387,5 @@ def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
         analyze,
         "panic message, panicking CPU and task, backtraces of the crashed task and every CPU (crash's bt -a)",
         needs=[Need.DEBUG_INFO, Need.REGISTERS],
+        facts=list(PANIC_FACTS),
     )

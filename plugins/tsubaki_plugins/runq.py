@@ -149,4 +149,4 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``runq``."""
     register("runq", analyze, "each CPU's run queue: current task, queued RT and CFS tasks (crash's runq)",
-             needs=[Need.DEBUG_INFO])
+             needs=[Need.DEBUG_INFO], facts=["cpus", "queued_tasks"])

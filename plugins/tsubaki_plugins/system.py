@@ -17,7 +17,16 @@ from typing import Any
 
 import drgn
 
-from tsubaki_forensics.analysis import AnalysisContext, AnalysisResult, Completeness, Missing, Need, Value, is_placeholder
+from tsubaki_forensics.analysis import (
+    AnalysisContext,
+    AnalysisResult,
+    Completeness,
+    Missing,
+    Need,
+    Value,
+    fact_key,
+    is_placeholder,
+)
 from tsubaki_forensics.analysis.guard import read_value
 from tsubaki_forensics.plugin_system import hookimpl
 
@@ -83,4 +92,5 @@ def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
         analyze,
         "crash's start-up summary: CPUs, date, uptime, load, tasks, release, memory, panic, taint (crash's sys)",
         needs=[Need.DEBUG_INFO],
+        facts=[fact_key(name) for name in (*SYSTEM_FIELDS, "TAINT", *TASK_FIELDS)],
     )

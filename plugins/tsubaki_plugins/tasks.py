@@ -338,4 +338,5 @@ def analyze(ctx: AnalysisContext) -> AnalysisResult:
 @hookimpl
 def tsubaki_register_analyses(register) -> None:  # type: ignore[no-untyped-def]
     """Register ``tasks``."""
-    register("tasks", analyze, "task list with state, CPU, memory and the crashed task, idle tasks included (crash's ps)", needs=[Need.DEBUG_INFO])
+    register("tasks", analyze, "task list with state, CPU, memory and the crashed task, idle tasks included (crash's ps)", needs=[Need.DEBUG_INFO],
+             facts=["tasks", "crashed_pid"])

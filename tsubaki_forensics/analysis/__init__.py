@@ -15,6 +15,7 @@ from .results import (
     Table,
     Unreadable,
     Value,
+    fact_key,
     is_placeholder,
 )
 from .runner import run_analyses, select
@@ -37,6 +38,7 @@ __all__ = [
     "Unreadable",
     "Value",
     "is_placeholder",
+    "fact_key",
     "run_analyses",
     "select",
 ]

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from ..errors import PluginError, TsubakiError
 from ..sandbox import PluginTimeout, deadline, stdout_to_stderr
+from ..contracts.results import fact_key
 from .results import AnalysisResult, Completeness, Missing, Status, Table, is_placeholder
 from .spec import AnalysisContext, AnalysisSpec
 
@@ -79,8 +80,9 @@ def run_analyses(
     return results
 
 
-def check_result(result: object) -> None:
-    """Refuse a result that breaks the contract of :mod:`.results` (TypeError)."""
+def check_result(result: object, facts: tuple[str, ...] = ()) -> None:
+    """Refuse a result that breaks the contract of :mod:`.results` (TypeError),
+    or gives a fact outside ``facts``, the keys its analysis declared (if any)."""
     if not isinstance(result, AnalysisResult):
         raise TypeError(f"returned {type(result).__name__}, not AnalysisResult")
     for name, kind in (("facts", tuple), ("tables", tuple), ("completeness", tuple), ("notes", tuple)):
@@ -102,6 +104,11 @@ def check_result(result: object) -> None:
         raise TypeError("malformed result: notes must be strings")
     if not isinstance(result.status, Status):
         raise TypeError(f"malformed result: status {result.status!r:.40}")
+    if facts:
+        undeclared = [name for name, _ in result.facts if fact_key(name) not in facts]
+        if undeclared:
+            raise TypeError(f"fact {undeclared[0]!r} (key {fact_key(undeclared[0])!r}) is not among the facts "
+                            f"it declares: {', '.join(facts)}")
 
 
 def _value(v: object) -> bool:
@@ -125,7 +132,7 @@ def _run_one(spec: AnalysisSpec, context: AnalysisContext, timeout: float | None
             raise RuntimeError(f"called sys.exit({e.code!r})") from None
         if state.overran:  # it swallowed the interruption and returned late: failed, not ok
             raise TimeoutError(f"ran past its {timeout:g} s time limit (and ignored the interruption)")
-        check_result(result)
+        check_result(result, spec.facts)
     except (Exception, AnalysisTimeout) as e:  # one failing analysis must not stop the others
         reason = str(e) if isinstance(e, TsubakiError) else f"{type(e).__name__}: {e}"
         return AnalysisResult(

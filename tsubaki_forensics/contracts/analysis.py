@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .needs import Need
+from .results import fact_key
 
 if TYPE_CHECKING:
     import drgn
@@ -102,6 +103,9 @@ class AnalysisSpec:
     needs: frozenset[Need] = frozenset()
     plugin: str = "?"
     options: tuple[AnalysisOption, ...] = ()
+    #: the keys of the facts it may give (``panic_message``): its results are
+    #: held to them, and consumers such as triage rely on them; empty: undeclared.
+    facts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -113,6 +117,10 @@ class AnalysisSpec:
         for option in self.options:
             if not isinstance(option, AnalysisOption):
                 raise TypeError(f"analysis {self.name!r}: option {option!r} is not an AnalysisOption")
+        for key in self.facts:
+            if not isinstance(key, str) or fact_key(key) != key:
+                raise ValueError(f"analysis {self.name!r}: fact {key!r} is not a key "
+                                 f"(lower-case words joined by '_', as fact_key() makes them)")
 
     def missing_needs(self, capabilities: frozenset[Need]) -> list[Need]:
         """The needs this program does not satisfy, in a stable order."""

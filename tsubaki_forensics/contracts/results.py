@@ -12,6 +12,7 @@ needed was present.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
@@ -28,6 +29,7 @@ __all__ = [
     "Status",
     "AnalysisResult",
     "is_placeholder",
+    "fact_key",
 ]
 
 
@@ -207,12 +209,28 @@ class Status(str, enum.Enum):
     SKIPPED = "skipped"  # a need (debug info, registers) was not met
 
 
+_NOT_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def fact_key(name: str) -> str:
+    """The stable key of a fact (or column) named ``name`` for people:
+    ``"panic message"`` -> ``"panic_message"``, ``"panicking CPU"`` -> ``"panicking_cpu"``.
+
+    Keys are what programs use: JSON output names facts by them, analyses
+    declare the facts they produce by them (``register(..., facts=[...])``) and
+    triage reads the panic's facts by them, so a label can be reworded for
+    readers without breaking a consumer.
+    """
+    return _NOT_WORD.sub("_", name.lower()).strip("_") or "_"
+
+
 @dataclass(frozen=True)
 class AnalysisResult:
     """Everything one analysis found.
 
     :param facts: ordered ``(name, value)`` pairs, the headline of the result
-        (``panic message``, ``panicking CPU``).
+        (``panic message``, ``panicking CPU``); each name's :func:`fact_key`
+        (``panic_message``) is what programs read it by.
     :param tables: the grids (tasks, log lines, frames).
     :param completeness: one entry per kind of thing it needed.
     :param notes: remarks for the reader (why something is absent).
@@ -230,9 +248,10 @@ class AnalysisResult:
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def fact(self, name: str) -> Value:
-        """The value of one fact; ``KeyError`` if the analysis did not give it."""
-        for key, value in self.facts:
-            if key == name:
+        """The value of one fact, by its key (``panic_message``) or its name
+        (``panic message``); ``KeyError`` if the analysis did not give it."""
+        for label, value in self.facts:
+            if label == name or fact_key(label) == name:
                 return value
         raise KeyError(name)
 

@@ -206,13 +206,14 @@ class Plugins:
                 description: str,
                 needs: Iterable[Need | str] = (),
                 options: Iterable[AnalysisOption] = (),
+                facts: Iterable[str] = (),
                 _p: str = impl.plugin_name,
             ) -> None:
                 try:
                     need_set = frozenset(Need(n) for n in needs)
                 except ValueError as e:
                     raise PluginError(f"plugin {_p!r}: analysis {name!r}: {e}") from e
-                spec = AnalysisSpec(name, function, description, need_set, _p, tuple(options))
+                spec = AnalysisSpec(name, function, description, need_set, _p, tuple(options), tuple(facts))
                 self._add(found, "analysis", spec)
 
             self._call_register(impl, register)

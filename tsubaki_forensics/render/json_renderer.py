@@ -15,11 +15,10 @@ corrupted by jq 1.6 and JavaScript (doubles: 53 bits of mantissa).
 from __future__ import annotations
 
 import json
-import re
 from typing import IO, Any
 
 from ..contracts.report import Report
-from ..contracts.results import AnalysisResult, Completeness, NotCollected, Table, Unreadable, Value
+from ..contracts.results import AnalysisResult, Completeness, NotCollected, Table, Unreadable, Value, fact_key
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "value_to_json", "report_to_json", "render", "snake_case", "address_to_json"]
 
@@ -29,12 +28,8 @@ SCHEMA_VERSION = 2
 _KINDS = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
-_NOT_WORD = re.compile(r"[^0-9a-z]+")
-
-
-def snake_case(name: str) -> str:
-    """``"panic message"`` -> ``"panic_message"``, ``"panicking CPU"`` -> ``"panicking_cpu"``."""
-    return _NOT_WORD.sub("_", name.lower()).strip("_") or "_"
+#: ``"panic message"`` -> ``"panic_message"``: fact keys and column names (one rule, in contracts).
+snake_case = fact_key
 
 
 def address_to_json(address: int | None) -> str | None:

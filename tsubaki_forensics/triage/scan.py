@@ -24,13 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ..contracts.results import fact_key
 from ..contracts.triage import TriageCompleteness, TriageRecord
 from .signature import DEFAULT_DEPTH, Signature, make_signature, normalize_message
 
-__all__ = ["RECORD_VERSION", "ScanOptions", "scan_dump", "failed_record", "unreadable_record", "iso_utc", "as_record"]
+__all__ = ["RECORD_VERSION", "PANIC_FACTS", "check_panic_facts", "ScanOptions", "scan_dump", "failed_record", "unreadable_record", "iso_utc", "as_record"]
 
 #: Bumped when the fields of a record change; older cached records are redone.
 RECORD_VERSION = 1
+#: The facts of the ``panic`` analysis a record is made of, by key: whichever
+#: plugin provides ``panic`` must declare them (``register(..., facts=[...])``).
+PANIC_FACTS = ("panic_message", "crashed_pid", "crashed_command")
 
 
 class ScanOptions(TypedDict, total=False):
@@ -114,6 +118,20 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
 
 
+def check_panic_facts(spec: Any) -> None:
+    """Refuse (:class:`TsubakiError`, one line) a ``panic`` analysis that does not
+    declare the facts triage reads: a record made without them would group
+    every dump under "no panic message" instead of saying why."""
+    from ..errors import TsubakiError
+
+    if spec is None:
+        raise TsubakiError("no analysis 'panic' is registered (is the bundled plugin disabled?): triage reads its facts")
+    lacking = [key for key in PANIC_FACTS if key not in spec.facts]
+    if lacking:
+        raise TsubakiError(f"analysis 'panic' (plugin {spec.plugin!r}) does not declare the facts triage reads: "
+                           f"{', '.join(lacking)} (register(..., facts=[...]), docs/PLUGINS.md)")
+
+
 def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: ScanOptions | None = None) -> dict[str, Any]:
     """Analyse the dump made of ``parts`` and return its triage record (see docs/TRIAGE.md)."""
     from ..analysis.session import analyze_dump, open_program
@@ -126,6 +144,7 @@ def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: Scan
     t0 = time.perf_counter()
     try:
         plugins = get_plugins()
+        check_panic_facts(plugins.analyses().get("panic"))
         opened = open_program([Path(p) for p in parts], plugins, debug_dirs=debug_dirs,
                               self_contained=bool(options.get("self_contained")))
         try:
@@ -140,21 +159,21 @@ def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: Scan
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return record
     panic = report.results[0]
-    facts = dict(panic.facts)
+    facts = {fact_key(name): value for name, value in panic.facts}
     try:
         rows = panic.table("backtrace").dicts()
     except KeyError:
         rows = []
     frames = [r["function"] or r["symbol"] for r in rows]
-    message = facts.get("panic message")
+    message = facts.get("panic_message")
     message = message if isinstance(message, str) else None
     signature = make_signature(message, frames, depth)
     details = [c.summary() for c in panic.completeness if not c.complete]
     details += list(report.dump.problems)
     if panic.error:
         details.append(panic.error)
-    if not isinstance(facts.get("panic message"), str):
-        details.append(f"panic message: {_plain(facts.get('panic message')) or 'none found in the log'}")
+    if not isinstance(facts.get("panic_message"), str):
+        details.append(f"panic message: {_plain(facts.get('panic_message')) or 'none found in the log'}")
     status = panic.status.value
     return {
         "version": RECORD_VERSION,
@@ -163,8 +182,8 @@ def scan_dump(dump_id: str, parts: Sequence[str], created_ns: int, options: Scan
         "kernel_release": report.dump.kernel_release,
         "build_id": report.dump.build_id,
         "panic_message": message,
-        "crashed_pid": _plain(facts.get("crashed pid")),
-        "crashed_command": _plain(facts.get("crashed command")),
+        "crashed_pid": _plain(facts.get("crashed_pid")),
+        "crashed_command": _plain(facts.get("crashed_command")),
         "frames": [f or "?" for f in frames],
         **_signature_fields(signature),
         "crash_time": iso_utc(crash_time),
