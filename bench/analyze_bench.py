@@ -153,7 +153,8 @@ def scenarios(args: argparse.Namespace) -> None:
     load = os.getloadavg()[0]
     ref_opt = f" --ref {args.ref}" if args.ref else ""
     header = ("| crash | ours wall s | peer wall s | wall ratio | ours CPU s | peer CPU s | CPU ratio | ours RSS MiB | "
-              "peer RSS MiB | RSS ratio |" + (f" before ({args.ref} at {rev}): wall / CPU / RSS ratio |" if rev else ""))
+              "peer RSS MiB | RSS ratio |" + (f" before ({args.ref}{'' if rev.startswith(args.ref) else ' at ' + rev}): wall / CPU / RSS ratio |"
+                                          if rev else ""))
     text = "\n".join([
         "# Benchmark: analyze on every lab scenario\n",
         f"Command: `python bench/analyze_bench.py --lab-crashes {args.lab_crashes} --runs {args.runs}{ref_opt}` "
@@ -174,7 +175,7 @@ def scenarios(args: argparse.Namespace) -> None:
         f"Ratios over the {len(ratios)} crashes: wall {min(r[0] for r in ratios):.2f}-{max(r[0] for r in ratios):.2f}x, "
         f"CPU {min(r[1] for r in ratios):.2f}-{max(r[1] for r in ratios):.2f}x, "
         f"RSS {min(r[2] for r in ratios):.2f}-{max(r[2] for r in ratios):.2f}x." if ratios else "No cached crash found.",
-        (f"Before ({args.ref} at {rev}), same run: wall {min(r[0] for r in before_ratios):.2f}-"
+        (f"Before ({args.ref}{'' if rev.startswith(args.ref) else ' at ' + rev}), same run: wall {min(r[0] for r in before_ratios):.2f}-"
          f"{max(r[0] for r in before_ratios):.2f}x, CPU {min(r[1] for r in before_ratios):.2f}-"
          f"{max(r[1] for r in before_ratios):.2f}x, RSS {min(r[2] for r in before_ratios):.2f}-"
          f"{max(r[2] for r in before_ratios):.2f}x." if before_ratios else ""),
