@@ -176,6 +176,54 @@ def test_dumping_policies_give_back_only_what_is_saved(guest, tmp_path, policy):
             "online " + " ".join(str(b) for p in guest.layout.dimm_pieces() for b in p.blocks)]
 
 
+class PanicsAgainGuest(FakeGuest):
+    """The rebooted guest panics as soon as it has been given its first DIMM back."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.panicked = asyncio.Event()
+
+    async def agent(self, command: str, timeout: float = 60.0) -> str:
+        answer = await super().agent(command, timeout)
+        self.panicked.set()
+        return answer
+
+    async def wait_panic(self, timeout: float):
+        await self.panicked.wait()
+        return time.time(), {}
+
+
+def test_a_second_panic_while_the_hand_back_waits_is_in_the_dump(tmp_path, monkeypatch):
+    """The rebooted guest panics while the hand-back waits for the next saved DIMM (not for
+    the agent): the dump still records ``panic_again`` before it closes.  The last DIMM is held
+    until the panic, so the order is certain (CI caught the event lost under load)."""
+    async def notice(_guest, timeout: float = 30.0) -> Notice:
+        return Notice(vmcoreinfo=VMCOREINFO, notes=None)
+
+    monkeypatch.setattr(monitor, "fetch_notice", notice)
+    (tmp_path / "ram").mkdir()
+    guest = PanicsAgainGuest(tmp_path / "ram")
+    real = monitor._Run.write
+
+    async def write(self, step, todo):
+        if self.label(step) == self.layout.dimm_pieces()[-1].name:
+            await asyncio.wait({self.second})
+        await real(self, step, todo)
+
+    monkeypatch.setattr(monitor._Run, "write", write)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    out = tmp_path / "live.tsd"
+    result = _run(guest, out, "tsubaki", ref)
+    dump = _assert_dump_is_the_panic(guest, out, ref)
+    assert result.panicked_again_s is not None
+    (again,) = [e for e in dump.events if e.kind == "panic_again"]
+    assert again.fields["at"] == pytest.approx(result.panicked_again_s, abs=1e-5)
+    # only the first DIMM went back: the paused guest gets nothing more
+    assert [c for c in guest.commands if c.startswith("online")] == [
+        f"online {' '.join(map(str, guest.layout.dimm_pieces()[0].blocks))}"]
+
+
 def test_reboot_only_runs_live_and_saves_the_notice_only(guest, tmp_path):
     """A policy the live monitor never had (it knew two orders): it runs through the same loop."""
     ref = tmp_path / "ref"

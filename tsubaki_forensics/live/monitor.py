@@ -380,21 +380,37 @@ class _Run:
         self.hello.set_result((wall, "", 0))
 
     def watch_second_panic(self) -> None:
-        """From the reset on, a GUEST_PANICKED is the *rebooted* guest crashing."""
+        """From the reset on, a GUEST_PANICKED is the *rebooted* guest crashing.
+
+        It is recorded the moment it happens, by a done-callback: the
+        hand-back may be waiting for its next saved piece rather than for the
+        agent then, and the dump must not close without the event.  The
+        callback is the task's first, so it runs before any waiter resumes.
+        """
         self.second = asyncio.create_task(self.guest.wait_panic(1e9))
+        self.second.add_done_callback(self._panicked_again)
+
+    def _panicked_again(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        wall, _event = task.result()
+        self.result.panicked_again_s = wall - self.t0
+        self.result.second_panic_wall = wall
+        self.event(EventKind.PANIC_AGAIN, at=round(wall - self.t0, 6))
 
     async def _unless_panicked(self, aw):
         """``aw``'s result, or None if the rebooted guest panics first (it is paused then,
         so no agent will answer; the dump goes on, the hand-back stops)."""
+        if self.result.panicked_again_s is not None:  # paused already: ask it nothing
+            if asyncio.iscoroutine(aw):
+                aw.close()
+            return None
         task = asyncio.ensure_future(aw)
         await asyncio.wait({task, self.second}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
         task.cancel()
-        wall, _event = self.second.result()
-        self.result.panicked_again_s = wall - self.t0
-        self.result.second_panic_wall = wall
-        self.event(EventKind.PANIC_AGAIN, at=round(wall - self.t0, 6))
+        self.second.result()  # raises if watching failed; a panic was recorded by _panicked_again
         return None
 
     async def hand_back(self, queue: asyncio.Queue) -> None:
