@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsubaki_forensics.tsd import TsdWriter, open_dump
@@ -171,3 +171,126 @@ def test_zero_page_count_from_columns_matches_the_plain_one(pieces, mapped, excl
     ex = C._merge((a, a + n) for a, n in excluded)
     runs = [ExcludedRange(a, b - a, PageClass.FREE) for a, b in ex]
     assert page_counts(mm, cols, runs, 4096) == page_counts(mm, ranges, runs, 4096)
+
+
+# -- MISSING records as columns (issue 22: "one object per MISSING record") --------
+
+def _plain_gaps(absent, recorded):
+    """The plain algebra the columns replaced: every gap named, with the reason
+    of the first MISSING record (sorted) that meets it and says one."""
+    failed = C._merge((a, a + n) for a, n, _ in recorded)
+    reasons = sorted(recorded)
+    out = []
+    for a, b in C._intersect(absent, failed):
+        why = next((r for s, n, r in reasons if s < b and a < s + n and r), "")
+        out.append(C.Gap(a, b - a, "unreadable", why))
+    out += [C.Gap(a, b - a, "absent") for a, b in C._subtract(absent, failed)]
+    return sorted(out, key=lambda g: g.start)
+
+
+class _Mem:
+    def __init__(self, present, recorded):
+        self._present, self._recorded = present, recorded
+
+    def ranges(self):
+        return self._present
+
+    def missing_reasons(self):
+        return self._recorded
+
+
+def _as_columns(recorded):
+    from tsubaki_forensics.tsd.table import MissingList, MissingReasons
+
+    reasons = MissingReasons()
+    for k, (_, _, why) in enumerate(recorded):
+        reasons.add(1000 + k, why)
+    cols = [(np.array([a for a, _, _ in recorded], np.uint64), np.array([n for _, n, _ in recorded], np.uint64),
+             np.zeros(len(recorded), np.int32), reasons.index_of(np.arange(1000, 1000 + len(recorded))))]
+    return MissingList.build(cols if recorded else [], [reasons])
+
+
+_unit = st.integers(0, 30).map(lambda p: p * 512)
+
+
+@given(st.lists(st.tuples(_unit, st.integers(1, 6).map(lambda n: n * 512), st.booleans()), max_size=8),
+       st.lists(st.tuples(_unit, st.integers(1, 8).map(lambda n: n * 512),
+                          st.sampled_from(["", "EIO", "bad sector", "timeout"])), max_size=8),
+       st.lists(st.tuples(_unit, st.integers(1, 40).map(lambda n: n * 512)), max_size=3))
+def test_gaps_named_by_missing_records_match_the_plain_algebra(pieces, recorded, mapped):
+    present = C._merge((a, a + n) for a, n, _ in pieces)
+    ranges = [Range(a, b - a, "data") for a, b in present]
+    mm = MemoryMap.from_ranges(mapped, dump_level=1) if mapped else None
+    for rec in (recorded, _as_columns(recorded)):
+        c = C.measure(_Mem(ranges, rec), mm)
+        if mm is not None:
+            absent = C._subtract(C._merge((a, a + n) for a, n in mm.ranges), present)
+            assert list(c.gaps) == _plain_gaps(absent, recorded)
+        else:
+            failed = C._subtract(C._merge((a, a + n) for a, n, _ in recorded), present)
+            assert list(c.gaps) == _plain_gaps(failed, recorded)
+            assert c.missing_bytes == C._size(failed)
+    assert list(_as_columns(recorded)) == sorted(recorded)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 4), st.sampled_from(["zero", "data", "missing"])),
+                min_size=1, max_size=10))
+def test_missing_ranges_from_columns_match_the_plain_subtraction(records):
+    """``missing_ranges`` of a written dump: MISSING records less what other records hold."""
+    import tempfile
+
+    held_pages: set[int] = set()  # present records never overlap each other (that is a conflict)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/d.tsd"
+        with TsdWriter(path, producer="test", threads=0) as w:
+            for page, n, kind in records:
+                if kind != "missing":
+                    if held_pages & set(range(page, page + n)):
+                        continue
+                    held_pages |= set(range(page, page + n))
+                if kind == "zero":
+                    w.write_zero(page * 4096, n * 4096)
+                elif kind == "data":
+                    w.write_memory(page * 4096, bytes([page + 1]) * (n * 4096))
+                else:
+                    w.write_missing(page * 4096, n * 4096, f"lost {page}")
+        with open_dump(path) as d:
+            got = [(r.start, r.length, r.kind) for r in d.memory.missing_ranges()]
+            held = C._merge((r.start, r.end) for r in d.memory.ranges())
+            reasons = list(d.memory.missing_reasons())
+    want = C._subtract(C._merge((a, a + n) for a, n, _ in reasons), held)
+    assert got == [(a, b - a, "missing") for a, b in want]
+    assert reasons == sorted((p * 4096, n * 4096, f"lost {p}") for p, n, k in records if k == "missing")
+
+
+@pytest.fixture(scope="module")
+def million_missing(tmp_path_factory):
+    """140 MB: a million MISSING records, each with a reason of its own."""
+    path = tmp_path_factory.mktemp("missing") / "missing.tsd"
+    with TsdWriter(path, producer="test", threads=0) as w:
+        for i in range(N):
+            w.write_missing(i * STRIDE, LENGTH, f"read error at {i * STRIDE:#x}")
+    return path
+
+
+def test_inspect_json_of_a_million_missing_records_stays_under_the_budget(million_missing):
+    """Before: a dict entry and a str per record, a tuple per record in memory
+    and completeness, and a reason looked up per gap by a scan of every record
+    (quadratic: ``inspect`` had not finished after 7 minutes, at 835 MiB)."""
+    run = run_cli("inspect", "--format", "json", million_missing, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.peak_rss < BUDGET, f"peak RSS {run.peak_rss >> 20} MiB >= {BUDGET >> 20} MiB"
+    mem = json.loads(run.stdout)["memory"]
+    assert len(mem["missing_records"]) == N and len(mem["missing"]) == N
+    last = (N - 1) * STRIDE
+    assert mem["missing_records"][-1] == {"start": last, "length": LENGTH, "reason": f"read error at {last:#x}"}
+    assert mem["missing"][-1] == {"start": last, "length": LENGTH, "kind": "unreadable",
+                                  "reason": f"read error at {last:#x}"}
+
+
+def test_verify_of_a_million_missing_records_stays_under_the_budget(million_missing):
+    run = run_cli("verify", million_missing, timeout=600)
+    assert run.returncode == 4, run.stderr[-2000:]  # sound, incomplete: every record says so
+    assert "Traceback" not in run.stderr
+    assert run.peak_rss < BUDGET, f"peak RSS {run.peak_rss >> 20} MiB >= {BUDGET >> 20} MiB"

@@ -65,19 +65,31 @@ class GapList(Sequence):
     ``inspect``, issue 22).  Real dumps have a few gaps and keep a tuple.
     """
 
-    __slots__ = ("starts", "lasts")
+    __slots__ = ("starts", "lasts", "rid", "_reason")
 
-    def __init__(self, starts: np.ndarray, lasts: np.ndarray) -> None:
+    def __init__(self, starts: np.ndarray, lasts: np.ndarray, rid: np.ndarray | None = None,
+                 reason=None) -> None:
+        import numpy as np
+
         self.starts, self.lasts = starts, lasts  # first and *inclusive* last bytes
+        #: per gap: -2 absent; else unreadable, with the reason of MISSING record
+        #: ``rid`` (``reason(rid)``), or none (-1)
+        self.rid = np.full(len(starts), -2, np.int64) if rid is None else rid
+        self._reason = reason
 
     def __len__(self) -> int:
         return len(self.starts)
 
+    def _gap(self, a: int, last: int, rid: int) -> Gap:
+        if rid == -2:
+            return Gap(a, last - a + 1, "absent")
+        return Gap(a, last - a + 1, "unreadable", self._reason(rid) if rid >= 0 else "")
+
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [Gap(a, b - a + 1, "absent") for a, b in zip(self.starts[i].tolist(), self.lasts[i].tolist())]
-        a = int(self.starts[i])
-        return Gap(a, int(self.lasts[i]) - a + 1, "absent")
+            return [self._gap(a, b, r) for a, b, r in
+                    zip(self.starts[i].tolist(), self.lasts[i].tolist(), self.rid[i].tolist())]
+        return self._gap(int(self.starts[i]), int(self.lasts[i]), int(self.rid[i]))
 
     def __iter__(self):
         for k in range(0, len(self.starts), 4096):
@@ -89,7 +101,7 @@ class GapList(Sequence):
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((len(self), self.starts.tobytes(), self.lasts.tobytes()))
+        return hash((len(self), self.starts.tobytes(), self.lasts.tobytes(), self.rid.tobytes()))
 
     def __repr__(self) -> str:
         return repr(tuple(self)) if len(self) <= 16 else f"GapList({len(self)} gaps)"
@@ -209,11 +221,16 @@ def _np_merge(starts: np.ndarray, lasts: np.ndarray) -> _Set:
     reach = np.maximum.accumulate(lasts)
     new = np.ones(len(starts), bool)  # range k starts a new merged range
     new[1:] = (starts[1:] > reach[:-1]) & (starts[1:] - reach[:-1] > 1)
+    if new.all():  # already disjoint and apart (a million MISSING records): no copies
+        return starts, reach
     first = np.flatnonzero(new)
     end_at = np.empty_like(first)
     end_at[:-1] = first[1:] - 1
     end_at[-1] = len(starts) - 1
     return starts[first], reach[end_at]
+
+
+np_merge = _np_merge  # for memory.missing_ranges
 
 
 def _np_size(x: _Set) -> int:
@@ -267,12 +284,32 @@ def _np_minus_arrays(pairs: list[tuple[int, int]], x: _Set) -> _Set:
     import numpy as np
 
     pairs = [(a, b) for a, b in pairs if a < b]
-    if not pairs:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    if not len(x[0]):
-        return (np.array([a for a, _ in pairs], np.uint64), np.array([b - 1 for _, b in pairs], np.uint64))
+    return np_minus_set((np.array([a for a, _ in pairs], np.uint64),
+                         np.array([b - 1 for _, b in pairs], np.uint64)), x)
+
+
+def np_intersect_set(y: _Set, x: _Set) -> _Set:
+    """The parts of set ``y`` inside set ``x`` (``y`` minus what of it is outside ``x``)."""
+    if y[0] is x[0] and y[1] is x[1]:
+        return y
+    outside = np_minus_set(y, x)
+    if not len(outside[0]):
+        return y
+    return np_minus_set(y, outside)
+
+
+def np_minus_set(y: _Set, x: _Set) -> _Set:
+    """The parts of set ``y`` outside set ``x`` (both sorted, disjoint, inclusive uint64 columns)."""
+    import numpy as np
+
+    if not len(y[0]) or not len(x[0]):
+        return y[0].astype(np.uint64, copy=False), y[1].astype(np.uint64, copy=False)
+    if y[0] is x[0] and y[1] is x[1]:
+        return y[0][:0], y[1][:0]
     s, l = x
-    a, bl, i, j = _locate(pairs, x)
+    a, bl = y
+    i = np.searchsorted(l, a, "left")
+    j = np.maximum(i, np.searchsorted(s, bl, "right"))
     miss = i == j
     hit = ~miss
     starts = [a[miss]]
@@ -335,8 +372,66 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+class _Recorded:
+    """MISSING records as columns, from a :class:`~.table.MissingList` or a
+    plain list of (paddr, length, reason) tuples (the foreign readers')."""
+
+    def __init__(self, recorded) -> None:
+        import numpy as np
+
+        if not hasattr(recorded, "starts"):
+            recorded = sorted(recorded)
+            self.reason = lambda i: recorded[i][2]
+            self.starts = np.array([a for a, _, _ in recorded], np.uint64)
+            lengths = np.array([n for _, n, _ in recorded], np.uint64)
+            said = np.array([bool(r) for _, _, r in recorded], bool)
+        else:
+            self.reason = recorded.reason
+            self.starts, lengths, said = recorded.starts, recorded.lengths, recorded.said()
+        keep = lengths > 0
+        if keep.all():  # no copies (a million records)
+            self.index = None
+        else:
+            self.index = np.flatnonzero(keep)
+            self.starts, lengths, said = self.starts[keep], lengths[keep], said[keep]
+        del keep
+        room = np.uint64(2**64 - 1) - self.starts  # a range past 2^64 ends at 2^64
+        lengths = lengths - np.uint64(1)
+        self.lasts = self.starts + np.minimum(lengths, room, out=room)
+        del room, lengths
+        self.said = said
+        self.failed = _np_merge(self.starts, self.lasts)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def reasons_for(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Per gap ``a..b`` (inclusive), the index of the first record (in sorted
+        order) that meets it and gives a reason, or -1."""
+        import numpy as np
+
+        every = bool(self.said.all())
+        said = None if every else np.flatnonzero(self.said)
+        n = len(self.said) if every else len(said)
+        if not n or not len(a):
+            return np.full(len(a), -1, np.int64)
+        # the first record ending at or past a gap's start, by a running maximum
+        reach = np.maximum.accumulate(self.lasts if every else self.lasts[said])
+        k = np.searchsorted(reach, a, "left")
+        del reach
+        ok = k < n
+        np.minimum(k, n - 1, out=k)
+        if not every:
+            k = said[k]
+        ok &= self.starts[k] <= b
+        if self.index is not None:
+            k = self.index[k]
+        k[~ok] = -1
+        return k
+
+
 def _gaps(absent: list[tuple[int, int]], recorded: list[tuple[int, int, str]]) -> tuple[Gap, ...]:
-    """Name every gap: the parts a MISSING record covers with its reason."""
+    """Name every gap: the parts a MISSING record covers with its reason (a small dump)."""
     failed = _merge((a, a + n) for a, n, _ in recorded)
     reasons = sorted(recorded)
     out: list[Gap] = []
@@ -345,6 +440,26 @@ def _gaps(absent: list[tuple[int, int]], recorded: list[tuple[int, int, str]]) -
         out.append(Gap(a, b - a, "unreadable", why))
     out += [Gap(a, b - a, "absent") for a, b in _subtract(absent, failed)]
     return tuple(sorted(out, key=lambda g: g.start))
+
+
+def _np_gaps(absent: _Set, recorded: _Recorded) -> tuple[Gap, ...] | GapList:
+    """:func:`_gaps` over columns (a big dump).  Past :data:`LAZY_GAPS`, a
+    :class:`GapList` (no object per gap)."""
+    import numpy as np
+
+    only = np_minus_set(absent, recorded.failed)
+    unread = np_minus_set(absent, only) if len(only[0]) else absent
+    if not len(only[0]):  # every gap named by a MISSING record: no copies (a million of them)
+        starts, lasts, rid = unread[0], unread[1], recorded.reasons_for(*unread)
+    elif not len(unread[0]):
+        starts, lasts, rid = only[0], only[1], np.full(len(only[0]), -2, np.int64)
+    else:
+        rid = np.concatenate((recorded.reasons_for(*unread), np.full(len(only[0]), -2, np.int64)))
+        starts, lasts = np.concatenate((unread[0], only[0])), np.concatenate((unread[1], only[1]))
+        order = np.argsort(starts, kind="stable")
+        starts, lasts, rid = starts[order], lasts[order], rid[order]
+    lazy = GapList(starts, lasts, rid, recorded.reason)
+    return lazy if len(lazy) > LAZY_GAPS else tuple(lazy)
 
 
 def _present_lists(memory: _MemoryLike, expected: list[tuple[int, int]]
@@ -370,8 +485,9 @@ def _measure_lists(sets: tuple[list[tuple[int, int]], list[tuple[int, int]]], me
     as the numpy sets give (tests/test_tsd_completeness_paths.py compares them)."""
     present, data = sets
     if memory_map is None:
-        return _no_map(_size(present), _size(data), _subtract(_merge((a, a + n) for a, n, _ in recorded), present),
-                       properties, truncated, left_out, recorded)
+        failed = _subtract(_subtract(_merge((a, a + n) for a, n, _ in recorded), present), left_out)
+        return _no_map(_size(present), _size(data), _size(failed), _gaps(failed, recorded), properties, truncated,
+                       left_out)
     expected_nz = [(a, b) for a, b in expected if a < b]
     data_in = _size(_intersect(expected_nz, data))
     present_in = _size(_intersect(expected_nz, present))
@@ -407,16 +523,17 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
         return _measure_lists(small, memory_map, properties, truncated, left_out, recorded, mapped, planned,
                               expected)
     present, data = _present_sets(memory)
+    columns = _Recorded(recorded)  # a million MISSING records: columns, not tuples
     if memory_map is None:
-        return _no_map(_np_size(present), _np_size(data), _np_minus(_merge((a, a + n) for a, n, _ in recorded), present),
-                       properties, truncated, left_out, recorded)
+        import numpy as np
+
+        out = (np.array([a for a, _ in left_out], np.uint64), np.array([b - 1 for _, b in left_out], np.uint64))
+        failed = np_minus_set(np_minus_set(columns.failed, present), out)
+        return _no_map(_np_size(present), _np_size(data), _np_size(failed), _np_gaps(failed, columns),
+                       properties, truncated, left_out)
     data_in = _np_overlap(expected, data)
     present_in = _np_overlap(expected, present)
-    absent_s, absent_l = _np_minus_arrays(expected, present)
-    if not recorded and len(absent_s) > LAZY_GAPS:  # a million holes: no object per gap
-        gaps: tuple[Gap, ...] | GapList = GapList(absent_s, absent_l)
-    else:
-        gaps = _gaps([(g, h + 1) for g, h in zip(absent_s.tolist(), absent_l.tolist())], recorded)
+    gaps = _np_gaps(_np_minus_arrays(expected, present), columns)  # a million holes: no object per gap
     return _with_map(memory_map, _size(expected), present_in, data_in, _np_size(present), gaps, mapped, planned,
                      truncated)
 
@@ -445,15 +562,13 @@ def _with_map(memory_map: MemoryMap, want: int, present_in: int, data_in: int, p
         truncated=truncated, reason=reason, gaps=gaps)
 
 
-def _no_map(present_n: int, data_n: int, unread: list[tuple[int, int]], properties: dict[str, str] | None,
-            truncated: bool, left_out: list[tuple[int, int]], recorded: list[tuple[int, int, str]]) -> Completeness:
+def _no_map(present_n: int, data_n: int, known_missing: int, gaps: tuple[Gap, ...] | GapList,
+            properties: dict[str, str] | None, truncated: bool, left_out: list[tuple[int, int]]) -> Completeness:
     """No map (a file written before format 1.3): the total is unknown.
 
-    :param unread: what MISSING records name and no record supplies.
+    :param known_missing: bytes MISSING records name that no record supplies
+        (nor an EXCLUDED run leaves out); ``gaps`` are those bytes.
     """
-    failed = _subtract(unread, left_out)
-    gaps = _gaps(failed, recorded)
-    known_missing = _size(failed)
     lower = _lower_bound(properties or {})
     bound = max(lower or 0, present_n + known_missing)
     proven = known_missing > 0 or (lower is not None and present_n < lower)

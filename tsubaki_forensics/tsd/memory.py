@@ -25,7 +25,9 @@ import zstandard
 
 from ..errors import ConflictError, ExcludedPageError, FormatError, NotCollectedError
 from . import records as R
+from .completeness import np_merge, np_minus_set
 from .problems import Problem
+from .table import MissingList
 from .records import RecordType as T
 
 if TYPE_CHECKING:
@@ -119,7 +121,7 @@ class PhysicalMemory:
         self._by_file: dict[int, tuple[list[int], list[RecordInfo], int]] = {}
         self._ref_budget: int | None = None  # bytes of sources left to decode (see _decode)
         self.decompressed = 0  # records decompressed so far (for tests and stats)
-        self._recorded_missing: list[tuple[int, int, str]] = []
+        self._recorded_missing: list[tuple[int, int, str]] | MissingList = []  # sorted
         self._overlap_work = 0
         self._overlap_budget = max(OVERLAP_CHECK_MIN, 8 * sum(getattr(f, "size", 0) for f in files))
         self._overlap_skipped = 0
@@ -152,7 +154,7 @@ class PhysicalMemory:
             for row, t in enumerate(f.records.tuples):
                 typ, paddr, length = t[0], t[5], t[6]
                 if typ == T.MISSING:
-                    self._recorded_missing.append((paddr, length, f.missing_reasons.get((paddr, length), "")))
+                    self._recorded_missing.append((paddr, length, f.missing_reasons.get(t[2])))
                 elif length > 0:  # first byte, last byte (inclusive; a crafted range ends at 2^64), ...
                     cols.append((paddr, paddr + min(length - 1, _U64 - paddr), typ == T.ZERO, t[2], i, row))
         if any(cols[k][0] >= cols[k + 1][0] for k in range(len(cols) - 1)):  # as np.lexsort there
@@ -176,6 +178,7 @@ class PhysicalMemory:
             covered = max(covered, last)
         self._pstart, self._plast, self._pzero, self._pfile, self._prow = starts, lasts, zeros, files, rows
         self._starts_list, self._lasts_list = starts, lasts
+        self._recorded_missing.sort()
         return overlaps
 
     def _numpy_pieces(self) -> list[tuple[int, int, int, int, int]]:
@@ -184,6 +187,7 @@ class PhysicalMemory:
         import numpy as np
 
         files = self.files
+        miss_cols: list[tuple[np.ndarray, ...]] = []
         # Pieces are numpy columns, not objects (issue 22: a million ZERO
         # records): first byte, last byte (inclusive: 2^64 does not fit),
         # file, row in that file's record table, ZERO or not.
@@ -191,13 +195,16 @@ class PhysicalMemory:
         for i, f in enumerate(files):
             rows = f.records.rows
             miss = rows["type"] == T.MISSING
-            if miss.any():
-                for paddr, length in rows[miss][["paddr", "length"]].tolist():
-                    reason = f.missing_reasons.get((paddr, length), "")
-                    self._recorded_missing.append((paddr, length, reason))
+            if miss.any():  # columns, reasons by number (a million MISSING records: issue 22)
+                n = int(np.count_nonzero(miss))
+                miss_cols.append((rows["paddr"][miss], rows["length"][miss], np.full(n, i, np.int32),
+                                  f.missing_reasons.index_of(rows["offset"][miss])))
             idx = np.flatnonzero(~miss & (rows["length"] > 0))
             cols.append((rows["paddr"][idx], rows["length"][idx], rows["type"][idx] == T.ZERO,
                          rows["offset"][idx], np.full(len(idx), i, np.int32), idx))
+        #: every MISSING record, sorted (:meth:`missing_reasons`)
+        self._recorded_missing = MissingList.build(miss_cols, [f.missing_reasons for f in files])
+        del miss_cols
         paddr, length, zero, offset, file, row = (np.concatenate(c) for c in zip(*cols))
         del cols
         if len(paddr) > 1 and not (paddr[1:] > paddr[:-1]).all():  # one file in order: no sort
@@ -301,16 +308,27 @@ class PhysicalMemory:
         return RangeList(*(lists if lists is not None else self.range_arrays()))
 
     def missing_ranges(self) -> list[Range]:
-        """Ranges recorded as MISSING that no other record of the dump supplies."""
-        out: list[Range] = []
-        for start, length, _ in sorted(self._recorded_missing):
-            for a, b in self._subtract_present(start, start + length):
-                if out and out[-1].end >= a:
-                    end = max(out[-1].end, b)
-                    out[-1] = Range(out[-1].start, end - out[-1].start, "missing")
-                else:
-                    out.append(Range(a, b - a, "missing"))
-        return out
+        """Ranges recorded as MISSING that no other record of the dump supplies
+        (merged, sorted; columns, not an object per record, for a big dump)."""
+        m = self._recorded_missing
+        if isinstance(m, list):  # a small dump: no numpy (issue 21)
+            out: list[Range] = []
+            for start, length, _ in m:
+                for a, b in self._subtract_present(start, start + length):
+                    if out and out[-1].end >= a:
+                        end = max(out[-1].end, b)
+                        out[-1] = Range(out[-1].start, end - out[-1].start, "missing")
+                    else:
+                        out.append(Range(a, b - a, "missing"))
+            return out
+        import numpy as np
+
+        keep = m.lengths > 0
+        starts = m.starts[keep]
+        lasts = starts + np.minimum(m.lengths[keep] - np.uint64(1), np.uint64(_U64) - starts)
+        present = np_merge(self._pstart, self._plast)  # pieces may touch: a set never does
+        s, l = np_minus_set(np_merge(starts, lasts), present)
+        return RangeList(s, l, np.zeros(len(s), bool), kind="missing")
 
     def excluded_at(self, paddr: int) -> R.ExcludedRange | None:
         """The EXCLUDED run holding ``paddr``, if the dump level left it out."""
@@ -327,9 +345,11 @@ class PhysicalMemory:
         level = f" {self.dump_level}" if self.dump_level is not None else ""
         return ExcludedPageError(paddr, f"excluded by dump level{level} ({run.cls.label})")
 
-    def missing_reasons(self) -> list[tuple[int, int, str]]:
-        """Every MISSING record as (paddr, length, reason), sorted."""
-        return sorted(self._recorded_missing)
+    def missing_reasons(self) -> list[tuple[int, int, str]] | MissingList:
+        """Every MISSING record as (paddr, length, reason), sorted: a list for a
+        small dump, else a read-only sequence over columns (``starts``,
+        ``lengths``, ``reason(i)``)."""
+        return self._recorded_missing
 
     def _subtract_present(self, a: int, b: int) -> list[tuple[int, int]]:
         gaps = []
@@ -671,11 +691,12 @@ class RangeList(Sequence):
     ``lasts`` and ``zero`` are numpy arrays all the same, built on first use.
     """
 
-    __slots__ = ("_cols", "_arrays")
+    __slots__ = ("_cols", "_arrays", "kind")
 
     def __init__(self, starts: np.ndarray | list[int], lasts: np.ndarray | list[int],
-                 zero: np.ndarray | list[bool]) -> None:
+                 zero: np.ndarray | list[bool], *, kind: str | None = None) -> None:
         self._cols = (starts, lasts, zero)
+        self.kind = kind  # every range of this kind ("missing"), else "zero" or "data" by ``zero``
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if not isinstance(starts, list):
             self._arrays = self._cols
@@ -706,9 +727,9 @@ class RangeList(Sequence):
     def __getitem__(self, i):
         s, l, z = self._cols
         if isinstance(i, slice):
-            return [Range(a, b - a + 1, "zero" if zz else "data") for a, b, zz in
+            return [Range(a, b - a + 1, self.kind or ("zero" if zz else "data")) for a, b, zz in
                     zip(_pylist(s[i]), _pylist(l[i]), _pylist(z[i]))]
-        return Range(int(s[i]), int(l[i]) - int(s[i]) + 1, "zero" if z[i] else "data")
+        return Range(int(s[i]), int(l[i]) - int(s[i]) + 1, self.kind or ("zero" if z[i] else "data"))
 
     def __iter__(self):
         for k in range(0, len(self), 4096):

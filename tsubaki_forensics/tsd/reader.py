@@ -25,7 +25,7 @@ from .completeness import Completeness, measure
 from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
 from .problems import Problem
 from .records import RecordType as T
-from .table import SMALL_TABLE, RecordInfo, RecordTable, TableBuilder, record_dtype
+from .table import SMALL_TABLE, MissingReasons, RecordInfo, RecordTable, TableBuilder, record_dtype
 
 __all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file", "merge_excluded"]
 
@@ -53,9 +53,11 @@ class TsdFile:
 
     :param verify: scan every record even when a footer exists (``verify``),
         instead of trusting the INDEX.
+    :param reasons: keep the reasons of MISSING records (``verify``'s second
+        look at the INDEX compares rows only: a million reasons are 60 MB).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = False, reasons: bool = True) -> None:
         self.path = Path(path)
         self.name = str(path)
         self.problems: list[Problem] = []
@@ -64,7 +66,9 @@ class TsdFile:
         self._builder: TableBuilder | None = None
         self.metadata: list[tuple[int, int, bytes]] = []  # (sequence or offset, kind, data)
         self.events: list[Event] = []
-        self.missing_reasons: dict[tuple[int, int], str] = {}
+        #: MISSING records' reasons by record offset (one blob, no object per record)
+        self.missing_reasons = MissingReasons()
+        self._keep_reasons = reasons
         #: EXCLUDED runs (format 1.4, FORMAT.md §4.9), in file order.
         self.excluded: list[R.ExcludedRange] = []
         self.has_footer = False
@@ -181,30 +185,58 @@ class TsdFile:
         decoded = np.isin(types, [T.METADATA, T.EVENT, T.MISSING, T.EXCLUDED])
         memory = np.isin(types, [t for t in R.MEMORY_TYPES if t != T.MISSING])
         strange = ~decoded & ~memory & ((flags & int(R.RecordFlags.MUST_UNDERSTAND)) != 0)
-        # MISSING records are decoded (for their reasons) into the builder,
-        # with their sequence; then merged with the rest in file order.
-        self._builder = TableBuilder()
-        for i in np.flatnonzero(decoded | strange).tolist():
-            off = int(offsets[i])
-            if strange[i]:
-                self._problem(off, f"record of unknown type {int(types[i])} must be understood")
+        # Rows: MEMORY, ZERO and MISSING entries, column by column, without a
+        # filtered copy of the entries when every entry is one (a million
+        # records: the INDEX alone is 32 MB).
+        missing = types == T.MISSING
+        in_rows = memory | missing
+        every = bool(in_rows.all())
+        rows = np.zeros(int(in_rows.sum()), record_dtype())
+        for name in ("type", "flags", "offset", "paddr", "length"):
+            rows[name] = entries[name] if every else entries[name][in_rows]
+        sizes = np.subtract(ends, offsets, out=ends)
+        rows["size"] = sizes if every else sizes[in_rows]
+        rows["sequence"] = -1
+        # Then the records to decode; the INDEX is let go first.
+        loop = np.flatnonzero(decoded | strange)
+        if every and len(loop) == len(rows):  # every entry a MISSING record: rows are entries
+            at, loop_offsets = loop, rows["offset"]
+        else:
+            at = (np.cumsum(in_rows) - 1)[loop]  # a MISSING entry's row
+            loop_offsets = offsets[loop]
+        loop_missing, loop_strange, loop_types = missing[loop], strange[loop], types[loop]
+        del sizes, ends, entries, offsets, types, flags, ipayload, loop, missing, in_rows, memory, decoded, strange
+        # MISSING records are decoded for their reasons (one blob for the file)
+        # and their own range and sequence, written into their rows: no object
+        # per record (a million MISSING records, issue 22).
+        dropped: list[int] = []  # rows of MISSING entries whose record does not decode as one
+        self._builder = TableBuilder()  # a record of another type than the INDEX says: as scanned
+        paddrs, lengths, sequences = rows["paddr"], rows["length"], rows["sequence"]
+        for k, off in enumerate(_each(loop_offsets)):
+            if loop_strange[k]:
+                self._problem(off, f"record of unknown type {int(loop_types[k])} must be understood")
                 continue
             try:
                 hdr, payload = self.read_record(off)
+                if hdr.type == T.MISSING and loop_missing[k]:
+                    r = int(at[k])
+                    paddrs[r], lengths[r] = R.unpack_range(payload, hdr.type_name)
+                    sequences[r] = -1 if hdr.sequence is None else hdr.sequence
+                    why = R.unpack_missing(payload)[2]
+                    if self._keep_reasons:
+                        self.missing_reasons.add(off, why)
+                    continue
+                if loop_missing[k]:
+                    dropped.append(int(at[k]))
                 self._decode(hdr, payload)
             except FormatError as e:
+                if loop_missing[k] and (not dropped or dropped[-1] != int(at[k])):
+                    dropped.append(int(at[k]))
                 self._problem(off, str(e).split(": ", 1)[-1])
-        # Column by column, without a filtered copy of the entries when every
-        # entry is memory (a million records: the INDEX alone is 32 MB).
-        every = bool(memory.all())
-        rows = np.zeros(int(memory.sum()), record_dtype())
-        for name in ("type", "flags", "offset", "paddr", "length"):
-            rows[name] = entries[name] if every else entries[name][memory]
-        sizes = np.subtract(ends, offsets, out=ends)
-        rows["size"] = sizes if every else sizes[memory]
-        rows["sequence"] = -1
-        del sizes, ends, entries, offsets, types, flags, ipayload
-        if len(self._builder):  # MISSING records: into file order
+        del paddrs, lengths, sequences, at, loop_missing, loop_strange, loop_types, loop_offsets
+        if dropped:
+            rows = np.delete(rows, dropped)
+        if len(self._builder):  # records decoded as another type than the INDEX says: into file order
             rows = np.concatenate([rows, self._builder.table().rows])
             rows = rows[np.argsort(rows["offset"], kind="stable")]
         self._builder = None
@@ -373,7 +405,7 @@ class TsdFile:
             paddr, length = R.unpack_range(payload, hdr.type_name)
             self._builder.append(t, hdr.flags, hdr.offset, hdr.size, hdr.sequence, paddr, length)
             if t == T.MISSING:
-                self.missing_reasons[(paddr, length)] = R.unpack_missing(payload)[2]
+                self.missing_reasons.add(hdr.offset, R.unpack_missing(payload)[2])
         elif t == T.METADATA:
             kind, data = R.unpack_metadata(payload)
             if kind == R.MetadataKind.MEMORY_MAP:
@@ -408,6 +440,12 @@ class TsdFile:
 
     def __repr__(self) -> str:
         return f"TsdFile({self.name!r}, records={len(self.records)}, footer={self.has_footer})"
+
+
+def _each(indices: np.ndarray, chunk: int = 4096):
+    """The ints of ``indices``, a chunk at a time (not a list of a million ints)."""
+    for k in range(0, len(indices), chunk):
+        yield from indices[k:k + chunk].tolist()
 
 
 class _ResyncGaveUp(Exception):

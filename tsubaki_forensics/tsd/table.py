@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["RecordInfo", "RecordTable", "TableBuilder", "RECORD_DTYPE", "RECORD_FIELDS", "SMALL_TABLE",
-           "record_dtype"]
+           "record_dtype", "MissingReasons", "MissingList"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +173,158 @@ class TableBuilder:
         for name, col in zip(RECORD_FIELDS, self._cols):
             rows[name] = np.frombuffer(col, dtype=col.typecode) if len(col) else 0
         return RecordTable(rows)
+
+
+class MissingReasons:
+    """The reasons of one file's MISSING records, by record offset: one UTF-8
+    blob and two integer columns, not a dict entry and a ``str`` per record
+    (a million MISSING records, issue 22)."""
+
+    __slots__ = ("_offsets", "_ends", "_blob", "_sorted", "_at")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._offsets, self._ends, self._blob = array.array("Q"), array.array("Q"), bytearray()
+        self._sorted = True
+        self._at: dict[int, int] | None = None  # offset -> reason number, for get()
+
+    def add(self, offset: int, reason: str) -> None:
+        """The reason of the MISSING record at file ``offset``."""
+        if self._offsets and offset <= self._offsets[-1]:
+            self._sorted = False
+        self._offsets.append(offset)
+        self._blob += reason.encode("utf-8", "surrogatepass")
+        self._ends.append(len(self._blob))
+        self._at = None
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def text(self, i: int) -> str:
+        """Reason number ``i`` (in the order they were added)."""
+        start = self._ends[i - 1] if i else 0
+        return self._blob[start:self._ends[i]].decode("utf-8", "surrogatepass")
+
+    def nonempty(self, ids: np.ndarray) -> np.ndarray:
+        """Per reason number in ``ids`` (-1: none): whether it says something."""
+        import numpy as np
+
+        if not len(self):
+            return np.zeros(len(ids), bool)
+        said = np.diff(np.frombuffer(self._ends, np.uint64), prepend=np.uint64(0)) > 0
+        out = said[np.maximum(ids, 0)]
+        out &= ids >= 0
+        return out
+
+    def get(self, offset: int) -> str:
+        """The reason of the record at ``offset`` ("" if none), without numpy:
+        for small dumps (issue 21); the last one added for an offset wins."""
+        if self._at is None:
+            self._at = {off: k for k, off in enumerate(self._offsets)}
+        k = self._at.get(offset)
+        return "" if k is None else self.text(k)
+
+    def index_of(self, offsets: np.ndarray) -> np.ndarray:
+        """The reason number of each record offset in ``offsets`` (-1: none)."""
+        import numpy as np
+
+        have = np.frombuffer(self._offsets, np.uint64) if len(self) else np.zeros(0, np.uint64)
+        order = None if self._sorted else np.argsort(have, kind="stable")
+        keys = have if order is None else have[order]
+        offsets = np.asarray(offsets, np.uint64)
+        if order is None and len(keys) == len(offsets) and np.array_equal(keys, offsets):
+            return np.arange(len(keys), dtype=np.int64)  # every record, in file order: the common case
+        i = np.searchsorted(keys, offsets, "right") - 1  # the last one added for an offset wins
+        found = (i >= 0) & (keys[np.maximum(i, 0)] == offsets) if len(keys) else np.zeros(len(offsets), bool)
+        ids = np.full(len(offsets), -1, np.int64)
+        ids[found] = i[found] if order is None else order[i[found]]
+        return ids
+
+
+class MissingList(Sequence):
+    """Every MISSING record of a dump as ``(paddr, length, reason)``, sorted: a
+    read-only sequence over numpy columns, a tuple built only for the
+    entries a caller looks at.  ``starts``/``lengths`` (uint64), and
+    :meth:`reason` / :meth:`said` by position, serve callers that must not
+    build an object per record (completeness, ``missing_ranges``)."""
+
+    __slots__ = ("starts", "lengths", "_file", "_rid", "_reasons")
+
+    def __init__(self, starts: np.ndarray, lengths: np.ndarray, file: np.ndarray, rid: np.ndarray,
+                 reasons: Sequence[MissingReasons]) -> None:
+        self.starts, self.lengths, self._file, self._rid, self._reasons = starts, lengths, file, rid, reasons
+
+    @classmethod
+    def build(cls, cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+              reasons: Sequence[MissingReasons]) -> MissingList:
+        """From per-file (paddr, length, file number, reason number) columns, sorted
+        as ``sorted()`` sorts the tuples: by paddr, length, then reason."""
+        import numpy as np
+
+        if not cols:
+            z = np.zeros(0, np.uint64)
+            return cls(z, z, np.zeros(0, np.int32), np.zeros(0, np.int64), reasons)
+        starts, lengths, file, rid = (c[0] if len(c) == 1 else np.concatenate(c) for c in zip(*cols))
+        if len(starts) > 1 and not (starts[1:] > starts[:-1]).all():  # one file in order: no sort
+            order = np.lexsort((lengths, starts))
+            starts, lengths, file, rid = starts[order], lengths[order], file[order], rid[order]
+            del order
+        out = cls(starts.astype(np.uint64, copy=False), lengths.astype(np.uint64, copy=False), file, rid, reasons)
+        tie = np.flatnonzero((starts[1:] == starts[:-1]) & (lengths[1:] == lengths[:-1]))
+        if len(tie):  # the same range recorded more than once: by reason, as sorted() would
+            k = 0
+            ties = tie.tolist()
+            while k < len(ties):
+                a = ties[k]
+                b = a + 1
+                while k + 1 < len(ties) and ties[k + 1] == b:
+                    k += 1
+                    b += 1
+                group = sorted(range(a, b + 1), key=out.reason)
+                out._file[a:b + 1] = out._file[group]
+                out._rid[a:b + 1] = out._rid[group]
+                k += 1
+        return out
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def reason(self, i: int) -> str:
+        rid = int(self._rid[i])
+        return self._reasons[int(self._file[i])].text(rid) if rid >= 0 else ""
+
+    def said(self) -> np.ndarray:
+        """Per entry: its reason is not empty."""
+        import numpy as np
+
+        if len(self._reasons) == 1:
+            return self._reasons[0].nonempty(self._rid)
+        out = np.zeros(len(self), bool)
+        for f in np.unique(self._file).tolist():
+            here = self._file == f
+            out[here] = self._reasons[f].nonempty(self._rid[here])
+        return out
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        return int(self.starts[i]), int(self.lengths[i]), self.reason(i)
+
+    def __iter__(self):
+        for k in range(0, len(self), 4096):
+            yield from self[k:k + 4096]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self)) if len(self) <= 16 else f"MissingList({len(self)} records)"
+

@@ -172,7 +172,7 @@ def _reason(e: Exception, f: TsdFile) -> str:
 def _compare_index(scanned: TsdFile, report: VerifyReport) -> bool:
     """The footer's INDEX must list exactly the memory records the scan found."""
     try:
-        indexed = TsdFile(scanned.path)
+        indexed = TsdFile(scanned.path, reasons=False)  # rows only (a million MISSING records)
     except FormatError as e:
         report.problems.append(Problem(scanned.name, 0, f"cannot reopen: {e}"))
         return False
