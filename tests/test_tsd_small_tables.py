@@ -118,6 +118,7 @@ with open_dump(sys.argv[1]) as dump:
     dump.memory.read(0, 4096)
     list(dump.memory.ranges())
     dump.completeness()
+    dump.memory.missing_ranges(), dump.memory.missing_reasons()  # MISSING records as lists too (issue 22)
 print("numpy" in sys.modules)
 """
 
