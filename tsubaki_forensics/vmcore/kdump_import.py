@@ -17,8 +17,6 @@ import os
 import time
 from typing import Any, Callable
 
-import numpy as np
-
 from ..tsd import MemoryMap, TsdWriter
 from ..tsd.records import PageClass
 from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
@@ -29,16 +27,6 @@ from .kdump import PageDamage, open_kdump
 __all__ = ["import_kdump", "kdump_properties"]
 
 BATCH = 8 << 20
-
-
-def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
-    """(first pfn, count) runs of a sorted pfn array."""
-    if len(pfns) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [len(pfns)]))
-    return [(int(pfns[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
 def kdump_properties(k: Any, names: list[str]) -> dict[str, str]:
@@ -75,9 +63,12 @@ def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLik
         if not excluded:
             dump_level = 1  # nothing left out: a level-1 file any 1.3 reader takes
         memory_map = MemoryMap.from_ranges(k.memory_ranges(), dump_level=dump_level | 1)
-        present = k.present_mask()
-        kept = k.dumped_pfns
-        total = len(kept) * ps
+        # Runs of dumped pages, held or missing, in address order: never a
+        # mask or a pfn per frame of the machine (a header may claim a huge one).
+        ps_runs = [(a // ps, n // ps, True) for a, n in k.present_ranges()]
+        ps_runs += [(a // ps, n // ps, False) for a, n in k.missing_ranges()]
+        ps_runs.sort()
+        total = sum(count for _, count, _ in ps_runs) * ps
         done = 0
         extra: dict = {"dedup": True} if dedup else {}
         # One buffer for every batch: write_memory returns once the batch is
@@ -88,20 +79,17 @@ def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLik
             w.write_metadata(vmcoreinfo=k.vmcoreinfo, notes=k.notes or None, properties=props)
             for a, n in excluded:
                 w.write_excluded(a, n, PageClass.UNKNOWN)
-            for pfn, count in _runs(kept):
+            for pfn, count, held in ps_runs:
+                if not held:  # a run of missing pages: one MISSING record
+                    reason = next(iter(k.missing_reason), "not in the kdump file")
+                    w.write_missing(pfn * ps, count * ps, reason)
+                    done += count * ps
+                    continue
                 pos, end = pfn, pfn + count
                 while pos < end:
-                    if not present[pos]:  # a run of missing pages: one MISSING record
-                        stop = pos
-                        while stop < end and not present[stop]:
-                            stop += 1
-                        reason = next(iter(k.missing_reason), "not in the kdump file")
-                        w.write_missing(pos * ps, (stop - pos) * ps, reason)
-                        pos = stop
-                        continue
                     stop = min(end, pos + BATCH // ps)
                     fill, first = 0, pos  # pages of ``batch`` filled, from pfn ``first``
-                    while pos < stop and present[pos]:
+                    while pos < stop:
                         try:
                             page = k.read_page(pos)
                         except (PageDamage, NotCollectedError) as e:  # flush, name the damage
