@@ -20,12 +20,22 @@ plain and flattened, with each page codec).  A crash is any exception that is no
     python bench/fuzz_atheris.py --runs 250000            # every target, in turn
     python bench/fuzz_atheris.py --target tsd --runs 1000 # one target
     python bench/fuzz_atheris.py --target elf=150000 --target json=350000
-    python bench/fuzz_atheris.py --target kdump=1000000@900   # at most 15 minutes
+    nice -n 19 python bench/fuzz_atheris.py --target kdump=1000000@900   # at most 15 minutes
+    python bench/fuzz_atheris.py --summary                # executions so far, per target
+    python bench/fuzz_atheris.py --profile kdump          # where an execution's time goes
 
 Each target runs in its own child (libFuzzer exits when done); the parent
-reads libFuzzer's final stats, counts crash-* artifacts, measures each
-child's peak RSS (wait4) and writes docs/benchmarks/fuzz_atheris.md.
+reads libFuzzer's final stats, counts crash-* artifacts and measures each
+child's peak RSS (wait4).  Each target's coverage corpus persists in
+``~/.cache/tsubaki-forensics/fuzz-corpus/<target>`` (``--keep``) and every
+run is appended to ``runs.jsonl`` there, so executions and coverage
+accumulate across runs and sessions; ``--summary`` adds them up.
 Crashers are kept under bench/fuzz-artifacts/ to become regression tests.
+
+Speed: atheris traces every line and branch of the instrumented modules,
+so only the parser under test is instrumented (``INSTRUMENT``); the input
+is rewritten into one scratch file in /dev/shm, in place.  Comparison
+tracing is left off where it leaks (``DATAFLOW``).
 """
 
 from __future__ import annotations
