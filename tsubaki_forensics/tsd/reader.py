@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, FormatError
 from . import records as R
@@ -26,6 +26,9 @@ from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
 from .problems import Problem
 from .records import RecordType as T
 from .table import SMALL_TABLE, MissingReasons, RecordInfo, RecordTable, TableBuilder, record_dtype
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Problem", "Event", "RecordInfo", "TsdFile", "Dump", "open_dump", "open_file", "merge_excluded"]
 
