@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import collections
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from ..errors import ConflictError, ExcludedPageError, FormatError, NotCollected
 from . import records as R
 from .completeness import np_merge, np_minus_set
 from .problems import Problem
-from .table import MissingList
+from .table import ColumnSequence, MissingList
 from .records import RecordType as T
 
 if TYPE_CHECKING:
@@ -682,7 +681,7 @@ class PhysicalMemory:
         return f"{name} record at {self.files[src.file].name} offset {src.rec.offset}{seq}"
 
 
-class RangeList(Sequence):
+class RangeList(ColumnSequence):
     """What :meth:`PhysicalMemory.ranges` returns: a read-only sequence of
     :class:`Range` over numpy columns, built one at a time as a caller looks
     (a dump of a million records must not cost a million objects).
@@ -730,15 +729,6 @@ class RangeList(Sequence):
             return [Range(a, b - a + 1, self.kind or ("zero" if zz else "data")) for a, b, zz in
                     zip(_pylist(s[i]), _pylist(l[i]), _pylist(z[i]))]
         return Range(int(s[i]), int(l[i]) - int(s[i]) + 1, self.kind or ("zero" if z[i] else "data"))
-
-    def __iter__(self):
-        for k in range(0, len(self), 4096):
-            yield from self[k:k + 4096]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
 
     def __repr__(self) -> str:
         return repr(list(self)) if len(self) <= 16 else f"RangeList({len(self)} ranges)"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["RecordInfo", "RecordTable", "TableBuilder", "RECORD_DTYPE", "RECORD_FIELDS", "SMALL_TABLE",
-           "record_dtype", "MissingReasons", "MissingList"]
+           "record_dtype", "MissingReasons", "MissingList", "ColumnSequence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +243,24 @@ class MissingReasons:
         return ids
 
 
-class MissingList(Sequence):
+class ColumnSequence(Sequence):
+    """A read-only sequence over numpy columns whose items are built on demand:
+    iterated a slice (4,096 items) at a time, so walking a million costs no
+    list of a million, and equal to any sequence of the same items."""
+
+    def __iter__(self):
+        for k in range(0, len(self), 4096):
+            yield from self[k:k + 4096]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class MissingList(ColumnSequence):
     """Every MISSING record of a dump as ``(paddr, length, reason)``, sorted: a
     read-only sequence over numpy columns, a tuple built only for the
     entries a caller looks at.  ``starts``/``lengths`` (uint64), and
@@ -313,17 +330,6 @@ class MissingList(Sequence):
         if i < 0:
             i += len(self)
         return int(self.starts[i]), int(self.lengths[i]), self.reason(i)
-
-    def __iter__(self):
-        for k in range(0, len(self), 4096):
-            yield from self[k:k + 4096]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return repr(list(self)) if len(self) <= 16 else f"MissingList({len(self)} records)"
