@@ -12,7 +12,6 @@ resynchronises on the record magic after damage, and lists each gap as a
 from __future__ import annotations
 
 import os
-import stat
 import uuid
 from dataclasses import dataclass, field
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, FormatError
+from ..inputs import stat_input
 from . import records as R
 from .completeness import Completeness, measure
 from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
@@ -461,14 +461,7 @@ class _ResyncGaveUp(Exception):
 
 def _open(path: Path) -> int:
     """Open for reading with a one-line error for the usual mistakes."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except OSError as e:
-        raise FormatError(f"{path}: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise FormatError(f"{path}: is a directory, not a .tsd dump")
+    stat_input(path, "a .tsd dump")
     try:
         return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:

@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 from typing import IO, Self
 
 from ..errors import FormatError
+from ..inputs import stat_input
 
 __all__ = ["MappedDumpFile", "stat_dump_file"]
 
 
 def stat_dump_file(path: str | os.PathLike[str], what: str) -> os.stat_result:
     """``os.stat`` of a dump a reader is about to open, as one-line errors: missing,
-    unreadable, a directory, or empty (``what`` names the format, e.g. "an ELF vmcore")."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except OSError as e:
-        raise FormatError(f"{path}: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise FormatError(f"{path}: is a directory, not {what}")
+    unreadable, a directory (:func:`~tsubaki_forensics.inputs.stat_input`), or empty
+    (``what`` names the format, e.g. "an ELF vmcore")."""
+    st = stat_input(path, what)
     if st.st_size == 0:
         raise FormatError(f"{path}: empty file, not {what}")
     return st
