@@ -54,7 +54,8 @@ def test_no_threads_runs_every_job_on_the_callers_thread_in_order():
 
 def test_the_writer_loads_neither_the_reader_nor_drgn():
     """``import`` needs the writer only: the reader's modules (record table, memory
-    reassembly, completeness) and drgn stay unloaded (issue 21, start-up)."""
+    reassembly, completeness), drgn, numpy (zero pages are found with
+    ``bytes.find``) and the dedup planner stay unloaded (issue 21, start-up)."""
     import subprocess
     import sys
 
@@ -65,5 +66,66 @@ def test_the_writer_loads_neither_the_reader_nor_drgn():
     assert "tsubaki_forensics.tsd.writer" in loaded
     unwanted = {"tsubaki_forensics.tsd.reader", "tsubaki_forensics.tsd.memory",
                 "tsubaki_forensics.tsd.completeness", "tsubaki_forensics.tsd.table",
-                "drgn", "tsubaki_forensics.pageclass"}
+                "drgn", "tsubaki_forensics.pageclass", "numpy", "tsubaki_forensics.tsd.dedup"}
     assert not loaded & unwanted
+
+
+# -- zero-page scan: bytes.find/memcmp and numpy agree ------------------------------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from tsubaki_forensics.tsd.encode import Run, _runs_numpy, runs  # noqa: E402
+
+PS = 512  # small pages keep the examples small; the scan is the same for 4 KiB
+
+
+def _image(kinds: list[int], head: int, tail: int, seed: int) -> bytes:
+    """Pages that are zero (0), data (1), zero but one byte at the start (2) or
+    end (3), or zero for more than a page's length across a page boundary (4),
+    between a partial head and tail page."""
+    import random
+
+    rng = random.Random(seed)
+    out = [bytes(head) if seed % 2 else rng.randbytes(head)]
+    for k in kinds:
+        page = bytearray(PS)
+        if k == 1:
+            page[:] = rng.randbytes(PS)
+        elif k == 2:
+            page[0] = 1
+        elif k == 3:
+            page[-1] = 1
+        elif k == 4:
+            page[PS // 2] = 7  # zeros around it reach into the neighbours
+        out.append(bytes(page))
+    out.append(bytes(tail) if seed % 3 else b"\x01" * tail)
+    return b"".join(out)
+
+
+@given(kinds=st.lists(st.integers(0, 4), max_size=40), head=st.integers(0, PS - 1),
+       tail=st.integers(0, PS - 1), seed=st.integers(0, 5), min_pages=st.integers(1, 4))
+def test_zero_runs_without_numpy_are_those_of_numpy(kinds, head, tail, seed, min_pages):
+    """The writer's numpy-free scan of a bytes buffer gives the very runs of the
+    numpy scan, for every placement of zero and data pages, partial pages at
+    either end and any shortest zero record; so the output stays byte for byte
+    what it was (tests/test_tsd_golden.py pins the bytes)."""
+    data = _image(kinds, head, tail, seed)
+    if not data:
+        return
+    paddr = 0x10000 - head  # the head partial page ends on a page boundary
+    want = _runs_numpy(memoryview(data), paddr, PS, min_pages * PS)
+    assert runs(data, paddr, PS, min_pages * PS) == want
+    assert runs(bytearray(data), paddr, PS, min_pages * PS) == want
+    framed = bytearray(b"\xff" * 3) + data + b"\xff"  # a file job: the chunk inside its read buffer
+    assert runs(memoryview(framed)[3:3 + len(data)], paddr, PS, min_pages * PS,
+                base=framed, start=3) == want
+    assert sum(r.length for r in want) == len(data)
+    assert all(isinstance(r, Run) for r in want)
+
+
+def test_a_view_of_part_of_a_buffer_is_scanned_by_numpy_and_agrees():
+    """A caller's memoryview of part of a bytearray (kdump import's batch) has no
+    known offset into it: it takes the numpy scan, with the same result."""
+    data = bytearray(PS) + bytearray(b"\x05" * PS) + bytearray(3 * PS)
+    view = memoryview(data)[PS:]
+    assert runs(view, 0, PS, PS) == [Run(True, 0, PS), Run(False, PS, 3 * PS)]

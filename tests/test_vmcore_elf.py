@@ -251,3 +251,25 @@ def test_proc_vmcore_style_overlapping_text_segment_is_imported_once(tmp_path):
     assert res.stats.raw_bytes == len(ram)
     with open_dump(tsd) as dump:
         assert dump.problems == [] and dump.memory.read(0, len(ram)) == ram
+
+
+def test_a_level_1_import_runs_without_numpy_and_reads_back(tmp_path):
+    """A whole ``import`` of an ELF at the default level (start-up, program
+    headers, zero scan, compression) never loads numpy: importing it was an
+    eighth of a 256 MiB import (issue 21).  The dump reads back byte for byte."""
+    import subprocess
+    import sys
+
+    src, tsd = tmp_path / "qemu.elf", tmp_path / "d.tsd"
+    segs = sample_memory()
+    qemu_style_elf(src, segs, sample_notes())
+    code = ("import sys; from tsubaki_forensics.cli.app import main\n"
+            "sys.argv = ['tsubaki-forensics', 'import', sys.argv[1], '-o', sys.argv[2]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('numpy' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, str(src), str(tsd)], capture_output=True,
+                          text=True, check=True)
+    assert proc.stderr.strip().splitlines()[-1] == "False", proc.stderr
+    with open_dump(tsd) as dump:
+        for paddr, data in segs:
+            assert dump.memory.read(paddr, len(data)) == data

@@ -27,13 +27,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import __version__
 from . import records as R
-from .dedup import DedupPlanner, Source, run_dedup, scan_file, scan_memory
 from .encode import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_LEVEL,
@@ -47,9 +44,13 @@ from .encode import (
     encode_file,
     encode_file_pages,
     file_batches,
+    searchable,
 )
 from .framing import RecordFile, WriteStats
 from .heap import reuse_chunk_sized_blocks
+
+if TYPE_CHECKING:  # dedup loads on first use: most writers never dedup
+    from .dedup import Source
 
 __all__ = ["TsdWriter", "WriteStats", "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES",
            "FILE_BATCH"]
@@ -112,7 +113,12 @@ class TsdWriter(RecordFile):
                {"minor": R.FORMAT_MINOR_DEDUP} if dedup else {}))
         self.encoding = Encoding(page_size=page_size, chunk_size=chunk_size, level=level,
                                  min_zero=max(1, min_zero_pages) * page_size)
-        self._dedup = DedupPlanner() if dedup else None
+        if dedup:
+            from .dedup import DedupPlanner
+
+            self._dedup: Any = DedupPlanner()
+        else:
+            self._dedup = None
         reuse_chunk_sized_blocks()
         self._pipeline = Pipeline(threads)
         try:
@@ -168,13 +174,17 @@ class TsdWriter(RecordFile):
         enc = self.encoding
         cut = chunks(paddr, len(view), enc.chunk_size)
         if self._dedup is not None:
+            from .dedup import scan_memory
+
             self._dedup.new_origin(None, paddr)
             ps = enc.page_size
             return self._run(paddr, len(view),
                              ((scan_memory, (view[a - paddr:a - paddr + n], a, enc)) for a, n in cut),
                              lambda off: bytes(view[off:off + ps]))
+        base, start = searchable(data)  # bytes: zero pages found without numpy
         return self._run(paddr, len(view),
-                         ((encode_chunk, (view[a - paddr:a - paddr + n], a, enc)) for a, n in cut))
+                         ((encode_chunk, (view[a - paddr:a - paddr + n], a, enc, base, start + a - paddr))
+                          for a, n in cut))
 
     def write_file_range(self, paddr: int, fd: int, offset: int, length: int) -> WriteStats:
         """Write ``length`` bytes of physical memory read from file ``fd`` at ``offset``.
@@ -187,6 +197,8 @@ class TsdWriter(RecordFile):
         enc = self.encoding
         batches = file_batches(paddr, offset, length, enc.chunk_size)
         if self._dedup is not None:
+            from .dedup import scan_file
+
             st = os.fstat(fd)
             self._dedup.new_origin((st.st_dev, st.st_ino), paddr - offset)
             free, ps = self._dedup.free, enc.page_size
@@ -208,6 +220,8 @@ class TsdWriter(RecordFile):
         ps = self.page_size
         if paddr % ps or length % ps:
             raise ValueError(f"write_file_pages needs whole pages, not {paddr:#x}+{length:#x}")
+        import numpy as np  # a dump level above 1: the page classifier loaded it
+
         classes = np.asarray(classes, np.uint8)
         if classes.size != length // ps:
             raise ValueError(f"{classes.size} classes for {length // ps} pages")
@@ -247,6 +261,8 @@ class TsdWriter(RecordFile):
             sys.setswitchinterval(_SWITCH_INTERVAL)
         try:
             if source is not None:
+                from .dedup import run_dedup
+
                 assert self._dedup is not None
                 self._dedup.rewrite_check(paddr, length)
                 run_dedup(self._dedup, self._pipeline.pool, self._pipeline.threads, jobs, source,

@@ -12,10 +12,11 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
@@ -33,14 +34,12 @@ __all__ = ["ElfVmcore", "Segment", "ARCH_BY_MACHINE", "stat_dump_file"]
 MAX_SEGMENTS = 1 << 18
 _PT_LOAD, _PT_NOTE = 1, 4
 _PT_NAMES = {_PT_LOAD: "PT_LOAD", _PT_NOTE: "PT_NOTE"}
-_PHDR64 = np.dtype({"names": ["type", "offset", "vaddr", "paddr", "filesz", "memsz"],
-                    "formats": ["u4", "u8", "u8", "u8", "u8", "u8"],
-                    "offsets": [0, 8, 16, 24, 32, 40], "itemsize": 56})
-_PHDR32 = np.dtype({"names": ["type", "offset", "vaddr", "paddr", "filesz", "memsz"],
-                    "formats": ["u4", "u4", "u4", "u4", "u4", "u4"],
-                    "offsets": [0, 4, 8, 12, 16, 20], "itemsize": 32})
-_FIELDS = np.dtype([("type", "u4"), ("offset", "u8"), ("vaddr", "u8"), ("paddr", "u8"),
-                    ("filesz", "u8"), ("memsz", "u8")])
+#: (type, offset, vaddr, paddr, filesz, memsz) of an Elf64_Phdr / Elf32_Phdr
+#: (struct, not a numpy table: importing numpy cost more than a whole
+#: small import's parsing, issue 21)
+_PHDR64 = "I4xQQQQQ"
+_PHDR32 = "IIIIII"
+_PHDR_SIZE = {64: 56, 32: 32}
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,6 @@ class Segment:
     @property
     def end(self) -> int:
         return self.paddr + max(self.size, self.memsz)
-
-
-def _rows(table: np.ndarray, chunk: int = 4096):
-    """The rows of ``table`` as tuples of Python ints, a chunk at a time (bounded RSS)."""
-    for at in range(0, len(table), chunk):
-        yield from table[at:at + chunk].tolist()
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:
@@ -119,7 +112,7 @@ class ElfVmcore(MappedDumpFile):
         #: (paddr, length) of PT_LOAD data past the end of a file cut short: missing
         self.cut_off: list[tuple[int, int]] = []
         self.problems: list[str] = []
-        for p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz in _rows(phdrs):
+        for p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz in phdrs:
             if p_type == _PT_LOAD and p_offset + p_filesz > size and p_paddr + max(p_filesz, p_memsz) <= 1 << 64:
                 # A copy of /proc/vmcore that ran out of space: keep what is there,
                 # name the rest missing (never zeros: p_memsz is cut with it)
@@ -162,29 +155,28 @@ class ElfVmcore(MappedDumpFile):
                     self.vmcoreinfo = note.desc
                     break
 
-    def _program_headers(self, phnum: int, phoff: int, phentsize: int, size: int) -> np.ndarray:
-        """The program header table as a compact array, its claimed size checked first.
+    def _program_headers(self, phnum: int, phoff: int, phentsize: int,
+                         size: int) -> Iterator[tuple[int, int, int, int, int, int]]:
+        """The program headers, one (type, offset, vaddr, paddr, filesz, memsz)
+        at a time, the table's claimed size checked first.
 
-        (type, offset, vaddr, paddr, filesz, memsz) per header; a header
-        claiming more entries than the file can hold (PN_XNUM with a forged
-        ``sh_info``, ``e_phentsize`` 0) is refused before anything is built.
+        A header claiming more entries than the file can hold (PN_XNUM with
+        a forged ``sh_info``, ``e_phentsize`` 0) is refused before anything is
+        read; rows are unpacked one by one from the mapping (bounded RSS).
         """
-        dtype = _PHDR64 if self.elfclass == 64 else _PHDR32
         if phnum == 0:
-            return np.zeros(0, dtype=_FIELDS)
-        if phentsize < dtype.itemsize:
+            return iter(())
+        itemsize = _PHDR_SIZE[self.elfclass]
+        if phentsize < itemsize:
             raise FormatError(f"{self.path}: e_phentsize {phentsize} is smaller than a program header "
-                              f"({dtype.itemsize} bytes)")
+                              f"({itemsize} bytes)")
         check_count(phnum, f"{self.path}: program header table", item_size=phentsize,
                     available=max(0, size - phoff), limit=MAX_SEGMENTS)
-        order = "<" if self.little_endian else ">"
+        row = struct.Struct(("<" if self.little_endian else ">")
+                            + (_PHDR64 if self.elfclass == 64 else _PHDR32))
         assert self._mm is not None
-        table = np.ndarray((phnum,), dtype=dtype.newbyteorder(order), buffer=self._mm, offset=phoff,
-                           strides=(phentsize,))
-        out = np.zeros(phnum, dtype=_FIELDS)
-        for name in _FIELDS.names:
-            out[name] = table[name]
-        return out
+        mm = self._mm
+        return (row.unpack_from(mm, phoff + i * phentsize) for i in range(phnum))
 
     def ranges(self) -> list[tuple[int, int, Segment]]:
         """Disjoint (paddr, length, segment) covering every PT_LOAD once.

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
 from ..errors import PageClassError
 from ..tsd import MemoryMap, TsdWriter, WriteStats
 from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, PageClass
@@ -241,6 +239,8 @@ def _write_classified(w: TsdWriter, fd: int, base: int, start: int, end: int,
                       classification: PageClassification) -> None:
     """Write ``[start, end)`` of the vmcore (file offset = paddr + ``base``) page by
     page class: partial pages at the edges are written whole, as data."""
+    import numpy as np  # the classifier loaded it; level 1 imports stay numpy-free (issue 21)
+
     ps = w.page_size
     a, b = -(-start // ps) * ps, end // ps * ps
     if a >= b:
