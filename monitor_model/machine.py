@@ -309,6 +309,23 @@ class EmulatedRam:
         return bytes(buf)
 
 
+    def read_into(self, paddr: int, view: memoryview) -> None:
+        """:meth:`read` into ``view`` (the source's own ``read_into`` when it has one)."""
+        view = memoryview(view).cast("B")
+        size = len(view)
+        fill = getattr(self.source, "read_into", None)
+        if fill is not None:
+            fill(paddr, view)
+        else:  # a source registered by a plugin may only read
+            view[:] = self.source.read(paddr, size)
+        if not self.overwritten.overlaps(paddr, size):
+            return
+        for start, end, seed in self._overwrites:
+            s, e = max(start, paddr), min(end, paddr + size)
+            if s < e:
+                view[s - paddr : e - paddr] = _garbage(seed, s, e - s)
+
+
 def _garbage(seed: int, start: int, length: int) -> bytes:
     """What a booting kernel left in a range: never zero, never the old bytes.
 

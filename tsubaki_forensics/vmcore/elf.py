@@ -266,6 +266,33 @@ class ElfVmcore(MappedDumpFile):
                 pos = stop
         return b"".join(parts)
 
+    def read_into(self, paddr: int, view: memoryview) -> None:
+        """Fill ``view`` with the bytes at ``paddr`` (:meth:`read` without a new
+        block per call: ``preadv`` into the caller's buffer, zeros past
+        ``p_filesz``); NotCollectedError at the first address no segment has."""
+        view = memoryview(view).cast("B")
+        pos, end, at = paddr, paddr + len(view), 0
+        fd = self._file.fileno()
+        while pos < end:
+            s = self._segment(pos)
+            stop = min(end, s.end)
+            file_end = s.paddr + s.size
+            if pos < file_end:
+                cut = min(stop, file_end)
+                off = s.offset + pos - s.paddr
+                got = 0
+                while got < cut - pos:  # short reads happen; EOF is a truncated file
+                    n = os.preadv(fd, [view[at + got:at + cut - pos]], off + got)
+                    if n <= 0:
+                        raise FormatError(f"vmcore ends at offset {off + got}, inside a PT_LOAD")
+                    got += n
+                at += cut - pos
+                pos = cut
+            if pos < stop:
+                view[at:at + stop - pos] = bytes(stop - pos)
+                at += stop - pos
+                pos = stop
+
     def fileno(self) -> int:
         """The open vmcore's file descriptor (for ``TsdWriter.write_file_range``)."""
         return self._file.fileno()
