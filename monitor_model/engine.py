@@ -359,32 +359,79 @@ class _Run:
     def _write(self, start: int, length: int) -> tuple[float, int]:
         """Read a range from the emulated RAM into the writer, the pages the
         level keeps as memory and the others as excluded; returns the
-        measured compression CPU seconds and the non-zero bytes written."""
-        cpu, nonzero = 0.0, 0
+        measured compression CPU seconds and the non-zero bytes written.
+
+        Why windows go through :meth:`~tsubaki_forensics.tsd.TsdWriter.write_memory_many`
+        (issue 21): one ``write_memory`` per 8 MiB window is one chunk per
+        call, so one worker compressed while the other idled and this thread
+        waited; now the windows of a stretch of kept memory share one pipeline
+        run, each read (``read_into``) into one of a ring of reused buffers
+        while the workers compress the ones before.  The records are byte for
+        byte those of one call per window.
+        """
         pages = self.monitor.pages
         filters = pages is not None and self.level is not None and self.level > 1
+        # (paddr, length, class) in address order; class None ends a window (progress)
+        acts: list[tuple[int, int, int | None]] = []
         for pos in range(start, start + length, READ_SIZE):
             size = min(READ_SIZE, start + length - pos)
-            runs = pages.runs(pos, size) if filters else [(pos, size, KEPT)]
-            for lo, n, cls in runs:
-                if cls != KEPT:
-                    self.writer.write_excluded(lo, n, cls)
-                    continue
-                try:
-                    data = self.ram.read(lo, n)
-                    if len(data) != n:  # a short read would shift every later byte
-                        raise SourceError(f"short read at {lo:#x}: {len(data)} of {n} bytes")
-                except (SourceError, OSError) as e:
-                    # what could not be read is recorded as missing, never as zeros
-                    why = str(e) if isinstance(e, SourceError) else f"read error: {e.strerror or e}"
-                    self.writer.write_missing(lo, n, why)
-                else:
-                    stats = self.writer.write_memory(lo, data)
-                    cpu += stats.compress_seconds
-                    nonzero += stats.raw_bytes - stats.zero_bytes
-            if self.progress:
-                self.progress(size)
+            acts += pages.runs(pos, size) if filters else [(pos, size, KEPT)]
+            acts.append((pos, size, None))
+        cpu, nonzero, i = 0.0, 0, 0
+        while i < len(acts):
+            lo, n, cls = acts[i]
+            if cls is None:
+                if self.progress:
+                    self.progress(n)
+                i += 1
+            elif cls != KEPT:
+                self.writer.write_excluded(lo, n, cls)
+                i += 1
+            else:
+                at = [i]  # where the parts stopped: the next act to handle
+                failed: list[tuple[int, int, str]] = []
+                stats = self.writer.write_memory_many(self._kept_parts(acts, at, failed))
+                cpu += stats.compress_seconds
+                nonzero += stats.raw_bytes - stats.zero_bytes
+                if failed:  # what could not be read is recorded as missing, never as zeros
+                    self.writer.write_missing(*failed[0])
+                i = at[0]
         return cpu, nonzero
+
+    def _kept_parts(self, acts: list, at: list[int], failed: list):
+        """The kept runs from ``acts[at[0]]`` on (window ends reported as
+        progress), each read into the next buffer of the ring, until a run of
+        another class; ``at[0]`` follows.  A read that fails ends them: its
+        (paddr, length, why) lands in ``failed`` and ``at[0]`` moves past it."""
+        ring = self._read_ring()
+        k = 0
+        while at[0] < len(acts):
+            lo, n, cls = acts[at[0]]
+            if cls is None:
+                if self.progress:
+                    self.progress(n)
+                at[0] += 1
+                continue
+            if cls != KEPT:
+                return
+            buf = ring[k % len(ring)]
+            view = memoryview(buf)[:n] if n < len(buf) else buf
+            at[0] += 1
+            try:
+                self.ram.read_into(lo, view)
+            except (SourceError, OSError) as e:
+                failed.append((lo, n, str(e) if isinstance(e, SourceError) else
+                               f"read error: {e.strerror or e}"))
+                return
+            yield lo, view
+            k += 1
+
+    def _read_ring(self) -> list[bytearray]:
+        """The writer's :attr:`parts_in_flight` buffers of one window, made once."""
+        ring = getattr(self, "_ring", None)
+        if ring is None or len(ring) != self.writer.parts_in_flight:
+            ring = self._ring = [bytearray(READ_SIZE) for _ in range(self.writer.parts_in_flight)]
+        return ring
 
     def close(self) -> None:
         """Compute the stalls, write the timeline events and the index, close."""

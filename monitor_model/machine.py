@@ -313,17 +313,28 @@ class EmulatedRam:
         """:meth:`read` into ``view`` (the source's own ``read_into`` when it has one)."""
         view = memoryview(view).cast("B")
         size = len(view)
-        fill = getattr(self.source, "read_into", None)
-        if fill is not None:
-            fill(paddr, view)
-        else:  # a source registered by a plugin may only read
-            view[:] = self.source.read(paddr, size)
+        if _reads_into(self.source):
+            self.source.read_into(paddr, view)
+        else:  # a plugin's source may only read (or a subclass change what reads return)
+            data = self.source.read(paddr, size)
+            if len(data) != size:  # a short read would shift every later byte
+                raise SourceError(f"short read at {paddr:#x}: {len(data)} of {size} bytes")
+            view[:] = data
         if not self.overwritten.overlaps(paddr, size):
             return
         for start, end, seed in self._overwrites:
             s, e = max(start, paddr), min(end, paddr + size)
             if s < e:
                 view[s - paddr : e - paddr] = _garbage(seed, s, e - s)
+
+
+def _reads_into(source) -> bool:
+    """True when ``source.read_into`` reads what ``source.read`` would: it is
+    defined on the class that defines ``read``, or below it."""
+    mro = type(source).__mro__
+    into = next((i for i, c in enumerate(mro) if "read_into" in vars(c)), None)
+    read = next((i for i, c in enumerate(mro) if "read" in vars(c)), None)
+    return into is not None and (read is None or into <= read)
 
 
 def _garbage(seed: int, start: int, length: int) -> bytes:

@@ -93,7 +93,10 @@ class MemorySource:
         (issue 21).  The built-in sources read straight into ``view``; this
         default copies what :meth:`read` returns.
         """
-        view[:] = self.read(paddr, len(view))
+        data = self.read(paddr, len(view))
+        if len(data) != len(view):
+            raise SourceError(f"short read at {paddr:#x}: {len(data)} of {len(view)} bytes")
+        view[:] = data
 
     def close(self) -> None:
         """Release files."""

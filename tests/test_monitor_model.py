@@ -218,3 +218,53 @@ def test_a_dump_cut_short_still_records_when_linux_got_memory(tmp_path):
         kinds = {e.kind for e in dump.events}
     assert {"reboot_start", "restart"} <= kinds
     assert later.region in given and len(given) < len(r.regions)
+
+
+def test_read_into_fills_a_buffer_with_what_read_returns(tmp_path):
+    """The collect engine reads every window into a reused buffer (issue 21):
+    ``read_into`` of each built-in source and of the emulated RAM (overwritten
+    ranges included) gives the bytes ``read`` gives; a subclass that changes
+    only ``read`` is read through it, short reads named."""
+    import json
+    import random
+    import struct
+
+    from monitor_model.sources import RawImageSource, VmcoreSource
+    from tsubaki_forensics.errors import SourceError
+
+    rng = random.Random(4)
+    data = rng.randbytes(3 * 4096) + bytes(4096) + rng.randbytes(2 * 4096)
+    raw = tmp_path / "ram.bin"
+    raw.write_bytes(b"pad" + data)
+    (tmp_path / "ram.bin.json").write_text(json.dumps({"ranges": [
+        {"paddr": 0x10000, "length": 4 * 4096, "offset": 3},
+        {"paddr": 0x40000, "length": 2 * 4096, "offset": 3 + 4 * 4096}]}))
+    elf = tmp_path / "core.elf"  # one PT_LOAD with p_memsz beyond p_filesz (reads as zeros)
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    ehdr = struct.pack("<16sHHIQQQIHHHHHH", ident, 4, 62, 1, 0, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 0, 120, 0, 0x10000, len(data), len(data) + 4096, 0)
+    elf.write_bytes(ehdr + phdr + data)
+    sources = [BytesSource(data, [(0x10000, 4 * 4096), (0x40000, 2 * 4096)]),
+               RawImageSource(raw), VmcoreSource(elf)]
+    for src in sources:
+        for paddr, size in src.ranges:
+            for a, n in ((paddr, size), (paddr + 100, size - 300), (paddr + 4096, 4096)):
+                buf = bytearray(b"\xaa" * (n + 7))
+                src.read_into(a, memoryview(buf)[:n])
+                assert bytes(buf[:n]) == src.read(a, n) and buf[n:] == b"\xaa" * 7
+        with pytest.raises(SourceError):
+            src.read_into(0x30000, memoryview(bytearray(16)))
+        ram = EmulatedRam(src)
+        ram.overwrite(src.ranges[0][0] + 4096, 100, seed=3)
+        lo, n = src.ranges[0]
+        buf = bytearray(n)
+        ram.read_into(lo, buf)
+        assert bytes(buf) == ram.read(lo, n) != src.read(lo, n)
+        src.close()
+
+    class Short(BytesSource):
+        def read(self, paddr, size):
+            return super().read(paddr, size)[:-1]
+
+    with pytest.raises(SourceError, match="short read"):
+        EmulatedRam(Short(data)).read_into(0, memoryview(bytearray(4096)))
