@@ -276,26 +276,6 @@ def test_a_level_1_import_runs_without_numpy_and_reads_back(tmp_path):
             assert dump.memory.read(paddr, len(data)) == data
 
 
-def test_a_small_vmcore_is_written_at_the_fast_level_unless_told(tmp_path):
-    """Up to SMALL_INPUT of memory an import defaults to zstd level 1 (its peer is
-    makedumpfile's LZO mode, issue 21), above it to the writer's level 3; a level
-    asked for is kept.  Level 1 frames read back with the reader unchanged."""
-    from tsubaki_forensics.tsd.writer import DEFAULT_LEVEL
-    from tsubaki_forensics.vmcore.importer import SMALL_INPUT, SMALL_INPUT_LEVEL, default_level
-
-    assert default_level(SMALL_INPUT) == SMALL_INPUT_LEVEL == 1
-    assert default_level(SMALL_INPUT + PAGE) == DEFAULT_LEVEL == 3
-    src = tmp_path / "qemu.elf"
-    segs = sample_memory()
-    qemu_style_elf(src, segs, sample_notes())
-    for asked, used in ((None, 1), (3, 3), (7, 7)):
-        out = tmp_path / f"d{asked}.tsd"
-        assert import_vmcore(src, out, level=asked).level == used
-        with open_dump(out) as dump:
-            for paddr, data in segs:
-                assert dump.memory.read(paddr, len(data)) == data
-
-
 @pytest.mark.parametrize("which", ["qemu", "export", "big-endian-32", "xnum"])
 def test_elf_header_fields_are_pyelftools_own(tmp_path, which):
     """The vmcore reader unpacks the ELF header with struct (pyelftools cost

@@ -15,7 +15,7 @@ import enum
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator
 
 import typer
 
@@ -99,8 +99,7 @@ def import_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="The .tsd file to write.")],
     chunk_size: Annotated[str, typer.Option(help="Largest MEMORY record, e.g. 8M "
                                                  "(default: the format's measured default).")] = "",
-    level: Annotated[Optional[int], typer.Option(
-        help="zstd level (default: 1 for an ELF vmcore of at most 1 GiB of memory, else 3).")] = None,
+    level: Annotated[int, typer.Option(help="zstd level.")] = 3,
     threads: Annotated[int, typer.Option(help="Compression threads.")] = 2,
     dedup: Annotated[bool, typer.Option(
         "--dedup", help="Store a page that repeats an earlier page as a reference to it "
@@ -127,7 +126,7 @@ def import_cmd(
         # drgn.helpers.linux) serve nothing here and cost 0.05-0.2 s a run.
         # A user's own setting is kept.
         os.environ.setdefault("DRGN_DISABLE_PLUGINS", "*")
-    if level is not None and not 1 <= level <= 22:
+    if not 1 <= level <= 22:
         raise typer.BadParameter("zstd level must be 1..22", param_hint="--level")
     update, stop = _progress("import")
     try:
@@ -136,8 +135,7 @@ def import_cmd(
         # half an import is of no use to anyone: published only once complete
         with atomic_output(output, force=force, inputs=tuple(vmcore)) as partial:
             res = import_any(vmcore if len(vmcore) > 1 else vmcore[0], partial, chunk_size=size,
-                             **({} if level is None else {"level": level}),
-                             threads=threads, progress=update,
+                             level=level, threads=threads, progress=update,
                              **({"dedup": True} if dedup else {}),
                              dump_level=dump_level, fallback_level_1=fallback_level_1,
                              warn=cli_output.print_warning)

@@ -26,31 +26,13 @@ from .elf import ElfVmcore
 if TYPE_CHECKING:  # the page classifier needs drgn: imported only for a dump level above 1
     from ..pageclass import PageClassification
 
-__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents", "ELF_LEFT_OUT_LEVEL",
-           "SMALL_INPUT", "SMALL_INPUT_LEVEL", "default_level"]
+__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents", "ELF_LEFT_OUT_LEVEL"]
 
 #: makedumpfile -E does not record its dump level; the pages it left out are
 #: written as EXCLUDED runs, which format 1.4 allows only at a level above 1.
 ELF_LEFT_OUT_LEVEL = 31
 
 WINDOW = 64 << 20  # progress granularity; the writer pipelines chunks within it
-
-#: A vmcore of at most this much memory is compressed at :data:`SMALL_INPUT_LEVEL`
-#: unless a level is asked for; a larger one at the writer's DEFAULT_LEVEL (3).
-SMALL_INPUT = 1 << 30
-#: Why 1 for small inputs (issue 21, docs/BENCHMARKS.md "Fourth pass"): on a
-#: 256 MiB crash zstd level 1 costs 0.58x the CPU of level 3 for a file 4%
-#: larger (40.6 vs 38.9 MB; makedumpfile -l writes 52.5 MB), and the
-#: peer of a small import is makedumpfile's fast LZO mode, not ``zstd -3``.
-#: Level 1 frames are ordinary zstd frames: the format and every reader take
-#: them unchanged.  Above 1 GiB the peer is ``zstd -3 -T2`` and the target is
-#: its size, so large imports stay at level 3, byte for byte as before.
-SMALL_INPUT_LEVEL = 1
-
-
-def default_level(memory_bytes: int) -> int:
-    """The zstd level an import of ``memory_bytes`` of memory uses unless told."""
-    return SMALL_INPUT_LEVEL if memory_bytes <= SMALL_INPUT else DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -67,7 +49,6 @@ class ImportResult:
     excluded_bytes: int = 0  # bytes left out as EXCLUDED runs
     fallback: str = ""  # why the level fell back to 1 (fallback_level_1), or ""
     classify_seconds: float = 0.0
-    level: int = DEFAULT_LEVEL  # the zstd level the dump was written at
 
 
 def vmcoreinfo_fields(vmcoreinfo: bytes | None) -> dict[str, str]:
@@ -114,7 +95,7 @@ def file_extents(fd: int, offset: int, length: int, *, min_hole: int) -> list[tu
 
 
 def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int | None = None,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                   threads: int = 2, min_zero_pages: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   dedup: bool = False, dump_level: int = DUMP_LEVEL_ZERO_AS_RECORDS,
@@ -122,8 +103,6 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                   warn: Callable[[str], None] | None = None) -> ImportResult:
     """Copy every PT_LOAD, the notes and VMCOREINFO of ``source`` into ``output``.
 
-    ``level``: the zstd level; None: :func:`default_level` of the memory the
-    vmcore holds (1 up to :data:`SMALL_INPUT`, else 3).
     ``dedup``: store repeated pages as references (format 1.2, ``TsdWriter``).
     ``dump_level``: makedumpfile's ``-d`` bits (0..31).  0 and 1 write every
     page (today's files, byte for byte); a level with any bit above 1 classifies
@@ -176,8 +155,6 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
             extra["dedup"] = True
         ranges = core.ranges()
         total = sum(length for _, length, _ in ranges)
-        if level is None:
-            level = default_level(total)
         done = 0
         # The notice first: what the dump should hold (every PT_LOAD), so any
         # prefix of the output knows its total (FORMAT.md §4.3, §7.4).
@@ -239,7 +216,7 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         nseg = len(core.segments)
     return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
                         time.perf_counter() - t0, os.path.getsize(output), nseg, dedup_pages,
-                        dump_level, excluded_bytes, fallback, classify_seconds, level)
+                        dump_level, excluded_bytes, fallback, classify_seconds)
 
 
 def _left_out(ranges: list, page_size: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
