@@ -361,77 +361,48 @@ class _Run:
         level keeps as memory and the others as excluded; returns the
         measured compression CPU seconds and the non-zero bytes written.
 
-        Why windows go through :meth:`~tsubaki_forensics.tsd.TsdWriter.write_memory_many`
-        (issue 21): one ``write_memory`` per 8 MiB window is one chunk per
-        call, so one worker compressed while the other idled and this thread
-        waited; now the windows of a stretch of kept memory share one pipeline
-        run, each read (``read_into``) into one of a ring of reused buffers
-        while the workers compress the ones before.  The records are byte for
-        byte those of one call per window.
+        Every window is read into one reused buffer (``read_into``; issue 21:
+        a new 8 MiB block per window before), which ``write_memory`` may reuse
+        once it returns.  Overlapping the reads with compression on both
+        workers (``write_memory`` of several windows in one pipeline run, a
+        ring of buffers) was measured and not kept: +19-28% CPU, +45-60 MiB
+        RSS and 10-18% more wall on the loaded 2-core machine
+        (docs/BENCHMARKS.md, "Fourth pass").
         """
+        cpu, nonzero = 0.0, 0
         pages = self.monitor.pages
         filters = pages is not None and self.level is not None and self.level > 1
-        # (paddr, length, class) in address order; class None ends a window (progress)
-        acts: list[tuple[int, int, int | None]] = []
+        buf = self._read_buffer()
         for pos in range(start, start + length, READ_SIZE):
             size = min(READ_SIZE, start + length - pos)
-            acts += pages.runs(pos, size) if filters else [(pos, size, KEPT)]
-            acts.append((pos, size, None))
-        cpu, nonzero, i = 0.0, 0, 0
-        while i < len(acts):
-            lo, n, cls = acts[i]
-            if cls is None:
-                if self.progress:
-                    self.progress(n)
-                i += 1
-            elif cls != KEPT:
-                self.writer.write_excluded(lo, n, cls)
-                i += 1
-            else:
-                at = [i]  # where the parts stopped: the next act to handle
-                failed: list[tuple[int, int, str]] = []
-                stats = self.writer.write_memory_many(self._kept_parts(acts, at, failed))
-                cpu += stats.compress_seconds
-                nonzero += stats.raw_bytes - stats.zero_bytes
-                if failed:  # what could not be read is recorded as missing, never as zeros
-                    self.writer.write_missing(*failed[0])
-                i = at[0]
+            runs = pages.runs(pos, size) if filters else [(pos, size, KEPT)]
+            for lo, n, cls in runs:
+                if cls != KEPT:
+                    self.writer.write_excluded(lo, n, cls)
+                    continue
+                # the whole buffer when the window fills it: the writer scans a
+                # bytearray for zero pages without numpy
+                view = buf if n == len(buf) else memoryview(buf)[:n]
+                try:
+                    self.ram.read_into(lo, view)
+                except (SourceError, OSError) as e:
+                    # what could not be read is recorded as missing, never as zeros
+                    why = str(e) if isinstance(e, SourceError) else f"read error: {e.strerror or e}"
+                    self.writer.write_missing(lo, n, why)
+                else:
+                    stats = self.writer.write_memory(lo, view)
+                    cpu += stats.compress_seconds
+                    nonzero += stats.raw_bytes - stats.zero_bytes
+            if self.progress:
+                self.progress(size)
         return cpu, nonzero
 
-    def _kept_parts(self, acts: list, at: list[int], failed: list):
-        """The kept runs from ``acts[at[0]]`` on (window ends reported as
-        progress), each read into the next buffer of the ring, until a run of
-        another class; ``at[0]`` follows.  A read that fails ends them: its
-        (paddr, length, why) lands in ``failed`` and ``at[0]`` moves past it."""
-        ring = self._read_ring()
-        k = 0
-        while at[0] < len(acts):
-            lo, n, cls = acts[at[0]]
-            if cls is None:
-                if self.progress:
-                    self.progress(n)
-                at[0] += 1
-                continue
-            if cls != KEPT:
-                return
-            buf = ring[k % len(ring)]
-            view = memoryview(buf)[:n] if n < len(buf) else buf
-            at[0] += 1
-            try:
-                self.ram.read_into(lo, view)
-            except (SourceError, OSError) as e:
-                failed.append((lo, n, str(e) if isinstance(e, SourceError) else
-                               f"read error: {e.strerror or e}"))
-                return
-            yield lo, view
-            k += 1
-
-    def _read_ring(self) -> list[bytearray]:
-        """The writer's :attr:`parts_in_flight` buffers of one window, made once."""
-        ring = getattr(self, "_ring", None)
-        if ring is None or len(ring) != self.writer.parts_in_flight:
-            ring = self._ring = [bytearray(READ_SIZE) for _ in range(self.writer.parts_in_flight)]
-        return ring
+    def _read_buffer(self) -> bytearray:
+        """The one window-sized buffer every read goes into, made once."""
+        buf = getattr(self, "_buf", None)
+        if buf is None:
+            buf = self._buf = bytearray(READ_SIZE)
+        return buf
 
     def close(self) -> None:
         """Compute the stalls, write the timeline events and the index, close."""

@@ -426,47 +426,29 @@ class Pipeline:
         self.threads = max(0, threads)
         self.pool = ThreadPoolExecutor(self.threads, "tsd-zstd") if self.threads > 1 else None
 
-    def in_flight(self, max_pending: int | None = None) -> int:
-        """Most jobs submitted and not yet finished when :meth:`run` asks ``jobs``
-        for the next one, plus one: a caller whose job generator fills a ring of
-        this many buffers (one per job) never overwrites a buffer in use."""
-        if self.pool is None:
-            return 1
-        cap = RESULTS_PER_THREAD * self.threads
-        return cap if max_pending is None else max(self.threads + 1, min(cap, max_pending))
-
-    def run(self, jobs: Iterator[Job], finish: Callable[[list[Piece], float], None],
-            max_pending: int | None = None) -> None:
-        """``max_pending``: fewer jobs in flight than the default (see :meth:`in_flight`).
-        If ``jobs`` or ``finish`` raises, the error propagates only once every
-        job submitted has ended (their buffers may be the caller's); the
-        results not yet finished are dropped."""
+    def run(self, jobs: Iterator[Job], finish: Callable[[list[Piece], float], None]) -> None:
         if self.pool is None:
             for fn, args in jobs:
                 finish(*fn(*args))
             return
         pending: collections.deque[Future] = collections.deque()  # submission order
         running: set[Future] = set()  # queued or running
-        cap = self.in_flight(max_pending)
+        cap = RESULTS_PER_THREAD * self.threads
 
         def drain_head() -> None:
             while pending and pending[0].done():
                 finish(*pending.popleft().result())
 
-        try:
-            for fn, args in jobs:
-                fut = self.pool.submit(fn, *args)
-                pending.append(fut)
-                running.add(fut)
-                while True:
-                    running = {f for f in running if not f.done()}
-                    drain_head()
-                    if len(running) <= self.threads and len(pending) < cap:
-                        break
-                    wait(running or (pending[0],), return_when=FIRST_COMPLETED)
-        except BaseException:
-            wait(pending)
-            raise
+        for fn, args in jobs:
+            fut = self.pool.submit(fn, *args)
+            pending.append(fut)
+            running.add(fut)
+            while True:
+                running = {f for f in running if not f.done()}
+                drain_head()
+                if len(running) <= self.threads and len(pending) < cap:
+                    break
+                wait(running or (pending[0],), return_when=FIRST_COMPLETED)
         while pending:
             finish(*pending.popleft().result())
 

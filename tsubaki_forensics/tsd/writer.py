@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import __version__
 from . import records as R
@@ -63,9 +63,6 @@ _BIG_ENDIAN = frozenset({"ppc64", "s390x", "sparc64", "mips64"})
 # 0.6-1.2 s and its wall by a median 12% in adjacent runs on the loaded 2-core
 # machine (docs/BENCHMARKS.md, "Second pass").
 _SWITCH_INTERVAL = 0.0005
-# write_memory_many: jobs in flight beyond one per worker (each holds a caller's
-# buffer; the default RESULTS_PER_THREAD x threads would need 6 buffers of 8 MiB)
-_MANY_IN_FLIGHT = 2
 
 
 class TsdWriter(RecordFile):
@@ -189,44 +186,6 @@ class TsdWriter(RecordFile):
                          ((encode_chunk, (view[a - paddr:a - paddr + n], a, enc, base, start + a - paddr))
                           for a, n in cut))
 
-    @property
-    def parts_in_flight(self) -> int:
-        """How many buffers a :meth:`write_memory_many` caller rotates through."""
-        return self._pipeline.in_flight(_MANY_IN_FLIGHT + self.threads)
-
-    def write_memory_many(self, parts: Iterable[tuple[int, Any]]) -> WriteStats:
-        """Write each ``(paddr, data)`` of ``parts`` in order: byte for byte what
-        one :meth:`write_memory` call per part writes, but the chunks of all
-        parts share one pipeline run, so both workers compress while ``parts``
-        (a generator, say) reads the next one.
-
-        Why (issue 21): a caller that reads memory in chunk-sized windows and
-        writes each with :meth:`write_memory` keeps one worker busy, the other
-        idle and itself waiting.  A generator may reuse its buffers: the one
-        handed over as part ``k`` may be refilled for part
-        ``k + parts_in_flight`` (:attr:`parts_in_flight`), never sooner.
-        With ``dedup`` it is one :meth:`write_memory` per part.
-        """
-        if self._dedup is not None:
-            stats = WriteStats()
-            for paddr, data in parts:
-                stats += self.write_memory(paddr, data)
-            return stats
-        enc = self.encoding
-        stats = WriteStats()
-
-        def jobs() -> Iterator[Job]:
-            for paddr, data in parts:
-                view = memoryview(data).cast("B")
-                if paddr < 0 or paddr + len(view) > 1 << 64:
-                    raise ValueError(f"physical range {paddr:#x}+{len(view):#x} out of bounds")
-                stats.raw_bytes += len(view)
-                base, start = searchable(data)
-                for a, n in chunks(paddr, len(view), enc.chunk_size):
-                    yield encode_chunk, (view[a - paddr:a - paddr + n], a, enc, base, start + a - paddr)
-
-        return self._run(0, 0, jobs(), stats=stats, max_pending=_MANY_IN_FLIGHT + self.threads)
-
     def write_file_range(self, paddr: int, fd: int, offset: int, length: int) -> WriteStats:
         """Write ``length`` bytes of physical memory read from file ``fd`` at ``offset``.
 
@@ -290,15 +249,13 @@ class TsdWriter(RecordFile):
         super().write_zero(paddr, length)
 
     def _run(self, paddr: int, length: int, jobs: Iterator[Job],
-             source: Source | None = None, stats: WriteStats | None = None,
-             max_pending: int | None = None) -> WriteStats:
+             source: Source | None = None) -> WriteStats:
         """Run one call's jobs (through the dedup planner when ``source`` is
-        given), frame their pieces in order, and account the call (in
-        ``stats`` if given: its ``raw_bytes`` counted by the caller)."""
+        given), frame their pieces in order, and account the call."""
         if paddr < 0 or paddr + length > 1 << 64:
             raise ValueError(f"physical range {paddr:#x}+{length:#x} out of bounds")
         t0 = time.perf_counter()
-        stats = self._call_stats = stats if stats is not None else WriteStats(raw_bytes=length)
+        stats = self._call_stats = WriteStats(raw_bytes=length)
         switch = sys.getswitchinterval()
         if self._pipeline.pool is not None and switch > _SWITCH_INTERVAL:
             sys.setswitchinterval(_SWITCH_INTERVAL)
@@ -311,7 +268,7 @@ class TsdWriter(RecordFile):
                 run_dedup(self._dedup, self._pipeline.pool, self._pipeline.threads, jobs, source,
                           self.encoding, self._finish)
             else:
-                self._pipeline.run(jobs, self._finish, max_pending)
+                self._pipeline.run(jobs, self._finish)
         finally:
             self._call_stats = None
             sys.setswitchinterval(switch)
