@@ -109,7 +109,7 @@ def test_exception_frames_skip_the_cpus_own_registers_and_precede_inline_callees
     frames = [_frame(0xF0, "native_halt", inline=True), _frame(0xF1, "stop_this_cpu", registers=rip, stack="IRQ"),
               _frame(0xF2, "asm_sysvec", stack="IRQ"), _frame(0xF3, "default_idle", inline=True),
               _frame(0xF4, "native_safe_halt", registers=rip), _frame(0xF5, "do_idle")]
-    frames[0] = Frame(**{**frames[0].__dict__, "stack": "IRQ"})
+    frames[0] = frames[0]._replace(stack="IRQ")
     # the innermost physical frame's registers are the CPU's: not an exception frame; the next
     # interrupted frame's registers go before its inline callee (#3), where drgn's segment starts
     assert exception_frames(frames) == [(3, rip)]
