@@ -125,7 +125,7 @@ def scenarios(args: argparse.Namespace) -> None:
                            str(vmlinux), "--format", "json"]
                 commands = {"ours": (analyze, None),
                             "peer": ([sys.executable, str(ROOT / "bench" / "analyze_peer.py"), str(vmcore),
-                                      str(vmlinux)], None)}
+                                      str(vmlinux), *_peer_flags(args)], None)}
                 if before is not None:
                     commands["before"] = (analyze, dict(os.environ, PYTHONPATH=os.pathsep.join(
                         [str(before), str(before / "plugins")])))
@@ -157,7 +157,8 @@ def scenarios(args: argparse.Namespace) -> None:
                                           if rev else ""))
     text = "\n".join([
         "# Benchmark: analyze on every lab scenario\n",
-        f"Command: `python bench/analyze_bench.py --lab-crashes {args.lab_crashes} --runs {args.runs}{ref_opt}` "
+        f"Command: `python bench/analyze_bench.py --lab-crashes {args.lab_crashes} --runs {args.runs}{ref_opt}"
+        f"{' --peer-names-only' if args.peer_names_only else ''}` "
         f"(whole processes, ours{', before' if rev else ''} and the peer interleaved, {args.runs} runs each after "
         "one warm-up; medians).\n",
         f"- Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux "
@@ -165,8 +166,9 @@ def scenarios(args: argparse.Namespace) -> None:
         "noisy under load, CPU much less)",
         "- ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (the default run: sys, "
         "tasks, dmesg, panic) on the crash imported to .tsd",
-        "- peer: `python bench/analyze_peer.py VMCORE VMLINUX` (plain drgn on the ELF vmcore doing the same "
-        "work with drgn's own helpers)",
+        f"- peer: `python bench/analyze_peer.py VMCORE VMLINUX{' --names-only' if args.peer_names_only else ''}` "
+        "(plain drgn on the ELF vmcore doing the same work with drgn's own helpers"
+        f"{'; frames named only, no symbol+offset/size' if args.peer_names_only else ', symbol+offset/size of each frame as drgn prints a trace'})",
         "- Target (issue 21): <= 1.2x wall and <= 1.2x peak RSS on every scenario.\n",
         header,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if rev else ""),
@@ -183,6 +185,10 @@ def scenarios(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
+
+
+def _peer_flags(args: argparse.Namespace) -> list[str]:
+    return ["--names-only"] if getattr(args, "peer_names_only", False) else []
 
 
 def _measure_any(argv: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[float, int, float]:
@@ -209,6 +215,8 @@ def main() -> None:
     ap.add_argument("--vmlinux", type=Path)
     ap.add_argument("--lab-crashes", help="RELEASE/KEY,... of cached lab crashes, or 'all'")
     ap.add_argument("--ref", help="with --lab-crashes: also run the CLI of this git ref (before), interleaved")
+    ap.add_argument("--peer-names-only", action="store_true",
+                    help="the peer of the first three passes: frames named, no symbol+offset/size lookups")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     _compile_sources()
@@ -228,7 +236,7 @@ def main() -> None:
         tsd = Path(tmp) / "crash.tsd"
         imported = import_vmcore(args.vmcore, tsd)
         ours = [sys.executable, "-m", "tsubaki_forensics.cli.app", "analyze", str(tsd), "--vmlinux", str(args.vmlinux), "--format", "json"]
-        peer = [sys.executable, str(ROOT / "bench" / "analyze_peer.py"), str(args.vmcore), str(args.vmlinux)]
+        peer = [sys.executable, str(ROOT / "bench" / "analyze_peer.py"), str(args.vmcore), str(args.vmlinux), *_peer_flags(args)]
         # The same command in an app that registers only the analyze commands:
         # what the CLI costs when other command modules import lazily.
         lean = [sys.executable, "-c", _LEAN, "analyze", str(tsd), "--vmlinux", str(args.vmlinux), "--format", "json"]

@@ -19,7 +19,7 @@ from tsubaki_plugins.blocked import BlockedTask, blocked_result
 from tsubaki_plugins.dmesg import LogLine, dmesg_result, wall_clock
 from tsubaki_plugins.memory import KMEM_ROWS, Figure, memory_result
 from tsubaki_plugins.modules import ModuleRecord, modules_result
-from tsubaki_plugins.panic import Backtrace, Frame, exception_frames, frames_tables
+from tsubaki_plugins.panic import Backtrace, Frame, exception_frames, frame_from_drgn, frames_tables
 from tsubaki_plugins.runq import QueuedTask, RunQueue, runq_result
 from tsubaki_plugins.tasks import TaskRecord, tasks_result
 
@@ -109,7 +109,7 @@ def test_exception_frames_skip_the_cpus_own_registers_and_precede_inline_callees
     frames = [_frame(0xF0, "native_halt", inline=True), _frame(0xF1, "stop_this_cpu", registers=rip, stack="IRQ"),
               _frame(0xF2, "asm_sysvec", stack="IRQ"), _frame(0xF3, "default_idle", inline=True),
               _frame(0xF4, "native_safe_halt", registers=rip), _frame(0xF5, "do_idle")]
-    frames[0] = Frame(**{**frames[0].__dict__, "stack": "IRQ"})
+    frames[0] = frames[0]._replace(stack="IRQ")
     # the innermost physical frame's registers are the CPU's: not an exception frame; the next
     # interrupted frame's registers go before its inline callee (#3), where drgn's segment starts
     assert exception_frames(frames) == [(3, rip)]
@@ -123,6 +123,48 @@ def test_exception_frames_skip_the_cpus_own_registers_and_precede_inline_callees
     assert text.count("RIP:") == 1
     rows = _json(AnalysisResult("panic", "Panic", tables=tuple(tables)))["analyses"][0]["tables"][0]["rows"]
     assert [r["stack"] for r in rows] == ["IRQ", "IRQ", "IRQ", "TASK", "TASK", "TASK"]
+
+
+class _Symbol:
+    def __init__(self, name, address, size):
+        self.name, self.address, self.size = name, address, size
+
+
+class _DrgnFrame:
+    """A ``drgn.StackFrame`` stand-in whose ``name`` must not be read for a physical frame:
+    drgn's ``name`` falls back to a symbol lookup, a second scan of every vmlinux symbol."""
+
+    interrupted = False
+
+    def __init__(self, pc, function_name, symbol, inline=False):
+        self.pc, self.function_name, self._symbol, self.is_inline, self.sp = pc, function_name, symbol, inline, pc
+
+    @property
+    def name(self):
+        if not self.is_inline:
+            raise AssertionError("frame.name read: a second symbol lookup")
+        return self.function_name or "inline-fallback"
+
+    def symbol(self):
+        if self._symbol is None:
+            raise LookupError("no symbol")
+        return self._symbol
+
+    def source(self):
+        raise LookupError("no line")
+
+
+def test_a_frame_is_named_from_dwarf_or_the_symbol_already_looked_up():
+    asm = frame_from_drgn(_DrgnFrame(0x1022, None, _Symbol("ret_from_fork", 0x1000, 0x2D)))
+    assert (asm.function, asm.symbol, asm.offset, asm.size) == ("ret_from_fork", "ret_from_fork", 0x22, 0x2D)
+    c = frame_from_drgn(_DrgnFrame(0x2010, "panic", _Symbol("panic", 0x2000, 0x40)))
+    assert (c.function, c.symbol, c.offset) == ("panic", "panic", 0x10)
+    cold = frame_from_drgn(_DrgnFrame(0x3044, "watchdog", _Symbol("watchdog.cold", 0x3000, 0x80)))
+    assert (cold.function, cold.symbol, cold.offset) == ("watchdog", "watchdog.cold", 0x44)
+    nothing = frame_from_drgn(_DrgnFrame(0xFFFFFFFFC0001234, None, None))
+    assert (nothing.function, nothing.symbol, nothing.offset) == ("0xffffffffc0001234", None, None)
+    inline = frame_from_drgn(_DrgnFrame(0x2010, "notifier_call_chain", None, inline=True))
+    assert (inline.function, inline.symbol, inline.inline) == ("notifier_call_chain", None, True)
 
 
 def _task(pid, cpu, comm, address, state="S", kthread=False, parent=1):

@@ -15,8 +15,8 @@ printed since the last suspend/resume.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import drgn
 from drgn.helpers.linux.printk import get_printk_records
@@ -43,8 +43,7 @@ __all__ = ["LogLine", "LEVEL_NAMES", "read_log", "read_boot_time_ns", "wall_cloc
 LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
 
 
-@dataclass(frozen=True)
-class LogLine:
+class LogLine(NamedTuple):
     """One log record: seconds since boot, syslog level, text (one or more lines)."""
 
     time: float

@@ -16,7 +16,7 @@ says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import drgn
 from drgn.helpers.linux.module import for_each_module, module_taints
@@ -39,8 +39,7 @@ from tsubaki_forensics.plugin_system import hookimpl
 __all__ = ["ModuleRecord", "read_modules", "modules_result", "analyze"]
 
 
-@dataclass(frozen=True)
-class ModuleRecord:
+class ModuleRecord(NamedTuple):
     """One loaded module; any field but the name may be a placeholder.
 
     :param module: ``struct module *`` value (crash's ``MODULE`` column).

@@ -12,7 +12,7 @@ placeholders; the other CPUs still show.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import drgn
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
@@ -34,8 +34,7 @@ from tsubaki_forensics.plugin_system import hookimpl
 __all__ = ["QueuedTask", "RunQueue", "read_runqueues", "runq_result", "analyze"]
 
 
-@dataclass(frozen=True)
-class QueuedTask:
+class QueuedTask(NamedTuple):
     """A task waiting on a run queue: its scheduling class (``RT`` or ``CFS``) and priority."""
 
     sched_class: str
@@ -45,8 +44,7 @@ class QueuedTask:
     comm: Value
 
 
-@dataclass(frozen=True)
-class RunQueue:
+class RunQueue(NamedTuple):
     """One CPU's run queue; ``queued`` stops where it could not be read (``missing`` says why)."""
 
     cpu: int
@@ -55,7 +53,7 @@ class RunQueue:
     curr_task: Value = None
     curr_comm: Value = None
     queued: tuple[QueuedTask, ...] = ()
-    missing: tuple[Missing, ...] = field(default=())
+    missing: tuple[Missing, ...] = ()
 
 
 def _comm(task: drgn.Object) -> str:

@@ -21,7 +21,7 @@ placeholders.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import drgn
 from drgn.helpers.linux.cpumask import for_each_present_cpu
@@ -50,8 +50,7 @@ __all__ = ["TaskRecord", "CpuRecord", "read_tasks", "read_idle_tasks", "read_cpu
            "analyze"]
 
 
-@dataclass(frozen=True)
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """One task as read from the dump; any field may be a placeholder.
 
     :param nr: the PID number from the IDR (known even when the task is not).
@@ -77,8 +76,7 @@ class TaskRecord:
         return not any(is_placeholder(v) for v in (self.pid, self.ppid, self.comm, self.state, self.cpu, self.on_cpu))
 
 
-@dataclass(frozen=True)
-class CpuRecord:
+class CpuRecord(NamedTuple):
     """The task running on one present CPU (``cpu_curr``)."""
 
     cpu: int
@@ -91,8 +89,7 @@ def _comm(task: drgn.Object) -> str:
     return task.comm.string_().decode("utf-8", "backslashreplace")
 
 
-@dataclass(frozen=True)
-class _Memory:
+class _Memory(NamedTuple):
     """What crash's ps divides by: total RAM pages and the page size (read once)."""
 
     total_pages: int
