@@ -298,8 +298,26 @@ def np_intersect_set(y: _Set, x: _Set) -> _Set:
     return np_minus_set(y, outside)
 
 
+#: ``y`` of :func:`np_minus_set` is cut in pieces of this many ranges: each
+#: piece's parts outside ``x`` are its own, and the working copies (~60 bytes
+#: a range) stay a few MiB however many millions of ranges ``y`` has.
+_MINUS_PIECE = 1 << 18
+
+
 def np_minus_set(y: _Set, x: _Set) -> _Set:
     """The parts of set ``y`` outside set ``x`` (both sorted, disjoint, inclusive uint64 columns)."""
+    import numpy as np
+
+    if len(y[0]) > _MINUS_PIECE and len(x[0]) and not (y[0] is x[0] and y[1] is x[1]):
+        parts = [_np_minus_piece((y[0][k:k + _MINUS_PIECE], y[1][k:k + _MINUS_PIECE]), x)
+                 for k in range(0, len(y[0]), _MINUS_PIECE)]
+        st = np.concatenate([p[0] for p in parts])
+        la = np.concatenate([p[1] for p in parts])
+        return st, la
+    return _np_minus_piece(y, x)
+
+
+def _np_minus_piece(y: _Set, x: _Set) -> _Set:
     import numpy as np
 
     if not len(y[0]) or not len(x[0]):
@@ -555,9 +573,12 @@ def _run_set(runs) -> _Set:
     keep = n > 0
     if not keep.all():
         a, n = a[keep], n[keep]
+    del keep
+    last = n - np.uint64(1)  # in place from here: millions of runs, every copy counts
     room = np.uint64(2**64 - 1) - a  # a run past 2^64 ends at 2^64
-    last = a + np.minimum(n - np.uint64(1), room)
+    np.minimum(last, room, out=last)
     del room
+    last += a
     return _np_merge(a, last)
 
 

@@ -105,10 +105,16 @@ def _page_counts_columns(memory_map: MemoryMap, ranges, excluded, page_size: int
         a = np.array([r.paddr for r in excluded], np.uint64)
         n = np.array([r.length for r in excluded], np.uint64)
         c = np.array([int(r.cls) for r in excluded], np.uint32)
+    every = None  # every run, as one set (the only one when every run is of one class)
     for cls in np.unique(c).tolist():
         pick = c == cls
-        runs = _run_set(_Cols(a[pick], n[pick]))
+        if pick.all():
+            runs = every = _run_set(_Cols(a, n))
+        else:
+            runs = _run_set(_Cols(a[pick], n[pick]))
+        del pick
         counts[PageClass(cls).key] += _set_pages(np_intersect_set(runs, mapped), page_size)
+        del runs
     if memory_map.dump_level & DUMP_LEVEL_ZERO_AS_RECORDS:
         if hasattr(ranges, "starts"):
             st, la, z = ranges.starts, ranges.lasts, ranges.zero
@@ -118,7 +124,7 @@ def _page_counts_columns(memory_map: MemoryMap, ranges, excluded, page_size: int
             la = np.array([r.start + r.length - 1 for r in rs], np.uint64)
             z = np.array([r.kind == "zero" for r in rs], bool)
         zero = _np_merge(st[z], la[z])
-        keep = np_minus_set(mapped, _run_set(_Cols(a, n)))
+        keep = np_minus_set(mapped, every if every is not None else _run_set(_Cols(a, n)))
         counts["zero"] += _set_pages(np_intersect_set(zero, keep), page_size)
     total = _set_pages(mapped, page_size)
     return {"total": total, "kept": total - sum(counts.values()), "excluded": counts}

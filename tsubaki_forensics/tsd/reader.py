@@ -436,7 +436,7 @@ class TsdFile:
         beyond (a file of millions of runs, issue 22), refused past MAX_RUNS."""
         count = R.EXCLUDED_HEAD.unpack_from(payload)[0] if len(payload) >= R.EXCLUDED_HEAD.size else 0
         if self._excluded_runs + count > MAX_RUNS:
-            raise FormatError(f"EXCLUDED runs past {MAX_RUNS} in one file: over the memory budget "
+            raise FormatError(f"EXCLUDED runs past {MAX_RUNS} in one file are over the memory budget "
                               f"(docs/RELIABILITY.md); the record is ignored")
         if not self._excluded_cols and self._excluded_runs + count <= SMALL_TABLE:
             runs = R.unpack_excluded(payload, self.header.page_size)

@@ -584,6 +584,9 @@ def unpack_memory_map(data: bytes | memoryview) -> MemoryMap:
     if size != len(data):
         raise FormatError(f"MEMORY_MAP declares {count} ranges and {excluded} excluded ranges "
                           f"({size} bytes) but holds {len(data)} bytes")
+    if count > MAX_RUNS or excluded > MAX_RUNS:
+        raise FormatError(f"MEMORY_MAP declares {count} ranges and {excluded} excluded ranges: more "
+                          f"than {MAX_RUNS}, over the memory budget (docs/RELIABILITY.md)")
     at = MEMORY_MAP_HEAD.size
     if count > _SMALL_MAP or excluded > _SMALL_MAP:
         import numpy as np
@@ -737,13 +740,12 @@ def unpack_excluded_columns(payload: bytes | memoryview, page_size: int) -> tupl
     end = paddr + length  # wraps to 0 only for a run ending exactly at 2^64 (the last one)
     bad[1:] |= paddr[1:] < end[:-1]
     bad[1:] |= (end[:-1] == 0) & (pages[:-1] > 0)  # nothing may follow a run that ends at 2^64
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise FormatError(f"EXCLUDED run {int(paddr[k]):#x}+{int(pages[k])} pages is not page-aligned, "
-                          f"empty, out of order, overlapping or beyond 2^64")
-    known = np.isin(cls, [int(c) for c in _EXCLUDABLE])
-    if not known.all():
-        k = int(np.flatnonzero(~known)[0])
+    unknown = ~np.isin(cls, [int(c) for c in _EXCLUDABLE])
+    if bad.any() or unknown.any():  # the first run found wrong, as the list's loop finds it
+        k = int(np.flatnonzero(bad | unknown)[0])
+        if bad[k]:
+            raise FormatError(f"EXCLUDED run {int(paddr[k]):#x}+{int(pages[k])} pages is not page-aligned, "
+                              f"empty, out of order, overlapping or beyond 2^64")
         raise FormatError(f"EXCLUDED run {int(paddr[k]):#x} has unknown page class {int(cls[k])}")
     return paddr, length, cls
 

@@ -180,13 +180,15 @@ class MissingReasons:
     blob and two integer columns, not a dict entry and a ``str`` per record
     (a million MISSING records, issue 22)."""
 
-    __slots__ = ("_offsets", "_ends", "_blob", "_sorted", "_at")
+    __slots__ = ("_offsets", "_starts", "_ends", "_blob", "_sorted", "_at", "_last")
 
     def __init__(self) -> None:
         self.clear()
 
     def clear(self) -> None:
         self._offsets, self._ends, self._blob = array.array("Q"), array.array("Q"), bytearray()
+        self._starts = array.array("Q")
+        self._last: str | None = None  # a reason equal to the last one is stored once
         self._sorted = True
         self._at: dict[int, int] | None = None  # offset -> reason number, for get()
 
@@ -195,8 +197,14 @@ class MissingReasons:
         if self._offsets and offset <= self._offsets[-1]:
             self._sorted = False
         self._offsets.append(offset)
-        self._blob += reason.encode("utf-8", "surrogatepass")
-        self._ends.append(len(self._blob))
+        if reason != self._last or not self._ends:  # a million records with one reason: its bytes once
+            self._starts.append(len(self._blob))
+            self._blob += reason.encode("utf-8", "surrogatepass")
+            self._ends.append(len(self._blob))
+            self._last = reason
+        else:
+            self._starts.append(self._starts[-1])
+            self._ends.append(self._ends[-1])
         self._at = None
 
     def __len__(self) -> int:
@@ -204,8 +212,7 @@ class MissingReasons:
 
     def text(self, i: int) -> str:
         """Reason number ``i`` (in the order they were added)."""
-        start = self._ends[i - 1] if i else 0
-        return self._blob[start:self._ends[i]].decode("utf-8", "surrogatepass")
+        return self._blob[self._starts[i]:self._ends[i]].decode("utf-8", "surrogatepass")
 
     def nonempty(self, ids: np.ndarray) -> np.ndarray:
         """Per reason number in ``ids`` (-1: none): whether it says something."""
@@ -213,7 +220,7 @@ class MissingReasons:
 
         if not len(self):
             return np.zeros(len(ids), bool)
-        said = np.diff(np.frombuffer(self._ends, np.uint64), prepend=np.uint64(0)) > 0
+        said = np.frombuffer(self._ends, np.uint64) > np.frombuffer(self._starts, np.uint64)
         out = said[np.maximum(ids, 0)]
         out &= ids >= 0
         return out
