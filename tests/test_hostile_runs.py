@@ -301,3 +301,27 @@ def test_completeness_and_pages_from_columns_equal_the_lists(mapped, excl, prese
     got = C.measure(mem, mm_cols, excluded=ex_cols)
     assert got == want or (got.gaps == want.gaps and got.reason == want.reason)
     assert page_counts(mm_cols, mem.ranges(), ex_cols, PS) == page_counts(mm_list, mem.ranges(), ex, PS)
+
+
+def test_an_export_of_many_excluded_runs_keeps_them_as_columns(tmp_path):
+    """``export`` writes a dump's EXCLUDED runs into its TSUBAKI ELF note and
+    opening the ELF reads them back: 100,000 runs go through as columns (the
+    note was read into a list of objects; a 64 MiB note holds 4 Mi runs)."""
+    from tsubaki_forensics.vmcore.foreign import open_any
+
+    n = 100_000
+    src = tmp_path / "exc.tsd"
+    mm = MemoryMap.from_ranges([(0, 2 * n * PS)], dump_level=31)
+    with TsdWriter(src, producer="test", threads=0, memory_map=mm) as w:
+        w.write_metadata(vmcoreinfo=b"OSRELEASE=6.1.0-synthetic\nPAGESIZE=4096\n")
+        for i in range(n):
+            w.write_excluded(2 * i * PS, PS, PageClass.USER if i % 3 else PageClass.FREE)
+        w.write_memory(PS, b"\x11" * PS)
+    run = run_cli("export", src, "-o", tmp_path / "x.elf", timeout=300)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert run.peak_rss < BUDGET
+    with open_any([src]) as a, open_any([tmp_path / "x.elf"]) as b:
+        assert hasattr(b.excluded, "starts") and len(b.excluded) == len(a.excluded) == n
+        assert np.array_equal(b.excluded.starts, a.excluded.starts)
+        assert np.array_equal(b.excluded.tags, a.excluded.tags)
+        assert b.memory.read(PS, PS) == b"\x11" * PS

@@ -410,7 +410,7 @@ def _open_elf(path: Path) -> ForeignDump:
         notes = strip_filter_note(core.notes) if filtered is not None else core.notes
         excluded = [ExcludedRange(a, n, PageClass.UNKNOWN) for a, n in tails]
         if filtered is not None:  # our own export of a filtered dump says what it left out
-            memory_map, excluded = filtered[0], sorted(filtered[1] + excluded, key=lambda r: r.paddr)
+            memory_map, excluded = filtered[0], _joined_excluded(filtered[1], excluded)
         else:
             memory_map = MemoryMap.from_ranges(
                 [(a, n) for a, n, _ in core.ranges()] + core.cut_off,
@@ -431,6 +431,22 @@ def _open_elf(path: Path) -> ForeignDump:
     except BaseException:
         core.close()
         raise
+
+
+def _joined_excluded(noted, tails: list[ExcludedRange]):
+    """The runs our export's note names and the ``p_memsz`` tails, by address:
+    a list, or columns when the note's runs are columns (millions, issue 22)."""
+    if not hasattr(noted, "starts"):
+        return sorted(list(noted) + tails, key=lambda r: r.paddr)
+    if not tails:
+        return noted
+    import numpy as np
+
+    a = np.concatenate((noted.starts, np.array([r.paddr for r in tails], np.uint64)))
+    n = np.concatenate((noted.lengths, np.array([r.length for r in tails], np.uint64)))
+    c = np.concatenate((noted.tags, np.array([int(r.cls) for r in tails], np.uint32)))
+    order = np.argsort(a, kind="stable")
+    return excluded_list(a[order], n[order], c[order])
 
 
 def _excluded_runs(runs) -> list[ExcludedRange] | RunList:
