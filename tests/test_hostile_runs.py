@@ -325,3 +325,23 @@ def test_an_export_of_many_excluded_runs_keeps_them_as_columns(tmp_path):
         assert np.array_equal(b.excluded.starts, a.excluded.starts)
         assert np.array_equal(b.excluded.tags, a.excluded.tags)
         assert b.memory.read(PS, PS) == b"\x11" * PS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 9)), max_size=25),
+       st.lists(st.tuples(st.integers(0, 200), st.integers(1, 9)), max_size=25))
+def test_set_difference_in_pieces_equals_it_whole(y, x):
+    """``np_minus_set`` cuts a big ``y`` in pieces (working copies of a few
+    MiB): with pieces of 2 ranges it gives what it gives whole."""
+    def as_set(rows):
+        return C._np_merge(np.array([a for a, _ in rows], np.uint64), np.array([a + n - 1 for a, n in rows], np.uint64))
+
+    ys, xs = as_set(y), as_set(x)
+    whole = C.np_minus_set(ys, xs)
+    saved = C._MINUS_PIECE
+    C._MINUS_PIECE = 2
+    try:
+        pieces = C.np_minus_set(ys, xs)
+    finally:
+        C._MINUS_PIECE = saved
+    assert whole[0].tolist() == pieces[0].tolist() and whole[1].tolist() == pieces[1].tolist()
