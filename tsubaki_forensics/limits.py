@@ -24,7 +24,7 @@ import zstandard
 from .errors import FormatError
 
 __all__ = [
-    "BUDGET", "JSON_BUDGET", "MAX_JSON_DEPTH", "MAX_NOTE_BYTES", "json_cost",
+    "BUDGET", "JSON_BUDGET", "MAX_RUNS", "MAX_JSON_DEPTH", "MAX_NOTE_BYTES", "json_cost",
     "check_json", "load_json", "check_count", "decompress_bounded",
 ]
 
@@ -34,6 +34,12 @@ BUDGET = 256 << 20
 JSON_BUDGET = BUDGET // 2
 #: Deepest JSON nesting any reader accepts (real documents nest < 10 deep).
 MAX_JSON_DEPTH = 64
+#: Most runs (page ranges) one list of a dump may hold: a kdump bitmap's
+#: runs of one kind, a ``.tsd`` file's EXCLUDED runs.  Runs are numpy
+#: columns (16 bytes each, a few copies while measuring completeness), so
+#: 1 Mi runs stay inside :data:`BUDGET`; a bitmap alternating every frame
+#: claims one run per two frames and is refused past it (issue 22).
+MAX_RUNS = 1 << 20
 #: Largest total of ELF note bytes a vmcore may carry (real ones: < 1 MiB).
 MAX_NOTE_BYTES = 64 << 20
 

@@ -68,8 +68,8 @@ class MapSummary:
     """The memory map the dump was written against (format 1.3 and later)."""
 
     dump_level: int
-    ranges: tuple[tuple[int, int], ...]  # (start, length)
-    excluded: tuple[tuple[int, int, int], ...]  # (start, length, level bit)
+    ranges: Sequence[tuple[int, int]]  # (start, length): a tuple, or the map's columns (a RunList)
+    excluded: Sequence[tuple[int, int, int]]  # (start, length, level bit)
     nbytes: int
 
 

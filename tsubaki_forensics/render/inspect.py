@@ -25,6 +25,14 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def _listed(runs: Sequence, item: Any) -> list | JsonStream:
+    """A map's ranges as JSON items: a list, or streamed when they are columns
+    (a crafted map of millions of ranges, issue 22; the same values)."""
+    if hasattr(runs, "starts"):
+        return JsonStream(map(item, runs))
+    return [item(r) for r in runs]
+
+
 def range_dicts(ranges: Sequence[PresentRange]) -> Iterator[dict[str, Any]]:
     """``{"start", "length", "kind"}`` per present range, made as they are
     written: from the numpy columns of a ``RangeList``, else from the range objects."""
@@ -110,8 +118,8 @@ def description_json(d: DumpDescription) -> dict[str, Any]:
             "completeness_reason": m.completeness_reason,
             "memory_map": None if mm is None else {
                 "dump_level": mm.dump_level,
-                "ranges": [{"start": a, "length": n} for a, n in mm.ranges],
-                "excluded": [{"start": a, "length": n, "level_bit": b} for a, n, b in mm.excluded],
+                "ranges": _listed(mm.ranges, lambda r: {"start": r[0], "length": r[1]}),
+                "excluded": _listed(mm.excluded, lambda r: {"start": r[0], "length": r[1], "level_bit": r[2]}),
                 "bytes": mm.nbytes},
             "outside_map_bytes": m.outside_map_bytes,
             "compression_ratio": m.compression_ratio,

@@ -298,8 +298,26 @@ def np_intersect_set(y: _Set, x: _Set) -> _Set:
     return np_minus_set(y, outside)
 
 
+#: ``y`` of :func:`np_minus_set` is cut in pieces of this many ranges: each
+#: piece's parts outside ``x`` are its own, and the working copies (~60 bytes
+#: a range) stay a few MiB however many millions of ranges ``y`` has.
+_MINUS_PIECE = 1 << 18
+
+
 def np_minus_set(y: _Set, x: _Set) -> _Set:
     """The parts of set ``y`` outside set ``x`` (both sorted, disjoint, inclusive uint64 columns)."""
+    import numpy as np
+
+    if len(y[0]) > _MINUS_PIECE and len(x[0]) and not (y[0] is x[0] and y[1] is x[1]):
+        parts = [_np_minus_piece((y[0][k:k + _MINUS_PIECE], y[1][k:k + _MINUS_PIECE]), x)
+                 for k in range(0, len(y[0]), _MINUS_PIECE)]
+        st = np.concatenate([p[0] for p in parts])
+        la = np.concatenate([p[1] for p in parts])
+        return st, la
+    return _np_minus_piece(y, x)
+
+
+def _np_minus_piece(y: _Set, x: _Set) -> _Set:
     import numpy as np
 
     if not len(y[0]) or not len(x[0]):
@@ -487,7 +505,7 @@ def _measure_lists(sets: tuple[list[tuple[int, int]], list[tuple[int, int]]], me
     if memory_map is None:
         failed = _subtract(_subtract(_merge((a, a + n) for a, n, _ in recorded), present), left_out)
         return _no_map(_size(present), _size(data), _size(failed), _gaps(failed, recorded), properties, truncated,
-                       left_out)
+                       _size(left_out))
     expected_nz = [(a, b) for a, b in expected if a < b]
     data_in = _size(_intersect(expected_nz, data))
     present_in = _size(_intersect(expected_nz, present))
@@ -499,8 +517,8 @@ def _measure_lists(sets: tuple[list[tuple[int, int]], list[tuple[int, int]]], me
                                                   np.array([b - 1 for _, b in absent], np.uint64))
     else:
         gaps = _gaps(absent, recorded)
-    return _with_map(memory_map, _size(expected), present_in, data_in, _size(present), gaps, mapped, planned,
-                     truncated)
+    return _with_map(memory_map, _size(expected), present_in, data_in, _size(present), gaps,
+                     _size(_intersect(mapped, planned)), truncated)
 
 
 def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[str, str] | None = None,
@@ -513,8 +531,11 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
     :param excluded: the dump's EXCLUDED runs (format 1.4, ``.paddr``/``.length``):
         left out on purpose, so neither expected nor missing.
     """
-    left_out = _merge((r.paddr, r.paddr + r.length) for r in excluded)
     recorded = memory.missing_reasons()
+    if hasattr(excluded, "starts") or (memory_map is not None and (
+            hasattr(memory_map.ranges, "starts") or hasattr(memory_map.excluded, "starts"))):
+        return _measure_columns(memory, memory_map, properties, truncated, excluded, recorded)
+    left_out = _merge((r.paddr, r.paddr + r.length) for r in excluded)
     mapped = [(a, a + n) for a, n in memory_map.ranges] if memory_map is not None else []
     planned = _merge([(a, a + n) for a, n, _ in memory_map.excluded] + left_out) if memory_map is not None else []
     expected = _subtract(mapped, planned)
@@ -530,17 +551,69 @@ def measure(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[
         out = (np.array([a for a, _ in left_out], np.uint64), np.array([b - 1 for _, b in left_out], np.uint64))
         failed = np_minus_set(np_minus_set(columns.failed, present), out)
         return _no_map(_np_size(present), _np_size(data), _np_size(failed), _np_gaps(failed, columns),
-                       properties, truncated, left_out)
+                       properties, truncated, _size(left_out))
     data_in = _np_overlap(expected, data)
     present_in = _np_overlap(expected, present)
     gaps = _np_gaps(_np_minus_arrays(expected, present), columns)  # a million holes: no object per gap
-    return _with_map(memory_map, _size(expected), present_in, data_in, _np_size(present), gaps, mapped, planned,
-                     truncated)
+    return _with_map(memory_map, _size(expected), present_in, data_in, _np_size(present), gaps,
+                     _size(_intersect(mapped, planned)), truncated)
+
+
+def _run_set(runs) -> _Set:
+    """(start, length, ...) runs -- a RunList's columns, or tuples/objects with
+    ``.paddr``/``.length`` -- as a merged numpy set."""
+    import numpy as np
+
+    if hasattr(runs, "starts"):
+        a, n = runs.starts, runs.lengths
+    else:
+        rows = [(r.paddr, r.length) if hasattr(r, "paddr") else (r[0], r[1]) for r in runs]
+        a = np.array([x for x, _ in rows], np.uint64)
+        n = np.array([y for _, y in rows], np.uint64)
+    keep = n > 0
+    if not keep.all():
+        a, n = a[keep], n[keep]
+    del keep
+    last = n - np.uint64(1)  # in place from here: millions of runs, every copy counts
+    room = np.uint64(2**64 - 1) - a  # a run past 2^64 ends at 2^64
+    np.minimum(last, room, out=last)
+    del room
+    last += a
+    return _np_merge(a, last)
+
+
+def _np_union(x: _Set, y: _Set) -> _Set:
+    import numpy as np
+
+    return _np_merge(np.concatenate((x[0], y[0])), np.concatenate((x[1], y[1])))
+
+
+def _measure_columns(memory: _MemoryLike, memory_map: MemoryMap | None, properties: dict[str, str] | None,
+                     truncated: bool, excluded, recorded) -> Completeness:
+    """:func:`measure` when the map or the EXCLUDED runs are columns (millions of
+    runs: a crafted map, a kdump bitmap): every set numpy, no object per run."""
+    left_out = _run_set(excluded)
+    present, data = _present_sets(memory)
+    columns = _Recorded(recorded)
+    if memory_map is None:
+        failed = np_minus_set(np_minus_set(columns.failed, present), left_out)
+        return _no_map(_np_size(present), _np_size(data), _np_size(failed), _np_gaps(failed, columns),
+                       properties, truncated, _np_size(left_out))
+    mapped = _run_set(memory_map.ranges)
+    planned = _np_union(_run_set(memory_map.excluded), left_out)
+    del left_out
+    expected = np_minus_set(mapped, planned)
+    excluded_bytes = _np_size(mapped) - _np_size(expected)  # the planned bytes inside the map
+    del mapped, planned
+    present_in = _np_size(np_intersect_set(present, expected))
+    data_in = _np_size(np_intersect_set(data, expected))
+    gaps = _np_gaps(np_minus_set(expected, present), columns)
+    return _with_map(memory_map, _np_size(expected), present_in, data_in, _np_size(present), gaps,
+                     excluded_bytes, truncated)
 
 
 def _with_map(memory_map: MemoryMap, want: int, present_in: int, data_in: int, present_all: int,
-              gaps: tuple[Gap, ...] | GapList, mapped: list[tuple[int, int]], planned: list[tuple[int, int]],
-              truncated: bool) -> Completeness:
+              gaps: tuple[Gap, ...] | GapList, excluded_bytes: int, truncated: bool) -> Completeness:
     """The figures measured against a memory map, said as :class:`Completeness`."""
     missing = want - present_in
     complete = missing == 0
@@ -554,7 +627,7 @@ def _with_map(memory_map: MemoryMap, want: int, present_in: int, data_in: int, p
                   f"in {len(gaps)} range(s)")
     return Completeness(
         has_map=True, dump_level=memory_map.dump_level, map_bytes=memory_map.total_bytes,
-        excluded_bytes=_size(_intersect(mapped, planned)), expected_bytes=want,
+        excluded_bytes=excluded_bytes, expected_bytes=want,
         present_bytes=present_in, data_bytes=data_in, zero_bytes=present_in - data_in,
         missing_bytes=missing, missing_exact=True,
         outside_map_bytes=present_all - present_in, complete=complete,
@@ -563,7 +636,7 @@ def _with_map(memory_map: MemoryMap, want: int, present_in: int, data_in: int, p
 
 
 def _no_map(present_n: int, data_n: int, known_missing: int, gaps: tuple[Gap, ...] | GapList,
-            properties: dict[str, str] | None, truncated: bool, left_out: list[tuple[int, int]]) -> Completeness:
+            properties: dict[str, str] | None, truncated: bool, left_out_bytes: int) -> Completeness:
     """No map (a file written before format 1.3): the total is unknown.
 
     :param known_missing: bytes MISSING records name that no record supplies
@@ -582,7 +655,7 @@ def _no_map(present_n: int, data_n: int, known_missing: int, gaps: tuple[Gap, ..
     if known_missing:
         reason += f"; MISSING records name {_mib(known_missing)} that could not be read"
     return Completeness(
-        has_map=False, dump_level=None, map_bytes=None, excluded_bytes=_size(left_out),
+        has_map=False, dump_level=None, map_bytes=None, excluded_bytes=left_out_bytes,
         expected_bytes=None,
         present_bytes=present_n, data_bytes=data_n, zero_bytes=present_n - data_n,
         missing_bytes=known_missing, missing_exact=False, outside_map_bytes=0,

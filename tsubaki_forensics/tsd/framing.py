@@ -100,7 +100,10 @@ class RecordFile:
         #: Excluded runs not yet in a record: [paddr, length, class] (merged while adjacent).
         self._pending_excluded: list[list[int]] = []
         self._pending_zero: tuple[int, int] | None = None
-        self._entries: list[R.IndexEntry] = []
+        # INDEX entries packed as written (32 bytes each, not an object per
+        # record: a hostile input may make millions of records, issue 22)
+        self._entries = bytearray()
+        self._entry_count = 0
         self._sequence = 0
         #: The stats of the write call in progress (its records count there too).
         self._call_stats: WriteStats | None = None
@@ -137,7 +140,8 @@ class RecordFile:
         self._write(R.pack_record(rtype, flags, self._sequence, self.dump_id, *payload))
         self._sequence += 1
         if rtype not in (R.RecordType.INDEX, R.RecordType.END):
-            self._entries.append(R.IndexEntry(rtype, flags, offset, paddr, length))
+            self._entries += R.INDEX_ENTRY.pack(rtype, flags, offset, paddr, length)
+            self._entry_count += 1
         size = self.bytes_written - offset
         self.stats.stored_bytes += size
         self.stats.records += 1
@@ -319,7 +323,7 @@ class RecordFile:
                 return  # no INDEX/END after a failed write: readers scan instead
             self._emit_zero()
             index_offset = self.bytes_written
-            self._record(R.RecordType.INDEX, R.pack_index(self._entries))
+            self._record(R.RecordType.INDEX, R.INDEX_PREFIX.pack(self._entry_count), self._entries)
             self._record(R.RecordType.END, R.pack_end(index_offset, self._sequence))
             self.flush(durable=True)
         finally:

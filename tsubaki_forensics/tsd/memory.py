@@ -100,8 +100,10 @@ class PhysicalMemory:
         self.files = files
         #: Pages left out on purpose (sorted, disjoint): a read of one fails
         #: naming its class, never as "not collected" (FORMAT.md §4.9).
-        self.excluded = list(excluded)
-        self._excluded_starts = [r.paddr for r in self.excluded]
+        # a list, or columns (``records.excluded_list``: millions of runs, issue 22)
+        self.excluded = excluded if hasattr(excluded, "starts") else list(excluded)
+        self._excluded_starts = self.excluded.starts if hasattr(excluded, "starts") else \
+            [r.paddr for r in self.excluded]
         self.dump_level = dump_level
         self.problems = problems
         self.cache_bytes = cache_bytes
@@ -331,14 +333,20 @@ class PhysicalMemory:
 
     def excluded_at(self, paddr: int) -> R.ExcludedRange | None:
         """The EXCLUDED run holding ``paddr``, if the dump level left it out."""
-        i = bisect.bisect_right(self._excluded_starts, paddr) - 1
+        starts = self._excluded_starts
+        if isinstance(starts, list):
+            i = bisect.bisect_right(starts, paddr) - 1
+        else:
+            import numpy as np
+
+            i = int(np.searchsorted(starts, np.uint64(paddr), "right")) - 1
         if i >= 0 and paddr < self.excluded[i].end:
             return self.excluded[i]
         return None
 
     def _absent(self, paddr: int) -> NotCollectedError:  # an ExcludedPageError when excluded
         """The error for a read of ``paddr``, which no record holds: excluded, or not collected."""
-        run = self.excluded_at(paddr) if self.excluded else None
+        run = self.excluded_at(paddr) if len(self.excluded) else None
         if run is None:
             return NotCollectedError(paddr)
         level = f" {self.dump_level}" if self.dump_level is not None else ""

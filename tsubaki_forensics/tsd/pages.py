@@ -16,7 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .completeness import _intersect, _locate, _merge, _np_merge, _subtract
+from .completeness import _intersect, _locate, _merge, _np_merge, _run_set, _subtract, np_intersect_set, np_minus_set
 from .records import DUMP_LEVEL_ZERO_AS_RECORDS, ExcludedRange, MemoryMap, PageClass
 
 __all__ = ["page_counts", "EXCLUDED_KEYS"]
@@ -60,6 +60,8 @@ def page_counts(memory_map: MemoryMap | None, ranges: list, excluded: list[Exclu
     """
     if memory_map is None:
         return None
+    if hasattr(excluded, "starts") or hasattr(memory_map.ranges, "starts"):
+        return _page_counts_columns(memory_map, ranges, excluded, page_size)
     mapped = [(a, a + n) for a, n in memory_map.ranges]
     counts = dict.fromkeys(EXCLUDED_KEYS, 0)
     left_out: list[tuple[int, int]] = []
@@ -79,3 +81,57 @@ def page_counts(memory_map: MemoryMap | None, ranges: list, excluded: list[Exclu
             counts["zero"] += _pages(zero, page_size)
     total = _pages(mapped, page_size)
     return {"total": total, "kept": total - sum(counts.values()), "excluded": counts}
+
+
+def _set_pages(x: tuple[np.ndarray, np.ndarray], page_size: int) -> int:
+    """Whole pages inside each range of a set (first, inclusive last)."""
+    if not len(x[0]):
+        return 0
+    ps = np.uint64(page_size)
+    first, last = x
+    hi = (last // ps + (last % ps == ps - np.uint64(1))).astype(np.int64)
+    lo = (first // ps + (first % ps != 0)).astype(np.int64)
+    return int(np.maximum(hi - lo, 0).sum())
+
+
+def _page_counts_columns(memory_map: MemoryMap, ranges, excluded, page_size: int) -> dict:
+    """:func:`page_counts` when the map or the EXCLUDED runs are columns
+    (millions of runs, issue 22): numpy sets, no object per run."""
+    mapped = _run_set(memory_map.ranges)
+    counts = dict.fromkeys(EXCLUDED_KEYS, 0)
+    if hasattr(excluded, "starts"):
+        a, n, c = excluded.starts, excluded.lengths, excluded.tags
+    else:
+        a = np.array([r.paddr for r in excluded], np.uint64)
+        n = np.array([r.length for r in excluded], np.uint64)
+        c = np.array([int(r.cls) for r in excluded], np.uint32)
+    every = None  # every run, as one set (the only one when every run is of one class)
+    for cls in np.unique(c).tolist():
+        pick = c == cls
+        if pick.all():
+            runs = every = _run_set(_Cols(a, n))
+        else:
+            runs = _run_set(_Cols(a[pick], n[pick]))
+        del pick
+        counts[PageClass(cls).key] += _set_pages(np_intersect_set(runs, mapped), page_size)
+        del runs
+    if memory_map.dump_level & DUMP_LEVEL_ZERO_AS_RECORDS:
+        if hasattr(ranges, "starts"):
+            st, la, z = ranges.starts, ranges.lasts, ranges.zero
+        else:
+            rs = [r for r in ranges if r.length > 0]
+            st = np.array([r.start for r in rs], np.uint64)
+            la = np.array([r.start + r.length - 1 for r in rs], np.uint64)
+            z = np.array([r.kind == "zero" for r in rs], bool)
+        zero = _np_merge(st[z], la[z])
+        keep = np_minus_set(mapped, every if every is not None else _run_set(_Cols(a, n)))
+        counts["zero"] += _set_pages(np_intersect_set(zero, keep), page_size)
+    total = _set_pages(mapped, page_size)
+    return {"total": total, "kept": total - sum(counts.values()), "excluded": counts}
+
+
+class _Cols:
+    """Two columns seen as a RunList's ``starts``/``lengths``."""
+
+    def __init__(self, starts: np.ndarray, lengths: np.ndarray) -> None:
+        self.starts, self.lengths = starts, lengths

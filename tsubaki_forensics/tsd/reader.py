@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, FormatError
 from ..inputs import stat_input
+from ..limits import MAX_RUNS
 from . import records as R
 from .completeness import Completeness, measure
 from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
@@ -72,8 +73,12 @@ class TsdFile:
         #: MISSING records' reasons by record offset (one blob, no object per record)
         self.missing_reasons = MissingReasons()
         self._keep_reasons = reasons
-        #: EXCLUDED runs (format 1.4, FORMAT.md §4.9), in file order.
-        self.excluded: list[R.ExcludedRange] = []
+        # EXCLUDED runs (format 1.4, FORMAT.md §4.9), in file order: a list
+        # while small, numpy columns past SMALL_TABLE runs (see ``excluded``).
+        self._excluded: list[R.ExcludedRange] = []
+        self._excluded_cols: list[tuple] = []
+        self._excluded_runs = 0
+        self._excluded_seq: Any = None
         self.has_footer = False
         self.index_offset: int | None = None
         self.record_count: int | None = None  # from END, when the footer is used
@@ -306,7 +311,7 @@ class TsdFile:
         self.metadata.clear()
         self.events.clear()
         self.missing_reasons.clear()
-        self.excluded.clear()
+        self._excluded, self._excluded_cols, self._excluded_runs, self._excluded_seq = [], [], 0, None
         offset = self.data_start
         expected_seq = 0
         saw_end = False
@@ -418,13 +423,52 @@ class TsdFile:
             kind, time_s, fields = R.unpack_event(payload)
             self.events.append(Event(kind, time_s, fields))
         elif t == T.EXCLUDED:
-            self.excluded.extend(R.unpack_excluded(payload, self.header.page_size))
+            self._add_excluded(payload)
         elif t == T.INDEX:  # checked as an array: no object per entry (a million records, issue 22)
             R.unpack_index_array(payload)
         elif t == T.END:
             R.unpack_end(payload)
         elif hdr.flags & R.RecordFlags.MUST_UNDERSTAND:
             raise FormatError(f"record of unknown type {t} must be understood by the reader")
+
+    def _add_excluded(self, payload: memoryview) -> None:
+        """One EXCLUDED record's runs: tuples while the file has few, columns
+        beyond (a file of millions of runs, issue 22), refused past MAX_RUNS."""
+        count = R.EXCLUDED_HEAD.unpack_from(payload)[0] if len(payload) >= R.EXCLUDED_HEAD.size else 0
+        if self._excluded_runs + count > MAX_RUNS:
+            raise FormatError(f"EXCLUDED runs past {MAX_RUNS} in one file are over the memory budget "
+                              f"(docs/RELIABILITY.md); the record is ignored")
+        if not self._excluded_cols and self._excluded_runs + count <= SMALL_TABLE:
+            runs = R.unpack_excluded(payload, self.header.page_size)
+            self._excluded.extend(runs)
+        else:
+            cols = R.unpack_excluded_columns(payload, self.header.page_size)
+            if self._excluded:  # past SMALL_TABLE: the runs so far become columns too
+                import numpy as np
+
+                old = self._excluded
+                self._excluded_cols.append((np.array([r.paddr for r in old], np.uint64),
+                                            np.array([r.length for r in old], np.uint64),
+                                            np.array([int(r.cls) for r in old], np.uint32)))
+                self._excluded = []
+            self._excluded_cols.append(cols)
+        self._excluded_runs += count
+        self._excluded_seq = None
+
+    @property
+    def excluded(self) -> Sequence[R.ExcludedRange]:
+        """EXCLUDED runs (format 1.4, FORMAT.md §4.9), in file order: a list,
+        or an :func:`~.records.excluded_list` over columns past SMALL_TABLE runs."""
+        if not self._excluded_cols:
+            return self._excluded
+        if self._excluded_seq is None:
+            import numpy as np
+
+            cols = self._excluded_cols
+            if len(cols) > 1:
+                cols[:] = [tuple(np.concatenate(c) for c in zip(*cols))]
+            self._excluded_seq = R.excluded_list(*cols[0])
+        return self._excluded_seq
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -517,7 +561,7 @@ class Dump:
         self.events = sorted(events, key=lambda e: e.time_s)
         #: Pages left out on purpose (format 1.4, FORMAT.md §4.9): merged, sorted,
         #: disjoint runs of every file; two files disagreeing on a page's class conflict.
-        self.excluded: list[R.ExcludedRange] = merge_excluded(files)
+        self.excluded: Sequence[R.ExcludedRange] = merge_excluded(files)
         self.memory = PhysicalMemory(files, self.problems,
                                      cache_bytes=cache_bytes or DEFAULT_CACHE_BYTES,
                                      excluded=self.excluded,
@@ -578,12 +622,15 @@ class Dump:
         self.close()
 
 
-def merge_excluded(files: list[TsdFile]) -> list[R.ExcludedRange]:
-    """The EXCLUDED runs of ``files`` as one sorted, disjoint, merged list.
+def merge_excluded(files: list[TsdFile]) -> Sequence[R.ExcludedRange]:
+    """The EXCLUDED runs of ``files`` as one sorted, disjoint, merged list
+    (columns, :func:`~.records.excluded_list`, when any file has many runs).
 
     The same page excluded by several files (a dump in several files) must
     carry the same class in each, or the dump is refused like any conflict (§8).
     """
+    if any(not isinstance(f.excluded, list) for f in files):
+        return _merge_excluded_columns(files)
     runs = sorted(((r.paddr, r.end, int(r.cls), f.name) for f in files for r in f.excluded))
     out: list[list] = []
     for a, b, cls, name in runs:
@@ -598,6 +645,51 @@ def merge_excluded(files: list[TsdFile]) -> list[R.ExcludedRange]:
         else:
             out.append([a, b, cls, name])
     return [R.ExcludedRange(a, b - a, R.PageClass(c)) for a, b, c, _ in out]
+
+
+def _merge_excluded_columns(files: list[TsdFile]) -> Sequence[R.ExcludedRange]:
+    """:func:`merge_excluded` over numpy columns (millions of runs, issue 22)."""
+    import numpy as np
+
+    parts = []
+    for k, f in enumerate(files):
+        ex = f.excluded
+        if isinstance(ex, list):
+            if not ex:
+                continue
+            cols = (np.array([r.paddr for r in ex], np.uint64), np.array([r.length for r in ex], np.uint64),
+                    np.array([int(r.cls) for r in ex], np.uint32))
+        else:
+            cols = (ex.starts, ex.lengths, ex.tags)
+        parts.append(cols + (np.full(len(cols[0]), k, np.int32),))
+    a, n, c, who = (np.concatenate(x) if len(parts) > 1 else x[0] for x in zip(*parts))
+    if len(parts) > 1 or (len(a) > 1 and not (a[1:] >= a[:-1]).all()):
+        order = np.lexsort((who, c, n, a))  # as sorted() orders (paddr, end, class, name)
+        a, n, c, who = a[order], n[order], c[order], who[order]
+        del order
+    last = a + (n - np.uint64(1))
+    reach = np.maximum.accumulate(last)
+    del last
+    overlap = a[1:] <= reach[:-1]
+    conflict = overlap & (c[1:] != c[:-1])
+    if conflict.any():
+        k = int(np.flatnonzero(conflict)[0]) + 1
+        lo, hi = int(a[k]), min(int(a[k]) + int(n[k]), int(reach[k - 1]) + 1)
+        raise ConflictError(f"physical {lo:#x}-{hi:#x} is excluded as "
+                            f"{R.PageClass(int(c[k - 1])).label} in {files[int(who[k - 1])].name} but as "
+                            f"{R.PageClass(int(c[k])).label} in {files[int(who[k])].name}")
+    touch = (reach[:-1] != np.uint64(2**64 - 1)) & (a[1:] == reach[:-1] + np.uint64(1)) & (c[1:] == c[:-1])
+    new = np.ones(len(a), bool)
+    new[1:] = ~(overlap | touch)
+    del overlap, touch, conflict
+    if new.all():
+        return R.excluded_list(a, n, c)
+    first = np.flatnonzero(new)
+    last_at = np.empty_like(first)
+    last_at[:-1] = first[1:] - 1
+    last_at[-1] = len(a) - 1
+    s = a[first]
+    return R.excluded_list(s, reach[last_at] - s + np.uint64(1), c[first])
 
 
 def open_dump(paths: str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple, *,

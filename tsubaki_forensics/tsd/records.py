@@ -14,11 +14,15 @@ import json
 import struct
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from ..errors import FormatError, UnsupportedVersionError
-from ..limits import load_json
+from ..limits import MAX_RUNS, load_json
+
+if TYPE_CHECKING:
+    from .table import RunList
 
 __all__ = [
     "FILE_MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "FILE_HEADER", "FILE_HEADER_SIZE",
@@ -28,6 +32,7 @@ __all__ = [
     "MEMORY_MAP_HEAD", "MEMORY_MAP_RANGE", "MEMORY_MAP_EXCLUDED", "DUMP_LEVEL_ZERO_AS_RECORDS",
     "EXCLUDED_HEAD", "EXCLUDED_RUN", "MAX_EXCLUDED_RUNS", "FORMAT_MINOR_EXCLUDED", "LEVEL_BIT_OF",
     "CLASS_LABELS", "PageClass", "ExcludedRange", "pack_excluded", "unpack_excluded",
+    "unpack_excluded_columns", "excluded_list",
     "INDEX_PREFIX", "INDEX_ENTRY", "END_PAYLOAD", "END_RECORD_SIZE",
     "MAX_PAYLOAD", "MAX_CHUNK", "MAX_TEXT",
     "RecordType", "RecordFlags", "Codec", "MetadataKind", "Endian",
@@ -292,36 +297,57 @@ class MemoryMap:
     ``excluded`` are sorted, disjoint ``(paddr, length, level bit)`` inside them.
     """
 
-    ranges: tuple[tuple[int, int], ...]
+    ranges: tuple[tuple[int, int], ...] | RunList
     dump_level: int = DUMP_LEVEL_ZERO_AS_RECORDS
-    excluded: tuple[tuple[int, int, int], ...] = ()
+    excluded: tuple[tuple[int, int, int], ...] | RunList = ()
 
     @classmethod
     def from_ranges(cls, ranges, dump_level: int = DUMP_LEVEL_ZERO_AS_RECORDS,
                     excluded=()) -> "MemoryMap":
-        """The map of ``ranges`` in any order, overlapping or adjacent ones merged."""
-        out: list[list[int]] = []
-        for start, length in sorted((int(a), int(n)) for a, n in ranges if n > 0):
-            if out and start <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], start + length)
-            else:
-                out.append([start, start + length])
-        return cls(tuple((a, b - a) for a, b in out), int(dump_level),
-                   tuple(sorted((int(a), int(n), int(c)) for a, n, c in excluded)))
+        """The map of ``ranges`` in any order, overlapping or adjacent ones merged.
+
+        ``ranges`` may be a :class:`~.table.RunList` over numpy columns (a
+        kdump file's memory bitmap: millions of runs); then the map keeps
+        columns too when it has more than ``SMALL_TABLE`` ranges."""
+        if getattr(ranges, "columnar", False):
+            from .table import SMALL_TABLE, RunList, merge_runs  # here: the writer loads no table
+
+            s, n = merge_runs(ranges.starts, ranges.lengths)
+            merged: tuple | RunList = RunList(s, n) if len(s) > SMALL_TABLE else \
+                tuple(zip(s.tolist(), n.tolist()))
+        else:
+            out: list[list[int]] = []
+            for start, length in sorted((int(a), int(n)) for a, n in ranges if n > 0):
+                if out and start <= out[-1][1]:
+                    out[-1][1] = max(out[-1][1], start + length)
+                else:
+                    out.append([start, start + length])
+            merged = tuple((a, b - a) for a, b in out)
+        return cls(merged, int(dump_level), tuple(sorted((int(a), int(n), int(c)) for a, n, c in excluded)))
 
     @property
     def total_bytes(self) -> int:
         """Bytes of physical memory in the map."""
-        return sum(n for _, n in self.ranges)
+        return _run_total(self.ranges)
 
     @property
     def excluded_bytes(self) -> int:
-        return sum(n for _, n, _ in self.excluded)
+        return _run_total(self.excluded)
 
     @property
     def expected_bytes(self) -> int:
         """Bytes the dump should hold: the map less what the level leaves out."""
         return self.total_bytes - self.excluded_bytes
+
+
+#: A memory map of more ranges than this is read as columns (table.SMALL_TABLE).
+_SMALL_MAP = 1 << 14
+
+
+def _run_total(runs) -> int:
+    """Sum of the lengths of (start, length[, ...]) runs; no object per run for a RunList."""
+    total = getattr(runs, "total", None)
+    return total() if total is not None else sum(r[1] for r in runs)
 
 
 @dataclass(frozen=True)
@@ -514,30 +540,109 @@ def unpack_metadata(payload: memoryview) -> tuple[int, bytes]:
 
 def pack_memory_map(m: MemoryMap) -> bytes:
     """A MEMORY_MAP METADATA body (§4.3); checks what a reader will check."""
-    _check_map(m.ranges, [(a, n) for a, n, _ in m.excluded], ValueError)
     if not 0 <= m.dump_level < 1 << 32:
         raise ValueError(f"dump level {m.dump_level} does not fit in 32 bits")
-    return b"".join([MEMORY_MAP_HEAD.pack(m.dump_level, len(m.ranges), len(m.excluded)),
-                     *(MEMORY_MAP_RANGE.pack(a, n) for a, n in m.ranges),
+    head = MEMORY_MAP_HEAD.pack(m.dump_level, len(m.ranges), len(m.excluded))
+    if getattr(m.ranges, "columnar", False) or getattr(m.excluded, "columnar", False):
+        import numpy as np  # a map of millions of ranges: packed as columns
+
+        rng, exc = _map_columns(m.ranges, m.excluded)
+        _check_map_columns(rng, exc, ValueError)
+        body = np.zeros(len(rng[0]), [("a", "<u8"), ("n", "<u8")])
+        body["a"], body["n"] = rng
+        ex = np.zeros(len(exc[0]), [("a", "<u8"), ("n", "<u8"), ("c", "<u4"), ("pad", "<u4")])
+        ex["a"], ex["n"], ex["c"] = exc
+        return head + body.tobytes() + ex.tobytes()
+    _check_map(m.ranges, [(a, n) for a, n, _ in m.excluded], ValueError)
+    return b"".join([head, *(MEMORY_MAP_RANGE.pack(a, n) for a, n in m.ranges),
                      *(MEMORY_MAP_EXCLUDED.pack(a, n, c) for a, n, c in m.excluded)])
+
+
+def _map_columns(ranges, excluded) -> tuple[tuple, tuple]:
+    """(starts, lengths) and (starts, lengths, bits) uint64 columns of a map's parts."""
+    import numpy as np
+
+    def cols(runs, tagged: bool) -> tuple:
+        if getattr(runs, "columnar", None) is not None:
+            return (runs.starts, runs.lengths) + ((runs.tags.astype(np.uint64),) if tagged else ())
+        width = 3 if tagged else 2
+        arr = np.array(list(runs), np.uint64).reshape(-1, width)
+        return tuple(arr[:, k] for k in range(width))
+
+    return cols(ranges, False), cols(excluded, True)
 
 
 def unpack_memory_map(data: bytes | memoryview) -> MemoryMap:
     """Parse a MEMORY_MAP body: its size must be exactly what its counts say
     (checked before any list is built), ranges sorted, disjoint, non-empty,
-    below 2^64, excluded ranges inside the map."""
+    below 2^64, excluded ranges inside the map.  A map of more than
+    ``SMALL_TABLE`` ranges is read as columns (a :class:`~.table.RunList`):
+    one METADATA record can hold 4 Mi ranges, a tuple each was 0.5 GiB."""
     _need(data, MEMORY_MAP_HEAD.size, "MEMORY_MAP")
     level, count, excluded = MEMORY_MAP_HEAD.unpack_from(data)
     size = MEMORY_MAP_HEAD.size + count * MEMORY_MAP_RANGE.size + excluded * MEMORY_MAP_EXCLUDED.size
     if size != len(data):
         raise FormatError(f"MEMORY_MAP declares {count} ranges and {excluded} excluded ranges "
                           f"({size} bytes) but holds {len(data)} bytes")
+    if count > MAX_RUNS or excluded > MAX_RUNS:
+        raise FormatError(f"MEMORY_MAP declares {count} ranges and {excluded} excluded ranges: more "
+                          f"than {MAX_RUNS}, over the memory budget (docs/RELIABILITY.md)")
     at = MEMORY_MAP_HEAD.size
+    if count > _SMALL_MAP or excluded > _SMALL_MAP:
+        import numpy as np
+
+        from .table import RunList
+
+        body = np.frombuffer(data, np.dtype([("a", "<u8"), ("n", "<u8")]), count, at)
+        ex = np.frombuffer(data, np.dtype([("a", "<u8"), ("n", "<u8"), ("c", "<u4"), ("pad", "<u4")]),
+                           excluded, at + count * MEMORY_MAP_RANGE.size)
+        rng = (body["a"].astype(np.uint64), body["n"].astype(np.uint64))
+        exc = (ex["a"].astype(np.uint64), ex["n"].astype(np.uint64), ex["c"].astype(np.uint32))
+        del body, ex
+        _check_map_columns(rng, exc, FormatError)
+        return MemoryMap(RunList(*rng), level, RunList(*exc))
     ranges = tuple(MEMORY_MAP_RANGE.iter_unpack(data[at:at + count * MEMORY_MAP_RANGE.size]))
     at += count * MEMORY_MAP_RANGE.size
     out = tuple(MEMORY_MAP_EXCLUDED.iter_unpack(data[at:]))
     _check_map(ranges, [(a, n) for a, n, _ in out], FormatError)
     return MemoryMap(ranges, level, out)
+
+
+def _check_map_columns(ranges: tuple, excluded: tuple, error: type[Exception]) -> None:
+    """:func:`_check_map` over uint64 columns, vectorised (same rules, same messages)."""
+    import numpy as np
+
+    for what, (a, n) in (("range", ranges[:2]), ("excluded range", excluded[:2])):
+        if not len(a):
+            continue
+        room = np.uint64(2**64 - 1) - a  # a + n <= 2^64  <=>  n - 1 <= room (n > 0)
+        bad = (n == 0) | (n - np.uint64(1) > room)
+        last = a + n - np.uint64(1)  # meaningful where not bad
+        if what == "range":
+            # a <= previous end (touching is out of order for a map)
+            bad[1:] |= a[1:] <= last[:-1] + np.uint64(1)
+            bad[1:] |= last[:-1] == np.uint64(2**64 - 1)
+        else:
+            bad[1:] |= a[1:] <= last[:-1]
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise error(f"MEMORY_MAP {what} {int(a[k]):#x}+{int(n[k]):#x} is empty, beyond 2^64, "
+                        f"out of order or overlapping")
+    ea, en = excluded[0], excluded[1]
+    if len(ea):
+        ra, rn = ranges[0], ranges[1]
+        i = np.searchsorted(ra, ea, "right").astype(np.int64) - 1
+        ok = i >= 0
+        j = np.maximum(i, 0)
+        if len(ra):
+            rl = ra[j] + (rn[j] - np.uint64(1))
+            ok &= ea + (en - np.uint64(1)) <= rl
+        else:
+            ok[:] = False
+        if not ok.all():
+            k = int(np.flatnonzero(~ok)[0])
+            raise error(f"MEMORY_MAP excluded range {int(ea[k]):#x}+{int(en[k]):#x} is not inside "
+                        f"one map range")
 
 
 def _check_map(ranges, excluded, error: type[Exception]) -> None:
@@ -596,6 +701,53 @@ def unpack_excluded(payload: bytes | memoryview, page_size: int) -> list[Exclude
         out.append(ExcludedRange(paddr, length, PageClass(cls)))
         prev = paddr + length
     return out
+
+
+def _excluded_item(paddr: int, length: int, cls: int) -> ExcludedRange:
+    return ExcludedRange(paddr, length, PageClass(cls))
+
+
+def excluded_list(starts, lengths, classes) -> RunList:
+    """EXCLUDED runs as columns (uint64 first bytes and lengths, class numbers):
+    a read-only sequence of :class:`ExcludedRange` built as a caller reads."""
+    from .table import RunList
+
+    return RunList(starts, lengths, classes, make=_excluded_item)
+
+
+def unpack_excluded_columns(payload: bytes | memoryview, page_size: int) -> tuple:
+    """:func:`unpack_excluded` as (paddr, length, class) numpy columns: the same
+    checks, vectorised, and no object per run (a file of millions of runs)."""
+    import numpy as np
+
+    _need(payload, EXCLUDED_HEAD.size, "EXCLUDED")
+    (count,) = EXCLUDED_HEAD.unpack_from(payload)
+    if not 0 < count <= MAX_EXCLUDED_RUNS:
+        raise FormatError(f"EXCLUDED declares {count} runs (1..{MAX_EXCLUDED_RUNS} allowed)")
+    size = EXCLUDED_HEAD.size + count * EXCLUDED_RUN.size
+    if size != len(payload):
+        raise FormatError(f"EXCLUDED declares {count} runs ({size} bytes) but holds {len(payload)} bytes")
+    rows = np.frombuffer(payload, np.dtype([("a", "<u8"), ("p", "<u4"), ("c", "u1"), ("pad", "V3")]),
+                         count, EXCLUDED_HEAD.size)
+    paddr = rows["a"].astype(np.uint64)
+    pages = rows["p"].astype(np.uint64)
+    cls = rows["c"].astype(np.uint32)
+    del rows
+    ps = np.uint64(page_size)
+    room = (np.uint64(2**64 - 1) - paddr) // ps  # whole pages that fit below 2^64
+    bad = (paddr % ps != 0) | (pages == 0) | (pages > room + np.uint64(1))
+    length = pages * ps
+    end = paddr + length  # wraps to 0 only for a run ending exactly at 2^64 (the last one)
+    bad[1:] |= paddr[1:] < end[:-1]
+    bad[1:] |= (end[:-1] == 0) & (pages[:-1] > 0)  # nothing may follow a run that ends at 2^64
+    unknown = ~np.isin(cls, [int(c) for c in _EXCLUDABLE])
+    if bad.any() or unknown.any():  # the first run found wrong, as the list's loop finds it
+        k = int(np.flatnonzero(bad | unknown)[0])
+        if bad[k]:
+            raise FormatError(f"EXCLUDED run {int(paddr[k]):#x}+{int(pages[k])} pages is not page-aligned, "
+                              f"empty, out of order, overlapping or beyond 2^64")
+        raise FormatError(f"EXCLUDED run {int(paddr[k]):#x} has unknown page class {int(cls[k])}")
+    return paddr, length, cls
 
 
 def encode_properties(properties: dict[str, str]) -> bytes:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["RecordInfo", "RecordTable", "TableBuilder", "RECORD_DTYPE", "RECORD_FIELDS", "SMALL_TABLE",
-           "record_dtype", "MissingReasons", "MissingList", "ColumnSequence"]
+           "record_dtype", "MissingReasons", "MissingList", "ColumnSequence", "RunList", "merge_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +180,15 @@ class MissingReasons:
     blob and two integer columns, not a dict entry and a ``str`` per record
     (a million MISSING records, issue 22)."""
 
-    __slots__ = ("_offsets", "_ends", "_blob", "_sorted", "_at")
+    __slots__ = ("_offsets", "_starts", "_ends", "_blob", "_sorted", "_at", "_last")
 
     def __init__(self) -> None:
         self.clear()
 
     def clear(self) -> None:
         self._offsets, self._ends, self._blob = array.array("Q"), array.array("Q"), bytearray()
+        self._starts = array.array("Q")
+        self._last: str | None = None  # a reason equal to the last one is stored once
         self._sorted = True
         self._at: dict[int, int] | None = None  # offset -> reason number, for get()
 
@@ -195,8 +197,14 @@ class MissingReasons:
         if self._offsets and offset <= self._offsets[-1]:
             self._sorted = False
         self._offsets.append(offset)
-        self._blob += reason.encode("utf-8", "surrogatepass")
-        self._ends.append(len(self._blob))
+        if reason != self._last or not self._ends:  # a million records with one reason: its bytes once
+            self._starts.append(len(self._blob))
+            self._blob += reason.encode("utf-8", "surrogatepass")
+            self._ends.append(len(self._blob))
+            self._last = reason
+        else:
+            self._starts.append(self._starts[-1])
+            self._ends.append(self._ends[-1])
         self._at = None
 
     def __len__(self) -> int:
@@ -204,8 +212,7 @@ class MissingReasons:
 
     def text(self, i: int) -> str:
         """Reason number ``i`` (in the order they were added)."""
-        start = self._ends[i - 1] if i else 0
-        return self._blob[start:self._ends[i]].decode("utf-8", "surrogatepass")
+        return self._blob[self._starts[i]:self._ends[i]].decode("utf-8", "surrogatepass")
 
     def nonempty(self, ids: np.ndarray) -> np.ndarray:
         """Per reason number in ``ids`` (-1: none): whether it says something."""
@@ -213,7 +220,7 @@ class MissingReasons:
 
         if not len(self):
             return np.zeros(len(ids), bool)
-        said = np.diff(np.frombuffer(self._ends, np.uint64), prepend=np.uint64(0)) > 0
+        said = np.frombuffer(self._ends, np.uint64) > np.frombuffer(self._starts, np.uint64)
         out = said[np.maximum(ids, 0)]
         out &= ids >= 0
         return out
@@ -334,3 +341,130 @@ class MissingList(ColumnSequence):
     def __repr__(self) -> str:
         return repr(list(self)) if len(self) <= 16 else f"MissingList({len(self)} records)"
 
+
+
+class RunList(ColumnSequence):
+    """Runs ``(start, length)`` -- or ``(start, length, tag)``, or what ``make``
+    builds of them -- over columns: a memory map's ranges, EXCLUDED runs, the
+    runs of a kdump file's bitmaps.
+
+    Why: a hostile file can hold millions of runs (a memory map of 4 Mi ranges
+    in one 64 MiB METADATA record, EXCLUDED records of 65,536 runs each, a
+    kdump bitmap alternating every frame), and one tuple per run costs
+    ~120 bytes where a column costs 16 (issue 22).  The columns may be lists
+    (a small map, issue 21: no numpy); ``starts``/``lengths``/``tags`` are
+    numpy all the same, built on first use.  Items are built only for the
+    runs a caller reads.
+    """
+
+    __slots__ = ("_cols", "_arrays", "_make")
+
+    def __init__(self, starts: np.ndarray | list[int], lengths: np.ndarray | list[int],
+                 tags: np.ndarray | list[int] | None = None, *, make: Any = None) -> None:
+        self._cols = (starts, lengths, tags)
+        self._make = make
+        self._arrays = None if isinstance(starts, list) else self._cols
+
+    @classmethod
+    def of(cls, items: Iterable[tuple], *, tagged: bool = False, make: Any = None) -> RunList:
+        """From ``(start, length[, tag])`` tuples (a small list: lists, no numpy)."""
+        items = list(items)
+        return cls([t[0] for t in items], [t[1] for t in items],
+                   [t[2] for t in items] if tagged else None, make=make)
+
+    @property
+    def columnar(self) -> bool:
+        """The columns are numpy arrays (a big list), not lists."""
+        return not isinstance(self._cols[0], list)
+
+    def _numpy(self) -> tuple:
+        if self._arrays is None:
+            import numpy as np
+
+            s, n, t = self._cols
+            self._arrays = (np.array(s, np.uint64), np.array(n, np.uint64),
+                            None if t is None else np.array(t, np.uint32))
+        return self._arrays
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self._numpy()[0]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._numpy()[1]
+
+    @property
+    def tags(self) -> np.ndarray | None:
+        return self._numpy()[2]
+
+    def total(self) -> int:
+        """The sum of the lengths, exactly (no object per run)."""
+        n = self._cols[1]
+        if isinstance(n, list):
+            return sum(n)
+        import numpy as np
+
+        # in pieces: each piece's sum fits in a u64 when the runs are disjoint
+        return sum(int(n[k:k + (1 << 20)].sum(dtype=np.uint64)) for k in range(0, len(n), 1 << 20))
+
+    def __len__(self) -> int:
+        return len(self._cols[0])
+
+    def _item(self, a: int, n: int, t: int | None) -> Any:
+        if self._make is not None:
+            return self._make(a, n, t)
+        return (a, n) if t is None else (a, n, t)
+
+    def __getitem__(self, i):
+        s, n, t = self._cols
+        if isinstance(i, slice):
+            ss, nn = s[i], n[i]
+            ss, nn = (ss, nn) if isinstance(ss, list) else (ss.tolist(), nn.tolist())
+            tt = [None] * len(ss) if t is None else (t[i] if isinstance(t, list) else t[i].tolist())
+            return [self._item(a, b, c) for a, b, c in zip(ss, nn, tt)]
+        if i < 0:
+            i += len(self)
+        return self._item(int(s[i]), int(n[i]), None if t is None else int(t[i]))
+
+    def __hash__(self) -> int:  # a frozen MemoryMap holding one stays hashable
+        if not self.columnar:
+            return hash(tuple(self))
+        return hash((len(self), self.starts.tobytes(), self.lengths.tobytes()))
+
+    def __repr__(self) -> str:
+        return repr(list(self)) if len(self) <= 16 else f"RunList({len(self)} runs)"
+
+
+def merge_runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) uint64 runs in any order: empty ones dropped, the rest
+    sorted and overlapping or touching ones merged (a memory map's rule),
+    without an object per run.  Runs must end at or below 2^64."""
+    import numpy as np
+
+    starts = np.asarray(starts, np.uint64)
+    lengths = np.asarray(lengths, np.uint64)
+    keep = lengths > 0
+    if not keep.all():
+        starts, lengths = starts[keep], lengths[keep]
+    del keep
+    if not len(starts):
+        return starts, lengths
+    if not (starts[1:] >= starts[:-1]).all():
+        order = np.argsort(starts, kind="stable")
+        starts, lengths = starts[order], lengths[order]
+        del order
+    lasts = starts + (lengths - np.uint64(1))  # inclusive: 2^64 does not fit
+    reach = np.maximum.accumulate(lasts)
+    del lasts
+    new = np.ones(len(starts), bool)
+    new[1:] = (starts[1:] > reach[:-1]) & (starts[1:] - reach[:-1] > 1)
+    if new.all():
+        return starts, lengths
+    first = np.flatnonzero(new)
+    del new
+    last_at = np.empty_like(first)
+    last_at[:-1] = first[1:] - 1
+    last_at[-1] = len(starts) - 1
+    s = starts[first]
+    return s, reach[last_at] - s + np.uint64(1)

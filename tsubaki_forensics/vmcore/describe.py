@@ -29,6 +29,12 @@ from .importer import vmcoreinfo_fields
 __all__ = ["describe_dump"]
 
 
+def _runs(runs: Any) -> Any:
+    """A map's ranges as a tuple, or the map's own columns (a RunList of
+    millions of ranges is passed on, not copied into tuples)."""
+    return runs if hasattr(runs, "starts") else tuple(tuple(r) for r in runs)
+
+
 def describe_dump(dump: Any) -> DumpDescription:
     """Header, files, metadata, memory against the map, events and problems of ``dump``
     (a :class:`~tsubaki_forensics.tsd.Dump` or a ``ForeignDump``)."""
@@ -61,8 +67,7 @@ def describe_dump(dump: Any) -> DumpDescription:
         completeness_at_most_percent=c.at_most_percent,
         completeness_reason=c.reason,
         memory_map=None if mm is None else MapSummary(
-            mm.dump_level, tuple((a, n) for a, n in mm.ranges), tuple((a, n, b) for a, n, b in mm.excluded),
-            mm.total_bytes),
+            mm.dump_level, _runs(mm.ranges), _runs(mm.excluded), mm.total_bytes),
         outside_map_bytes=c.outside_map_bytes,
         compression_ratio=round(present / file_bytes, 3) if file_bytes else None,
         ranges=ranges,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 
 from ..errors import FormatError
+from ..limits import MAX_RUNS
 from ..tsd import records as R
 from .notes import build_note, iter_notes
 
@@ -32,9 +33,10 @@ _HEAD = struct.Struct("<II")
 def build_filter_note(memory_map: R.MemoryMap, excluded: list[R.ExcludedRange], page_size: int) -> bytes:
     """The note (header, name, descriptor) for ``memory_map`` and ``excluded``."""
     body = R.pack_memory_map(memory_map)
-    runs = [(r.paddr, r.length, int(r.cls)) for r in excluded]
-    parts = [R.pack_excluded(runs[i:i + R.MAX_EXCLUDED_RUNS], page_size)
-             for i in range(0, len(runs), R.MAX_EXCLUDED_RUNS)]
+    # a record's worth of runs at a time: the runs may be columns (millions, issue 22)
+    parts = [R.pack_excluded([(r.paddr, r.length, int(r.cls)) for r in excluded[i:i + R.MAX_EXCLUDED_RUNS]],
+                             page_size)
+             for i in range(0, len(excluded), R.MAX_EXCLUDED_RUNS)]
     return build_note(TSUBAKI_NOTE_NAME, NT_TSUBAKI_EXCLUDED,
                       _HEAD.pack(len(body), len(parts)) + body + b"".join(parts))
 
@@ -59,20 +61,49 @@ def parse_filter_note(notes: bytes, page_size: int) -> tuple[R.MemoryMap, list[R
         memory_map = R.unpack_memory_map(d[at:at + map_bytes])
         at += map_bytes
         runs: list[R.ExcludedRange] = []
+        cols: list[tuple] = []  # past a few runs: numpy columns, never an object per run (issue 22)
+        total = 0
         for _ in range(bodies):
             if at + R.EXCLUDED_HEAD.size > len(d):
                 raise FormatError("an EXCLUDED body runs past the descriptor")
             (count,) = R.EXCLUDED_HEAD.unpack_from(d, at)
             size = R.EXCLUDED_HEAD.size + min(count, R.MAX_EXCLUDED_RUNS + 1) * R.EXCLUDED_RUN.size
-            runs += R.unpack_excluded(d[at:at + size], page_size)
+            total += count
+            if total > MAX_RUNS:
+                raise FormatError(f"more than {MAX_RUNS} EXCLUDED runs: over the memory budget")
+            if cols or total > _SMALL:
+                if runs:
+                    cols.append(_columns(runs))
+                    runs = []
+                cols.append(R.unpack_excluded_columns(d[at:at + size], page_size))
+            else:
+                runs += R.unpack_excluded(d[at:at + size], page_size)
             at += size
         if at != len(d):
             raise FormatError(f"{len(d) - at} bytes after the last EXCLUDED body")
+        if cols:
+            import numpy as np
+
+            a, n, c = (np.concatenate(x) for x in zip(*cols))
+            del cols
+            if len(a) > 1 and (a[1:] < a[:-1] + n[:-1]).any():
+                raise FormatError("EXCLUDED runs out of order or overlapping")
+            return memory_map, R.excluded_list(a, n, c)
         if any(b.paddr < a.end for a, b in zip(runs, runs[1:])):
             raise FormatError("EXCLUDED runs out of order or overlapping")
     except FormatError as e:
         raise FormatError(f"ELF note {TSUBAKI_NOTE_NAME}: {e}") from None
     return memory_map, runs
+
+
+_SMALL = 1 << 14  # runs read as a list below this (no numpy), as columns beyond
+
+
+def _columns(runs: list[R.ExcludedRange]) -> tuple:
+    import numpy as np
+
+    return (np.array([r.paddr for r in runs], np.uint64), np.array([r.length for r in runs], np.uint64),
+            np.array([int(r.cls) for r in runs], np.uint32))
 
 
 def strip_filter_note(notes: bytes) -> bytes:

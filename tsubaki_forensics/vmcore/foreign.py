@@ -28,7 +28,8 @@ from ..errors import ExcludedPageError, FormatError
 from ..tsd import MemoryMap
 from ..tsd.completeness import Completeness, measure
 from ..tsd.memory import Range, RangeList
-from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, Endian, ExcludedRange, PageClass
+from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, Endian, ExcludedRange, PageClass, excluded_list
+from ..tsd.table import RunList
 from .detect import sniff, unsupported
 from .unwrap import WRAPPERS, unwrap
 
@@ -78,28 +79,78 @@ class ForeignFile:
 
 
 class _Memory:
-    """``ranges()`` / ``read()`` / ``missing_reasons()`` over an ``ElfVmcore`` or a ``KdumpFile``."""
+    """``ranges()`` / ``read()`` / ``missing_reasons()`` over an ``ElfVmcore`` or a ``KdumpFile``.
 
-    def __init__(self, reader: Any, present: list[tuple[int, int]],
-                 missing: list[tuple[int, int, str]]) -> None:
+    ``present`` and ``missing`` may be lists or :class:`~..tsd.table.RunList`
+    columns (a kdump bitmap's runs: millions of them, issue 22); columns
+    stay columns, with no object per run."""
+
+    def __init__(self, reader: Any, present, missing) -> None:
         self._reader = reader
-        # the .tsd reader's lazy sequence, over lists: numpy only if a caller asks for its columns
-        self._ranges = RangeList([a for a, _ in present], [a + n - 1 for a, n in present], [False] * len(present))
+        if getattr(present, "columnar", False):
+            import numpy as np
+
+            starts = present.starts
+            self._ranges = RangeList(starts, starts + (present.lengths - np.uint64(1)),
+                                     np.zeros(len(starts), bool))
+            self.present_bytes = present.total()
+        else:
+            # the .tsd reader's lazy sequence, over lists: numpy only if a caller asks for its columns
+            self._ranges = RangeList([a for a, _ in present], [a + n - 1 for a, n in present],
+                                     [False] * len(present))
+            self.present_bytes = sum(n for _, n in present)
         self._missing = missing
-        self.present_bytes = sum(n for _, n in present)
         self.zero_bytes = 0
 
     def ranges(self) -> RangeList:
         return self._ranges
 
-    def missing_ranges(self) -> list[Range]:
+    def range_arrays(self):
+        """:meth:`ranges` as numpy columns (first, inclusive last, zero) for completeness."""
+        r = self._ranges
+        return r.starts, r.lasts, r.zero
+
+    def missing_ranges(self):
+        if isinstance(self._missing, _ReasonRuns):
+            import numpy as np
+
+            m = self._missing
+            return RangeList(m.starts, m.starts + (m.lengths - np.uint64(1)), np.zeros(len(m), bool),
+                             kind="missing")
         return [Range(a, n, "missing") for a, n, _ in self._missing]
 
-    def missing_reasons(self) -> list[tuple[int, int, str]]:
-        return list(self._missing)
+    def missing_reasons(self):
+        return self._missing if isinstance(self._missing, _ReasonRuns) else list(self._missing)
 
     def read(self, paddr: int, size: int) -> bytes:
         return self._reader.read(paddr, size)
+
+
+class _ReasonRuns(RunList):
+    """Missing runs that share one reason, as ``(paddr, length, reason)``: the
+    surface of the ``.tsd`` reader's ``MissingList`` (``starts``, ``lengths``,
+    ``reason(i)``, ``said()``) over a kdump file's run columns."""
+
+    __slots__ = ("_why",)
+
+    def __init__(self, runs: RunList, why: str) -> None:
+        super().__init__(runs.starts, runs.lengths, make=lambda a, n, _: (a, n, why))
+        self._why = why
+
+    def reason(self, i: int) -> str:
+        return self._why
+
+    def said(self):
+        import numpy as np
+
+        return np.full(len(self), bool(self._why))
+
+
+def _missing_runs(runs, why: str):
+    """``(paddr, length, why)`` for each run: columns stay columns."""
+    if getattr(runs, "columnar", False):
+        return _ReasonRuns(runs, why)
+    return [(a, n, why) for a, n in runs]
 
 
 class _HeldOnly:
@@ -359,7 +410,7 @@ def _open_elf(path: Path) -> ForeignDump:
         notes = strip_filter_note(core.notes) if filtered is not None else core.notes
         excluded = [ExcludedRange(a, n, PageClass.UNKNOWN) for a, n in tails]
         if filtered is not None:  # our own export of a filtered dump says what it left out
-            memory_map, excluded = filtered[0], sorted(filtered[1] + excluded, key=lambda r: r.paddr)
+            memory_map, excluded = filtered[0], _joined_excluded(filtered[1], excluded)
         else:
             memory_map = MemoryMap.from_ranges(
                 [(a, n) for a, n, _ in core.ranges()] + core.cut_off,
@@ -382,6 +433,34 @@ def _open_elf(path: Path) -> ForeignDump:
         raise
 
 
+def _joined_excluded(noted, tails: list[ExcludedRange]):
+    """The runs our export's note names and the ``p_memsz`` tails, by address:
+    a list, or columns when the note's runs are columns (millions, issue 22)."""
+    if not hasattr(noted, "starts"):
+        return sorted(list(noted) + tails, key=lambda r: r.paddr)
+    if not tails:
+        return noted
+    import numpy as np
+
+    a = np.concatenate((noted.starts, np.array([r.paddr for r in tails], np.uint64)))
+    n = np.concatenate((noted.lengths, np.array([r.length for r in tails], np.uint64)))
+    c = np.concatenate((noted.tags, np.array([int(r.cls) for r in tails], np.uint32)))
+    order = np.argsort(a, kind="stable")
+    return excluded_list(a[order], n[order], c[order])
+
+
+def _excluded_runs(runs) -> list[ExcludedRange] | RunList:
+    """A kdump file's excluded runs as ``ExcludedRange`` of class UNKNOWN (the
+    file does not say which class): a list when few, columns past SMALL_TABLE."""
+    from ..tsd.table import SMALL_TABLE
+
+    if len(runs) <= SMALL_TABLE or not getattr(runs, "columnar", False):
+        return [ExcludedRange(a, n, PageClass.UNKNOWN) for a, n in runs]
+    import numpy as np
+
+    return excluded_list(runs.starts, runs.lengths, np.full(len(runs), int(PageClass.UNKNOWN), np.uint32))
+
+
 def _open_kdump(paths: list[Path]) -> ForeignDump:
     from .kdump import open_kdump
     from .kdump_import import kdump_properties
@@ -389,12 +468,11 @@ def _open_kdump(paths: list[Path]) -> ForeignDump:
     k = open_kdump(paths)
     try:
         ps = k.page_size
-        excluded = [ExcludedRange(a, n, PageClass.UNKNOWN) for a, n in k.excluded_ranges()]
-        level = k.header.dump_level if k.header.dump_level is not None and excluded else 1
+        excluded = _excluded_runs(k.excluded_ranges())
+        level = k.header.dump_level if k.header.dump_level is not None and len(excluded) else 1
         memory_map = MemoryMap.from_ranges(k.memory_ranges(), dump_level=level | 1)
         why = "; ".join(getattr(k, "missing_reason", {})) or "not in the kdump file"
-        missing = [(a, n, why) for a, n in k.missing_ranges()]
-        mem = _Memory(k, k.present_ranges(), missing)
+        mem = _Memory(k, k.present_ranges(), _missing_runs(k.missing_ranges(), why))
         label = "kdump-flattened" if k.flattened else "kdump-compressed"
         header = ForeignHeader(k.arch, ps, f"{label} (makedumpfile header version "
                                            f"{k.header.header_version})",

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExcludedPageError, FormatError, NotCollectedError
+from ..limits import MAX_RUNS
+from ..tsd.table import RunList
 from .mapped import MappedDumpFile, stat_dump_file
 from .flattened import FlatIndex, Gap, is_flattened
 
@@ -60,6 +62,80 @@ MAX_META = 64 << 20               # VMCOREINFO or notes larger than this are dam
 RANK_BLOCK = 4096                 # pfns per rank entry (8 bytes per 4096 pfns: 1/512 of the bitmap's bits)
 SLICE_PFNS = 1 << 23              # pfns unpacked at a time (8 MiB of bools, 1 MiB of bitmap)
 assert SLICE_PFNS % RANK_BLOCK == 0
+
+
+def _run_step() -> int:
+    """Pfns per slice when runs are made: an alternating slice's edges are
+    8 bytes per pfn, so at most 1 Mi pfns (8 MiB) at a time."""
+    return min(SLICE_PFNS, 1 << 20)
+
+
+def _clipped(lo: int, mask: np.ndarray, a: int, b: int) -> tuple[int, np.ndarray]:
+    """The slice (``lo``, ``mask``) with the pfns outside ``a..b`` cleared."""
+    if lo >= a and lo + len(mask) <= b:
+        return lo, mask
+    mask = mask.copy()
+    mask[:max(0, min(a - lo, len(mask)))] = False
+    mask[max(0, b - lo):] = False
+    return lo, mask
+
+
+def _runs_of(slices, ps: int, where: str, what: str) -> RunList:
+    """(paddr, length) runs of the pfns set in (first pfn, bools) slices, in
+    order, as uint64 columns; a run may span slices.
+
+    :raises FormatError: more than :data:`MAX_RUNS` runs, said before the
+        columns grow past them."""
+    starts: list[np.ndarray] = []
+    stops: list[np.ndarray] = []
+    count = 0
+    open_at = -1  # first pfn of a run still going at the end of the last slice
+    end = 0
+    for lo, mask in slices:
+        end = lo + len(mask)
+        if not mask.any():
+            if open_at >= 0:
+                starts.append(np.array([open_at], np.int64))
+                stops.append(np.array([lo], np.int64))
+                count += 1
+                open_at = -1
+            continue
+        m = np.zeros(len(mask) + 2, np.int8)
+        m[1:-1] = mask
+        edges = np.flatnonzero(np.diff(m))
+        del m
+        edges += lo
+        a, b = edges[::2], edges[1::2]
+        if open_at >= 0:
+            if a[0] == lo:
+                a = a.copy()
+                a[0] = open_at
+            else:
+                starts.append(np.array([open_at], np.int64))
+                stops.append(np.array([lo], np.int64))
+                count += 1
+            open_at = -1
+        if b[-1] == end:
+            open_at = int(a[-1])
+            a, b = a[:-1], b[:-1]
+        count += len(a)
+        if count > MAX_RUNS:
+            raise FormatError(f"{where}: the kdump bitmaps hold more than {MAX_RUNS} {what} (a "
+                              f"bitmap that alternates: over the memory budget, docs/RELIABILITY.md)")
+        starts.append(a.copy())
+        stops.append(b.copy())
+        del edges, a, b
+    if open_at >= 0:
+        starts.append(np.array([open_at], np.int64))
+        stops.append(np.array([end], np.int64))
+    st = np.concatenate(starts).astype(np.uint64) if starts else np.zeros(0, np.uint64)
+    del starts
+    sp = np.concatenate(stops).astype(np.uint64) if stops else np.zeros(0, np.uint64)
+    del stops
+    sp -= st
+    st *= np.uint64(ps)
+    sp *= np.uint64(ps)
+    return RunList(st, sp)
 
 
 def is_kdump(head: bytes) -> bool:
@@ -387,62 +463,41 @@ class KdumpFile(MappedDumpFile):
 
     # -- what the file holds ---------------------------------------------------
 
-    def _runs(self, mask: np.ndarray) -> list[tuple[int, int]]:
+    def _runs(self, mask: np.ndarray) -> RunList:
         """(paddr, length) runs of the pfns set in ``mask``."""
         return self._runs_of([(0, mask)])
 
-    def _runs_of(self, slices) -> list[tuple[int, int]]:
-        """(paddr, length) runs of the pfns set in (first pfn, bools) slices, in order."""
-        ps = self.page_size
-        runs: list[tuple[int, int]] = []
-        open_at = None  # first pfn of a run still going at the end of the last slice
-        end = 0
-        for lo, mask in slices:
-            end = lo + len(mask)
-            if not mask.any():
-                if open_at is not None:
-                    runs.append((open_at * ps, (lo - open_at) * ps))
-                    open_at = None
-                continue
-            m = np.concatenate(([False], mask, [False])).astype(np.int8)
-            edges = (np.flatnonzero(np.diff(m)) + lo).tolist()
-            starts, stops = edges[::2], edges[1::2]
-            if open_at is not None:
-                if starts[0] == lo:
-                    starts[0] = open_at
-                else:
-                    runs.append((open_at * ps, (lo - open_at) * ps))
-                open_at = None
-            if stops[-1] == end:
-                open_at = starts.pop()
-                stops.pop()
-            runs.extend((a * ps, (b - a) * ps) for a, b in zip(starts, stops))
-        if open_at is not None:
-            runs.append((open_at * ps, (end - open_at) * ps))
-        return runs
+    def _runs_of(self, slices, what: str = "runs") -> RunList:
+        """(paddr, length) runs of the pfns set in (first pfn, bools) slices, in
+        order, as numpy columns (never a tuple per run: a bitmap alternating
+        every frame claims a run per two frames).
+
+        :raises FormatError: more than :data:`~tsubaki_forensics.limits.MAX_RUNS`
+            runs (checked slice by slice, before the columns grow past it)."""
+        return _runs_of(slices, self.page_size, str(self.path), what)
 
     def present_mask(self) -> np.ndarray:
         """Per pfn: the page's data is in the file (one byte per pfn, made on use)."""
         return self._whole("present")
 
-    def memory_ranges(self) -> list[tuple[int, int]]:
+    def memory_ranges(self) -> RunList:
         """The machine's memory (1st bitmap) as (paddr, length) runs."""
-        return self._runs_of(self._kind_slices("memory"))
+        return self._runs_of(self._kind_slices("memory", _run_step()), "memory runs")
 
-    def excluded_ranges(self) -> list[tuple[int, int]]:
+    def excluded_ranges(self) -> RunList:
         """Memory the producer's dump level left out (1st bitmap, not the 2nd)."""
-        runs = self._runs_of(self._kind_slices("excluded"))
         if self.header.split:  # a split file names only its own range's exclusions
-            a, b = self.header.start_pfn * self.page_size, self.header.end_pfn * self.page_size
-            runs = [(max(s, a), min(s + n, b) - max(s, a)) for s, n in runs if s < b and s + n > a]
-        return runs
+            lo, hi = self.header.start_pfn, self.header.end_pfn
+            return self._runs_of((_clipped(a, m, lo, hi) for a, m in self._kind_slices("excluded", _run_step())),
+                                 "excluded runs")
+        return self._runs_of(self._kind_slices("excluded", _run_step()), "excluded runs")
 
-    def present_ranges(self) -> list[tuple[int, int]]:
-        return self._runs_of(self._kind_slices("present"))
+    def present_ranges(self) -> RunList:
+        return self._runs_of(self._kind_slices("present", _run_step()), "runs of dumped pages")
 
-    def missing_ranges(self) -> list[tuple[int, int]]:
+    def missing_ranges(self) -> RunList:
         """Dumped pages whose data the file does not hold (cut short, INCOMPLETE)."""
-        return self._runs_of(self._kind_slices("missing"))
+        return self._runs_of(self._kind_slices("missing", _run_step()), "runs of missing pages")
 
     # -- reading ----------------------------------------------------------------
 
@@ -565,11 +620,7 @@ class KdumpSet:
         self.page_size, self.arch, self.flattened = first.page_size, first.arch, first.flattened
         self.vmcoreinfo, self.notes = first.vmcoreinfo, first.notes
         self.file_size = sum(f.file_size for f in self.files)
-        self.valid = first.valid
-        self.dumped = np.zeros_like(first.dumped)
-        for f in self.files:
-            self.dumped |= f.dumped
-        self.dumped_pfns = np.flatnonzero(self.dumped)
+        self._dumped_pfns: np.ndarray | None = None
         self.problems = [f"{f.path.name}: {p}" for f in self.files for p in f.problems]
         self.missing_reason: dict[str, int] = {}
         for f in self.files:
@@ -586,7 +637,9 @@ class KdumpSet:
         first = self.files[0]
         for f in self.files[1:]:
             if (f.header.max_mapnr, f.page_size) != (first.header.max_mapnr, first.page_size) or \
-                    not np.array_equal(f.valid, first.valid) or f.vmcoreinfo != first.vmcoreinfo:
+                    f.vmcoreinfo != first.vmcoreinfo or not all(
+                        np.array_equal(a, b) for (_, a), (_, b) in
+                        zip(f._kind_slices("memory"), first._kind_slices("memory"))):
                 raise FormatError(f"{names}: these files are not of one --split set (their "
                                   f"headers or memory bitmaps differ)")
         self.files.sort(key=lambda f: (f.header.start_pfn, f.header.end_pfn))
@@ -609,26 +662,76 @@ class KdumpSet:
                 return f
         return self.files[0]
 
+    # Every mask a slice at a time, across the files in step (one bitmap
+    # slice of each at once): a set claiming a huge machine costs time, not a
+    # byte per frame (issue 22).
+
+    def _set_slices(self, kind: str, step: int | None = None):
+        """(first pfn, bools) of one kind of page over the whole set: memory,
+        dumped (by any file), excluded, present or missing."""
+        first = self.files[0]
+        if kind == "memory":
+            yield from first._kind_slices("memory", step)
+            return
+        dumped_by = [f._slices("dumped", step) for f in self.files]
+        present_by = [f._kind_slices("present", step) for f in self.files] \
+            if kind in ("present", "missing") else None
+        for lo, valid in first._kind_slices("memory", step):
+            dumped = np.zeros(len(valid), bool)
+            for it in dumped_by:
+                dumped |= next(it)[1]
+            if kind == "dumped":
+                yield lo, dumped
+            elif kind == "excluded":
+                yield lo, valid & ~dumped
+            else:
+                present = np.zeros(len(valid), bool)
+                for it in present_by:
+                    present |= next(it)[1]
+                yield lo, present if kind == "present" else dumped & ~present
+
+    def _whole(self, kind: str) -> np.ndarray:
+        out = np.zeros(self.header.max_mapnr, bool)
+        for lo, bits in self._set_slices(kind):
+            out[lo:lo + len(bits)] = bits
+        return out
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Per pfn: memory; one byte per pfn, made on use."""
+        return self._whole("memory")
+
+    @property
+    def dumped(self) -> np.ndarray:
+        """Per pfn: dumped by some file of the set; one byte per pfn, made on use."""
+        return self._whole("dumped")
+
+    @property
+    def dumped_pfns(self) -> np.ndarray:
+        """Every dumped pfn (8 bytes each, made on first use)."""
+        if self._dumped_pfns is None:
+            parts = [lo + np.flatnonzero(d) for lo, d in self._set_slices("dumped")]
+            self._dumped_pfns = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._dumped_pfns
+
     def present_mask(self) -> np.ndarray:
-        mask = np.zeros(self.header.max_mapnr, bool)
-        for f in self.files:
-            mask |= f.present_mask()
-        return mask
+        """Per pfn: some file holds the page's data (one byte per pfn, made on use)."""
+        return self._whole("present")
 
-    _runs = KdumpFile._runs
-    _runs_of = KdumpFile._runs_of
+    def _runs_of(self, slices, what: str = "runs") -> RunList:
+        return _runs_of(slices, self.page_size, str(self.path), what)
 
-    def memory_ranges(self) -> list[tuple[int, int]]:
-        return self._runs(self.valid)
+    def memory_ranges(self) -> RunList:
+        return self.files[0].memory_ranges()
 
-    def excluded_ranges(self) -> list[tuple[int, int]]:
-        return self._runs(self.valid & ~self.dumped)
+    def excluded_ranges(self) -> RunList:
+        return self._runs_of(self._set_slices("excluded", _run_step()), "excluded runs")
 
-    def present_ranges(self) -> list[tuple[int, int]]:
-        return self._runs(self.present_mask())
+    def present_ranges(self) -> RunList:
+        return self._runs_of(self._set_slices("present", _run_step()), "runs of dumped pages")
 
-    def missing_ranges(self) -> list[tuple[int, int]]:
-        return self._runs(self.dumped & ~self.present_mask())
+    def missing_ranges(self) -> RunList:
+        return self._runs_of(self._set_slices("missing", _run_step()), "runs of missing pages")
 
     def read_page(self, pfn: int) -> bytes:
         return self._file(pfn).read_page(pfn)

@@ -47,6 +47,38 @@ def kdump_properties(k: Any, names: list[str]) -> dict[str, str]:
     return props
 
 
+class _RunsInOrder:
+    """Held and missing runs of dumped pages as (pfn, count, held), in address
+    order, from two sorted :class:`~..tsd.table.RunList` columns: the order is
+    made as columns and the tuples only a slice at a time."""
+
+    def __init__(self, pfn, count, held) -> None:
+        self._cols = (pfn, count, held)
+        self.pages = int(count.sum()) if len(count) else 0
+
+    def __iter__(self):
+        pfn, count, held = self._cols
+        for k in range(0, len(pfn), 4096):
+            yield from zip(pfn[k:k + 4096].tolist(), count[k:k + 4096].tolist(), held[k:k + 4096].tolist())
+
+
+def _runs_in_order(present, missing, ps: int) -> _RunsInOrder:
+    import numpy as np
+
+    def cols(runs):
+        if hasattr(runs, "starts"):
+            return runs.starts // np.uint64(ps), runs.lengths // np.uint64(ps)
+        return (np.array([a // ps for a, _ in runs], np.uint64), np.array([n // ps for _, n in runs], np.uint64))
+
+    (pa, pn), (ma, mn) = cols(present), cols(missing)
+    pfn = np.concatenate((pa, ma))
+    count = np.concatenate((pn, mn))
+    held = np.concatenate((np.ones(len(pa), bool), np.zeros(len(ma), bool)))
+    del pa, pn, ma, mn
+    order = np.lexsort((~held, pfn))  # as sorted() orders (pfn, count, held): the two never share a pfn
+    return _RunsInOrder(pfn[order], count[order], held[order])
+
+
 def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLike[str], *,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, level: int = DEFAULT_LEVEL,
                  threads: int = 2, progress: Callable[[int, int], None] | None = None,
@@ -60,15 +92,15 @@ def import_kdump(source: str | os.PathLike[str] | list, output: str | os.PathLik
         props = kdump_properties(k, [os.path.basename(os.fspath(p)) for p in sources])
         excluded = k.excluded_ranges()
         dump_level = k.header.dump_level if k.header.dump_level is not None else 1
-        if not excluded:
+        if not len(excluded):
             dump_level = 1  # nothing left out: a level-1 file any 1.3 reader takes
         memory_map = MemoryMap.from_ranges(k.memory_ranges(), dump_level=dump_level | 1)
         # Runs of dumped pages, held or missing, in address order: never a
         # mask or a pfn per frame of the machine (a header may claim a huge one).
-        ps_runs = [(a // ps, n // ps, True) for a, n in k.present_ranges()]
-        ps_runs += [(a // ps, n // ps, False) for a, n in k.missing_ranges()]
-        ps_runs.sort()
-        total = sum(count for _, count, _ in ps_runs) * ps
+        # Columns, walked a slice at a time (a bitmap alternating every frame
+        # has a run per two frames: never a tuple per run, issue 22).
+        ps_runs = _runs_in_order(k.present_ranges(), k.missing_ranges(), ps)
+        total = ps_runs.pages * ps
         done = 0
         extra: dict = {"dedup": True} if dedup else {}
         # One buffer for every batch: write_memory returns once the batch is

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..tsd.completeness import Completeness, measure
 from ..tsd.reader import Problem
+from ..tsd.table import RunList, merge_runs
 
 __all__ = ["verify_any", "verify_foreign", "ForeignVerifyReport", "ForeignFileReport"]
 
@@ -115,7 +116,7 @@ def _verify_elf(dump: Any, report: ForeignVerifyReport) -> None:
                 report.damage.append(Problem(str(dump.path), a, f"physical {a:#x}: unreadable: {e}"))
     c = dump.completeness()
     report.completeness = c
-    left_out = sum(r.length for r in dump.excluded)
+    left_out = _total(dump.excluded)
     report.files.append(ForeignFileReport(
         str(dump.path), dump.files[0].size, dump.header.format, len(mem.ranges()),
         summary=f"{_mib(mem.present_bytes)} held in {len(mem.ranges())} ranges, "
@@ -126,7 +127,7 @@ def _verify_kdump(dump: Any, report: ForeignVerifyReport,
                   progress: Callable[[int, int], None] | None) -> None:
     """Per file, one flag per page descriptor (sound so far), never one per pfn
     of the machine: a header claiming a huge machine costs time, not memory."""
-    from .foreign import _Memory
+    from .foreign import _Memory, _missing_runs
     from .kdump import PageDamage
 
     k = dump.reader
@@ -172,16 +173,15 @@ def _verify_kdump(dump: Any, report: ForeignVerifyReport,
     if len(bad_pfns) > _LIST:
         report.damage.append(Problem(str(k.path), 0, f"... and {len(bad_pfns) - _LIST} more pages "
                                                      f"that do not decompress"))
-    good_runs: list[tuple[int, int]] = []
-    bad_runs: list[tuple[int, int]] = []
-    for f in files:
-        good, bad = f.runs_by_index(sound[id(f)])
-        good_runs += good
-        bad_runs += bad
-    missing = [(a, n, "damaged or not in the kdump file") for a, n in _merge(bad_runs)]
-    mem = _Memory(k, _merge(good_runs), missing)
+    # the runs as columns, files joined by a merge of columns (never a tuple
+    # per run: a bitmap alternating every frame, issue 22)
+    by_file = [f.runs_by_index(sound[id(f)]) for f in files]
+    good_runs = _join([g for g, _ in by_file])
+    bad_runs = _join([b for _, b in by_file])
+    del by_file
+    mem = _Memory(k, good_runs, _missing_runs(bad_runs, "damaged or not in the kdump file"))
     report.completeness = measure(mem, dump.memory_map, dump.properties, excluded=dump.excluded)
-    excluded = sum(r.length for r in dump.excluded) // ps
+    excluded = _total(dump.excluded) // ps
     lost = 0
     for f in files:
         good = int(np.count_nonzero(sound[id(f)]))
@@ -193,15 +193,20 @@ def _verify_kdump(dump: Any, report: ForeignVerifyReport,
                                  f"{k.header.dump_level}), {lost} missing or damaged")
 
 
-def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Runs of several files of a --split set (each its own pfn range), sorted, touching ones joined."""
-    out: list[tuple[int, int]] = []
-    for a, n in sorted(runs):
-        if out and out[-1][0] + out[-1][1] == a:
-            out[-1] = (out[-1][0], out[-1][1] + n)
-        else:
-            out.append((a, n))
-    return out
+def _join(parts: list) -> RunList:
+    """Run columns of the files of a --split set (each its own pfn range),
+    sorted, touching ones joined: :func:`_merge` over columns."""
+    if len(parts) == 1:
+        return parts[0]
+    s, n = merge_runs(np.concatenate([p.starts for p in parts]), np.concatenate([p.lengths for p in parts]))
+    return RunList(s, n)
+
+
+def _total(runs) -> int:
+    """Bytes of (EXCLUDED) runs: by columns when they are columns."""
+    if hasattr(runs, "total"):
+        return runs.total()
+    return sum(r.length for r in runs)
 
 
 def _check_descriptors(f: Any) -> tuple[list[tuple[int, str]], int, np.ndarray]:
