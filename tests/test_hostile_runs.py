@@ -111,6 +111,29 @@ def test_an_alternating_kdump_at_the_bound_reads_under_the_budget(alternating_at
             f'"excluded_bytes":{half}' in head
 
 
+
+def test_the_bound_on_runs_grows_with_the_input(tmp_path):
+    """MAX_RUNS bounds a small (maybe crafted) file only: a big dump of a big,
+    fragmented machine may hold one run per BYTES_PER_RUN bytes of itself.
+    The same bitmaps (8 runs past MAX_RUNS) are refused in a 512 KiB file and
+    read once the file is as large as a real dump holding that many runs would
+    be (a sparse tail: its size is what counts, never its bytes)."""
+    from tsubaki_forensics.limits import BYTES_PER_RUN, max_runs
+    from tsubaki_forensics.vmcore.kdump import KdumpFile
+
+    runs = MAX_RUNS + 8
+    path = tmp_path / "big.kdump"
+    write_alternating_kdump(path, 2 * runs)
+    with KdumpFile(path) as dump, pytest.raises(FormatError, match=f"more than {MAX_RUNS} excluded runs"):
+        dump.excluded_ranges()
+    with open(path, "r+b") as f:
+        f.truncate(runs * BYTES_PER_RUN)
+    assert max_runs(runs * BYTES_PER_RUN) == runs
+    with KdumpFile(path) as dump:
+        excluded = dump.excluded_ranges()
+        assert len(excluded) == runs
+        assert excluded[-1] == ((2 * runs - 1) * PS, PS)  # frames 1, 3, 5, ... are not dumped
+
 # -- 2. a .tsd of millions of EXCLUDED runs, a map of millions of ranges --------------------------
 
 

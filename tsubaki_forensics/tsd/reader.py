@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, FormatError
 from ..inputs import stat_input
-from ..limits import MAX_RUNS
+from ..limits import max_runs
 from . import records as R
 from .completeness import Completeness, measure
 from .memory import DEFAULT_CACHE_BYTES, PhysicalMemory
@@ -417,7 +417,7 @@ class TsdFile:
         elif t == T.METADATA:
             kind, data = R.unpack_metadata(payload)
             if kind == R.MetadataKind.MEMORY_MAP:
-                R.unpack_memory_map(data)  # a malformed map is a damaged record, never a total
+                R.unpack_memory_map(data, max_runs(self.size))  # a malformed map is a damaged record, never a total
             self.metadata.append((hdr.sequence, kind, data))
         elif t == T.EVENT:
             kind, time_s, fields = R.unpack_event(payload)
@@ -433,10 +433,12 @@ class TsdFile:
 
     def _add_excluded(self, payload: memoryview) -> None:
         """One EXCLUDED record's runs: tuples while the file has few, columns
-        beyond (a file of millions of runs, issue 22), refused past MAX_RUNS."""
+        beyond (a file of millions of runs, issue 22), refused past
+        :func:`~tsubaki_forensics.limits.max_runs` of the file's size."""
         count = R.EXCLUDED_HEAD.unpack_from(payload)[0] if len(payload) >= R.EXCLUDED_HEAD.size else 0
-        if self._excluded_runs + count > MAX_RUNS:
-            raise FormatError(f"EXCLUDED runs past {MAX_RUNS} in one file are over the memory budget "
+        limit = max_runs(self.size)
+        if self._excluded_runs + count > limit:
+            raise FormatError(f"EXCLUDED runs past {limit} in one file are over the memory budget "
                               f"(docs/RELIABILITY.md); the record is ignored")
         if not self._excluded_cols and self._excluded_runs + count <= SMALL_TABLE:
             runs = R.unpack_excluded(payload, self.header.page_size)
@@ -549,7 +551,7 @@ class Dump:
         #: What the dump should contain (format 1.3, FORMAT.md §4.3), or None
         #: for files written before 1.3: then the total is unknown.
         self.memory_map: R.MemoryMap | None = (
-            R.unpack_memory_map(raw_map) if raw_map is not None else None)
+            R.unpack_memory_map(raw_map, max_runs(sum(f.size for f in files))) if raw_map is not None else None)
         seen: set[tuple] = set()
         events: list[Event] = []
         for f in files:

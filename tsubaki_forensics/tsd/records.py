@@ -572,21 +572,23 @@ def _map_columns(ranges, excluded) -> tuple[tuple, tuple]:
     return cols(ranges, False), cols(excluded, True)
 
 
-def unpack_memory_map(data: bytes | memoryview) -> MemoryMap:
+def unpack_memory_map(data: bytes | memoryview, max_runs: int = MAX_RUNS) -> MemoryMap:
     """Parse a MEMORY_MAP body: its size must be exactly what its counts say
     (checked before any list is built), ranges sorted, disjoint, non-empty,
     below 2^64, excluded ranges inside the map.  A map of more than
     ``SMALL_TABLE`` ranges is read as columns (a :class:`~.table.RunList`):
-    one METADATA record can hold 4 Mi ranges, a tuple each was 0.5 GiB."""
+    one METADATA record can hold 4 Mi ranges, a tuple each was 0.5 GiB.
+    More than ``max_runs`` of either (:func:`~tsubaki_forensics.limits.max_runs`
+    of the dump's size) is refused."""
     _need(data, MEMORY_MAP_HEAD.size, "MEMORY_MAP")
     level, count, excluded = MEMORY_MAP_HEAD.unpack_from(data)
     size = MEMORY_MAP_HEAD.size + count * MEMORY_MAP_RANGE.size + excluded * MEMORY_MAP_EXCLUDED.size
     if size != len(data):
         raise FormatError(f"MEMORY_MAP declares {count} ranges and {excluded} excluded ranges "
                           f"({size} bytes) but holds {len(data)} bytes")
-    if count > MAX_RUNS or excluded > MAX_RUNS:
+    if count > max_runs or excluded > max_runs:
         raise FormatError(f"MEMORY_MAP declares {count} ranges and {excluded} excluded ranges: more "
-                          f"than {MAX_RUNS}, over the memory budget (docs/RELIABILITY.md)")
+                          f"than {max_runs}, over the memory budget (docs/RELIABILITY.md)")
     at = MEMORY_MAP_HEAD.size
     if count > _SMALL_MAP or excluded > _SMALL_MAP:
         import numpy as np

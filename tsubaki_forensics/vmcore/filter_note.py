@@ -41,8 +41,10 @@ def build_filter_note(memory_map: R.MemoryMap, excluded: list[R.ExcludedRange], 
                       _HEAD.pack(len(body), len(parts)) + body + b"".join(parts))
 
 
-def parse_filter_note(notes: bytes, page_size: int) -> tuple[R.MemoryMap, list[R.ExcludedRange]] | None:
-    """The memory map and excluded runs of the TSUBAKI note in ``notes``, or None.
+def parse_filter_note(notes: bytes, page_size: int,
+                      limit: int = MAX_RUNS) -> tuple[R.MemoryMap, list[R.ExcludedRange]] | None:
+    """The memory map and excluded runs of the TSUBAKI note in ``notes``, or None;
+    at most ``limit`` runs (:func:`~tsubaki_forensics.limits.max_runs` of the vmcore's size).
 
     :raises FormatError: the note is there but malformed (one line, names it).
     """
@@ -58,7 +60,7 @@ def parse_filter_note(notes: bytes, page_size: int) -> tuple[R.MemoryMap, list[R
         at = _HEAD.size
         if at + map_bytes > len(d):
             raise FormatError(f"memory map of {map_bytes} bytes runs past the descriptor")
-        memory_map = R.unpack_memory_map(d[at:at + map_bytes])
+        memory_map = R.unpack_memory_map(d[at:at + map_bytes], limit)
         at += map_bytes
         runs: list[R.ExcludedRange] = []
         cols: list[tuple] = []  # past a few runs: numpy columns, never an object per run (issue 22)
@@ -69,8 +71,8 @@ def parse_filter_note(notes: bytes, page_size: int) -> tuple[R.MemoryMap, list[R
             (count,) = R.EXCLUDED_HEAD.unpack_from(d, at)
             size = R.EXCLUDED_HEAD.size + min(count, R.MAX_EXCLUDED_RUNS + 1) * R.EXCLUDED_RUN.size
             total += count
-            if total > MAX_RUNS:
-                raise FormatError(f"more than {MAX_RUNS} EXCLUDED runs: over the memory budget")
+            if total > limit:
+                raise FormatError(f"more than {limit} EXCLUDED runs: over the memory budget")
             if cols or total > _SMALL:
                 if runs:
                     cols.append(_columns(runs))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExcludedPageError, FormatError
+from ..limits import max_runs
 from ..tsd import MemoryMap
 from ..tsd.completeness import Completeness, measure
 from ..tsd.memory import Range, RangeList
@@ -406,7 +407,7 @@ def _open_elf(path: Path) -> ForeignDump:
                 held.append((start, n))
             if length > n:
                 tails.append((start + n, length - n))
-        filtered = parse_filter_note(core.notes, page_size) if core.notes else None
+        filtered = parse_filter_note(core.notes, page_size, max_runs(core.file_size)) if core.notes else None
         notes = strip_filter_note(core.notes) if filtered is not None else core.notes
         excluded = [ExcludedRange(a, n, PageClass.UNKNOWN) for a, n in tails]
         if filtered is not None:  # our own export of a filtered dump says what it left out

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import PageClassError
+from ..limits import max_runs
 from ..tsd import MemoryMap, TsdWriter, WriteStats
 from ..tsd.records import DUMP_LEVEL_ZERO_AS_RECORDS, PageClass
 from .filter_note import parse_filter_note, strip_filter_note
@@ -123,7 +124,7 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
         info = vmcoreinfo_fields(core.vmcoreinfo)
         page_size = int(info.get("PAGESIZE", "4096") or 4096)
         # An ELF that our own export wrote from a filtered dump says what it left out
-        filtered = parse_filter_note(core.notes, page_size) if core.notes else None
+        filtered = parse_filter_note(core.notes, page_size, max_runs(core.file_size)) if core.notes else None
         notes = strip_filter_note(core.notes) if filtered is not None else core.notes
         if filtered is not None:
             if dump_level not in (DUMP_LEVEL_ZERO_AS_RECORDS, filtered[0].dump_level):

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExcludedPageError, FormatError, NotCollectedError
-from ..limits import MAX_RUNS
+from ..limits import max_runs
 from ..tsd.table import RunList
 from .mapped import MappedDumpFile, stat_dump_file
 from .flattened import FlatIndex, Gap, is_flattened
@@ -80,11 +80,11 @@ def _clipped(lo: int, mask: np.ndarray, a: int, b: int) -> tuple[int, np.ndarray
     return lo, mask
 
 
-def _runs_of(slices, ps: int, where: str, what: str) -> RunList:
+def _runs_of(slices, ps: int, where: str, what: str, limit: int) -> RunList:
     """(paddr, length) runs of the pfns set in (first pfn, bools) slices, in
     order, as uint64 columns; a run may span slices.
 
-    :raises FormatError: more than :data:`MAX_RUNS` runs, said before the
+    :raises FormatError: more than ``limit`` runs (:func:`~tsubaki_forensics.limits.max_runs`), said before the
         columns grow past them."""
     starts: list[np.ndarray] = []
     stops: list[np.ndarray] = []
@@ -119,8 +119,8 @@ def _runs_of(slices, ps: int, where: str, what: str) -> RunList:
             open_at = int(a[-1])
             a, b = a[:-1], b[:-1]
         count += len(a)
-        if count > MAX_RUNS:
-            raise FormatError(f"{where}: the kdump bitmaps hold more than {MAX_RUNS} {what} (a "
+        if count > limit:
+            raise FormatError(f"{where}: the kdump bitmaps hold more than {limit} {what} (a "
                               f"bitmap that alternates: over the memory budget, docs/RELIABILITY.md)")
         starts.append(a.copy())
         stops.append(b.copy())
@@ -472,9 +472,9 @@ class KdumpFile(MappedDumpFile):
         order, as numpy columns (never a tuple per run: a bitmap alternating
         every frame claims a run per two frames).
 
-        :raises FormatError: more than :data:`~tsubaki_forensics.limits.MAX_RUNS`
-            runs (checked slice by slice, before the columns grow past it)."""
-        return _runs_of(slices, self.page_size, str(self.path), what)
+        :raises FormatError: more than :func:`~tsubaki_forensics.limits.max_runs`
+            of the file's size (checked slice by slice, before the columns grow past it)."""
+        return _runs_of(slices, self.page_size, str(self.path), what, max_runs(self.file_size))
 
     def present_mask(self) -> np.ndarray:
         """Per pfn: the page's data is in the file (one byte per pfn, made on use)."""
@@ -719,7 +719,7 @@ class KdumpSet:
         return self._whole("present")
 
     def _runs_of(self, slices, what: str = "runs") -> RunList:
-        return _runs_of(slices, self.page_size, str(self.path), what)
+        return _runs_of(slices, self.page_size, str(self.path), what, max_runs(self.file_size))
 
     def memory_ranges(self) -> RunList:
         return self.files[0].memory_ranges()
