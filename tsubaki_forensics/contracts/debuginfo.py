@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import TsubakiError
+from .frozen import Frozen
 
 __all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "DeferredProvider", "ORDER",
            "DESCRIPTION", "RegisteredProvider", "DEBUG_INFO_TIMEOUT_S", "TIMEOUT_ENV", "provider_time_limit"]
@@ -179,8 +180,7 @@ DEBUG_INFO_TIMEOUT_S = 120.0
 TIMEOUT_ENV = "TSUBAKI_DEBUG_INFO_TIMEOUT"
 
 
-@dataclass(frozen=True)
-class RegisteredProvider:
+class RegisteredProvider(Frozen):
     """A provider as the chain runs it: with the plugin that registered it
     (named when it raises or hangs) and the time limit it declared.
 
@@ -191,9 +191,16 @@ class RegisteredProvider:
         (:data:`DEBUG_INFO_TIMEOUT_S`); ``0``: no limit.
     """
 
+    _fields = ("provider", "plugin", "timeout")
     provider: DebugInfoProvider
-    plugin: str | None = None
-    timeout: float | None = None
+    plugin: str | None
+    timeout: float | None
+
+    def __init__(self, provider: DebugInfoProvider, plugin: str | None = None, timeout: float | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "provider", provider)
+        setattr_(self, "plugin", plugin)
+        setattr_(self, "timeout", timeout)
 
     @property
     def name(self) -> str:

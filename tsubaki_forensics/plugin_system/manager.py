@@ -14,13 +14,13 @@ import importlib.metadata
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from ..contracts.analysis import AnalysisFunction, AnalysisOption, AnalysisSpec
+from ..contracts.frozen import Frozen
 from ..contracts.needs import Need
 from ..errors import PluginError, TsubakiError
 from ..sandbox import HOOK_TIMEOUT_S, plugin_call, stdout_to_stderr
@@ -74,15 +74,24 @@ def disabled_from_argv(argv: Sequence[str]) -> list[str]:
     return names
 
 
-@dataclass(frozen=True)
-class PluginInfo:
+class PluginInfo(Frozen):
     """One registered plugin as ``tsubaki-forensics plugins`` shows it."""
 
+    _fields = ("name", "distribution", "version", "module", "hooks")
     name: str
     distribution: str | None
     version: str | None
     module: str
     hooks: tuple[str, ...]
+
+    def __init__(self, name: str, distribution: str | None, version: str | None, module: str,
+                 hooks: tuple[str, ...]) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "distribution", distribution)
+        setattr_(self, "version", version)
+        setattr_(self, "module", module)
+        setattr_(self, "hooks", hooks)
 
 
 class Plugins:
