@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import TsubakiError
-from .frozen import Frozen
+from .frozen import Frozen, Record
 
 __all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "DeferredProvider", "ORDER",
            "DESCRIPTION", "RegisteredProvider", "DEBUG_INFO_TIMEOUT_S", "TIMEOUT_ENV", "provider_time_limit"]
@@ -91,8 +91,7 @@ class DebugInfoReport:
                 *(f"limitation: {text}" for text in self.limitations)]
 
 
-@dataclass
-class DebugInfoRequest:
+class DebugInfoRequest(Record):
     """What a provider gets: the program to serve and what identifies the kernel.
 
     :param prog: the ``drgn.Program`` with memory, VMCOREINFO and registers
@@ -108,12 +107,23 @@ class DebugInfoRequest:
         ``None`` when none matched.  Use it rather than loading DWARF yourself.
     """
 
+    _fields = ("prog", "dump", "build_id", "release", "search_paths", "load_vmlinux")
     prog: Any
     dump: Any
     build_id: str | None
     release: str | None
     search_paths: tuple[Path, ...]
     load_vmlinux: Callable[[Sequence[Path], str], DebugInfoReport | None]
+
+    def __init__(self, prog: Any, dump: Any, build_id: str | None, release: str | None,
+                 search_paths: tuple[Path, ...],
+                 load_vmlinux: Callable[[Sequence[Path], str], DebugInfoReport | None]) -> None:
+        self.prog = prog
+        self.dump = dump
+        self.build_id = build_id
+        self.release = release
+        self.search_paths = search_paths
+        self.load_vmlinux = load_vmlinux
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""Immutable value classes that cost microseconds to define, not a millisecond.
+"""Value classes that cost microseconds to define, not a millisecond.
 
 Why: every ``analyze`` imports the contracts, and Python 3.11 builds a
 ``@dataclass(frozen=True)`` by compiling each generated method with its own
@@ -7,9 +7,12 @@ Why: every ``analyze`` imports the contracts, and Python 3.11 builds a
 ``__init__`` (with :func:`object.__setattr__`); it gets what the dataclass
 gave, with the same results: ``repr`` (``Name(a=1, b='x')``), ``==`` (same
 class, equal fields), ``hash`` of the fields, and attributes that cannot be
-assigned or deleted (:class:`dataclasses.FrozenInstanceError`).  What it does
-not give (``dataclasses.replace``, ``fields``, ``asdict``) nothing used on
-these classes.
+assigned or deleted (:class:`dataclasses.FrozenInstanceError`).  A
+:class:`Record` is the same for a plain (mutable) ``@dataclass``: ``repr``
+and ``==``, no ``hash``.  What they do not give (``dataclasses.replace``,
+``fields``, ``asdict``) nothing uses on these classes; the classes that are
+``replace``-d (``AnalysisResult``, ``AnalysisSpec``, ``AnalysisContext``,
+``DebugInfoReport``) stay dataclasses.
 
 Bottom layer: standard library only.
 """
@@ -19,15 +22,17 @@ from __future__ import annotations
 from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar
 
-__all__ = ["Frozen"]
+__all__ = ["Frozen", "Record"]
 
 
-class Frozen:
-    """Base of an immutable record whose fields are ``_fields``, in ``__init__``'s order.
+class Record:
+    """Base of a mutable record whose fields are ``_fields``, in ``__init__``'s order.
 
-    ``_hidden`` names fields left out of ``repr``, ``==`` and ``hash`` (a
-    dataclass ``field(repr=False, compare=False)``).  Instances keep a
-    ``__dict__`` (as a non-slotted dataclass does), so ``vars()`` and pickling work.
+    What ``@dataclass`` gave: ``repr`` (``Name(a=1, b='x')``), ``==`` (same
+    class, equal fields) and no ``hash``.  ``_hidden`` names fields left out
+    of ``repr`` and ``==`` (a dataclass ``field(repr=False, compare=False)``).
+    Instances keep a ``__dict__`` (as a non-slotted dataclass does), so
+    ``vars()`` and pickling work.
     """
 
     __slots__ = ()
@@ -51,6 +56,16 @@ class Frozen:
         if other.__class__ is self.__class__:
             return self._key() == other._key()  # type: ignore[attr-defined]
         return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as a dataclass with eq
+
+
+class Frozen(Record):
+    """A :class:`Record` that cannot change: ``hash`` of the fields, and
+    attributes that cannot be assigned or deleted (``__init__`` sets them
+    with :func:`object.__setattr__`)."""
+
+    __slots__ = ()
 
     def __hash__(self) -> int:
         return hash(self._key())
