@@ -29,27 +29,24 @@ class Record:
     """Base of a mutable record whose fields are ``_fields``, in ``__init__``'s order.
 
     What ``@dataclass`` gave: ``repr`` (``Name(a=1, b='x')``), ``==`` (same
-    class, equal fields) and no ``hash``.  ``_hidden`` names fields left out
-    of ``repr`` and ``==`` (a dataclass ``field(repr=False, compare=False)``).
+    class, equal fields) and no ``hash``.  Every field is shown and compared
+    (none of these classes had a ``field(repr=False, compare=False)``).
     Instances keep a ``__dict__`` (as a non-slotted dataclass does), so
     ``vars()`` and pickling work.
     """
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
-    _hidden: ClassVar[frozenset[str]] = frozenset()
-    _shown: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._shown = tuple(n for n in cls._fields if n not in cls._hidden)
         cls.__match_args__ = cls._fields
 
     def _key(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, n) for n in self._shown])
+        return tuple([getattr(self, n) for n in self._fields])
 
     def __repr__(self) -> str:
-        inner = ", ".join([f"{n}={getattr(self, n)!r}" for n in self._shown])
+        inner = ", ".join([f"{n}={getattr(self, n)!r}" for n in self._fields])
         return f"{type(self).__qualname__}({inner})"
 
     def __eq__(self, other: object) -> bool:
