@@ -142,3 +142,19 @@ def test_a_foreign_plugin_command_is_listed_and_runs(tmp_path):
     assert run.stdout == "hello tsubaki\n"
     modules, run = imported_by("verify", "--help", env=env)
     assert "fake_tsubaki_cmd" not in modules, "a built-in command's help loaded plugins"
+
+
+# What ``analyze`` of a ``.tsd`` leaves out although its package is imported (issue 21):
+# the contracts it does not use (``contracts/__init__`` loads each name on first use)
+# and the foreign-format readers (the built-in reassembly sends a ``.tsd`` to its reader).
+NOT_IN_ANALYZE = {"tsubaki_forensics.contracts.events", "tsubaki_forensics.contracts.sources",
+                  "tsubaki_forensics.contracts.collect", "tsubaki_forensics.contracts.inspect",
+                  "tsubaki_forensics.contracts.triage", "tsubaki_forensics.vmcore.foreign",
+                  "tsubaki_forensics.vmcore.kdump", "tsubaki_forensics.vmcore.elf"}
+
+
+def test_analyze_imports_only_what_it_uses(tsubaki_sample_path):
+    modules, run = imported_by("analyze", str(tsubaki_sample_path), "--format", "json", "--only", "sys")
+    assert [a["name"] for a in json.loads(run.stdout)["analyses"]] == ["sys"]
+    assert {"tsubaki_forensics.contracts.analysis", "tsubaki_forensics.contracts.results"} <= modules
+    assert not modules & NOT_IN_ANALYZE, sorted(modules & NOT_IN_ANALYZE)

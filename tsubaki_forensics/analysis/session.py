@@ -7,12 +7,12 @@ what a user runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import drgn
 
+from ..contracts.frozen import Record
 from ..drgn_bridge.debuginfo import safe_build_id, safe_release
 from ..drgn_bridge.program import DumpProgram, name_dump_file, program_from_dump
 from ..drgn_bridge.vmcoreinfo import parse_vmcoreinfo
@@ -27,13 +27,18 @@ __all__ = ["OpenedDump", "open_program", "summarize", "analyze_dump", "MAX_GAPS_
 MAX_GAPS_LISTED = 32  # missing ranges named one by one in a report's problems
 
 
-@dataclass
-class OpenedDump:
+class OpenedDump(Record):
     """A reassembled dump and the program built from it (keep both alive together)."""
 
+    _fields = ("paths", "dump", "program")
     paths: tuple[Path, ...]
     dump: Any
     program: DumpProgram
+
+    def __init__(self, paths: tuple[Path, ...], dump: Any, program: DumpProgram) -> None:
+        self.paths = paths
+        self.dump = dump
+        self.program = program
 
     def close(self) -> None:
         close = getattr(self.dump, "close", None)

@@ -24,12 +24,22 @@ layer may depend on it without reaching sideways or up (docs/ARCHITECTURE.md,
 
 from __future__ import annotations
 
-from .analysis import AnalysisContext, AnalysisFunction, AnalysisOption, AnalysisSpec
-from .debuginfo import DebugInfoKind, DebugInfoProvider, DebugInfoReport, DebugInfoRequest
-from .dump import Dump, MemoryRange, MemoryView
-from .events import EventKind
-from .needs import Need
-from .sources import MemorySource
+from ..lazy import lazy_exports
+
+# Each name is imported from its module on first use (issue 21): ``analyze``
+# reaches the package through ``contracts.analysis`` and should not pay for the
+# monitor's event kinds or the memory-source protocol.
+_WHERE = {
+    "AnalysisContext": "analysis", "AnalysisFunction": "analysis", "AnalysisOption": "analysis",
+    "AnalysisSpec": "analysis",
+    "DebugInfoKind": "debuginfo", "DebugInfoProvider": "debuginfo", "DebugInfoReport": "debuginfo",
+    "DebugInfoRequest": "debuginfo",
+    "Dump": "dump", "MemoryRange": "dump", "MemoryView": "dump",
+    "EventKind": "events",
+    "Need": "needs",
+    "MemorySource": "sources",
+}
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 __all__ = ["Need", "EventKind", "MemoryRange", "MemoryView", "Dump", "MemorySource",
            "DebugInfoKind", "DebugInfoProvider", "DebugInfoReport", "DebugInfoRequest",

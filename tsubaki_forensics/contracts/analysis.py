@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .frozen import Frozen
 from .needs import Need
 from .results import fact_key
 
@@ -58,8 +59,7 @@ class AnalysisContext:
 AnalysisFunction = Callable[[AnalysisContext], Any]
 
 
-@dataclass(frozen=True)
-class AnalysisOption:
+class AnalysisOption(Frozen):
     """A command-line option an analysis declares: ``analyze --NAME VALUE``.
 
     :param name: the option's name (``tail`` gives ``--tail``; ``_`` becomes ``-``);
@@ -70,13 +70,24 @@ class AnalysisOption:
     :param short: a one-letter alias (``-T``), as the crash command the option mirrors has it.
     """
 
+    _fields = ("name", "type", "help", "min", "short")
     name: str
-    type: type = str
-    help: str = ""
-    min: float | None = None
-    short: str | None = None
+    type: type
+    help: str
+    min: float | None
+    short: str | None
 
-    def __post_init__(self) -> None:
+    def __init__(self, name: str, type: type = str, help: str = "", min: float | None = None,
+                 short: str | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "type", type)
+        setattr_(self, "help", help)
+        setattr_(self, "min", min)
+        setattr_(self, "short", short)
+        self._check()
+
+    def _check(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name.replace("_", "-")):
             raise ValueError(f"option name {self.name!r} must match {_NAME.pattern}")
         if self.type not in OPTION_TYPES:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import TsubakiError
+from .frozen import Frozen, Record
 
 __all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "DeferredProvider", "ORDER",
            "DESCRIPTION", "RegisteredProvider", "DEBUG_INFO_TIMEOUT_S", "TIMEOUT_ENV", "provider_time_limit"]
@@ -90,8 +91,7 @@ class DebugInfoReport:
                 *(f"limitation: {text}" for text in self.limitations)]
 
 
-@dataclass
-class DebugInfoRequest:
+class DebugInfoRequest(Record):
     """What a provider gets: the program to serve and what identifies the kernel.
 
     :param prog: the ``drgn.Program`` with memory, VMCOREINFO and registers
@@ -107,12 +107,23 @@ class DebugInfoRequest:
         ``None`` when none matched.  Use it rather than loading DWARF yourself.
     """
 
+    _fields = ("prog", "dump", "build_id", "release", "search_paths", "load_vmlinux")
     prog: Any
     dump: Any
     build_id: str | None
     release: str | None
     search_paths: tuple[Path, ...]
     load_vmlinux: Callable[[Sequence[Path], str], DebugInfoReport | None]
+
+    def __init__(self, prog: Any, dump: Any, build_id: str | None, release: str | None,
+                 search_paths: tuple[Path, ...],
+                 load_vmlinux: Callable[[Sequence[Path], str], DebugInfoReport | None]) -> None:
+        self.prog = prog
+        self.dump = dump
+        self.build_id = build_id
+        self.release = release
+        self.search_paths = search_paths
+        self.load_vmlinux = load_vmlinux
 
 
 @runtime_checkable
@@ -179,8 +190,7 @@ DEBUG_INFO_TIMEOUT_S = 120.0
 TIMEOUT_ENV = "TSUBAKI_DEBUG_INFO_TIMEOUT"
 
 
-@dataclass(frozen=True)
-class RegisteredProvider:
+class RegisteredProvider(Frozen):
     """A provider as the chain runs it: with the plugin that registered it
     (named when it raises or hangs) and the time limit it declared.
 
@@ -191,9 +201,16 @@ class RegisteredProvider:
         (:data:`DEBUG_INFO_TIMEOUT_S`); ``0``: no limit.
     """
 
+    _fields = ("provider", "plugin", "timeout")
     provider: DebugInfoProvider
-    plugin: str | None = None
-    timeout: float | None = None
+    plugin: str | None
+    timeout: float | None
+
+    def __init__(self, provider: DebugInfoProvider, plugin: str | None = None, timeout: float | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "provider", provider)
+        setattr_(self, "plugin", plugin)
+        setattr_(self, "timeout", timeout)
 
     @property
     def name(self) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
+from .frozen import Frozen
+
 __all__ = [
     "NotCollected",
     "Unreadable",
@@ -33,18 +35,22 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class NotCollected:
+class NotCollected(Frozen):
     """The value lives in physical memory that the dump does not contain.
 
     :param address: first missing physical or virtual address, as drgn
         reported it (``drgn.FaultError.address``).
+    :param excluded: why the dump lacks it when that was on purpose: "excluded
+        by dump level 31 (user data)" (format 1.4); None: lost or never collected.
     """
 
-    address: int | None = None
-    #: Why the dump lacks it when that was on purpose: "excluded by dump level 31
-    #: (user data)" (format 1.4); None: lost or never collected.
-    excluded: str | None = None
+    _fields = ("address", "excluded")
+    address: int | None
+    excluded: str | None
+
+    def __init__(self, address: int | None = None, excluded: str | None = None) -> None:
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "excluded", excluded)
 
     def __str__(self) -> str:
         how = self.excluded or "not collected"
@@ -53,11 +59,14 @@ class NotCollected:
         return f"<{how} {self.address:#x}>"
 
 
-@dataclass(frozen=True)
-class Unreadable:
+class Unreadable(Frozen):
     """The value could not be read for a reason other than missing memory."""
 
+    _fields = ("reason",)
     reason: str
+
+    def __init__(self, reason: str) -> None:
+        object.__setattr__(self, "reason", reason)
 
     def __str__(self) -> str:
         return f"<unreadable: {self.reason}>"
@@ -72,8 +81,7 @@ def is_placeholder(value: object) -> bool:
     return isinstance(value, (NotCollected, Unreadable))
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(Frozen):
     """One typed column: ``kind`` is the Python type of its non-placeholder values.
 
     ``fmt`` is a hint for renderers: ``"address"`` for an address (hex in
@@ -82,27 +90,44 @@ class Column:
     number).
     """
 
+    _fields = ("name", "title", "kind", "align", "fmt")
     name: str
     title: str
-    kind: type = str
-    align: str = "left"
-    fmt: str | None = None
+    kind: type
+    align: str
+    fmt: str | None
+
+    def __init__(self, name: str, title: str, kind: type = str, align: str = "left", fmt: str | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "title", title)
+        setattr_(self, "kind", kind)
+        setattr_(self, "align", align)
+        setattr_(self, "fmt", fmt)
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(Frozen):
     """A titled grid of typed rows; each cell is a :data:`Value`.
 
     Rows are checked against the columns when the table is built so that a
     renderer never meets a value it cannot place.
     """
 
+    _fields = ("name", "title", "columns", "rows")
     name: str
     title: str
     columns: tuple[Column, ...]
     rows: tuple[tuple[Value, ...], ...]
 
-    def __post_init__(self) -> None:
+    def __init__(self, name: str, title: str, columns: tuple[Column, ...], rows: tuple[tuple[Value, ...], ...]) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "title", title)
+        setattr_(self, "columns", columns)
+        setattr_(self, "rows", rows)
+        self._check()
+
+    def _check(self) -> None:
         width = len(self.columns)
         for row in self.rows:
             if len(row) != width:
@@ -134,20 +159,31 @@ class Table:
         return [dict(zip(names, row)) for row in self.rows]
 
 
-@dataclass(frozen=True)
-class Missing:
+class Missing(Frozen):
     """One thing an analysis needed and could not read.
 
     :param what: what it is, in the words of the analysis (``"30"`` in
         group ``"pid"``, ``"printk ring"``).
     :param address: the first missing address, when known.
+    :param group: ``"pid"``: several are summarised as "pids 30, 31 ...".
+    :param excluded: "excluded by dump level 31 (user data)": on purpose.
     """
 
+    _fields = ("what", "address", "not_collected", "group", "excluded")
     what: str
-    address: int | None = None
-    not_collected: bool = True
-    group: str | None = None  # "pid": several are summarised as "pids 30, 31 ..."
-    excluded: str | None = None  # "excluded by dump level 31 (user data)": on purpose
+    address: int | None
+    not_collected: bool
+    group: str | None
+    excluded: str | None
+
+    def __init__(self, what: str, address: int | None = None, not_collected: bool = True, group: str | None = None,
+                 excluded: str | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "what", what)
+        setattr_(self, "address", address)
+        setattr_(self, "not_collected", not_collected)
+        setattr_(self, "group", group)
+        setattr_(self, "excluded", excluded)
 
     def __str__(self) -> str:
         what = f"{self.group} {self.what}" if self.group else self.what
@@ -156,8 +192,7 @@ class Missing:
         return f"{what}{where} {how}"
 
 
-@dataclass(frozen=True)
-class Completeness:
+class Completeness(Frozen):
     """How much of what an analysis needed was present.
 
     ``readable`` of ``total`` ``unit`` could be read; ``missing`` lists the
@@ -165,10 +200,18 @@ class Completeness:
     should have been (for example when the list that counts them is lost).
     """
 
+    _fields = ("unit", "readable", "total", "missing")
     unit: str
     readable: int
     total: int | None
-    missing: tuple[Missing, ...] = ()
+    missing: tuple[Missing, ...]
+
+    def __init__(self, unit: str, readable: int, total: int | None, missing: tuple[Missing, ...] = ()) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "unit", unit)
+        setattr_(self, "readable", readable)
+        setattr_(self, "total", total)
+        setattr_(self, "missing", missing)
 
     @property
     def complete(self) -> bool:

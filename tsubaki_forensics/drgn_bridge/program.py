@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import drgn
 
 from ..contracts.debuginfo import DESCRIPTION, ORDER, DebugInfoProvider, DebugInfoReport, DeferredProvider
 from ..contracts.dump import Dump, MemoryView
+from ..contracts.frozen import Record
 from ..contracts.needs import Need
 from ..elfnotes import VMCOREINFO_NAME, VMCOREINFO_TYPE, Note, prstatus_notes
 from ..errors import ExcludedPageError, FormatError, NotCollectedError, TsubakiError
@@ -52,17 +52,29 @@ ARCHITECTURES = {
 }
 
 
-@dataclass
-class DumpProgram:
-    """A program and what the bridge learned while building it."""
+class DumpProgram(Record):
+    """A program and what the bridge learned while building it.
 
+    :param debug_info: where the types and symbols came from (``None``: no
+        debug info was asked for).
+    """
+
+    _fields = ("prog", "info", "vmlinux", "capabilities", "cpus_with_registers", "debug_info")
     prog: drgn.Program
     info: VmcoreInfo
     vmlinux: Path | None
     capabilities: frozenset[Need]
     cpus_with_registers: int
-    #: where the types and symbols came from (``None``: no debug info was asked for)
-    debug_info: DebugInfoReport | None = None
+    debug_info: DebugInfoReport | None
+
+    def __init__(self, prog: drgn.Program, info: VmcoreInfo, vmlinux: Path | None, capabilities: frozenset[Need],
+                 cpus_with_registers: int, debug_info: DebugInfoReport | None = None) -> None:
+        self.prog = prog
+        self.info = info
+        self.vmlinux = vmlinux
+        self.capabilities = capabilities
+        self.cpus_with_registers = cpus_with_registers
+        self.debug_info = debug_info
 
 
 #: Pages kept by the bridge's own small cache (4 MiB of 4 KiB pages).

@@ -7,16 +7,20 @@ info must match, and whether it names the symbols drgn needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..contracts.frozen import Frozen
 
 __all__ = ["VmcoreInfo", "parse_vmcoreinfo"]
 
 
-@dataclass(frozen=True)
-class VmcoreInfo:
+class VmcoreInfo(Frozen):
     """The parsed note; ``fields`` keeps every ``KEY=value`` line."""
 
+    _fields = ("fields",)
     fields: dict[str, str]
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "fields", fields)
 
     @property
     def release(self) -> str | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from ..contracts.debuginfo import RegisteredProvider
+from ..contracts.debuginfo import DebugInfoProvider, RegisteredProvider
+from ..contracts.frozen import Frozen
 
 if TYPE_CHECKING:
     from ..contracts.report import Report
@@ -50,8 +50,7 @@ def _check(kind: str, name: str, function: object, description: str) -> None:
         raise ValueError(f"{kind} {name!r} needs a description")
 
 
-@dataclass(frozen=True)
-class SourceSpec:
+class SourceSpec(Frozen):
     """A memory source for ``collect`` (a QEMU ELF vmcore, a raw image, ...).
 
     :param probe: optional ``probe(spec) -> bool``: does ``spec`` look like
@@ -60,37 +59,51 @@ class SourceSpec:
         one object (``register(source_type)``) rather than three values.
     """
 
+    _fields = ("name", "factory", "description", "plugin", "probe", "source_type")
     name: str
     factory: SourceFactory
     description: str
-    plugin: str = "?"
-    probe: Callable[[str], bool] | None = None
-    source_type: Any = None
+    plugin: str
+    probe: Callable[[str], bool] | None
+    source_type: Any
 
-    def __post_init__(self) -> None:
-        _check("memory source", self.name, self.factory, self.description)
+    def __init__(self, name: str, factory: SourceFactory, description: str, plugin: str = "?",
+                 probe: Callable[[str], bool] | None = None, source_type: Any = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "factory", factory)
+        setattr_(self, "description", description)
+        setattr_(self, "plugin", plugin)
+        setattr_(self, "probe", probe)
+        setattr_(self, "source_type", source_type)
+        _check("memory source", name, factory, description)
 
 
-@dataclass(frozen=True)
-class RendererSpec:
+class RendererSpec(Frozen):
     """An output format for ``analyze --format NAME``."""
 
+    _fields = ("name", "function", "description", "plugin")
     name: str
     function: RendererFunction
     description: str
-    plugin: str = "?"
+    plugin: str
 
-    def __post_init__(self) -> None:
-        _check("renderer", self.name, self.function, self.description)
+    def __init__(self, name: str, function: RendererFunction, description: str, plugin: str = "?") -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "function", function)
+        setattr_(self, "description", description)
+        setattr_(self, "plugin", plugin)
+        _check("renderer", name, function, description)
 
 
-@dataclass(frozen=True)
 class DebugInfoSpec(RegisteredProvider):
     """A debug-info provider, the plugin that registered it and its time limit
     (checked once, here); the chain runs it as a
     :class:`~tsubaki_forensics.contracts.debuginfo.RegisteredProvider`."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, provider: DebugInfoProvider, plugin: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(provider, plugin, timeout)
         p = self.provider
         for attr in ("name", "description", "order", "provide"):
             if not hasattr(p, attr):
