@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from tsubaki_forensics.cli.output import JsonStream, print_json
-from tsubaki_forensics.render.json_stream import dumps_indented
 
 
 def _doc():
@@ -53,38 +49,3 @@ def test_a_generator_is_consumed_lazily_once(capsys):
     print_json({"xs": JsonStream(gen())})
     assert made == [0, 1, 2]
     assert json.loads(capsys.readouterr().out) == {"xs": [{"i": 0}, {"i": 1}, {"i": 2}]}
-
-
-# ``dumps_indented`` (analyze's JSON renderer, issue 21) is json.dumps(indent=2, ensure_ascii=False), byte for byte.
-_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text()
-_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.lists(inner, max_size=3).map(tuple)
-                       | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=40)
-
-
-@settings(max_examples=300, deadline=None)
-@given(_VALUES)
-def test_dumps_indented_is_json_dumps(value):
-    assert dumps_indented(value) == json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def test_dumps_indented_leaves_the_rest_to_json_dumps():
-    odd = {"k": {1: "int key", 2.5: [True], None: ()}}  # keys JSON turns into strings
-    assert dumps_indented(odd) == json.dumps(odd, indent=2, ensure_ascii=False)
-    for bad in ({"x": object()}, {("t",): 1}):
-        try:
-            json.dumps(bad, indent=2, ensure_ascii=False)
-        except TypeError as expected:
-            try:
-                dumps_indented(bad)
-            except TypeError as got:
-                assert str(got) == str(expected)
-            else:
-                raise AssertionError("no error")
-    cycle: list = []
-    cycle.append(cycle)
-    try:
-        dumps_indented(cycle)
-    except ValueError as e:
-        assert "Circular" in str(e)
-    else:
-        raise AssertionError("a cycle was written")

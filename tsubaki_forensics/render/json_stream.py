@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-__all__ = ["JsonStream", "write_json", "dumps_indented"]
+__all__ = ["JsonStream", "write_json"]
 
 
 class JsonStream:
@@ -69,73 +69,3 @@ def _stream(o: Any, level: int) -> Iterator[str]:
         yield pad + "}" if sep == "," else "{}"
     else:  # no stream inside: as json.dumps would, re-indented (JSON strings hold no raw newline)
         yield json.dumps(o, indent=2, sort_keys=False, default=str).replace("\n", pad)
-
-
-class _NotPlain(Exception):
-    """A value :func:`dumps_indented` leaves to ``json.dumps`` (a non-string key, another type)."""
-
-
-_INF = float("inf")
-
-
-def dumps_indented(data: Any) -> str:
-    """``json.dumps(data, indent=2, ensure_ascii=False)``, the same text, ~2.5x faster.
-
-    Why: with ``indent`` the standard library uses its pure-Python encoder,
-    whose nested generators hand every token up through each level: 4.2 ms
-    for one lab crash's ``analyze`` report, 1.7 ms here (issue 21).  Strings
-    go through the same (C) ``encode_basestring``, numbers through the same
-    ``repr``; anything else (a key that is not a string, a type JSON does not
-    have, a cycle) is left to ``json.dumps``, errors included.
-    """
-    parts: list[str] = []
-    add = parts.append
-    enc = json.encoder.encode_basestring  # type: ignore[attr-defined]
-
-    def walk(o: Any, pad: str) -> None:
-        if isinstance(o, str):
-            add(enc(o))
-        elif o is None:
-            add("null")
-        elif o is True:
-            add("true")
-        elif o is False:
-            add("false")
-        elif isinstance(o, int):
-            add(int.__repr__(o))
-        elif isinstance(o, float):
-            add("NaN" if o != o else "Infinity" if o == _INF else "-Infinity" if o == -_INF else float.__repr__(o))
-        elif isinstance(o, (list, tuple)):
-            if not o:
-                add("[]")
-                return
-            inner = pad + "  "
-            sep = "[" + inner
-            for value in o:
-                add(sep)
-                walk(value, inner)
-                sep = "," + inner
-            add(pad + "]")
-        elif isinstance(o, dict):
-            if not o:
-                add("{}")
-                return
-            inner = pad + "  "
-            sep = "{" + inner
-            for key, value in o.items():
-                if not isinstance(key, str):
-                    raise _NotPlain
-                add(sep)
-                add(enc(key))
-                add(": ")
-                walk(value, inner)
-                sep = "," + inner
-            add(pad + "}")
-        else:
-            raise _NotPlain
-
-    try:
-        walk(data, "\n")
-    except (_NotPlain, RecursionError):
-        return json.dumps(data, indent=2, ensure_ascii=False)
-    return "".join(parts)
