@@ -680,10 +680,9 @@ def pack_excluded(runs: list[tuple[int, int, int]], page_size: int) -> bytes:
     return b"".join(parts)
 
 
-def unpack_excluded(payload: bytes | memoryview, page_size: int) -> list[ExcludedRange]:
-    """Parse an EXCLUDED body (§4.9): the size must be exactly what the count says
-    (checked before any run is built), the count at most ``MAX_EXCLUDED_RUNS``,
-    runs page-aligned, sorted, disjoint, non-empty, below 2^64, of a known class."""
+def _excluded_count(payload: bytes | memoryview) -> int:
+    """An EXCLUDED body's run count, checked: at most ``MAX_EXCLUDED_RUNS``, and
+    the body exactly as long as it says (before any run is built)."""
     _need(payload, EXCLUDED_HEAD.size, "EXCLUDED")
     (count,) = EXCLUDED_HEAD.unpack_from(payload)
     if not 0 < count <= MAX_EXCLUDED_RUNS:
@@ -691,6 +690,14 @@ def unpack_excluded(payload: bytes | memoryview, page_size: int) -> list[Exclude
     size = EXCLUDED_HEAD.size + count * EXCLUDED_RUN.size
     if size != len(payload):
         raise FormatError(f"EXCLUDED declares {count} runs ({size} bytes) but holds {len(payload)} bytes")
+    return count
+
+
+def unpack_excluded(payload: bytes | memoryview, page_size: int) -> list[ExcludedRange]:
+    """Parse an EXCLUDED body (§4.9): the size must be exactly what the count says
+    (checked before any run is built), the count at most ``MAX_EXCLUDED_RUNS``,
+    runs page-aligned, sorted, disjoint, non-empty, below 2^64, of a known class."""
+    _excluded_count(payload)
     out: list[ExcludedRange] = []
     prev = 0
     for paddr, pages, cls in EXCLUDED_RUN.iter_unpack(payload[EXCLUDED_HEAD.size:]):
@@ -722,13 +729,7 @@ def unpack_excluded_columns(payload: bytes | memoryview, page_size: int) -> tupl
     checks, vectorised, and no object per run (a file of millions of runs)."""
     import numpy as np
 
-    _need(payload, EXCLUDED_HEAD.size, "EXCLUDED")
-    (count,) = EXCLUDED_HEAD.unpack_from(payload)
-    if not 0 < count <= MAX_EXCLUDED_RUNS:
-        raise FormatError(f"EXCLUDED declares {count} runs (1..{MAX_EXCLUDED_RUNS} allowed)")
-    size = EXCLUDED_HEAD.size + count * EXCLUDED_RUN.size
-    if size != len(payload):
-        raise FormatError(f"EXCLUDED declares {count} runs ({size} bytes) but holds {len(payload)} bytes")
+    count = _excluded_count(payload)
     rows = np.frombuffer(payload, np.dtype([("a", "<u8"), ("p", "<u4"), ("c", "u1"), ("pad", "V3")]),
                          count, EXCLUDED_HEAD.size)
     paddr = rows["a"].astype(np.uint64)
