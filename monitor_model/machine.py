@@ -297,17 +297,12 @@ class EmulatedRam:
 
     def read(self, paddr: int, size: int) -> bytes:
         """Bytes at ``paddr`` as they are in RAM now."""
-        pieces = self.overwritten.overlaps(paddr, size)
         data = self.source.read(paddr, size)
-        if not pieces:
+        if not self.overwritten.overlaps(paddr, size):
             return data
         buf = bytearray(data)
-        for start, end, seed in self._overwrites:
-            s, e = max(start, paddr), min(end, paddr + size)
-            if s < e:
-                buf[s - paddr : e - paddr] = _garbage(seed, s, e - s)
+        self._overlay(paddr, memoryview(buf))
         return bytes(buf)
-
 
     def read_into(self, paddr: int, view: memoryview) -> None:
         """:meth:`read` into ``view`` (the source's own ``read_into`` when it has one)."""
@@ -320,10 +315,13 @@ class EmulatedRam:
             if len(data) != size:  # a short read would shift every later byte
                 raise SourceError(f"short read at {paddr:#x}: {len(data)} of {size} bytes")
             view[:] = data
-        if not self.overwritten.overlaps(paddr, size):
-            return
+        if self.overwritten.overlaps(paddr, size):
+            self._overlay(paddr, view)
+
+    def _overlay(self, paddr: int, view: memoryview) -> None:
+        """Write what the rebooting Linux put over ``view`` (the bytes at ``paddr``)."""
         for start, end, seed in self._overwrites:
-            s, e = max(start, paddr), min(end, paddr + size)
+            s, e = max(start, paddr), min(end, paddr + len(view))
             if s < e:
                 view[s - paddr : e - paddr] = _garbage(seed, s, e - s)
 

@@ -247,18 +247,7 @@ class RawImageSource(MemorySource):
                            **{str(k): str(v) for k, v in (meta.get("properties") or {}).items()}}
 
     def read(self, paddr: int, size: int) -> bytes:
-        out = bytearray()
-        pos, end = paddr, paddr + size
-        for start, length, offset in self._map:
-            if pos >= end:
-                break
-            if start <= pos < start + length:
-                n = min(end, start + length) - pos
-                out += os.pread(self._fd, n, offset + pos - start)
-                pos += n
-        if pos < end:
-            raise SourceError(f"physical address {pos:#x} is not in {self.path}")
-        return bytes(out)
+        return _read_through(self, paddr, size)
 
     def read_into(self, paddr: int, view: memoryview) -> None:
         """:meth:`read` with ``preadv`` straight into ``view`` (no block, no copies)."""
@@ -308,15 +297,7 @@ class BytesSource(MemorySource):
         self.properties = dict(properties or {})
 
     def read(self, paddr: int, size: int) -> bytes:
-        out, pos, end = bytearray(), paddr, paddr + size
-        for (start, length), offset in zip(self.ranges, self._offsets):
-            if pos < end and start <= pos < start + length:
-                n = min(end, start + length) - pos
-                out += self._data[offset + pos - start : offset + pos - start + n]
-                pos += n
-        if pos < end:
-            raise SourceError(f"physical address {pos:#x} is not in {self.name}")
-        return bytes(out)
+        return _read_through(self, paddr, size)
 
     def read_into(self, paddr: int, view: memoryview) -> None:
         view = memoryview(view).cast("B")
@@ -329,6 +310,13 @@ class BytesSource(MemorySource):
                 pos += n
         if pos < end:
             raise SourceError(f"physical address {pos:#x} is not in {self.name}")
+
+
+def _read_through(source: MemorySource, paddr: int, size: int) -> bytes:
+    """``read`` of a source whose ``read_into`` walks its ranges: one walk, not two."""
+    buf = bytearray(size)
+    source.read_into(paddr, memoryview(buf))
+    return bytes(buf)
 
 
 _HEAD = max(offset + len(magic) for offset, magic, _ in _CONTAINER_MAGICS)
