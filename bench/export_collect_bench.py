@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from import_pipeline_bench import CLI, timed, warm
+from import_pipeline_bench import CLI, baseline_tree, compile_trees, timed, warm
 from machine_info import cpu_model
 
 __all__ = ["main"]
@@ -70,16 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         envs: dict[str, dict | None] = {"": None}
         trees = [ROOT / "tsubaki_forensics"]
         if args.baseline:
-            base = tmp / "baseline"
-            base.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "tsubaki_forensics",
-                                      "monitor_model"], capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            base = baseline_tree(args.baseline, tmp, "tsubaki_forensics", "monitor_model")
             envs[" (baseline)"] = {**os.environ, "PYTHONPATH": str(base)}
             trees.append(base)
-        for tree in trees:
-            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], check=True,
-                           stdout=subprocess.DEVNULL)
+        compile_trees(trees)
         for key in args.crash:
             vmcore = cache_root() / "crashes" / key / "vmcore.elf"
             if not vmcore.exists():
