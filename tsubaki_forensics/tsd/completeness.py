@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Iterable, Protocol
 
 from .records import MemoryMap
+from .table import merge_inclusive
 
 if TYPE_CHECKING:
     import numpy as np
@@ -209,27 +210,7 @@ def _size(x: list[tuple[int, int]]) -> int:
 _Set = tuple["np.ndarray", "np.ndarray"]
 
 
-def _np_merge(starts: np.ndarray, lasts: np.ndarray) -> _Set:
-    """Sort and merge overlapping or touching inclusive ranges."""
-    import numpy as np
-
-    if not len(starts):
-        return starts.astype(np.uint64), lasts.astype(np.uint64)
-    if not (starts[1:] >= starts[:-1]).all():
-        order = np.argsort(starts, kind="stable")
-        starts, lasts = starts[order], lasts[order]
-    reach = np.maximum.accumulate(lasts)
-    new = np.ones(len(starts), bool)  # range k starts a new merged range
-    new[1:] = (starts[1:] > reach[:-1]) & (starts[1:] - reach[:-1] > 1)
-    if new.all():  # already disjoint and apart (a million MISSING records): no copies
-        return starts, reach
-    first = np.flatnonzero(new)
-    end_at = np.empty_like(first)
-    end_at[:-1] = first[1:] - 1
-    end_at[-1] = len(starts) - 1
-    return starts[first], reach[end_at]
-
-
+_np_merge = merge_inclusive  # sort and merge overlapping or touching inclusive ranges
 np_merge = _np_merge  # for memory.missing_ranges
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["RecordInfo", "RecordTable", "TableBuilder", "RECORD_DTYPE", "RECORD_FIELDS", "SMALL_TABLE",
-           "record_dtype", "MissingReasons", "MissingList", "ColumnSequence", "RunList", "merge_runs"]
+           "record_dtype", "MissingReasons", "MissingList", "ColumnSequence", "RunList", "merge_runs", "merge_inclusive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +436,31 @@ class RunList(ColumnSequence):
         return repr(list(self)) if len(self) <= 16 else f"RunList({len(self)} runs)"
 
 
+def merge_inclusive(starts: np.ndarray, lasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort and merge overlapping or touching ranges given by uint64 first and
+    *inclusive* last bytes (2^64 does not fit); without an object per range.
+    Already sorted, disjoint and apart: ``starts`` itself comes back (no copy)."""
+    import numpy as np
+
+    if not len(starts):
+        return starts.astype(np.uint64), lasts.astype(np.uint64)
+    if not (starts[1:] >= starts[:-1]).all():
+        order = np.argsort(starts, kind="stable")
+        starts, lasts = starts[order], lasts[order]
+        del order
+    reach = np.maximum.accumulate(lasts)
+    new = np.ones(len(starts), bool)  # range k starts a new merged range
+    new[1:] = (starts[1:] > reach[:-1]) & (starts[1:] - reach[:-1] > 1)
+    if new.all():  # already disjoint and apart (a million MISSING records): no copies
+        return starts, reach
+    first = np.flatnonzero(new)
+    del new
+    end_at = np.empty_like(first)
+    end_at[:-1] = first[1:] - 1
+    end_at[-1] = len(starts) - 1
+    return starts[first], reach[end_at]
+
+
 def merge_runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(start, length) uint64 runs in any order: empty ones dropped, the rest
     sorted and overlapping or touching ones merged (a memory map's rule),
@@ -450,21 +475,7 @@ def merge_runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.
     del keep
     if not len(starts):
         return starts, lengths
-    if not (starts[1:] >= starts[:-1]).all():
-        order = np.argsort(starts, kind="stable")
-        starts, lengths = starts[order], lengths[order]
-        del order
-    lasts = starts + (lengths - np.uint64(1))  # inclusive: 2^64 does not fit
-    reach = np.maximum.accumulate(lasts)
-    del lasts
-    new = np.ones(len(starts), bool)
-    new[1:] = (starts[1:] > reach[:-1]) & (starts[1:] - reach[:-1] > 1)
-    if new.all():
+    s, reach = merge_inclusive(starts, starts + (lengths - np.uint64(1)))
+    if s is starts:  # sorted and nothing merged: the runs as they came
         return starts, lengths
-    first = np.flatnonzero(new)
-    del new
-    last_at = np.empty_like(first)
-    last_at[:-1] = first[1:] - 1
-    last_at[-1] = len(starts) - 1
-    s = starts[first]
-    return s, reach[last_at] - s + np.uint64(1)
+    return s, reach - s + np.uint64(1)
