@@ -14,10 +14,10 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Union
 
-from .frozen import Frozen
+from .frozen import FACTORY, Frozen, dataclass_fields
 
 __all__ = [
     "NotCollected",
@@ -267,8 +267,8 @@ def fact_key(name: str) -> str:
     return _NOT_WORD.sub("_", name.lower()).strip("_") or "_"
 
 
-@dataclass(frozen=True)
-class AnalysisResult:
+@dataclass_fields
+class AnalysisResult(Frozen):
     """Everything one analysis found.
 
     :param facts: ordered ``(name, value)`` pairs, the headline of the result
@@ -277,8 +277,13 @@ class AnalysisResult:
     :param tables: the grids (tasks, log lines, frames).
     :param completeness: one entry per kind of thing it needed.
     :param notes: remarks for the reader (why something is absent).
+
+    A dataclass (``dataclasses.replace`` gives a changed copy) whose methods
+    are written here, not generated (:func:`~.frozen.dataclass_fields`).
     """
 
+    _fields = ("name", "title", "facts", "tables", "completeness", "notes", "status", "error", "seconds", "extra")
+    _not_compared = ("extra",)
     name: str
     title: str
     facts: tuple[tuple[str, Value], ...] = ()
@@ -289,6 +294,22 @@ class AnalysisResult:
     error: str | None = None
     seconds: float = 0.0
     extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+    def __init__(self, name: str, title: str, facts: tuple[tuple[str, Value], ...] = (),
+                 tables: tuple[Table, ...] = (), completeness: tuple[Completeness, ...] = (),
+                 notes: tuple[str, ...] = (), status: Status = Status.OK, error: str | None = None,
+                 seconds: float = 0.0, extra: dict[str, object] = FACTORY) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "title", title)
+        setattr_(self, "facts", facts)
+        setattr_(self, "tables", tables)
+        setattr_(self, "completeness", completeness)
+        setattr_(self, "notes", notes)
+        setattr_(self, "status", status)
+        setattr_(self, "error", error)
+        setattr_(self, "seconds", seconds)
+        setattr_(self, "extra", {} if extra is FACTORY else extra)
 
     def fact(self, name: str) -> Value:
         """The value of one fact, by its key (``panic_message``) or its name
