@@ -93,3 +93,34 @@ def test_loaded_plugins_use_it_and_keep_every_hook():
     got = _impls(pm)
     assert got == _impls(reference)
     assert {"tsubaki_reassemble", "tsubaki_register_analyses"} <= {hook for hook, _, _ in got}
+
+
+def _described(eps) -> list[tuple[str, str, str, str | None, str | None]]:
+    return [(ep.group, ep.name, ep.value, ep.dist and ep.dist.name, ep.dist and ep.dist.version) for ep in eps]
+
+
+def test_entry_points_are_importlib_metadatas(tmp_path, monkeypatch):
+    """``manager.entry_points`` (parsing only the files that name the group) finds what
+    ``importlib.metadata.entry_points(group=...)`` finds, in its order, for any group: the
+    first copy of a distribution on ``sys.path`` wins, a mention in a comment or another
+    group's value changes nothing."""
+    from tsubaki_forensics.plugin_system.manager import entry_points
+
+    def dist(where: str, name: str, version: str, text: str) -> None:
+        info = tmp_path / where / f"{name.replace('-', '_')}-{version}.dist-info"  # the escaped name, as pip writes it
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(text)
+
+    dist("a", "fake-first", "1.0", f"[{ENTRY_POINT_GROUP}]\nfirst = fake_first_mod\n")
+    dist("b", "fake_first", "2.0", f"[{ENTRY_POINT_GROUP}]\nshadowed = fake_first_mod_two\n")  # same name, later
+    dist("a", "fake-comment", "1.0", f"# not {ENTRY_POINT_GROUP}\n[console_scripts]\nx = {ENTRY_POINT_GROUP}.cli:main\n")
+    dist("b", "fake-two", "0.1", f"[other]\no = m\n\n[{ENTRY_POINT_GROUP}]\ntwo = fake_two_mod:plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "b"))
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    importlib.invalidate_caches()
+    for group in (ENTRY_POINT_GROUP, "console_scripts", "other", "pytest11", "no-such-group"):
+        assert _described(entry_points(group)) == _described(importlib.metadata.entry_points(group=group)), group
+    names = [ep.name for ep in entry_points()]
+    assert "first" in names and "two" in names and "shadowed" not in names
+    assert {"tasks", "panic", "memory-sources", "symbol-pack"} <= set(names)

@@ -12,8 +12,6 @@ timestamp, in the local time zone; like dmesg's, it is only right for lines
 printed since the last suspend/resume.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple

@@ -14,8 +14,6 @@ crash.  For an OOM panic this is the first thing to read: ``FREE`` near
 zero, ``SWAP`` full or absent, ``COMMITTED`` past the limit.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 

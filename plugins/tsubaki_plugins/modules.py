@@ -13,8 +13,6 @@ read is a placeholder, and a module list that cannot be walked to its end
 says so.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import NamedTuple
 

@@ -12,8 +12,6 @@ classifies the segments of a trace, so the text shows crash's
 ``--- <IRQ stack> ---`` markers where the trace crosses stacks.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple

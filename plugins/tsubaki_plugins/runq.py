@@ -9,8 +9,6 @@ out), each with its priority.  A CPU whose queue cannot be read is a row of
 placeholders; the other CPUs still show.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import NamedTuple
 

@@ -18,8 +18,6 @@ read on its own: a half-collected ``task_struct`` gives a row with
 placeholders.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import NamedTuple
 
