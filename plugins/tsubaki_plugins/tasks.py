@@ -38,6 +38,7 @@ from tsubaki_forensics.analysis import (
     Need,
     NotCollected,
     Table,
+    Unreadable,
     Value,
     is_placeholder,
 )
@@ -46,6 +47,9 @@ from tsubaki_forensics.plugin_system import hookimpl
 
 __all__ = ["TaskRecord", "CpuRecord", "read_tasks", "read_idle_tasks", "read_cpus", "crashed_pid", "tasks_result",
            "analyze"]
+
+
+_PLACEHOLDERS = (NotCollected, Unreadable)
 
 
 class TaskRecord(NamedTuple):
@@ -71,7 +75,10 @@ class TaskRecord(NamedTuple):
 
     @property
     def readable(self) -> bool:
-        return not any(is_placeholder(v) for v in (self.pid, self.ppid, self.comm, self.state, self.cpu, self.on_cpu))
+        for value in (self.pid, self.ppid, self.comm, self.state, self.cpu, self.on_cpu):
+            if isinstance(value, _PLACEHOLDERS):  # is_placeholder, without a call per field
+                return False
+        return True
 
 
 class CpuRecord(NamedTuple):

@@ -76,9 +76,12 @@ Placeholder = Union[NotCollected, Unreadable]
 Value = Union[int, float, str, bool, None, NotCollected, Unreadable]
 
 
+_PLACEHOLDERS = (NotCollected, Unreadable)
+
+
 def is_placeholder(value: object) -> bool:
     """True for :class:`NotCollected` and :class:`Unreadable`."""
-    return isinstance(value, (NotCollected, Unreadable))
+    return isinstance(value, _PLACEHOLDERS)
 
 
 class Column(Frozen):
@@ -129,19 +132,29 @@ class Table(Frozen):
 
     def _check(self) -> None:
         width = len(self.columns)
+        kinds = [c.kind for c in self.columns]
         for row in self.rows:
             if len(row) != width:
                 raise ValueError(f"table {self.name}: row {row!r} has {len(row)} cells, expected {width}")
-            for column, cell in zip(self.columns, row):
-                if cell is None or is_placeholder(cell):
+            for kind, cell in zip(kinds, row):
+                # most cells are exactly of their column's type: one identity test each
+                if type(cell) is kind or cell is None or isinstance(cell, _PLACEHOLDERS):
                     continue
-                if column.kind is float and isinstance(cell, int) and not isinstance(cell, bool):
-                    continue
-                if not isinstance(cell, column.kind):
-                    raise TypeError(
-                        f"table {self.name}: column {column.name} wants {column.kind.__name__}, "
-                        f"got {type(cell).__name__} {cell!r}"
-                    )
+                if not isinstance(cell, kind) and not (kind is float and type(cell) is int):
+                    self._refuse(row)
+
+    def _refuse(self, row: tuple[Value, ...]) -> None:
+        """The TypeError for the first cell of ``row`` that its column does not accept."""
+        for column, cell in zip(self.columns, row):
+            if cell is None or is_placeholder(cell):
+                continue
+            if column.kind is float and isinstance(cell, int) and not isinstance(cell, bool):
+                continue
+            if not isinstance(cell, column.kind):
+                raise TypeError(
+                    f"table {self.name}: column {column.name} wants {column.kind.__name__}, "
+                    f"got {type(cell).__name__} {cell!r}"
+                )
 
     @classmethod
     def build(cls, name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Value]]) -> Table:
