@@ -199,6 +199,7 @@ def test_a_described_dataclass_is_what_its_frozen_dataclass_was(cls, args, chang
     with pytest.raises(dataclasses.FrozenInstanceError):
         delattr(record, cls._fields[0])
     assert record.__match_args__ == cls._fields
+    assert pickle.loads(pickle.dumps(record)) == record
     if any(f.default_factory is not dataclasses.MISSING for f in dataclasses.fields(cls)):
         assert cls(**args) == record  # a fresh default from the factory each time
         name = next(f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING)

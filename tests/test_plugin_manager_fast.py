@@ -124,3 +124,37 @@ def test_entry_points_are_importlib_metadatas(tmp_path, monkeypatch):
     names = [ep.name for ep in entry_points()]
     assert "first" in names and "two" in names and "shadowed" not in names
     assert {"tasks", "panic", "memory-sources", "symbol-pack"} <= set(names)
+
+
+def test_entry_points_ask_other_distributions_as_usual(monkeypatch):
+    """A distribution that is not a plain ``PathDistribution`` (a custom finder's) is asked for
+    its entry points, whatever its files say; one without ``_normalized_name`` falls back to
+    ``importlib.metadata.entry_points``."""
+    from tsubaki_forensics.plugin_system import manager
+
+    ep = importlib.metadata.EntryPoint("custom", "fake_custom_mod", ENTRY_POINT_GROUP)
+
+    class Custom(importlib.metadata.Distribution):
+        _normalized_name = "fake_custom"
+
+        def read_text(self, filename):
+            return "[other]\n" if filename == "entry_points.txt" else None
+
+        def locate_file(self, path):
+            return path
+
+        @property
+        def entry_points(self):
+            return importlib.metadata.EntryPoints([ep])
+
+    real = importlib.metadata.distributions
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [*real(), Custom()])
+    assert [e.name for e in manager.entry_points()][-1] == "custom"
+
+    class Nameless(Custom):
+        _normalized_name = None
+
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [Nameless(), *real()])
+    sentinel = [importlib.metadata.EntryPoint("std", "std_mod", ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: sentinel)
+    assert manager.entry_points() == sentinel

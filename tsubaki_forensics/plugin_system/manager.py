@@ -373,10 +373,12 @@ def entry_points(group: str = ENTRY_POINT_GROUP) -> list[importlib.metadata.Entr
     installed distribution (~60 in a test environment) into entry points of
     every group, 3 ms of each ``analyze`` (issue 21).  The same distributions
     are walked in the same order, one per name (the first on ``sys.path``
-    wins, as ``importlib.metadata`` dedupes them); a file whose text does not
-    contain the group's name cannot declare an entry in it, so it is not
-    parsed.  On a Python whose ``importlib.metadata`` has no
-    ``_normalized_name`` (its deduplication key), the standard call is used.
+    wins, as ``importlib.metadata`` dedupes them); the ``entry_points.txt``
+    of a distribution found on ``sys.path`` whose text does not contain the
+    group's name cannot declare an entry in it, so it is not parsed (another
+    kind of distribution, from a custom finder, is asked as usual).  On a
+    Python whose ``importlib.metadata`` has no ``_normalized_name`` (its
+    deduplication key), the standard call is used.
     """
     found: list[importlib.metadata.EntryPoint] = []
     seen: set[str] = set()
@@ -387,9 +389,11 @@ def entry_points(group: str = ENTRY_POINT_GROUP) -> list[importlib.metadata.Entr
         if key in seen:
             continue
         seen.add(key)
-        text = dist.read_text("entry_points.txt")
-        if text and group in text:
-            found.extend(dist.entry_points.select(group=group))
+        if type(dist) is importlib.metadata.PathDistribution:  # its entry points are that file's
+            text = dist.read_text("entry_points.txt")
+            if not text or group not in text:
+                continue
+        found.extend(dist.entry_points.select(group=group))
     return found
 
 
