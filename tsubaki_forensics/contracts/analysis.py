@@ -47,7 +47,6 @@ class AnalysisContext(Frozen):
     written here, not generated (:func:`~.frozen.dataclass_fields`).
     """
 
-    _fields = ("prog", "dump", "options", "capabilities")
     prog: drgn.Program
     dump: Any = None
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -124,7 +123,6 @@ class AnalysisSpec(Frozen):
     (:func:`~.frozen.dataclass_fields`).
     """
 
-    _fields = ("name", "function", "description", "needs", "plugin", "options", "facts")
     name: str
     function: AnalysisFunction
     description: str

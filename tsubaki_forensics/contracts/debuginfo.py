@@ -72,8 +72,6 @@ class DebugInfoReport(Frozen):
     written here, not generated (:func:`~.frozen.dataclass_fields`).
     """
 
-    _fields = ("kind", "provider", "vmlinux", "summary", "limitations", "passed_over", "details")
-    _not_shown = _not_compared = ("details",)
     kind: DebugInfoKind
     provider: str
     vmlinux: Path | None = None

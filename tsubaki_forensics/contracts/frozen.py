@@ -16,14 +16,15 @@ and ``==``, no ``hash``.  What they do not give (``dataclasses.replace``,
 declared with :func:`dataclass_fields`: a :class:`Frozen` with its own
 ``__init__`` that ``dataclasses`` then only describes (``fields``,
 ``replace``, ``asdict``, ``is_dataclass``), with no generated method and so
-no ``exec`` (0.1 ms a class, not 0.6-1.2 ms: issue 21).
+no ``exec`` (0.1 ms a class, not 0.6-1.2 ms: issue 21); its ``_fields`` come
+from its annotations.
 
 Bottom layer: standard library only.
 """
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import FrozenInstanceError, dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 __all__ = ["Frozen", "Record", "FACTORY", "dataclass_fields"]
@@ -51,11 +52,17 @@ def dataclass_fields(cls: _C) -> _C:
     Its annotations and defaults (``field(default_factory=..., repr=False,
     compare=False)`` included) become ``dataclasses.fields``, so
     ``dataclasses.replace`` (which calls the class's own ``__init__`` with
-    every field by name), ``asdict`` and ``is_dataclass`` work; ``__init__``,
-    ``repr``, ``==`` and ``hash`` stay the record's, and a field left out of
-    ``repr`` or ``==`` is listed in ``_not_shown`` or ``_not_compared``.
+    every field by name), ``asdict`` and ``is_dataclass`` work; ``__init__``
+    is the class's, and ``repr``, ``==`` and ``hash`` the record's, over the
+    fields in that order (``_fields``), leaving out those a ``field`` keeps
+    out of ``repr`` or comparison, as a dataclass does.
     """
-    return dataclass(init=False, repr=False, eq=False, match_args=False)(cls)
+    cls = dataclass(init=False, repr=False, eq=False, match_args=False)(cls)
+    described = fields(cls)
+    cls._fields = cls.__match_args__ = tuple(f.name for f in described)  # type: ignore[attr-defined]
+    cls._shown = tuple(f.name for f in described if f.repr)  # type: ignore[attr-defined]
+    cls._compared = tuple(f.name for f in described if f.compare)  # type: ignore[attr-defined]
+    return cls
 
 
 class Record:
@@ -63,25 +70,21 @@ class Record:
 
     What ``@dataclass`` gave: ``repr`` (``Name(a=1, b='x')``), ``==`` (same
     class, equal fields) and no ``hash``.  Every field is shown and compared
-    but those named in ``_not_shown`` and ``_not_compared`` (what a
-    dataclass's ``field(repr=False)`` and ``field(compare=False)`` did).
+    (``_shown``, ``_compared``), but for a :func:`dataclass_fields` class
+    those its ``field(repr=False)`` or ``field(compare=False)`` keep out.
     Instances keep a ``__dict__`` (as a non-slotted dataclass does), so
     ``vars()`` and pickling work.
     """
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
-    #: fields a dataclass had as ``field(repr=False)`` / ``field(compare=False)``
-    _not_shown: ClassVar[tuple[str, ...]] = ()
-    _not_compared: ClassVar[tuple[str, ...]] = ()
+    #: the fields ``repr`` shows and ``==`` and ``hash`` compare
     _shown: ClassVar[tuple[str, ...]] = ()
     _compared: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.__match_args__ = cls._fields
-        cls._shown = tuple(n for n in cls._fields if n not in cls._not_shown)
-        cls._compared = tuple(n for n in cls._fields if n not in cls._not_compared)
+        cls.__match_args__ = cls._shown = cls._compared = cls._fields
 
     def _key(self) -> tuple[Any, ...]:
         return tuple([getattr(self, n) for n in self._compared])

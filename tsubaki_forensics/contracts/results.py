@@ -295,8 +295,6 @@ class AnalysisResult(Frozen):
     are written here, not generated (:func:`~.frozen.dataclass_fields`).
     """
 
-    _fields = ("name", "title", "facts", "tables", "completeness", "notes", "status", "error", "seconds", "extra")
-    _not_compared = ("extra",)
     name: str
     title: str
     facts: tuple[tuple[str, Value], ...] = ()
