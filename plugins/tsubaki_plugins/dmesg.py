@@ -12,6 +12,9 @@ timestamp, in the local time zone; like dmesg's, it is only right for lines
 printed since the last suspend/resume.
 """
 
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
+
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple

@@ -12,6 +12,9 @@ classifies the segments of a trace, so the text shows crash's
 ``--- <IRQ stack> ---`` markers where the trace crosses stacks.
 """
 
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
+
 import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple

@@ -18,6 +18,9 @@ read on its own: a half-collected ``task_struct`` gives a row with
 placeholders.
 """
 
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
+
 from collections.abc import Sequence
 from typing import NamedTuple
 
