@@ -26,9 +26,9 @@ import base64
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from tsubaki_forensics.contracts.frozen import Frozen
 from tsubaki_forensics.errors import NotCollectedError, SourceError, TsubakiError
 from tsubaki_forensics.plugin_system import hookimpl
 
@@ -62,14 +62,27 @@ _CONTAINER_MAGICS = (
 )
 
 
-@dataclass(frozen=True)
-class SourceType:
-    """One kind of memory source, as registered through the hook."""
+class SourceType(Frozen):
+    """One kind of memory source, as registered through the hook.
 
+    A :class:`~tsubaki_forensics.contracts.frozen.Frozen` record, not a
+    ``@dataclass``: this module is imported by every command that loads the
+    plugins, ``analyze`` included (issue 21).
+    """
+
+    _fields = ("name", "description", "open", "probe")
     name: str
     description: str
     open: Callable[[str], object]
     probe: Callable[[str], bool]
+
+    def __init__(self, name: str, description: str, open: Callable[[str], object],
+                 probe: Callable[[str], bool]) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "description", description)
+        setattr_(self, "open", open)
+        setattr_(self, "probe", probe)
 
 
 class MemorySource:

@@ -44,6 +44,25 @@ def test_table_checks_types_and_keeps_placeholders():
         Table.build("t", "T", cols, [(1,)])
 
 
+def test_table_accepts_what_isinstance_accepts():
+    """A cell of its column's exact type, of a subclass of it, an int (not a bool) in a float
+    column, None or a placeholder is accepted; anything else is refused naming its column."""
+    import enum
+
+    class Small(enum.IntEnum):
+        ONE = 1
+
+    cols = (Column("n", "N", int), Column("x", "X", float), Column("flag", "F", bool), Column("s", "S", str))
+    rows = [(1, 1.5, True, "a"), (True, 2, False, "b"), (Small.ONE, Small.ONE, None, NotCollected()),
+            (None, Unreadable("r"), Unreadable("r"), None)]
+    assert Table.build("t", "T", cols, rows).rows == tuple(rows)
+    for row, column, kind in [((1, True, True, "a"), "x", "float"), ((1, 1.0, 1, "a"), "flag", "bool"),
+                              ((1, "1", True, "a"), "x", "float"), ((1.0, 1.0, True, "a"), "n", "int"),
+                              ((1, 1.0, True, b"a"), "s", "str")]:
+        with pytest.raises(TypeError, match=f"column {column} wants {kind}, got {type(row[cols.index(next(c for c in cols if c.name == column))]).__name__}"):
+            Table.build("t", "T", cols, [(1, 1.0, True, "a"), row])
+
+
 def _spec(name, function, needs=()):
     return AnalysisSpec(name, function, f"{name} analysis", frozenset(needs))
 

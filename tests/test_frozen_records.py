@@ -127,3 +127,95 @@ def test_records_keep_their_checks_and_pickle():
         DebugInfoSpec(object())
     for record in (_COLUMN, _MISSING, Completeness("tasks", 1, 2, (_MISSING,)), DumpSummary(("a",), dump_level=1)):
         assert pickle.loads(pickle.dumps(record)) == record
+
+
+def _reference_dataclass(cls: type):
+    """A real ``@dataclass(frozen=True)`` with ``cls``'s name and fields (defaults, factories, repr and
+    compare flags as ``dataclasses.fields`` reports them)."""
+    spec = []
+    for f in dataclasses.fields(cls):
+        kwargs = {"repr": f.repr, "compare": f.compare}
+        if f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            kwargs["default_factory"] = f.default_factory
+        spec.append((f.name, object, dataclasses.field(**kwargs)))
+    ref = dataclasses.make_dataclass(cls.__name__, spec, frozen=True)
+    ref.__qualname__ = cls.__qualname__
+    return ref
+
+
+def _dataclass_samples():
+    from tsubaki_forensics.contracts.analysis import AnalysisContext, AnalysisSpec
+    from tsubaki_forensics.contracts.debuginfo import DebugInfoKind, DebugInfoReport
+    from tsubaki_forensics.contracts.needs import Need
+    from tsubaki_forensics.contracts.results import Status
+
+    return [
+        (AnalysisResult, {"name": "n", "title": "N"},
+         {"status": Status.FAILED, "error": "boom", "seconds": 1.5, "extra": {"traceback": "t"}}),
+        (AnalysisResult, {"name": "n", "title": "N", "facts": (("a", 1),), "tables": (Table("t", "T", (_COLUMN,), ((1,),)),)},
+         {"extra": {"x": 1}}),  # extra is not compared
+        (AnalysisContext, {"prog": "prog"}, {"options": {"tail": 3}}),
+        (AnalysisContext, {"prog": "prog", "dump": "d", "capabilities": frozenset({Need.DEBUG_INFO})}, {"dump": None}),
+        (AnalysisSpec, {"name": "x", "function": print, "description": "d"},
+         {"needs": frozenset({Need.REGISTERS}), "plugin": "p", "options": (AnalysisOption("tail", int, "lines"),),
+          "facts": ("a_b",)}),
+        (DebugInfoReport, {"kind": DebugInfoKind.BTF, "provider": "btf"},
+         {"summary": ("s",), "passed_over": ("p: no",), "details": object()}),  # details: neither shown nor compared
+        (DebugInfoReport, {"kind": DebugInfoKind.VMLINUX, "provider": "v", "vmlinux": "/v", "details": 1}, {}),
+    ]
+
+
+@pytest.mark.parametrize("cls, args, changes", _dataclass_samples(), ids=lambda x: getattr(x, "__name__", ""))
+def test_a_described_dataclass_is_what_its_frozen_dataclass_was(cls, args, changes):
+    """``dataclass_fields`` classes: the same fields, ``__init__`` defaults, repr, ==, hash, replace and
+    frozen attributes as a ``@dataclass(frozen=True)`` of the same fields."""
+    ref = _reference_dataclass(cls)
+    record, reference = cls(**args), ref(**args)
+    assert dataclasses.is_dataclass(record) and not dataclasses.is_dataclass(cls.__init__)
+    described = dataclasses.fields(cls)
+    assert cls._fields == tuple(f.name for f in described)
+    assert cls._shown == tuple(f.name for f in described if f.repr)
+    assert cls._compared == tuple(f.name for f in described if f.compare)
+    assert {*cls._fields} - {*cls._shown} == ({"details"} if cls.__name__ == "DebugInfoReport" else set())
+    ours, theirs = inspect.signature(cls).parameters.values(), inspect.signature(ref).parameters.values()
+    assert [(p.name, p.kind, repr(p.default)) for p in ours] == [(p.name, p.kind, repr(p.default)) for p in theirs]
+    for name in cls._fields:  # defaults and factories alike
+        assert getattr(record, name) == getattr(reference, name)
+    assert repr(record) == repr(reference)
+    changed, reference_changed = dataclasses.replace(record, **changes), dataclasses.replace(reference, **changes)
+    assert type(changed) is cls
+    assert repr(changed) == repr(reference_changed)
+    assert (changed == record) == (reference_changed == reference)
+    assert dataclasses.replace(record) == record and dataclasses.replace(record) is not record
+    try:
+        expected = hash(reference)
+    except TypeError:
+        with pytest.raises(TypeError):
+            hash(record)
+    else:
+        assert hash(record) == expected
+    assert record != reference  # another class
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(record, cls._fields[0], None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        delattr(record, cls._fields[0])
+    assert record.__match_args__ == cls._fields
+    assert pickle.loads(pickle.dumps(record)) == record
+    if any(f.default_factory is not dataclasses.MISSING for f in dataclasses.fields(cls)):
+        assert cls(**args) == record  # a fresh default from the factory each time
+        name = next(f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING)
+        assert getattr(cls(**args), name) is not getattr(record, name)
+
+
+def test_analysis_spec_keeps_its_checks():
+    from tsubaki_forensics.contracts.analysis import AnalysisSpec
+
+    with pytest.raises(ValueError, match="must match"):
+        AnalysisSpec("Bad Name", print, "d")
+    with pytest.raises(TypeError, match="not callable"):
+        AnalysisSpec("x", 3, "d")
+    spec = AnalysisSpec("x", print, "d")
+    with pytest.raises(ValueError, match="description"):
+        dataclasses.replace(spec, description=" ")

@@ -93,3 +93,68 @@ def test_loaded_plugins_use_it_and_keep_every_hook():
     got = _impls(pm)
     assert got == _impls(reference)
     assert {"tsubaki_reassemble", "tsubaki_register_analyses"} <= {hook for hook, _, _ in got}
+
+
+def _described(eps) -> list[tuple[str, str, str, str | None, str | None]]:
+    return [(ep.group, ep.name, ep.value, ep.dist and ep.dist.name, ep.dist and ep.dist.version) for ep in eps]
+
+
+def test_entry_points_are_importlib_metadatas(tmp_path, monkeypatch):
+    """``manager.entry_points`` (parsing only the files that name the group) finds what
+    ``importlib.metadata.entry_points(group=...)`` finds, in its order, for any group: the
+    first copy of a distribution on ``sys.path`` wins, a mention in a comment or another
+    group's value changes nothing."""
+    from tsubaki_forensics.plugin_system.manager import entry_points
+
+    def dist(where: str, name: str, version: str, text: str) -> None:
+        info = tmp_path / where / f"{name.replace('-', '_')}-{version}.dist-info"  # the escaped name, as pip writes it
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(text)
+
+    dist("a", "fake-first", "1.0", f"[{ENTRY_POINT_GROUP}]\nfirst = fake_first_mod\n")
+    dist("b", "fake_first", "2.0", f"[{ENTRY_POINT_GROUP}]\nshadowed = fake_first_mod_two\n")  # same name, later
+    dist("a", "fake-comment", "1.0", f"# not {ENTRY_POINT_GROUP}\n[console_scripts]\nx = {ENTRY_POINT_GROUP}.cli:main\n")
+    dist("b", "fake-two", "0.1", f"[other]\no = m\n\n[{ENTRY_POINT_GROUP}]\ntwo = fake_two_mod:plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "b"))
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    importlib.invalidate_caches()
+    for group in (ENTRY_POINT_GROUP, "console_scripts", "other", "pytest11", "no-such-group"):
+        assert _described(entry_points(group)) == _described(importlib.metadata.entry_points(group=group)), group
+    names = [ep.name for ep in entry_points()]
+    assert "first" in names and "two" in names and "shadowed" not in names
+    assert {"tasks", "panic", "memory-sources", "symbol-pack"} <= set(names)
+
+
+def test_entry_points_ask_other_distributions_as_usual(monkeypatch):
+    """A distribution that is not a plain ``PathDistribution`` (a custom finder's) is asked for
+    its entry points, whatever its files say; one without ``_normalized_name`` falls back to
+    ``importlib.metadata.entry_points``."""
+    from tsubaki_forensics.plugin_system import manager
+
+    ep = importlib.metadata.EntryPoint("custom", "fake_custom_mod", ENTRY_POINT_GROUP)
+
+    class Custom(importlib.metadata.Distribution):
+        _normalized_name = "fake_custom"
+
+        def read_text(self, filename):
+            return "[other]\n" if filename == "entry_points.txt" else None
+
+        def locate_file(self, path):
+            return path
+
+        @property
+        def entry_points(self):
+            return importlib.metadata.EntryPoints([ep])
+
+    real = importlib.metadata.distributions
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [*real(), Custom()])
+    assert [e.name for e in manager.entry_points()][-1] == "custom"
+
+    class Nameless(Custom):
+        _normalized_name = None
+
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [Nameless(), *real()])
+    sentinel = [importlib.metadata.EntryPoint("std", "std_mod", ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: sentinel)
+    assert manager.entry_points() == sentinel

@@ -14,7 +14,8 @@ crash.  For an OOM panic this is the first thing to read: ``FREE`` near
 zero, ``SWAP`` full or absent, ``COMMITTED`` past the limit.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
 
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar

@@ -13,7 +13,8 @@ read is a placeholder, and a module list that cannot be walked to its end
 says so.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
 
 from collections.abc import Sequence
 from typing import NamedTuple

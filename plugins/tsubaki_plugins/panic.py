@@ -12,7 +12,8 @@ classifies the segments of a trace, so the text shows crash's
 ``--- <IRQ stack> ---`` markers where the trace crosses stacks.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
 
 import re
 from collections.abc import Iterable, Sequence
@@ -98,21 +99,24 @@ class Backtrace(NamedTuple):
 
 # What a panic looks like in the log, most telling first (the order drgn's
 # panic_message helper uses).
-_PANIC_PATTERNS = tuple(
-    re.compile(p)
-    for p in (
-        r"Kernel panic -.*",
-        r"BUG: (?:kernel NULL pointer dereference|unable to handle).*|Unable to handle kernel.*",
-        r"[Kk]ernel BUG at.*",
-        r"Oops: .*",
-    )
+_PANIC_TEXTS = (
+    r"Kernel panic -.*",
+    r"BUG: (?:kernel NULL pointer dereference|unable to handle).*|Unable to handle kernel.*",
+    r"[Kk]ernel BUG at.*",
+    r"Oops: .*",
 )
+_PANIC_PATTERNS = tuple(re.compile(p) for p in _PANIC_TEXTS)
+#: any of them: a line it does not match is skipped with one search, not four
+_ANY_PANIC = re.compile("|".join(f"(?:{p})" for p in _PANIC_TEXTS))
 
 
 def panic_message_from_log(lines: Sequence[LogLine]) -> str | None:
     """Pure: the log line that best says why the kernel died (first of the best kind), or ``None``."""
     best: tuple[int, str] | None = None
+    any_panic = _ANY_PANIC.search
     for line in lines:
+        if any_panic(line.text) is None:
+            continue
         for rank, pattern in enumerate(_PANIC_PATTERNS):
             if best is not None and rank >= best[0]:
                 break
@@ -120,6 +124,8 @@ def panic_message_from_log(lines: Sequence[LogLine]) -> str | None:
             if match:
                 best = (rank, match.group())
                 break
+        if best is not None and best[0] == 0:
+            break  # nothing beats the first line of the best kind
     return best[1] if best else None
 
 

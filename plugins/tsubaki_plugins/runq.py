@@ -9,7 +9,8 @@ out), each with its priority.  A CPU whose queue cannot be read is a row of
 placeholders; the other CPUs still show.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
 
 from collections.abc import Sequence
 from typing import NamedTuple

@@ -18,7 +18,8 @@ read on its own: a half-collected ``task_struct`` gives a row with
 placeholders.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: typing.NamedTuple would compile
+# each field's annotation string on every import (issue 21, docs/PLUGINS.md).
 
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -40,6 +41,7 @@ from tsubaki_forensics.analysis import (
     Need,
     NotCollected,
     Table,
+    Unreadable,
     Value,
     is_placeholder,
 )
@@ -48,6 +50,9 @@ from tsubaki_forensics.plugin_system import hookimpl
 
 __all__ = ["TaskRecord", "CpuRecord", "read_tasks", "read_idle_tasks", "read_cpus", "crashed_pid", "tasks_result",
            "analyze"]
+
+
+_PLACEHOLDERS = (NotCollected, Unreadable)
 
 
 class TaskRecord(NamedTuple):
@@ -73,7 +78,10 @@ class TaskRecord(NamedTuple):
 
     @property
     def readable(self) -> bool:
-        return not any(is_placeholder(v) for v in (self.pid, self.ppid, self.comm, self.state, self.cpu, self.on_cpu))
+        for value in (self.pid, self.ppid, self.comm, self.state, self.cpu, self.on_cpu):
+            if isinstance(value, _PLACEHOLDERS):  # is_placeholder, without a call per field
+                return False
+        return True
 
 
 class CpuRecord(NamedTuple):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from .frozen import Frozen
+from .frozen import FACTORY, Frozen, dataclass_fields
 from .needs import Need
 from .results import fact_key
 
@@ -31,8 +31,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 OPTION_TYPES = (int, float, str, bool)
 
 
-@dataclass(frozen=True)
-class AnalysisContext:
+@dataclass_fields
+class AnalysisContext(Frozen):
     """What an analysis gets: the program, the dump it came from, options.
 
     :param prog: the ``drgn.Program`` built by the drgn bridge.
@@ -42,12 +42,23 @@ class AnalysisContext:
     :param options: analysis options from the command line (each analysis's
         declared :class:`AnalysisOption`, e.g. dmesg's ``tail``).
     :param capabilities: the :class:`Need` values this program satisfies.
+
+    A dataclass (the runner ``replace``-s its options) whose methods are
+    written here, not generated (:func:`~.frozen.dataclass_fields`).
     """
 
     prog: drgn.Program
     dump: Any = None
     options: Mapping[str, Any] = field(default_factory=dict)
     capabilities: frozenset[Need] = frozenset(Need)
+
+    def __init__(self, prog: drgn.Program, dump: Any = None, options: Mapping[str, Any] = FACTORY,
+                 capabilities: frozenset[Need] = frozenset(Need)) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "prog", prog)
+        setattr_(self, "dump", dump)
+        setattr_(self, "options", {} if options is FACTORY else options)
+        setattr_(self, "capabilities", capabilities)
 
     def option(self, name: str, default: Any = None) -> Any:
         """One option, or ``default`` when it was not given."""
@@ -104,9 +115,13 @@ class AnalysisOption(Frozen):
         return "--" + self.name.replace("_", "-")
 
 
-@dataclass(frozen=True)
-class AnalysisSpec:
-    """A named analysis as a plugin registered it."""
+@dataclass_fields
+class AnalysisSpec(Frozen):
+    """A named analysis as a plugin registered it.
+
+    A dataclass whose methods are written here, not generated
+    (:func:`~.frozen.dataclass_fields`).
+    """
 
     name: str
     function: AnalysisFunction
@@ -117,6 +132,19 @@ class AnalysisSpec:
     #: the keys of the facts it may give (``panic_message``): its results are
     #: held to them, and consumers such as triage rely on them; empty: undeclared.
     facts: tuple[str, ...] = ()
+
+    def __init__(self, name: str, function: AnalysisFunction, description: str,
+                 needs: frozenset[Need] = frozenset(), plugin: str = "?",
+                 options: tuple[AnalysisOption, ...] = (), facts: tuple[str, ...] = ()) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "function", function)
+        setattr_(self, "description", description)
+        setattr_(self, "needs", needs)
+        setattr_(self, "plugin", plugin)
+        setattr_(self, "options", options)
+        setattr_(self, "facts", facts)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -21,12 +21,12 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import TsubakiError
-from .frozen import Frozen, Record
+from .frozen import Frozen, Record, dataclass_fields
 
 __all__ = ["DebugInfoKind", "DebugInfoReport", "DebugInfoRequest", "DebugInfoProvider", "DeferredProvider", "ORDER",
            "DESCRIPTION", "RegisteredProvider", "DEBUG_INFO_TIMEOUT_S", "TIMEOUT_ENV", "provider_time_limit"]
@@ -54,8 +54,8 @@ DESCRIPTION = {
 }
 
 
-@dataclass(frozen=True)
-class DebugInfoReport:
+@dataclass_fields
+class DebugInfoReport(Frozen):
     """What one provider attached to the program (``DumpProgram.debug_info``).
 
     :param kind: vmlinux DWARF, symbol pack or the dump's BTF.
@@ -67,6 +67,9 @@ class DebugInfoReport:
         attach it (``symbol-pack: ...``), one line each.
     :param details: the provider's own record (``SelfContainedReport``,
         ``SymbolPackReport``...), for statistics and tests; never rendered.
+
+    A dataclass (the chain ``replace``-s ``passed_over``) whose methods are
+    written here, not generated (:func:`~.frozen.dataclass_fields`).
     """
 
     kind: DebugInfoKind
@@ -76,6 +79,18 @@ class DebugInfoReport:
     limitations: tuple[str, ...] = ()
     passed_over: tuple[str, ...] = ()
     details: Any = field(default=None, repr=False, compare=False)
+
+    def __init__(self, kind: DebugInfoKind, provider: str, vmlinux: Path | None = None,
+                 summary: tuple[str, ...] = (), limitations: tuple[str, ...] = (),
+                 passed_over: tuple[str, ...] = (), details: Any = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "kind", kind)
+        setattr_(self, "provider", provider)
+        setattr_(self, "vmlinux", vmlinux)
+        setattr_(self, "summary", summary)
+        setattr_(self, "limitations", limitations)
+        setattr_(self, "passed_over", passed_over)
+        setattr_(self, "details", details)
 
     @property
     def label(self) -> str:

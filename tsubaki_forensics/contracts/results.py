@@ -14,10 +14,10 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Union
 
-from .frozen import Frozen
+from .frozen import FACTORY, Frozen, dataclass_fields
 
 __all__ = [
     "NotCollected",
@@ -76,9 +76,12 @@ Placeholder = Union[NotCollected, Unreadable]
 Value = Union[int, float, str, bool, None, NotCollected, Unreadable]
 
 
+_PLACEHOLDERS = (NotCollected, Unreadable)
+
+
 def is_placeholder(value: object) -> bool:
     """True for :class:`NotCollected` and :class:`Unreadable`."""
-    return isinstance(value, (NotCollected, Unreadable))
+    return isinstance(value, _PLACEHOLDERS)
 
 
 class Column(Frozen):
@@ -129,19 +132,29 @@ class Table(Frozen):
 
     def _check(self) -> None:
         width = len(self.columns)
+        kinds = [c.kind for c in self.columns]
         for row in self.rows:
             if len(row) != width:
                 raise ValueError(f"table {self.name}: row {row!r} has {len(row)} cells, expected {width}")
-            for column, cell in zip(self.columns, row):
-                if cell is None or is_placeholder(cell):
+            for kind, cell in zip(kinds, row):
+                # most cells are exactly of their column's type: one identity test each
+                if type(cell) is kind or cell is None or isinstance(cell, _PLACEHOLDERS):
                     continue
-                if column.kind is float and isinstance(cell, int) and not isinstance(cell, bool):
-                    continue
-                if not isinstance(cell, column.kind):
-                    raise TypeError(
-                        f"table {self.name}: column {column.name} wants {column.kind.__name__}, "
-                        f"got {type(cell).__name__} {cell!r}"
-                    )
+                if not isinstance(cell, kind) and not (kind is float and type(cell) is int):
+                    self._refuse(row)
+
+    def _refuse(self, row: tuple[Value, ...]) -> None:
+        """The TypeError for the first cell of ``row`` that its column does not accept."""
+        for column, cell in zip(self.columns, row):
+            if cell is None or is_placeholder(cell):
+                continue
+            if column.kind is float and isinstance(cell, int) and not isinstance(cell, bool):
+                continue
+            if not isinstance(cell, column.kind):
+                raise TypeError(
+                    f"table {self.name}: column {column.name} wants {column.kind.__name__}, "
+                    f"got {type(cell).__name__} {cell!r}"
+                )
 
     @classmethod
     def build(cls, name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Value]]) -> Table:
@@ -267,8 +280,8 @@ def fact_key(name: str) -> str:
     return _NOT_WORD.sub("_", name.lower()).strip("_") or "_"
 
 
-@dataclass(frozen=True)
-class AnalysisResult:
+@dataclass_fields
+class AnalysisResult(Frozen):
     """Everything one analysis found.
 
     :param facts: ordered ``(name, value)`` pairs, the headline of the result
@@ -277,6 +290,9 @@ class AnalysisResult:
     :param tables: the grids (tasks, log lines, frames).
     :param completeness: one entry per kind of thing it needed.
     :param notes: remarks for the reader (why something is absent).
+
+    A dataclass (``dataclasses.replace`` gives a changed copy) whose methods
+    are written here, not generated (:func:`~.frozen.dataclass_fields`).
     """
 
     name: str
@@ -289,6 +305,22 @@ class AnalysisResult:
     error: str | None = None
     seconds: float = 0.0
     extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+    def __init__(self, name: str, title: str, facts: tuple[tuple[str, Value], ...] = (),
+                 tables: tuple[Table, ...] = (), completeness: tuple[Completeness, ...] = (),
+                 notes: tuple[str, ...] = (), status: Status = Status.OK, error: str | None = None,
+                 seconds: float = 0.0, extra: dict[str, object] = FACTORY) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "title", title)
+        setattr_(self, "facts", facts)
+        setattr_(self, "tables", tables)
+        setattr_(self, "completeness", completeness)
+        setattr_(self, "notes", notes)
+        setattr_(self, "status", status)
+        setattr_(self, "error", error)
+        setattr_(self, "seconds", seconds)
+        setattr_(self, "extra", {} if extra is FACTORY else extra)
 
     def fact(self, name: str) -> Value:
         """The value of one fact, by its key (``panic_message``) or its name

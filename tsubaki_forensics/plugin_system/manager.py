@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "entry_points",
     "DISABLE_ENV",
     "PluginInfo",
     "Plugins",
@@ -173,7 +174,7 @@ class Plugins:
         return plugins
 
     def _load_entry_points(self, group: str) -> None:
-        for ep in importlib.metadata.entry_points(group=group):
+        for ep in entry_points(group):
             if self.pm.is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
                 continue
             try:
@@ -363,6 +364,37 @@ class Plugins:
     def register_commands(self, app: typer.Typer) -> None:
         """Let plugins add subcommands (after the built-in ones)."""
         self._call_each("tsubaki_register_commands", app=app)
+
+
+def entry_points(group: str = ENTRY_POINT_GROUP) -> list[importlib.metadata.EntryPoint]:
+    """``importlib.metadata.entry_points(group=group)``, parsing only the files that name ``group``.
+
+    Why: the standard call parses the ``entry_points.txt`` of every
+    installed distribution (~60 in a test environment) into entry points of
+    every group, 3 ms of each ``analyze`` (issue 21).  The same distributions
+    are walked in the same order, one per name (the first on ``sys.path``
+    wins, as ``importlib.metadata`` dedupes them); the ``entry_points.txt``
+    of a distribution found on ``sys.path`` whose text does not contain the
+    group's name cannot declare an entry in it, so it is not parsed (another
+    kind of distribution, from a custom finder, is asked as usual).  On a
+    Python whose ``importlib.metadata`` has no ``_normalized_name`` (its
+    deduplication key), the standard call is used.
+    """
+    found: list[importlib.metadata.EntryPoint] = []
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        key = getattr(dist, "_normalized_name", None)
+        if not isinstance(key, str):
+            return list(importlib.metadata.entry_points(group=group))
+        if key in seen:
+            continue
+        seen.add(key)
+        if type(dist) is importlib.metadata.PathDistribution:  # its entry points are that file's
+            text = dist.read_text("entry_points.txt")
+            if not text or group not in text:
+                continue
+        found.extend(dist.entry_points.select(group=group))
+    return found
 
 
 def _source_spec(plugin: str, *args: Any, **kwargs: Any) -> SourceSpec:

@@ -11,12 +11,15 @@ packs sit above the plugin system, so the built-in plugin cannot import them.
 
 from __future__ import annotations
 
-from ..contracts.debuginfo import DESCRIPTION, ORDER, DebugInfoReport, DebugInfoRequest
+from typing import TYPE_CHECKING
+
+from ..contracts.debuginfo import DESCRIPTION, ORDER
 from ..errors import DebugInfoError
 from ..plugin_system.hookspecs import hookimpl
-from ..plugin_system.specs import RegisterDebugInfo
-from . import attach_symbolpack, pack_from_dump
-from .fileformat import SymbolPackError
+
+if TYPE_CHECKING:
+    from ..contracts.debuginfo import DebugInfoReport, DebugInfoRequest
+    from ..plugin_system.specs import RegisterDebugInfo
 
 __all__ = ["SymbolPackProvider", "tsubaki_register_debug_info"]
 
@@ -29,6 +32,11 @@ class SymbolPackProvider:
     order = ORDER[name]
 
     def provide(self, request: DebugInfoRequest) -> DebugInfoReport | None:
+        # Imported when the chain asks (after the vmlinux files and the lab's
+        # cache): registering the provider costs every command nothing more.
+        from . import attach_symbolpack, pack_from_dump
+        from .fileformat import SymbolPackError
+
         try:
             pack = pack_from_dump(request.dump)
             if pack is None:
