@@ -22,6 +22,7 @@ caller may reuse its buffer.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -63,6 +64,10 @@ _BIG_ENDIAN = frozenset({"ppc64", "s390x", "sparc64", "mips64"})
 # 0.6-1.2 s and its wall by a median 12% in adjacent runs on the loaded 2-core
 # machine (docs/BENCHMARKS.md, "Second pass").
 _SWITCH_INTERVAL = 0.0005
+# The cyclic GC stays off while a call's jobs run: they make futures, tuples
+# and pieces, none of them in cycles, and each collection they triggered
+# rescanned the start-up's objects on the writer's thread, holding the GIL
+# (a 256 MiB import: ~40 collections, a few ms; issue 21).
 
 
 class TsdWriter(RecordFile):
@@ -259,6 +264,8 @@ class TsdWriter(RecordFile):
         switch = sys.getswitchinterval()
         if self._pipeline.pool is not None and switch > _SWITCH_INTERVAL:
             sys.setswitchinterval(_SWITCH_INTERVAL)
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             if source is not None:
                 from .dedup import run_dedup
@@ -272,6 +279,8 @@ class TsdWriter(RecordFile):
         finally:
             self._call_stats = None
             sys.setswitchinterval(switch)
+            if collecting:
+                gc.enable()
         stats.wall_seconds = time.perf_counter() - t0
         self.stats.raw_bytes += stats.raw_bytes
         self.stats.compress_seconds += stats.compress_seconds
