@@ -188,3 +188,36 @@ def test_start_writeback_works_on_a_file_and_says_no_on_a_pipe(tmp_path):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_failing_job_raises_in_order_and_the_jobs_behind_it_are_dropped():
+    """A job's exception reaches the caller when its turn to be written comes
+    (results before it are written first); jobs no worker has started are
+    cancelled, and shutdown still ends the threads."""
+    import pytest
+
+    release = threading.Event()
+    ran: list[int] = []
+
+    def job(i: int):
+        ran.append(i)
+        if i == 0:
+            release.wait(timeout=30)  # keep one worker busy so later jobs queue up
+        if i == 1:
+            raise OSError("disk on fire")
+        return [i], 0.0
+
+    def jobs():
+        for i in range(50):
+            if i == 4:
+                release.set()
+            yield job, (i,)
+
+    done: list[int] = []
+    pipe = Pipeline(2)
+    with pytest.raises(OSError, match="disk on fire"):
+        pipe.run(jobs(), lambda pieces, cpu: done.extend(pieces))
+    pipe.shutdown()
+    assert done == [0]
+    assert max(ran) < 2 + RESULTS_PER_THREAD * 2  # never more jobs than the pipeline's bound
+    assert all(not t.is_alive() for t in pipe.pool._started)

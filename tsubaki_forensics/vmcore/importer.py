@@ -13,9 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ..contracts.frozen import Frozen
 from ..errors import PageClassError
 from ..limits import max_runs
 from ..tsd import MemoryMap, TsdWriter, WriteStats
@@ -36,8 +36,16 @@ ELF_LEFT_OUT_LEVEL = 31
 WINDOW = 64 << 20  # progress granularity; the writer pipelines chunks within it
 
 
-@dataclass(frozen=True)
-class ImportResult:
+class ImportResult(Frozen):
+    """What an import wrote.  ``dedup_pages``: pages stored as references
+    (dedup=True); ``dump_level``: the level the dump was written at (after any
+    fallback); ``excluded_bytes``: bytes left out as EXCLUDED runs;
+    ``fallback``: why the level fell back to 1 (fallback_level_1), or "".
+    A :class:`~..contracts.frozen.Frozen`, not a frozen dataclass (no
+    ``exec`` per method at import: issue 21)."""
+
+    _fields = ("dump_id", "source", "output", "stats", "seconds", "file_bytes", "segments",
+               "dedup_pages", "dump_level", "excluded_bytes", "fallback", "classify_seconds")
     dump_id: str
     source: str
     output: str
@@ -45,11 +53,19 @@ class ImportResult:
     seconds: float
     file_bytes: int
     segments: int
-    dedup_pages: int = 0  # pages stored as references (dedup=True)
-    dump_level: int = 1  # the level the dump was written at (after any fallback)
-    excluded_bytes: int = 0  # bytes left out as EXCLUDED runs
-    fallback: str = ""  # why the level fell back to 1 (fallback_level_1), or ""
-    classify_seconds: float = 0.0
+    dedup_pages: int
+    dump_level: int
+    excluded_bytes: int
+    fallback: str
+    classify_seconds: float
+
+    def __init__(self, dump_id: str, source: str, output: str, stats: WriteStats, seconds: float,
+                 file_bytes: int, segments: int, dedup_pages: int = 0, dump_level: int = 1,
+                 excluded_bytes: int = 0, fallback: str = "", classify_seconds: float = 0.0) -> None:
+        for name, value in zip(self._fields, (dump_id, source, output, stats, seconds, file_bytes,
+                                              segments, dedup_pages, dump_level, excluded_bytes,
+                                              fallback, classify_seconds)):
+            object.__setattr__(self, name, value)
 
 
 def vmcoreinfo_fields(vmcoreinfo: bytes | None) -> dict[str, str]:
