@@ -13,9 +13,8 @@ Why it looks like this:
   :class:`Pipeline` hands them back in submission order, so the output is
   byte-for-byte the same whatever the scheduling.  A bounded number of jobs
   is in flight, so memory use is flat.
-* File jobs read their own chunks (``pread`` into a per-thread buffer), so
-  reading, zero detection and compression all run in parallel and no page
-  of the source stays mapped.
+* File jobs read their own chunks (``pread``), so reading, zero detection
+  and compression all run in parallel and no page of the source stays mapped.
 
 The dedup variant of these stages is :mod:`.dedup`; framing is :mod:`.framing`.
 """
@@ -39,7 +38,7 @@ from .framing import EXCLUDED, Piece
 __all__ = [
     "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES", "FILE_BATCH", "RESULTS_PER_THREAD",
     "Encoding", "Run", "FileBatch", "Job", "Pipeline", "Workers", "Task",
-    "compressor", "runs", "read_exact", "chunks", "file_batches",
+    "compressor", "runs", "read_exact", "pread_exact", "chunks", "file_batches",
     "encode_chunk", "encode_file", "encode_file_pages",
 ]
 
@@ -365,17 +364,45 @@ def encode_chunk(buf: memoryview, paddr: int, enc: Encoding, base: bytes | bytea
     return pieces, time.thread_time() - t0
 
 
+def pread_exact(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes of ``fd`` at ``offset`` as a new ``bytes``.
+
+    :raises StorageError: the file ends first.
+    """
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    parts, got = [data], len(data)
+    while got < length:  # a short read: some filesystems; an empty one is the file's end
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            raise StorageError(f"source file ends at offset {offset + got}, "
+                               f"{length - got} bytes short")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def encode_file(fd: int, batch: FileBatch, enc: Encoding) -> tuple[list[Piece], float]:
-    """Worker job: read a batch of chunks from ``fd`` into this thread's
-    buffer with one ``pread``, then encode each chunk."""
+    """Worker job: read a batch of chunks from ``fd`` with one ``pread``, then
+    encode each chunk.
+
+    Why a new ``bytes`` a job (:func:`pread_exact`) and not a per-thread
+    ``bytearray``: a ``bytearray`` is zero-filled when made, so each thread's
+    first job faulted in and cleared 8 MiB holding the GIL (the other worker
+    waited 4-5 ms at the start of every import); ``os.pread`` fills an
+    uninitialised block with the GIL released, and with
+    :func:`~.heap.reuse_chunk_sized_blocks` the next job's block is the same
+    heap memory, already faulted in.
+    """
     t0 = time.thread_time()
     length = sum(n for _, n in batch.chunks)
-    view = _thread_buffer(length)[:length]
-    read_exact(fd, view, batch.offset)
+    data = pread_exact(fd, length, batch.offset)
+    view = memoryview(data)
     pieces: list[Piece] = []
     pos = 0
     for paddr, n in batch.chunks:
-        _encode(view[pos:pos + n], paddr, enc, pieces, view.obj, pos)
+        _encode(view[pos:pos + n], paddr, enc, pieces, data, pos)
         pos += n
     return pieces, time.thread_time() - t0
 
