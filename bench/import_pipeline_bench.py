@@ -135,6 +135,10 @@ def tools(src: Path, tmp: Path, base: Path | None, with_mdf: bool) -> dict[str, 
         t["tsubaki-forensics import --level 1"] = (
             [py, "-c", CLI, "import", str(src), "-o", str(tmp / "l1.tsd"), "--force", "--level", "1"],
             tmp / "l1.tsd", None)
+        if base is not None:
+            t["tsubaki-forensics import --level 1 (baseline)"] = (
+                [py, "-c", CLI, "import", str(src), "-o", str(tmp / "l1old.tsd"), "--force", "--level", "1"],
+                tmp / "l1old.tsd", {**os.environ, "PYTHONPATH": str(base)})
         t["makedumpfile -l -d 1"] = (["makedumpfile", "-l", "-d", "1", str(src), str(tmp / "l.kd")],
                                      tmp / "l.kd", None)
     return t
