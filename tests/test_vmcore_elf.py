@@ -337,8 +337,8 @@ class _Mem:
 
 def test_import_progress_counts_every_byte_once_in_order(tmp_path):
     """``progress(done, total)`` rises with each job the writer frames (one writer
-    call per extent, no per-window drains) and ends at the total; the dump is the
-    same as without progress."""
+    call per extent, no per-window drains) and ends at the total, with and without
+    dedup; both dumps hold the memory."""
     from tsubaki_forensics.tsd.writer import FILE_BATCH
 
     src, a, b = tmp_path / "qemu.elf", tmp_path / "a.tsd", tmp_path / "b.tsd"
@@ -352,7 +352,9 @@ def test_import_progress_counts_every_byte_once_in_order(tmp_path):
     assert len(seen) >= 4  # per job (3 + 1), not per call
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert seen[-1] == (total, total) and {t for _, t in seen} == {total}
-    import_vmcore(src, b, chunk_size=1 << 20)
+    seen_dedup: list[int] = []  # the dedup pipeline reports per job too
+    import_vmcore(src, b, chunk_size=1 << 20, dedup=True, progress=lambda d, t: seen_dedup.append(d))
+    assert seen_dedup == sorted(seen_dedup) and seen_dedup[-1] == total and len(seen_dedup) >= 4
     with open_dump(a) as da, open_dump(b) as db:
         assert res.stats.raw_bytes == total
         for paddr, data in segs:
