@@ -10,9 +10,13 @@ GNU time (``%e %U %S %R %M``), page cache warm, in rotating order, ``--runs``
 times; medians are reported.  ``--baseline REV`` also runs the import of an
 older revision of the package (``git archive`` into a temporary directory,
 first on ``PYTHONPATH``), so "before" and "after" share the run and its load.
-A start-up breakdown (``python -X importtime``-style: time to import the CLI,
-the importer, then the work, and whether numpy was loaded) says what part of
-a small import is Python rather than work.  A small input (``--small``) also
+A phase breakdown of one process says what part of a small import is Python
+rather than work: the interpreter's start (spawn to first statement), the
+CLI's modules (typer), the importer's, the import itself (opening, the
+pipeline, close and its fsync), and the exit (last statement to the parent
+seeing the process end: interpreter finalisation and the kernel's teardown),
+medians over ``--runs``, at the default level and (``--small``) at level 1;
+plus whether numpy was loaded.  A small input (``--small``) also
 runs ``--level 1``, zstd's fast level beside makedumpfile's LZO (the default
 is level 3, the one whose output stays below ``zstd -3``'s).  Both trees are
 byte-compiled first (``compileall``), so no run pays for compiling modules.
@@ -40,17 +44,36 @@ from pathlib import Path
 
 from machine_info import cpu_model
 
+from tsubaki_forensics.tsd.writer import DEFAULT_LEVEL
+
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = "import sys; from tsubaki_forensics.cli.app import main; sys.argv[0] = 'tsubaki-forensics'; main()"
-BREAKDOWN = """import json, sys, time
-t0 = time.perf_counter(); import tsubaki_forensics.cli.app
+# Stamps are time.perf_counter() (CLOCK_MONOTONIC): the parent's and the child's compare.
+BREAKDOWN = """import time; t0 = time.perf_counter()
+import json, sys
+import typer, tsubaki_forensics.cli.app, tsubaki_forensics.cli.root
 t1 = time.perf_counter(); from tsubaki_forensics.vmcore.importer import import_vmcore
-t2 = time.perf_counter(); import_vmcore(sys.argv[1], sys.argv[2])
+t2 = time.perf_counter(); import_vmcore(sys.argv[1], sys.argv[2], level=int(sys.argv[3]))
 t3 = time.perf_counter()
-print(json.dumps({"cli": t1 - t0, "importer": t2 - t1, "work": t3 - t2, "numpy": "numpy" in sys.modules}))
+print(json.dumps({"t0": t0, "cli": t1 - t0, "importer": t2 - t1, "work": t3 - t2, "t3": t3,
+                  "numpy": "numpy" in sys.modules}))
 """
+PHASES = ("start", "cli", "importer", "work", "exit")
+
+
+def phases(src: Path, out: Path, level: int, cwd: Path) -> dict:
+    """One child's phases (see BREAKDOWN), in seconds."""
+    if out.exists():
+        out.unlink()
+    t_spawn = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", BREAKDOWN, str(src), str(out), str(level)],
+                       capture_output=True, text=True, cwd=cwd, check=True)
+    t_end = time.perf_counter()
+    b = json.loads(p.stdout)
+    return {"start": b["t0"] - t_spawn, "cli": b["cli"], "importer": b["importer"], "work": b["work"],
+            "exit": t_end - b["t3"], "numpy": b["numpy"]}
 
 
 def timed(cmd: list[str], out: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
@@ -112,6 +135,10 @@ def tools(src: Path, tmp: Path, base: Path | None, with_mdf: bool) -> dict[str, 
         t["tsubaki-forensics import --level 1"] = (
             [py, "-c", CLI, "import", str(src), "-o", str(tmp / "l1.tsd"), "--force", "--level", "1"],
             tmp / "l1.tsd", None)
+        if base is not None:
+            t["tsubaki-forensics import --level 1 (baseline)"] = (
+                [py, "-c", CLI, "import", str(src), "-o", str(tmp / "l1old.tsd"), "--force", "--level", "1"],
+                tmp / "l1old.tsd", {**os.environ, "PYTHONPATH": str(base)})
         t["makedumpfile -l -d 1"] = (["makedumpfile", "-l", "-d", "1", str(src), str(tmp / "l.kd")],
                                      tmp / "l.kd", None)
     return t
@@ -128,15 +155,16 @@ def bench(label: str, src: Path, runs: int, tmp: Path, base: Path | None, with_m
             results[name].append(timed(cmd, out, env, cwd=tmp))
             out.unlink()
         sys.stderr.write(f"  {label}: round {r + 1}/{runs}\n")
-    breakdown = []
-    for _ in range(runs):
-        warm(src)
-        p = subprocess.run([sys.executable, "-c", BREAKDOWN, str(src), str(tmp / "bd.tsd")],
-                           capture_output=True, text=True, cwd=tmp, check=True)
-        breakdown.append(json.loads(p.stdout))
+    levels = [DEFAULT_LEVEL, 1] if with_mdf else [DEFAULT_LEVEL]
+    breakdown: dict[int, list[dict]] = {lv: [] for lv in levels}
+    for r in range(runs):
+        for lv in levels[r % len(levels):] + levels[:r % len(levels)]:
+            warm(src)
+            breakdown[lv].append(phases(src, tmp / "bd.tsd", lv, tmp))
     return {"label": label, "input": str(src), "bytes": src.stat().st_size, "results": results,
-            "breakdown": {k: (statistics.median(b[k] for b in breakdown) if k != "numpy" else
-                              any(b[k] for b in breakdown)) for k in breakdown[0]}}
+            "breakdown": {lv: {k: (statistics.median(b[k] for b in bs) if k != "numpy" else
+                                   any(b[k] for b in bs)) for k in bs[0]}
+                          for lv, bs in breakdown.items()}}
 
 
 def med(samples: list[dict], key: str) -> float:
@@ -175,10 +203,15 @@ def render(args: argparse.Namespace, crashes: list[dict], load: tuple[str, str])
                          f"{med(s, 'minflt'):,.0f} | {med(s, 'minflt') / pages:.3f} | "
                          f"{max(x['rss_mib'] for x in s):.0f} | {med(s, 'bytes') / 1e6:.1f} | "
                          f"{w / z:.2f} | {w / mdf if mdf else float('nan'):.2f} |")
-        b = c["breakdown"]
-        lines += ["", f"Start-up vs work (in one process, medians): the CLI modules {b['cli']:.3f} s, "
-                  f"then the importer {b['importer']:.3f} s; the import itself {b['work']:.3f} s; "
-                  f"numpy loaded: {'yes' if b['numpy'] else 'no'}.", ""]
+        lines += ["", "Phases of one process (medians, ms): interpreter start (spawn to first "
+                  "statement), the CLI's modules (typer), the importer's modules, the import "
+                  "(open, pipeline, close with its fsync), exit (finalisation and teardown).", "",
+                  "| level | " + " | ".join(PHASES) + " | sum | numpy loaded |",
+                  "|---:|" + "---:|" * (len(PHASES) + 1) + "---|"]
+        for lv, b in c["breakdown"].items():
+            lines.append(f"| {lv} | " + " | ".join(f"{b[k] * 1000:.1f}" for k in PHASES)
+                         + f" | {sum(b[k] for k in PHASES) * 1000:.1f} | {'yes' if b['numpy'] else 'no'} |")
+        lines.append("")
     return "\n".join(lines)
 
 

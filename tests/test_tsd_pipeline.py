@@ -55,7 +55,8 @@ def test_no_threads_runs_every_job_on_the_callers_thread_in_order():
 def test_the_writer_loads_neither_the_reader_nor_drgn():
     """``import`` needs the writer only: the reader's modules (record table, memory
     reassembly, completeness), drgn, numpy (zero pages are found with
-    ``bytes.find``) and the dedup planner stay unloaded (issue 21, start-up)."""
+    ``bytes.startswith``), the dedup planner, ``concurrent.futures`` and the
+    decompressors of wrapped inputs stay unloaded (issue 21, start-up)."""
     import subprocess
     import sys
 
@@ -66,7 +67,9 @@ def test_the_writer_loads_neither_the_reader_nor_drgn():
     assert "tsubaki_forensics.tsd.writer" in loaded
     unwanted = {"tsubaki_forensics.tsd.reader", "tsubaki_forensics.tsd.memory",
                 "tsubaki_forensics.tsd.completeness", "tsubaki_forensics.tsd.table",
-                "drgn", "tsubaki_forensics.pageclass", "numpy", "tsubaki_forensics.tsd.dedup"}
+                "drgn", "tsubaki_forensics.pageclass", "numpy", "tsubaki_forensics.tsd.dedup",
+                # the writer's own worker pool, not concurrent.futures (3 ms: logging and friends)
+                "concurrent.futures", "logging", "gzip", "tempfile"}
     assert not loaded & unwanted
 
 
@@ -129,3 +132,95 @@ def test_a_view_of_part_of_a_buffer_is_scanned_by_numpy_and_agrees():
     data = bytearray(PS) + bytearray(b"\x05" * PS) + bytearray(3 * PS)
     view = memoryview(data)[PS:]
     assert runs(view, 0, PS, PS) == [Run(True, 0, PS), Run(False, PS, 3 * PS)]
+
+
+# -- early writeback: the disk works while later chunks compress --------------------
+
+def test_writeback_is_requested_for_every_byte_once_and_stops_where_refused(tmp_path, monkeypatch):
+    """Every WRITEBACK_STEP bytes written, the writer asks the kernel to start writing
+    back exactly the bytes since the last request (no byte twice, none skipped up to
+    the last request); a file that refuses (returns False) is never asked again; the
+    dump reads back byte for byte either way."""
+    import random
+
+    from tsubaki_forensics.tsd import framing, open_dump
+    from tsubaki_forensics.tsd.writer import TsdWriter
+
+    data = random.Random(21).randbytes(3 * framing.WRITEBACK_STEP + 12345)  # incompressible
+    for refuse in (False, True):
+        calls: list[tuple[int, int]] = []
+
+        def fake(fd: int, offset: int, length: int) -> bool:
+            calls.append((offset, length))
+            return not refuse
+
+        monkeypatch.setattr(framing, "start_writeback", fake)
+        path = tmp_path / f"wb{refuse}.tsd"
+        with TsdWriter(path, chunk_size=1 << 20, level=1, threads=2) as w:
+            w.write_memory(0x100000, data)
+        if refuse:
+            assert len(calls) == 1
+        else:
+            assert len(calls) >= 3
+            assert calls[0][0] == 0
+            assert all(a + n == b for (a, n), (b, _) in zip(calls, calls[1:]))
+            assert all(n >= framing.WRITEBACK_STEP for _, n in calls)
+            assert calls[-1][0] + calls[-1][1] <= path.stat().st_size
+        with open_dump(path) as dump:
+            assert dump.problems == []
+            assert dump.memory.read(0x100000, len(data)) == data
+
+
+def test_start_writeback_works_on_a_file_and_says_no_on_a_pipe(tmp_path):
+    """The real call: True on a regular file with dirty pages (Linux), False on a pipe
+    (ESPIPE), never an exception."""
+    import os
+    import sys
+
+    from tsubaki_forensics.tsd.framing import start_writeback
+
+    path = tmp_path / "f.bin"
+    with open(path, "wb") as f:
+        f.write(b"x" * 65536)
+        f.flush()
+        ok = start_writeback(f.fileno(), 0, 65536)
+    assert ok is (sys.platform == "linux")
+    r, w = os.pipe()
+    try:
+        assert start_writeback(w, 0, 4096) is False
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_failing_job_raises_in_order_and_the_jobs_behind_it_are_dropped():
+    """A job's exception reaches the caller when its turn to be written comes
+    (results before it are written first); jobs no worker has started are
+    cancelled, and shutdown still ends the threads."""
+    import pytest
+
+    release = threading.Event()
+    ran: list[int] = []
+
+    def job(i: int):
+        ran.append(i)
+        if i == 0:
+            release.wait(timeout=30)  # keep one worker busy so later jobs queue up
+        if i == 1:
+            raise OSError("disk on fire")
+        return [i], 0.0
+
+    def jobs():
+        for i in range(50):
+            if i == 4:
+                release.set()
+            yield job, (i,)
+
+    done: list[int] = []
+    pipe = Pipeline(2)
+    with pytest.raises(OSError, match="disk on fire"):
+        pipe.run(jobs(), lambda pieces, cpu: done.extend(pieces))
+    pipe.shutdown()
+    assert done == [0]
+    assert max(ran) < 2 + RESULTS_PER_THREAD * 2  # never more jobs than the pipeline's bound
+    assert all(not t.is_alive() for t in pipe.pool._started)

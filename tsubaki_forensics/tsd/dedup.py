@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import collections
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, NamedTuple
 
 import xxhash
 
 from . import records as R
-from .encode import Encoding, FileBatch, Job, compressor, read_exact, runs
+from .encode import Encoding, FileBatch, Job, Task, Workers, compressor, read_exact, runs
 from .framing import Piece
 
 __all__ = [
@@ -294,7 +293,7 @@ class DedupPlanner:
         return Plan(scanned.buffer, scanned.view, plan)
 
 
-def run_dedup(planner: DedupPlanner, pool: ThreadPoolExecutor | None, threads: int,
+def run_dedup(planner: DedupPlanner, pool: Workers | None, threads: int,
               jobs: Iterator[Job], source: Source, enc: Encoding,
               finish: Callable[[list[Piece], float], None]) -> None:
     """Stage 1 on the workers, decisions here in order, stage 2 on the
@@ -313,8 +312,8 @@ def run_dedup(planner: DedupPlanner, pool: ThreadPoolExecutor | None, threads: i
             pieces, cpu2 = pack(plan.view, plan.runs, enc, source)
             done(pieces, cpu + cpu2, plan.buffer)
         return
-    s1: collections.deque[Future] = collections.deque()
-    s2: collections.deque[tuple[Future, bytearray | None, float]] = collections.deque()
+    s1: collections.deque[Task] = collections.deque()
+    s2: collections.deque[tuple[Task, bytearray | None, float]] = collections.deque()
 
     def step() -> None:
         """Decide the oldest scanned job if it is ready (that feeds the
@@ -326,8 +325,7 @@ def run_dedup(planner: DedupPlanner, pool: ThreadPoolExecutor | None, threads: i
                 if any(r.is_data for r in plan.runs):
                     fut = pool.submit(pack, plan.view, plan.runs, enc, source)
                 else:  # all zero (most of an idle guest): no second trip
-                    fut = Future()
-                    fut.set_result(([Piece(None, r.paddr, r.length, None) for r in plan.runs], 0.0))
+                    fut = Task.finished(([Piece(None, r.paddr, r.length, None) for r in plan.runs], 0.0))
                 s2.append((fut, plan.buffer, cpu))
                 return
             if s2 and s2[0][0].done():
@@ -335,8 +333,7 @@ def run_dedup(planner: DedupPlanner, pool: ThreadPoolExecutor | None, threads: i
                 pieces, cpu2 = fut.result()
                 done(pieces, cpu + cpu2, buf)
                 return
-            wait([f for f in (s1[0] if s1 else None, s2[0][0] if s2 else None) if f],
-                 return_when=FIRST_COMPLETED)
+            pool.wait_any([f for f in (s1[0] if s1 else None, s2[0][0] if s2 else None) if f])
 
     # Two stages per job: twice the jobs in flight keep both stages fed
     # (each holds one buffer of at most max(FILE_BATCH, chunk_size)).
@@ -349,7 +346,4 @@ def run_dedup(planner: DedupPlanner, pool: ThreadPoolExecutor | None, threads: i
         while s1 or s2:
             step()
     finally:  # on an error, let running jobs end before their buffers go
-        for f in s1:
-            f.cancel()
-        for f, _, _ in s2:
-            f.cancel()
+        pool.cancel([*s1, *(f for f, _, _ in s2)])

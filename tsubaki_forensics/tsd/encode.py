@@ -4,7 +4,7 @@ Why it looks like this:
 
 * Memory is cut into chunks aligned to ``chunk_size`` in physical address
   space (chunks line up across the files of one dump, FORMAT.md §8); all-zero
-  pages are found with ``bytes.find`` and ``memcmp`` (:func:`runs`; numpy only
+  pages are found with ``memcmp`` (``bytes.startswith``, :func:`runs`; numpy only
   for a caller's buffer that is no bytes object) and become zero pieces with
   no compression work; the rest is compressed with zstd on worker threads
   (zstandard releases the GIL).
@@ -13,9 +13,8 @@ Why it looks like this:
   :class:`Pipeline` hands them back in submission order, so the output is
   byte-for-byte the same whatever the scheduling.  A bounded number of jobs
   is in flight, so memory use is flat.
-* File jobs read their own chunks (``pread`` into a per-thread buffer), so
-  reading, zero detection and compression all run in parallel and no page
-  of the source stays mapped.
+* File jobs read their own chunks (``pread``), so reading, zero detection
+  and compression all run in parallel and no page of the source stays mapped.
 
 The dedup variant of these stages is :mod:`.dedup`; framing is :mod:`.framing`.
 """
@@ -26,20 +25,20 @@ import collections
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple
+from _queue import SimpleQueue
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import zstandard
 
+from ..contracts.frozen import Frozen
 from ..errors import StorageError
 from . import records as R
 from .framing import EXCLUDED, Piece
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE", "DEFAULT_LEVEL", "DEFAULT_MIN_ZERO_PAGES", "FILE_BATCH", "RESULTS_PER_THREAD",
-    "Encoding", "Run", "FileBatch", "Job", "Pipeline",
-    "compressor", "runs", "read_exact", "chunks", "file_batches",
+    "Encoding", "Run", "FileBatch", "Job", "Pipeline", "Workers", "Task",
+    "compressor", "runs", "read_exact", "pread_exact", "chunks", "file_batches",
     "encode_chunk", "encode_file", "encode_file_pages",
 ]
 
@@ -57,18 +56,26 @@ FILE_BATCH = 4 << 20
 RESULTS_PER_THREAD = 3
 
 
-@dataclass(frozen=True)
-class Encoding:
+class Encoding(Frozen):
     """How memory is cut and compressed; fixed for the life of a writer.
 
     ``min_zero`` is in bytes (a zero run shorter than this stays inside its
     frame); ``window_log`` is the zstd window (see :func:`compressor`).
+    A :class:`~..contracts.frozen.Frozen`, not a frozen dataclass: the same
+    ``repr``/``==``/``hash`` without an ``exec`` per method at import (issue 21).
     """
 
+    _fields = ("page_size", "chunk_size", "level", "min_zero")
     page_size: int
     chunk_size: int
     level: int
     min_zero: int
+
+    def __init__(self, page_size: int, chunk_size: int, level: int, min_zero: int) -> None:
+        object.__setattr__(self, "page_size", page_size)
+        object.__setattr__(self, "chunk_size", chunk_size)
+        object.__setattr__(self, "level", level)
+        object.__setattr__(self, "min_zero", min_zero)
 
     @property
     def window_log(self) -> int:
@@ -129,7 +136,7 @@ def runs(buf: Any, paddr: int, page_size: int, min_zero: int, *,
     ``base``/``start``: ``buf`` is ``base[start:start + len(buf)]`` of a
     ``bytes``/``bytearray`` (a file job's read buffer).  Such a buffer (or
     ``buf`` itself being one, or a view of a whole one) is scanned with
-    ``bytes.find``/``startswith`` (:func:`_zero_stretches`), so writing a
+    ``bytes.startswith`` (:func:`_zero_stretches`), so writing a
     file or bytes needs no numpy (issue 21: importing numpy was an eighth of
     a 256 MiB import); any other buffer is scanned with numpy (loaded then).
     Both give the same runs (tests/test_tsd_pipeline.py).
@@ -199,27 +206,24 @@ def _zero_stretches(data: bytes | bytearray, start: int, end: int,
     """Maximal stretches ``[a, b)`` of all-zero whole pages in ``data[start:end]``
     (``end - start`` a multiple of ``page_size``), offsets into ``data``.
 
-    Why ``find``: any all-zero page is an occurrence of a zero page, so the
-    first occurrence at or after ``pos`` bounds the next zero page from
-    below, and ``find`` skips data pages in C (a busy 2 GiB guest: 0.2 s of
-    CPU, numpy 0.15 s, numpy's import 0.05 s); a candidate page is then
-    confirmed with ``startswith`` (a ``memcmp``) and the stretch extended by
-    galloping ``startswith`` over zero prefixes.  Holds the GIL for at most
-    one chunk's search (< 1 ms); zstd releases it.
+    Why page by page with ``startswith`` (a ``memcmp`` against zeros that
+    stops at a data page's first non-zero byte) and not ``find`` of a zero
+    page: ``find``'s two-way search re-reads the data pages, which hold many
+    zero bytes, and prepares its 4 KiB needle at every call; one ``memcmp``
+    per page cost half as much (a 256 MiB crash's 32 chunks: 16-18 ms of CPU
+    with ``find``, 9 ms; issue 21), all of it with the GIL held, which the
+    other worker waits for.  A zero page's stretch is then extended by
+    galloping ``startswith`` over zero prefixes of up to 256 KiB (fastest of
+    16, 64 and 256 KiB).  Holds the GIL for at most one chunk's scan (< 1 ms);
+    zstd releases it.
     """
     page = _ZERO_BLOCK[:page_size] if page_size <= len(_ZERO_BLOCK) else bytes(page_size)
-    find, startswith = data.find, data.startswith
+    startswith = data.startswith
     biggest = max(page_size, len(_ZERO_BLOCK) // page_size * page_size)
-    pos = start
-    while pos < end:
-        z = find(page, pos, end)
-        if z < 0:
-            return
-        p = pos + -(-(z - pos) // page_size) * page_size  # the first whole page at or after z
-        if p + page_size > end:
-            return
+    p = start
+    while p < end:
         if not startswith(page, p):
-            pos = p + page_size
+            p += page_size
             continue
         q, step = p + page_size, page_size
         while q < end:  # gallop: zero stretches run to megabytes
@@ -232,7 +236,7 @@ def _zero_stretches(data: bytes | bytearray, start: int, end: int,
             else:
                 step = page_size
         yield p, q
-        pos = q + page_size  # the page at q is data
+        p = q + page_size  # the page at q is data
 
 
 def _runs_numpy(buf: memoryview, paddr: int, page_size: int, min_zero: int) -> list[Run]:
@@ -360,17 +364,45 @@ def encode_chunk(buf: memoryview, paddr: int, enc: Encoding, base: bytes | bytea
     return pieces, time.thread_time() - t0
 
 
+def pread_exact(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes of ``fd`` at ``offset`` as a new ``bytes``.
+
+    :raises StorageError: the file ends first.
+    """
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    parts, got = [data], len(data)
+    while got < length:  # a short read: some filesystems; an empty one is the file's end
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            raise StorageError(f"source file ends at offset {offset + got}, "
+                               f"{length - got} bytes short")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def encode_file(fd: int, batch: FileBatch, enc: Encoding) -> tuple[list[Piece], float]:
-    """Worker job: read a batch of chunks from ``fd`` into this thread's
-    buffer with one ``pread``, then encode each chunk."""
+    """Worker job: read a batch of chunks from ``fd`` with one ``pread``, then
+    encode each chunk.
+
+    Why a new ``bytes`` a job (:func:`pread_exact`) and not a per-thread
+    ``bytearray``: a ``bytearray`` is zero-filled when made, so each thread's
+    first job faulted in and cleared 8 MiB holding the GIL (the other worker
+    waited 4-5 ms at the start of every import); ``os.pread`` fills an
+    uninitialised block with the GIL released, and with
+    :func:`~.heap.reuse_chunk_sized_blocks` the next job's block is the same
+    heap memory, already faulted in.
+    """
     t0 = time.thread_time()
     length = sum(n for _, n in batch.chunks)
-    view = _thread_buffer(length)[:length]
-    read_exact(fd, view, batch.offset)
+    data = pread_exact(fd, length, batch.offset)
+    view = memoryview(data)
     pieces: list[Piece] = []
     pos = 0
     for paddr, n in batch.chunks:
-        _encode(view[pos:pos + n], paddr, enc, pieces, view.obj, pos)
+        _encode(view[pos:pos + n], paddr, enc, pieces, data, pos)
         pos += n
     return pieces, time.thread_time() - t0
 
@@ -409,6 +441,116 @@ def encode_file_pages(fd: int, batch: FileBatch, classes: Any,
     return pieces, time.thread_time() - t0
 
 
+class Task:
+    """One job's result slot: what :class:`Pipeline` and the dedup stages use of a
+    ``concurrent.futures.Future`` (``done``, ``result``, ``cancel``)."""
+
+    __slots__ = ("fn", "args", "state", "value")
+    _PENDING, _RUNNING, _DONE, _FAILED, _CANCELLED = range(5)
+
+    def __init__(self, fn: Callable[..., Any] | None = None, args: tuple = ()) -> None:
+        self.fn, self.args = fn, args
+        self.state = Task._PENDING
+        self.value: Any = None
+
+    @classmethod
+    def finished(cls, value: Any) -> Task:
+        """A task that is already done with ``value`` (nothing to run)."""
+        t = cls()
+        t.state, t.value = Task._DONE, value
+        return t
+
+    def done(self) -> bool:
+        return self.state >= Task._DONE
+
+    def result(self) -> Any:
+        """The job's return value (re-raises its exception); call once :meth:`done`."""
+        if self.state == Task._FAILED:
+            raise self.value
+        if self.state != Task._DONE:
+            raise RuntimeError("the task has not finished")
+        return self.value
+
+    def cancel(self) -> bool:
+        """Drop the job if no worker has started it (True), as ``Future.cancel``."""
+        if self.state == Task._PENDING:
+            self.state = Task._CANCELLED
+        return self.state == Task._CANCELLED
+
+
+class Workers:
+    """``threads`` worker threads taking :class:`Task` s in submission order.
+
+    Why not ``concurrent.futures.ThreadPoolExecutor``: importing it (logging
+    and its friends) cost 3.5 ms of every ``import`` run, an eighth of the
+    writer's start-up (issue 21); the pipeline needs only submit, "wait for
+    any of these" and shutdown.  Threads start with the first submit (a
+    writer that writes no memory starts none) and are daemons: they run only
+    pure jobs (read, scan, compress), so nothing is half-written if the
+    interpreter exits with a writer left open.
+    """
+
+    def __init__(self, threads: int, name: str = "tsd-zstd") -> None:
+        self.threads = threads
+        self.name = name
+        self._queue: SimpleQueue = SimpleQueue()
+        self._cond = threading.Condition(threading.Lock())
+        self._started: list[threading.Thread] = []
+        self._shut = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Task:
+        if self._shut:
+            raise RuntimeError("submit after shutdown")
+        task = Task(fn, args)
+        if not self._started:
+            for i in range(self.threads):
+                t = threading.Thread(target=self._work, name=f"{self.name}_{i}", daemon=True)
+                t.start()
+                self._started.append(t)
+        self._queue.put(task)
+        return task
+
+    def _work(self) -> None:
+        get, cond = self._queue.get, self._cond
+        while (task := get()) is not None:
+            with cond:  # cancel() takes the same lock: a task runs or is cancelled, not both
+                if task.state != Task._PENDING:
+                    continue
+                task.state = Task._RUNNING
+            try:
+                value, state = task.fn(*task.args), Task._DONE
+            except BaseException as e:  # handed to the caller by result()
+                value, state = e, Task._FAILED
+            task.fn = task.args = None
+            with cond:
+                task.value, task.state = value, state
+                cond.notify_all()
+            del task, value
+
+    def cancel(self, tasks: Iterable[Task]) -> None:
+        """:meth:`Task.cancel` each of ``tasks`` (under the workers' lock)."""
+        with self._cond:
+            for t in tasks:
+                t.cancel()
+
+    def wait_any(self, tasks: Iterable[Task]) -> None:
+        """Return once any of ``tasks`` is done (at once if one already is)."""
+        tasks = list(tasks)
+        with self._cond:
+            while not any(t.state >= Task._DONE for t in tasks):
+                self._cond.wait()
+
+    def shutdown(self) -> None:
+        """Let queued and running tasks end, then end the threads (idempotent)."""
+        if self._shut:
+            return
+        self._shut = True
+        for _ in self._started:
+            self._queue.put(None)
+        for t in self._started:
+            t.join()
+
+
 class Pipeline:
     """Run jobs on ``threads`` worker threads (none: on the caller's thread)
     and hand each job's result to ``finish`` in submission order.
@@ -424,35 +566,40 @@ class Pipeline:
 
     def __init__(self, threads: int) -> None:
         self.threads = max(0, threads)
-        self.pool = ThreadPoolExecutor(self.threads, "tsd-zstd") if self.threads > 1 else None
+        self.pool = Workers(self.threads) if self.threads > 1 else None
 
     def run(self, jobs: Iterator[Job], finish: Callable[[list[Piece], float], None]) -> None:
         if self.pool is None:
             for fn, args in jobs:
                 finish(*fn(*args))
             return
-        pending: collections.deque[Future] = collections.deque()  # submission order
-        running: set[Future] = set()  # queued or running
+        pool = self.pool
+        pending: collections.deque[Task] = collections.deque()  # submission order
+        running: list[Task] = []  # queued or running
         cap = RESULTS_PER_THREAD * self.threads
 
         def drain_head() -> None:
             while pending and pending[0].done():
                 finish(*pending.popleft().result())
 
-        for fn, args in jobs:
-            fut = self.pool.submit(fn, *args)
-            pending.append(fut)
-            running.add(fut)
-            while True:
-                running = {f for f in running if not f.done()}
-                drain_head()
-                if len(running) <= self.threads and len(pending) < cap:
-                    break
-                wait(running or (pending[0],), return_when=FIRST_COMPLETED)
-        while pending:
-            finish(*pending.popleft().result())
+        try:
+            for fn, args in jobs:
+                task = pool.submit(fn, *args)
+                pending.append(task)
+                running.append(task)
+                while True:
+                    running = [t for t in running if not t.done()]
+                    drain_head()
+                    if len(running) <= self.threads and len(pending) < cap:
+                        break
+                    pool.wait_any(running or (pending[0],))
+            while pending:
+                pool.wait_any((pending[0],))
+                finish(*pending.popleft().result())
+        finally:  # on an error, drop the jobs no worker has started
+            pool.cancel(pending)
 
     def shutdown(self) -> None:
         """Wait for running jobs and end the threads (idempotent)."""
         if self.pool is not None:
-            self.pool.shutdown(wait=True)
+            self.pool.shutdown()

@@ -22,12 +22,13 @@ caller may reuse its buffer.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import __version__
 from . import records as R
@@ -63,6 +64,10 @@ _BIG_ENDIAN = frozenset({"ppc64", "s390x", "sparc64", "mips64"})
 # 0.6-1.2 s and its wall by a median 12% in adjacent runs on the loaded 2-core
 # machine (docs/BENCHMARKS.md, "Second pass").
 _SWITCH_INTERVAL = 0.0005
+# The cyclic GC stays off while a call's jobs run: they make tasks, tuples and
+# pieces, none of them in cycles, and a collection they trigger rescans the
+# start-up's objects on the writer's thread, holding the GIL (a 256 MiB import:
+# 2 collections during the work, ~4 ms measured under load; issue 21).
 
 
 class TsdWriter(RecordFile):
@@ -186,13 +191,18 @@ class TsdWriter(RecordFile):
                          ((encode_chunk, (view[a - paddr:a - paddr + n], a, enc, base, start + a - paddr))
                           for a, n in cut))
 
-    def write_file_range(self, paddr: int, fd: int, offset: int, length: int) -> WriteStats:
+    def write_file_range(self, paddr: int, fd: int, offset: int, length: int,
+                         progress: Callable[[int], None] | None = None) -> WriteStats:
         """Write ``length`` bytes of physical memory read from file ``fd`` at ``offset``.
 
-        The worker threads read their own chunks (``pread`` into a per-thread
-        buffer), so reading, zero detection and compression all run in
-        parallel and no page of the source stays mapped: this is the fast,
-        flat-memory path for importing a vmcore or a guest RAM file.
+        The worker threads read their own chunks (``pread``), so reading,
+        zero detection and compression all run in parallel and no page of
+        the source stays mapped: this is the fast, flat-memory path for
+        importing a vmcore or a guest RAM file.  ``progress(n)``, if given,
+        hears of each job's ``n`` bytes as they are written: one call for a
+        whole file range keeps the workers fed to its end, where calls per
+        progress window each drained the pipeline (both workers idle behind
+        a window's last job: 4 times in a 256 MiB import, issue 21).
         """
         enc = self.encoding
         batches = file_batches(paddr, offset, length, enc.chunk_size)
@@ -203,8 +213,9 @@ class TsdWriter(RecordFile):
             self._dedup.new_origin((st.st_dev, st.st_ino), paddr - offset)
             free, ps = self._dedup.free, enc.page_size
             return self._run(paddr, length, ((scan_file, (fd, b, enc, free)) for b in batches),
-                             lambda off: os.pread(fd, ps, off))
-        return self._run(paddr, length, ((encode_file, (fd, b, enc)) for b in batches))
+                             lambda off: os.pread(fd, ps, off), progress=progress)
+        return self._run(paddr, length, ((encode_file, (fd, b, enc)) for b in batches),
+                         progress=progress)
 
     def write_file_pages(self, paddr: int, fd: int, offset: int, length: int,
                          classes: Any) -> WriteStats:
@@ -248,10 +259,11 @@ class TsdWriter(RecordFile):
             self._dedup.rewrite_check(paddr, length)
         super().write_zero(paddr, length)
 
-    def _run(self, paddr: int, length: int, jobs: Iterator[Job],
-             source: Source | None = None) -> WriteStats:
+    def _run(self, paddr: int, length: int, jobs: Iterator[Job], source: Source | None = None,
+             progress: Callable[[int], None] | None = None) -> WriteStats:
         """Run one call's jobs (through the dedup planner when ``source`` is
-        given), frame their pieces in order, and account the call."""
+        given), frame their pieces in order (telling ``progress`` the bytes of
+        each job), and account the call."""
         if paddr < 0 or paddr + length > 1 << 64:
             raise ValueError(f"physical range {paddr:#x}+{length:#x} out of bounds")
         t0 = time.perf_counter()
@@ -259,6 +271,9 @@ class TsdWriter(RecordFile):
         switch = sys.getswitchinterval()
         if self._pipeline.pool is not None and switch > _SWITCH_INTERVAL:
             sys.setswitchinterval(_SWITCH_INTERVAL)
+        finish = self._finish if progress is None else self._reporting(progress)
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             if source is not None:
                 from .dedup import run_dedup
@@ -266,17 +281,29 @@ class TsdWriter(RecordFile):
                 assert self._dedup is not None
                 self._dedup.rewrite_check(paddr, length)
                 run_dedup(self._dedup, self._pipeline.pool, self._pipeline.threads, jobs, source,
-                          self.encoding, self._finish)
+                          self.encoding, finish)
             else:
-                self._pipeline.run(jobs, self._finish)
+                self._pipeline.run(jobs, finish)
         finally:
             self._call_stats = None
             sys.setswitchinterval(switch)
+            if collecting:
+                gc.enable()
         stats.wall_seconds = time.perf_counter() - t0
         self.stats.raw_bytes += stats.raw_bytes
         self.stats.compress_seconds += stats.compress_seconds
         self.stats.wall_seconds += stats.wall_seconds
         return stats
+
+    def _reporting(self, progress: Callable[[int], None]) -> Callable[[list, float], None]:
+        """:meth:`_finish`, then ``progress`` with the bytes the job covered."""
+        frame = self._finish
+
+        def finish(pieces: list, cpu: float) -> None:
+            frame(pieces, cpu)
+            progress(sum(p[2] for p in pieces))
+
+        return finish
 
     def _release(self) -> None:
         self._pipeline.shutdown()

@@ -19,10 +19,10 @@ import bisect
 import mmap
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..contracts.frozen import Frozen
 from ..errors import FormatError, NotCollectedError
 from ..elfnotes import ARCH_BY_MACHINE
 from ..limits import MAX_NOTE_BYTES, check_count
@@ -54,18 +54,27 @@ _PHDR32 = "IIIIII"
 _PHDR_SIZE = {64: 56, 32: 32}
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(Frozen):
     """A PT_LOAD: ``size`` bytes at file ``offset`` hold physical ``paddr``.
 
-    ``memsz`` beyond ``size`` reads as zero, as the ELF spec says.
+    ``memsz`` beyond ``size`` reads as zero, as the ELF spec says.  A
+    :class:`~..contracts.frozen.Frozen` (what the frozen dataclass gave,
+    without its ``exec`` per method at import: issue 21).
     """
 
+    _fields = ("paddr", "size", "offset", "vaddr", "memsz")
     paddr: int
     size: int
     offset: int
-    vaddr: int = 0
-    memsz: int = 0
+    vaddr: int
+    memsz: int
+
+    def __init__(self, paddr: int, size: int, offset: int, vaddr: int = 0, memsz: int = 0) -> None:
+        object.__setattr__(self, "paddr", paddr)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "vaddr", vaddr)
+        object.__setattr__(self, "memsz", memsz)
 
     @property
     def end(self) -> int:

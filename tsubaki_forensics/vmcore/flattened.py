@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import FormatError
 
@@ -47,9 +47,11 @@ class Gap(Exception):
         self.offset = offset
 
 
-@dataclass(frozen=True)
-class _Piece:
-    start: int   # logical offset
+class _Piece(NamedTuple):
+    """A stretch of the reassembled file: logical ``start``, ``length``, where it is
+    in the flattened file (a NamedTuple, not a frozen dataclass: no ``exec`` at import)."""
+
+    start: int
     length: int
     file_off: int
 

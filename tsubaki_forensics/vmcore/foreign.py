@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..contracts.frozen import Frozen
 from ..errors import ExcludedPageError, FormatError
 from ..limits import max_runs
 from ..tsd import MemoryMap
@@ -55,28 +55,49 @@ class ForeignProblem(str):
         return self
 
 
-@dataclass(frozen=True)
-class ForeignHeader:
-    """What ``inspect`` shows of a ``.tsd`` header, for a file of another format."""
+class ForeignHeader(Frozen):
+    """What ``inspect`` shows of a ``.tsd`` header, for a file of another format
+    (``format``: "kdump-compressed (makedumpfile header version 6)", "ELF64 vmcore").
+    A :class:`~..contracts.frozen.Frozen`, not a frozen dataclass (no ``exec`` per
+    method at import: issue 21).
+    """
 
+    _fields = ("arch", "page_size", "format", "producer", "created_ns", "endian", "major", "minor")
     arch: str
     page_size: int
-    format: str  # "kdump-compressed (makedumpfile header version 6)", "ELF64 vmcore"
+    format: str
     producer: str
     created_ns: int
-    endian: Endian = Endian.LITTLE
-    major: int | None = None
-    minor: int | None = None
+    endian: Endian
+    major: int | None
+    minor: int | None
+
+    def __init__(self, arch: str, page_size: int, format: str, producer: str, created_ns: int,
+                 endian: Endian = Endian.LITTLE, major: int | None = None,
+                 minor: int | None = None) -> None:
+        for name, value in zip(self._fields, (arch, page_size, format, producer, created_ns, endian,
+                                              major, minor)):
+            object.__setattr__(self, name, value)
 
 
-@dataclass(frozen=True)
-class ForeignFile:
-    """One file of a foreign dump (``inspect``'s file lines)."""
+class ForeignFile(Frozen):
+    """One file of a foreign dump (``inspect``'s file lines); ``has_footer``: nothing
+    to close, the format has no footer.
+    A :class:`~..contracts.frozen.Frozen`, not a frozen dataclass (no ``exec`` per
+    method at import: issue 21).
+    """
 
+    _fields = ("name", "size", "has_footer", "records")
     name: str
     size: int
-    has_footer: bool = True  # nothing to close: the format has no footer
-    records: tuple = field(default=())
+    has_footer: bool
+    records: tuple
+
+    def __init__(self, name: str, size: int, has_footer: bool = True, records: tuple = ()) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "has_footer", has_footer)
+        object.__setattr__(self, "records", records)
 
 
 class _Memory:

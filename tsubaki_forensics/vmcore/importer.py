@@ -1,8 +1,8 @@
 """Import an ELF vmcore into a ``.tsd`` dump, streaming with a flat RSS.
 
 Why ``write_file_range``: the writer's worker threads ``pread`` their own
-chunks of the vmcore into per-thread buffers (measured: 2.5x cheaper than
-faulting an mmap in and dropping it again), so reading, zero detection and
+chunks of the vmcore (measured: 2.5x cheaper than faulting an mmap in and
+dropping it again), so reading, zero detection and
 compression run on both cores and a 4 GiB vmcore costs the same memory as a
 512 MiB one.  Holes of a sparse vmcore (our own ``export``, ``cp --sparse``
 copies) are found with SEEK_DATA/SEEK_HOLE and become ZERO records unread.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ..contracts.frozen import Frozen
 from ..errors import PageClassError
 from ..limits import max_runs
 from ..tsd import MemoryMap, TsdWriter, WriteStats
@@ -27,17 +27,26 @@ from .elf import ElfVmcore
 if TYPE_CHECKING:  # the page classifier needs drgn: imported only for a dump level above 1
     from ..pageclass import PageClassification
 
-__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents", "ELF_LEFT_OUT_LEVEL"]
+__all__ = ["import_vmcore", "ImportResult", "vmcoreinfo_fields", "file_extents", "byte_progress",
+           "ELF_LEFT_OUT_LEVEL"]
 
 #: makedumpfile -E does not record its dump level; the pages it left out are
 #: written as EXCLUDED runs, which format 1.4 allows only at a level above 1.
 ELF_LEFT_OUT_LEVEL = 31
 
-WINDOW = 64 << 20  # progress granularity; the writer pipelines chunks within it
+WINDOW = 64 << 20  # pages classified per write_file_pages call (bounds its job list)
 
 
-@dataclass(frozen=True)
-class ImportResult:
+class ImportResult(Frozen):
+    """What an import wrote.  ``dedup_pages``: pages stored as references
+    (dedup=True); ``dump_level``: the level the dump was written at (after any
+    fallback); ``excluded_bytes``: bytes left out as EXCLUDED runs;
+    ``fallback``: why the level fell back to 1 (fallback_level_1), or "".
+    A :class:`~..contracts.frozen.Frozen`, not a frozen dataclass (no
+    ``exec`` per method at import: issue 21)."""
+
+    _fields = ("dump_id", "source", "output", "stats", "seconds", "file_bytes", "segments",
+               "dedup_pages", "dump_level", "excluded_bytes", "fallback", "classify_seconds")
     dump_id: str
     source: str
     output: str
@@ -45,11 +54,19 @@ class ImportResult:
     seconds: float
     file_bytes: int
     segments: int
-    dedup_pages: int = 0  # pages stored as references (dedup=True)
-    dump_level: int = 1  # the level the dump was written at (after any fallback)
-    excluded_bytes: int = 0  # bytes left out as EXCLUDED runs
-    fallback: str = ""  # why the level fell back to 1 (fallback_level_1), or ""
-    classify_seconds: float = 0.0
+    dedup_pages: int
+    dump_level: int
+    excluded_bytes: int
+    fallback: str
+    classify_seconds: float
+
+    def __init__(self, dump_id: str, source: str, output: str, stats: WriteStats, seconds: float,
+                 file_bytes: int, segments: int, dedup_pages: int = 0, dump_level: int = 1,
+                 excluded_bytes: int = 0, fallback: str = "", classify_seconds: float = 0.0) -> None:
+        for name, value in zip(self._fields, (dump_id, source, output, stats, seconds, file_bytes,
+                                              segments, dedup_pages, dump_level, excluded_bytes,
+                                              fallback, classify_seconds)):
+            object.__setattr__(self, name, value)
 
 
 def vmcoreinfo_fields(vmcoreinfo: bytes | None) -> dict[str, str]:
@@ -197,12 +214,10 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
                         w.write_zero(off - base, n)
                         done += n
                         continue
-                    for pos in range(off, off + n, WINDOW):  # windows only to report progress
-                        step = min(WINDOW, off + n - pos)
-                        w.write_file_range(pos - base, core.fileno(), pos, step)
-                        done += step
-                        if progress:
-                            progress(done, total)
+                    # one call per extent: the pipeline stays full to its end
+                    w.write_file_range(off - base, core.fileno(), off, n,
+                                       progress=byte_progress(progress, done, total))
+                    done += n
                 done += start + length - file_end  # p_memsz beyond p_filesz: excluded above
             for paddr, length in core.cut_off:  # a file cut short: what it lacks is missing
                 if length > 0:
@@ -218,6 +233,20 @@ def import_vmcore(source: str | os.PathLike[str], output: str | os.PathLike[str]
     return ImportResult(dump_id, os.fspath(source), os.fspath(output), stats,
                         time.perf_counter() - t0, os.path.getsize(output), nseg, dedup_pages,
                         dump_level, excluded_bytes, fallback, classify_seconds)
+
+
+def byte_progress(progress: Callable[[int, int], None] | None, done: int,
+            total: int) -> Callable[[int], None] | None:
+    """``progress(done, total)`` counted on from ``done`` by the writer's per-job bytes."""
+    if progress is None:
+        return None
+    at = [done]
+
+    def tick(n: int) -> None:
+        at[0] += n
+        progress(at[0], total)
+
+    return tick
 
 
 def _left_out(ranges: list, page_size: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

@@ -26,11 +26,11 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..contracts.frozen import Frozen
 from ..errors import ExcludedPageError, FormatError, NotCollectedError
 from ..limits import max_runs
 from ..tsd.table import RunList
@@ -147,10 +147,16 @@ class PageDamage(FormatError):
     """One page's descriptor or compressed data is unusable (the rest may be fine)."""
 
 
-@dataclass(frozen=True)
-class KdumpHeader:
-    """The fields of ``disk_dump_header`` and ``kdump_sub_header`` a reader needs."""
+class KdumpHeader(Frozen):
+    """The fields of ``disk_dump_header`` and ``kdump_sub_header`` a reader needs;
+    ``timestamp_ns``: when makedumpfile wrote it (its gettimeofday), 0 if unset.
+    A :class:`~..contracts.frozen.Frozen`, not a frozen dataclass (no ``exec`` per
+    method at import: issue 21).
+    """
 
+    _fields = ("header_version", "release", "machine", "status", "block_size", "sub_hdr_size",
+               "bitmap_blocks", "max_mapnr", "nr_cpus", "phys_base", "dump_level", "split",
+               "start_pfn", "end_pfn", "timestamp_ns")
     header_version: int
     release: str
     machine: str
@@ -165,7 +171,17 @@ class KdumpHeader:
     split: bool
     start_pfn: int
     end_pfn: int
-    timestamp_ns: int = 0  # when makedumpfile wrote it (its gettimeofday), 0 if unset
+    timestamp_ns: int
+
+    def __init__(self, header_version: int, release: str, machine: str, status: int,
+                 block_size: int, sub_hdr_size: int, bitmap_blocks: int, max_mapnr: int,
+                 nr_cpus: int, phys_base: int, dump_level: int | None, split: bool,
+                 start_pfn: int, end_pfn: int, timestamp_ns: int = 0) -> None:
+        for name, value in zip(self._fields, (header_version, release, machine, status, block_size,
+                                              sub_hdr_size, bitmap_blocks, max_mapnr, nr_cpus,
+                                              phys_base, dump_level, split, start_pfn, end_pfn,
+                                              timestamp_ns)):
+            object.__setattr__(self, name, value)
 
     @property
     def incomplete(self) -> bool:

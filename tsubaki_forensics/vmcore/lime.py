@@ -151,7 +151,7 @@ def import_lime(source: str | os.PathLike[str], output: str | os.PathLike[str], 
 
     from ..tsd import MemoryMap, TsdWriter
     from ..tsd.writer import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
-    from .importer import ImportResult, vmcoreinfo_fields
+    from .importer import ImportResult, byte_progress, vmcoreinfo_fields
 
     t0 = time.perf_counter()
     with LimeFile(source) as img:
@@ -168,13 +168,10 @@ def import_lime(source: str | os.PathLike[str], output: str | os.PathLike[str], 
                        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, level=level or DEFAULT_LEVEL,
                        threads=threads, memory_map=memory_map, **extra) as w:
             w.write_metadata(vmcoreinfo=img.vmcoreinfo, notes=None, properties=props)
-            for start, length, off in img._held:
-                for pos in range(0, length, 64 << 20):
-                    n = min(64 << 20, length - pos)
-                    w.write_file_range(start + pos, img._file.fileno(), off + pos, n)
-                    done += n
-                    if progress:
-                        progress(done, total)
+            for start, length, off in img._held:  # one call a range: the pipeline stays full
+                w.write_file_range(start, img._file.fileno(), off, length,
+                                   progress=byte_progress(progress, done, total))
+                done += length
             for start, length in img.missing_ranges():
                 w.write_missing(start, length, "not in the LiME file (cut short)")
             stats, dump_id, dedup_pages = w.stats, str(w.dump_id), w.dedup_pages

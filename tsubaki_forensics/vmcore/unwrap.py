@@ -12,10 +12,8 @@ rest missing) and says so in one line.
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import os
-import tempfile
 from pathlib import Path
 
 from ..errors import FormatError
@@ -27,7 +25,9 @@ COPY = 64 << 10  # a stream that breaks loses at most this much of what decompre
 
 
 def _open(path: Path, kind: str):
-    if kind == "gzip":
+    if kind == "gzip":  # gzip and tempfile load when a wrapped file comes (issue 21: start-up)
+        import gzip
+
         return gzip.open(path, "rb")
     if kind == "bzip2":
         return bz2.open(path, "rb")
@@ -54,6 +54,8 @@ def unwrap(path: str | os.PathLike[str], kind: str) -> tuple[Path, str | None]:
         line if the stream ended early or was damaged, else ``None``.
     :raises FormatError: nothing at all could be decompressed.
     """
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix="tsubaki-unwrap-")
     out = Path(name)
     problem = None
