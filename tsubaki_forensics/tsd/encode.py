@@ -25,7 +25,7 @@ import collections
 import os
 import threading
 import time
-from _queue import SimpleQueue
+from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import zstandard
