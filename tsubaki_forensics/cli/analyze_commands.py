@@ -133,6 +133,7 @@ def analyze(
     if self_contained and vmlinux is not None:
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
+    output.resume_gc()  # paused for the start-up by cli/app.py; the analyses' garbage grows with the dump
     try:
         report = analyze_dump(
             opened,
@@ -154,6 +155,7 @@ def analyze(
     for problem in (*report.dump.problems, *(() if quiet else report.warnings)):
         print_warning(problem)
     _render(renderers[format], report)
+    output.allow_quick_exit()  # the output is written: the process may end without tearing down its heap
     code = exit_code([r.status for r in report.results])
     if code:
         # SystemExit, not typer.Exit: click returns typer.Exit's code from
