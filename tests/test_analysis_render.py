@@ -102,3 +102,49 @@ def _json(report) -> str:
     out = io.StringIO()
     json_renderer.render(report, out)
     return out.getvalue()
+
+
+# --- json_renderer.dumps: the text of json.dumps(indent=2), rows through the C encoder ---------------
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# Strings that stress the row boundaries: braces, commas, the separators' own
+# characters, escapes, non-ASCII, and the renderer's own mark.
+_TRICKY = st.sampled_from(["}", "{", "},\n{", '"', "\\", "\n", "\x00", "\u2028", "é漢", ",", ": ", " " * 14,
+                           json_renderer._MARK, json_renderer._MARK + "0", json_renderer._QUOTED_MARK])
+_TEXT = st.lists(st.one_of(st.text(max_size=6), _TRICKY), max_size=4).map("".join)
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), _TEXT)
+_PLACEHOLDER = st.one_of(st.builds(lambda a: {"not_collected": True, "address": a}, st.none() | _TEXT),
+                         st.builds(lambda r: {"unreadable": r}, _TEXT))
+_KEY = st.one_of(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True), _TEXT)
+
+
+@st.composite
+def _documents(draw):
+    def table():
+        keys = draw(st.lists(_KEY, max_size=5, unique=True))
+        cell = st.one_of(_SCALAR, _PLACEHOLDER) if draw(st.booleans()) else _SCALAR
+        rows = draw(st.lists(st.fixed_dictionaries({k: cell for k in keys}), max_size=6))
+        return {"name": draw(_TEXT), "title": draw(_TEXT), "columns": [{"name": k} for k in keys], "rows": rows}
+
+    analyses = [{"name": draw(_TEXT), "facts": draw(st.dictionaries(_KEY, st.one_of(_SCALAR, _PLACEHOLDER), max_size=3)),
+                 "tables": [table() for _ in range(draw(st.integers(0, 3)))], "notes": draw(st.lists(_TEXT, max_size=2))}
+                for _ in range(draw(st.integers(0, 3)))]
+    return {"schema": json_renderer.SCHEMA, "dump": {"paths": draw(st.lists(_TEXT, max_size=2))},
+            "warnings": draw(st.lists(_TEXT, max_size=2)), "analyses": analyses}
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents())
+def test_json_dumps_is_byte_identical_to_indented_json_dumps(doc):
+    before = json.dumps(doc)
+    assert json_renderer.dumps(doc) == json.dumps(doc, indent=2, ensure_ascii=False)
+    assert json.dumps(doc) == before  # the document is left as it was
+
+
+def test_json_render_is_indented_json_dumps_of_the_report():
+    out = io.StringIO()
+    json_renderer.render(_report(), out)
+    assert out.getvalue() == json.dumps(json_renderer.report_to_json(_report()), indent=2, ensure_ascii=False) + "\n"
