@@ -148,3 +148,20 @@ def test_json_render_is_indented_json_dumps_of_the_report():
     out = io.StringIO()
     json_renderer.render(_report(), out)
     assert out.getvalue() == json.dumps(json_renderer.report_to_json(_report()), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_json_rows_are_value_to_json_of_each_cell():
+    """The rows of plain values (the short way) are what value_to_json makes of each cell."""
+    class Pid(int):
+        pass
+
+    columns = (Column("task", "TASK", int, fmt="address"), Column("flag", "FLAG", int, fmt="address"),
+               Column("pid", "PID", int), Column("comm", "COMM", str))
+    rows = [(0xFFFF888001000000, True, 1, "init"), (None, 0, Pid(7), "x"), (NotCollected(0x1000), 5, 2, Unreadable("r")),
+            (-1, False, 3, "é\n\"")]
+    table = Table.build("t", "T", columns, rows)
+    expected = [{k: json_renderer.value_to_json(v, address=c.fmt == "address")
+                 for k, v, c in zip(("task", "flag", "pid", "comm"), row, columns)} for row in rows]
+    assert json_renderer._table(table)["rows"] == expected
+    assert [type(v) for r in json_renderer._table(table)["rows"] for v in r.values()] == \
+        [type(v) for r in expected for v in r.values()]

@@ -56,14 +56,29 @@ def _column_type(column: Any) -> str:
     return _KINDS.get(column.kind, "string")
 
 
+#: The types of a cell :func:`value_to_json` returns as it is (exactly these: a subclass takes the long way).
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
 def _table(table: Table) -> dict[str, Any]:
     keys = [snake_case(c.name) for c in table.columns]
     addresses = [c.fmt == "address" and c.kind is int for c in table.columns]
+    spots = [i for i, a in enumerate(addresses) if a]
+    rows = []
+    for row in table.rows:
+        if _PLAIN.issuperset(map(type, row)):  # most rows: only the address cells change
+            cells = list(row)
+            for i in spots:
+                if type(cells[i]) is int:
+                    cells[i] = f"0x{cells[i]:x}"
+            rows.append(dict(zip(keys, cells)))
+        else:
+            rows.append({k: value_to_json(v, address=a) for k, v, a in zip(keys, row, addresses)})
     return {
         "name": table.name,
         "title": table.title,
         "columns": [{"name": k, "title": c.title, "type": _column_type(c)} for k, c in zip(keys, table.columns)],
-        "rows": [{k: value_to_json(v, address=a) for k, v, a in zip(keys, row, addresses)} for row in table.rows],
+        "rows": rows,
     }
 
 
