@@ -165,3 +165,27 @@ def test_json_rows_are_value_to_json_of_each_cell():
     assert json_renderer._table(table)["rows"] == expected
     assert [type(v) for r in json_renderer._table(table)["rows"] for v in r.values()] == \
         [type(v) for r in expected for v in r.values()]
+
+
+def test_text_lines_print_as_rich_prints_each_line():
+    """Lines batched into one rich Text come out as rich prints each line alone."""
+    from rich.console import Console
+    from rich.text import Text
+
+    lines = ["plain", "", "\ttab\tin\tthe middle", "bell\x07 cr\r ff\x0c vt\x0b bs\x08", "trailing   ", "x" * 250 + "  ",
+             "[bold]not markup[/bold]", "漢字 wide " * 30, "emoji 🙂", "  ", "\x1b[31mred", "last"]
+
+    def console(out):
+        return Console(file=out, highlight=False, soft_wrap=True, color_system=None, width=200)
+
+    one_by_one, batched = io.StringIO(), io.StringIO()
+    plain = console(one_by_one)
+    for line in lines:
+        plain.print(Text(line))
+    plain.print()
+    printer = text_renderer._Lines(console(batched))
+    for line in lines:
+        printer.line(line)
+    printer.line("")
+    printer.flush()
+    assert batched.getvalue() == one_by_one.getvalue()
