@@ -269,6 +269,7 @@ def shell(
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
     plugins = get_plugins(_names(disable))
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
+    output.resume_gc()  # paused for the start-up by cli/app.py; the user's code runs with it
     prog, extra = opened.program.prog, {"dump": opened.dump}
     try:
         if code is not None:

@@ -51,7 +51,7 @@ def _drop_stdout() -> None:
 
 #: Commands whose start-up runs without the cyclic garbage collector when they
 #: are the process (:func:`.output.pause_gc`; the command resumes it).
-_GC_PAUSED_COMMANDS = ("analyze",)
+_GC_PAUSED_COMMANDS = ("analyze", "shell")
 
 
 def main(argv: list[str] | None = None) -> int:
