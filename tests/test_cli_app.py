@@ -49,6 +49,17 @@ def report():
     sys.stderr.write(f"atexit ran gc={gc.isenabled()} frozen={gc.get_freeze_count() > 0}\\n")
 
 atexit.register(report)
+if sys.argv[1] == "--plugin-renderer":  # a renderer of a plugin, not of the core
+    from tsubaki_forensics.plugin_system import hookimpl
+    from tsubaki_forensics.plugin_system.manager import get_plugins
+
+    class Renderer:
+        @hookimpl
+        def tsubaki_register_renderers(self, register):
+            register("mine", lambda report, out: out.write("mine\\n"), "a plugin's format")
+
+    get_plugins().pm.register(Renderer(), name="renderer-test-plugin")
+    del sys.argv[1]
 sys.argv = ["tsubaki-forensics", *sys.argv[1:]]
 sys.exit(main(None if sys.argv[1] != "--in-process" else sys.argv[2:]))
 """
@@ -82,3 +93,12 @@ def test_other_commands_end_normally(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert "teardown ran" in run.stderr and "atexit ran gc=True frozen=False" in run.stderr, run.stderr
+
+
+def test_a_plugin_renderer_gets_the_normal_exit(tsubaki_sample_path):
+    """A plugin's renderer may leave a file for the exit to flush: the process ends normally."""
+    run = subprocess.run([sys.executable, "-c", _PROCESS, "--plugin-renderer", "analyze", str(tsubaki_sample_path),
+                          "--format", "mine", "-q"], capture_output=True, text=True, timeout=300)
+    assert run.returncode in (0, 4), run.stderr
+    assert run.stdout == "mine\n"
+    assert "teardown ran" in run.stderr, run.stderr

@@ -101,6 +101,13 @@ def _render(spec, report) -> None:
                           f"{str(e).strip().splitlines()[0] if str(e).strip() else '(no message)'}") from None
 
 
+def _bundled(spec) -> bool:
+    """Is ``spec`` one of the core's own renderers (text, json)?"""
+    from ..plugin_system.builtin import BUILTIN_NAME
+
+    return spec.plugin == BUILTIN_NAME
+
+
 def analyze(
     dumps: _DumpPaths,
     vmlinux: _Vmlinux = None,
@@ -155,7 +162,8 @@ def analyze(
     for problem in (*report.dump.problems, *(() if quiet else report.warnings)):
         print_warning(problem)
     _render(renderers[format], report)
-    output.allow_quick_exit()  # the output is written: the process may end without tearing down its heap
+    if _bundled(renderers[format]):  # a plugin's renderer may leave a file to flush at exit: the normal exit
+        output.allow_quick_exit()  # the output is written: the process may end without tearing down its heap
     code = exit_code([r.status for r in report.results])
     if code:
         # SystemExit, not typer.Exit: click returns typer.Exit's code from

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["stdout", "stderr", "print_error", "print_warning", "print_json", "JsonStream", "safe_text", "FORMATS", "check_format",
-           "format_option", "pause_gc", "resume_gc", "allow_quick_exit", "quick_exit_allowed"]
+           "format_option", "pause_gc", "resume_gc", "restore_gc", "allow_quick_exit", "quick_exit_allowed"]
 
 # Declared for readers and linters; the values come from __getattr__ on first use.
 stdout: Console
@@ -65,7 +65,7 @@ def print_json(data: Any) -> None:
 # was written).  Only for a run that *is* the process
 # (``main()`` called without ``argv``): code that runs a command in-process
 # keeps the interpreter's normal behaviour.
-_PROCESS = {"gc_paused": False, "quick_exit": False}
+_PROCESS = {"gc_paused": False, "gc_frozen": False, "quick_exit": False}
 
 
 def pause_gc() -> None:
@@ -90,8 +90,26 @@ def resume_gc() -> None:
         import gc
 
         _PROCESS["gc_paused"] = False
+        _PROCESS["gc_frozen"] = True
         gc.freeze()
         gc.enable()
+
+
+def restore_gc() -> None:
+    """Before an ordinary exit: the collector as it was, running and nothing frozen.
+
+    The interpreter's exit never finalizes a frozen object (its ``__del__``
+    does not run, a file it holds is not flushed), so what was frozen goes
+    back to the collector.
+    """
+    import gc
+
+    if _PROCESS["gc_paused"]:
+        _PROCESS["gc_paused"] = False
+        gc.enable()
+    if _PROCESS["gc_frozen"]:
+        _PROCESS["gc_frozen"] = False
+        gc.unfreeze()
 
 
 def allow_quick_exit() -> None:
