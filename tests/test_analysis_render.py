@@ -102,3 +102,90 @@ def _json(report) -> str:
     out = io.StringIO()
     json_renderer.render(report, out)
     return out.getvalue()
+
+
+# --- json_renderer.dumps: the text of json.dumps(indent=2), rows through the C encoder ---------------
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# Strings that stress the row boundaries: braces, commas, the separators' own
+# characters, escapes, non-ASCII, and the renderer's own mark.
+_TRICKY = st.sampled_from(["}", "{", "},\n{", '"', "\\", "\n", "\x00", "\u2028", "é漢", ",", ": ", " " * 14,
+                           json_renderer._MARK, json_renderer._MARK + "0", json_renderer._QUOTED_MARK])
+_TEXT = st.lists(st.one_of(st.text(max_size=6), _TRICKY), max_size=4).map("".join)
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), _TEXT)
+_PLACEHOLDER = st.one_of(st.builds(lambda a: {"not_collected": True, "address": a}, st.none() | _TEXT),
+                         st.builds(lambda r: {"unreadable": r}, _TEXT))
+_KEY = st.one_of(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True), _TEXT)
+
+
+@st.composite
+def _documents(draw):
+    def table():
+        keys = draw(st.lists(_KEY, max_size=5, unique=True))
+        cell = st.one_of(_SCALAR, _PLACEHOLDER) if draw(st.booleans()) else _SCALAR
+        rows = draw(st.lists(st.fixed_dictionaries({k: cell for k in keys}), max_size=6))
+        return {"name": draw(_TEXT), "title": draw(_TEXT), "columns": [{"name": k} for k in keys], "rows": rows}
+
+    analyses = [{"name": draw(_TEXT), "facts": draw(st.dictionaries(_KEY, st.one_of(_SCALAR, _PLACEHOLDER), max_size=3)),
+                 "tables": [table() for _ in range(draw(st.integers(0, 3)))], "notes": draw(st.lists(_TEXT, max_size=2))}
+                for _ in range(draw(st.integers(0, 3)))]
+    return {"schema": json_renderer.SCHEMA, "dump": {"paths": draw(st.lists(_TEXT, max_size=2))},
+            "warnings": draw(st.lists(_TEXT, max_size=2)), "analyses": analyses}
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents())
+def test_json_dumps_is_byte_identical_to_indented_json_dumps(doc):
+    before = json.dumps(doc)
+    assert json_renderer.dumps(doc) == json.dumps(doc, indent=2, ensure_ascii=False)
+    assert json.dumps(doc) == before  # the document is left as it was
+
+
+def test_json_render_is_indented_json_dumps_of_the_report():
+    out = io.StringIO()
+    json_renderer.render(_report(), out)
+    assert out.getvalue() == json.dumps(json_renderer.report_to_json(_report()), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_json_rows_are_value_to_json_of_each_cell():
+    """The rows of plain values (the short way) are what value_to_json makes of each cell."""
+    class Pid(int):
+        pass
+
+    columns = (Column("task", "TASK", int, fmt="address"), Column("flag", "FLAG", int, fmt="address"),
+               Column("pid", "PID", int), Column("comm", "COMM", str))
+    rows = [(0xFFFF888001000000, True, 1, "init"), (None, 0, Pid(7), "x"), (NotCollected(0x1000), 5, 2, Unreadable("r")),
+            (-1, False, 3, "é\n\"")]
+    table = Table.build("t", "T", columns, rows)
+    expected = [{k: json_renderer.value_to_json(v, address=c.fmt == "address")
+                 for k, v, c in zip(("task", "flag", "pid", "comm"), row, columns)} for row in rows]
+    assert json_renderer._table(table)["rows"] == expected
+    assert [type(v) for r in json_renderer._table(table)["rows"] for v in r.values()] == \
+        [type(v) for r in expected for v in r.values()]
+
+
+def test_text_lines_print_as_rich_prints_each_line():
+    """Lines batched into one rich Text come out as rich prints each line alone."""
+    from rich.console import Console
+    from rich.text import Text
+
+    lines = ["plain", "", "\ttab\tin\tthe middle", "bell\x07 cr\r ff\x0c vt\x0b bs\x08", "trailing   ", "x" * 250 + "  ",
+             "[bold]not markup[/bold]", "漢字 wide " * 30, "emoji 🙂", "  ", "\x1b[31mred", "last"]
+
+    def console(out):
+        return Console(file=out, highlight=False, soft_wrap=True, color_system=None, width=200)
+
+    one_by_one, batched = io.StringIO(), io.StringIO()
+    plain = console(one_by_one)
+    for line in lines:
+        plain.print(Text(line))
+    plain.print()
+    printer = text_renderer._Lines(console(batched))
+    for line in lines:
+        printer.line(line)
+    printer.line("")
+    printer.flush()
+    assert batched.getvalue() == one_by_one.getvalue()

@@ -64,3 +64,10 @@ def test_system_exit_code_and_bad_script(tsubaki_sample_path, tmp_path):
     r = _shell(tsubaki_sample_path, tmp_path / "missing.py")
     assert r.returncode == 1 and r.stderr.splitlines()[-1] == f"error: {tmp_path / 'missing.py'}: no such script"
     assert "Traceback" not in r.stderr
+
+
+def test_user_code_runs_with_the_garbage_collector(tsubaki_sample_path):
+    """The start-up runs without the cyclic collector (cli/app.py); the user's code gets it back."""
+    r = _shell(tsubaki_sample_path, "-e", "import gc; print(gc.isenabled(), gc.get_freeze_count() > 0)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "True True\n"

@@ -94,8 +94,10 @@ def check_result(result: object, facts: tuple[str, ...] = ()) -> None:
     for table in result.tables:
         if not isinstance(table, Table):
             raise TypeError(f"malformed result: table {table!r:.80} is not a Table")
+        width = len(table.columns)
         for row in table.rows:
-            if not isinstance(row, tuple) or len(row) != len(table.columns) or not all(map(_value, row)):
+            if not isinstance(row, tuple) or len(row) != width or \
+                    not (_PLAIN.issuperset(map(type, row)) or all(map(_value, row))):
                 raise TypeError(f"malformed result: table {table.name} row {row!r:.80}")
     for c in result.completeness:
         if not isinstance(c, Completeness) or not all(isinstance(m, Missing) for m in c.missing):
@@ -109,6 +111,10 @@ def check_result(result: object, facts: tuple[str, ...] = ()) -> None:
         if undeclared:
             raise TypeError(f"fact {undeclared[0]!r} (key {fact_key(undeclared[0])!r}) is not among the facts "
                             f"it declares: {', '.join(facts)}")
+
+
+#: Cell types accepted without a closer look (the rest: subclasses, placeholders, through :func:`_value`).
+_PLAIN = frozenset({int, float, str, bool, type(None)})
 
 
 def _value(v: object) -> bool:

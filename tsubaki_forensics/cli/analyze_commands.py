@@ -101,6 +101,13 @@ def _render(spec, report) -> None:
                           f"{str(e).strip().splitlines()[0] if str(e).strip() else '(no message)'}") from None
 
 
+def _bundled(spec) -> bool:
+    """Is ``spec`` one of the core's own renderers (text, json)?"""
+    from ..plugin_system.builtin import BUILTIN_NAME
+
+    return spec.plugin == BUILTIN_NAME
+
+
 def analyze(
     dumps: _DumpPaths,
     vmlinux: _Vmlinux = None,
@@ -133,6 +140,7 @@ def analyze(
     if self_contained and vmlinux is not None:
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
+    output.resume_gc()  # paused for the start-up by cli/app.py; the analyses' garbage grows with the dump
     try:
         report = analyze_dump(
             opened,
@@ -154,6 +162,8 @@ def analyze(
     for problem in (*report.dump.problems, *(() if quiet else report.warnings)):
         print_warning(problem)
     _render(renderers[format], report)
+    if _bundled(renderers[format]):  # a plugin's renderer may leave a file to flush at exit: the normal exit
+        output.allow_quick_exit()  # the output is written: the process may end without tearing down its heap
     code = exit_code([r.status for r in report.results])
     if code:
         # SystemExit, not typer.Exit: click returns typer.Exit's code from
@@ -267,6 +277,7 @@ def shell(
         raise TsubakiError("--self-contained and --vmlinux exclude each other")
     plugins = get_plugins(_names(disable))
     opened = open_program(dumps, plugins, vmlinux=vmlinux, debug_dirs=_debug_dirs(debug_dir), self_contained=self_contained)
+    output.resume_gc()  # paused for the start-up by cli/app.py; the user's code runs with it
     prog, extra = opened.program.prog, {"dump": opened.dump}
     try:
         if code is not None:
