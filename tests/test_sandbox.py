@@ -124,7 +124,10 @@ def test_import_time_print_does_not_reach_stdout(tmp_path, monkeypatch, capfd):
         "import os\nprint('import-time print')\nos.write(1, b'import-time fd 1\\n')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     ep = importlib.metadata.EntryPoint("noisy", "noisy_plugin_mod", "tsubaki_test_group")
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [ep] if group == "tsubaki_test_group" else [])
+    from tsubaki_forensics.plugin_system import manager
+
+    # the manager's own entry-point scan (manager.entry_points), not importlib.metadata's
+    monkeypatch.setattr(manager, "entry_points", lambda group: [ep] if group == "tsubaki_test_group" else [])
     plugins = Plugins.load(group="tsubaki_test_group")
     assert "noisy" in {i.name for i in plugins.plugins()}
     out, err = capfd.readouterr()
