@@ -17,11 +17,11 @@ from __future__ import annotations
 import bisect
 import collections
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zstandard
 
+from ..contracts.frozen import Frozen
 from ..errors import ConflictError, ExcludedPageError, FormatError, NotCollectedError
 from . import records as R
 from .completeness import np_merge, np_minus_set
@@ -57,30 +57,62 @@ PREFIX_STEP = 128 << 10
 _PIECE_CACHE = 1 << 14
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
+# Range, _Source and _Piece are slotted Frozen records, not frozen dataclasses
+# (the same repr, ==, hash and immutability; ~0.5 ms each less at every
+# ``analyze``'s import, issue 21).
+
+class Range(Frozen):
     """A run of physical memory: ``kind`` is "data", "zero" or "missing"."""
 
+    _fields = ("start", "length", "kind")
+    __slots__ = _fields
     start: int
     length: int
     kind: str
+
+    def __init__(self, start: int, length: int, kind: str) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "start", start)
+        setattr_(self, "length", length)
+        setattr_(self, "kind", kind)
+
+    def __reduce__(self) -> tuple:  # slots and no __setattr__: pickled by its fields
+        return type(self), self._key()
 
     @property
     def end(self) -> int:
         return self.start + self.length
 
 
-@dataclass(frozen=True, slots=True)
-class _Source:
+class _Source(Frozen):
+    _fields = ("file", "rec")
+    __slots__ = _fields
     file: int  # index into PhysicalMemory.files
     rec: RecordInfo
 
+    def __init__(self, file: int, rec: RecordInfo) -> None:
+        object.__setattr__(self, "file", file)
+        object.__setattr__(self, "rec", rec)
 
-@dataclass(frozen=True, slots=True)
-class _Piece:
+    def __reduce__(self) -> tuple:
+        return type(self), self._key()
+
+
+class _Piece(Frozen):
+    _fields = ("start", "end", "src")
+    __slots__ = _fields
     start: int
     end: int
     src: _Source
+
+    def __init__(self, start: int, end: int, src: _Source) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "start", start)
+        setattr_(self, "end", end)
+        setattr_(self, "src", src)
+
+    def __reduce__(self) -> tuple:
+        return type(self), self._key()
 
     @property
     def zero(self) -> bool:

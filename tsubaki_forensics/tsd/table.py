@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import array
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
+
+from ..contracts.frozen import Frozen
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,17 +27,36 @@ __all__ = ["RecordInfo", "RecordTable", "TableBuilder", "RECORD_DTYPE", "RECORD_
            "record_dtype", "MissingReasons", "MissingList", "ColumnSequence", "RunList", "merge_runs", "merge_inclusive"]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordInfo:
-    """Where one record is and what it covers (for MEMORY, ZERO, MISSING)."""
+class RecordInfo(Frozen):
+    """Where one record is and what it covers (for MEMORY, ZERO, MISSING).
 
+    A :class:`~tsubaki_forensics.contracts.frozen.Frozen` record with slots,
+    not a ``@dataclass(frozen=True, slots=True)`` (~0.8 ms at import, issue 21).
+    """
+
+    _fields = ("type", "flags", "offset", "size", "sequence", "paddr", "length")
+    __slots__ = _fields
     type: int
     flags: int
     offset: int
     size: int
-    sequence: int | None = None
-    paddr: int = 0
-    length: int = 0
+    sequence: int | None
+    paddr: int
+    length: int
+
+    def __init__(self, type: int, flags: int, offset: int, size: int, sequence: int | None = None,
+                 paddr: int = 0, length: int = 0) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "type", type)
+        setattr_(self, "flags", flags)
+        setattr_(self, "offset", offset)
+        setattr_(self, "size", size)
+        setattr_(self, "sequence", sequence)
+        setattr_(self, "paddr", paddr)
+        setattr_(self, "length", length)
+
+    def __reduce__(self) -> tuple:  # slots and no __setattr__: pickled by its fields
+        return type(self), self._key()
 
 
 #: The columns of a table row, in order (a small table's tuples, a big one's dtype).
