@@ -102,3 +102,25 @@ def test_a_plugin_renderer_gets_the_normal_exit(tsubaki_sample_path):
     assert run.returncode in (0, 4), run.stderr
     assert run.stdout == "mine\n"
     assert "teardown ran" in run.stderr, run.stderr
+
+
+def test_import_as_the_process_ends_without_teardown_and_publishes_the_dump(tmp_path):
+    """``import`` ends quickly once its .tsd is published: the file is whole (it reads back and
+    verifies), atexit handlers ran, the heap was not torn down."""
+    from test_vmcore_elf import qemu_style_elf, sample_notes
+
+    from tsubaki_forensics.tsd import open_dump
+
+    data = bytes(range(256)) * 64  # four 4 KiB pages, none zero
+    elf, out = tmp_path / "in.elf", tmp_path / "out.tsd"
+    qemu_style_elf(elf, [(0x100000, data)], sample_notes())
+    run = subprocess.run([sys.executable, "-c", _PROCESS, "import", str(elf), "-o", str(out), "--format", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "atexit ran" in run.stderr and "teardown ran" not in run.stderr, run.stderr
+    import json
+
+    assert json.loads(run.stdout)["output"] == str(out)
+    with open_dump(out) as dump:
+        assert dump.memory.read(0x100000, len(data)) == data
+        assert dump.completeness().complete

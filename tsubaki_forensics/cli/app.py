@@ -107,9 +107,10 @@ def _end_quickly(code: int) -> None:
         return  # the normal exit reports it
     import atexit
 
-    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
-    if run_exitfuncs is not None:
-        run_exitfuncs()
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)  # CPython's; without it, the normal exit
+    if run_exitfuncs is None:
+        return
+    run_exitfuncs()
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -143,6 +143,9 @@ def import_cmd(
         raise TsubakiError(str(e)) from None
     finally:
         stop()
+    # the .tsd is published (fsync'd, renamed): once the summary below is
+    # written the process may end without tearing down its heap (cli/app.py)
+    cli_output.allow_quick_exit()
     s = res.stats
     source = ", ".join(map(str, vmcore))
     data = {"dump_id": res.dump_id, "source": source, "output": str(output),
