@@ -164,8 +164,8 @@ def scenarios(args: argparse.Namespace) -> None:
         f"- Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux "
         f"{platform.release()}; load average at the end {load:.2f} (shared machine: wall is inflated and "
         "noisy under load, CPU much less)",
-        "- ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (the default run: sys, "
-        "tasks, dmesg, panic) on the crash imported to .tsd",
+        "- ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (the default run: every "
+        "bundled analysis: sys, tasks, dmesg, panic, blocked, runq, memory, modules) on the crash imported to .tsd",
         f"- peer: `python bench/analyze_peer.py VMCORE VMLINUX{' --names-only' if args.peer_names_only else ''}` "
         "(plain drgn on the ELF vmcore doing the same work with drgn's own helpers"
         f"{'; frames named only, no symbol+offset/size' if args.peer_names_only else ', symbol+offset/size of each frame as drgn prints a trace'})",
@@ -259,7 +259,7 @@ Command: `{cmd}` (whole processes, interleaved, {args.runs} runs each after one 
 
 - Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Linux {platform.release()}
 - Dump: {args.vmcore} ({args.vmcore.stat().st_size / 2**20:.0f} MiB ELF) imported to a {imported.file_bytes / 2**20:.1f} MiB .tsd
-- ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (tasks, dmesg, panic)
+- ours: `tsubaki-forensics analyze crash.tsd --vmlinux VMLINUX --format json` (every bundled analysis)
 - peer: `python bench/analyze_peer.py VMCORE VMLINUX` (plain drgn, same work, drgn's ELF path)
 
 | | wall (s, median) | CPU user+sys (s, median) | peak RSS (MiB, median) |
