@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Called without ``argv`` it is the process: a command that allows it
     (:func:`.output.allow_quick_exit`: ``analyze`` once its output is
-    written, ``import`` once its .tsd is published) then ends the process here, with ``os._exit`` after flushing
-    stdout and stderr and running the ``atexit`` handlers, instead of
-    returning: the interpreter's teardown (freeing drgn's program and every
+    written, ``import`` once its .tsd is published) then ends the process
+    here, with ``os._exit`` after flushing stdout and stderr and running the
+    ``atexit`` handlers, instead of returning: the interpreter's teardown (freeing drgn's program and every
     module, two full collections) cost ~40 ms of a ~0.45 s ``analyze``
     (issue 21) and releases nothing the kernel does not.  The start-up of
     ``analyze`` and ``shell`` runs without the cyclic garbage collector
