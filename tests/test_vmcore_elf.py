@@ -264,10 +264,12 @@ def test_a_level_1_import_runs_without_numpy_and_reads_back(tmp_path):
     src, tsd = tmp_path / "qemu.elf", tmp_path / "d.tsd"
     segs = sample_memory()
     qemu_style_elf(src, segs, sample_notes())
-    code = ("import sys; from tsubaki_forensics.cli.app import main\n"
+    # main() is the process here: it may end with os._exit after the atexit handlers (cli/app.py),
+    # so an atexit handler reports the modules loaded
+    code = ("import atexit, sys; from tsubaki_forensics.cli.app import main\n"
+            "atexit.register(lambda: print('numpy' in sys.modules or 'elftools' in sys.modules, file=sys.stderr))\n"
             "sys.argv = ['tsubaki-forensics', 'import', sys.argv[1], '-o', sys.argv[2]]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('numpy' in sys.modules or 'elftools' in sys.modules, file=sys.stderr)")
+            "sys.exit(main())")
     proc = subprocess.run([sys.executable, "-c", code, str(src), str(tsd)], capture_output=True,
                           text=True, check=True)
     assert proc.stderr.strip().splitlines()[-1] == "False", proc.stderr
