@@ -104,9 +104,17 @@ class Record:
 class Frozen(Record):
     """A :class:`Record` that cannot change: ``hash`` of the fields, and
     attributes that cannot be assigned or deleted (``__init__`` sets them
-    with :func:`object.__setattr__`)."""
+    with :func:`object.__setattr__`).  A subclass with ``__slots__`` pickles
+    as a call of its ``__init__`` with its ``_fields``."""
 
     __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("__slots__") and "__reduce__" not in cls.__dict__:
+            # no __dict__ for pickle to restore, and no __setattr__ to restore slots
+            # with: a slotted record is pickled as a call of its __init__ with its fields
+            cls.__reduce__ = _by_fields  # type: ignore[method-assign]
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -116,3 +124,8 @@ class Frozen(Record):
 
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _by_fields(self: Frozen) -> tuple[Any, ...]:
+    """``__reduce__`` of a slotted :class:`Frozen`: its class and its fields, in ``__init__``'s order."""
+    return type(self), tuple([getattr(self, n) for n in self._fields])

@@ -332,9 +332,6 @@ class IndexEntry(Frozen):
         setattr_(self, "paddr", paddr)
         setattr_(self, "length", length)
 
-    def __reduce__(self) -> tuple:  # slots and no __setattr__: pickled by its fields
-        return type(self), self._key()
-
 
 class MemoryMap(Frozen):
     """What a dump should contain (FORMAT.md §4.3, MEMORY_MAP): the dumped

@@ -55,9 +55,6 @@ class RecordInfo(Frozen):
         setattr_(self, "paddr", paddr)
         setattr_(self, "length", length)
 
-    def __reduce__(self) -> tuple:  # slots and no __setattr__: pickled by its fields
-        return type(self), self._key()
-
 
 #: The columns of a table row, in order (a small table's tuples, a big one's dtype).
 RECORD_FIELDS = ("type", "flags", "offset", "size", "sequence", "paddr", "length")
