@@ -225,7 +225,70 @@ class _Source:
         return b"".join(os.pread(self.fd, n, a) for a, n in parts)
 
 
-class KdumpFile(MappedDumpFile):
+class _PfnViews:
+    """What a kdump file and a ``--split`` set both make of their pages' kinds
+    (memory, dumped, excluded, present, missing) given as (first pfn, bools)
+    slices by :meth:`_pfn_slices`: whole per-pfn masks, the dumped pfns, and
+    runs.  One byte per pfn only for the masks asked for whole."""
+
+    header: KdumpHeader
+    page_size: int
+    path: Path
+    file_size: int
+    _dumped_pfns: np.ndarray | None
+
+    def _pfn_slices(self, kind: str, step: int | None = None):
+        """(first pfn, bools) over every pfn, ``step`` pfns at a time, of one kind
+        of page: memory, dumped, excluded, present or missing."""
+        raise NotImplementedError
+
+    def _whole(self, kind: str) -> np.ndarray:
+        out = np.zeros(self.header.max_mapnr, bool)
+        for lo, bits in self._pfn_slices(kind):
+            out[lo:lo + len(bits)] = bits
+        return out
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Per pfn: memory (the 1st bitmap, corrected); one byte per pfn, made on use."""
+        return self._whole("memory")
+
+    @property
+    def dumped(self) -> np.ndarray:
+        """Per pfn: dumped (the 2nd bitmap; of a set, by some file); one byte per pfn, made on use."""
+        return self._whole("dumped")
+
+    @property
+    def dumped_pfns(self) -> np.ndarray:
+        """Every dumped pfn (8 bytes each: made on first use, for the commands
+        that walk the whole dump; the reader itself never builds it)."""
+        if self._dumped_pfns is None:
+            parts = [lo + np.flatnonzero(d) for lo, d in self._pfn_slices("dumped")]
+            self._dumped_pfns = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._dumped_pfns
+
+    def present_mask(self) -> np.ndarray:
+        """Per pfn: the page's data is in the file (of a set: in some file); one byte per pfn, made on use."""
+        return self._whole("present")
+
+    def _runs_of(self, slices, what: str = "runs") -> RunList:
+        """(paddr, length) runs of the pfns set in (first pfn, bools) slices, in
+        order, as numpy columns (never a tuple per run: a bitmap alternating
+        every frame claims a run per two frames).
+
+        :raises FormatError: more than :func:`~tsubaki_forensics.limits.max_runs`
+            of the file's size (checked slice by slice, before the columns grow past it)."""
+        return _runs_of(slices, self.page_size, str(self.path), what, max_runs(self.file_size))
+
+    def present_ranges(self) -> RunList:
+        return self._runs_of(self._pfn_slices("present", _run_step()), "runs of dumped pages")
+
+    def missing_ranges(self) -> RunList:
+        """Dumped pages whose data the file (or set) does not hold (cut short, INCOMPLETE)."""
+        return self._runs_of(self._pfn_slices("missing", _run_step()), "runs of missing pages")
+
+
+class KdumpFile(_PfnViews, MappedDumpFile):
     """A kdump-compressed file (or its flattened form), page by page.
 
     :ivar header: :class:`KdumpHeader`.
@@ -400,36 +463,9 @@ class KdumpFile(MappedDumpFile):
             out.append(lo + int(bits[i - int(self._rank[block])]))
         return out
 
-    def dumped_pfn_slices(self, step: int | None = None):
-        """The dumped pfns in order, one array per ``step`` pfns of the bitmap."""
-        for lo, dumped in self._slices("dumped", step):
-            yield lo + np.flatnonzero(dumped)
-
-    @property
-    def dumped_pfns(self) -> np.ndarray:
-        """Every dumped pfn (8 bytes each: made on first use, for the commands
-        that walk the whole dump; the reader itself never builds it)."""
-        if self._dumped_pfns is None:
-            parts = list(self.dumped_pfn_slices())
-            self._dumped_pfns = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return self._dumped_pfns
-
-    @property
-    def valid(self) -> np.ndarray:
-        """Per pfn: memory (1st bitmap, corrected); one byte per pfn, made on use."""
-        return self._whole("memory")
-
-    @property
-    def dumped(self) -> np.ndarray:
-        """Per pfn: dumped (2nd bitmap); one byte per pfn, made on use."""
-        return self._whole("dumped")
-
-    def _whole(self, kind: str) -> np.ndarray:
-        out = np.zeros(self.header.max_mapnr, bool)
-        source = self._slices("dumped") if kind == "dumped" else self._kind_slices(kind)
-        for lo, bits in source:
-            out[lo:lo + len(bits)] = bits
-        return out
+    def _pfn_slices(self, kind: str, step: int | None = None):
+        """:meth:`_PfnViews._pfn_slices`: the 2nd bitmap, or :meth:`_kind_slices`."""
+        return self._slices("dumped", step) if kind == "dumped" else self._kind_slices(kind, step)
 
     def _meta(self, has: bool, offset: int, size: int, what: str) -> bytes | None:
         if not has or offset <= 0 or size <= 0:
@@ -483,19 +519,6 @@ class KdumpFile(MappedDumpFile):
         """(paddr, length) runs of the pfns set in ``mask``."""
         return self._runs_of([(0, mask)])
 
-    def _runs_of(self, slices, what: str = "runs") -> RunList:
-        """(paddr, length) runs of the pfns set in (first pfn, bools) slices, in
-        order, as numpy columns (never a tuple per run: a bitmap alternating
-        every frame claims a run per two frames).
-
-        :raises FormatError: more than :func:`~tsubaki_forensics.limits.max_runs`
-            of the file's size (checked slice by slice, before the columns grow past it)."""
-        return _runs_of(slices, self.page_size, str(self.path), what, max_runs(self.file_size))
-
-    def present_mask(self) -> np.ndarray:
-        """Per pfn: the page's data is in the file (one byte per pfn, made on use)."""
-        return self._whole("present")
-
     def memory_ranges(self) -> RunList:
         """The machine's memory (1st bitmap) as (paddr, length) runs."""
         return self._runs_of(self._kind_slices("memory", _run_step()), "memory runs")
@@ -507,13 +530,6 @@ class KdumpFile(MappedDumpFile):
             return self._runs_of((_clipped(a, m, lo, hi) for a, m in self._kind_slices("excluded", _run_step())),
                                  "excluded runs")
         return self._runs_of(self._kind_slices("excluded", _run_step()), "excluded runs")
-
-    def present_ranges(self) -> RunList:
-        return self._runs_of(self._kind_slices("present", _run_step()), "runs of dumped pages")
-
-    def missing_ranges(self) -> RunList:
-        """Dumped pages whose data the file does not hold (cut short, INCOMPLETE)."""
-        return self._runs_of(self._kind_slices("missing", _run_step()), "runs of missing pages")
 
     # -- reading ----------------------------------------------------------------
 
@@ -612,7 +628,7 @@ class KdumpFile(MappedDumpFile):
 
 
 
-class KdumpSet:
+class KdumpSet(_PfnViews):
     """The files of one ``makedumpfile --split`` set, given in any order, read as one.
 
     Each file holds the pages of its own pfn range (``start_pfn .. end_pfn``
@@ -682,7 +698,7 @@ class KdumpSet:
     # slice of each at once): a set claiming a huge machine costs time, not a
     # byte per frame (issue 22).
 
-    def _set_slices(self, kind: str, step: int | None = None):
+    def _pfn_slices(self, kind: str, step: int | None = None):
         """(first pfn, bools) of one kind of page over the whole set: memory,
         dumped (by any file), excluded, present or missing."""
         first = self.files[0]
@@ -706,48 +722,11 @@ class KdumpSet:
                     present |= next(it)[1]
                 yield lo, present if kind == "present" else dumped & ~present
 
-    def _whole(self, kind: str) -> np.ndarray:
-        out = np.zeros(self.header.max_mapnr, bool)
-        for lo, bits in self._set_slices(kind):
-            out[lo:lo + len(bits)] = bits
-        return out
-
-    @property
-    def valid(self) -> np.ndarray:
-        """Per pfn: memory; one byte per pfn, made on use."""
-        return self._whole("memory")
-
-    @property
-    def dumped(self) -> np.ndarray:
-        """Per pfn: dumped by some file of the set; one byte per pfn, made on use."""
-        return self._whole("dumped")
-
-    @property
-    def dumped_pfns(self) -> np.ndarray:
-        """Every dumped pfn (8 bytes each, made on first use)."""
-        if self._dumped_pfns is None:
-            parts = [lo + np.flatnonzero(d) for lo, d in self._set_slices("dumped")]
-            self._dumped_pfns = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return self._dumped_pfns
-
-    def present_mask(self) -> np.ndarray:
-        """Per pfn: some file holds the page's data (one byte per pfn, made on use)."""
-        return self._whole("present")
-
-    def _runs_of(self, slices, what: str = "runs") -> RunList:
-        return _runs_of(slices, self.page_size, str(self.path), what, max_runs(self.file_size))
-
     def memory_ranges(self) -> RunList:
         return self.files[0].memory_ranges()
 
     def excluded_ranges(self) -> RunList:
-        return self._runs_of(self._set_slices("excluded", _run_step()), "excluded runs")
-
-    def present_ranges(self) -> RunList:
-        return self._runs_of(self._set_slices("present", _run_step()), "runs of dumped pages")
-
-    def missing_ranges(self) -> RunList:
-        return self._runs_of(self._set_slices("missing", _run_step()), "runs of missing pages")
+        return self._runs_of(self._pfn_slices("excluded", _run_step()), "excluded runs")
 
     def read_page(self, pfn: int) -> bytes:
         return self._file(pfn).read_page(pfn)
